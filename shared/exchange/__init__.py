@@ -1,0 +1,1 @@
+"""Exchange access: the Binance USD-M futures client, the filter cache, and target selection."""

@@ -1,0 +1,93 @@
+"""Every Redis stream and key name the fleet uses. No other module builds a key string.
+
+Names marked "contract" are fixed by DESIGN.md (operators and other programs use them);
+the rest are internal to the fleet and may change between releases.
+"""
+
+from __future__ import annotations
+
+PREFIX = "quantum:"
+
+
+class Stream:
+    """Stream names (contract)."""
+
+    TRADE_INTENT = "quantum:stream:trade.intent"
+    APPLY_PLAN = "quantum:stream:apply.plan"
+    APPLY_RESULT = "quantum:stream:apply.result"
+    HARVEST_PROPOSAL = "quantum:stream:harvest.proposal"
+    HARVEST_CALIBRATED = "quantum:stream:harvest.calibrated"
+    DEAD_LETTER = "quantum:stream:dead_letter"
+    # Internal: reconcile heal and adoption events.
+    RECONCILE_EVENT = "quantum:stream:reconcile.event"
+
+
+class Group:
+    """Consumer group names, one per reading daemon and stream."""
+
+    INTENT_BRIDGE = "intent-bridge"
+    GOVERNOR = "governor"
+    POSITION_STATE_BRAIN = "position-state-brain"
+    INTENT_EXECUTOR = "intent-executor"
+    PORTFOLIO_HEAT_GATE = "portfolio-heat-gate"
+    APPLY_LAYER = "apply-layer"
+    RECONCILE = "reconcile"
+
+
+# Trading-state keys (contract).
+KILL = "quantum:kill"
+GOVERNOR_EXECUTION = "quantum:governor:execution"
+MODE = "quantum:mode"
+
+# Internal: the filter cache and exchange snapshots shared by the fleet.
+EXCHANGE_FILTERS = "quantum:exchange:filters"
+EXCHANGE_POSITIONS = "quantum:exchange:positions"
+EXCHANGE_MARK_PRICES = "quantum:exchange:mark_prices"
+
+
+def permit_p32(plan_id: str) -> str:
+    """Governor permit for a plan (contract)."""
+    return f"quantum:permit:p32:{plan_id}"
+
+
+def permit_p33(plan_id: str) -> str:
+    """Position-state-brain permit for a plan (contract)."""
+    return f"quantum:permit:p33:{plan_id}"
+
+
+def cooldown_last_exec(symbol: str) -> str:
+    """Millisecond timestamp of the last executed order on a symbol (contract)."""
+    return f"quantum:cooldown:last_exec_ts:{symbol}"
+
+
+def position_ledger(symbol: str) -> str:
+    """The fleet's own record of a position, a hash (contract)."""
+    return f"quantum:position:ledger:{symbol}"
+
+
+def position_ledger_pattern() -> str:
+    return "quantum:position:ledger:*"
+
+
+def plan_result_marker(plan_id: str) -> str:
+    """Internal: set once when a plan's terminal result has been written."""
+    return f"quantum:plan:result:{plan_id}"
+
+
+def plan_order_marker(plan_id: str) -> str:
+    """Internal: set before an order for a plan is sent; its presence means 'outcome may be unknown'."""
+    return f"quantum:plan:order:{plan_id}"
+
+
+def heartbeat(daemon: str) -> str:
+    """Internal: a daemon's liveness record (hash: pid, ts, state)."""
+    return f"quantum:daemon:heartbeat:{daemon}"
+
+
+def heartbeat_pattern() -> str:
+    return "quantum:daemon:heartbeat:*"
+
+
+def symbol_from_key(key: str) -> str:
+    """The trailing symbol of a per-symbol key such as the ledger or cooldown key."""
+    return key.rsplit(":", 1)[-1]
