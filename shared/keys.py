@@ -55,6 +55,11 @@ def permit_p33(plan_id: str) -> str:
     return f"quantum:permit:p33:{plan_id}"
 
 
+def permit_ready(plan_id: str) -> str:
+    """Internal: a list that receives "p32"/"p33" when a permit is issued, so waiters block, not poll."""
+    return f"quantum:permit:ready:{plan_id}"
+
+
 def cooldown_last_exec(symbol: str) -> str:
     """Millisecond timestamp of the last executed order on a symbol (contract)."""
     return f"quantum:cooldown:last_exec_ts:{symbol}"

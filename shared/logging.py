@@ -1,0 +1,72 @@
+"""JSON-lines logging with structlog; a processor redacts secrets before anything is written."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+REDACTED = "***"
+_SECRET_KEY = re.compile(r"(?i)(secret|password|passwd|api_?key|signature|token|authorization|credential)")
+_PATTERNS = (
+    (re.compile(r"(?i)(signature=)[0-9a-f]{16,}"), r"\1" + REDACTED),
+    (re.compile(r"(?i)(rediss?://[^:/@\s]*:)[^@\s]+@"), r"\1" + REDACTED + "@"),
+    (re.compile(r"(?i)(X-MBX-APIKEY['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9]+"), r"\1" + REDACTED),
+)
+_registered: set[str] = set()
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Values that must never be written anywhere, wherever they appear in a message."""
+    _registered.update(value for value in values if value and len(value) >= 6)
+
+
+def redact_text(text: str) -> str:
+    for secret in _registered:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact(value: Any, key: str = "") -> Any:
+    if key and _SECRET_KEY.search(key) and isinstance(value, (str, bytes)) and value:
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(item) for item in value]
+    return value
+
+
+def _redact_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    return {key: redact(value, key) for key, value in event_dict.items()}
+
+
+def configure(daemon: str, level: str = "INFO") -> structlog.typing.FilteringBoundLogger:
+    """JSON lines on stdout; tracebacks as text without local variables."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _redact_processor,
+            structlog.processors.JSONRenderer(sort_keys=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    return structlog.get_logger().bind(daemon=daemon)
+
+
+def get_logger(**bindings: Any) -> structlog.typing.FilteringBoundLogger:
+    return structlog.get_logger().bind(**bindings)

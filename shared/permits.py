@@ -1,0 +1,90 @@
+"""The permit codec: issue with a TTL, wait for permits without polling, consume exactly once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from enum import Enum
+
+import redis
+from pydantic import ValidationError
+
+from shared import keys
+from shared.schema.permit import P32Permit, P33Permit, Permit
+
+
+class PermitKind(str, Enum):
+    P32 = "p32"
+    P33 = "p33"
+
+    def key(self, plan_id: str) -> str:
+        return keys.permit_p32(plan_id) if self is PermitKind.P32 else keys.permit_p33(plan_id)
+
+    @property
+    def model(self) -> type[Permit]:
+        return P32Permit if self is PermitKind.P32 else P33Permit
+
+
+class PermitError(ValueError):
+    """A permit value that is not a valid permit (treated as a denial by callers)."""
+
+
+def kind_of(permit: Permit) -> PermitKind:
+    return PermitKind.P32 if isinstance(permit, P32Permit) else PermitKind.P33
+
+
+def issue(client: redis.Redis, permit: Permit, ttl_seconds: int) -> None:
+    """Write the permit with its TTL and wake any waiter, in one transaction."""
+    kind = kind_of(permit)
+    ready_key = keys.permit_ready(permit.plan_id)
+    pipe = client.pipeline(transaction=True)
+    pipe.set(kind.key(permit.plan_id), permit.to_json(), ex=ttl_seconds)
+    pipe.rpush(ready_key, kind.value)
+    pipe.expire(ready_key, ttl_seconds)
+    pipe.execute()
+
+
+def decode(kind: PermitKind, raw: bytes | str) -> Permit:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    try:
+        return kind.model.model_validate_json(text)
+    except ValidationError as exc:
+        named = ", ".join(".".join(map(str, e["loc"])) or "permit" for e in exc.errors(include_url=False))
+        raise PermitError(f"{kind.value} permit is invalid ({named})") from None
+
+
+def peek(client: redis.Redis, kind: PermitKind, plan_id: str) -> Permit | None:
+    raw = client.get(kind.key(plan_id))
+    return None if raw is None else decode(kind, raw)
+
+
+def consume(client: redis.Redis, kind: PermitKind, plan_id: str) -> Permit | None:
+    """Take the permit atomically: of any number of concurrent callers exactly one gets it."""
+    raw = client.getdel(kind.key(plan_id))
+    return None if raw is None else decode(kind, raw)
+
+
+def wait_until_present(
+    client: redis.Redis,
+    plan_id: str,
+    kinds: Iterable[PermitKind],
+    timeout_seconds: float,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> set[PermitKind]:
+    """Block until every kind's permit exists or the timeout passes; returns the kinds present."""
+    wanted = set(kinds)
+    deadline = monotonic() + timeout_seconds
+    present = {kind for kind in wanted if client.exists(kind.key(plan_id))}
+    ready_key = keys.permit_ready(plan_id)
+    while present != wanted:
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            break
+        popped = client.blpop([ready_key], timeout=max(remaining, 0.001))
+        if popped is not None:
+            present |= {kind for kind in wanted if kind.value == _text(popped[1])}
+    return present
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,41 @@
+"""Redis connections: decoded strings, bounded retries with backoff, one clear error when unreachable."""
+
+from __future__ import annotations
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from shared.logging import redact_text
+
+
+class RedisUnavailable(RuntimeError):
+    """Redis cannot be reached or refused our credentials; the message carries no password."""
+
+
+def connect(url: str, socket_timeout: float | None = 30.0, retries: int = 6) -> redis.Redis:
+    """A client that survives a Redis restart: commands retry with exponential backoff."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        encoding_errors="replace",
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=5.0,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+def connect_checked(url: str, socket_timeout: float | None = 30.0) -> redis.Redis:
+    """Connect and PING, translating failures into RedisUnavailable with a redacted URL."""
+    client = connect(url, socket_timeout=socket_timeout)
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        raise RedisUnavailable(f"Redis at {redact_text(url)} refused the credentials (check REDIS_URL)") from None
+    except redis.ResponseError as exc:
+        raise RedisUnavailable(f"Redis at {redact_text(url)} answered an error: {redact_text(str(exc))}") from None
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise RedisUnavailable(f"cannot reach Redis at {redact_text(url)}: {exc.__class__.__name__}") from None
+    return client

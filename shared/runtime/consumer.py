@@ -1,0 +1,235 @@
+"""The consumer-group loop every daemon runs.
+
+Order of work: this consumer's own pending entries (a restart recovers them), then entries
+left idle by any consumer (XAUTOCLAIM), then new entries, blocking in XREADGROUP. An entry
+is acked only after its handler returned; a handler that raised leaves it pending, so it is
+claimed again after `claim_idle_ms`; past `max_deliveries`, or when it does not parse, it
+goes to the dead-letter stream with the reason and is acked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import redis
+
+from shared import metrics
+from shared.logging import get_logger
+from shared.runtime import maintenance
+from shared.runtime.deadletter import dead_letter_and_ack, dead_letter_fields
+from shared.schema.entry import EntryError
+
+T = TypeVar("T")
+MAX_DELIVERIES_REASON = "max_deliveries_exceeded"
+BUSYGROUP = "BUSYGROUP"
+
+
+@dataclass(frozen=True)
+class Entry:
+    stream: str
+    entry_id: str
+    fields: dict[str, str]
+    deliveries: int
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    stream: str
+    group: str
+    consumer: str
+    batch: int = 64
+    block_ms: int = 2000
+    claim_idle_ms: int = 30_000
+    max_deliveries: int = 5
+    start_id: str = "0"
+    retention_ms: int = 72 * 3600 * 1000
+    housekeeping_every_s: float = 5.0
+
+
+class Shutdown(Exception):
+    """Raised from the signal handler while the loop waits idle in XREADGROUP."""
+
+
+@dataclass
+class _State:
+    stopping: threading.Event = field(default_factory=threading.Event)
+    idle: bool = False
+    last_housekeeping: float = float("-inf")
+
+
+class StreamConsumer(Generic[T]):
+    def __init__(
+        self,
+        client: redis.Redis,
+        config: ConsumerConfig,
+        parse: Callable[[dict[str, str]], T],
+        handler: Callable[[T, Entry], None],
+        on_tick: Callable[[], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self.client = client
+        self.config = config
+        self.parse = parse
+        self.handler = handler
+        self.on_tick = on_tick
+        self.monotonic = monotonic
+        self.log = get_logger(stream=config.stream, group=config.group, consumer=config.consumer)
+        self._state = _State()
+        self._labels = {"stream": config.stream, "group": config.group}
+
+    @property
+    def idle(self) -> bool:
+        return self._state.idle
+
+    def request_stop(self) -> None:
+        self._state.stopping.set()
+
+    def ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.config.stream, self.config.group, id=self.config.start_id, mkstream=True)
+        except redis.ResponseError as exc:
+            if not str(exc).startswith(BUSYGROUP):
+                raise
+
+    def run(self, burst: bool = False) -> int:
+        """Process until stopped; in burst mode, until nothing is left, then return the count."""
+        self.ensure_group()
+        processed = self._drain_own_pending()
+        while not self._state.stopping.is_set():
+            try:
+                done = self._claim_idle() + self._read_new(block_ms=None if burst else self.config.block_ms)
+            except Shutdown:
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self._survive_redis_error(exc)
+                continue
+            processed += done
+            self._tick()
+            if burst and done == 0:
+                break
+        return processed
+
+    def _survive_redis_error(self, exc: Exception) -> None:
+        metrics.REDIS_ERRORS.labels(**self._labels).inc()
+        self.log.warning("redis_unavailable", error=exc.__class__.__name__)
+        self._state.stopping.wait(1.0)
+
+    def _drain_own_pending(self) -> int:
+        processed = 0
+        while not self._state.stopping.is_set():
+            response = self.client.xreadgroup(
+                self.config.group, self.config.consumer, {self.config.stream: "0"}, count=self.config.batch
+            )
+            batch = _entries(response)
+            if not batch:
+                return processed
+            processed += self._process_batch(batch, self._delivery_counts(batch))
+        return processed
+
+    def _claim_idle(self) -> int:
+        response = self.client.xautoclaim(
+            self.config.stream,
+            self.config.group,
+            self.config.consumer,
+            min_idle_time=self.config.claim_idle_ms,
+            start_id="0-0",
+            count=self.config.batch,
+        )
+        batch = [(entry_id, fields) for entry_id, fields in response[1] if entry_id]
+        if not batch:
+            return 0
+        self.log.info("entries_claimed", count=len(batch))
+        return self._process_batch(batch, self._delivery_counts(batch))
+
+    def _read_new(self, block_ms: int | None) -> int:
+        self._state.idle = True
+        try:
+            if self._state.stopping.is_set():
+                return 0
+            response = self.client.xreadgroup(
+                self.config.group,
+                self.config.consumer,
+                {self.config.stream: ">"},
+                count=self.config.batch,
+                block=block_ms,
+            )
+        finally:
+            self._state.idle = False
+        batch = _entries(response)
+        return self._process_batch(batch, {entry_id: 1 for entry_id, _ in batch})
+
+    def _delivery_counts(self, batch: list[tuple[str, dict | None]]) -> dict[str, int]:
+        ids = [entry_id for entry_id, _ in batch]
+        details = self.client.xpending_range(
+            self.config.stream, self.config.group, min=ids[0], max=ids[-1], count=len(ids) + 100,
+            consumername=self.config.consumer,
+        )
+        return {item["message_id"]: int(item["times_delivered"]) for item in details}
+
+    def _process_batch(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int]) -> int:
+        for entry_id, fields in batch:
+            self._process(entry_id, fields, deliveries.get(entry_id, 1))
+        return len(batch)
+
+    def _process(self, entry_id: str, fields: dict | None, deliveries: int) -> None:
+        metrics.ENTRIES_READ.labels(**self._labels).inc()
+        if not fields:  # Deleted or trimmed while pending: nothing left to process.
+            self.client.xack(self.config.stream, self.config.group, entry_id)
+            return
+        entry = Entry(self.config.stream, entry_id, dict(fields), deliveries)
+        if deliveries > self.config.max_deliveries:
+            self._dead_letter(entry, MAX_DELIVERIES_REASON, {"deliveries": str(deliveries)})
+            return
+        try:
+            item = self.parse(entry.fields)
+        except EntryError as exc:
+            self._dead_letter(entry, exc.reason, exc.fields)
+            return
+        self._handle(item, entry)
+
+    def _handle(self, item: T, entry: Entry) -> None:
+        started = time.perf_counter()
+        try:
+            self.handler(item, entry)
+        except (Shutdown, redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception:
+            metrics.HANDLER_ERRORS.labels(**self._labels).inc()
+            self.log.exception("handler_failed", entry_id=entry.entry_id, deliveries=entry.deliveries)
+            return
+        finally:
+            metrics.HANDLER_SECONDS.labels(**self._labels).observe(time.perf_counter() - started)
+        self.client.xack(self.config.stream, self.config.group, entry.entry_id)
+        metrics.ENTRIES_ACKED.labels(**self._labels).inc()
+
+    def _dead_letter(self, entry: Entry, reason: str, detail: dict[str, str]) -> None:
+        dead = dead_letter_fields(
+            entry.stream, entry.entry_id, entry.fields, reason, detail, self.config.group, self.config.consumer
+        )
+        dead_letter_and_ack(self.client, self.config.group, dead)
+        metrics.ENTRIES_DEAD_LETTERED.labels(reason=reason, **self._labels).inc()
+        self.log.warning("entry_dead_lettered", entry_id=entry.entry_id, reason=reason, detail=detail)
+
+    def _tick(self) -> None:
+        metrics.LOOP_HEARTBEAT.labels(**self._labels).set(time.time())
+        if self.on_tick is not None:
+            self.on_tick()
+        now = self.monotonic()
+        if now - self._state.last_housekeeping >= self.config.housekeeping_every_s:
+            self._state.last_housekeeping = now
+            self._housekeeping()
+
+    def _housekeeping(self) -> None:
+        state = maintenance.group_state(self.client, self.config.stream, self.config.group)
+        if state is not None:
+            metrics.GROUP_LAG.labels(**self._labels).set(state.lag)
+            metrics.GROUP_PENDING.labels(**self._labels).set(state.pending)
+        maintenance.trim(self.client, self.config.stream, self.config.retention_ms, int(time.time() * 1000))
+
+
+def _entries(response: list | None) -> list[tuple[str, dict | None]]:
+    return [entry for _stream, entries in response or [] for entry in entries]

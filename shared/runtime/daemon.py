@@ -1,0 +1,92 @@
+"""What every daemon's main does: settings, logging, metrics, a checked Redis, signals, the loop.
+
+SIGTERM (and Ctrl-C) finish the entry in hand and exit 0; while idle in XREADGROUP the wait
+is interrupted at once. A daemon that cannot reach Redis says so in one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import redis
+
+from shared import logging as qlog
+from shared import metrics
+from shared.redis_conn import RedisUnavailable, connect_checked
+from shared.runtime.consumer import ConsumerConfig, Shutdown, StreamConsumer
+from shared.settings import CommonSettings
+
+EXIT_UNAVAILABLE = 1
+
+
+@dataclass
+class DaemonContext:
+    name: str
+    settings: CommonSettings
+    redis: redis.Redis
+    log: Any
+
+
+def fail(message: str, code: int = EXIT_UNAVAILABLE) -> None:
+    print(qlog.redact_text(message), file=sys.stderr)
+    raise SystemExit(code)
+
+
+def start(name: str, settings: CommonSettings, extra_secrets: tuple[str, ...] = ()) -> DaemonContext:
+    redis_url = settings.redis_url.get_secret_value()
+    qlog.register_secrets([redis_url, *extra_secrets])
+    log = qlog.configure(name, settings.log_level)
+    socket_timeout = settings.stream_block_ms / 1000 + 10
+    try:
+        client = connect_checked(redis_url, socket_timeout=socket_timeout)
+    except RedisUnavailable as exc:
+        fail(f"{name}: {exc}")
+    _serve_metrics(name, settings)
+    log.info("daemon_started", metrics=f"{settings.metrics_host}:{settings.metrics_port}")
+    return DaemonContext(name=name, settings=settings, redis=client, log=log)
+
+
+def _serve_metrics(name: str, settings: CommonSettings) -> None:
+    if not settings.metrics_enabled:
+        return
+    try:
+        metrics.serve(settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        fail(f"{name}: cannot serve /metrics on {settings.metrics_host}:{settings.metrics_port}: {exc.strerror}")
+
+
+def consumer_config(settings: CommonSettings, daemon: str, stream: str, group: str, **overrides: Any) -> ConsumerConfig:
+    values: dict[str, Any] = {
+        "stream": stream,
+        "group": group,
+        "consumer": settings.consumer_name(daemon),
+        "batch": settings.stream_batch,
+        "block_ms": settings.stream_block_ms,
+        "claim_idle_ms": settings.stream_claim_idle_ms,
+        "max_deliveries": settings.stream_max_deliveries,
+        "start_id": settings.stream_group_start_id,
+        "retention_ms": int(settings.stream_retention_hours * 3600 * 1000),
+    }
+    values.update(overrides)
+    return ConsumerConfig(**values)
+
+
+def install_signal_handlers(consumer: StreamConsumer) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        consumer.request_stop()
+        if consumer.idle:
+            raise Shutdown(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def run(ctx: DaemonContext, consumer: StreamConsumer) -> int:
+    install_signal_handlers(consumer)
+    processed = consumer.run()
+    ctx.log.info("daemon_stopped", processed=processed)
+    return 0

@@ -1,0 +1,54 @@
+"""Stream housekeeping: consumer-group lag, and trimming that never drops an unread entry.
+
+The seeds trimmed apply.plan with MAXLEN 10000 while plans were still unread. Here a stream
+is trimmed by MINID to the oldest of (retention horizon, every group's last-delivered id,
+every group's oldest pending id), so nothing a group has not yet read or acked is removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from shared.runtime.ids import min_id
+
+LAG_COUNT_CAP = 100_000
+
+
+@dataclass(frozen=True)
+class GroupState:
+    lag: int
+    pending: int
+    last_delivered_id: str
+
+
+def group_state(client: redis.Redis, stream: str, group: str) -> GroupState | None:
+    for info in client.xinfo_groups(stream):
+        if info["name"] == group:
+            last_id = info["last-delivered-id"]
+            lag = info.get("lag")
+            if lag is None:  # Redis < 7 has no lag field; count what is after last-delivered.
+                lag = len(client.xrange(stream, min=f"({last_id}", max="+", count=LAG_COUNT_CAP))
+            return GroupState(lag=int(lag), pending=int(info["pending"]), last_delivered_id=last_id)
+    return None
+
+
+def safe_trim_id(client: redis.Redis, stream: str, retention_min_id: str) -> str:
+    """The newest id below which every entry is read and acked by every group and past retention."""
+    candidates = [retention_min_id]
+    for info in client.xinfo_groups(stream):
+        candidates.append(info["last-delivered-id"])
+        if int(info["pending"]):
+            oldest_pending = client.xpending(stream, info["name"])["min"]
+            if oldest_pending:
+                candidates.append(oldest_pending)
+    return min_id(*candidates)
+
+
+def trim(client: redis.Redis, stream: str, retention_ms: int, now_ms: int) -> int:
+    """Trim entries older than the retention that every group is done with; returns how many went."""
+    if not client.exists(stream):
+        return 0
+    horizon = f"{max(now_ms - retention_ms, 0)}-0"
+    return int(client.xtrim(stream, minid=safe_trim_id(client, stream, horizon), approximate=False))

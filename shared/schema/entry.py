@@ -1,0 +1,121 @@
+"""The base of every stream schema: parse flat string fields or one JSON field, write flat fields.
+
+`redis-cli XADD` sends flat string fields; producers that serialise objects send one JSON
+field named plan_data, payload or data. Both forms parse to the same model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shared.schema.fields import format_decimal
+
+JSON_FIELDS = ("plan_data", "payload", "data")
+MAX_ENTRY_BYTES = 64 * 1024
+
+
+class EntryError(ValueError):
+    """An entry that cannot become a model. `fields` names what was wrong."""
+
+    def __init__(self, reason: str, fields: Mapping[str, str]):
+        self.reason = reason
+        self.fields = dict(fields)
+        named = "; ".join(f"{name}: {why}" for name, why in self.fields.items())
+        super().__init__(f"{reason}: {named}" if named else reason)
+
+
+def decode_fields(raw: Mapping[Any, Any]) -> dict[str, str]:
+    """Stream fields as str -> str, whatever the client's decode setting."""
+    return {_text(key): _text(value) for key, value in raw.items()}
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _unfold_json(fields: dict[str, str]) -> dict[str, Any]:
+    json_names = [name for name in JSON_FIELDS if name in fields]
+    if not json_names:
+        return dict(fields)
+    if len(json_names) > 1:
+        raise EntryError("ambiguous_json", {name: "only one JSON field is allowed" for name in json_names})
+    name = json_names[0]
+    try:
+        document = json.loads(fields[name], parse_float=Decimal)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise EntryError("invalid_json", {name: f"not valid JSON ({exc.__class__.__name__})"}) from None
+    if not isinstance(document, dict):
+        raise EntryError("invalid_json", {name: "must be a JSON object"})
+    return _merge_flat(fields, name, document)
+
+
+def _merge_flat(fields: dict[str, str], json_name: str, document: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = dict(document)
+    for key, value in fields.items():
+        if key == json_name:
+            continue
+        if key in merged and _text(merged[key]).lower() != value.lower():
+            raise EntryError("conflicting_fields", {key: f"flat value {value!r:.40} disagrees with {json_name}"})
+        merged.setdefault(key, value)
+    return merged
+
+
+def _error_fields(exc: ValidationError) -> dict[str, str]:
+    named: dict[str, str] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in error["loc"]) or "entry"
+        named.setdefault(location, error["msg"])
+    return named
+
+
+def _flat_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format_decimal(value)
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=_json_default, sort_keys=True)
+    return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format_decimal(value)
+    if isinstance(value, Enum):
+        return value.value
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON with decimals as exact strings."""
+    return json.dumps(value, default=_json_default, separators=(",", ":"), sort_keys=True)
+
+
+class EntryModel(BaseModel):
+    """A stream entry. Unknown extra fields are ignored; wrong known fields are errors."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    @classmethod
+    def from_fields(cls, raw: Mapping[Any, Any]) -> Self:
+        fields = decode_fields(raw)
+        size = sum(len(key) + len(value) for key, value in fields.items())
+        if size > MAX_ENTRY_BYTES:
+            raise EntryError("oversized_entry", {"entry": f"{size} bytes exceeds {MAX_ENTRY_BYTES}"})
+        try:
+            return cls.model_validate(_unfold_json(fields))
+        except ValidationError as exc:
+            raise EntryError("validation_error", _error_fields(exc)) from None
+
+    def to_fields(self) -> dict[str, str]:
+        """Flat string fields, as an operator reads them with XRANGE."""
+        dumped = self.model_dump(by_alias=True, exclude_none=True)
+        return {key: _flat_value(value) for key, value in dumped.items()}

@@ -1,0 +1,206 @@
+"""The stream runtime on a real Redis: delivery, redelivery, recovery, dead letters, sharing, stopping."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared import keys
+from shared.redis_conn import connect
+from shared.runtime.consumer import ConsumerConfig, StreamConsumer
+from shared.schema import Plan
+
+STREAM = "quantum:stream:test"
+WORKER = Path(__file__).with_name("worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def config(**overrides) -> ConsumerConfig:
+    values = dict(stream=STREAM, group="g", consumer="c1", block_ms=50, claim_idle_ms=30, max_deliveries=3)
+    values.update(overrides)
+    return ConsumerConfig(**values)
+
+
+def record_into(seen: list):
+    return lambda item, entry: seen.append((entry.entry_id, entry.deliveries))
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def start_worker(redis_url: str, mode: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, str(WORKER), redis_url, STREAM, mode], env=env)
+
+
+def test_entries_are_processed_once_and_acked(r: redis.Redis) -> None:
+    ids = [r.xadd(STREAM, {"n": str(i)}) for i in range(5)]
+    seen: list = []
+
+    processed = StreamConsumer(r, config(), dict, record_into(seen)).run(burst=True)
+
+    assert processed == 5
+    assert [entry_id for entry_id, _ in seen] == ids
+    assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_a_handler_that_raised_gets_its_entry_again(r: redis.Redis) -> None:
+    entry_id = r.xadd(STREAM, {"n": "1"})
+    attempts: list = []
+
+    def flaky(item, entry) -> None:
+        attempts.append(entry.deliveries)
+        if len(attempts) == 1:
+            raise RuntimeError("transient")
+
+    consumer = StreamConsumer(r, config(), dict, flaky)
+    consumer.run(burst=True)
+    assert r.xpending(STREAM, "g")["pending"] == 1
+    time.sleep(0.05)
+    consumer.run(burst=True)
+
+    assert attempts == [1, 2]
+    assert r.xpending(STREAM, "g")["pending"] == 0
+    assert entry_id
+
+
+def test_a_poison_entry_is_dead_lettered_after_max_deliveries_and_the_stream_moves_on(r: redis.Redis) -> None:
+    poison = r.xadd(STREAM, {"n": "poison"})
+    good = r.xadd(STREAM, {"n": "good"})
+    handled: list = []
+
+    def handler(item, entry) -> None:
+        if item["n"] == "poison":
+            raise ValueError("cannot handle")
+        handled.append(entry.entry_id)
+
+    consumer = StreamConsumer(r, config(max_deliveries=3), dict, handler)
+    for _ in range(5):
+        consumer.run(burst=True)
+        time.sleep(0.04)
+
+    (dead_id, dead), = r.xrange(keys.Stream.DEAD_LETTER)
+    assert handled == [good]
+    assert dead["reason"] == "max_deliveries_exceeded"
+    assert dead["source_stream"] == STREAM and dead["entry_id"] == poison
+    assert json.loads(dead["fields"]) == {"n": "poison"}
+    assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_an_entry_that_fails_validation_is_dead_lettered_at_once_with_the_field_named(r: redis.Redis) -> None:
+    r.xadd(STREAM, {"plan_id": "p1", "decision": "EXECUTE", "symbol": "BTCUSDT", "side": "BUY", "qty": "1", "reduceOnly": "maybe"})
+    handled: list = []
+
+    StreamConsumer(r, config(), Plan.from_fields, record_into(handled)).run(burst=True)
+
+    (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
+    assert handled == []
+    assert dead["reason"] == "validation_error"
+    assert "reduceOnly" in json.loads(dead["detail"])
+    assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_a_second_instance_in_the_group_shares_the_work_without_processing_twice(redis_url: str, r: redis.Redis) -> None:
+    total = 600
+    pipe = r.pipeline()
+    for i in range(total):
+        pipe.xadd(STREAM, {"n": str(i)})
+    pipe.execute()
+    seen: dict[str, list] = {"c1": [], "c2": []}
+
+    def run(name: str) -> None:
+        client = connect(redis_url)
+        StreamConsumer(client, config(consumer=name, batch=10, claim_idle_ms=60_000), dict, record_into(seen[name])).run(burst=True)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in seen]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    all_ids = [entry_id for items in seen.values() for entry_id, _ in items]
+    assert len(all_ids) == total and len(set(all_ids)) == total
+    assert seen["c1"] and seen["c2"]
+
+
+def test_entries_of_a_dead_consumer_are_claimed_by_another(r: redis.Redis) -> None:
+    entry_id = r.xadd(STREAM, {"n": "1"})
+    r.xgroup_create(STREAM, "g", id="0")
+    r.xreadgroup("g", "dead-consumer", {STREAM: ">"}, count=1)
+    time.sleep(0.05)
+    seen: list = []
+
+    StreamConsumer(r, config(consumer="alive"), dict, record_into(seen)).run(burst=True)
+
+    assert seen == [(entry_id, 2)]
+
+
+def test_a_consumer_killed_before_acking_gets_its_entry_back_after_restart(redis_url: str, r: redis.Redis) -> None:
+    entry_id = r.xadd(STREAM, {"n": "1"})
+    worker = start_worker(redis_url, "hang")
+    wait_for(lambda: r.llen("seen") == 1)
+
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    restarted = start_worker(redis_url, "burst")
+
+    assert restarted.wait(timeout=30) == 0
+    assert r.lrange("done", 0, -1) == [f"{entry_id}:2"]
+    assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_sigterm_finishes_the_entry_in_hand_and_exits_zero(redis_url: str, r: redis.Redis) -> None:
+    entry_id = r.xadd(STREAM, {"n": "1"})
+    worker = start_worker(redis_url, "slow")
+    wait_for(lambda: r.llen("started") == 1)
+
+    worker.send_signal(signal.SIGTERM)
+
+    assert worker.wait(timeout=10) == 0
+    assert r.lrange("done", 0, -1) == [f"{entry_id}:1"]
+    assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_sigterm_while_idle_exits_zero_promptly(redis_url: str, r: redis.Redis) -> None:
+    r.xgroup_create(STREAM, "g", id="0", mkstream=True)
+    worker = start_worker(redis_url, "slow")
+    wait_for(lambda: any(c["name"] == "worker-1" for c in r.xinfo_consumers(STREAM, "g")))
+    started = time.monotonic()
+
+    worker.send_signal(signal.SIGTERM)
+
+    assert worker.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+
+
+def test_group_creation_ignores_exactly_busygroup(r: redis.Redis) -> None:
+    consumer = StreamConsumer(r, config(), dict, record_into([]))
+    consumer.ensure_group()
+    consumer.ensure_group()
+    r.set("quantum:stream:not-a-stream", "x")
+    wrong_type = StreamConsumer(r, config(stream="quantum:stream:not-a-stream"), dict, record_into([]))
+
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        wrong_type.ensure_group()
+
+
+def test_a_new_group_reads_entries_written_before_it_existed(r: redis.Redis) -> None:
+    entry_id = r.xadd(STREAM, {"n": "early"})
+    seen: list = []
+
+    StreamConsumer(r, config(group="late"), dict, record_into(seen)).run(burst=True)
+
+    assert seen == [(entry_id, 1)]

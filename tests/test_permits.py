@@ -1,0 +1,99 @@
+"""The permit codec: round trip, TTL, single-use consume under contention, waiting without polling."""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+import redis
+
+from shared import keys, permits
+from shared.permits import PermitKind
+from shared.redis_conn import connect
+from shared.schema import P32Permit, P33Permit, Reason
+
+
+def p33(plan_id: str = "plan-1", allow: bool = True) -> P33Permit:
+    return P33Permit(
+        plan_id=plan_id, allow=allow, symbol="BTCUSDT", reason=Reason.SANITY_CHECKS_PASSED,
+        created_at=1769442764.52, safe_qty=Decimal("0.002"), exchange_position_amt=Decimal("0.002"),
+        ledger_amt=Decimal("0.002"), context={"tolerance": "0.001"},
+    )
+
+
+def test_a_permit_round_trips_with_its_ttl(r: redis.Redis) -> None:
+    permits.issue(r, p33(), ttl_seconds=60)
+
+    stored = permits.peek(r, PermitKind.P33, "plan-1")
+
+    assert stored == p33()
+    assert 0 < r.ttl(keys.permit_p33("plan-1")) <= 60
+
+
+def test_the_seed_permit_json_decodes() -> None:
+    seed = ('{"allow": true, "symbol": "BTCUSDT", "safe_qty": 0, "exchange_position_amt": 0, "ledger_amt": 0, '
+            '"created_at": 1769442764.5218134, "reason": "sanity_checks_passed", "plan_id": "test_open_005"}')
+
+    permit = permits.decode(PermitKind.P33, seed)
+
+    assert permit.allow is True and permit.safe_qty == 0
+
+
+@pytest.mark.parametrize("raw", ["not json", "[]", '{"allow": "maybe", "symbol": "BTCUSDT"}'])
+def test_an_invalid_permit_is_a_permit_error(raw: str) -> None:
+    with pytest.raises(permits.PermitError):
+        permits.decode(PermitKind.P32, raw)
+
+
+def test_a_permit_is_consumed_once(r: redis.Redis) -> None:
+    permits.issue(r, p33(), ttl_seconds=60)
+
+    first = permits.consume(r, PermitKind.P33, "plan-1")
+    second = permits.consume(r, PermitKind.P33, "plan-1")
+
+    assert first == p33() and second is None
+
+
+def test_two_concurrent_consumers_exactly_one_wins(redis_url: str, r: redis.Redis) -> None:
+    rounds = 200
+    for i in range(rounds):
+        permits.issue(r, p33(f"race-{i}"), ttl_seconds=60)
+    wins = {"a": 0, "b": 0}
+    barrier = threading.Barrier(2)
+
+    def take(name: str) -> None:
+        client = connect(redis_url)
+        barrier.wait()
+        for i in range(rounds):
+            if permits.consume(client, PermitKind.P33, f"race-{i}") is not None:
+                wins[name] += 1
+
+    threads = [threading.Thread(target=take, args=(name,)) for name in wins]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert wins["a"] + wins["b"] == rounds
+
+
+def test_waiting_returns_as_soon_as_both_permits_are_issued(r: redis.Redis) -> None:
+    p32 = P32Permit(plan_id="plan-1", allow=True, symbol="BTCUSDT", reason=Reason.OPEN_ALLOWED, created_at=1.0)
+    timer = threading.Timer(0.1, lambda: (permits.issue(r, p32, 60), permits.issue(r, p33(), 60)))
+    started = time.monotonic()
+    timer.start()
+
+    present = permits.wait_until_present(r, "plan-1", [PermitKind.P32, PermitKind.P33], timeout_seconds=5)
+
+    assert present == {PermitKind.P32, PermitKind.P33}
+    assert time.monotonic() - started < 2
+
+
+def test_waiting_gives_up_at_the_deadline_with_what_is_present(r: redis.Redis) -> None:
+    permits.issue(r, p33(), 60)
+
+    present = permits.wait_until_present(r, "plan-1", [PermitKind.P32, PermitKind.P33], timeout_seconds=0.2)
+
+    assert present == {PermitKind.P33}

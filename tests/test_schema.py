@@ -1,0 +1,195 @@
+"""Plan, intent, result and proposal parsing: every seed example, both wire forms, clear rejections."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from shared.schema import (
+    Action,
+    CalibratedProposal,
+    Decision,
+    EntryError,
+    HarvestProposal,
+    Plan,
+    PlanResult,
+    Side,
+    TradeIntent,
+)
+
+SEED_TEST_OPEN_005 = {
+    "plan_id": "test_open_005", "decision": "EXECUTE", "symbol": "BTCUSDT", "side": "BUY",
+    "type": "MARKET", "qty": "0.001", "reduceOnly": "false", "source": "test_manual",
+}
+SEED_EXIT_PROOF = {
+    "plan_id": "exit_proof_filled_eth_001", "decision": "EXECUTE", "symbol": "ETHUSDT", "side": "SELL",
+    "type": "MARKET", "qty": "0.01", "reduceOnly": "true", "action": "FULL_CLOSE_PROPOSED", "source": "manual",
+}
+SEED_HARVEST_PLAN_JSON = {
+    "plan_data": json.dumps({
+        "plan_id": "f1a8d7f48713d5cf", "decision": "EXECUTE", "symbol": "BTCUSDT", "side": "SELL",
+        "type": "MARKET", "qty": 0.0015, "reduceOnly": True, "action": "PARTIAL_75", "kill_score": 0.539,
+        "source": "harvest",
+    })
+}
+
+
+def plan(**changes: str) -> dict[str, str]:
+    fields = dict(SEED_TEST_OPEN_005)
+    fields.update(changes)
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def without(field: str) -> dict[str, str]:
+    fields = dict(SEED_TEST_OPEN_005)
+    del fields[field]
+    return fields
+
+
+@pytest.mark.parametrize(
+    ("fields", "reduce_only", "action", "qty"),
+    [
+        (SEED_TEST_OPEN_005, False, Action.OPEN, Decimal("0.001")),
+        (SEED_EXIT_PROOF, True, Action.FULL_CLOSE_PROPOSED, Decimal("0.01")),
+        (SEED_HARVEST_PLAN_JSON, True, Action.PARTIAL_75, Decimal("0.0015")),
+        (plan(reduceOnly="False"), False, Action.OPEN, Decimal("0.001")),
+        (plan(reduceOnly="FALSE"), False, Action.OPEN, Decimal("0.001")),
+        (plan(reduceOnly="0"), False, Action.OPEN, Decimal("0.001")),
+        (plan(reduceOnly="no"), False, Action.OPEN, Decimal("0.001")),
+        (plan(reduceOnly=" No "), False, Action.OPEN, Decimal("0.001")),
+        (plan(reduceOnly="true", side="SELL"), True, Action.CLOSE, Decimal("0.001")),
+        (plan(reduceOnly="1"), True, Action.CLOSE, Decimal("0.001")),
+        (plan(reduceOnly="YES"), True, Action.CLOSE, Decimal("0.001")),
+        (without("reduceOnly"), False, Action.OPEN, Decimal("0.001")),
+        (plan(reduceOnly=None, action="PARTIAL_25"), True, Action.PARTIAL_25, Decimal("0.001")),
+        (plan(qty="1e-3"), False, Action.OPEN, Decimal("0.001")),
+        ({"payload": json.dumps(SEED_TEST_OPEN_005)}, False, Action.OPEN, Decimal("0.001")),
+        ({"data": json.dumps(SEED_TEST_OPEN_005), "plan_id": "test_open_005"}, False, Action.OPEN, Decimal("0.001")),
+    ],
+)
+def test_plans_parse(fields: dict, reduce_only: bool, action: Action, qty: Decimal) -> None:
+    parsed = Plan.from_fields(fields)
+
+    assert parsed.reduce_only is reduce_only
+    assert parsed.action is action
+    assert parsed.qty == qty and isinstance(parsed.qty, Decimal)
+
+
+def test_the_seed_open_plan_parses_exactly_as_typed_in_redis_cli() -> None:
+    raw = {key.encode(): value.encode() for key, value in SEED_TEST_OPEN_005.items()}
+
+    parsed = Plan.from_fields(raw)
+
+    assert parsed.reduce_only is False
+    assert (parsed.plan_id, parsed.decision, parsed.side, parsed.symbol) == ("test_open_005", Decision.EXECUTE, Side.BUY, "BTCUSDT")
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        (plan(reduceOnly="maybe"), "reduceOnly"),
+        (plan(reduceOnly="on"), "reduceOnly"),
+        (plan(reduceOnly=""), "reduceOnly"),
+        (plan(side="LONG"), "side"),
+        (plan(decision="EXECUTE_NOW"), "decision"),
+        (plan(action="PARTIAL_60"), "action"),
+        (plan(type="STOP_MARKET"), "type"),
+        (plan(qty="0"), "qty"),
+        (plan(qty="-0.001"), "qty"),
+        (plan(qty="NaN"), "qty"),
+        (plan(qty="Infinity"), "qty"),
+        (plan(qty="1e30"), "qty"),
+        (plan(qty="abc"), "qty"),
+        (plan(symbol="BTC/USDT"), "symbol"),
+        (plan(plan_id="has space"), "plan_id"),
+        (plan(kill_score="1.5"), "kill_score"),
+        (without("plan_id"), "plan_id"),
+        (without("qty"), "qty"),
+        (without("side"), "side"),
+        (plan(action="OPEN", reduceOnly="true"), "entry"),
+        (plan(action="FULL_CLOSE_PROPOSED", reduceOnly="false"), "entry"),
+        ({"plan_data": "{not json"}, "plan_data"),
+        ({"plan_data": "[1, 2]"}, "plan_data"),
+        ({"plan_data": json.dumps(SEED_TEST_OPEN_005), "payload": "{}"}, "plan_data"),
+        ({"plan_data": json.dumps(SEED_TEST_OPEN_005), "qty": "5"}, "qty"),
+        (plan(source="x" * 70_000), "entry"),
+    ],
+)
+def test_bad_plans_are_rejected_naming_the_field(fields: dict, named: str) -> None:
+    with pytest.raises(EntryError) as raised:
+        Plan.from_fields(fields)
+
+    assert any(name == named or name.startswith(named) for name in raised.value.fields), raised.value.fields
+
+
+def test_lower_case_enums_and_symbols_are_normalised() -> None:
+    parsed = Plan.from_fields(plan(side="buy", symbol="btcusdt", decision="execute"))
+
+    assert (parsed.side, parsed.symbol, parsed.decision) == (Side.BUY, "BTCUSDT", Decision.EXECUTE)
+
+
+def test_a_plan_writes_flat_fields_that_parse_back() -> None:
+    parsed = Plan.from_fields(SEED_HARVEST_PLAN_JSON)
+
+    flat = parsed.to_fields()
+
+    assert flat["reduceOnly"] == "true" and flat["qty"] == "0.0015" and flat["kill_score"] == "0.539"
+    assert Plan.from_fields(flat) == parsed
+
+
+def test_the_seed_trade_intent_parses() -> None:
+    seed = {
+        "symbol": "AVAXUSDT", "side": "BUY", "position_size_usd": 100.0, "leverage": 2.0, "entry_price": 12.77,
+        "stop_loss": 12.45075, "take_profit": 13.1531, "confidence": 0.72,
+        "timestamp": "2026-01-01T18:47:38.785347+00:00",
+    }
+
+    intent = TradeIntent.from_fields({"payload": json.dumps(seed)})
+
+    assert intent.position_size_usd == Decimal("100.0")
+    assert intent.stop_loss == Decimal("12.45075") and intent.confidence == Decimal("0.72")
+
+
+@pytest.mark.parametrize(("change", "named"), [({"confidence": "1.2"}, "confidence"), ({"leverage": "500"}, "entry"), ({"entry_price": "-1"}, "entry_price")])
+def test_bad_intents_are_rejected(change: dict, named: str) -> None:
+    fields = {"symbol": "BTCUSDT", "side": "BUY", "position_size_usd": "200", "entry_price": "88000", "confidence": "0.8"}
+    fields.update(change)
+
+    with pytest.raises(EntryError) as raised:
+        TradeIntent.from_fields(fields)
+
+    assert named in raised.value.fields
+
+
+def test_the_seed_result_parses() -> None:
+    seed = {"plan_id": "3220f0820d545cc3", "executed": "true", "order_id": "11986721004", "filled_qty": "0.002",
+            "order_status": "FILLED", "source": "intent_executor", "symbol": "BTCUSDT", "side": "BUY",
+            "qty": "0.002", "reduceOnly": "false"}
+
+    result = PlanResult.from_fields(seed)
+
+    assert result.executed is True and result.filled_qty == Decimal("0.002")
+
+
+def test_a_result_that_did_not_execute_needs_a_reason() -> None:
+    fields = {"plan_id": "p", "executed": "false", "symbol": "BTCUSDT", "side": "BUY", "qty": "1",
+              "reduceOnly": "false", "source": "x"}
+
+    with pytest.raises(EntryError):
+        PlanResult.from_fields(fields)
+
+
+def test_proposals_parse_in_both_forms() -> None:
+    fields = {"proposal_id": "pr-1", "symbol": "BTCUSDT", "action": "PARTIAL_50", "kill_score": "0.4",
+              "r_multiple": "1.5", "reason": "tp_ladder_1.5R", "position_amt": "0.004", "entry_price": "88000",
+              "mark_price": "89000"}
+    calibrated = {**fields, "original_action": "FULL_CLOSE_PROPOSED", "heat": "0.2", "heat_bucket": "cold",
+                  "downgraded": "true", "calibration_reason": "cold_portfolio"}
+
+    proposal = HarvestProposal.from_fields({"data": json.dumps(fields)})
+    calibrated_proposal = CalibratedProposal.from_fields(calibrated)
+
+    assert proposal.action is Action.PARTIAL_50 and proposal.action.close_fraction == Decimal("0.50")
+    assert calibrated_proposal.downgraded is True and calibrated_proposal.heat_bucket.value == "COLD"
