@@ -1,0 +1,24 @@
+"""`quantum`: the operator's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from shared.cli import up
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantum", description="Quantum Trader execution fleet")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The daemons of the fleet: module, systemd unit and metrics port (DESIGN.md's table).
+
+`quantum up` starts every daemon registered here, each as `python -m <module>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    name: str
+    module: str
+    metrics_port: int
+    demo: bool = False
+
+    @property
+    def unit(self) -> str:
+        return f"quantum-{self.name}.service"
+
+
+SIMULATOR = DaemonSpec("exchange-sim", "microservices.exchange_sim", 8090)
+
+# Later issues register their daemons here, in start order.
+FLEET: tuple[DaemonSpec, ...] = ()
+
+
+def by_name(name: str) -> DaemonSpec:
+    for spec in (SIMULATOR, *FLEET):
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown daemon {name!r}; known: {', '.join(s.name for s in (SIMULATOR, *FLEET))}")

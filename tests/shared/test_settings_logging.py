@@ -1,0 +1,82 @@
+"""Settings fail with one line naming the variable; logs are JSON lines with secrets redacted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared import logging as qlog
+from shared.settings import CommonSettings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"STREAM_BLOCK_MS": "soon"}, "STREAM_BLOCK_MS"),
+        ({"METRICS_PORT": "70000"}, "METRICS_PORT"),
+        ({"METRICS_ENABLED": "maybe"}, "METRICS_ENABLED"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ],
+)
+def test_a_bad_setting_exits_2_with_one_line_naming_the_variable(monkeypatch, capsys, env, variable) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(SystemExit) as exited:
+        load_settings(CommonSettings)
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2
+    assert len(err) == 1 and variable in err[0]
+
+
+@pytest.mark.parametrize("word", ["false", "False", "0", "no", "NO"])
+def test_false_words_in_the_environment_are_false(monkeypatch, word) -> None:
+    monkeypatch.setenv("METRICS_ENABLED", word)
+
+    assert load_settings(CommonSettings).metrics_enabled is False
+
+
+def test_a_redis_password_is_not_in_the_settings_repr(monkeypatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2hunter2@127.0.0.1:6379/0")
+
+    settings = load_settings(CommonSettings)
+
+    assert "hunter2hunter2" not in repr(settings) and "hunter2hunter2" not in str(settings)
+
+
+def test_a_daemon_that_cannot_reach_redis_exits_1_with_one_clear_line() -> None:
+    code = "from shared.runtime import daemon; from shared.settings import CommonSettings; daemon.start('probe', CommonSettings())"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": "redis://:s3cretpass@127.0.0.1:1/0"}
+
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 1
+    assert "cannot reach Redis" in done.stderr and "s3cretpass" not in done.stderr + done.stdout
+
+
+def test_log_lines_are_json_with_secrets_redacted(capsys) -> None:
+    secret = "SUPERSECRETVALUE123456"
+    qlog.register_secrets([secret])
+    log = qlog.configure("test")
+
+    log.info("order_submit", api_secret="anything", note=f"key was {secret}", url="redis://:pw123456@host:6379/0",
+             query="symbol=BTCUSDT&signature=" + "ab" * 32)
+    try:
+        raise RuntimeError(f"boom {secret}")
+    except RuntimeError:
+        log.exception("failed")
+
+    lines = capsys.readouterr().out.strip().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [event["event"] for event in events] == ["order_submit", "failed"]
+    assert secret not in "".join(lines) and "pw123456" not in "".join(lines) and "ab" * 32 not in "".join(lines)
+    assert events[0]["api_secret"] == qlog.REDACTED
+    assert "RuntimeError" in events[1]["exception"]
