@@ -1,0 +1,102 @@
+"""The fleet's own record of each position (quantum:position:ledger:<symbol>, a hash).
+
+The exchange is the truth; the ledger is what the fleet believes it did. The executor
+updates it with each fill, reconcile adopts the exchange amount when they disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+from shared import keys
+from shared.schema.fields import Side, format_decimal
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class LedgerPosition:
+    symbol: str
+    amount: Decimal  # signed: negative is short
+    entry_price: Decimal
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    leverage: Decimal | None = None
+    updated_at_ms: int = 0
+    last_plan_id: str = ""
+    source: str = ""
+
+    def to_hash(self) -> dict[str, str]:
+        values: dict[str, Any] = {
+            "symbol": self.symbol, "position_amt": self.amount, "entry_price": self.entry_price,
+            "stop_loss": self.stop_loss, "take_profit": self.take_profit, "leverage": self.leverage,
+            "updated_at_ms": self.updated_at_ms, "last_plan_id": self.last_plan_id, "source": self.source,
+        }
+        return {k: format_decimal(v) if isinstance(v, Decimal) else str(v) for k, v in values.items() if v is not None}
+
+    @classmethod
+    def from_hash(cls, symbol: str, data: dict[str, str]) -> "LedgerPosition":
+        def dec(name: str) -> Decimal | None:
+            return Decimal(data[name]) if data.get(name) else None
+
+        return cls(
+            symbol=symbol, amount=dec("position_amt") or ZERO, entry_price=dec("entry_price") or ZERO,
+            stop_loss=dec("stop_loss"), take_profit=dec("take_profit"), leverage=dec("leverage"),
+            updated_at_ms=int(data.get("updated_at_ms") or 0), last_plan_id=data.get("last_plan_id", ""),
+            source=data.get("source", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Fill:
+    symbol: str
+    side: Side
+    qty: Decimal
+    price: Decimal
+    plan_id: str
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    leverage: Decimal | None = None
+
+
+def read(client: Any, symbol: str) -> LedgerPosition | None:
+    data = client.hgetall(keys.position_ledger(symbol))
+    return LedgerPosition.from_hash(symbol, data) if data else None
+
+
+def amount(position: LedgerPosition | None) -> Decimal:
+    return position.amount if position else ZERO
+
+
+def after_fill(current: LedgerPosition | None, fill: Fill, now_ms: int) -> LedgerPosition | None:
+    """The position after a fill; None when it is flat."""
+    signed = fill.qty if fill.side is Side.BUY else -fill.qty
+    before = amount(current)
+    after = before + signed
+    if after == ZERO:
+        return None
+    base = current or LedgerPosition(fill.symbol, ZERO, fill.price)
+    entry = _entry_after(before, signed, after, base.entry_price, fill.price)
+    return replace(
+        base, amount=after, entry_price=entry, updated_at_ms=now_ms, last_plan_id=fill.plan_id, source="fill",
+        stop_loss=fill.stop_loss or base.stop_loss, take_profit=fill.take_profit or base.take_profit,
+        leverage=fill.leverage or base.leverage,
+    )
+
+
+def _entry_after(before: Decimal, signed: Decimal, after: Decimal, entry: Decimal, price: Decimal) -> Decimal:
+    if before == ZERO or (before > 0) != (after > 0):
+        return price  # opened, or flipped through zero
+    if abs(after) < abs(before):
+        return entry  # reduced: the entry of what remains is unchanged
+    return (abs(before) * entry + abs(signed) * price) / abs(after)
+
+
+def queue_write(pipe: Any, symbol: str, position: LedgerPosition | None) -> None:
+    """Queue the new state in a MULTI: a flat position deletes the hash."""
+    key = keys.position_ledger(symbol)
+    pipe.delete(key)
+    if position is not None:
+        pipe.hset(key, mapping=position.to_hash())

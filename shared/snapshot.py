@@ -1,0 +1,97 @@
+"""The fleet's view of the exchange: open positions and mark prices, fetched in two requests.
+
+The position-state brain refreshes it and publishes it to Redis; the governor and executor
+read that copy, so the exchange is asked once for all symbols, not once per symbol or daemon.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import redis
+
+from shared import keys
+from shared.schema.fields import format_decimal
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class PositionState:
+    symbol: str
+    amount: Decimal  # signed: negative is short
+    entry_price: Decimal
+
+
+@dataclass(frozen=True)
+class ExchangeSnapshot:
+    fetched_at_ms: int
+    positions: dict[str, PositionState] = field(default_factory=dict)
+    marks: dict[str, Decimal] = field(default_factory=dict)
+
+    def amount(self, symbol: str) -> Decimal:
+        position = self.positions.get(symbol)
+        return position.amount if position else ZERO
+
+    def mark(self, symbol: str) -> Decimal | None:
+        return self.marks.get(symbol)
+
+    def notional(self, symbol: str) -> Decimal:
+        """Absolute notional at the mark; a position without a mark counts at its entry price."""
+        position = self.positions.get(symbol)
+        if position is None:
+            return ZERO
+        return abs(position.amount) * (self.marks.get(symbol) or position.entry_price)
+
+    def total_notional(self) -> Decimal:
+        return sum((self.notional(symbol) for symbol in self.positions), ZERO)
+
+    @property
+    def open_position_count(self) -> int:
+        return len(self.positions)
+
+    def age_s(self, now_ms: int) -> float:
+        return (now_ms - self.fetched_at_ms) / 1000
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "fetched_at_ms": self.fetched_at_ms,
+                "positions": {s: [format_decimal(p.amount), format_decimal(p.entry_price)] for s, p in self.positions.items()},
+                "marks": {s: format_decimal(m) for s, m in self.marks.items()},
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str) -> "ExchangeSnapshot":
+        data: dict[str, Any] = json.loads(raw)
+        positions = {
+            symbol: PositionState(symbol, Decimal(amount), Decimal(entry))
+            for symbol, (amount, entry) in data["positions"].items()
+        }
+        marks = {symbol: Decimal(mark) for symbol, mark in data["marks"].items()}
+        return cls(int(data["fetched_at_ms"]), positions, marks)
+
+
+def from_exchange(positions: list[Any], marks: dict[str, Any], now_ms: int) -> ExchangeSnapshot:
+    """Build from the exchange client's typed results (positions with a signed amount, mark prices)."""
+    by_symbol: dict[str, PositionState] = {}
+    for position in positions:
+        held = by_symbol.get(position.symbol)
+        amount = position.amount + (held.amount if held else ZERO)
+        by_symbol[position.symbol] = PositionState(position.symbol, amount, position.entry_price)
+    open_positions = {s: p for s, p in by_symbol.items() if p.amount != ZERO}
+    return ExchangeSnapshot(now_ms, open_positions, {s: m.mark_price for s, m in marks.items()})
+
+
+def publish(client: redis.Redis, snapshot: ExchangeSnapshot) -> None:
+    client.set(keys.EXCHANGE_POSITIONS, snapshot.to_json())
+
+
+def read(client: redis.Redis) -> ExchangeSnapshot | None:
+    raw = client.get(keys.EXCHANGE_POSITIONS)
+    return None if raw is None else ExchangeSnapshot.from_json(raw)
