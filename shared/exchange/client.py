@@ -1,0 +1,268 @@
+"""ExchangeClient: the fleet's only door to Binance USD-M futures (or the local simulator).
+
+Built on python-binance's synchronous Client. Every library error is translated at this boundary
+(shared.exchange.translate); results are small Decimal-valued dataclasses (shared.exchange.models).
+One instance per thread: the underlying requests.Session is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+from binance.client import Client
+from binance.exceptions import BinanceAPIException, BinanceRequestException
+
+from shared.exchange.errors import (
+    ExchangeError,
+    ExchangeRejected,
+    ExchangeStartupError,
+    OutcomeUnknown,
+    sanitize,
+)
+from shared.exchange.models import (
+    AccountSummary,
+    AssetBalance,
+    LeverageResult,
+    MarkPrice,
+    OrderResult,
+    Position,
+    PositionSide,
+    Side,
+    check_client_order_id,
+    format_decimal,
+    parse_account,
+    parse_balance,
+    parse_leverage,
+    parse_mark_price,
+    parse_open_positions,
+    parse_order,
+)
+from shared.exchange.target import ExchangeSettings, Target, load_exchange_settings
+from shared.exchange.translate import LIBRARY_ERRORS, translate
+
+ORDER_DOES_NOT_EXIST = -2013
+MAX_LEVERAGE = 125
+PARSE_ERRORS = (KeyError, TypeError, ValueError, InvalidOperation, AttributeError)
+
+T = TypeVar("T")
+
+
+class _DecimalClient(Client):
+    """python-binance Client whose JSON numbers parse to Decimal, so no price ever passes through float."""
+
+    @staticmethod
+    def _handle_response(response: Any) -> Any:
+        if not (200 <= response.status_code < 300):
+            raise BinanceAPIException(response, response.status_code, response.text)
+        if response.text == "":
+            return {}
+        try:
+            return json.loads(response.text, parse_float=Decimal)
+        except ValueError:
+            raise BinanceRequestException(f"Invalid Response: {response.text[:200]}") from None
+
+
+def build_binance_client(settings: ExchangeSettings) -> Client:
+    """A python-binance Client aimed at the configured target, without the constructor's network ping."""
+    client = _DecimalClient(
+        settings.api_key.get_secret_value(),
+        settings.api_secret.get_secret_value(),
+        ping=False,
+        testnet=settings.target is Target.TESTNET,
+    )
+    client.REQUEST_TIMEOUT = settings.request_timeout_s
+    if settings.target is Target.SIMULATOR:
+        # Instance attributes shadow the class URLs; v1/v2/v3 paths are appended to FUTURES_URL.
+        client.FUTURES_URL = f"{settings.root_url}/fapi"
+        client.FUTURES_DATA_URL = f"{settings.root_url}/futures/data"
+    return client
+
+
+@dataclass(frozen=True)
+class SelfTestReport:
+    target: str
+    root_url: str
+    server_time_ms: int
+    clock_offset_ms: int
+    symbol_count: int
+    wallet_balance: Decimal
+    available_balance: Decimal
+
+
+class ExchangeClient:
+    def __init__(self, settings: ExchangeSettings, binance_client: Client | None = None) -> None:
+        self._settings = settings
+        self._client = binance_client if binance_client is not None else build_binance_client(settings)
+        self._secrets = (settings.api_key.get_secret_value(), settings.api_secret.get_secret_value())
+
+    def __repr__(self) -> str:
+        return f"ExchangeClient({self._settings.describe()})"
+
+    @property
+    def target(self) -> Target:
+        return self._settings.target
+
+    @property
+    def root_url(self) -> str:
+        return self._settings.root_url
+
+    def server_time(self) -> int:
+        """Exchange time in epoch milliseconds."""
+        return self._request("server_time", self._client.futures_time, lambda p: int(p["serverTime"]))
+
+    def sync_clock(self) -> int:
+        """Align signed-request timestamps with the exchange (avoids -1021); returns server time in ms."""
+        server_ms = self.server_time()
+        # python-binance stamps requests with time.time(); the offset must be against that clock.
+        self._client.timestamp_offset = server_ms - int(time.time() * 1000)
+        return server_ms
+
+    def exchange_info(self) -> dict[str, Any]:
+        """Raw exchangeInfo body, for FilterCache's fetcher."""
+        return self._request("exchange_info", self._client.futures_exchange_info, _as_dict)
+
+    def mark_price(self, symbol: str) -> MarkPrice:
+        return self._request("mark_price", self._client.futures_mark_price, parse_mark_price, symbol=symbol)
+
+    def mark_prices(self) -> dict[str, MarkPrice]:
+        """premiumIndex for every symbol in one request."""
+        return self._request("mark_prices", self._client.futures_mark_price, _mark_price_map)
+
+    def create_market_order(
+        self,
+        symbol: str,
+        side: Side | str,
+        qty: Decimal,
+        reduce_only: bool,
+        client_order_id: str,
+        position_side: PositionSide | str | None = None,
+    ) -> OrderResult:
+        """MARKET order answered with its fill (newOrderRespType=RESULT). Ambiguity raises OutcomeUnknown."""
+        params = market_order_params(symbol, side, qty, reduce_only, client_order_id, position_side)
+        return self._request("create_market_order", self._client.futures_create_order, parse_order,
+                             side_effect=True, **params)
+
+    def get_order(self, symbol: str, client_order_id: str) -> OrderResult | None:
+        """The order with this client order id, or None when the exchange says it does not exist (-2013)."""
+        check_client_order_id(client_order_id)
+        try:
+            return self._request("get_order", self._client.futures_get_order, parse_order,
+                                 symbol=symbol, origClientOrderId=client_order_id)
+        except ExchangeRejected as exc:
+            if exc.code == ORDER_DOES_NOT_EXIST:
+                return None
+            raise
+
+    def cancel_order(self, symbol: str, client_order_id: str) -> OrderResult:
+        check_client_order_id(client_order_id)
+        return self._request("cancel_order", self._client.futures_cancel_order, parse_order,
+                             side_effect=True, symbol=symbol, origClientOrderId=client_order_id)
+
+    def positions(self) -> list[Position]:
+        """Non-zero positions on every symbol, one positionRisk request."""
+        return self._request("positions", self._client.futures_position_information, parse_open_positions)
+
+    def account(self) -> AccountSummary:
+        return self._request("account", self._client.futures_account, parse_account)
+
+    def balance(self) -> dict[str, AssetBalance]:
+        return self._request("balance", self._client.futures_account_balance, _balance_map)
+
+    def set_leverage(self, symbol: str, leverage: int) -> LeverageResult:
+        if not 1 <= int(leverage) <= MAX_LEVERAGE:
+            raise ValueError(f"leverage must be 1..{MAX_LEVERAGE}, got {leverage}")
+        return self._request("set_leverage", self._client.futures_change_leverage, parse_leverage,
+                             symbol=symbol, leverage=int(leverage))
+
+    def self_test(self) -> SelfTestReport:
+        """Server time, exchangeInfo, account; any failure raises ExchangeStartupError naming the step."""
+        server_ms = self._startup_step("server_time", self.sync_clock)
+        info = self._startup_step("exchange_info", self.exchange_info)
+        if not info.get("symbols"):
+            raise self._startup_error("exchange_info", "exchangeInfo lists no symbols")
+        account = self._startup_step("account", self.account)
+        return SelfTestReport(
+            target=self.target.value, root_url=self.root_url, server_time_ms=server_ms,
+            clock_offset_ms=int(self._client.timestamp_offset), symbol_count=len(info["symbols"]),
+            wallet_balance=account.total_wallet_balance, available_balance=account.available_balance,
+        )
+
+    def _startup_step(self, step: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except ExchangeError as exc:
+            error = self._startup_error(step, f"{type(exc).__name__}: {exc}")
+        raise error
+
+    def _startup_error(self, step: str, detail: str) -> ExchangeStartupError:
+        return ExchangeStartupError(self.target.value, step, sanitize(f"url={self.root_url} {detail}", self._secrets))
+
+    def _request(
+        self, operation: str, call: Callable[..., Any], parse: Callable[[Any], T],
+        side_effect: bool = False, **params: Any,
+    ) -> T:
+        try:
+            payload = call(**params)
+        except LIBRARY_ERRORS as exc:
+            error = translate(exc, operation, side_effect, self._secrets)
+        else:
+            return self._parse(operation, parse, payload, side_effect)
+        # Raised outside the except block so no __context__ keeps the library's signed URL.
+        raise error
+
+    def _parse(self, operation: str, parse: Callable[[Any], T], payload: Any, side_effect: bool) -> T:
+        try:
+            return parse(payload)
+        except PARSE_ERRORS as exc:
+            text = sanitize(f"{operation}: malformed response: {type(exc).__name__}: {exc}", self._secrets)
+        # An order the exchange accepted but we cannot read may still have executed.
+        raise OutcomeUnknown(text) if side_effect else ExchangeError(text)
+
+
+def market_order_params(
+    symbol: str,
+    side: Side | str,
+    qty: Decimal,
+    reduce_only: bool,
+    client_order_id: str,
+    position_side: PositionSide | str | None = None,
+) -> dict[str, str]:
+    """Request parameters for a MARKET order; hedge-mode orders (LONG/SHORT) must not send reduceOnly."""
+    if not isinstance(qty, Decimal) or qty <= 0:
+        raise ValueError(f"quantity must be a positive Decimal, got {qty!r}")
+    params = {
+        "symbol": symbol, "side": Side(side).value, "type": "MARKET", "quantity": format_decimal(qty),
+        "newClientOrderId": check_client_order_id(client_order_id), "newOrderRespType": "RESULT",
+    }
+    hedge_side = PositionSide(position_side) if position_side is not None else PositionSide.BOTH
+    if hedge_side is PositionSide.BOTH:
+        params["reduceOnly"] = "true" if reduce_only else "false"
+    else:
+        params["positionSide"] = hedge_side.value
+    return params
+
+
+def _as_dict(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, Mapping):
+        raise TypeError(f"expected a JSON object, got {type(payload).__name__}")
+    return dict(payload)
+
+
+def _mark_price_map(payload: Any) -> dict[str, MarkPrice]:
+    entries = payload if isinstance(payload, list) else [payload]
+    return {m.symbol: m for m in map(parse_mark_price, entries)}
+
+
+def _balance_map(payload: Any) -> dict[str, AssetBalance]:
+    return {b.asset: b for b in map(parse_balance, payload)}
+
+
+def open_exchange(settings: ExchangeSettings | None = None) -> tuple[ExchangeClient, SelfTestReport]:
+    """Settings, client and startup self-test; raises ExchangeSettingsError or ExchangeStartupError."""
+    client = ExchangeClient(settings if settings is not None else load_exchange_settings())
+    return client, client.self_test()

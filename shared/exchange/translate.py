@@ -1,0 +1,106 @@
+"""python-binance / requests exceptions to the exchange error tree (shared.exchange.errors).
+
+`side_effect` says whether the request could have changed state on the exchange (an order, a cancel).
+For those, an ambiguous failure is OutcomeUnknown; for reads the same failure is just ExchangeUnavailable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import requests
+from binance.exceptions import BinanceAPIException, BinanceRequestException
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from shared.exchange.errors import (
+    ExchangeError,
+    ExchangeRejected,
+    ExchangeUnavailable,
+    OutcomeUnknown,
+    RateLimited,
+    sanitize,
+)
+
+LIBRARY_ERRORS = (BinanceAPIException, BinanceRequestException, requests.exceptions.RequestException)
+
+RATE_LIMIT_STATUSES = frozenset({418, 429})
+RATE_LIMIT_CODES = frozenset({-1003, -1015})
+# -1007: "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
+UNKNOWN_OUTCOME_CODES = frozenset({-1007})
+# -1001 internal error / -1008 server overloaded / -1016 service shutting down: not executed.
+UNAVAILABLE_CODES = frozenset({-1001, -1008, -1016})
+UNKNOWN_ERROR_TEXT = "unknown error"
+# Failures during connection setup: the request line never reached the exchange.
+NOT_SENT_ERRORS = (
+    requests.exceptions.ConnectTimeout,
+    requests.exceptions.SSLError,
+    requests.exceptions.ProxyError,
+)
+
+
+def translate(
+    exc: BaseException, operation: str, side_effect: bool, secrets: Iterable[str] = ()
+) -> ExchangeError:
+    """The error-tree member for a library exception; its message is scrubbed of URLs' queries and secrets."""
+    secrets = tuple(secrets)
+    if isinstance(exc, BinanceAPIException):
+        return from_api_error(exc, operation, side_effect, secrets)
+    if isinstance(exc, BinanceRequestException):
+        return _ambiguous(f"{operation}: unreadable response: {exc.message}", side_effect, secrets)
+    if isinstance(exc, requests.exceptions.RequestException):
+        return from_transport_error(exc, operation, side_effect, secrets)
+    return ExchangeError(sanitize(f"{operation}: {type(exc).__name__}: {exc}", secrets))
+
+
+def from_api_error(
+    exc: BinanceAPIException, operation: str, side_effect: bool, secrets: tuple[str, ...]
+) -> ExchangeError:
+    status, code = int(exc.status_code or 0), int(exc.code or 0)
+    msg = sanitize(str(exc.message or ""), secrets)
+    text = f"{operation}: HTTP {status} code={code} {msg}"
+    if status in RATE_LIMIT_STATUSES or code in RATE_LIMIT_CODES:
+        return RateLimited(text, retry_after_s=_retry_after(exc))
+    if status == 503 and UNKNOWN_ERROR_TEXT not in msg.lower():
+        return ExchangeUnavailable(text)
+    if code in UNAVAILABLE_CODES:
+        return ExchangeUnavailable(text)
+    if status >= 500 or code in UNKNOWN_OUTCOME_CODES:
+        return _ambiguous(text, side_effect, ())
+    return ExchangeRejected(code, msg, http_status=status, operation=operation)
+
+
+def from_transport_error(
+    exc: requests.exceptions.RequestException, operation: str, side_effect: bool, secrets: tuple[str, ...]
+) -> ExchangeError:
+    text = f"{operation}: {type(exc).__name__}: {_root_cause(exc)}"
+    if isinstance(exc, NOT_SENT_ERRORS) or _never_sent(exc):
+        return ExchangeUnavailable(sanitize(text, secrets))
+    if isinstance(exc, (requests.exceptions.Timeout, requests.exceptions.ConnectionError)):
+        return _ambiguous(text, side_effect, secrets)
+    return ExchangeError(sanitize(text, secrets))
+
+
+def _ambiguous(text: str, side_effect: bool, secrets: Iterable[str]) -> ExchangeError:
+    cleaned = sanitize(text, secrets)
+    return OutcomeUnknown(cleaned) if side_effect else ExchangeUnavailable(cleaned)
+
+
+def _never_sent(exc: requests.exceptions.RequestException) -> bool:
+    """Connection refused, DNS failure or connect timeout: the request cannot have reached the exchange."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+
+
+def _root_cause(exc: BaseException) -> str:
+    # urllib3 nests the useful part (e.g. "Connection refused") inside MaxRetryError; drop the URL noise.
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    cause = reason if reason is not None else exc
+    return str(cause)
+
+
+def _retry_after(exc: BinanceAPIException) -> float | None:
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    try:
+        return float(headers.get("Retry-After"))
+    except (TypeError, ValueError):
+        return None

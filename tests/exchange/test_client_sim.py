@@ -1,0 +1,172 @@
+"""ExchangeClient against the local exchange simulator (microservices.exchange_sim)."""
+
+import os
+import socket
+from decimal import Decimal
+
+import pytest
+
+from shared.exchange.client import ExchangeClient, open_exchange
+from shared.exchange.errors import (
+    ExchangeRejected,
+    ExchangeStartupError,
+    ExchangeUnavailable,
+    OutcomeUnknown,
+    RateLimited,
+)
+from shared.exchange.filters import parse_exchange_info, round_qty_down, validate_order
+from shared.exchange.models import Side
+from shared.exchange.target import ExchangeSettings
+
+D = Decimal
+SECRET = "SECRETVALUE-9d8c7b6a5f4e"
+NO_FAULTS = dict(unknown_after_execute=0.0, unavailable_no_execute=0.0, drop_connection=0.0, rate_limited=0.0)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in list(os.environ):
+        if name.upper().startswith(("EXCHANGE_", "BINANCE_")) or name.upper() in {"TESTNET", "USE_TESTNET",
+                                                                                  "PAPER_TRADING",
+                                                                                  "CREDENTIALS_DIRECTORY"}:
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    testing = pytest.importorskip("microservices.exchange_sim.testing")
+    with testing.running_simulator() as running:
+        yield running
+
+
+@pytest.fixture
+def client(sim):
+    sim.reset()
+    sim.set_faults(**NO_FAULTS)
+    sim.set_price("BTCUSDT", D("88000"))
+    settings = ExchangeSettings(EXCHANGE_TARGET="simulator", EXCHANGE_SIM_URL=sim.base_url,
+                                EXCHANGE_SIM_API_KEY=sim.api_key, EXCHANGE_SIM_API_SECRET=sim.api_secret)
+    yield ExchangeClient(settings)
+    sim.set_faults(**NO_FAULTS)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def count_requests(client: ExchangeClient) -> list[str]:
+    session = client._client.session
+    seen: list[str] = []
+    original = session.request
+
+    def counting(method, url, *args, **kwargs):
+        seen.append(f"{method.upper()} {url.split('?')[0]}")
+        return original(method, url, *args, **kwargs)
+
+    session.request = counting
+    return seen
+
+
+def test_self_test_passes(client):
+    report = client.self_test()
+
+    assert report.target == "simulator"
+    assert report.symbol_count > 0
+    assert report.wallet_balance > 0
+
+
+def test_open_exchange_returns_a_self_tested_client(client):
+    opened, report = open_exchange(client._settings)
+
+    assert opened.target.value == report.target == "simulator"
+
+
+def test_rejection_keeps_the_binance_code(client):
+    with pytest.raises(ExchangeRejected) as caught:
+        client.create_market_order("BTCUSDT", "BUY", D("0.001"), False, "t-small-1")
+
+    assert caught.value.code == -4164
+
+
+def test_open_query_and_reduce_only_close(client):
+    rules = parse_exchange_info(client.exchange_info())["BTCUSDT"]
+    qty = round_qty_down(rules, D("0.0023"))
+    assert validate_order(rules, qty, client.mark_price("BTCUSDT").mark_price, reduce_only=False) is None
+
+    opened = client.create_market_order("BTCUSDT", Side.BUY, qty, False, "t-open-1")
+    found = client.get_order("BTCUSDT", "t-open-1")
+    held = {p.symbol: p.amount for p in client.positions()}
+    closed = client.create_market_order("BTCUSDT", Side.SELL, qty, True, "t-close-1")
+
+    assert opened.filled and opened.executed_qty == D("0.002") and opened.avg_price > 0
+    assert found is not None and found.order_id == opened.order_id and found.filled
+    assert held["BTCUSDT"] == D("0.002")
+    assert closed.filled and closed.reduce_only
+    assert "BTCUSDT" not in {p.symbol for p in client.positions()}
+
+
+def test_mark_prices_for_all_symbols_in_one_request(client, sim):
+    sim.set_price("ETHUSDT", D("3100.5"))
+    seen = count_requests(client)
+
+    prices = client.mark_prices()
+
+    assert len(seen) == 1 and seen[0].endswith("/fapi/v1/premiumIndex")
+    assert prices["BTCUSDT"].mark_price == D("88000")
+    assert prices["ETHUSDT"].mark_price == D("3100.5")
+
+
+def test_unknown_error_after_execute_raises_outcome_unknown_and_the_order_is_found(client, sim):
+    sim.set_faults(unknown_after_execute=1.0)
+
+    with pytest.raises(OutcomeUnknown):
+        client.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "t-unknown-1")
+    sim.set_faults(**NO_FAULTS)
+    found = client.get_order("BTCUSDT", "t-unknown-1")
+
+    assert found is not None and found.filled
+
+
+def test_unavailable_raises_exchange_unavailable_and_no_order_exists(client, sim):
+    sim.set_faults(unavailable_no_execute=1.0)
+
+    with pytest.raises(ExchangeUnavailable) as caught:
+        client.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "t-unavail-1")
+    sim.set_faults(**NO_FAULTS)
+
+    assert caught.value.retryable
+    assert client.get_order("BTCUSDT", "t-unavail-1") is None
+
+
+def test_dropped_connection_after_execute_is_outcome_unknown(client, sim):
+    sim.set_faults(drop_connection=1.0)
+
+    with pytest.raises(OutcomeUnknown):
+        client.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "t-drop-1")
+    sim.set_faults(**NO_FAULTS)
+
+    assert client.get_order("BTCUSDT", "t-drop-1") is not None
+
+
+def test_rate_limited_is_retryable(client, sim):
+    sim.set_faults(rate_limited=1.0)
+
+    with pytest.raises(RateLimited) as caught:
+        client.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "t-limited-1")
+
+    assert caught.value.retryable
+
+
+def test_unreachable_target_fails_self_test_naming_target_and_step():
+    settings = ExchangeSettings(EXCHANGE_TARGET="simulator", EXCHANGE_SIM_URL=f"http://127.0.0.1:{free_port()}",
+                                EXCHANGE_SIM_API_SECRET=SECRET)
+
+    with pytest.raises(ExchangeStartupError) as caught:
+        ExchangeClient(settings).self_test()
+
+    line = str(caught.value)
+    assert "target=simulator" in line and "step=server_time" in line
+    assert SECRET not in line and "\n" not in line
+    assert caught.value.__context__ is None

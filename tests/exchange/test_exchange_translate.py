@@ -1,0 +1,126 @@
+import json
+
+import pytest
+import requests
+from binance.exceptions import BinanceAPIException, BinanceRequestException
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+
+from shared.exchange.errors import (
+    ExchangeError,
+    ExchangeRejected,
+    ExchangeUnavailable,
+    OutcomeUnknown,
+    RateLimited,
+    sanitize,
+)
+from shared.exchange.translate import translate
+
+SECRET = "SECRETVALUE-9d8c7b6a5f4e"
+SIGNED_URL = "http://127.0.0.1:8090/fapi/v1/order?symbol=BTCUSDT&timestamp=1&signature=abcdef0123456789"
+
+
+class StubResponse:
+    def __init__(self, text: str, headers: dict | None = None) -> None:
+        self.text = text
+        self.headers = headers or {}
+        self.request = None
+
+
+def api_error(status: int, code: int | None, msg: str, headers: dict | None = None) -> BinanceAPIException:
+    body = msg if code is None else json.dumps({"code": code, "msg": msg})
+    return BinanceAPIException(StubResponse(body, headers), status, body)
+
+
+def refused() -> requests.exceptions.ConnectionError:
+    reason = NewConnectionError(None, "Failed to establish a new connection: [Errno 111] Connection refused")
+    return requests.exceptions.ConnectionError(MaxRetryError(None, SIGNED_URL, reason))
+
+
+def dropped() -> requests.exceptions.ConnectionError:
+    return requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError(104)))
+
+
+@pytest.mark.parametrize(
+    ("exc", "side_effect", "expected"),
+    [
+        (api_error(503, -1000, "Unknown error, please check your request or try again later."), True,
+         OutcomeUnknown),
+        (api_error(503, None, "Unknown error, please check your request or try again later."), True,
+         OutcomeUnknown),
+        (api_error(503, -1000, "Unknown error, please check your request or try again later."), False,
+         ExchangeUnavailable),
+        (api_error(503, None, "Service Unavailable."), True, ExchangeUnavailable),
+        (api_error(503, -1001, "Internal error; unable to process your request. Please try again."), True,
+         ExchangeUnavailable),
+        (api_error(400, -1007, "Timeout waiting for response from backend server."), True, OutcomeUnknown),
+        (api_error(502, None, "<html>Bad Gateway</html>"), True, OutcomeUnknown),
+        (api_error(429, -1003, "Too many requests."), True, RateLimited),
+        (api_error(418, -1003, "Way too many requests; IP banned."), False, RateLimited),
+        (api_error(400, -4164, "Order's notional must be no smaller than 100 (unless you choose reduce only)."),
+         True, ExchangeRejected),
+        (api_error(400, -2019, "Margin is insufficient."), True, ExchangeRejected),
+        (api_error(400, -2013, "Order does not exist."), False, ExchangeRejected),
+        (api_error(401, -2015, "Invalid API-key, IP, or permissions for action."), False, ExchangeRejected),
+        (requests.exceptions.ReadTimeout("read timed out"), True, OutcomeUnknown),
+        (requests.exceptions.ReadTimeout("read timed out"), False, ExchangeUnavailable),
+        (requests.exceptions.ConnectTimeout("connect timed out"), True, ExchangeUnavailable),
+        (refused(), True, ExchangeUnavailable),
+        (dropped(), True, OutcomeUnknown),
+        (dropped(), False, ExchangeUnavailable),
+        (BinanceRequestException("Invalid Response: <html>"), True, OutcomeUnknown),
+        (BinanceRequestException("Invalid Response: <html>"), False, ExchangeUnavailable),
+        (requests.exceptions.InvalidURL("bad url"), False, ExchangeError),
+    ],
+)
+def test_translation_table(exc, side_effect, expected):
+    error = translate(exc, "op", side_effect)
+
+    assert type(error) is expected
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (ExchangeUnavailable("x"), True),
+        (RateLimited("x"), True),
+        (OutcomeUnknown("x"), False),
+        (ExchangeRejected(-2019, "Margin is insufficient."), False),
+    ],
+)
+def test_retryable_flags(error, retryable):
+    assert error.retryable is retryable
+
+
+def test_rejection_keeps_code_and_message():
+    error = translate(api_error(400, -4164, "notional too small"), "create_market_order", True)
+
+    assert (error.code, error.msg, error.http_status) == (-4164, "notional too small", 400)
+
+
+def test_rate_limit_reads_retry_after():
+    error = translate(api_error(429, -1003, "slow down", {"Retry-After": "7"}), "op", False)
+
+    assert error.retry_after_s == 7.0
+
+
+def test_messages_drop_signed_urls_and_secrets():
+    exc = requests.exceptions.ReadTimeout(f"timeout for {SIGNED_URL} key={SECRET}")
+
+    text = str(translate(exc, "get_order", False, secrets=[SECRET]))
+
+    assert "abcdef0123456789" not in text
+    assert "timestamp=1" not in text and SECRET not in text
+
+
+@pytest.mark.parametrize(
+    ("raw", "forbidden"),
+    [
+        (SIGNED_URL, "abcdef0123456789"),
+        ("signature=deadbeef&x=1", "deadbeef"),
+        ("headers={'X-MBX-APIKEY': 'abc123key'}", "abc123key"),
+        (f"secret is {SECRET}", SECRET),
+        ("line1\nline2", "\n"),
+    ],
+)
+def test_sanitize(raw, forbidden):
+    assert forbidden not in sanitize(raw, secrets=[SECRET])
