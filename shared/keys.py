@@ -84,6 +84,27 @@ def plan_order_marker(plan_id: str) -> str:
     return f"quantum:plan:order:{plan_id}"
 
 
+def plan_claim(plan_id: str) -> str:
+    """Internal: which executor instance is working on a plan (short TTL)."""
+    return f"quantum:plan:claim:{plan_id}"
+
+
+def bridge_intent(plan_id: str) -> str:
+    """Internal: set when the intent bridge has turned an intent into its plan."""
+    return f"quantum:bridge:intent:{plan_id}"
+
+
+def governor_opens(symbol: str) -> str:
+    """Internal: sorted set of opens the governor allowed on a symbol (score: ms), for rate limits."""
+    return f"quantum:governor:opens:{symbol}"
+
+
+GOVERNOR_INFLIGHT = "quantum:governor:inflight"  # hash plan_id -> JSON of allowed opens not yet settled
+GOVERNOR_RATE_TRIPS = "quantum:governor:rate_trips"  # sorted set of rate-limit denials, for auto-disarm
+GOVERNOR_LOCK = "quantum:governor:lock"  # serialises open decisions across governor instances
+GOVERNOR_DISARMED = "quantum:governor:auto_disarmed"  # why and when the governor disarmed itself
+
+
 def heartbeat(daemon: str) -> str:
     """Internal: a daemon's liveness record (hash: pid, ts, state)."""
     return f"quantum:daemon:heartbeat:{daemon}"

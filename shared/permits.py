@@ -64,6 +64,15 @@ def consume(client: redis.Redis, kind: PermitKind, plan_id: str) -> Permit | Non
     return None if raw is None else decode(kind, raw)
 
 
+def consume_all(client: redis.Redis, plan_id: str, kinds: Iterable[PermitKind]) -> list[Permit | None]:
+    """Take several permits in one transaction, so two takers cannot each get one of them."""
+    kinds = list(kinds)
+    pipe = client.pipeline(transaction=True)
+    for kind in kinds:
+        pipe.getdel(kind.key(plan_id))
+    return [None if raw is None else decode(kind, raw) for kind, raw in zip(kinds, pipe.execute())]
+
+
 def wait_until_present(
     client: redis.Redis,
     plan_id: str,

@@ -29,3 +29,35 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    from microservices.exchange_sim.testing import running_simulator
+
+    with running_simulator() as handle:
+        yield handle
+
+
+@pytest.fixture
+def sim(simulator):
+    """The session's simulator, reset to a fresh account with BTCUSDT held at 88,000."""
+    from decimal import Decimal
+
+    simulator.reset()
+    simulator.set_price("BTCUSDT", Decimal("88000"))
+    yield simulator
+
+
+@pytest.fixture
+def exchange_env(sim, monkeypatch) -> dict[str, str]:
+    """Environment that points the fleet's exchange settings at the simulator."""
+    env = {
+        "EXCHANGE_TARGET": "simulator",
+        "EXCHANGE_SIM_URL": sim.base_url,
+        "EXCHANGE_SIM_API_KEY": sim.api_key,
+        "EXCHANGE_SIM_API_SECRET": sim.api_secret,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env

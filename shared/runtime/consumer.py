@@ -50,6 +50,15 @@ class ConsumerConfig:
     housekeeping_every_s: float = 5.0
 
 
+class Rejected(Exception):
+    """Raised by a handler for input that parsed but can never be processed: dead-lettered, acked."""
+
+    def __init__(self, reason: str, detail: dict[str, str]):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
 class Shutdown(Exception):
     """Raised from the signal handler while the loop waits idle in XREADGROUP."""
 
@@ -106,6 +115,12 @@ class StreamConsumer(Generic[T]):
                 break
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self._survive_redis_error(exc)
+                continue
+            except redis.ResponseError as exc:
+                if not str(exc).startswith("NOGROUP"):
+                    raise
+                self.log.warning("group_recreated", error=str(exc)[:120])
+                self.ensure_group()
                 continue
             processed += done
             self._tick()
@@ -197,6 +212,9 @@ class StreamConsumer(Generic[T]):
             self.handler(item, entry)
         except (Shutdown, redis.ConnectionError, redis.TimeoutError):
             raise
+        except Rejected as exc:
+            self._dead_letter(entry, exc.reason, exc.detail)
+            return
         except Exception:
             metrics.HANDLER_ERRORS.labels(**self._labels).inc()
             self.log.exception("handler_failed", entry_id=entry.entry_id, deliveries=entry.deliveries)

@@ -204,3 +204,32 @@ def test_a_new_group_reads_entries_written_before_it_existed(r: redis.Redis) -> 
     StreamConsumer(r, config(group="late"), dict, record_into(seen)).run(burst=True)
 
     assert seen == [(entry_id, 1)]
+
+
+def test_a_handler_rejection_is_dead_lettered_with_its_reason(r: redis.Redis) -> None:
+    from shared.runtime.consumer import Rejected
+
+    entry_id = r.xadd(STREAM, {"symbol": "DOGEUSDT"})
+
+    def handler(item, entry) -> None:
+        raise Rejected("unknown_symbol", {"symbol": item["symbol"]})
+
+    StreamConsumer(r, config(), dict, handler).run(burst=True)
+
+    (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
+    assert (dead["reason"], dead["entry_id"]) == ("unknown_symbol", entry_id)
+    assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_a_deleted_stream_is_recreated_and_consumption_goes_on(r: redis.Redis) -> None:
+    seen: list = []
+    consumer = StreamConsumer(r, config(), dict, record_into(seen))
+    consumer.ensure_group()
+    r.delete(STREAM)
+    r.set("unrelated", "1")
+    entry_id = r.xadd(STREAM, {"n": "after"})
+
+    consumer.run(burst=True)
+    consumer.run(burst=True)
+
+    assert [item[0] for item in seen] == [entry_id]

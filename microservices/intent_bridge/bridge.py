@@ -1,0 +1,95 @@
+"""Trade intent → OPEN plan. Pure translation plus one idempotent write.
+
+The plan id is a hash of the intent's content (or its intent_id), so the same intent read
+twice becomes the same plan, and the plan is written at most once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import redis
+from prometheus_client import Counter
+
+from microservices.intent_bridge.settings import BridgeSettings
+from shared import keys
+from shared.exchange.filter_cache import FilterCache
+from shared.exchange.filters import SymbolRules, round_qty_down
+from shared.logging import get_logger
+from shared.runtime.consumer import Entry, Rejected
+from shared.schema import Action, Decision, Plan, TradeIntent, to_json
+
+INTENTS = Counter("quantum_bridge_intents_total", "Trade intents by outcome", ["outcome"])
+MARKER_TTL_S = 7 * 24 * 3600
+SOURCE = "intent_bridge"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    reason: str
+    detail: dict[str, str]
+
+
+def plan_id_for(intent: TradeIntent) -> str:
+    if intent.intent_id:
+        return "ib-" + hashlib.sha256(intent.intent_id.encode()).hexdigest()[:20]
+    canonical = to_json(intent.model_dump(mode="python", exclude={"source"}))
+    return "ib-" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def to_plan(intent: TradeIntent, rules: SymbolRules | None, settings: BridgeSettings) -> Plan | Skipped:
+    if intent.symbol not in settings.allowlist:
+        return Skipped("symbol_not_allowed", {"symbol": intent.symbol})
+    if intent.confidence < settings.bridge_min_confidence:
+        return Skipped("below_confidence_floor", {"confidence": str(intent.confidence), "floor": str(settings.bridge_min_confidence)})
+    if rules is None:
+        raise Rejected("unknown_symbol", {"symbol": intent.symbol})
+    qty = round_qty_down(rules, intent.position_size_usd / intent.entry_price, market=True)
+    if qty <= 0:
+        raise Rejected("size_below_one_step", {"position_size_usd": str(intent.position_size_usd), "step": str(rules.market_step_size)})
+    return Plan(
+        plan_id=plan_id_for(intent), decision=Decision.EXECUTE, symbol=intent.symbol, side=intent.side, qty=qty,
+        reduce_only=False, action=Action.OPEN, source=SOURCE, leverage=intent.leverage,
+        stop_loss=intent.stop_loss, take_profit=intent.take_profit,
+    )
+
+
+class IntentBridge:
+    def __init__(self, client: redis.Redis, filters: FilterCache, settings: BridgeSettings):
+        self.r = client
+        self.filters = filters
+        self.settings = settings
+        self.log = get_logger(component="intent_bridge")
+
+    def handle(self, intent: TradeIntent, entry: Entry) -> None:
+        self.log.info("INTENT_RECEIVED", stream_id=entry.entry_id, symbol=intent.symbol, side=intent.side.value,
+                      confidence=str(intent.confidence), size_usd=str(intent.position_size_usd))
+        plan = to_plan(intent, self.filters.find(intent.symbol), self.settings)
+        if isinstance(plan, Skipped):
+            INTENTS.labels(outcome=plan.reason).inc()
+            self.log.info("INTENT_SKIPPED", stream_id=entry.entry_id, reason=plan.reason, **plan.detail)
+            return
+        written = publish_once(self.r, plan)
+        INTENTS.labels(outcome="planned" if written else "duplicate").inc()
+        self.log.info("PLAN_PUBLISHED" if written else "PLAN_ALREADY_PUBLISHED", plan_id=plan.plan_id,
+                      symbol=plan.symbol, side=plan.side.value, qty=str(plan.qty))
+
+
+def publish_once(client: redis.Redis, plan: Plan) -> bool:
+    """XADD the plan unless it was already written; atomic against concurrent bridges."""
+    marker = keys.bridge_intent(plan.plan_id)
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(marker)
+                if pipe.exists(marker):
+                    pipe.unwatch()
+                    return False
+                pipe.multi()
+                pipe.set(marker, "1", ex=MARKER_TTL_S)
+                pipe.xadd(keys.Stream.APPLY_PLAN, plan.to_fields())
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                continue

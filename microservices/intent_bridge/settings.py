@@ -1,0 +1,23 @@
+"""Intent bridge settings (etc/quantum/intent-bridge.env)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import Field
+
+from shared.settings import CommonSettings
+
+DEFAULT_SYMBOLS = (
+    "BTCUSDT,ETHUSDT,TRXUSDT,LTCUSDT,LINKUSDT,SANDUSDT,MANAUSDT,GALAUSDT,XMRUSDT,SEIUSDT,STRKUSDT,TONUSDT,NEARUSDT,AVAXUSDT"
+)
+
+
+class BridgeSettings(CommonSettings):
+    metrics_port: int = Field(default=8041, ge=0, le=65535)
+    bridge_allowlist: str = Field(default=DEFAULT_SYMBOLS, pattern=r"^[A-Za-z0-9]+(,\s*[A-Za-z0-9]+)*$")
+    bridge_min_confidence: Decimal = Field(default=Decimal("0.6"), ge=0, le=1)
+
+    @property
+    def allowlist(self) -> frozenset[str]:
+        return frozenset(symbol.strip().upper() for symbol in self.bridge_allowlist.split(","))

@@ -1,0 +1,5 @@
+import sys
+
+from microservices.intent_executor.main import main
+
+sys.exit(main())

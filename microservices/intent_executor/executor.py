@@ -1,0 +1,192 @@
+"""The intent executor's handler: one plan in, at most one order out, exactly one result.
+
+For each plan: skip it if it already has a result; resolve by client order id if an order
+was sent before a crash; wait for both permits (blocking on their notification, no fixed
+sleep) and consume them once; re-check the trading state; size against the filters; send
+one MARKET order whose newClientOrderId derives from the plan id. A timeout or 503 "Unknown
+error" is an unknown outcome: the order is looked up, never sent again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+import redis
+
+from microservices.intent_executor import outcomes
+from microservices.intent_executor.settings import ApplyMode, ExecutorSettings
+from microservices.intent_executor.sizing import Refused, Sized, size_order
+from shared import keys, permits, results
+from shared import snapshot as exchange_snapshot
+from shared.exchange.errors import ExchangeError, ExchangeRejected, ExchangeUnavailable, OutcomeUnknown
+from shared.exchange.models import OrderResult
+from shared.logging import get_logger
+from shared.orders import client_order_id_for
+from shared.permits import PermitKind
+from shared.runtime.consumer import Entry
+from shared.runtime.exchange import ExchangeAccess
+from shared.schema import P32Permit, P33Permit, Plan, Reason
+
+CLAIM_TTL_S = 60
+
+
+class PlanBusy(RuntimeError):
+    """Another executor instance holds this plan; leave the entry pending and retry later."""
+
+
+class OutcomeStillUnknown(RuntimeError):
+    """The exchange could not be asked whether the order exists; retry later, never resend."""
+
+
+class Executor:
+    def __init__(
+        self,
+        client: redis.Redis,
+        exchange: ExchangeAccess,
+        settings: ExecutorSettings,
+        consumer_name: str,
+        clock: Callable[[], float] = time.time,
+        wait: Callable[[float], object] = threading.Event().wait,
+    ):
+        self.r = client
+        self.exchange = exchange
+        self.settings = settings
+        self.consumer_name = consumer_name
+        self.clock = clock
+        self.wait = wait
+        self.log = get_logger(component="executor")
+
+    def handle(self, plan: Plan, entry: Entry) -> None:
+        if results.has_result(self.r, plan.plan_id):
+            self.log.info("duplicate_plan_skipped", plan_id=plan.plan_id, entry_id=entry.entry_id)
+            return
+        self._claim(plan.plan_id)
+        try:
+            outcome = self.decide(plan)
+            written = results.finish_plan(self.r, outcome.result, outcome.effects, now_ms=self._now_ms())
+            outcomes.record(self.log, outcome, written)
+        finally:
+            self.r.delete(keys.plan_claim(plan.plan_id))
+
+    def _claim(self, plan_id: str) -> None:
+        key = keys.plan_claim(plan_id)
+        if self.r.set(key, self.consumer_name, nx=True, ex=CLAIM_TTL_S):
+            return
+        holder = self.r.get(key)
+        if holder != self.consumer_name:
+            raise PlanBusy(f"plan {plan_id} is being executed by {holder}")
+
+    def decide(self, plan: Plan) -> outcomes.Outcome:
+        if not plan.is_executable:
+            return outcomes.refused(plan, Reason.DECISION_NOT_EXECUTE, {"decision": plan.decision.value})
+        client_order_id = client_order_id_for(plan.plan_id)
+        if self.r.exists(keys.plan_order_marker(plan.plan_id)):
+            return self._after_crash(plan, client_order_id)
+        taken = self._take_permits(plan)
+        if isinstance(taken, outcomes.Outcome):
+            return taken
+        p32, p33 = taken
+        return self._execute(plan, client_order_id, p32, p33)
+
+    def _after_crash(self, plan: Plan, client_order_id: str) -> outcomes.Outcome:
+        self.log.warning("resolving_order_sent_before_restart", plan_id=plan.plan_id, client_order_id=client_order_id)
+        order = self._look_up(plan.symbol, client_order_id)
+        if order is None:
+            return outcomes.refused(plan, Reason.ORDER_NOT_FOUND, {"client_order_id": client_order_id})
+        return outcomes.from_order(plan, order, None, None)
+
+    def _take_permits(self, plan: Plan) -> tuple[P32Permit, P33Permit] | outcomes.Outcome:
+        wanted = (PermitKind.P32, PermitKind.P33)
+        permits.wait_until_present(self.r, plan.plan_id, wanted, self.settings.executor_permit_wait_ms / 1000)
+        p32, p33 = permits.consume_all(self.r, plan.plan_id, wanted)
+        for kind, permit in ((PermitKind.P32, p32), (PermitKind.P33, p33)):
+            self.log.info("PERMIT", plan_id=plan.plan_id, permit=kind.value, allow=getattr(permit, "allow", None),
+                          reason=getattr(getattr(permit, "reason", None), "value", "missing"))
+        if p32 is None or p33 is None:
+            missing = [kind.value for kind, permit in zip(wanted, (p32, p33)) if permit is None]
+            return outcomes.refused(plan, Reason.PERMIT_TIMEOUT, {"missing": ",".join(missing)}, p32, p33)
+        for permit, who in ((p32, "governor P3.2"), (p33, "position-state-brain P3.3")):
+            if not permit.allow:
+                return outcomes.refused(plan, permit.reason, {"denied_by": who, **_strings(permit.context)}, p32, p33)
+        return p32, p33
+
+    def _execute(self, plan: Plan, client_order_id: str, p32: P32Permit, p33: P33Permit) -> outcomes.Outcome:
+        halted = self._trading_state_refusal(plan)
+        if halted is not None:
+            return outcomes.refused(plan, halted, {"checked": "at send time"}, p32, p33)
+        sized = self._size(plan, p33, p32)
+        if isinstance(sized, Refused):
+            return outcomes.refused(plan, sized.reason, sized.detail, p32, p33)
+        if self.settings.apply_mode is ApplyMode.DRY_RUN:
+            detail = {"would_send": f"{plan.side.value} {sized.qty} {plan.symbol} reduceOnly={str(plan.is_close).lower()}"}
+            return outcomes.refused(plan, Reason.DRY_RUN, detail, p32, p33, qty=sized.qty)
+        return self._send(plan, client_order_id, sized, p32, p33)
+
+    def _trading_state_refusal(self, plan: Plan) -> Reason | None:
+        kill, execution = self.r.mget(keys.KILL, keys.GOVERNOR_EXECUTION)
+        if kill == "1":
+            return Reason.KILL_SWITCH
+        if execution == "DISABLED" and not plan.is_close:
+            return Reason.EXECUTION_DISABLED
+        return None
+
+    def _size(self, plan: Plan, p33: P33Permit, p32: P32Permit) -> Sized | Refused:
+        rules = self.exchange.filters.find(plan.symbol)
+        if rules is None:
+            return Refused(Reason.UNKNOWN_SYMBOL, {"symbol": plan.symbol})
+        mark = self._mark(plan.symbol)
+        max_notional = p32.context.get("max_notional_per_trade")
+        return size_order(plan, p33.safe_qty, rules, mark, self.settings.allow_upsize,
+                          Decimal(str(max_notional)) if max_notional is not None else None)
+
+    def _mark(self, symbol: str) -> Decimal:
+        seen = exchange_snapshot.read(self.r)
+        if seen is not None and seen.mark(symbol) and seen.age_s(self._now_ms()) <= self.settings.executor_mark_max_age_s:
+            return seen.mark(symbol)
+        return self.exchange.client.mark_price(symbol).mark_price
+
+    def _send(self, plan: Plan, client_order_id: str, sized: Sized, p32: P32Permit, p33: P33Permit) -> outcomes.Outcome:
+        self.r.set(keys.plan_order_marker(plan.plan_id), client_order_id, ex=results.RESULT_MARKER_TTL_S)
+        self.log.info("ORDER_SUBMIT", plan_id=plan.plan_id, symbol=plan.symbol, side=plan.side.value, qty=str(sized.qty),
+                      type="MARKET", reduce_only=plan.is_close, client_order_id=client_order_id,
+                      endpoint=self.exchange.settings.root_url, mode=self.settings.apply_mode.value)
+        started = time.perf_counter()
+        try:
+            order = self.exchange.client.create_market_order(
+                plan.symbol, plan.side.value, sized.qty, plan.is_close, client_order_id)
+        except ExchangeRejected as exc:
+            outcomes.order_error(self.log, plan, exc)
+            return outcomes.refused(plan, Reason.EXCHANGE_REJECTED, {"code": str(exc.code), "msg": exc.msg}, p32, p33, qty=sized.qty)
+        except (OutcomeUnknown, ExchangeUnavailable) as exc:
+            outcomes.order_error(self.log, plan, exc)
+            order = self._look_up(plan.symbol, client_order_id)
+            if order is None:
+                reason = Reason.ORDER_NOT_FOUND if isinstance(exc, OutcomeUnknown) else Reason.EXCHANGE_UNAVAILABLE
+                return outcomes.refused(plan, reason, {"error": exc.message, "client_order_id": client_order_id},
+                                        p32, p33, qty=sized.qty)
+        outcomes.ORDER_SECONDS.observe(time.perf_counter() - started)
+        self.log.info("ORDER_RESPONSE", plan_id=plan.plan_id, order_id=order.order_id, status=order.status,
+                      filled=str(order.executed_qty), avg_price=str(order.avg_price), symbol=plan.symbol)
+        return outcomes.from_order(plan, order, p32, p33)
+
+    def _look_up(self, symbol: str, client_order_id: str) -> OrderResult | None:
+        """Ask the exchange for the order; None only when it answered that there is none."""
+        delay = 0.1
+        for _attempt in range(self.settings.executor_resolve_attempts):
+            try:
+                return self.exchange.client.get_order(symbol, client_order_id)
+            except ExchangeError as exc:
+                self.log.warning("order_lookup_failed", client_order_id=client_order_id, error=exc.message)
+                self.wait(delay)
+                delay = min(delay * 3, 2.0)
+        raise OutcomeStillUnknown(f"could not look up {client_order_id}; the plan stays pending")
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+
+def _strings(context: dict) -> dict[str, str]:
+    return {str(key): str(value) for key, value in context.items()}

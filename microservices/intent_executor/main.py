@@ -1,0 +1,31 @@
+"""intent-executor: apply.plan → at most one exchange order per plan → apply.result."""
+
+from __future__ import annotations
+
+from microservices.intent_executor.executor import Executor
+from microservices.intent_executor.settings import ExecutorSettings, fleet_mode, mode_mismatch
+from shared import keys
+from shared.runtime import daemon
+from shared.runtime.consumer import StreamConsumer
+from shared.runtime.exchange import exchange_settings_or_exit, open_exchange_or_exit
+from shared.schema import Plan
+from shared.settings import EXIT_CONFIG, load_settings
+
+NAME = "intent-executor"
+
+
+def main() -> int:
+    settings = load_settings(ExecutorSettings)
+    exchange_settings = exchange_settings_or_exit(NAME)
+    mismatch = mode_mismatch(settings.apply_mode, exchange_settings.target)
+    if mismatch:
+        daemon.fail(f"{NAME}: configuration error: {mismatch}", code=EXIT_CONFIG)
+    ctx = daemon.start(NAME, settings)
+    access = open_exchange_or_exit(NAME, ctx.redis, ctx.log, exchange_settings)
+    ctx.redis.set(keys.MODE, fleet_mode(settings.apply_mode, access.settings.target))
+    ctx.log.info("executor_ready", apply_mode=settings.apply_mode.value, permit_wait_ms=settings.executor_permit_wait_ms,
+                 allow_upsize=settings.allow_upsize)
+    executor = Executor(ctx.redis, access, settings, settings.consumer_name(NAME))
+    config = daemon.consumer_config(settings, NAME, keys.Stream.APPLY_PLAN, keys.Group.INTENT_EXECUTOR)
+    consumer = StreamConsumer(ctx.redis, config, Plan.from_fields, executor.handle, on_tick=access.filters.maybe_refresh)
+    return daemon.run(ctx, consumer)

@@ -1,0 +1,67 @@
+"""Order sizing before anything is sent: pure, so every rule is unit-tested without Redis.
+
+Opens use the plan quantity; closes use min(plan qty, P3.3's safe_qty). Both round down to
+the step and must pass the exchange's filters (reduce-only exempt from min notional).
+Fail closed: a quantity too small is refused, and raised only when ALLOW_UPSIZE is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import ROUND_UP, Decimal
+
+from shared.exchange.filters import FilterReason, SymbolRules, round_qty_down, round_to_step, validate_order
+from shared.schema import Plan, Reason
+
+_FILTER_REASONS = {
+    FilterReason.BELOW_MIN_QTY: Reason.BELOW_MIN_QTY,
+    FilterReason.BELOW_MIN_NOTIONAL: Reason.BELOW_MIN_NOTIONAL,
+    FilterReason.ABOVE_MAX_QTY: Reason.ABOVE_MAX_QTY,
+    FilterReason.SYMBOL_NOT_TRADING: Reason.SYMBOL_NOT_TRADING,
+}
+_UPSIZABLE = frozenset({FilterReason.BELOW_MIN_QTY, FilterReason.BELOW_MIN_NOTIONAL})
+
+
+@dataclass(frozen=True)
+class Sized:
+    qty: Decimal
+    notional: Decimal
+    upsized: bool = False
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: Reason
+    detail: dict[str, str] = field(default_factory=dict)
+
+
+def size_order(
+    plan: Plan,
+    safe_qty: Decimal,
+    rules: SymbolRules,
+    mark: Decimal,
+    allow_upsize: bool,
+    max_notional: Decimal | None,
+) -> Sized | Refused:
+    wanted = min(plan.qty, safe_qty) if plan.is_close else plan.qty
+    qty = round_qty_down(rules, wanted, market=True)
+    verdict = validate_order(rules, qty, mark, reduce_only=plan.is_close, market=True)
+    if verdict is None:
+        return Sized(qty, qty * mark)
+    if allow_upsize and not plan.is_close and verdict.reason in _UPSIZABLE:
+        return _upsize(rules, mark, max_notional)
+    return Refused(_FILTER_REASONS[verdict.reason], {k: str(v) for k, v in verdict.detail.items()})
+
+
+def _upsize(rules: SymbolRules, mark: Decimal, max_notional: Decimal | None) -> Sized | Refused:
+    min_qty, _, step = rules.lot(True)
+    by_notional = round_to_step(rules.min_notional / mark, step, ROUND_UP)
+    qty = max(min_qty, by_notional)
+    notional = qty * mark
+    if max_notional is not None and notional > max_notional:
+        detail = {"upsized_notional": str(notional), "max_notional_per_trade": str(max_notional)}
+        return Refused(Reason.MAX_NOTIONAL_PER_TRADE, detail)
+    verdict = validate_order(rules, qty, mark, reduce_only=False, market=True)
+    if verdict is not None:
+        return Refused(_FILTER_REASONS[verdict.reason], {k: str(v) for k, v in verdict.detail.items()})
+    return Sized(qty, notional, upsized=True)

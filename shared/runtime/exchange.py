@@ -1,0 +1,50 @@
+"""Startup of a daemon that talks to the exchange: settings, self-test and filter cache, or exit.
+
+There is no paper-trading fallback: the configured target answers, or the daemon exits 1
+with one line naming the target and the failing step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from shared.exchange.client import ExchangeClient
+from shared.exchange.errors import ExchangeError, ExchangeSettingsError
+from shared.exchange.filter_cache import FilterCache
+from shared.exchange.target import ExchangeSettings, load_exchange_settings
+from shared.logging import register_secrets
+from shared.runtime.daemon import fail
+from shared.settings import EXIT_CONFIG
+
+
+@dataclass
+class ExchangeAccess:
+    settings: ExchangeSettings
+    client: ExchangeClient
+    filters: FilterCache
+
+
+def exchange_settings_or_exit(name: str) -> ExchangeSettings:
+    try:
+        settings = load_exchange_settings()
+    except ExchangeSettingsError as exc:
+        fail(f"{name}: {exc}", code=EXIT_CONFIG)
+    register_secrets([settings.api_key.get_secret_value(), settings.api_secret.get_secret_value()])
+    return settings
+
+
+def open_exchange_or_exit(name: str, client: redis.Redis, log, settings: ExchangeSettings | None = None) -> ExchangeAccess:
+    settings = settings or exchange_settings_or_exit(name)
+    exchange = ExchangeClient(settings)
+    try:
+        report = exchange.self_test()
+    except ExchangeError as exc:
+        fail(f"{name}: {exc}")
+    filters = FilterCache(exchange.exchange_info, redis=client, refresh_interval_s=settings.filters_refresh_s)
+    if not filters.load() or not len(filters):
+        fail(f"{name}: no exchange trading rules could be loaded from {settings.describe()}")
+    log.info("exchange_ready", target=report.target, url=report.root_url, symbols=report.symbol_count,
+             available_balance=str(report.available_balance))
+    return ExchangeAccess(settings, exchange, filters)

@@ -1,0 +1,240 @@
+"""The executor against a real Redis and the simulator over HTTP; the test plays P3.2 and P3.3.
+
+Each case XADDs a plan as an operator would, writes the permits the gates would write, runs
+the executor's consumer in burst mode and reads the one result and the simulator's orders.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal as D
+
+import pytest
+import redis
+
+from microservices.intent_executor.executor import Executor
+from microservices.intent_executor.settings import ApplyMode, ExecutorSettings
+from shared import keys, ledger, permits
+from shared.exchange.client import ExchangeClient
+from shared.exchange.filter_cache import FilterCache
+from shared.exchange.target import load_exchange_settings
+from shared.orders import client_order_id_for
+from shared.runtime.consumer import ConsumerConfig, StreamConsumer
+from shared.runtime.exchange import ExchangeAccess
+from shared.schema import P32Permit, P33Permit, Plan, Reason
+
+PLAN = {"decision": "EXECUTE", "symbol": "BTCUSDT", "type": "MARKET", "source": "test_manual"}
+
+
+@pytest.fixture
+def access(exchange_env, r: redis.Redis) -> ExchangeAccess:
+    settings = load_exchange_settings()
+    client = ExchangeClient(settings)
+    filters = FilterCache(client.exchange_info, redis=r)
+    filters.load()
+    return ExchangeAccess(settings, client, filters)
+
+
+def run_executor(r: redis.Redis, access: ExchangeAccess, **overrides) -> None:
+    values = {"apply_mode": ApplyMode.TESTNET, "executor_permit_wait_ms": 300, **overrides}
+    executor = Executor(r, access, ExecutorSettings(**values), consumer_name="test-executor", wait=lambda _s: None)
+    config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.INTENT_EXECUTOR, consumer="test-executor",
+                            block_ms=50, claim_idle_ms=60_000)
+    StreamConsumer(r, config, Plan.from_fields, executor.handle).run(burst=True)
+
+
+def grant(r: redis.Redis, plan_id: str, safe_qty: str = "0", p32_allow: bool = True, p33_allow: bool = True,
+          p32_reason: Reason = Reason.OPEN_ALLOWED) -> None:
+    now = time.time()
+    permits.issue(r, P32Permit(plan_id=plan_id, allow=p32_allow, symbol="BTCUSDT", reason=p32_reason,
+                               created_at=now, context={"max_notional_per_trade": "200"}), 60)
+    permits.issue(r, P33Permit(plan_id=plan_id, allow=p33_allow, symbol="BTCUSDT", created_at=now,
+                               reason=Reason.SANITY_CHECKS_PASSED if p33_allow else Reason.NO_POSITION,
+                               safe_qty=D(safe_qty)), 60)
+
+
+def plan(r: redis.Redis, plan_id: str, side: str, qty: str, reduce_only: str = "false", **extra: str) -> str:
+    return r.xadd(keys.Stream.APPLY_PLAN, {**PLAN, "plan_id": plan_id, "side": side, "qty": qty,
+                                           "reduceOnly": reduce_only, **extra})
+
+
+def results_of(r: redis.Redis, plan_id: str) -> list[dict]:
+    return [fields for _, fields in r.xrange(keys.Stream.APPLY_RESULT) if fields["plan_id"] == plan_id]
+
+
+def orders_for(sim, plan_id: str) -> list[dict]:
+    return [o for o in sim.orders() if o["clientOrderId"] == client_order_id_for(plan_id)]
+
+
+def the_result(r: redis.Redis, plan_id: str) -> dict:
+    found = results_of(r, plan_id)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_the_seed_open_plan_fills_after_both_permits(r, access, sim) -> None:
+    grant(r, "test_open_005")
+    plan(r, "test_open_005", "BUY", "0.002")
+
+    run_executor(r, access)
+
+    result = the_result(r, "test_open_005")
+    assert result["executed"] == "true" and result["order_status"] == "FILLED"
+    assert result["client_order_id"] == "qt-test_open_005"
+    assert [o["orderId"] for o in orders_for(sim, "test_open_005")] == [int(result["order_id"])]
+    assert json.loads(result["p33_permit"])["reason"] == "sanity_checks_passed"
+    assert ledger.read(r, "BTCUSDT").amount == D("0.002")
+    assert r.get(keys.cooldown_last_exec("BTCUSDT")) is not None
+
+
+def test_an_open_of_0_0023_btc_fills_0_002(r, access, sim) -> None:
+    grant(r, "step-1")
+    plan(r, "step-1", "BUY", "0.0023")
+
+    run_executor(r, access)
+
+    assert the_result(r, "step-1")["filled_qty"] == "0.002"
+
+
+def test_an_open_below_min_notional_is_refused_before_the_exchange(r, access, sim) -> None:
+    grant(r, "small-1")
+    plan(r, "small-1", "BUY", "0.001")
+
+    run_executor(r, access)
+
+    result = the_result(r, "small-1")
+    assert (result["executed"], result["reason"]) == ("false", "min_notional_check_failed")
+    assert orders_for(sim, "small-1") == []
+
+
+def test_upsizing_happens_only_when_allowed(r, access, sim) -> None:
+    grant(r, "small-2")
+    plan(r, "small-2", "BUY", "0.001")
+
+    run_executor(r, access, allow_upsize=True)
+
+    assert the_result(r, "small-2")["filled_qty"] == "0.002"
+
+
+def test_a_close_asking_for_more_than_the_position_closes_exactly_the_position(r, access, sim) -> None:
+    grant(r, "open-1")
+    plan(r, "open-1", "BUY", "0.003")
+    run_executor(r, access)
+    grant(r, "close-1", safe_qty="0.003")
+    plan(r, "close-1", "SELL", "0.01", reduce_only="true")
+
+    run_executor(r, access)
+
+    assert the_result(r, "close-1")["filled_qty"] == "0.003"
+    assert ledger.read(r, "BTCUSDT") is None
+    positions = sim.binance_client().futures_position_information(symbol="BTCUSDT")
+    assert all(D(p["positionAmt"]) == 0 for p in positions)
+
+
+@pytest.mark.parametrize(
+    ("grant_kwargs", "reason"),
+    [
+        ({"p32_allow": False, "p32_reason": Reason.KILL_SWITCH}, "kill_switch"),
+        ({"p32_allow": False, "p32_reason": Reason.TOTAL_NOTIONAL_EXCEEDED}, "total_notional_exceeded"),
+        ({"p33_allow": False}, "no_position"),
+    ],
+)
+def test_a_denied_permit_ends_the_plan_with_its_reason_and_no_order(r, access, sim, grant_kwargs, reason) -> None:
+    grant(r, "deny-1", **grant_kwargs)
+    plan(r, "deny-1", "BUY", "0.002")
+
+    run_executor(r, access)
+
+    result = the_result(r, "deny-1")
+    assert (result["executed"], result["reason"]) == ("false", reason)
+    assert orders_for(sim, "deny-1") == []
+
+
+def test_a_missing_permit_times_out_and_consumes_the_other(r, access, sim) -> None:
+    permits.issue(r, P33Permit(plan_id="late-1", allow=True, symbol="BTCUSDT", reason=Reason.SANITY_CHECKS_PASSED,
+                               created_at=time.time()), 60)
+    plan(r, "late-1", "BUY", "0.002")
+
+    run_executor(r, access)
+
+    result = the_result(r, "late-1")
+    assert (result["reason"], json.loads(result["detail"])["missing"]) == ("permit_timeout", "p32")
+    assert r.exists(keys.permit_p33("late-1")) == 0
+
+
+def test_the_kill_switch_set_after_the_permits_still_stops_the_order(r, access, sim) -> None:
+    grant(r, "kill-1")
+    r.set(keys.KILL, "1")
+    plan(r, "kill-1", "BUY", "0.002")
+
+    run_executor(r, access)
+
+    assert the_result(r, "kill-1")["reason"] == "kill_switch"
+    assert orders_for(sim, "kill-1") == []
+
+
+def test_dry_run_runs_every_gate_and_sends_nothing(r, access, sim) -> None:
+    grant(r, "dry-1")
+    plan(r, "dry-1", "BUY", "0.0023")
+
+    run_executor(r, access, apply_mode=ApplyMode.DRY_RUN)
+
+    result = the_result(r, "dry-1")
+    assert (result["executed"], result["reason"], result["qty"]) == ("false", "dry_run", "0.002")
+    assert orders_for(sim, "dry-1") == []
+
+
+def test_a_plan_that_is_not_execute_is_recorded_and_never_executed(r, access, sim) -> None:
+    plan(r, "hold-1", "BUY", "0.002", decision="HOLD")
+
+    run_executor(r, access)
+
+    assert the_result(r, "hold-1")["reason"] == "decision_not_execute"
+
+
+def test_a_plan_delivered_twice_gives_one_order_and_one_result(r, access, sim) -> None:
+    grant(r, "twice-1")
+    plan(r, "twice-1", "BUY", "0.002")
+    plan(r, "twice-1", "BUY", "0.002")
+
+    run_executor(r, access)
+    run_executor(r, access)
+
+    assert len(results_of(r, "twice-1")) == 1
+    assert len(orders_for(sim, "twice-1")) == 1
+
+
+def test_an_executor_that_died_after_sending_finds_its_order_instead_of_sending_again(r, access, sim) -> None:
+    grant(r, "crash-1")
+    plan(r, "crash-1", "BUY", "0.002")
+    r.set(keys.plan_order_marker("crash-1"), client_order_id_for("crash-1"))
+    sent = access.client.create_market_order("BTCUSDT", "BUY", D("0.002"), False, client_order_id_for("crash-1"))
+
+    run_executor(r, access)
+
+    result = the_result(r, "crash-1")
+    assert (result["executed"], result["order_id"]) == ("true", str(sent.order_id))
+    assert len(orders_for(sim, "crash-1")) == 1
+    assert ledger.read(r, "BTCUSDT").amount == D("0.002")
+
+
+@pytest.mark.parametrize(
+    ("fault", "executed", "orders"),
+    [("unknown_after_execute", "true", 1), ("unavailable_no_execute", "false", 0)],
+)
+def test_a_503_on_submit_is_resolved_by_client_order_id_never_by_resending(r, access, sim, fault, executed, orders) -> None:
+    grant(r, "fault-1")
+    plan(r, "fault-1", "BUY", "0.002")
+    sim.set_faults(**{fault: 1.0})
+
+    try:
+        run_executor(r, access)
+    finally:
+        sim.set_faults()
+
+    result = the_result(r, "fault-1")
+    assert result["executed"] == executed
+    assert len(orders_for(sim, "fault-1")) == orders
+    if executed == "true":
+        assert result["order_id"] == str(orders_for(sim, "fault-1")[0]["orderId"])
