@@ -61,3 +61,18 @@ def exchange_env(sim, monkeypatch) -> dict[str, str]:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture
+def access(exchange_env, r):
+    """What a daemon gets from open_exchange_or_exit: settings, client and filter cache on the simulator."""
+    from shared.exchange.client import ExchangeClient
+    from shared.exchange.filter_cache import FilterCache
+    from shared.exchange.target import load_exchange_settings
+    from shared.runtime.exchange import ExchangeAccess
+
+    settings = load_exchange_settings()
+    client = ExchangeClient(settings)
+    filters = FilterCache(client.exchange_info, redis=r)
+    filters.load()
+    return ExchangeAccess(settings, client, filters)

@@ -16,24 +16,12 @@ import redis
 from microservices.intent_executor.executor import Executor
 from microservices.intent_executor.settings import ApplyMode, ExecutorSettings
 from shared import keys, ledger, permits
-from shared.exchange.client import ExchangeClient
-from shared.exchange.filter_cache import FilterCache
-from shared.exchange.target import load_exchange_settings
 from shared.orders import client_order_id_for
 from shared.runtime.consumer import ConsumerConfig, StreamConsumer
 from shared.runtime.exchange import ExchangeAccess
 from shared.schema import P32Permit, P33Permit, Plan, Reason
 
 PLAN = {"decision": "EXECUTE", "symbol": "BTCUSDT", "type": "MARKET", "source": "test_manual"}
-
-
-@pytest.fixture
-def access(exchange_env, r: redis.Redis) -> ExchangeAccess:
-    settings = load_exchange_settings()
-    client = ExchangeClient(settings)
-    filters = FilterCache(client.exchange_info, redis=r)
-    filters.load()
-    return ExchangeAccess(settings, client, filters)
 
 
 def run_executor(r: redis.Redis, access: ExchangeAccess, **overrides) -> None:

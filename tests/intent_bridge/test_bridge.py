@@ -1,0 +1,83 @@
+"""Trade intents become OPEN plans: sized by the filter cache, one plan per intent however often read."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal as D
+
+import pytest
+import redis
+
+from microservices.intent_bridge.bridge import IntentBridge, Skipped, plan_id_for, to_plan
+from microservices.intent_bridge.settings import BridgeSettings
+from shared import keys
+from shared.runtime.consumer import ConsumerConfig, Rejected, StreamConsumer
+from shared.schema import Action, Plan, TradeIntent
+
+SEED_INTENT = {
+    "symbol": "AVAXUSDT", "side": "BUY", "position_size_usd": 100.0, "leverage": 2.0, "entry_price": 12.77,
+    "stop_loss": 12.45075, "take_profit": 13.1531, "confidence": 0.72, "timestamp": "2026-01-01T18:47:38.785347+00:00",
+}
+
+
+def intent(**changes) -> TradeIntent:
+    return TradeIntent.from_fields({"payload": json.dumps({**SEED_INTENT, **changes})})
+
+
+def run_bridge(r: redis.Redis, access, **settings) -> None:
+    bridge = IntentBridge(r, access.filters, BridgeSettings(**settings))
+    config = ConsumerConfig(stream=keys.Stream.TRADE_INTENT, group=keys.Group.INTENT_BRIDGE, consumer="t", block_ms=50)
+    StreamConsumer(r, config, TradeIntent.from_fields, bridge.handle).run(burst=True)
+
+
+def plans(r: redis.Redis) -> list[Plan]:
+    return [Plan.from_fields(fields) for _, fields in r.xrange(keys.Stream.APPLY_PLAN)]
+
+
+def test_the_seed_intent_becomes_an_open_plan_rounded_to_the_step(access) -> None:
+    rules = access.filters.get("AVAXUSDT")
+
+    plan = to_plan(intent(), rules, BridgeSettings())
+
+    assert plan.action is Action.OPEN and plan.reduce_only is False
+    assert plan.qty == (D("100.0") / D("12.77")).quantize(rules.market_step_size, rounding="ROUND_DOWN")
+    assert (plan.stop_loss, plan.take_profit, plan.leverage) == (D("12.45075"), D("13.1531"), D("2.0"))
+
+
+def test_the_same_intent_gives_the_same_plan_id_and_a_different_one_another() -> None:
+    assert plan_id_for(intent()) == plan_id_for(intent())
+    assert plan_id_for(intent()) != plan_id_for(intent(position_size_usd=101))
+
+
+@pytest.mark.parametrize(
+    ("changes", "settings", "reason"),
+    [({"confidence": 0.5}, {}, "below_confidence_floor"), ({}, {"bridge_allowlist": "BTCUSDT"}, "symbol_not_allowed")],
+)
+def test_intents_outside_the_settings_are_skipped(access, changes, settings, reason) -> None:
+    outcome = to_plan(intent(**changes), access.filters.get("AVAXUSDT"), BridgeSettings(**settings))
+
+    assert isinstance(outcome, Skipped) and outcome.reason == reason
+
+
+def test_an_intent_too_small_for_one_step_is_rejected(access) -> None:
+    with pytest.raises(Rejected, match="size_below_one_step"):
+        to_plan(intent(symbol="BTCUSDT", entry_price=88000, position_size_usd=10), access.filters.get("BTCUSDT"), BridgeSettings())
+
+
+def test_an_intent_read_twice_is_published_once(r, access) -> None:
+    for _ in range(2):
+        r.xadd(keys.Stream.TRADE_INTENT, {"payload": json.dumps(SEED_INTENT)})
+
+    run_bridge(r, access)
+
+    assert len(plans(r)) == 1
+    assert plans(r)[0].plan_id == plan_id_for(intent())
+
+
+def test_an_intent_for_an_unknown_symbol_is_dead_lettered(r, access) -> None:
+    r.xadd(keys.Stream.TRADE_INTENT, {"payload": json.dumps({**SEED_INTENT, "symbol": "DOGEUSDT"})})
+
+    run_bridge(r, access, bridge_allowlist="DOGEUSDT")
+
+    (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
+    assert dead["reason"] == "unknown_symbol" and plans(r) == []
