@@ -1,0 +1,97 @@
+"""Injected failures for POST /fapi/v1/order, chosen by a seeded RNG."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+SHARE_FIELDS = ("rate_limited", "unavailable_no_execute", "unknown_after_execute", "drop_connection")
+
+
+class Fault(StrEnum):
+    NONE = "none"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE_NO_EXECUTE = "unavailable_no_execute"
+    UNKNOWN_AFTER_EXECUTE = "unknown_after_execute"
+    DROP_CONNECTION = "drop_connection"
+
+
+@dataclass
+class FaultConfig:
+    latency_ms: int = 0
+    unknown_after_execute: float = 0.0
+    unavailable_no_execute: float = 0.0
+    drop_connection: float = 0.0
+    rate_limited: float = 0.0
+    # True: the order executes and then the connection is closed; False: closed before executing
+    drop_after_execute: bool = True
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class FaultConfigError(ValueError):
+    pass
+
+
+def parse_config(body: dict, current: FaultConfig | None = None) -> FaultConfig:
+    """Merge a JSON body into a config; unknown keys or bad shares raise FaultConfigError."""
+    merged = (current or FaultConfig()).to_json()
+    unknown = set(body) - set(merged)
+    if unknown:
+        raise FaultConfigError(f"unknown fault fields: {sorted(unknown)}")
+    merged.update(body)
+    config = FaultConfig(
+        latency_ms=_int(merged["latency_ms"], "latency_ms"),
+        drop_after_execute=_bool(merged["drop_after_execute"]),
+        **{name: _share(merged[name], name) for name in SHARE_FIELDS},
+    )
+    if sum(getattr(config, name) for name in SHARE_FIELDS) > 1.0 + 1e-9:
+        raise FaultConfigError("fault shares must sum to at most 1")
+    return config
+
+
+def _int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or int(value) < 0:
+        raise FaultConfigError(f"{name} must be a non-negative integer")
+    return int(value)
+
+
+def _bool(value) -> bool:
+    if not isinstance(value, bool):
+        raise FaultConfigError("drop_after_execute must be a boolean")
+    return value
+
+
+def _share(value, name: str) -> float:
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        raise FaultConfigError(f"{name} must be a number in [0, 1]") from None
+    if not 0.0 <= share <= 1.0:
+        raise FaultConfigError(f"{name} must be a number in [0, 1]")
+    return share
+
+
+class FaultInjector:
+    """Draws one fault per order request; the RNG restarts from the seed on every reconfigure."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.config = FaultConfig()
+        self._rng = random.Random(seed)
+
+    def configure(self, config: FaultConfig) -> None:
+        self.config = config
+        self._rng = random.Random(self.seed)
+
+    def draw(self) -> Fault:
+        config = self.config
+        roll = self._rng.random()
+        for name in SHARE_FIELDS:
+            share = getattr(config, name)
+            if roll < share:
+                return Fault(name)
+            roll -= share
+        return Fault.NONE

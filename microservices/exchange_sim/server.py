@@ -1,0 +1,75 @@
+"""aiohttp application wiring: Binance-style middleware, /fapi routes and the /_sim admin app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+from aiohttp import web
+
+from . import errors, routes_account, routes_market, routes_trade
+from .admin import build_admin_app
+from .engine import Engine
+from .faults import FaultInjector
+from .ratelimit import MinuteCounter
+from .replay import load_replay
+from .settings import SimSettings
+from .state import STATE, SimState, error_reply, state_of
+
+log = structlog.get_logger("exchange_sim")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@web.middleware
+async def binance_envelope(request: web.Request, handler):
+    """Turn ApiError into Binance error bodies and stamp the rate-limit headers."""
+    if not request.path.startswith("/fapi/"):
+        return await handler(request)
+    state = state_of(request)
+    try:
+        response = await handler(request)
+    except errors.ApiError as exc:
+        response = error_reply(exc)
+    response.headers["X-MBX-USED-WEIGHT-1M"] = str(state.weight.current())
+    if request.path == "/fapi/v1/order" and request.method == "POST":
+        response.headers["X-MBX-ORDER-COUNT-1M"] = str(state.orders.current())
+    # the path only: query strings carry signatures, which must never reach the logs
+    log.info("request", method=request.method, path=request.path, status=response.status)
+    return response
+
+
+def build_app(settings: SimSettings, clock: Callable[[], int] | None = None) -> web.Application:
+    clock = clock or wall_clock_ms
+    engine = Engine(settings, clock, load_replay(settings.klines_csv))
+    state = SimState(settings, clock, engine, FaultInjector(settings.seed), MinuteCounter(clock),
+                     MinuteCounter(clock))
+    app = web.Application(middlewares=[binance_envelope])
+    app[STATE] = state
+    routes_market.add_routes(app)
+    routes_trade.add_routes(app)
+    routes_account.add_routes(app)
+    app.add_subapp("/_sim/", build_admin_app())
+    return app
+
+
+def configure_logging() -> None:
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(),
+    )
+
+
+def run(settings: SimSettings) -> None:
+    configure_logging()
+    log.info("starting", host=settings.host, port=settings.port, seed=settings.seed,
+             balance_usdt=str(settings.balance_usdt))
+    web.run_app(build_app(settings), host=settings.host, port=settings.port, print=None,
+                access_log=None)

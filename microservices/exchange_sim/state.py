@@ -1,0 +1,87 @@
+"""Shared per-app state and request helpers used by every route module."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from . import errors
+from .auth import authenticate_signed, check_api_key, request_params
+from .engine import Engine
+from .faults import FaultInjector
+from .ratelimit import MinuteCounter
+from .settings import SimSettings
+
+Clock = Callable[[], int]
+
+
+@dataclass
+class SimState:
+    settings: SimSettings
+    clock: Clock
+    engine: Engine
+    faults: FaultInjector
+    weight: MinuteCounter
+    orders: MinuteCounter
+    listen_keys: set[str] = field(default_factory=set)
+
+    def reset(self) -> None:
+        self.engine.reset()
+        self.faults = FaultInjector(self.settings.seed)
+        self.weight.reset()
+        self.orders.reset()
+        self.listen_keys.clear()
+
+
+STATE = web.AppKey("exchange_sim_state", SimState)
+
+
+def state_of(request: web.Request) -> SimState:
+    return request.config_dict[STATE]
+
+
+def charge(request: web.Request, weight: int) -> None:
+    """Count request weight against the per-minute IP limit, rejecting with -1003 beyond it."""
+    state = state_of(request)
+    used = state.weight.add(weight)
+    if used > state.settings.weight_limit_per_minute:
+        raise errors.too_many_requests(state.settings.weight_limit_per_minute)
+
+
+def client_ip(request: web.Request) -> str:
+    return request.remote or "127.0.0.1"
+
+
+def public_params(request: web.Request) -> dict[str, str]:
+    return request_params(request.rel_url.raw_query_string, "")
+
+
+async def signed_params(request: web.Request) -> dict[str, str]:
+    state = state_of(request)
+    raw_body = await request.text() if request.can_read_body else ""
+    return authenticate_signed(
+        api_key_header=request.headers.get("X-MBX-APIKEY"), raw_query=request.rel_url.raw_query_string,
+        raw_body=raw_body, api_key=state.settings.api_key,
+        api_secret=state.settings.api_secret.get_secret_value(), now_ms=state.clock(),
+        client_ip=client_ip(request),
+    )
+
+
+async def key_only_params(request: web.Request) -> dict[str, str]:
+    """USER_STREAM endpoints: API key required, no signature."""
+    state = state_of(request)
+    check_api_key(request.headers.get("X-MBX-APIKEY"), state.settings.api_key, client_ip(request))
+    raw_body = await request.text() if request.can_read_body else ""
+    return request_params(request.rel_url.raw_query_string, raw_body)
+
+
+def reply(payload: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=json.dumps(payload, separators=(",", ":")), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def error_reply(error: errors.ApiError) -> web.Response:
+    return reply(error.body(), error.status, error.headers)
