@@ -22,8 +22,13 @@ class DaemonSpec:
 
 SIMULATOR = DaemonSpec("exchange-sim", "microservices.exchange_sim", 8090)
 
-# Later issues register their daemons here, in start order.
-FLEET: tuple[DaemonSpec, ...] = ()
+# Every daemon `quantum up` starts, in start order (position-state-brain first: it publishes the snapshot).
+FLEET: tuple[DaemonSpec, ...] = (
+    DaemonSpec("position-state-brain", "microservices.position_state_brain", 8045),
+    DaemonSpec("governor", "microservices.governor", 8044),
+    DaemonSpec("intent-executor", "microservices.intent_executor", 8046),
+    DaemonSpec("intent-bridge", "microservices.intent_bridge", 8041),
+)
 
 
 def by_name(name: str) -> DaemonSpec:

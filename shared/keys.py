@@ -55,6 +55,11 @@ def permit_p33(plan_id: str) -> str:
     return f"quantum:permit:p33:{plan_id}"
 
 
+def permit_used(kind: str, plan_id: str) -> str:
+    """Internal: set once when a permit is consumed; the permit itself stays readable until its TTL."""
+    return f"quantum:permit:used:{kind}:{plan_id}"
+
+
 def permit_ready(plan_id: str) -> str:
     """Internal: a list that receives "p32"/"p33" when a permit is issued, so waiters block, not poll."""
     return f"quantum:permit:ready:{plan_id}"

@@ -13,6 +13,9 @@ from shared import keys
 from shared.schema.permit import P32Permit, P33Permit, Permit
 
 
+USED_MARKER_TTL_S = 24 * 3600
+
+
 class PermitKind(str, Enum):
     P32 = "p32"
     P33 = "p33"
@@ -59,18 +62,26 @@ def peek(client: redis.Redis, kind: PermitKind, plan_id: str) -> Permit | None:
 
 
 def consume(client: redis.Redis, kind: PermitKind, plan_id: str) -> Permit | None:
-    """Take the permit atomically: of any number of concurrent callers exactly one gets it."""
-    raw = client.getdel(kind.key(plan_id))
-    return None if raw is None else decode(kind, raw)
+    """Take the permit: of any number of concurrent callers exactly one gets it."""
+    return consume_all(client, plan_id, [kind])[0]
 
 
 def consume_all(client: redis.Redis, plan_id: str, kinds: Iterable[PermitKind]) -> list[Permit | None]:
-    """Take several permits in one transaction, so two takers cannot each get one of them."""
+    """Take several permits in one transaction, so two takers cannot each get one of them.
+
+    Taking marks the permit used (SET NX) and reads it; the permit stays readable for
+    operators until its TTL, but no second taker can use it.
+    """
     kinds = list(kinds)
     pipe = client.pipeline(transaction=True)
     for kind in kinds:
-        pipe.getdel(kind.key(plan_id))
-    return [None if raw is None else decode(kind, raw) for kind, raw in zip(kinds, pipe.execute())]
+        pipe.set(keys.permit_used(kind.value, plan_id), "1", nx=True, ex=USED_MARKER_TTL_S)
+        pipe.get(kind.key(plan_id))
+    replies = pipe.execute()
+    taken = []
+    for kind, won, raw in zip(kinds, replies[0::2], replies[1::2]):
+        taken.append(decode(kind, raw) if won and raw is not None else None)
+    return taken
 
 
 def wait_until_present(

@@ -54,6 +54,7 @@ def test_a_permit_is_consumed_once(r: redis.Redis) -> None:
     second = permits.consume(r, PermitKind.P33, "plan-1")
 
     assert first == p33() and second is None
+    assert permits.peek(r, PermitKind.P33, "plan-1") == p33()  # still readable by operators
 
 
 def test_two_concurrent_consumers_exactly_one_wins(redis_url: str, r: redis.Redis) -> None:

@@ -148,7 +148,7 @@ def test_a_missing_permit_times_out_and_consumes_the_other(r, access, sim) -> No
 
     result = the_result(r, "late-1")
     assert (result["reason"], json.loads(result["detail"])["missing"]) == ("permit_timeout", "p32")
-    assert r.exists(keys.permit_p33("late-1")) == 0
+    assert permits.consume(r, permits.PermitKind.P33, "late-1") is None
 
 
 def test_the_kill_switch_set_after_the_permits_still_stops_the_order(r, access, sim) -> None:
