@@ -108,6 +108,8 @@ class Stack:
         env.setdefault("EXCHANGE_SIM_HOST", SIM_DEFAULT_HOST)
         env.setdefault("EXCHANGE_SIM_PORT", str(SIM_DEFAULT_PORT))
         env.setdefault("EXCHANGE_SIM_URL", f"http://{env['EXCHANGE_SIM_HOST']}:{env['EXCHANGE_SIM_PORT']}")
+        if env["EXCHANGE_TARGET"] == "simulator":
+            env.setdefault("APPLY_MODE", "testnet")  # the dev stack trades on the simulator; systemd defaults stay dry_run
         env.update(REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1")
         return env
 
@@ -137,7 +139,7 @@ class Stack:
     def _print_table(self) -> None:
         print(f"redis       {redact_text(self.redis_url)}" + ("  (embedded, AOF on)" if self.redis_server else ""))
         for child in self.children:
-            where = self.env["EXCHANGE_SIM_URL"] if child.spec is fleet.SIMULATOR else f"http://127.0.0.1:{child.spec.metrics_port}/metrics"
+            where = self.env["EXCHANGE_SIM_URL"] if child.spec is fleet.SIMULATOR else _metrics_url(child.spec)
             print(f"{child.spec.name:<22} pid {child.process.pid:<8} {where:<40} log {child.log_path}")
         print("following quantum:stream:apply.result (Ctrl-C stops everything)", flush=True)
 
@@ -171,6 +173,10 @@ class Stack:
         if self.redis_server is not None:
             self.redis_server.close()
             self.redis_server = None
+
+
+def _metrics_url(spec: fleet.DaemonSpec) -> str:
+    return f"http://127.0.0.1:{spec.metrics_port}/metrics" if spec.metrics_port else "-"
 
 
 def format_result(fields: dict[str, str]) -> str:
