@@ -28,6 +28,8 @@ FLEET: tuple[DaemonSpec, ...] = (
     DaemonSpec("governor", "microservices.governor", 8044),
     DaemonSpec("intent-executor", "microservices.intent_executor", 8046),
     DaemonSpec("intent-bridge", "microservices.intent_bridge", 8041),
+    DaemonSpec("apply-layer", "microservices.apply_layer", 8043),
+    DaemonSpec("reconcile", "microservices.reconcile", 8049),
     DaemonSpec("demo-signals", "microservices.demo_signals", 0, demo=True),
 )
 

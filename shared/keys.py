@@ -110,6 +110,25 @@ GOVERNOR_LOCK = "quantum:governor:lock"  # serialises open decisions across gove
 GOVERNOR_DISARMED = "quantum:governor:auto_disarmed"  # why and when the governor disarmed itself
 
 
+def executor_inflight(symbol: str) -> str:
+    """Internal: a plan on this symbol is being executed (short TTL); reconcile waits for it."""
+    return f"quantum:executor:inflight:{symbol}"
+
+
+def reconcile_mismatch(symbol: str) -> str:
+    """Internal: a ledger/exchange disagreement reconcile has seen (hash: first_seen_ms, amounts)."""
+    return f"quantum:reconcile:mismatch:{symbol}"
+
+
+def reconcile_mismatch_pattern() -> str:
+    return "quantum:reconcile:mismatch:*"
+
+
+def apply_proposal(proposal_id: str) -> str:
+    """Internal: set when the apply layer has turned a proposal into its plan."""
+    return f"quantum:apply:proposal:{proposal_id}"
+
+
 def heartbeat(daemon: str) -> str:
     """Internal: a daemon's liveness record (hash: pid, ts, state)."""
     return f"quantum:daemon:heartbeat:{daemon}"

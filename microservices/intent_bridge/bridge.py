@@ -17,11 +17,11 @@ from shared import keys
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import SymbolRules, round_qty_down
 from shared.logging import get_logger
+from shared.once import xadd_once
 from shared.runtime.consumer import Entry, Rejected
 from shared.schema import Action, Decision, Plan, TradeIntent, to_json
 
 INTENTS = Counter("quantum_bridge_intents_total", "Trade intents by outcome", ["outcome"])
-MARKER_TTL_S = 7 * 24 * 3600
 SOURCE = "intent_bridge"
 
 
@@ -78,18 +78,4 @@ class IntentBridge:
 
 def publish_once(client: redis.Redis, plan: Plan) -> bool:
     """XADD the plan unless it was already written; atomic against concurrent bridges."""
-    marker = keys.bridge_intent(plan.plan_id)
-    with client.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(marker)
-                if pipe.exists(marker):
-                    pipe.unwatch()
-                    return False
-                pipe.multi()
-                pipe.set(marker, "1", ex=MARKER_TTL_S)
-                pipe.xadd(keys.Stream.APPLY_PLAN, plan.to_fields())
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                continue
+    return xadd_once(client, keys.bridge_intent(plan.plan_id), keys.Stream.APPLY_PLAN, plan.to_fields())

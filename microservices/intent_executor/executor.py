@@ -17,7 +17,8 @@ from decimal import Decimal
 import redis
 
 from microservices.intent_executor import outcomes
-from microservices.intent_executor.settings import ApplyMode, ExecutorSettings
+from microservices.intent_executor.settings import ExecutorSettings
+from shared.modes import ApplyMode
 from microservices.intent_executor.sizing import Refused, Sized, size_order
 from shared import keys, permits, results
 from shared import snapshot as exchange_snapshot
@@ -64,12 +65,13 @@ class Executor:
             self.log.info("duplicate_plan_skipped", plan_id=plan.plan_id, entry_id=entry.entry_id)
             return
         self._claim(plan.plan_id)
+        self.r.set(keys.executor_inflight(plan.symbol), plan.plan_id, ex=CLAIM_TTL_S)
         try:
             outcome = self.decide(plan)
             written = results.finish_plan(self.r, outcome.result, outcome.effects, now_ms=self._now_ms())
             outcomes.record(self.log, outcome, written)
         finally:
-            self.r.delete(keys.plan_claim(plan.plan_id))
+            self.r.delete(keys.plan_claim(plan.plan_id), keys.executor_inflight(plan.symbol))
 
     def _claim(self, plan_id: str) -> None:
         key = keys.plan_claim(plan_id)

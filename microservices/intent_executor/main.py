@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from microservices.intent_executor.executor import Executor
-from microservices.intent_executor.settings import ExecutorSettings, fleet_mode, mode_mismatch
+from microservices.intent_executor.settings import ExecutorSettings
+from shared.modes import fleet_mode, mode_mismatch
 from shared import keys
 from shared.runtime import daemon
 from shared.runtime.consumer import StreamConsumer

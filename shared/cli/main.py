@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared.cli import up
+from shared.cli import flatten, up
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quantum", description="Quantum Trader execution fleet")
     commands = parser.add_subparsers(dest="command", required=True)
     up.register(commands)
+    flatten.register(commands)
     return parser
 
 

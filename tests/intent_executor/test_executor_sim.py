@@ -14,7 +14,8 @@ import pytest
 import redis
 
 from microservices.intent_executor.executor import Executor
-from microservices.intent_executor.settings import ApplyMode, ExecutorSettings
+from microservices.intent_executor.settings import ExecutorSettings
+from shared.modes import ApplyMode
 from shared import keys, ledger, permits
 from shared.orders import client_order_id_for
 from shared.runtime.consumer import ConsumerConfig, StreamConsumer

@@ -1,0 +1,5 @@
+import sys
+
+from microservices.apply_layer.main import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""Exit proposal → one reduce-only plan on apply.plan.
+
+The side is opposite the position the proposal saw; the quantity is the action's fraction of
+it, rounded down to the step (a full close takes all of it). The plan id derives from the
+proposal id, so a proposal read any number of times, from either stream, is one plan.
+Event-driven: each proposal is handled once when it arrives; nothing is re-processed on a timer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import redis
+from prometheus_client import Counter
+
+from microservices.apply_layer.settings import ApplySettings
+from shared import keys
+from shared.exchange.filter_cache import FilterCache
+from shared.exchange.filters import SymbolRules, round_qty_down
+from shared.logging import get_logger
+from shared.modes import ApplyMode
+from shared.once import xadd_once
+from shared.runtime.consumer import Entry, Rejected
+from shared.schema import Action, Decision, HarvestProposal, Plan, Side
+
+PROPOSALS = Counter("quantum_apply_proposals_total", "Exit proposals by outcome", ["outcome"])
+SOURCE = "apply_layer"
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str
+
+
+def plan_id_for(proposal_id: str) -> str:
+    return "ap-" + hashlib.sha256(proposal_id.encode()).hexdigest()[:20]
+
+
+def to_plan(proposal: HarvestProposal, rules: SymbolRules | None, settings: ApplySettings) -> Plan | Skip:
+    if settings.apply_kill_switch:
+        return Skip("apply_kill_switch")
+    if proposal.symbol not in settings.allowlist:
+        return Skip("symbol_not_allowed")
+    if proposal.position_amt == 0:
+        return Skip("no_position")
+    if rules is None:
+        raise Rejected("unknown_symbol", {"symbol": proposal.symbol})
+    held = abs(proposal.position_amt)
+    qty = held if proposal.action is Action.FULL_CLOSE_PROPOSED else round_qty_down(rules, held * proposal.action.close_fraction)
+    if qty <= 0:
+        return Skip("fraction_below_one_step")
+    return Plan(
+        plan_id=plan_id_for(proposal.proposal_id), decision=Decision.EXECUTE, symbol=proposal.symbol,
+        side=Side.SELL if proposal.position_amt > 0 else Side.BUY, qty=qty, reduce_only=True,
+        action=proposal.action, kill_score=proposal.kill_score, source=SOURCE, proposal_id=proposal.proposal_id,
+    )
+
+
+class ApplyLayer:
+    def __init__(self, client: redis.Redis, filters: FilterCache, settings: ApplySettings):
+        self.r = client
+        self.filters = filters
+        self.settings = settings
+        self.log = get_logger(component="apply_layer")
+
+    def handle(self, proposal: HarvestProposal, entry: Entry) -> None:
+        plan = to_plan(proposal, self.filters.find(proposal.symbol), self.settings)
+        if isinstance(plan, Skip):
+            PROPOSALS.labels(outcome=plan.reason).inc()
+            self.log.info("PROPOSAL_SKIPPED", proposal_id=proposal.proposal_id, symbol=proposal.symbol, reason=plan.reason)
+            return
+        written = xadd_once(self.r, keys.apply_proposal(proposal.proposal_id), keys.Stream.APPLY_PLAN, plan.to_fields())
+        PROPOSALS.labels(outcome="planned" if written else "duplicate").inc()
+        event = "PLAN_PUBLISHED" if written else "PLAN_ALREADY_PUBLISHED"
+        if written and self.settings.apply_mode is ApplyMode.DRY_RUN:
+            event = "DRY_RUN_PLAN_PUBLISHED"  # the executor, in dry_run too, records it without sending
+        self.log.info(event, plan_id=plan.plan_id, proposal_id=proposal.proposal_id, symbol=plan.symbol,
+                      action=plan.action.value, side=plan.side.value, qty=str(plan.qty), entry_id=entry.entry_id)

@@ -1,0 +1,37 @@
+"""Apply layer settings (etc/quantum/apply-layer.env; APPLY_MODE and P26_MODE live in common.env)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import Field
+
+from shared import keys
+from shared.modes import ApplyMode
+from shared.schema.fields import StrictBool
+from shared.settings import CommonSettings
+
+DEFAULT_SYMBOLS = (
+    "BTCUSDT,ETHUSDT,TRXUSDT,LTCUSDT,LINKUSDT,SANDUSDT,MANAUSDT,GALAUSDT,XMRUSDT,SEIUSDT,STRKUSDT,TONUSDT,NEARUSDT,AVAXUSDT"
+)
+
+
+class P26Mode(str, Enum):
+    SHADOW = "shadow"  # execute the raw proposal; P2.6 only logs what it would change
+    ENFORCE = "enforce"  # execute P2.6's calibrated proposal
+
+    @property
+    def input_stream(self) -> str:
+        return keys.Stream.HARVEST_PROPOSAL if self is P26Mode.SHADOW else keys.Stream.HARVEST_CALIBRATED
+
+
+class ApplySettings(CommonSettings):
+    metrics_port: int = Field(default=8043, ge=0, le=65535)
+    apply_mode: ApplyMode = ApplyMode.DRY_RUN
+    apply_allowlist: str = Field(default=DEFAULT_SYMBOLS, pattern=r"^[A-Za-z0-9]+(,\s*[A-Za-z0-9]+)*$")
+    apply_kill_switch: StrictBool = False
+    p26_mode: P26Mode = P26Mode.SHADOW
+
+    @property
+    def allowlist(self) -> frozenset[str]:
+        return frozenset(symbol.strip().upper() for symbol in self.apply_allowlist.split(","))

@@ -1,0 +1,5 @@
+import sys
+
+from microservices.reconcile.main import main
+
+sys.exit(main())

@@ -1,0 +1,144 @@
+"""Reconcile: compare exchange positions with the ledger on an interval and after each result.
+
+A mismatch is recorded when first seen (visible to operators in Redis and /metrics), and
+healed once it outlasts the grace period with no plan on the symbol in flight: the ledger
+adopts the exchange amount, an event goes to the reconcile stream. Only that symbol is held
+meanwhile, and never forever.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal
+
+import redis
+from prometheus_client import Counter, Gauge
+
+from microservices.reconcile.decide import Observation, Verdict, decide
+from microservices.reconcile.settings import ReconcileSettings
+from shared import keys, ledger
+from shared.exchange.errors import ExchangeError
+from shared.exchange.models import Position
+from shared.logging import get_logger
+from shared.runtime.consumer import Entry
+from shared.runtime.exchange import ExchangeAccess
+from shared.schema import PlanResult, format_decimal
+
+HEALS = Counter("quantum_reconcile_heals_total", "Ledger entries healed from the exchange", ["kind"])
+MISMATCHES = Gauge("quantum_reconcile_mismatches", "Symbols whose ledger and exchange disagree now")
+PASSES = Counter("quantum_reconcile_passes_total", "Reconcile passes by outcome", ["outcome"])
+ZERO = Decimal(0)
+
+
+class Reconciler:
+    def __init__(self, client: redis.Redis, access: ExchangeAccess, settings: ReconcileSettings,
+                 clock: Callable[[], float] = time.time):
+        self.r = client
+        self.access = access
+        self.settings = settings
+        self.clock = clock
+        self.log = get_logger(component="reconcile")
+        self._due_at = 0.0
+
+    def on_result(self, result: PlanResult, entry: Entry) -> None:
+        self._due_at = 0.0  # a result may have moved a position: compare at once
+
+    def tick(self) -> None:
+        now = self.clock()
+        if now >= self._due_at:
+            self._due_at = now + self.settings.reconcile_interval_sec
+            self.run_pass()
+
+    def run_pass(self) -> None:
+        try:
+            positions = self._exchange_positions()
+        except ExchangeError as exc:
+            PASSES.labels(outcome="exchange_error").inc()
+            self.log.warning("reconcile_skipped", error=exc.message)
+            return
+        symbols = set(positions) | self._ledger_symbols()
+        disagreeing = sum(not self._reconcile_symbol(symbol, positions.get(symbol)) for symbol in sorted(symbols))
+        MISMATCHES.set(disagreeing)
+        PASSES.labels(outcome="done").inc()
+
+    def _exchange_positions(self) -> dict[str, Position]:
+        by_symbol: dict[str, Position] = {}
+        for position in self.access.client.positions():
+            held = by_symbol.get(position.symbol)
+            by_symbol[position.symbol] = position if held is None else replace(held, amount=held.amount + position.amount)
+        return by_symbol
+
+    def _ledger_symbols(self) -> set[str]:
+        return {keys.symbol_from_key(key) for key in self.r.scan_iter(keys.position_ledger_pattern(), count=500)}
+
+    def _reconcile_symbol(self, symbol: str, position: Position | None) -> bool:
+        """Returns True when the symbol agrees (now or after healing)."""
+        recorded = ledger.read(self.r, symbol)
+        observation = Observation(symbol, position.amount if position else ZERO,
+                                  recorded.amount if recorded else None, self._tolerance(symbol))
+        mismatch_key = keys.reconcile_mismatch(symbol)
+        first_seen = self.r.hget(mismatch_key, "first_seen_ms")
+        now_ms = int(self.clock() * 1000)
+        in_flight = bool(self.r.exists(keys.executor_inflight(symbol)))
+        verdict = decide(observation, int(first_seen) if first_seen else None, in_flight, now_ms,
+                         int(self.settings.reconcile_grace_sec * 1000))
+        if verdict is Verdict.AGREE:
+            self.r.delete(mismatch_key)
+            return True
+        if verdict is Verdict.NEW_MISMATCH:
+            self._record(observation, now_ms)
+            return False
+        if verdict is Verdict.HEAL:
+            return self._heal(observation, recorded, position, now_ms)
+        return False
+
+    def _tolerance(self, symbol: str) -> Decimal:
+        rules = self.access.filters.find(symbol)
+        step = rules.market_step_size if rules else ZERO
+        return step * self.settings.reconcile_tolerance_steps
+
+    def _record(self, observation: Observation, now_ms: int) -> None:
+        self.r.hset(keys.reconcile_mismatch(observation.symbol), mapping=_describe(observation, now_ms))
+        self.log.warning("RECONCILE_MISMATCH", **_describe(observation, now_ms),
+                         grace_sec=self.settings.reconcile_grace_sec)
+
+    def _heal(self, observation: Observation, recorded: ledger.LedgerPosition | None, position: Position | None,
+              now_ms: int) -> bool:
+        ledger_key = keys.position_ledger(observation.symbol)
+        with self.r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(ledger_key, keys.executor_inflight(observation.symbol))
+                if pipe.exists(keys.executor_inflight(observation.symbol)) or ledger.read(pipe, observation.symbol) != recorded:
+                    return False  # the executor moved: look again next pass
+                pipe.multi()
+                ledger.queue_write(pipe, observation.symbol, _adopted(observation, recorded, position, now_ms))
+                pipe.xadd(keys.Stream.RECONCILE_EVENT, {**_describe(observation, now_ms), "action": "adopted_exchange"})
+                pipe.delete(keys.reconcile_mismatch(observation.symbol))
+                pipe.execute()
+            except redis.WatchError:
+                return False
+        HEALS.labels(kind=observation.kind.value).inc()
+        self.log.warning("RECONCILE_HEALED", **_describe(observation, now_ms))
+        return True
+
+
+def _adopted(observation: Observation, recorded: ledger.LedgerPosition | None, position: Position | None,
+             now_ms: int) -> ledger.LedgerPosition | None:
+    if position is None or observation.exchange_amt == 0:
+        return None
+    same_direction = recorded is not None and (recorded.amount > 0) == (position.amount > 0)
+    base = recorded if same_direction else ledger.LedgerPosition(observation.symbol, ZERO, position.entry_price)
+    return replace(base, amount=position.amount, entry_price=position.entry_price, updated_at_ms=now_ms,
+                   source="reconcile")
+
+
+def _describe(observation: Observation, now_ms: int) -> dict[str, str]:
+    ledger_amt = observation.ledger_amt
+    return {
+        "symbol": observation.symbol, "exchange_amt": format_decimal(observation.exchange_amt),
+        "ledger_amt": "none" if ledger_amt is None else format_decimal(ledger_amt),
+        "diff": format_decimal(observation.diff), "tolerance": format_decimal(observation.tolerance),
+        "kind": observation.kind.value, "first_seen_ms": str(now_ms),
+    }

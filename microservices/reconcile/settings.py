@@ -1,0 +1,14 @@
+"""Reconcile settings (etc/quantum/reconcile.env)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import CommonSettings
+
+
+class ReconcileSettings(CommonSettings):
+    metrics_port: int = Field(default=8049, ge=0, le=65535)
+    reconcile_interval_sec: float = Field(default=2.0, gt=0)
+    reconcile_grace_sec: float = Field(default=5.0, ge=0)
+    reconcile_tolerance_steps: int = Field(default=1, ge=0)

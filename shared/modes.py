@@ -1,0 +1,27 @@
+"""APPLY_MODE: whether plans reach the exchange. Read by the executor and the apply layer."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from shared.exchange.target import Target
+
+
+class ApplyMode(str, Enum):
+    DRY_RUN = "dry_run"  # every gate runs; nothing is sent
+    TESTNET = "testnet"  # orders go to the simulator or the Binance testnet
+    LIVE = "live"  # orders go to mainnet (EXCHANGE_TARGET=mainnet, confirmed)
+
+
+def mode_mismatch(mode: ApplyMode, target: Target) -> str | None:
+    """APPLY_MODE and EXCHANGE_TARGET must agree, so no setting sends real orders by accident."""
+    if mode is ApplyMode.LIVE and target is not Target.MAINNET:
+        return f"APPLY_MODE=live needs EXCHANGE_TARGET=mainnet (it is {target.value})"
+    if mode is ApplyMode.TESTNET and target is Target.MAINNET:
+        return "APPLY_MODE=testnet with EXCHANGE_TARGET=mainnet would trade real money; use APPLY_MODE=live"
+    return None
+
+
+def fleet_mode(mode: ApplyMode, target: Target) -> str:
+    """What quantum:mode says: the target, or DRY_RUN."""
+    return "DRY_RUN" if mode is ApplyMode.DRY_RUN else target.value.upper()

@@ -1,0 +1,89 @@
+"""Reconcile on the real Redis and the simulator, with an injected clock."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import redis
+
+from microservices.reconcile.reconciler import Reconciler
+from microservices.reconcile.settings import ReconcileSettings
+from shared import keys, ledger
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def reconciler(r: redis.Redis, access, clock: Clock) -> Reconciler:
+    return Reconciler(r, access, ReconcileSettings(reconcile_grace_sec=5), clock=clock)
+
+
+def buy(access, symbol: str, qty: str, client_order_id: str) -> None:
+    access.client.create_market_order(symbol, "BUY", D(qty), False, client_order_id)
+
+
+def test_the_seed_mismatch_heals_after_the_grace_period_and_only_on_that_symbol(r, access, sim) -> None:
+    clock = Clock()
+    buy(access, "BTCUSDT", "0.062", "manual-btc")
+    buy(access, "ETHUSDT", "0.05", "manual-eth")
+    r.hset(keys.position_ledger("BTCUSDT"), mapping={"position_amt": "0.002", "entry_price": "88000", "stop_loss": "87000"})
+    r.hset(keys.position_ledger("ETHUSDT"), mapping={"position_amt": "0.05", "entry_price": "2920"})
+    heal = reconciler(r, access, clock)
+
+    heal.run_pass()
+    assert ledger.read(r, "BTCUSDT").amount == D("0.002")
+    assert r.hget(keys.reconcile_mismatch("BTCUSDT"), "exchange_amt") == "0.062"
+    clock.now += 5
+    heal.run_pass()
+
+    healed = ledger.read(r, "BTCUSDT")
+    assert (healed.amount, healed.stop_loss, healed.source) == (D("0.062"), D("87000"), "reconcile")
+    assert ledger.read(r, "ETHUSDT").source == ""
+    (_, event), = r.xrange(keys.Stream.RECONCILE_EVENT)
+    assert (event["symbol"], event["exchange_amt"], event["ledger_amt"], event["kind"]) == ("BTCUSDT", "0.062", "0.002", "qty_mismatch")
+    assert not r.exists(keys.reconcile_mismatch("BTCUSDT"))
+
+
+def test_a_position_opened_outside_the_fleet_is_adopted(r, access, sim) -> None:
+    clock = Clock()
+    buy(access, "TRXUSDT", "700", "manual-trx")
+    heal = reconciler(r, access, clock)
+
+    heal.run_pass()
+    clock.now += 6
+    heal.run_pass()
+
+    assert ledger.read(r, "TRXUSDT").amount == D("700")
+
+
+def test_a_position_closed_outside_the_fleet_clears_the_ledger(r, access, sim) -> None:
+    clock = Clock()
+    r.hset(keys.position_ledger("LINKUSDT"), mapping={"position_amt": "20", "entry_price": "11.9"})
+    heal = reconciler(r, access, clock)
+
+    heal.run_pass()
+    clock.now += 6
+    heal.run_pass()
+
+    assert ledger.read(r, "LINKUSDT") is None
+
+
+def test_a_plan_in_flight_holds_the_heal(r, access, sim) -> None:
+    clock = Clock()
+    buy(access, "BTCUSDT", "0.002", "manual-btc-2")
+    r.set(keys.executor_inflight("BTCUSDT"), "plan-x")
+    heal = reconciler(r, access, clock)
+
+    heal.run_pass()
+    clock.now += 60
+    heal.run_pass()
+
+    assert ledger.read(r, "BTCUSDT") is None
+    r.delete(keys.executor_inflight("BTCUSDT"))
+    heal.run_pass()
+    assert ledger.read(r, "BTCUSDT").amount == D("0.002")
