@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared.cli import flatten, up
+from shared.cli import control, flatten, status, tail, up
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,6 +13,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     up.register(commands)
     flatten.register(commands)
+    control.register(commands)
+    status.register(commands)
+    tail.register(commands)
     return parser
 
 

@@ -79,12 +79,14 @@ class StreamConsumer(Generic[T]):
         handler: Callable[[T, Entry], None],
         on_tick: Callable[[], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        on_progress: Callable[[], None] | None = None,
     ):
         self.client = client
         self.config = config
         self.parse = parse
         self.handler = handler
         self.on_tick = on_tick
+        self.on_progress = on_progress
         self.monotonic = monotonic
         self.log = get_logger(stream=config.stream, group=config.group, consumer=config.consumer)
         self._state = _State()
@@ -234,6 +236,8 @@ class StreamConsumer(Generic[T]):
 
     def _tick(self) -> None:
         metrics.LOOP_HEARTBEAT.labels(**self._labels).set(time.time())
+        if self.on_progress is not None:
+            self.on_progress()
         if self.on_tick is not None:
             self.on_tick()
         now = self.monotonic()

@@ -18,6 +18,7 @@ from shared import logging as qlog
 from shared import metrics
 from shared.redis_conn import RedisUnavailable, connect_checked
 from shared.runtime.consumer import ConsumerConfig, Shutdown, StreamConsumer
+from shared.runtime.liveness import Liveness
 from shared.settings import CommonSettings
 
 EXIT_UNAVAILABLE = 1
@@ -86,7 +87,12 @@ def install_signal_handlers(consumer: StreamConsumer) -> None:
 
 
 def run(ctx: DaemonContext, consumer: StreamConsumer) -> int:
+    """Run the loop until SIGTERM; systemd hears READY now and WATCHDOG while the loop progresses."""
+    liveness = Liveness(ctx.redis, ctx.name, consumer.config.consumer)
+    consumer.on_progress = liveness.beat
     install_signal_handlers(consumer)
+    liveness.ready()
     processed = consumer.run()
+    liveness.stopping()
     ctx.log.info("daemon_stopped", processed=processed)
     return 0

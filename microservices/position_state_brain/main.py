@@ -1,0 +1,45 @@
+"""position-state-brain (P3.3): apply.plan → quantum:permit:p33:<plan_id>, against the exchange's truth."""
+
+from __future__ import annotations
+
+from microservices.position_state_brain.brain import PositionStateBrain
+from microservices.position_state_brain.keeper import SnapshotKeeper
+from microservices.position_state_brain.settings import PositionStateSettings
+from shared import keys
+from shared.runtime import daemon
+from shared.runtime.consumer import StreamConsumer
+from shared.runtime.exchange import open_exchange_or_exit
+from shared.schema import Plan
+from shared.settings import load_settings
+
+NAME = "position-state-brain"
+
+
+def main() -> int:
+    settings = load_settings(PositionStateSettings)
+    ctx = daemon.start(NAME, settings)
+    access = open_exchange_or_exit(NAME, ctx.redis, ctx.log)
+    keeper = SnapshotKeeper(access.client, ctx.redis, settings.p33_poll_sec)
+    if not keeper.refresh():
+        ctx.log.warning("initial_snapshot_failed", detail="plans are denied stale_snapshot until a refresh succeeds")
+    log_startup(ctx.log, settings)
+    brain = PositionStateBrain(ctx.redis, keeper, access.filters, settings.policy(), settings.p33_permit_ttl)
+
+    def on_tick() -> None:
+        keeper.maybe_refresh()
+        access.filters.maybe_refresh()
+
+    # Blocking no longer than the poll interval makes the loop tick, and so refresh, on schedule.
+    config = daemon.consumer_config(settings, NAME, keys.Stream.APPLY_PLAN, keys.Group.POSITION_STATE_BRAIN,
+                                    block_ms=max(1, int(settings.p33_poll_sec * 1000)))
+    consumer = StreamConsumer(ctx.redis, config, Plan.from_fields, brain.handle, on_tick=on_tick)
+    return daemon.run(ctx, consumer)
+
+
+def log_startup(log, settings: PositionStateSettings) -> None:
+    log.info("p33_ready", allowlist=",".join(sorted(settings.allowlist)), poll_sec=settings.p33_poll_sec,
+             stale_threshold_sec=settings.p33_stale_threshold_sec, cooldown_sec=settings.p33_cooldown_sec,
+             permit_ttl_sec=settings.p33_permit_ttl, qty_tolerance_steps=settings.p33_qty_tolerance_steps,
+             open_on_position=settings.p33_open_on_position.value)
+    if settings.stale_below_poll:
+        log.warning("stale_threshold_below_poll", detail="plans arriving between refreshes are denied stale_snapshot")

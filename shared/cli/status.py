@@ -1,0 +1,112 @@
+"""`quantum status`: daemons and their lag, trading state, positions and PnL, last results."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from decimal import Decimal
+from typing import Any
+
+import redis
+
+from shared import fleet, keys, ledger
+from shared import snapshot as exchange_snapshot
+from shared.cli.common import CommandError, add_redis_argument, fail, redis_from
+from shared.cli.up import format_result
+from shared.runtime import maintenance
+
+GROUPS = (
+    (keys.Stream.TRADE_INTENT, keys.Group.INTENT_BRIDGE),
+    (keys.Stream.APPLY_PLAN, keys.Group.GOVERNOR),
+    (keys.Stream.APPLY_PLAN, keys.Group.POSITION_STATE_BRAIN),
+    (keys.Stream.APPLY_PLAN, keys.Group.INTENT_EXECUTOR),
+    (keys.Stream.HARVEST_PROPOSAL, keys.Group.PORTFOLIO_HEAT_GATE),
+    (keys.Stream.HARVEST_PROPOSAL, keys.Group.APPLY_LAYER),
+    (keys.Stream.HARVEST_CALIBRATED, keys.Group.APPLY_LAYER),
+    (keys.Stream.APPLY_RESULT, keys.Group.RECONCILE),
+)
+STALE_AFTER_MS = 10_000
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("status", help="daemons, lag, trading state, positions, last results")
+    parser.add_argument("--results", type=int, default=8, help="how many recent results to show (default 8)")
+    add_redis_argument(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        client = redis_from(args)
+    except CommandError as exc:
+        return fail(str(exc))
+    for section in (daemons(client), trading_state(client), streams(client), positions(client), results(client, args.results)):
+        print("\n".join(section) + "\n")
+    return 0
+
+
+def daemons(client: redis.Redis) -> list[str]:
+    now_ms = int(time.time() * 1000)
+    beats = [client.hgetall(key) | {"key": key} for key in client.scan_iter(keys.heartbeat_pattern(), count=200)]
+    lines = ["DAEMON                  STATE     PID      LAST BEAT"]
+    for spec in fleet.FLEET:
+        own = [b for b in beats if b.get("daemon") == spec.name]
+        if not own:
+            lines.append(f"{spec.name:<23} DOWN")
+        for beat in own:
+            age = now_ms - int(beat.get("ts_ms", 0))
+            state = "up" if age < STALE_AFTER_MS else "STALE"
+            lines.append(f"{spec.name:<23} {state:<9} {beat.get('pid', '?'):<8} {age / 1000:.1f}s ago")
+    return lines
+
+
+def trading_state(client: redis.Redis) -> list[str]:
+    kill, execution, mode, disarmed = client.mget(keys.KILL, keys.GOVERNOR_EXECUTION, keys.MODE, keys.GOVERNOR_DISARMED)
+    lines = ["TRADING STATE",
+             f"  kill switch      {'ON (halted)' if kill == '1' else 'off'}",
+             f"  execution        {execution or 'ENABLED'}{' (reduce-only)' if execution == 'DISABLED' else ''}",
+             f"  mode             {mode or 'unknown'}"]
+    if disarmed:
+        lines.append(f"  auto-disarmed    {disarmed}")
+    mismatches = [keys.symbol_from_key(k) for k in client.scan_iter(keys.reconcile_mismatch_pattern(), count=200)]
+    lines.append(f"  reconcile holds  {', '.join(sorted(mismatches)) or 'none'}")
+    return lines
+
+
+def streams(client: redis.Redis) -> list[str]:
+    lines = ["STREAM / GROUP                                         LAG    PENDING",
+             f"  dead letters: {client.xlen(keys.Stream.DEAD_LETTER) if client.exists(keys.Stream.DEAD_LETTER) else 0}"]
+    for stream, group in GROUPS:
+        try:
+            state = maintenance.group_state(client, stream, group)
+        except redis.ResponseError:
+            state = None
+        if state is not None:
+            lines.append(f"  {stream.removeprefix('quantum:stream:') + ' / ' + group:<52} {state.lag:<6} {state.pending}")
+    return lines
+
+
+def positions(client: redis.Redis) -> list[str]:
+    seen = exchange_snapshot.read(client)
+    if seen is None:
+        return ["POSITIONS  (no exchange snapshot yet: is position-state-brain running?)"]
+    age = seen.age_s(int(time.time() * 1000))
+    lines = [f"POSITIONS  (exchange snapshot {age:.1f}s old)",
+             "  SYMBOL        AMOUNT          ENTRY          MARK           UNREALIZED PNL  LEDGER"]
+    total = Decimal(0)
+    for symbol, position in sorted(seen.positions.items()):
+        mark = seen.mark(symbol) or position.entry_price
+        pnl = (mark - position.entry_price) * position.amount
+        total += pnl
+        booked = ledger.amount(ledger.read(client, symbol))
+        lines.append(f"  {symbol:<13} {position.amount!s:<15} {position.entry_price!s:<14} {mark!s:<14} "
+                     f"{pnl:>+.4f}{'':<7} {booked}")
+    lines.append(f"  total unrealized PnL {total:+.4f} USDT over {len(seen.positions)} positions")
+    return lines
+
+
+def results(client: redis.Redis, count: int) -> list[str]:
+    entries = client.xrevrange(keys.Stream.APPLY_RESULT, count=count) if count else []
+    if not entries:
+        return ["LAST RESULTS  none"]
+    return ["LAST RESULTS"] + [f"  {format_result(fields)}" for _, fields in reversed(entries)]

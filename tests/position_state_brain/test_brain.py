@@ -1,0 +1,169 @@
+"""The P3.3 handler on a real Redis and the simulator: permits as the seed wrote them, skips,
+the on-demand refresh after an executed order, the decision log line, metrics and latency."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import time
+
+import pytest
+import redis
+from p33_helpers import D, close_plan, count_requests, plan, policy
+from prometheus_client import REGISTRY, generate_latest
+from structlog.testing import capture_logs
+
+from microservices.position_state_brain.brain import PositionStateBrain
+from microservices.position_state_brain.keeper import SnapshotKeeper
+from shared import keys, permits
+from shared.exchange.filter_cache import FilterCache
+from shared.ledger import LedgerPosition
+from shared.permits import PermitKind
+from shared.runtime.consumer import ConsumerConfig, StreamConsumer
+from shared.schema import Plan, Reason
+
+SEED_FIELDS = {"plan_id": "test_open_005", "decision": "EXECUTE", "symbol": "BTCUSDT", "side": "BUY",
+               "type": "MARKET", "qty": "0.001", "reduceOnly": "false", "source": "test_manual"}
+PERMIT_FIELDS = {"allow", "symbol", "safe_qty", "exchange_position_amt", "ledger_amt", "created_at", "reason",
+                 "context"}
+
+
+@pytest.fixture
+def brain(r: redis.Redis, exchange) -> PositionStateBrain:
+    rules = FilterCache(exchange.exchange_info, redis=r)
+    rules.load()
+    keeper = SnapshotKeeper(exchange, r, poll_s=1.0)
+    keeper.refresh()
+    return PositionStateBrain(r, keeper, rules, policy(), permit_ttl_s=60)
+
+
+def consume(r: redis.Redis, brain: PositionStateBrain) -> int:
+    config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.POSITION_STATE_BRAIN, consumer="t")
+    return StreamConsumer(r, config, Plan.from_fields, brain.handle).run(burst=True)
+
+
+def pending(r: redis.Redis) -> int:
+    return r.xpending(keys.Stream.APPLY_PLAN, keys.Group.POSITION_STATE_BRAIN)["pending"]
+
+
+def test_the_seed_plan_from_the_stream_gets_the_seed_permit(r, brain):
+    r.xadd(keys.Stream.APPLY_PLAN, SEED_FIELDS)
+
+    consume(r, brain)
+
+    key = keys.permit_p33("test_open_005")
+    permit = json.loads(r.get(key))
+    assert PERMIT_FIELDS <= set(permit)
+    assert (permit["allow"], permit["symbol"], permit["reason"]) == (True, "BTCUSDT", "sanity_checks_passed")
+    assert (permit["safe_qty"], permit["exchange_position_amt"], permit["ledger_amt"]) == ("0", "0", "0")
+    assert abs(permit["created_at"] - time.time()) < 5
+    assert 58 <= r.ttl(key) <= 60
+    assert r.lrange(keys.permit_ready("test_open_005"), 0, -1) == ["p33"]
+    assert pending(r) == 0
+
+
+@pytest.mark.parametrize("fields, marked", [
+    ({**SEED_FIELDS, "decision": "HOLD"}, False),
+    ({**SEED_FIELDS, "decision": "SKIP"}, False),
+    (SEED_FIELDS, True),
+])
+def test_plans_that_do_not_act_are_acked_without_a_permit(r, brain, fields, marked):
+    if marked:
+        r.set(keys.plan_result_marker(fields["plan_id"]), "1")
+    r.xadd(keys.Stream.APPLY_PLAN, fields)
+
+    consumed = consume(r, brain)
+
+    assert consumed == 1 and pending(r) == 0
+    assert r.exists(keys.permit_p33(fields["plan_id"])) == 0
+
+
+def record_fill(r: redis.Redis, symbol: str, amount: str) -> None:
+    """What the executor writes after a fill: the ledger and the cooldown key."""
+    r.hset(keys.position_ledger(symbol), mapping=LedgerPosition(symbol, D(amount), D("88000")).to_hash())
+    r.set(keys.cooldown_last_exec(symbol), str(int(time.time() * 1000)))
+
+
+def test_a_close_right_after_an_open_sees_the_new_position(r, brain, exchange):
+    exchange.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "p33-open-then-close")
+    before = brain.handle(close_plan("SELL", "0.005"))
+    record_fill(r, "BTCUSDT", "0.002")
+    seen = count_requests(exchange)
+
+    after = brain.handle(close_plan("SELL", "0.005"))
+
+    assert (before.allow, before.reason) == (False, Reason.NO_POSITION)
+    assert (after.allow, after.reason, after.safe_qty) == (True, Reason.SANITY_CHECKS_PASSED, D("0.002"))
+    assert sorted(seen) == ["GET /fapi/v1/premiumIndex", "GET /fapi/v3/positionRisk"]
+
+
+def test_no_refresh_when_the_snapshot_is_newer_than_the_last_order(r, brain, exchange):
+    r.set(keys.cooldown_last_exec("ETHUSDT"), str(int(time.time() * 1000) - 60_000))
+    seen = count_requests(exchange)
+
+    verdict = brain.handle(plan(symbol="ETHUSDT", qty="0.01"))
+
+    assert verdict.allow is True and seen == []
+
+
+def test_an_open_right_after_an_order_waits_for_the_cooldown(r, brain):
+    r.set(keys.cooldown_last_exec("ETHUSDT"), str(int(time.time() * 1000)))
+
+    verdict = brain.handle(plan(symbol="ETHUSDT", qty="0.01"))
+
+    assert (verdict.allow, verdict.reason) == (False, Reason.COOLDOWN)
+
+
+def test_an_unreadable_ledger_holds_the_symbol_for_reconcile(r, brain):
+    r.hset(keys.position_ledger("BTCUSDT"), mapping={"position_amt": "not-a-number"})
+
+    verdict = brain.handle(plan(plan_id="bad-ledger"))
+
+    assert (verdict.allow, verdict.reason) == (False, Reason.RECONCILE_REQUIRED_QTY_MISMATCH)
+    assert permits.peek(r, PermitKind.P33, "bad-ledger").allow is False
+
+
+def test_every_decision_logs_one_line(r, brain):
+    with capture_logs() as logs:
+        brain.handle(plan(plan_id="logged", symbol="DOGEUSDT"))
+
+    decisions = [line for line in logs if line["event"] == "PERMIT_DECISION"]
+    assert len(decisions) == 1
+    line = decisions[0]
+    assert (line["permit"], line["plan_id"], line["symbol"]) == ("p33", "logged", "DOGEUSDT")
+    assert (line["allow"], line["reason"], line["context"]) == (False, "symbol_not_allowed", {"symbol": "DOGEUSDT"})
+
+
+def decisions(allow: str, reason: str) -> float:
+    return REGISTRY.get_sample_value("quantum_p33_decisions_total", {"allow": allow, "reason": reason}) or 0.0
+
+
+def test_decisions_are_counted_and_the_exposition_passes_promtool(r, brain):
+    before = decisions("true", "sanity_checks_passed"), decisions("false", "no_position")
+
+    brain.handle(plan(plan_id="counted-open"))
+    brain.handle(close_plan("SELL", "0.001"))
+
+    assert decisions("true", "sanity_checks_passed") == before[0] + 1
+    assert decisions("false", "no_position") == before[1] + 1
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed")
+    text = generate_latest(REGISTRY).decode()
+    assert "quantum_p33_snapshot_refresh_seconds_bucket" in text
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_decision_takes_about_a_millisecond(r, brain, exchange):
+    seen = count_requests(exchange)
+    timings = []
+    for i in range(300):
+        started = time.perf_counter()
+        brain.handle(plan(plan_id=f"fast-{i}"))
+        timings.append(time.perf_counter() - started)
+
+    assert seen == []
+    assert statistics.median(timings) < 0.002, f"p50 {statistics.median(timings) * 1000:.3f} ms"
