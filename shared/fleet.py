@@ -13,24 +13,26 @@ class DaemonSpec:
     name: str
     module: str
     metrics_port: int
-    demo: bool = False
+    description: str = ""
+    exchange: bool = False  # talks to the exchange (needs its credential and, off the simulator, the internet)
+    demo: bool = False  # dev-only: started by `quantum up`, never installed as a unit
 
     @property
     def unit(self) -> str:
         return f"quantum-{self.name}.service"
 
 
-SIMULATOR = DaemonSpec("exchange-sim", "microservices.exchange_sim", 8090)
+SIMULATOR = DaemonSpec("exchange-sim", "microservices.exchange_sim", 8090, "local Binance USD-M futures simulator")
 
 # Every daemon `quantum up` starts, in start order (position-state-brain first: it publishes the snapshot).
 FLEET: tuple[DaemonSpec, ...] = (
-    DaemonSpec("position-state-brain", "microservices.position_state_brain", 8045),
-    DaemonSpec("governor", "microservices.governor", 8044),
-    DaemonSpec("intent-executor", "microservices.intent_executor", 8046),
-    DaemonSpec("intent-bridge", "microservices.intent_bridge", 8041),
-    DaemonSpec("apply-layer", "microservices.apply_layer", 8043),
-    DaemonSpec("reconcile", "microservices.reconcile", 8049),
-    DaemonSpec("demo-signals", "microservices.demo_signals", 0, demo=True),
+    DaemonSpec("position-state-brain", "microservices.position_state_brain", 8045, "position-state brain P3.3", exchange=True),
+    DaemonSpec("governor", "microservices.governor", 8044, "governor P3.2"),
+    DaemonSpec("intent-executor", "microservices.intent_executor", 8046, "intent executor", exchange=True),
+    DaemonSpec("intent-bridge", "microservices.intent_bridge", 8041, "intent bridge", exchange=True),
+    DaemonSpec("apply-layer", "microservices.apply_layer", 8043, "apply layer", exchange=True),
+    DaemonSpec("reconcile", "microservices.reconcile", 8049, "reconcile", exchange=True),
+    DaemonSpec("demo-signals", "microservices.demo_signals", 0, "demo signal source", demo=True),
 )
 
 
@@ -39,3 +41,8 @@ def by_name(name: str) -> DaemonSpec:
         if spec.name == name:
             return spec
     raise KeyError(f"unknown daemon {name!r}; known: {', '.join(s.name for s in (SIMULATOR, *FLEET))}")
+
+
+def installed() -> tuple[DaemonSpec, ...]:
+    """What deploy/systemd has a unit for: every fleet daemon except dev-only ones, plus the simulator."""
+    return (*(spec for spec in FLEET if not spec.demo), SIMULATOR)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -16,6 +17,7 @@ from .ratelimit import MinuteCounter
 from .replay import load_replay
 from .settings import SimSettings
 from .state import STATE, SimState, error_reply, state_of
+from shared.runtime.liveness import sd_notify
 
 log = structlog.get_logger("exchange_sim")
 
@@ -67,9 +69,26 @@ def configure_logging() -> None:
     )
 
 
+WATCHDOG_EVERY_S = 10.0
+
+
+async def _watchdog() -> None:
+    # A deliberate timer: it runs only while the event loop serving requests is alive.
+    while True:
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(WATCHDOG_EVERY_S)
+
+
+async def _notify_systemd(app: web.Application) -> None:
+    sd_notify("READY=1")
+    app["watchdog"] = asyncio.get_running_loop().create_task(_watchdog())
+
+
 def run(settings: SimSettings) -> None:
     configure_logging()
     log.info("starting", host=settings.host, port=settings.port, seed=settings.seed,
              balance_usdt=str(settings.balance_usdt))
-    web.run_app(build_app(settings), host=settings.host, port=settings.port, print=None,
+    app = build_app(settings)
+    app.on_startup.append(_notify_systemd)
+    web.run_app(app, host=settings.host, port=settings.port, print=None,
                 access_log=None)
