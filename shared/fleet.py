@@ -32,6 +32,8 @@ FLEET: tuple[DaemonSpec, ...] = (
     DaemonSpec("intent-bridge", "microservices.intent_bridge", 8041, "intent bridge", exchange=True),
     DaemonSpec("apply-layer", "microservices.apply_layer", 8043, "apply layer", exchange=True),
     DaemonSpec("reconcile", "microservices.reconcile", 8049, "reconcile", exchange=True),
+    DaemonSpec("portfolio-heat-gate", "microservices.portfolio_heat_gate", 8048, "portfolio heat gate P2.6", exchange=True),
+    DaemonSpec("harvest-proposal", "microservices.harvest_proposal", 8047, "harvest proposal"),
     DaemonSpec("demo-signals", "microservices.demo_signals", 0, "demo signal source", demo=True),
 )
 

@@ -129,6 +129,27 @@ def apply_proposal(proposal_id: str) -> str:
     return f"quantum:apply:proposal:{proposal_id}"
 
 
+HARVEST_TRACKED = "quantum:harvest:tracked"  # set of symbols with a harvest lifecycle record
+
+
+def harvest_position(symbol: str) -> str:
+    """Internal: harvest's record of a position's lifecycle (hash: fingerprint, peak R, rungs done, attempts)."""
+    return f"quantum:harvest:position:{symbol}"
+
+
+def harvest_proposed(proposal_id: str) -> str:
+    """Internal: set once when a proposal is published, so the same situation is proposed once."""
+    return f"quantum:harvest:proposed:{proposal_id}"
+
+
+P26_EQUITY_HWM = "quantum:p26:equity_hwm"  # highest account equity seen, for the drawdown component
+
+
+def p26_calibrated(proposal_id: str) -> str:
+    """Internal: set once when a proposal's calibrated form has been published."""
+    return f"quantum:p26:calibrated:{proposal_id}"
+
+
 def heartbeat(daemon: str) -> str:
     """Internal: a daemon's liveness record (hash: pid, ts, state)."""
     return f"quantum:daemon:heartbeat:{daemon}"

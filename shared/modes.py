@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
+from shared import keys
 from shared.exchange.target import Target
 
 
@@ -25,3 +26,14 @@ def mode_mismatch(mode: ApplyMode, target: Target) -> str | None:
 def fleet_mode(mode: ApplyMode, target: Target) -> str:
     """What quantum:mode says: the target, or DRY_RUN."""
     return "DRY_RUN" if mode is ApplyMode.DRY_RUN else target.value.upper()
+
+
+class P26Mode(str, Enum):
+    """Which exit proposals the apply layer executes; the heat gate publishes calibrated ones in both."""
+
+    SHADOW = "shadow"  # execute the raw proposal; P2.6 only logs what it would change
+    ENFORCE = "enforce"  # execute P2.6's calibrated proposal
+
+    @property
+    def input_stream(self) -> str:
+        return keys.Stream.HARVEST_PROPOSAL if self is P26Mode.SHADOW else keys.Stream.HARVEST_CALIBRATED

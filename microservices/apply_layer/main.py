@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from microservices.apply_layer.apply import ApplyLayer
-from microservices.apply_layer.settings import ApplySettings, P26Mode
+from microservices.apply_layer.settings import ApplySettings
+from shared.modes import P26Mode
 from shared import keys
 from shared.runtime import daemon
 from shared.runtime.consumer import StreamConsumer

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
 from pydantic import Field
 
-from shared import keys
-from shared.modes import ApplyMode
+from shared.modes import ApplyMode, P26Mode
 from shared.schema.fields import StrictBool
 from shared.settings import CommonSettings
 
 DEFAULT_SYMBOLS = (
     "BTCUSDT,ETHUSDT,TRXUSDT,LTCUSDT,LINKUSDT,SANDUSDT,MANAUSDT,GALAUSDT,XMRUSDT,SEIUSDT,STRKUSDT,TONUSDT,NEARUSDT,AVAXUSDT"
 )
-
-
-class P26Mode(str, Enum):
-    SHADOW = "shadow"  # execute the raw proposal; P2.6 only logs what it would change
-    ENFORCE = "enforce"  # execute P2.6's calibrated proposal
-
-    @property
-    def input_stream(self) -> str:
-        return keys.Stream.HARVEST_PROPOSAL if self is P26Mode.SHADOW else keys.Stream.HARVEST_CALIBRATED
 
 
 class ApplySettings(CommonSettings):

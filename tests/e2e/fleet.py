@@ -27,6 +27,8 @@ GROUPS = {
     "governor": (keys.Stream.APPLY_PLAN, keys.Group.GOVERNOR),
     "position-state-brain": (keys.Stream.APPLY_PLAN, keys.Group.POSITION_STATE_BRAIN),
     "intent-executor": (keys.Stream.APPLY_PLAN, keys.Group.INTENT_EXECUTOR),
+    "portfolio-heat-gate": (keys.Stream.HARVEST_PROPOSAL, keys.Group.PORTFOLIO_HEAT_GATE),
+    "reconcile": (keys.Stream.APPLY_RESULT, keys.Group.RECONCILE),
 }
 
 

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Install the Quantum Trader fleet: a venv under the prefix, systemd units, /etc/quantum templates
+# (mode 0600, never overwriting an operator's edits), a credential placeholder, a system user.
+# Idempotent. Testable without touching the host: deploy/install.sh --root /tmp/somewhere
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+usage: deploy/install.sh [--root DIR] [--prefix DIR] [--python PYTHON] [--no-venv]
+  --root DIR      install below DIR instead of / (tests, packaging); no user, no systemctl
+  --prefix DIR    where the venv and docs go (default /opt/quantum)
+  --python PY     interpreter for the venv (default python3; 3.11 or newer)
+  --no-venv       lay out units and configuration only
+USAGE
+}
+
+root=/
+prefix=/opt/quantum
+python=python3
+make_venv=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --root) root="$2"; shift 2 ;;
+    --prefix) prefix="$2"; shift 2 ;;
+    --python) python="$2"; shift 2 ;;
+    --no-venv) make_venv=0; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+
+src=$(cd "$(dirname "$0")/.." && pwd)
+dest() { printf '%s%s' "${root%/}" "$1"; }
+say() { printf 'install: %s\n' "$*"; }
+
+"$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+  || { echo "install: $python is older than 3.11" >&2; exit 1; }
+
+if [ "$root" = / ] && ! id quantum >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin quantum
+  say "created system user quantum"
+fi
+
+install -d -m 0755 "$(dest "$prefix")" "$(dest /etc/systemd/system)"
+install -d -m 0755 "$(dest /etc/quantum)"
+install -d -m 0700 "$(dest /etc/quantum/credentials)"
+
+if [ "$make_venv" = 1 ]; then
+  venv=$(dest "$prefix/venv")
+  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade "$src"
+  say "installed the fleet into $venv"
+fi
+install -m 0644 "$src/README.md" "$(dest "$prefix/README.md")"
+
+for unit in "$src"/deploy/systemd/*.service "$src"/deploy/systemd/*.target; do
+  install -m 0644 "$unit" "$(dest /etc/systemd/system)/$(basename "$unit")"
+done
+say "installed $(find "$src/deploy/systemd" -name 'quantum*' | wc -l) systemd units"
+
+for template in "$src"/etc/quantum/*.env; do
+  target=$(dest "/etc/quantum/$(basename "$template")")
+  if [ -e "$target" ]; then
+    chmod 0600 "$target"
+  else
+    install -m 0600 "$template" "$target"
+    say "wrote $target"
+  fi
+done
+
+secret=$(dest /etc/quantum/credentials/binance_api_secret)
+if [ ! -e "$secret" ]; then
+  # Ignored on the simulator; replace it before pointing EXCHANGE_TARGET at the testnet.
+  (umask 077 && printf 'REPLACE_WITH_YOUR_BINANCE_API_SECRET\n' > "$secret")
+  say "wrote a placeholder $secret (replace it before using the testnet)"
+fi
+chmod 0600 "$secret"
+
+if [ "$root" = / ] && command -v systemctl >/dev/null 2>&1; then
+  systemctl daemon-reload
+  say "systemd reloaded: systemctl enable --now quantum.target"
+fi

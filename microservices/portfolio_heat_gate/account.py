@@ -1,0 +1,103 @@
+"""The inputs of the heat formula: account equity (cached), its high-water mark, and the snapshot.
+
+The account is read from the exchange at most once per P26_ACCOUNT_MAX_AGE_SEC, so a burst of
+proposals costs one request. When the exchange fails, the last good account stands in for up to
+P26_ACCOUNT_STALE_SEC; after that heat is unavailable and the proposal stays pending for retry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Protocol
+
+import redis
+
+from microservices.portfolio_heat_gate.heat import HeatReading, exposure_from, portfolio_heat
+from microservices.portfolio_heat_gate.settings import HeatGateSettings
+from shared import keys, snapshot
+from shared.exchange.errors import ExchangeError
+from shared.exchange.models import AccountSummary
+from shared.logging import get_logger
+from shared.schema import format_decimal
+
+
+class HeatUnavailable(Exception):
+    """Heat cannot be computed now (no account, no fresh snapshot); the entry is retried."""
+
+
+class AccountSource(Protocol):
+    def account(self) -> AccountSummary: ...
+
+
+class AccountCache:
+    def __init__(self, exchange: AccountSource, max_age_s: float, stale_s: float,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.exchange = exchange
+        self.max_age_s = max_age_s
+        self.stale_s = stale_s
+        self.monotonic = monotonic
+        self.log = get_logger(component="p26_account")
+        self._account: AccountSummary | None = None
+        self._fetched_at = float("-inf")
+
+    def equity(self) -> Decimal:
+        return self.current().total_margin_balance
+
+    def current(self) -> AccountSummary:
+        now = self.monotonic()
+        if self._account is not None and now - self._fetched_at < self.max_age_s:
+            return self._account
+        try:
+            self._account, self._fetched_at = self.exchange.account(), now
+        except ExchangeError as exc:
+            return self._stand_in(now, exc)
+        return self._account
+
+    def _stand_in(self, now: float, exc: ExchangeError) -> AccountSummary:
+        age_s = now - self._fetched_at
+        if self._account is None or age_s > self.stale_s:
+            raise HeatUnavailable(f"account unavailable: {exc.__class__.__name__}") from None
+        self.log.warning("account_stale", error=exc.__class__.__name__, age_s=round(age_s, 3))
+        return self._account
+
+
+def raise_high_water(client: redis.Redis, equity: Decimal) -> Decimal:
+    """The equity high-water mark after seeing `equity`; raised atomically against other gates."""
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(keys.P26_EQUITY_HWM)
+                stored = pipe.get(keys.P26_EQUITY_HWM)
+                high = Decimal(stored) if stored else None
+                if high is not None and high >= equity:
+                    pipe.unwatch()
+                    return high
+                pipe.multi()
+                pipe.set(keys.P26_EQUITY_HWM, format_decimal(equity))
+                pipe.execute()
+                return equity
+            except redis.WatchError:
+                continue
+
+
+class HeatSource:
+    """Reads snapshot and account and returns the portfolio heat now."""
+
+    def __init__(self, client: redis.Redis, account: AccountCache, settings: HeatGateSettings,
+                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)):
+        self.r = client
+        self.account = account
+        self.settings = settings
+        self.wall_ms = wall_ms
+
+    def reading(self) -> HeatReading:
+        seen = snapshot.read(self.r)
+        if seen is None:
+            raise HeatUnavailable("no exchange snapshot")
+        age_s = seen.age_s(self.wall_ms())
+        if age_s > self.settings.p26_snapshot_max_age_sec:
+            raise HeatUnavailable(f"exchange snapshot is {age_s:.1f}s old")
+        equity = self.account.equity()
+        return portfolio_heat(exposure_from(seen, equity, raise_high_water(self.r, equity)), self.settings)

@@ -1,0 +1,102 @@
+"""install.sh into a temporary root, and env templates that document every setting."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic_settings import BaseSettings
+
+from shared import fleet
+from shared.exchange.target import ExchangeSettings
+from shared.settings import CommonSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+ETC = ROOT / "etc" / "quantum"
+SETTINGS = {
+    "intent-bridge": "microservices.intent_bridge.settings:BridgeSettings",
+    "intent-executor": "microservices.intent_executor.settings:ExecutorSettings",
+    "position-state-brain": "microservices.position_state_brain.settings:PositionStateSettings",
+    "apply-layer": "microservices.apply_layer.settings:ApplySettings",
+    "reconcile": "microservices.reconcile.settings:ReconcileSettings",
+    "governor": "microservices.governor.settings:GovernorSettings",
+    "harvest-proposal": "microservices.harvest_proposal.settings:HarvestSettings",
+    "portfolio-heat-gate": "microservices.portfolio_heat_gate.settings:HeatGateSettings",
+    "exchange-sim": "microservices.exchange_sim.settings:SimSettings",
+}
+
+
+def documented(path: Path) -> set[str]:
+    return set(re.findall(r"^#?([A-Z][A-Z0-9_]+)=", path.read_text(), flags=re.M))
+
+
+def env_names(settings_cls: type[BaseSettings]) -> set[str]:
+    prefix = (settings_cls.model_config.get("env_prefix") or "").upper()
+    names = set()
+    for field_name, info in settings_cls.model_fields.items():
+        alias = info.validation_alias if isinstance(info.validation_alias, str) else None
+        names.add(alias.upper() if alias else f"{prefix}{field_name}".upper())
+    return names
+
+
+def load(path: str) -> type[BaseSettings]:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("daemon", sorted(SETTINGS))
+def test_every_setting_is_documented_in_a_template(daemon: str) -> None:
+    settings_cls = load(SETTINGS[daemon])
+    shared_names = env_names(CommonSettings) | env_names(ExchangeSettings) - {"CREDENTIALS_DIRECTORY"}
+
+    missing = (env_names(settings_cls) | shared_names) - documented(ETC / "common.env") - documented(ETC / f"{daemon}.env")
+
+    assert missing - {"CREDENTIALS_DIRECTORY", "METRICS_PORT"} == set(), f"document {sorted(missing)}"
+
+
+def test_every_installed_unit_has_its_env_template() -> None:
+    assert {f"{spec.name}.env" for spec in fleet.installed()} <= {path.name for path in ETC.glob("*.env")}
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_install_into_a_temporary_root_is_runnable_private_and_idempotent(tmp_path: Path) -> None:
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not available")
+    install = [str(ROOT / "deploy" / "install.sh"), "--root", str(tmp_path), "--python", sys.executable]
+
+    subprocess.run(install, check=True, capture_output=True, text=True, timeout=600)
+    edited = tmp_path / "etc/quantum/governor.env"
+    edited.write_text("GOV_MAX_OPEN_POSITIONS=3\n")
+    again = subprocess.run(install, capture_output=True, text=True, timeout=600)
+
+    assert again.returncode == 0, again.stderr
+    assert edited.read_text() == "GOV_MAX_OPEN_POSITIONS=3\n"
+    for env_file in (tmp_path / "etc/quantum").glob("*.env"):
+        assert mode(env_file) == 0o600, env_file
+    assert mode(tmp_path / "etc/quantum/credentials") == 0o700
+    assert mode(tmp_path / "etc/quantum/credentials/binance_api_secret") == 0o600
+    python = tmp_path / "opt/quantum/venv/bin/python"
+    for spec in fleet.installed():
+        unit = (tmp_path / "etc/systemd/system" / spec.unit).read_text()
+        assert f"ExecStart=/opt/quantum/venv/bin/python -m {spec.module}" in unit
+        runnable = f"import importlib.util, sys; sys.exit(importlib.util.find_spec('{spec.module}.__main__') is None)"
+        assert subprocess.run([str(python), "-c", runnable]).returncode == 0, spec.module
+
+
+def test_install_script_is_shellcheck_clean() -> None:
+    tool = shutil.which("shellcheck")
+    if tool is None:
+        pytest.skip("shellcheck is not installed (Debian package 'shellcheck'; .ci/run installs it when it can)")
+
+    checked = subprocess.run([tool, str(ROOT / "deploy" / "install.sh")], capture_output=True, text=True)
+
+    assert checked.returncode == 0, checked.stdout

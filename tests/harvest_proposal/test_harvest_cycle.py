@@ -1,0 +1,208 @@
+"""Harvest cycles against a real Redis: one proposal per position state, published with its fields."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from decimal import Decimal as D
+
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+
+from microservices.harvest_proposal.harvester import Harvester
+from microservices.harvest_proposal.settings import HarvestSettings
+from shared import keys, snapshot
+from shared.ledger import LedgerPosition
+from shared.schema import Action, HarvestProposal
+from shared.snapshot import ExchangeSnapshot, PositionState
+
+T0 = 1_769_000_000_000
+ENTRY = D("88000")
+STOP = D("87120")  # 1R = 880
+
+
+class Clock:
+    def __init__(self, now_ms: int = T0):
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def harvester(r, clock) -> Harvester:
+    return Harvester(r, HarvestSettings(), clock)
+
+
+def see(r, clock: Clock, mark: D | str, amount: str = "0.01", entry: D = ENTRY, symbol: str = "BTCUSDT") -> None:
+    """Publish the snapshot the position-state brain would: one position, its mark, fetched now."""
+    positions = {symbol: PositionState(symbol, D(amount), entry)} if D(amount) else {}
+    snapshot.publish(r, ExchangeSnapshot(clock.now_ms, positions, {symbol: D(mark)}))
+
+
+def write_ledger(r, stop: D = STOP, amount: str = "0.01", entry: D = ENTRY, symbol: str = "BTCUSDT") -> None:
+    position = LedgerPosition(symbol, D(amount), entry, stop_loss=stop, take_profit=D("90640"), leverage=D("5"))
+    r.hset(keys.position_ledger(symbol), mapping=position.to_hash())
+
+
+def proposals(r) -> list[HarvestProposal]:
+    return [HarvestProposal.from_fields(fields) for _, fields in r.xrange(keys.Stream.HARVEST_PROPOSAL)]
+
+
+def run_at(harvester: Harvester, r, clock: Clock, mark: str, times: int = 2, **position) -> None:
+    for _ in range(times):
+        clock.now_ms += 1000
+        see(r, clock, D(mark), **position)
+        harvester.tick()
+
+
+def test_one_tick_publishes_the_expected_proposal(r, clock, harvester) -> None:
+    write_ledger(r)
+    see(r, clock, "88880")
+
+    harvester.tick()
+
+    [proposal] = proposals(r)
+    assert (proposal.symbol, proposal.action, proposal.reason) == ("BTCUSDT", Action.PARTIAL_25, "tp_ladder_1.0R")
+    assert (proposal.r_multiple, proposal.kill_score) == (D("1"), D("0"))
+    assert (proposal.position_amt, proposal.entry_price, proposal.mark_price) == (D("0.01"), ENTRY, D("88880"))
+    assert (proposal.state, proposal.ts_ms) == ("BTCUSDT:LONG:88000", T0)
+    assert len(proposal.proposal_id) == 32
+
+
+def test_price_rising_through_1r_2r_3r_proposes_each_rung_once(r, clock, harvester) -> None:
+    write_ledger(r)
+
+    for mark in ("88000", "88880", "89000", "89760", "90000", "90640", "91000", "90000"):
+        run_at(harvester, r, clock, mark)
+
+    assert [(p.action, p.reason) for p in proposals(r)] == [
+        (Action.PARTIAL_25, "tp_ladder_1.0R"), (Action.PARTIAL_50, "tp_ladder_2.0R"), (Action.PARTIAL_75, "tp_ladder_3.0R"),
+    ]
+    assert len({p.proposal_id for p in proposals(r)}) == 3
+
+
+def test_the_same_situation_twice_gives_one_proposal(r, clock, harvester) -> None:
+    write_ledger(r)
+
+    run_at(harvester, r, clock, "88880", times=5)
+    Harvester(r, HarvestSettings(), clock).tick()  # a restarted daemon remembers too
+
+    assert len(proposals(r)) == 1
+
+
+def test_crossing_several_rungs_at_once_proposes_the_highest_and_marks_the_lower_done(r, clock, harvester) -> None:
+    write_ledger(r)
+
+    run_at(harvester, r, clock, "90200")  # 2.5R
+    run_at(harvester, r, clock, "88900")  # back above 1R: rung 1 is done
+    run_at(harvester, r, clock, "90700")
+
+    assert [p.action for p in proposals(r)] == [Action.PARTIAL_50, Action.PARTIAL_75]
+
+
+def test_a_partial_close_does_not_rearm_the_rungs(r, clock, harvester) -> None:
+    write_ledger(r)
+    run_at(harvester, r, clock, "88880")
+
+    write_ledger(r, amount="0.0075")
+    run_at(harvester, r, clock, "88900", amount="0.0075")
+
+    assert [p.action for p in proposals(r)] == [Action.PARTIAL_25]
+
+
+@pytest.mark.parametrize("new_entry", [D("88100"), ENTRY])
+def test_a_new_position_rearms_the_rungs_with_new_ids(r, clock, harvester, new_entry) -> None:
+    write_ledger(r)
+    run_at(harvester, r, clock, "88880")
+    run_at(harvester, r, clock, "88880", amount="0")  # closed: flat in the snapshot
+
+    write_ledger(r, entry=new_entry, stop=new_entry - 880)
+    run_at(harvester, r, clock, str(new_entry + 880), entry=new_entry)
+
+    first, second = proposals(r)
+    assert first.action is second.action is Action.PARTIAL_25
+    assert first.proposal_id != second.proposal_id
+
+
+def test_a_stop_that_stays_hit_is_proposed_again_once_per_repropose_interval(r, clock, harvester) -> None:
+    write_ledger(r)
+
+    see(r, clock, "87000")
+    harvester.tick()
+    for _ in range(29):
+        run_at(harvester, r, clock, "87000", times=1)
+    assert len(proposals(r)) == 1
+    run_at(harvester, r, clock, "87000", times=1)  # T0 + 30 s
+    run_at(harvester, r, clock, "87000", times=5)
+
+    first, second = proposals(r)
+    assert first.action is second.action is Action.FULL_CLOSE_PROPOSED
+    assert first.reason == second.reason == "stop_loss_hit"
+    assert first.proposal_id != second.proposal_id
+    assert second.ts_ms - first.ts_ms == 30_000
+
+
+def test_a_short_stop_hit_without_ledger_uses_the_default_risk(r, clock, harvester) -> None:
+    see(r, clock, "88880", amount="-0.01")
+
+    harvester.tick()
+
+    [proposal] = proposals(r)
+    assert (proposal.action, proposal.reason, proposal.r_multiple) == (Action.FULL_CLOSE_PROPOSED, "stop_loss_hit", D("-1"))
+    assert proposal.state == "BTCUSDT:SHORT:88000"
+
+
+def test_a_stale_or_missing_snapshot_proposes_nothing(r, clock, harvester) -> None:
+    harvester.tick()
+    see(r, clock, "87000")
+    clock.now_ms += 6_000
+
+    harvester.tick()
+
+    assert proposals(r) == []
+
+
+def test_lifecycles_of_closed_positions_are_forgotten(r, clock, harvester) -> None:
+    write_ledger(r)
+    run_at(harvester, r, clock, "88000")
+    assert r.exists(keys.harvest_position("BTCUSDT"))
+
+    run_at(harvester, r, clock, "88000", amount="0")
+
+    assert not r.exists(keys.harvest_position("BTCUSDT"))
+    assert r.smembers(keys.HARVEST_TRACKED) == set()
+
+
+def test_an_unreadable_ledger_falls_back_to_the_default_risk(r, clock, harvester) -> None:
+    r.hset(keys.position_ledger("BTCUSDT"), mapping={"position_amt": "0.01", "entry_price": "88000", "stop_loss": "bad"})
+    positions = {s: PositionState(s, D("0.01"), D("100")) for s in ("BTCUSDT", "ETHUSDT")}
+    snapshot.publish(r, ExchangeSnapshot(clock.now_ms, positions, {"BTCUSDT": D("101"), "ETHUSDT": D("101")}))
+
+    harvester.tick()
+
+    assert sorted((p.symbol, p.r_multiple) for p in proposals(r)) == [("BTCUSDT", D(1)), ("ETHUSDT", D(1))]
+
+
+def proposed(action: str) -> float:
+    return REGISTRY.get_sample_value("quantum_harvest_proposals_total", {"action": action}) or 0.0
+
+
+def test_proposals_are_counted_and_the_exposition_passes_promtool(r, clock, harvester) -> None:
+    before = proposed("PARTIAL_25")
+    write_ledger(r)
+    run_at(harvester, r, clock, "88880")
+
+    assert proposed("PARTIAL_25") == before + 1
+    assert REGISTRY.get_sample_value("quantum_harvest_positions_watched") == 1
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed")
+    checked = subprocess.run([promtool, "check", "metrics"], input=generate_latest(REGISTRY).decode(),
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
