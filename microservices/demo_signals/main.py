@@ -16,6 +16,7 @@ from pydantic import Field
 
 from shared import keys, snapshot
 from shared.runtime import daemon
+from shared.runtime.liveness import Liveness
 from shared.schema import format_decimal
 from shared.settings import CommonSettings, load_settings
 
@@ -64,7 +65,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     rng = random.Random(settings.demo_seed)
+    liveness = Liveness(ctx.redis, NAME, settings.consumer_name(NAME))
+    liveness.ready()
     while not stopping.wait(settings.demo_interval_sec):
         tick(ctx, settings, rng)
+        liveness.beat()
+    liveness.stopping()
     ctx.log.info("daemon_stopped")
     return 0
