@@ -38,13 +38,18 @@ def kind_of(permit: Permit) -> PermitKind:
 
 def issue(client: redis.Redis, permit: Permit, ttl_seconds: int) -> None:
     """Write the permit with its TTL and wake any waiter, in one transaction."""
+    pipe = client.pipeline(transaction=True)
+    queue_issue(pipe, permit, ttl_seconds)
+    pipe.execute()
+
+
+def queue_issue(pipe: redis.client.Pipeline, permit: Permit, ttl_seconds: int) -> None:
+    """Queue the permit's writes into a caller's transaction (permit, then the waiter's wake-up)."""
     kind = kind_of(permit)
     ready_key = keys.permit_ready(permit.plan_id)
-    pipe = client.pipeline(transaction=True)
     pipe.set(kind.key(permit.plan_id), permit.to_json(), ex=ttl_seconds)
     pipe.rpush(ready_key, kind.value)
     pipe.expire(ready_key, ttl_seconds)
-    pipe.execute()
 
 
 def decode(kind: PermitKind, raw: bytes | str) -> Permit:

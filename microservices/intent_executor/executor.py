@@ -30,6 +30,7 @@ from shared.permits import PermitKind
 from shared.runtime.consumer import Entry
 from shared.runtime.exchange import ExchangeAccess
 from shared.schema import P32Permit, P33Permit, Plan, Reason
+from shared.trading_state import TradingState, read_switches
 
 CLAIM_TTL_S = 60
 
@@ -128,10 +129,10 @@ class Executor:
         return self._send(plan, client_order_id, sized, p32, p33)
 
     def _trading_state_refusal(self, plan: Plan) -> Reason | None:
-        kill, execution = self.r.mget(keys.KILL, keys.GOVERNOR_EXECUTION)
-        if kill == "1":
+        switches = read_switches(*self.r.mget(keys.KILL, keys.GOVERNOR_EXECUTION))
+        if switches.trading is TradingState.HALTED:
             return Reason.KILL_SWITCH
-        if execution == "DISABLED" and not plan.is_close:
+        if switches.trading is TradingState.REDUCING and not plan.is_close:
             return Reason.EXECUTION_DISABLED
         return None
 

@@ -39,7 +39,7 @@ class FilterCache:
 
     def __init__(
         self,
-        fetcher: Fetcher,
+        fetcher: Fetcher | None,
         redis: Any | None = None,
         clock: Clock = time.time,
         refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
@@ -64,7 +64,12 @@ class FilterCache:
         return frozenset(self._rules)
 
     def find(self, symbol: str) -> SymbolRules | None:
-        return self._rules.get(symbol)
+        """The symbol's rules; a miss first tries a (rate-limited) refresh, so a cache that started
+        before the fleet's shared copy existed catches up on the first plan that needs it."""
+        rules = self._rules.get(symbol)
+        if rules is None and self.maybe_refresh():
+            rules = self._rules.get(symbol)
+        return rules
 
     def get(self, symbol: str) -> SymbolRules:
         rules = self._rules.get(symbol)
@@ -79,6 +84,8 @@ class FilterCache:
 
     def refresh(self) -> bool:
         """Fetch exchangeInfo; on failure keep the last good rules, count it, and return False."""
+        if self._fetcher is None:
+            return self._adopt_shared()
         self.fetch_count += 1
         try:
             rules = parse_exchange_info(self._fetcher())
@@ -110,6 +117,13 @@ class FilterCache:
             self._adopt(*shared)
             return True
         return self.refresh()
+
+    def _adopt_shared(self) -> bool:
+        """A cache without a fetcher (no exchange access) follows the fleet's shared copy only."""
+        shared = self._read_shared()
+        if shared is not None:
+            self._adopt(*shared)
+        return shared is not None
 
     def _due(self, now: float) -> bool:
         if self.fetched_at is not None and now - self.fetched_at < self.refresh_interval_s:

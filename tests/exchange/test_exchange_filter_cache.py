@@ -1,5 +1,6 @@
 import copy
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import pytest
 
 from shared import keys
 from shared.exchange.errors import ExchangeUnavailable, UnknownSymbol
-from shared.exchange.filter_cache import FilterCache
+from shared.exchange.filter_cache import FilterCache, encode_snapshot
+from shared.exchange.filters import parse_exchange_info
 
 SAMPLE = json.loads((Path(__file__).parent / "exchange_info_sample.json").read_text())
 
@@ -210,3 +212,14 @@ def test_works_with_a_decoding_redis_client(clock):
     second = FilterCache(Fetcher(RuntimeError("unused")), redis, clock)
 
     assert second.load() is True
+
+
+
+def test_a_cache_without_a_fetcher_catches_up_with_the_shared_copy_on_a_miss() -> None:
+    shared_redis = fakeredis.FakeRedis(decode_responses=True)
+    follower = FilterCache(None, redis=shared_redis)
+    assert follower.load() is False and follower.find("BTCUSDT") is None
+    rules = parse_exchange_info(json.loads((Path(__file__).parent / "exchange_info_sample.json").read_text()))
+    shared_redis.set(keys.EXCHANGE_FILTERS, encode_snapshot(time.time(), rules))
+
+    assert follower.find("BTCUSDT") is not None

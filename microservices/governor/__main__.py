@@ -1,0 +1,5 @@
+import sys
+
+from microservices.governor.main import main
+
+sys.exit(main())

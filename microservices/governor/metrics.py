@@ -1,0 +1,31 @@
+"""The governor's Prometheus metrics: decisions by outcome, and the trading switches it sees."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from shared.trading_state import Switches
+
+DECISIONS = Counter(
+    "quantum_governor_decisions_total", "P3.2 permit decisions by outcome and reason code", ["allow", "reason"]
+)
+SKIPPED = Counter(
+    "quantum_governor_plans_skipped_total", "Plans acked without a permit (not EXECUTE, or already ended)", ["why"]
+)
+KILL_SWITCH = Gauge("quantum_governor_kill_switch", "1 when quantum:kill halts all execution (unreadable counts as on)")
+EXECUTION_ENABLED = Gauge(
+    "quantum_governor_execution_enabled", "1 when opens may pass; 0 when quantum:governor:execution is DISABLED (reduce-only)"
+)
+AUTO_DISARMED = Gauge("quantum_governor_auto_disarmed", "1 while the governor's own auto-disarm holds execution DISABLED")
+AUTO_DISARMS = Counter("quantum_governor_auto_disarms_total", "Times repeated rate-limit denials disarmed execution")
+INFLIGHT_OPENS = Gauge("quantum_governor_inflight_opens", "Allowed opens still counted against the caps")
+
+
+def record_decision(allow: bool, reason: str) -> None:
+    DECISIONS.labels(allow=str(allow).lower(), reason=reason).inc()
+
+
+def set_switches(switches: Switches, auto_disarmed: bool) -> None:
+    KILL_SWITCH.set(1 if switches.kill else 0)
+    EXECUTION_ENABLED.set(1 if switches.execution_enabled else 0)
+    AUTO_DISARMED.set(1 if auto_disarmed else 0)

@@ -1,0 +1,80 @@
+"""What a decision reads from Redis, as plain values: trading switches, snapshot, in-flight opens, counts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from shared.schema.fields import format_decimal
+from shared.trading_state import Switches
+from shared.snapshot import ExchangeSnapshot
+
+@dataclass(frozen=True)
+class InFlight:
+    """An open the governor allowed whose fill the exchange snapshot may not show yet."""
+
+    plan_id: str
+    symbol: str
+    notional: Decimal
+    allowed_at_ms: int
+
+    def to_json(self) -> str:
+        fields = {"symbol": self.symbol, "notional": format_decimal(self.notional), "allowed_at_ms": self.allowed_at_ms}
+        return json.dumps(fields, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, plan_id: str, raw: str) -> "InFlight":
+        data = json.loads(raw)
+        return cls(plan_id, str(data["symbol"]), Decimal(str(data["notional"])), int(data["allowed_at_ms"]))
+
+
+@dataclass(frozen=True)
+class GovernorState:
+    """Everything one decision reads; closes only need the switches."""
+
+    switches: Switches = field(default_factory=Switches)
+    last_exec_ms: int | None = None
+    snapshot: ExchangeSnapshot | None = None
+    inflight: tuple[InFlight, ...] = ()
+    unreadable_inflight: tuple[str, ...] = ()  # plan ids whose in-flight record is corrupt
+    result_ms: Mapping[str, int] | None = None  # results of in-flight plans; None: not read yet
+    opens_last_hour: int = 0  # opens allowed on the plan's symbol, not counting the plan itself
+    opens_last_5min: int = 0
+    rate_trips: int = 0  # rate-limit denials in the auto-disarm window, not counting the plan itself
+    auto_disarmed: bool = False
+    unreadable: Mapping[str, str] = field(default_factory=dict)  # state that could not be parsed and was ignored
+    _pending: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # several gates ask the same
+
+    def is_settled(self, entry: InFlight) -> bool:
+        """Settled: the plan has a result and the snapshot was taken after it."""
+        result_ms = (self.result_ms or {}).get(entry.plan_id)
+        return result_ms is not None and self.snapshot is not None and self.snapshot.fetched_at_ms > result_ms
+
+    def is_expired(self, entry: InFlight, now_ms: int, expiry_ms: int) -> bool:
+        return now_ms - entry.allowed_at_ms >= expiry_ms
+
+    def pending_opens(self, plan_id: str, now_ms: int, expiry_ms: int) -> list[InFlight]:
+        """In-flight opens that still count against the caps; a replayed plan never counts itself."""
+        asked = (plan_id, now_ms, expiry_ms)
+        if asked not in self._pending:
+            self._pending[asked] = [
+                entry for entry in self.inflight
+                if entry.plan_id != plan_id and not self.is_expired(entry, now_ms, expiry_ms) and not self.is_settled(entry)
+            ]
+        return self._pending[asked]
+
+    def settled_inflight(self) -> list[str]:
+        return [entry.plan_id for entry in self.inflight if self.is_settled(entry)]
+
+    def stale_inflight(self, now_ms: int, expiry_ms: int) -> list[str]:
+        """Plan ids whose in-flight record can be dropped."""
+        done = [e.plan_id for e in self.inflight if self.is_expired(e, now_ms, expiry_ms) or self.is_settled(e)]
+        return done + list(self.unreadable_inflight)
+
+    def unresolved_inflight(self, plan_id: str, now_ms: int, expiry_ms: int) -> list[str]:
+        """Pending plan ids whose result has not been looked up yet."""
+        if self.result_ms is not None:
+            return []
+        return [entry.plan_id for entry in self.pending_opens(plan_id, now_ms, expiry_ms)]

@@ -1,0 +1,242 @@
+"""The governor's handler on a real Redis: permits, each denial end to end, skips, replays, settling."""
+
+from __future__ import annotations
+
+import json
+
+from decimal import Decimal
+
+import pytest
+import redis
+from governor_support import NOW_MS, Clock, close_plan, plan, positions_worth, snapshot
+
+from microservices.governor.governor import Governor
+from microservices.governor.settings import Limits
+from microservices.governor.store import LockBusy
+from shared import keys, permits
+from shared import snapshot as exchange_snapshot
+from shared.permits import PermitKind
+from shared.runtime.consumer import ConsumerConfig, StreamConsumer
+from shared.schema import P32Permit, Plan, Reason
+
+MARKS = {"BTCUSDT": "80000", "ETHUSDT": "1000"}  # 0.001 BTC is 80 USDT; 0.6 ETH is 600
+ROOMY = Limits(max_notional_per_trade=Decimal(1500), max_exec_per_5min=100, max_exec_per_hour=100)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def governor(r: redis.Redis, clock: Clock) -> Governor:
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    return Governor(r, Limits(), clock=clock)
+
+
+def permit_of(r: redis.Redis, plan_id: str = "test_open_005") -> P32Permit | None:
+    return permits.peek(r, PermitKind.P32, plan_id)
+
+
+def publish(r: redis.Redis, positions: dict[str, str] | None = None, marks: dict[str, str] | None = None,
+            at_ms: int = NOW_MS) -> None:
+    exchange_snapshot.publish(r, snapshot(positions, {**MARKS, **(marks or {})}, fetched_at_ms=at_ms))
+
+
+def test_the_seed_plan_gets_an_allow_permit_with_ttl_that_wakes_the_executor(r: redis.Redis, governor: Governor) -> None:
+    governor.handle(plan())
+
+    permit = permit_of(r)
+    raw = json.loads(r.get(keys.permit_p32("test_open_005")))
+    assert (permit.allow, permit.reason, permit.symbol) == (True, Reason.OPEN_ALLOWED, "BTCUSDT")
+    assert raw["computed_notional"] == "80" and raw["mark_price"] == "80000" and raw["created_at"] == NOW_MS / 1000
+    assert raw["context"]["max_notional_per_trade"] == "200" and raw["context"]["computed_notional"] == "80"
+    assert 55 < r.ttl(keys.permit_p32("test_open_005")) <= 60
+    assert permits.wait_until_present(r, "test_open_005", [PermitKind.P32], 0.01) == {PermitKind.P32}
+    assert r.get(keys.GOVERNOR_LOCK) is None
+
+
+def rate_opens(count: int, age_ms: int):
+    def setup(r: redis.Redis) -> None:
+        r.zadd(keys.governor_opens("BTCUSDT"), {f"earlier-{i}": NOW_MS - age_ms - i for i in range(count)})
+    return setup
+
+
+OPEN_DENIALS = [
+    ("kill", lambda r: r.set(keys.KILL, "1"), Reason.KILL_SWITCH),
+    ("garbage kill", lambda r: r.set(keys.KILL, "banana"), Reason.KILL_SWITCH),
+    ("disabled", lambda r: r.set(keys.GOVERNOR_EXECUTION, "DISABLED"), Reason.EXECUTION_DISABLED),
+    ("garbage execution", lambda r: r.set(keys.GOVERNOR_EXECUTION, "PAUSED"), Reason.EXECUTION_DISABLED),
+    ("cooldown", lambda r: r.set(keys.cooldown_last_exec("BTCUSDT"), str(NOW_MS - 47_300)), Reason.SYMBOL_COOLDOWN),
+    ("no snapshot", lambda r: r.delete(keys.EXCHANGE_POSITIONS), Reason.STALE_SNAPSHOT),
+    ("old snapshot", lambda r: publish(r, at_ms=NOW_MS - 10_001), Reason.STALE_SNAPSHOT),
+    ("corrupt snapshot", lambda r: r.set(keys.EXCHANGE_POSITIONS, "{not json"), Reason.STALE_SNAPSHOT),
+    ("ten positions", lambda r: publish(r, *positions_worth(10)), Reason.MAX_OPEN_POSITIONS),
+    ("no mark", lambda r: exchange_snapshot.publish(r, snapshot()), Reason.NO_MARK_PRICE),
+    ("per trade", lambda r: publish(r, marks={"BTCUSDT": "200001"}), Reason.MAX_NOTIONAL_PER_TRADE),
+    ("total", lambda r: publish(r, *positions_worth(1, "1921")), Reason.TOTAL_NOTIONAL_EXCEEDED),
+    ("hour", rate_opens(3, 20 * 60_000), Reason.RATE_LIMIT_HOUR),
+    ("five minutes", rate_opens(2, 60_000), Reason.RATE_LIMIT_5MIN),
+]
+
+
+@pytest.mark.parametrize("setup, expected", [c[1:] for c in OPEN_DENIALS], ids=[c[0] for c in OPEN_DENIALS])
+def test_each_denial_reaches_the_permit(r: redis.Redis, governor: Governor, setup, expected: Reason) -> None:
+    setup(r)
+
+    governor.handle(plan())
+
+    permit = permit_of(r)
+    assert (permit.allow, permit.reason) == (False, expected)
+    assert 0 < r.ttl(keys.permit_p32("test_open_005")) <= 60
+    assert r.hlen(keys.GOVERNOR_INFLIGHT) == 0 and r.get(keys.GOVERNOR_LOCK) is None
+
+
+def test_the_seeds_blocked_close_passes_cooldown_caps_and_reduce_only(r: redis.Redis, governor: Governor) -> None:
+    r.set(keys.cooldown_last_exec("BTCUSDT"), str(NOW_MS - 47_300))
+    r.set(keys.GOVERNOR_EXECUTION, "DISABLED")
+    r.delete(keys.EXCHANGE_POSITIONS)
+
+    governor.handle(close_plan("close_bt", action="PARTIAL_75"))
+
+    assert (permit_of(r, "close_bt").allow, permit_of(r, "close_bt").reason) == (True, Reason.CLOSE_ALLOWED)
+
+
+@pytest.mark.parametrize("kill", ["1", "true", "garbage"])
+def test_the_kill_switch_denies_closes(r: redis.Redis, governor: Governor, kill: str) -> None:
+    r.set(keys.KILL, kill)
+
+    governor.handle(close_plan("close_bt"))
+
+    assert (permit_of(r, "close_bt").allow, permit_of(r, "close_bt").reason) == (False, Reason.KILL_SWITCH)
+
+
+@pytest.mark.parametrize("the_plan", [plan(decision="HOLD"), close_plan(decision="SKIP")], ids=["open", "close"])
+def test_plans_not_to_execute_get_no_permit(r: redis.Redis, governor: Governor, the_plan: Plan) -> None:
+    assert governor.handle(the_plan) is None
+    assert permit_of(r, the_plan.plan_id) is None
+
+
+@pytest.mark.parametrize("the_plan", [plan(), close_plan()], ids=["open", "close"])
+def test_plans_that_already_ended_get_no_permit(r: redis.Redis, governor: Governor, the_plan: Plan) -> None:
+    r.set(keys.plan_result_marker(the_plan.plan_id), str(NOW_MS))
+
+    assert governor.handle(the_plan) is None
+    assert permit_of(r, the_plan.plan_id) is None and r.get(keys.GOVERNOR_LOCK) is None
+
+
+def test_the_stream_consumer_drives_the_handler_in_burst_mode(r: redis.Redis, governor: Governor) -> None:
+    r.xadd(keys.Stream.APPLY_PLAN, plan().to_fields())
+    r.xadd(keys.Stream.APPLY_PLAN, plan("held", decision="HOLD").to_fields())
+    r.xadd(keys.Stream.APPLY_PLAN, {"plan_data": json.dumps(close_plan("close_bt").to_fields())})
+    config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.GOVERNOR, consumer="gov-test")
+
+    processed = StreamConsumer(r, config, Plan.from_fields, governor.handle).run(burst=True)
+
+    assert processed == 3 and r.xpending(keys.Stream.APPLY_PLAN, keys.Group.GOVERNOR)["pending"] == 0
+    assert permit_of(r).allow and permit_of(r, "close_bt").allow and permit_of(r, "held") is None
+
+
+def held(count: int, each_usdt: str) -> tuple[dict[str, str], dict[str, str]]:
+    positions, marks = positions_worth(count, each_usdt)
+    return positions, {**MARKS, **marks}
+
+
+@pytest.fixture
+def roomy(r: redis.Redis, clock: Clock) -> Governor:
+    """Caps loose enough that only the total notional and position caps bind."""
+    return Governor(r, ROOMY, clock=clock)
+
+
+def test_two_opens_that_fit_alone_but_not_together_get_one_allow(r: redis.Redis, roomy: Governor) -> None:
+    governor = roomy
+    publish(r, *held(1, "900"))
+
+    first, second = governor.handle(plan("a", "ETHUSDT", qty="0.6")), governor.handle(plan("b", "ETHUSDT", qty="0.6"))
+
+    assert (first.reason, second.reason) == (Reason.OPEN_ALLOWED, Reason.TOTAL_NOTIONAL_EXCEEDED)
+    assert second.context["total_notional"] == "1500"
+
+
+def test_a_replayed_plan_is_counted_once(r: redis.Redis, clock: Clock) -> None:
+    publish(r, *held(1, "1100"))
+    governor = Governor(r, Limits(max_exec_per_5min=1, max_notional_per_trade=Decimal(1500)), clock=clock)
+
+    first = governor.handle(plan("a", "ETHUSDT", qty="0.6"))
+    clock.advance(1)
+    replay = governor.handle(plan("a", "ETHUSDT", qty="0.6"))
+
+    assert (first.reason, replay.reason) == (Reason.OPEN_ALLOWED, Reason.OPEN_ALLOWED)
+    assert r.hlen(keys.GOVERNOR_INFLIGHT) == 1
+    assert r.zrange(keys.governor_opens("ETHUSDT"), 0, -1, withscores=True) == [("a", NOW_MS)]
+
+
+def test_an_in_flight_open_counts_until_a_snapshot_after_its_result_shows_it(r: redis.Redis, roomy: Governor,
+                                                                            clock: Clock) -> None:
+    governor = roomy
+    publish(r)
+    governor.handle(plan("a", "ETHUSDT", qty="1.2"))
+    before = governor.handle(plan("b", "ETHUSDT", qty="0.9"))
+    r.set(keys.plan_result_marker("a"), str(NOW_MS + 100))
+    publish(r, {"ETHUSDT": "1.2"}, at_ms=NOW_MS + 200)
+    clock.advance(0.3)
+
+    after = governor.handle(plan("c", "ETHUSDT", qty="0.6"))
+
+    assert (before.reason, after.reason) == (Reason.TOTAL_NOTIONAL_EXCEEDED, Reason.OPEN_ALLOWED)
+    assert after.context["total_notional_after"] == "1800"
+    assert r.hkeys(keys.GOVERNOR_INFLIGHT) == ["c"]
+
+
+def test_an_in_flight_open_stops_counting_after_its_hard_expiry(r: redis.Redis, roomy: Governor, clock: Clock) -> None:
+    governor = roomy
+    publish(r)
+    governor.handle(plan("a", "ETHUSDT", qty="1.2"))
+    clock.advance(120)
+    publish(r, at_ms=NOW_MS + 120_000)
+
+    later = governor.handle(plan("b", "ETHUSDT", qty="1.2"))
+
+    assert later.reason == Reason.OPEN_ALLOWED
+    assert r.hkeys(keys.GOVERNOR_INFLIGHT) == ["b"]
+
+
+def test_the_tick_drops_settled_in_flight_opens(r: redis.Redis, governor: Governor) -> None:
+    governor.handle(plan("a"))
+    governor.handle(plan("b", "ETHUSDT", qty="0.01"))
+    r.set(keys.plan_result_marker("a"), str(NOW_MS + 100))
+    publish(r, {"BTCUSDT": "0.001"}, at_ms=NOW_MS + 200)
+
+    governor.on_tick()
+
+    assert r.hkeys(keys.GOVERNOR_INFLIGHT) == ["b"]
+
+
+def test_a_decision_waits_for_the_lock_another_governor_holds(r: redis.Redis, clock: Clock) -> None:
+    publish(r)
+    r.set(keys.GOVERNOR_LOCK, "other", px=30)
+
+    verdict = Governor(r, Limits(), clock=clock).handle(plan())
+
+    assert verdict.reason == Reason.OPEN_ALLOWED and r.get(keys.GOVERNOR_LOCK) is None
+
+
+def test_a_lock_held_past_the_budget_leaves_the_entry_for_a_retry(r: redis.Redis, clock: Clock) -> None:
+    publish(r)
+    r.set(keys.GOVERNOR_LOCK, "other")
+    waits: list[float] = []
+
+    with pytest.raises(LockBusy):
+        Governor(r, Limits(), clock=clock, wait=waits.append).handle(plan())
+
+    assert sum(waits) >= 4.0 and r.get(keys.GOVERNOR_LOCK) == "other" and permit_of(r) is None
+
+
+def test_corrupt_bookkeeping_is_ignored_and_dropped(r: redis.Redis, governor: Governor) -> None:
+    r.hset(keys.GOVERNOR_INFLIGHT, "garbled", "not json")
+    r.set(keys.cooldown_last_exec("BTCUSDT"), "soon")
+
+    verdict = governor.handle(plan())
+
+    assert verdict.reason == Reason.OPEN_ALLOWED
+    assert r.hkeys(keys.GOVERNOR_INFLIGHT) == ["test_open_005"]
