@@ -7,8 +7,7 @@ sends one intent with a stop and a take-profit, as the seed's AI engine did.
 from __future__ import annotations
 
 import random
-import signal
-import threading
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -16,7 +15,6 @@ from pydantic import Field
 
 from shared import keys, snapshot
 from shared.runtime import daemon
-from shared.runtime.liveness import Liveness
 from shared.schema import format_decimal
 from shared.settings import CommonSettings, load_settings
 
@@ -25,7 +23,9 @@ NAME = "demo-signals"
 
 class DemoSettings(CommonSettings):
     demo_interval_sec: float = Field(default=3.0, gt=0)
-    demo_symbols: str = "BTCUSDT,ETHUSDT,TRXUSDT,LINKUSDT,AVAXUSDT,LTCUSDT"
+    # BTCUSDT is left to the operator's own `quantum plan` tries.
+    demo_symbols: str = "ETHUSDT,TRXUSDT,LINKUSDT,AVAXUSDT,LTCUSDT,NEARUSDT"
+    demo_rest_sec: float = Field(default=90.0, ge=0)
     demo_size_usd: Decimal = Field(default=Decimal("180"), gt=0)
     demo_stop_pct: Decimal = Field(default=Decimal("0.01"), gt=0, lt=1)
     demo_take_profit_pct: Decimal = Field(default=Decimal("0.02"), gt=0)
@@ -49,7 +49,10 @@ def tick(ctx: daemon.DaemonContext, settings: DemoSettings, rng: random.Random) 
     if seen is None:
         return
     symbols = [s.strip() for s in settings.demo_symbols.split(",")]
-    free = [s for s in symbols if s not in seen.positions and seen.mark(s)]
+    last_exec = ctx.redis.mget([keys.cooldown_last_exec(s) for s in symbols])
+    rested_before_ms = int(time.time() * 1000 - settings.demo_rest_sec * 1000)
+    free = [s for s, last in zip(symbols, last_exec)
+            if s not in seen.positions and seen.mark(s) and int(last or 0) < rested_before_ms]
     if not free:
         return
     symbol = rng.choice(free)
@@ -61,15 +64,5 @@ def tick(ctx: daemon.DaemonContext, settings: DemoSettings, rng: random.Random) 
 def main() -> int:
     settings = load_settings(DemoSettings)
     ctx = daemon.start(NAME, settings)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     rng = random.Random(settings.demo_seed)
-    liveness = Liveness(ctx.redis, NAME, settings.consumer_name(NAME))
-    liveness.ready()
-    while not stopping.wait(settings.demo_interval_sec):
-        tick(ctx, settings, rng)
-        liveness.beat()
-    liveness.stopping()
-    ctx.log.info("daemon_stopped")
-    return 0
+    return daemon.run_timer(ctx, settings.demo_interval_sec, lambda: tick(ctx, settings, rng))

@@ -26,8 +26,9 @@ from shared import fleet, keys
 from shared.exchange.sim_defaults import SIM_DEFAULT_HOST, SIM_DEFAULT_PORT
 from shared.logging import redact_text
 from shared.redis_conn import RedisUnavailable, connect_checked
-from shared.redis_server import EmbeddedRedis
+from shared.redis_server import EmbeddedRedis, port_is_free
 
+DEFAULT_REDIS_PORT = 6379
 STOP_TIMEOUT_S = 10.0
 READY_TIMEOUT_S = 20.0
 
@@ -93,7 +94,11 @@ class Stack:
         self._print_table()
 
     def _start_embedded_redis(self) -> str:
-        self.redis_server = EmbeddedRedis(data_dir=tempfile.mkdtemp(prefix="quantum-up-redis-")).start()
+        # The default port when free, so `quantum plan/status` in another terminal need no flags.
+        port = DEFAULT_REDIS_PORT if port_is_free(DEFAULT_REDIS_PORT) else 0
+        self.redis_server = EmbeddedRedis(data_dir=tempfile.mkdtemp(prefix="quantum-up-redis-"), port=port).start()
+        if not port:
+            print(f"port {DEFAULT_REDIS_PORT} is taken: for the quantum CLI, export REDIS_URL={self.redis_server.url}")
         return self.redis_server.url
 
     def _connect(self) -> redis.Redis:
@@ -180,7 +185,7 @@ def _metrics_url(spec: fleet.DaemonSpec) -> str:
 
 
 def format_result(fields: dict[str, str]) -> str:
-    stamp = time.strftime("%H:%M:%S")
+    stamp = time.strftime("%H:%M:%S", time.localtime(int(fields.get("ts_ms") or time.time() * 1000) / 1000))
     what = f"{fields.get('symbol', '?')} {fields.get('side', '?')} {fields.get('qty', '?')}"
     if fields.get("executed") == "true":
         return (f"{stamp} FILLED   {what:<28} @ {fields.get('avg_price', '?')} order {fields.get('order_id')}"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -84,6 +86,27 @@ def install_signal_handlers(consumer: StreamConsumer) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def run_timer(ctx: DaemonContext, interval_s: float, tick: Callable[[], None]) -> int:
+    """A timer-driven daemon's loop: tick every interval until SIGTERM; liveness after each tick.
+
+    A Redis outage skips ticks (logged) rather than ending the daemon; the next tick starts afresh.
+    """
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    liveness = Liveness(ctx.redis, ctx.name, ctx.settings.consumer_name(ctx.name))
+    liveness.ready()
+    while not stopping.wait(interval_s):
+        try:
+            tick()
+            liveness.beat()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            ctx.log.warning("redis_unavailable", error=exc.__class__.__name__)
+    liveness.stopping()
+    ctx.log.info("daemon_stopped")
+    return 0
 
 
 def run(ctx: DaemonContext, consumer: StreamConsumer) -> int:

@@ -1,0 +1,64 @@
+"""The operator's commands against `quantum up`, as run from a second terminal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shared.redis_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def quantum(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shared.cli.main", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def wait_until_all_up(env: dict[str, str], up: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert up.poll() is None, up.stdout.read() if up.stdout else "quantum up exited"
+        status = quantum("status", env=env).stdout
+        if "DOWN" not in status and "STALE" not in status and "DAEMON" in status:
+            return
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+
+
+def test_plan_open_prints_a_fill_and_status_shows_it(redis_url, r, tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url, "EXCHANGE_SIM_PORT": str(free_port()),
+           "METRICS_ENABLED": "false"}
+    env.pop("EXCHANGE_SIM_URL", None)
+    up = subprocess.Popen([sys.executable, "-m", "shared.cli.main", "up", "--no-demo", "--log-dir", str(tmp_path)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_all_up(env, up)
+
+        opened = quantum("plan", "open", "BTCUSDT", "BUY", "0.002", env=env)
+        status = quantum("status", env=env)
+        deadline = time.monotonic() + 10
+        while "BTCUSDT       0.002" not in status.stdout and time.monotonic() < deadline:
+            time.sleep(0.3)  # the exchange snapshot refreshes every second
+            status = quantum("status", env=env)
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = up.wait(timeout=60)
+
+    assert opened.returncode == 0, opened.stdout + opened.stderr
+    assert "FILLED   BTCUSDT BUY 0.002" in opened.stdout
+    assert "BTCUSDT       0.002" in status.stdout and "FILLED   BTCUSDT BUY 0.002" in status.stdout
+    assert code == 0
+
+
+def test_the_cli_says_clearly_when_redis_is_unreachable() -> None:
+    env = {**os.environ, "REDIS_URL": "redis://:pw-not-shown@127.0.0.1:1/0"}
+
+    done = quantum("status", env=env)
+
+    assert done.returncode == 1
+    assert "cannot reach Redis" in done.stderr and "pw-not-shown" not in done.stderr
