@@ -36,6 +36,8 @@ class Group:
 
 # Trading-state keys (contract).
 KILL = "quantum:kill"
+# "1" forces dry run fleet-wide at once, whatever APPLY_MODE says (it can only make things safer).
+FORCE_DRY_RUN = "quantum:apply:dry_run"
 GOVERNOR_EXECUTION = "quantum:governor:execution"
 MODE = "quantum:mode"
 

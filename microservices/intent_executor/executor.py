@@ -30,7 +30,7 @@ from shared.permits import PermitKind
 from shared.runtime.consumer import Entry
 from shared.runtime.exchange import ExchangeAccess
 from shared.schema import P32Permit, P33Permit, Plan, Reason
-from shared.trading_state import TradingState, read_switches
+from shared.trading_state import Switches, TradingState, read_switches
 
 CLAIM_TTL_S = 60
 
@@ -117,24 +117,17 @@ class Executor:
         return p32, p33
 
     def _execute(self, plan: Plan, client_order_id: str, p32: P32Permit, p33: P33Permit) -> outcomes.Outcome:
-        halted = self._trading_state_refusal(plan)
+        kill, execution, forced_dry_run = self.r.mget(keys.KILL, keys.GOVERNOR_EXECUTION, keys.FORCE_DRY_RUN)
+        halted = _trading_state_refusal(plan, read_switches(kill, execution))
         if halted is not None:
             return outcomes.refused(plan, halted, {"checked": "at send time"}, p32, p33)
         sized = self._size(plan, p33, p32)
         if isinstance(sized, Refused):
             return outcomes.refused(plan, sized.reason, sized.detail, p32, p33)
-        if self.settings.apply_mode is ApplyMode.DRY_RUN:
+        if self.settings.apply_mode is ApplyMode.DRY_RUN or _forced(forced_dry_run):
             detail = {"would_send": f"{plan.side.value} {sized.qty} {plan.symbol} reduceOnly={str(plan.is_close).lower()}"}
             return outcomes.refused(plan, Reason.DRY_RUN, detail, p32, p33, qty=sized.qty)
         return self._send(plan, client_order_id, sized, p32, p33)
-
-    def _trading_state_refusal(self, plan: Plan) -> Reason | None:
-        switches = read_switches(*self.r.mget(keys.KILL, keys.GOVERNOR_EXECUTION))
-        if switches.trading is TradingState.HALTED:
-            return Reason.KILL_SWITCH
-        if switches.trading is TradingState.REDUCING and not plan.is_close:
-            return Reason.EXECUTION_DISABLED
-        return None
 
     def _size(self, plan: Plan, p33: P33Permit, p32: P32Permit) -> Sized | Refused:
         rules = self.exchange.filters.find(plan.symbol)
@@ -189,6 +182,19 @@ class Executor:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+
+def _trading_state_refusal(plan: Plan, switches: Switches) -> Reason | None:
+    if switches.trading is TradingState.HALTED:
+        return Reason.KILL_SWITCH
+    if switches.trading is TradingState.REDUCING and not plan.is_close:
+        return Reason.EXECUTION_DISABLED
+    return None
+
+
+def _forced(raw: str | None) -> bool:
+    """Any value but an explicit off forces dry run: an unreadable switch fails safe."""
+    return raw is not None and raw.strip().lower() not in ("0", "false", "no", "off", "")
 
 
 def _strings(context: dict) -> dict[str, str]:

@@ -23,6 +23,11 @@ def register(commands: Any) -> None:
     add_redis_argument(execution)
     execution.set_defaults(run=_guard(run_execution))
 
+    dry_run = commands.add_parser("dry-run", help="force dry run fleet-wide at once (quantum:apply:dry_run), or lift it")
+    dry_run.add_argument("state", choices=["on", "off"])
+    add_redis_argument(dry_run)
+    dry_run.set_defaults(run=_guard(run_dry_run))
+
     plan = commands.add_parser("plan", help="send one MARKET plan and print its result")
     plan.add_argument("kind", choices=["open", "close"], help="close sends reduceOnly=true")
     plan.add_argument("symbol")
@@ -59,6 +64,17 @@ def run_execution(args: argparse.Namespace) -> int:
     else:
         client.set(keys.GOVERNOR_EXECUTION, "DISABLED")
         print("execution DISABLED: reduce-only, closes still pass")
+    return 0
+
+
+def run_dry_run(args: argparse.Namespace) -> int:
+    client = redis_from(args)
+    if args.state == "on":
+        client.set(keys.FORCE_DRY_RUN, "1")
+        print("dry run FORCED: every plan runs the gates and nothing is sent")
+    else:
+        client.delete(keys.FORCE_DRY_RUN)
+        print("dry run lifted: APPLY_MODE decides again")
     return 0
 
 

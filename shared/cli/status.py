@@ -61,11 +61,12 @@ def daemons(client: redis.Redis) -> list[str]:
 
 
 def trading_state(client: redis.Redis) -> list[str]:
-    kill, execution, mode, disarmed = client.mget(keys.KILL, keys.GOVERNOR_EXECUTION, keys.MODE, keys.GOVERNOR_DISARMED)
+    kill, execution, mode, disarmed, forced = client.mget(
+        keys.KILL, keys.GOVERNOR_EXECUTION, keys.MODE, keys.GOVERNOR_DISARMED, keys.FORCE_DRY_RUN)
     lines = ["TRADING STATE",
              f"  kill switch      {'ON (halted)' if kill == '1' else 'off'}",
              f"  execution        {execution or 'ENABLED'}{' (reduce-only)' if execution == 'DISABLED' else ''}",
-             f"  mode             {mode or 'unknown'}"]
+             f"  mode             {mode or 'unknown'}{' (dry run FORCED by quantum:apply:dry_run)' if forced else ''}"]
     if disarmed:
         lines.append(f"  auto-disarmed    {disarmed}")
     mismatches = [keys.symbol_from_key(k) for k in client.scan_iter(keys.reconcile_mismatch_pattern(), count=200)]

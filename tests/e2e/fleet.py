@@ -17,6 +17,7 @@ from pathlib import Path
 import redis
 
 from shared import fleet, keys
+from shared.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 30.0
@@ -37,6 +38,7 @@ class Fleet:
         self.client = redis.Redis.from_url(redis_url, decode_responses=True)
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen] = {}
+        self.metrics_ports: dict[str, int] = {}
         self.env = {
             **os.environ, **exchange_env, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url, "APPLY_MODE": "testnet",
             "METRICS_PORT": "0", "STREAM_BLOCK_MS": "200", "STREAM_CLAIM_IDLE_MS": "3000", "P33_POLL_SEC": "0.2",
@@ -44,11 +46,16 @@ class Fleet:
             "PYTHONUNBUFFERED": "1", **overrides,
         }
 
-    def start(self, *names: str) -> "Fleet":
+    def start(self, *names: str, metrics: bool = False) -> "Fleet":
+        """Start daemons; with metrics=True each serves /metrics on its own free port (self.metrics_ports)."""
         for name in names:
             spec = fleet.by_name(name)
+            env = dict(self.env)
+            if metrics:
+                self.metrics_ports[name] = free_port()
+                env["METRICS_PORT"] = str(self.metrics_ports[name])
             log = open(self.log_dir / f"{name}.log", "ab")
-            self.processes[name] = subprocess.Popen([sys.executable, "-m", spec.module], env=self.env, stdout=log,
+            self.processes[name] = subprocess.Popen([sys.executable, "-m", spec.module], env=env, stdout=log,
                                                     stderr=subprocess.STDOUT)
         self.wait_ready(names)
         return self

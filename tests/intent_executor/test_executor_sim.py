@@ -227,3 +227,25 @@ def test_a_503_on_submit_is_resolved_by_client_order_id_never_by_resending(r, ac
     assert len(orders_for(sim, "fault-1")) == orders
     if executed == "true":
         assert result["order_id"] == str(orders_for(sim, "fault-1")[0]["orderId"])
+
+
+@pytest.mark.parametrize("value", ["1", "true", "garbage"])
+def test_the_fleet_wide_dry_run_switch_stops_sending_at_once(r, access, sim, value) -> None:
+    grant(r, "forced-1")
+    r.set(keys.FORCE_DRY_RUN, value)
+    plan(r, "forced-1", "BUY", "0.002")
+
+    run_executor(r, access)
+
+    assert the_result(r, "forced-1")["reason"] == "dry_run"
+    assert orders_for(sim, "forced-1") == []
+
+
+def test_the_dry_run_switch_set_to_0_lets_orders_through(r, access, sim) -> None:
+    grant(r, "unforced-1")
+    r.set(keys.FORCE_DRY_RUN, "0")
+    plan(r, "unforced-1", "BUY", "0.002")
+
+    run_executor(r, access)
+
+    assert the_result(r, "unforced-1")["executed"] == "true"
