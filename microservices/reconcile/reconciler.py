@@ -19,17 +19,20 @@ from prometheus_client import Counter, Gauge
 from microservices.reconcile.decide import Observation, Verdict, decide
 from microservices.reconcile.settings import ReconcileSettings
 from shared import keys, ledger
+from shared import snapshot as exchange_snapshot
 from shared.exchange.errors import ExchangeError
 from shared.exchange.models import Position
 from shared.logging import get_logger
 from shared.runtime.consumer import Entry
 from shared.runtime.exchange import ExchangeAccess
 from shared.schema import PlanResult, format_decimal
+from shared.snapshot import ExchangeSnapshot
 
 HEALS = Counter("quantum_reconcile_heals_total", "Ledger entries healed from the exchange", ["kind"])
 MISMATCHES = Gauge("quantum_reconcile_mismatches", "Symbols whose ledger and exchange disagree now")
 PASSES = Counter("quantum_reconcile_passes_total", "Reconcile passes by outcome", ["outcome"])
 ZERO = Decimal(0)
+POSITIONS_WEIGHT = 5
 
 
 class Reconciler:
@@ -41,27 +44,52 @@ class Reconciler:
         self.clock = clock
         self.log = get_logger(component="reconcile")
         self._due_at = 0.0
+        self._last_result_ms = 0
+        self._result_unseen = False
 
     def on_result(self, result: PlanResult, entry: Entry) -> None:
-        self._due_at = 0.0  # a result may have moved a position: compare at once
+        # A result may have moved a position: compare as soon as the exchange view postdates it.
+        self._last_result_ms = max(self._last_result_ms, int(entry.entry_id.split("-")[0]))
+        self._result_unseen = True
 
     def tick(self) -> None:
         now = self.clock()
-        if now >= self._due_at:
+        if now >= self._due_at or (self._result_unseen and self._fresh_snapshot() is not None):
             self._due_at = now + self.settings.reconcile_interval_sec
             self.run_pass()
 
     def run_pass(self) -> None:
-        try:
-            positions = self._exchange_positions()
-        except ExchangeError as exc:
-            PASSES.labels(outcome="exchange_error").inc()
-            self.log.warning("reconcile_skipped", error=exc.message)
+        positions = self._positions()
+        if positions is None:
             return
+        self._result_unseen = False
         symbols = set(positions) | self._ledger_symbols()
         disagreeing = sum(not self._reconcile_symbol(symbol, positions.get(symbol)) for symbol in sorted(symbols))
         MISMATCHES.set(disagreeing)
         PASSES.labels(outcome="done").inc()
+
+    def _positions(self) -> dict | None:
+        """Exchange positions newer than the last result: the fleet's snapshot when it is, else a
+        fetch of our own when the weight budget allows, else nothing this pass."""
+        seen = self._fresh_snapshot()
+        if seen is not None:
+            return dict(seen.positions)
+        if not self.access.client.can_spend(POSITIONS_WEIGHT):
+            PASSES.labels(outcome="weight_budget").inc()
+            return None
+        try:
+            return self._exchange_positions()
+        except ExchangeError as exc:
+            PASSES.labels(outcome="exchange_error").inc()
+            self.log.warning("reconcile_skipped", error=exc.message)
+            return None
+
+    def _fresh_snapshot(self) -> ExchangeSnapshot | None:
+        seen = exchange_snapshot.read(self.r)
+        now_ms = int(self.clock() * 1000)
+        if seen is None or seen.age_s(now_ms) > self.settings.reconcile_snapshot_max_age_sec:
+            return None
+        return seen if seen.fetched_at_ms > self._last_result_ms else None
 
     def _exchange_positions(self) -> dict[str, Position]:
         by_symbol: dict[str, Position] = {}

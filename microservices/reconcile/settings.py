@@ -12,3 +12,4 @@ class ReconcileSettings(CommonSettings):
     reconcile_interval_sec: float = Field(default=2.0, gt=0)
     reconcile_grace_sec: float = Field(default=5.0, ge=0)
     reconcile_tolerance_steps: int = Field(default=1, ge=0)
+    reconcile_snapshot_max_age_sec: float = Field(default=3.0, gt=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared.cli import control, flatten, status, tail, up
+from shared.cli import control, flatten, proof, status, tail, up
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     control.register(commands)
     status.register(commands)
     tail.register(commands)
+    proof.register(commands)
     return parser
 
 

@@ -99,6 +99,7 @@ class ExchangeClient:
         self._settings = settings
         self._client = binance_client if binance_client is not None else build_binance_client(settings)
         self._secrets = (settings.api_key.get_secret_value(), settings.api_secret.get_secret_value())
+        self._used_weight: int | None = None
 
     def __repr__(self) -> str:
         return f"ExchangeClient({self._settings.describe()})"
@@ -197,10 +198,27 @@ class ExchangeClient:
             return call()
         except ExchangeError as exc:
             error = self._startup_error(step, f"{type(exc).__name__}: {exc}")
+            error.retryable = exc.retryable
         raise error
 
     def _startup_error(self, step: str, detail: str) -> ExchangeStartupError:
         return ExchangeStartupError(self.target.value, step, sanitize(f"url={self.root_url} {detail}", self._secrets))
+
+    @property
+    def used_weight(self) -> int | None:
+        """The exchange's X-MBX-USED-WEIGHT-1M from the last answer: the whole IP's use, all daemons."""
+        return self._used_weight
+
+    def can_spend(self, weight: int, reserve: float = 0.25) -> bool:
+        """Whether a request of this weight keeps `reserve` of the limit free for orders and lookups."""
+        used = self._used_weight or 0
+        return used + weight <= self._settings.weight_limit_1m * (1 - reserve)
+
+    def _note_weight(self) -> None:
+        headers = getattr(getattr(self._client, "response", None), "headers", None)
+        header = headers.get("X-MBX-USED-WEIGHT-1M") if isinstance(headers, Mapping) else None
+        if isinstance(header, str) and header.isdigit():
+            self._used_weight = int(header)
 
     def _request(
         self, operation: str, call: Callable[..., Any], parse: Callable[[Any], T],
@@ -209,8 +227,10 @@ class ExchangeClient:
         try:
             payload = call(**params)
         except LIBRARY_ERRORS as exc:
+            self._note_weight()
             error = translate(exc, operation, side_effect, self._secrets)
         else:
+            self._note_weight()
             return self._parse(operation, parse, payload, side_effect)
         # Raised outside the except block so no __context__ keeps the library's signed URL.
         raise error

@@ -93,6 +93,8 @@ class ExchangeSettings(BaseSettings):
     credentials_directory: Path | None = _env("CREDENTIALS_DIRECTORY", default=None)
     request_timeout_s: float = _env("EXCHANGE_REQUEST_TIMEOUT_S", default=5.0, gt=0, le=120)
     filters_refresh_s: float = _env("EXCHANGE_FILTERS_REFRESH_S", default=300.0, gt=0)
+    weight_limit_1m: int = _env("EXCHANGE_WEIGHT_LIMIT_1M", default=2400, gt=0)
+    startup_wait_s: float = _env("EXCHANGE_STARTUP_WAIT_S", default=60.0, ge=0)
 
     _target: Target = PrivateAttr(default=Target.SIMULATOR)
     _api_key: SecretStr = PrivateAttr(default=SecretStr(""))

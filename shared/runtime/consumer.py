@@ -68,6 +68,7 @@ class _State:
     stopping: threading.Event = field(default_factory=threading.Event)
     idle: bool = False
     last_housekeeping: float = float("-inf")
+    redrain: bool = False  # after a Redis error: re-read our own pending entries first
 
 
 class StreamConsumer(Generic[T]):
@@ -112,7 +113,8 @@ class StreamConsumer(Generic[T]):
         processed = self._drain_own_pending()
         while not self._state.stopping.is_set():
             try:
-                done = self._claim_idle() + self._read_new(block_ms=None if burst else self.config.block_ms)
+                done = self._redrain() + self._claim_idle() + self._read_new(block_ms=None if burst else self.config.block_ms)
+                self._tick()
             except Shutdown:
                 break
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -125,7 +127,6 @@ class StreamConsumer(Generic[T]):
                 self.ensure_group()
                 continue
             processed += done
-            self._tick()
             if burst and done == 0:
                 break
         return processed
@@ -133,7 +134,15 @@ class StreamConsumer(Generic[T]):
     def _survive_redis_error(self, exc: Exception) -> None:
         metrics.REDIS_ERRORS.labels(**self._labels).inc()
         self.log.warning("redis_unavailable", error=exc.__class__.__name__)
+        self._state.redrain = True
         self._state.stopping.wait(1.0)
+
+    def _redrain(self) -> int:
+        if not self._state.redrain:
+            return 0
+        processed = self._drain_own_pending()
+        self._state.redrain = False
+        return processed
 
     def _drain_own_pending(self) -> int:
         processed = 0
@@ -239,11 +248,20 @@ class StreamConsumer(Generic[T]):
         if self.on_progress is not None:
             self.on_progress()
         if self.on_tick is not None:
-            self.on_tick()
+            self._run_tick()
         now = self.monotonic()
         if now - self._state.last_housekeeping >= self.config.housekeeping_every_s:
             self._state.last_housekeeping = now
             self._housekeeping()
+
+    def _run_tick(self) -> None:
+        try:
+            self.on_tick()
+        except (Shutdown, redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception:  # a failing periodic task must not end the loop that serves plans
+            metrics.HANDLER_ERRORS.labels(**self._labels).inc()
+            self.log.exception("tick_failed")
 
     def _housekeeping(self) -> None:
         state = maintenance.group_state(self.client, self.config.stream, self.config.group)

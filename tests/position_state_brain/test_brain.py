@@ -96,7 +96,7 @@ def test_a_close_right_after_an_open_sees_the_new_position(r, brain, exchange):
 
     assert (before.allow, before.reason) == (False, Reason.NO_POSITION)
     assert (after.allow, after.reason, after.safe_qty) == (True, Reason.SANITY_CHECKS_PASSED, D("0.002"))
-    assert sorted(seen) == ["GET /fapi/v1/premiumIndex", "GET /fapi/v3/positionRisk"]
+    assert seen == ["GET /fapi/v3/positionRisk"]  # on demand: positions only (weight 5); marks stay on the schedule
 
 
 def test_no_refresh_when_the_snapshot_is_newer_than_the_last_order(r, brain, exchange):

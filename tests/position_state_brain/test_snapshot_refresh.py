@@ -125,3 +125,45 @@ def test_the_age_gauge_reports_infinity_before_the_first_snapshot(r, exchange):
 
     assert before == float("inf")
     assert after == 0.0
+
+
+class Budget:
+    """An exchange client stand-in that reports whether its weight budget allows a request."""
+
+    def __init__(self, exchange, affordable: bool):
+        self.exchange = exchange
+        self.affordable = affordable
+
+    def can_spend(self, weight: int) -> bool:
+        return self.affordable
+
+    def positions(self):
+        return self.exchange.positions()
+
+    def mark_prices(self):
+        return self.exchange.mark_prices()
+
+
+def test_a_scheduled_refresh_yields_to_orders_when_the_weight_budget_is_low(r, exchange) -> None:
+    clock = FakeClock(1_800_000_000.0)
+    keeper = SnapshotKeeper(Budget(exchange, affordable=True), r, poll_s=1.0, clock=clock, must_refresh_after_s=5.0)
+    assert keeper.maybe_refresh()
+    keeper.exchange.affordable = False
+
+    clock.advance(1.5)
+    skipped = keeper.maybe_refresh()
+    clock.advance(4.0)
+    forced = keeper.maybe_refresh()
+
+    assert (skipped, forced) == (False, True)
+
+
+def test_on_demand_refreshes_are_paced_by_the_minimum_gap(r, exchange) -> None:
+    clock = FakeClock(1_800_000_000.0)
+    waits: list[float] = []
+    keeper = SnapshotKeeper(exchange, r, poll_s=1.0, clock=clock, min_refresh_gap_s=0.25, wait=waits.append)
+    keeper.refresh()
+
+    keeper.refresh_if_older_than(int(clock() * 1000) + 1)
+
+    assert waits == [0.25]

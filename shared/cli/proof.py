@@ -1,0 +1,316 @@
+"""`quantum proof`: end-to-end execution proof through the real fleet.
+
+Injects small test opens into apply.plan, waits for each plan's result, confirms every
+executed order on the exchange by its client order id, optionally closes them again with
+reduce-only plans, and writes a machine-readable proof. ops/verify_execution_e2e.py runs
+the same code, so both print the same lines. Exit 0 only when every plan executed and
+every order was confirmed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from shared import keys
+from shared.cli.common import CommandError, fail, redis_from, wait_for_results
+from shared.exchange.client import ExchangeClient
+from shared.exchange.errors import ExchangeError, ExchangeSettingsError
+from shared.exchange.models import OrderResult
+from shared.exchange.target import load_exchange_settings
+from shared.logging import redact_text
+from shared.schema.fields import format_decimal
+from shared.settings import DEFAULT_REDIS_URL
+
+DEFAULT_OUT = "/tmp/execution_proof.json"
+DEFAULT_COUNT = 3
+# Opens that clear each symbol's minimum notional (simulator and Binance filters) with margin,
+# and stay far below the governor's default per-trade cap of 200 USDT.
+TEST_OPENS: tuple[tuple[str, str], ...] = (
+    ("BTCUSDT", "0.002"), ("ETHUSDT", "0.01"), ("TRXUSDT", "100"),
+    ("LINKUSDT", "2"), ("AVAXUSDT", "2"), ("NEARUSDT", "20"),
+)
+# An order the exchange refused or dropped proves nothing.
+DEAD_ORDER_STATUSES = frozenset({"REJECTED", "EXPIRED", "CANCELED", "EXPIRED_IN_MATCH"})
+FLEET_ENV_FILE = "/etc/quantum/common.env"
+FLEET_CREDENTIALS_DIR = "/etc/quantum/credentials"
+
+
+@dataclass
+class TestPlan:
+    plan_id: str
+    symbol: str
+    side: str
+    qty: str
+    reduce_only: bool
+    message_id: str = ""
+
+    def fields(self) -> dict[str, str]:
+        return {"plan_id": self.plan_id, "decision": "EXECUTE", "symbol": self.symbol, "side": self.side,
+                "type": "MARKET", "qty": self.qty, "reduceOnly": "true" if self.reduce_only else "false",
+                "source": "execution_proof"}
+
+
+@dataclass
+class Proof:
+    verified: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    planned: int = 0
+
+    def fail(self, plan: TestPlan, stage: str, reason: str, detail: str = "") -> None:
+        self.failures.append({"plan_id": plan.plan_id, "symbol": plan.symbol, "stage": stage,
+                              "reason": reason, "detail": detail})
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("proof", help="inject test plans, confirm their orders on the exchange, write a proof")
+    add_proof_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def add_proof_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--count", type=int, default=DEFAULT_COUNT,
+                        help=f"test opens to inject, 1..{len(TEST_OPENS)} (default {DEFAULT_COUNT})")
+    parser.add_argument("--plan", action="append", default=[], metavar="SYMBOL:QTY",
+                        help="a test open to use instead of the built-in ones (repeatable)")
+    parser.add_argument("--close", action="store_true", help="close the test positions again with reduce-only plans")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"proof file (default {DEFAULT_OUT}; '-' prints it to stdout)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the results (default 30)")
+    parser.add_argument("--redis-url", default=None,
+                        help=f"Redis to talk to (default: REDIS_URL, else from {FLEET_ENV_FILE}, else {DEFAULT_REDIS_URL})")
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Entry point of ops/verify_execution_e2e.py: the command without the `quantum` front."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    add_proof_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    # With --out - the proof owns stdout, so the narration moves to stderr.
+    say = _printer(sys.stderr if args.out == "-" else sys.stdout)
+    load_fleet_env()
+    args.redis_url = args.redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    try:
+        opens = requested_opens(args.plan, args.count)
+        client = redis_from(args)
+        exchange = ExchangeClient(load_exchange_settings())
+        return prove(client, exchange, opens, args, say)
+    except (CommandError, ExchangeSettingsError) as exc:
+        return fail(str(exc))
+    except (ExchangeError, redis.RedisError) as exc:
+        return fail(redact_text(f"{type(exc).__name__}: {exc}"))
+
+
+def _printer(stream: Any) -> Callable[[str], None]:
+    return lambda line: print(line, file=stream, flush=True)
+
+
+def requested_opens(plans: list[str], count: int) -> list[tuple[str, str]]:
+    if plans:
+        return [_parse_plan(text) for text in plans]
+    if not 1 <= count <= len(TEST_OPENS):
+        raise CommandError(f"--count must be 1..{len(TEST_OPENS)} (or name the opens with --plan SYMBOL:QTY)")
+    return list(TEST_OPENS)
+
+
+def _parse_plan(text: str) -> tuple[str, str]:
+    symbol, _, qty = text.partition(":")
+    try:
+        valid = symbol.isalnum() and Decimal(qty) > 0
+    except ArithmeticError:
+        valid = False
+    if not valid:
+        raise CommandError(f"--plan wants SYMBOL:QTY such as BTCUSDT:0.002, got {text!r}")
+    return symbol.upper(), qty
+
+
+def prove(client: redis.Redis, exchange: ExchangeClient, opens: list[tuple[str, str]], args: argparse.Namespace,
+          say: Callable[[str], None]) -> int:
+    mode = client.get(keys.MODE) or "unknown"
+    endpoint = f"{exchange.root_url}/fapi"
+    say(f"Redis: {redact_text(args.redis_url)}")
+    say(f"Exchange: {exchange.target.value} {endpoint} (fleet mode {mode})")
+    proof = Proof()
+    stamp = int(time.time() * 1000)
+    chosen = choose_opens(exchange, opens, len(opens) if args.plan else args.count, say)
+    batch = [TestPlan(f"proof-{stamp}-{n}", symbol, "BUY", qty, False) for n, (symbol, qty) in enumerate(chosen, 1)]
+    opened = run_batch(client, exchange, batch, "test plans", "orders", args.timeout, proof, say)
+    if args.close and opened:
+        closes = [close_plan_for(order) for order in opened]
+        run_batch(client, exchange, closes, "close plans (reduce-only)", "close orders", args.timeout, proof, say)
+    document = proof_document(proof, mode, exchange, endpoint)
+    save_proof(document, args.out, say)
+    return 0 if document["ok"] else 1
+
+
+def choose_opens(exchange: ExchangeClient, opens: list[tuple[str, str]], count: int,
+                 say: Callable[[str], None]) -> list[tuple[str, str]]:
+    """The first `count` opens on symbols without a position: P3.3 denies an open on an open position."""
+    held = {position.symbol for position in exchange.positions()}
+    chosen = []
+    for symbol, qty in opens:
+        if len(chosen) == count:
+            break
+        if symbol in held:
+            say(f"Skipping {symbol}: a position is open there (P3.3 denies opens on an open position)")
+        else:
+            chosen.append((symbol, qty))
+    if not chosen:
+        raise CommandError("every test symbol has an open position; close one or name others with --plan SYMBOL:QTY")
+    return chosen
+
+
+def run_batch(client: redis.Redis, exchange: ExchangeClient, batch: list[TestPlan], what: str, orders: str,
+              timeout: float, proof: Proof, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Inject, wait, verify; the verified orders of this batch."""
+    since = inject(client, batch)
+    proof.planned += len(batch)
+    say(f"Injected {len(batch)} {what}")
+    for plan in batch:
+        say(f"  {plan.plan_id}  {plan.side} {plan.qty} {plan.symbol} reduceOnly={str(plan.reduce_only).lower()}"
+            f"  message {plan.message_id}")
+    results = wait_for_results(client, [plan.plan_id for plan in batch], timeout, since)
+    verified = [order for plan in batch if (order := check_plan(exchange, plan, results.get(plan.plan_id), timeout,
+                                                                 proof, say)) is not None]
+    proof.verified.extend(verified)
+    say(f"{len(verified)}/{len(batch)} {orders} verified on the exchange")
+    return verified
+
+
+def inject(client: redis.Redis, batch: list[TestPlan]) -> str:
+    """XADD every plan; returns the result-stream id to read results from."""
+    since = _last_result_id(client)
+    for plan in batch:
+        plan.message_id = client.xadd(keys.Stream.APPLY_PLAN, plan.fields())
+    return since
+
+
+def _last_result_id(client: redis.Redis) -> str:
+    """Results are read from here on, so a result that lands before we start waiting is not missed."""
+    if not client.exists(keys.Stream.APPLY_RESULT):
+        return "0"
+    return client.xinfo_stream(keys.Stream.APPLY_RESULT)["last-generated-id"]
+
+
+def check_plan(exchange: ExchangeClient, plan: TestPlan, result: dict[str, str] | None, timeout: float, proof: Proof,
+               say: Callable[[str], None]) -> dict[str, Any] | None:
+    if result is None:
+        say(f"  FAILED   {plan.plan_id}: no result within {timeout:g}s (is the fleet running? `quantum status`)")
+        proof.fail(plan, "result", "no_result", f"no result within {timeout:g}s")
+        return None
+    if result.get("executed") != "true":
+        say(f"  REFUSED  {plan.plan_id}: {result.get('reason')}: {result.get('detail', '')}")
+        proof.fail(plan, "result", result.get("reason") or "not_executed", result.get("detail", ""))
+        return None
+    say(f"  FILLED   {plan.plan_id}: order {result.get('order_id')} {result.get('filled_qty')} @ {result.get('avg_price')}")
+    return verify_order(exchange, plan, result, proof, say)
+
+
+def verify_order(exchange: ExchangeClient, plan: TestPlan, result: dict[str, str], proof: Proof,
+                 say: Callable[[str], None]) -> dict[str, Any] | None:
+    client_order_id = result.get("client_order_id") or ""
+    try:
+        order = exchange.get_order(plan.symbol, client_order_id)
+    except (ExchangeError, ValueError) as exc:
+        return _unverified(plan, proof, say, "exchange_error", redact_text(str(exc)))
+    problem = order_problem(order, result)
+    if problem is not None:
+        return _unverified(plan, proof, say, *problem)
+    say(f"  verified {order.symbol} orderId={order.order_id} clientOrderId={order.client_order_id} "
+        f"status={order.status} executedQty={format_decimal(order.executed_qty)} avgPrice={format_decimal(order.avg_price)}")
+    return order_entry(order, plan)
+
+
+def order_problem(order: OrderResult | None, result: dict[str, str]) -> tuple[str, str] | None:
+    """Why the exchange's order does not confirm the result, or None when it does."""
+    if order is None:
+        return "order_not_found", f"no order with clientOrderId {result.get('client_order_id')} on the exchange"
+    if str(order.order_id) != result.get("order_id"):
+        return "order_id_mismatch", f"result says {result.get('order_id')}, exchange says {order.order_id}"
+    if order.status in DEAD_ORDER_STATUSES:
+        return "order_not_live", f"exchange status {order.status}"
+    return None
+
+
+def _unverified(plan: TestPlan, proof: Proof, say: Callable[[str], None], reason: str, detail: str) -> None:
+    say(f"  FAILED   {plan.plan_id}: {reason}: {detail}")
+    proof.fail(plan, "exchange", reason, detail)
+    return None
+
+
+def order_entry(order: OrderResult, plan: TestPlan) -> dict[str, Any]:
+    return {"symbol": order.symbol, "orderId": order.order_id, "clientOrderId": order.client_order_id,
+            "side": order.side.value, "status": order.status, "executedQty": format_decimal(order.executed_qty),
+            "avgPrice": format_decimal(order.avg_price), "reduceOnly": plan.reduce_only,
+            "timestamp": order.update_time_ms, "plan_id": plan.plan_id, "message_id": plan.message_id}
+
+
+def close_plan_for(order: dict[str, Any]) -> TestPlan:
+    side = "SELL" if order["side"] == "BUY" else "BUY"
+    return TestPlan(f"{order['plan_id']}-close", order["symbol"], side, order["executedQty"], True)
+
+
+def proof_document(proof: Proof, mode: str, exchange: ExchangeClient, endpoint: str) -> dict[str, Any]:
+    return {
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "mode": mode,
+        "target": exchange.target.value,
+        "endpoint": endpoint,
+        "stream": keys.Stream.APPLY_PLAN,
+        "result_stream": keys.Stream.APPLY_RESULT,
+        "plans_injected": proof.planned,
+        "verified_orders": proof.verified,
+        "failures": proof.failures,
+        "ok": not proof.failures and len(proof.verified) == proof.planned,
+    }
+
+
+def save_proof(document: dict[str, Any], out: str, say: Callable[[str], None]) -> None:
+    text = json.dumps(document, indent=2) + "\n"
+    if out == "-":
+        sys.stdout.write(text)
+        return
+    path = Path(out)
+    path.write_text(text, encoding="utf-8")
+    say(f"Proof saved to: {path}")
+
+
+def load_fleet_env(path: str | None = None) -> None:
+    """Read the fleet's common.env as systemd gives it to the daemons, without overriding what is set.
+
+    An ops script run over ssh has no systemd environment; this gives it the same Redis and
+    exchange settings as the fleet it checks. Explicitly set variables win.
+    """
+    env_file = Path(path or os.environ.get("QUANTUM_ENV_FILE", FLEET_ENV_FILE))
+    if env_file.is_file() and os.access(env_file, os.R_OK):
+        for name, value in parse_env_file(env_file.read_text(encoding="utf-8")).items():
+            os.environ.setdefault(name, value)
+    if os.access(FLEET_CREDENTIALS_DIR, os.R_OK | os.X_OK):
+        os.environ.setdefault("CREDENTIALS_DIRECTORY", FLEET_CREDENTIALS_DIR)
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """systemd EnvironmentFile lines: NAME=VALUE, optional quotes, '#' comments."""
+    values = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if not sep or not name or name.startswith("#") or not name.replace("_", "").isalnum():
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
+    return values
