@@ -74,6 +74,12 @@ class Executor:
         finally:
             self.r.delete(keys.plan_claim(plan.plan_id), keys.executor_inflight(plan.symbol))
 
+    def on_tick(self) -> None:
+        """Between batches: the filter cache's schedule, and the dry-run gauge kept true while idle."""
+        self.exchange.filters.maybe_refresh()
+        forced = _forced(self.r.get(keys.FORCE_DRY_RUN))
+        outcomes.DRY_RUN.set(int(self.settings.apply_mode is ApplyMode.DRY_RUN or forced))
+
     def _claim(self, plan_id: str) -> None:
         key = keys.plan_claim(plan_id)
         if self.r.set(key, self.consumer_name, nx=True, ex=CLAIM_TTL_S):
@@ -124,7 +130,9 @@ class Executor:
         sized = self._size(plan, p33, p32)
         if isinstance(sized, Refused):
             return outcomes.refused(plan, sized.reason, sized.detail, p32, p33)
-        if self.settings.apply_mode is ApplyMode.DRY_RUN or _forced(forced_dry_run):
+        dry_run = self.settings.apply_mode is ApplyMode.DRY_RUN or _forced(forced_dry_run)
+        outcomes.DRY_RUN.set(int(dry_run))
+        if dry_run:
             detail = {"would_send": f"{plan.side.value} {sized.qty} {plan.symbol} reduceOnly={str(plan.is_close).lower()}"}
             return outcomes.refused(plan, Reason.DRY_RUN, detail, p32, p33, qty=sized.qty)
         return self._send(plan, client_order_id, sized, p32, p33)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from shared import ledger, results
 from shared.exchange.errors import ExchangeError, ExchangeRejected
@@ -16,6 +16,7 @@ from shared.schema import P32Permit, P33Permit, Plan, PlanResult, Reason, to_jso
 RESULTS = Counter("quantum_executor_results_total", "Plan results written by the executor", ["executed", "reason"])
 ORDER_SECONDS = Histogram("quantum_executor_order_seconds", "Order request round trip", buckets=LATENCY_BUCKETS)
 EXCHANGE_ERRORS = Counter("quantum_executor_exchange_errors_total", "Order requests that failed", ["kind"])
+DRY_RUN = Gauge("quantum_executor_dry_run", "1 while plans are not sent (APPLY_MODE=dry_run or quantum:apply:dry_run)")
 SOURCE = "intent_executor"
 
 

@@ -199,7 +199,13 @@ class StreamConsumer(Generic[T]):
     def _process_batch(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int]) -> int:
         for entry_id, fields in batch:
             self._process(entry_id, fields, deliveries.get(entry_id, 1))
+            self._progress()  # per entry: a long batch of slow entries is progress, not a stall
         return len(batch)
+
+    def _progress(self) -> None:
+        metrics.LOOP_HEARTBEAT.labels(**self._labels).set(time.time())
+        if self.on_progress is not None:
+            self.on_progress()
 
     def _process(self, entry_id: str, fields: dict | None, deliveries: int) -> None:
         metrics.ENTRIES_READ.labels(**self._labels).inc()
@@ -244,9 +250,7 @@ class StreamConsumer(Generic[T]):
         self.log.warning("entry_dead_lettered", entry_id=entry.entry_id, reason=reason, detail=detail)
 
     def _tick(self) -> None:
-        metrics.LOOP_HEARTBEAT.labels(**self._labels).set(time.time())
-        if self.on_progress is not None:
-            self.on_progress()
+        self._progress()
         if self.on_tick is not None:
             self._run_tick()
         now = self.monotonic()

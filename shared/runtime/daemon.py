@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -102,6 +103,7 @@ def run_timer(ctx: DaemonContext, interval_s: float, tick: Callable[[], None]) -
         try:
             tick()
             liveness.beat()
+            metrics.LOOP_HEARTBEAT.labels(stream="timer", group=ctx.name).set(time.time())
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             ctx.log.warning("redis_unavailable", error=exc.__class__.__name__)
     liveness.stopping()
