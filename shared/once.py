@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
 
 MARKER_TTL_S = 7 * 24 * 3600
 
 
-def xadd_once(client: redis.Redis, marker: str, stream: str, fields: dict[str, str]) -> bool:
-    """XADD unless the marker exists; True when this call wrote the entry."""
+def xadd_once(
+    client: redis.Redis,
+    marker: str,
+    stream: str,
+    fields: dict[str, str],
+    ttl_s: int = MARKER_TTL_S,
+    always: Callable[[redis.client.Pipeline], object] | None = None,
+) -> bool:
+    """XADD unless the marker exists; True when this call wrote the entry.
+
+    `always` queues writes that belong to the same transaction whether or not the entry is new.
+    """
     with client.pipeline(transaction=True) as pipe:
         while True:
             try:
                 pipe.watch(marker)
-                if pipe.exists(marker):
-                    pipe.unwatch()
-                    return False
+                fresh = not pipe.exists(marker)
                 pipe.multi()
-                pipe.set(marker, "1", ex=MARKER_TTL_S)
-                pipe.xadd(stream, fields)
+                if fresh:
+                    pipe.set(marker, "1", ex=ttl_s)
+                    pipe.xadd(stream, fields)
+                if always is not None:
+                    always(pipe)
                 pipe.execute()
-                return True
+                return fresh
             except redis.WatchError:
                 continue

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 import redis
 
 from shared import keys
+from shared.once import xadd_once
 from shared.schema import HarvestProposal, format_decimal
 
 
@@ -82,19 +83,7 @@ def forget_closed(client: redis.Redis, open_symbols: set[str]) -> list[str]:
 def publish_once(client: redis.Redis, proposal: HarvestProposal, lifecycle: Lifecycle, updates: dict[str, str],
                  ttl_s: int) -> bool:
     """XADD the proposal unless its id was already published; the lifecycle update is written either way."""
-    marker = keys.harvest_proposed(proposal.proposal_id)
-    position_key = keys.harvest_position(lifecycle.symbol)
-    with client.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(marker)
-                fresh = not pipe.exists(marker)
-                pipe.multi()
-                if fresh:
-                    pipe.set(marker, "1", ex=ttl_s)
-                    pipe.xadd(keys.Stream.HARVEST_PROPOSAL, proposal.to_fields())
-                pipe.hset(position_key, mapping=updates)
-                pipe.execute()
-                return fresh
-            except redis.WatchError:
-                continue
+    return xadd_once(
+        client, keys.harvest_proposed(proposal.proposal_id), keys.Stream.HARVEST_PROPOSAL, proposal.to_fields(),
+        ttl_s=ttl_s, always=lambda pipe: pipe.hset(keys.harvest_position(lifecycle.symbol), mapping=updates),
+    )

@@ -15,6 +15,7 @@ from microservices.portfolio_heat_gate.heat import HeatReading
 from microservices.portfolio_heat_gate.settings import HeatGateSettings, P26Mode
 from shared import keys
 from shared.logging import get_logger
+from shared.once import xadd_once
 from shared.runtime.consumer import Entry, Rejected
 from shared.schema import CalibratedProposal, HarvestProposal
 
@@ -24,7 +25,6 @@ CALIBRATIONS = Counter(
     ["original", "calibrated"],
 )
 MODE = Gauge("quantum_p26_mode", "P2.6 mode: 1 for the active mode (shadow or enforce)", ["mode"])
-MARKER_TTL_S = 7 * 24 * 3600
 COMPARE_EVENT = "SHADOW-COMPARE"
 
 
@@ -50,20 +50,7 @@ def is_calibrated(client: redis.Redis, proposal_id: str) -> bool:
 def publish_once(client: redis.Redis, calibrated: CalibratedProposal) -> bool:
     """XADD the calibrated proposal unless it was already written; atomic against concurrent gates."""
     marker = keys.p26_calibrated(calibrated.proposal_id)
-    with client.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(marker)
-                if pipe.exists(marker):
-                    pipe.unwatch()
-                    return False
-                pipe.multi()
-                pipe.set(marker, "1", ex=MARKER_TTL_S)
-                pipe.xadd(keys.Stream.HARVEST_CALIBRATED, calibrated.to_fields())
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                continue
+    return xadd_once(client, marker, keys.Stream.HARVEST_CALIBRATED, calibrated.to_fields())
 
 
 class HeatGate:
