@@ -100,3 +100,12 @@ def test_install_script_is_shellcheck_clean() -> None:
     checked = subprocess.run([tool, str(ROOT / "deploy" / "install.sh")], capture_output=True, text=True)
 
     assert checked.returncode == 0, checked.stdout
+
+
+def test_the_readme_names_every_documented_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    documented_anywhere = set().union(*(documented(path) for path in ETC.glob("*.env")))
+
+    missing = sorted(name for name in documented_anywhere if f"`{name}`" not in readme)
+
+    assert missing == [], f"add to README's configuration tables: {missing}"
