@@ -29,7 +29,7 @@ from shared.orders import client_order_id_for
 from shared.permits import PermitKind
 from shared.runtime.consumer import Entry
 from shared.runtime.exchange import ExchangeAccess
-from shared.schema import P32Permit, P33Permit, Plan, Reason
+from shared.schema import EntryError, P32Permit, P33Permit, Plan, Reason
 from shared.trading_state import Switches, TradingState, read_switches
 
 CLAIM_TTL_S = 60
@@ -79,6 +79,18 @@ class Executor:
         self.exchange.filters.maybe_refresh()
         forced = _forced(self.r.get(keys.FORCE_DRY_RUN))
         outcomes.DRY_RUN.set(int(self.settings.apply_mode is ApplyMode.DRY_RUN or forced))
+
+    def give_up(self, entry: Entry, reason: str) -> None:
+        """A plan the runtime is about to dead-letter still ends in one result, saying what is known."""
+        try:
+            plan = Plan.from_fields(entry.fields)
+        except EntryError:
+            return  # not a plan: the dead letter is its only record
+        order_may_exist = bool(self.r.exists(keys.plan_order_marker(plan.plan_id)))
+        detail = {"runtime_reason": reason, "deliveries": str(entry.deliveries),
+                  "order_may_exist": str(order_may_exist).lower(), "client_order_id": client_order_id_for(plan.plan_id)}
+        outcome = outcomes.refused(plan, Reason.GAVE_UP, detail)
+        outcomes.record(self.log, outcome, results.finish_plan(self.r, outcome.result, now_ms=self._now_ms()))
 
     def _claim(self, plan_id: str) -> None:
         key = keys.plan_claim(plan_id)

@@ -28,5 +28,6 @@ def main() -> int:
                  allow_upsize=settings.allow_upsize)
     executor = Executor(ctx.redis, access, settings, settings.consumer_name(NAME))
     config = daemon.consumer_config(settings, NAME, keys.Stream.APPLY_PLAN, keys.Group.INTENT_EXECUTOR)
-    consumer = StreamConsumer(ctx.redis, config, Plan.from_fields, executor.handle, on_tick=executor.on_tick)
+    consumer = StreamConsumer(ctx.redis, config, Plan.from_fields, executor.handle, on_tick=executor.on_tick,
+                              on_give_up=executor.give_up)
     return daemon.run(ctx, consumer)

@@ -81,6 +81,7 @@ class StreamConsumer(Generic[T]):
         on_tick: Callable[[], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         on_progress: Callable[[], None] | None = None,
+        on_give_up: Callable[[Entry, str], None] | None = None,
     ):
         self.client = client
         self.config = config
@@ -88,6 +89,7 @@ class StreamConsumer(Generic[T]):
         self.handler = handler
         self.on_tick = on_tick
         self.on_progress = on_progress
+        self.on_give_up = on_give_up
         self.monotonic = monotonic
         self.log = get_logger(stream=config.stream, group=config.group, consumer=config.consumer)
         self._state = _State()
@@ -242,6 +244,8 @@ class StreamConsumer(Generic[T]):
         metrics.ENTRIES_ACKED.labels(**self._labels).inc()
 
     def _dead_letter(self, entry: Entry, reason: str, detail: dict[str, str]) -> None:
+        if self.on_give_up is not None:
+            self.on_give_up(entry, reason)  # the daemon ends what it can (a plan's terminal result) first
         dead = dead_letter_fields(
             entry.stream, entry.entry_id, entry.fields, reason, detail, self.config.group, self.config.consumer
         )

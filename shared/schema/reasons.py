@@ -47,3 +47,4 @@ class Reason(str, Enum):
     EXCHANGE_UNAVAILABLE = "exchange_unavailable"
     ORDER_NOT_FOUND = "order_not_found"
     DUPLICATE_PLAN = "duplicate_plan"
+    GAVE_UP = "gave_up_after_retries"

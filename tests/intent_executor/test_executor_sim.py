@@ -249,3 +249,24 @@ def test_the_dry_run_switch_set_to_0_lets_orders_through(r, access, sim) -> None
     run_executor(r, access)
 
     assert the_result(r, "unforced-1")["executed"] == "true"
+
+
+def test_a_plan_the_runtime_gives_up_on_still_ends_in_one_result(r, access, sim) -> None:
+    grant(r, "stuck-1")
+    plan(r, "stuck-1", "BUY", "0.002")
+    r.set(keys.plan_order_marker("stuck-1"), client_order_id_for("stuck-1"))
+    executor = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET), consumer_name="test-executor",
+                        wait=lambda _s: None)
+    executor._look_up = lambda *_a: (_ for _ in ()).throw(RuntimeError("exchange unreachable"))
+    config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.INTENT_EXECUTOR, consumer="test-executor",
+                            block_ms=50, claim_idle_ms=20, max_deliveries=2)
+    consumer = StreamConsumer(r, config, Plan.from_fields, executor.handle, on_give_up=executor.give_up)
+
+    for _ in range(4):
+        consumer.run(burst=True)
+        time.sleep(0.03)
+
+    result = the_result(r, "stuck-1")
+    assert (result["executed"], result["reason"]) == ("false", "gave_up_after_retries")
+    assert json.loads(result["detail"])["order_may_exist"] == "true"
+    assert r.xlen(keys.Stream.DEAD_LETTER) == 1
