@@ -24,6 +24,7 @@ class PositionState:
     symbol: str
     amount: Decimal  # signed: negative is short
     entry_price: Decimal
+    update_time_ms: int = 0  # the exchange's time of the position's last change
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class ExchangeSnapshot:
         return json.dumps(
             {
                 "fetched_at_ms": self.fetched_at_ms,
-                "positions": {s: [format_decimal(p.amount), format_decimal(p.entry_price)] for s, p in self.positions.items()},
+                "positions": {s: [format_decimal(p.amount), format_decimal(p.entry_price), p.update_time_ms]
+                              for s, p in self.positions.items()},
                 "marks": {s: format_decimal(m) for s, m in self.marks.items()},
             },
             separators=(",", ":"),
@@ -70,8 +72,8 @@ class ExchangeSnapshot:
     def from_json(cls, raw: str) -> "ExchangeSnapshot":
         data: dict[str, Any] = json.loads(raw)
         positions = {
-            symbol: PositionState(symbol, Decimal(amount), Decimal(entry))
-            for symbol, (amount, entry) in data["positions"].items()
+            symbol: PositionState(symbol, Decimal(held[0]), Decimal(held[1]), int(held[2]) if len(held) > 2 else 0)
+            for symbol, held in data["positions"].items()
         }
         marks = {symbol: Decimal(mark) for symbol, mark in data["marks"].items()}
         return cls(int(data["fetched_at_ms"]), positions, marks)
@@ -83,7 +85,8 @@ def from_exchange(positions: list[Any], marks: dict[str, Any], now_ms: int) -> E
     for position in positions:
         held = by_symbol.get(position.symbol)
         amount = position.amount + (held.amount if held else ZERO)
-        by_symbol[position.symbol] = PositionState(position.symbol, amount, position.entry_price)
+        updated = max(position.update_time_ms, held.update_time_ms if held else 0)
+        by_symbol[position.symbol] = PositionState(position.symbol, amount, position.entry_price, updated)
     open_positions = {s: p for s, p in by_symbol.items() if p.amount != ZERO}
     return ExchangeSnapshot(now_ms, open_positions, {s: m.mark_price for s, m in marks.items()})
 

@@ -53,6 +53,7 @@ def from_order(plan: Plan, order: OrderResult, p32: P32Permit | None, p33: P33Pe
         reduce_only=plan.is_close, source=plan.source, order_id=str(order.order_id),
         client_order_id=order.client_order_id, filled_qty=filled, avg_price=order.avg_price,
         order_status=order.status, p32_permit=_permit_json(p32), p33_permit=_permit_json(p33),
+        exchange_ts_ms=order.update_time_ms or None,
         reason=None if filled > 0 else Reason.EXCHANGE_REJECTED,
         detail=None if filled > 0 else to_json({"order_status": order.status}),
     )

@@ -1,7 +1,8 @@
 """The P3.3 handler: one executable plan in, one permit out (allow or deny), in two Redis round trips.
 
-Round trip one reads the ledger, the cooldown key and the result marker in a pipeline; the
-snapshot is already in memory. Round trip two writes the permit and wakes the executor.
+Round trip one reads the ledger, the cooldown key, the result marker and the results written
+since (fills the snapshot may not show yet) in a pipeline; the snapshot is already in memory.
+Round trip two writes the permit and wakes the executor.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import redis
 
 from microservices.position_state_brain import metrics
 from microservices.position_state_brain.gates import GatePolicy, Verdict, decide, deny
+from microservices.position_state_brain.fills import ConfirmedFills
 from microservices.position_state_brain.keeper import SnapshotKeeper
 from shared import keys, permits
 from shared.exchange.filters import SymbolRules
@@ -23,6 +25,7 @@ from shared.ledger import LedgerPosition
 from shared.logging import get_logger
 from shared.runtime.consumer import Entry
 from shared.schema import P33Permit, Plan, Reason, format_decimal
+from shared.snapshot import ExchangeSnapshot
 
 ZERO = Decimal(0)
 
@@ -37,6 +40,7 @@ class PlanReads:
     ledger_readable: bool
     last_exec_ms: int | None
     has_result: bool
+    snapshot: ExchangeSnapshot | None  # the exchange view with fills since the snapshot applied
 
 
 class PositionStateBrain:
@@ -55,6 +59,7 @@ class PositionStateBrain:
         self.policy = policy
         self.permit_ttl_s = permit_ttl_s
         self.clock = clock
+        self.fills = ConfirmedFills()
         self.log = get_logger(component="p33")
 
     def handle(self, plan: Plan, entry: Entry | None = None) -> Verdict | None:
@@ -63,19 +68,25 @@ class PositionStateBrain:
         reads = self._read(plan)
         if reads.has_result:
             return self._skip(plan, "plan_has_result")
-        self.keeper.refresh_if_older_than(reads.last_exec_ms)
         verdict = self._verdict(plan, reads)
         self._issue(plan, verdict, reads)
         return verdict
 
     def _read(self, plan: Plan) -> PlanReads:
+        held = self.keeper.snapshot
         pipe = self.r.pipeline(transaction=False)
         pipe.hgetall(keys.position_ledger(plan.symbol))
         pipe.get(keys.cooldown_last_exec(plan.symbol))
         pipe.exists(keys.plan_result_marker(plan.plan_id))
-        ledger_hash, last_exec_raw, result_count = pipe.execute()
+        if held is not None:
+            pipe.xrange(keys.Stream.APPLY_RESULT, min=self.fills.start_id(held), max="+")
+        ledger_hash, last_exec_raw, result_count, *since = pipe.execute()
         ledger, readable = self._ledger(plan.symbol, ledger_hash)
-        return PlanReads(ledger, readable, self._last_exec_ms(plan.symbol, last_exec_raw), bool(result_count))
+        view = None
+        if held is not None:
+            self.fills.absorb(since[0], held)
+            view = self.fills.view(held, plan.symbol)
+        return PlanReads(ledger, readable, self._last_exec_ms(plan.symbol, last_exec_raw), bool(result_count), view)
 
     def _ledger(self, symbol: str, data: dict[str, str]) -> tuple[LedgerPosition | None, bool]:
         if not data:
@@ -99,11 +110,11 @@ class PositionStateBrain:
         if not reads.ledger_readable:
             # Reconcile rewrites the ledger from the exchange, which heals this like any mismatch.
             return deny(Reason.RECONCILE_REQUIRED_QTY_MISMATCH, ledger="unreadable")
-        return decide(plan, self.keeper.snapshot, reads.ledger, reads.last_exec_ms,
+        return decide(plan, reads.snapshot, reads.ledger, reads.last_exec_ms,
                       self.rules.find(plan.symbol), self.policy, self._now_ms())
 
     def _issue(self, plan: Plan, verdict: Verdict, reads: PlanReads) -> None:
-        held = self.keeper.snapshot
+        held = reads.snapshot
         permit = P33Permit(
             plan_id=plan.plan_id, allow=verdict.allow, symbol=plan.symbol, reason=verdict.reason,
             context=verdict.context, created_at=self.clock(), safe_qty=verdict.safe_qty,

@@ -91,10 +91,6 @@ def snapshot_fresh(state: PlanState) -> Verdict | None:
     age_s = state.snapshot.age_s(state.now_ms)
     if age_s > state.policy.stale_threshold_s:
         return deny(Reason.STALE_SNAPSHOT, age_s=f"{age_s:.3f}", threshold_s=state.policy.stale_threshold_s)
-    if state.last_exec_ms is not None and state.snapshot.fetched_at_ms < state.last_exec_ms:
-        # An order executed after this snapshot was taken: its position may be out of date.
-        return deny(Reason.STALE_SNAPSHOT, snapshot="older_than_last_execution",
-                    fetched_at_ms=state.snapshot.fetched_at_ms, last_exec_ms=state.last_exec_ms)
     return None
 
 

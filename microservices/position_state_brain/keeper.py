@@ -1,4 +1,4 @@
-"""The exchange snapshot in memory: refreshed on a schedule and on demand, published for the fleet.
+"""The exchange snapshot in memory: refreshed on a schedule, published for the fleet.
 
 One refresh is exactly two exchange requests (positionRisk and premiumIndex for all symbols),
 whatever the number of symbols. A failed refresh keeps the last good snapshot; the stale gate
@@ -39,16 +39,12 @@ class SnapshotKeeper:
         poll_s: float,
         clock: Callable[[], float] = time.time,
         perf_counter: Callable[[], float] = time.perf_counter,
-        min_refresh_gap_s: float = 0.0,
         must_refresh_after_s: float = math.inf,
-        wait: Callable[[float], object] = time.sleep,
     ):
         self.exchange = exchange
         self.r = client
         self.poll_s = poll_s
-        self.min_refresh_gap_s = min_refresh_gap_s
         self.must_refresh_after_s = must_refresh_after_s
-        self.wait = wait
         self.clock = clock
         self.perf_counter = perf_counter
         self.log = get_logger(component="p33_snapshot")
@@ -73,19 +69,6 @@ class SnapshotKeeper:
         metrics.SNAPSHOT_AGE.set(self.age_s())
         return refreshed
 
-    def refresh_if_older_than(self, last_exec_ms: int | None) -> None:
-        """An order executed after the snapshot was taken: fetch again before deciding on it."""
-        if last_exec_ms is None:
-            return
-        held = self._snapshot
-        if held is not None and held.fetched_at_ms > last_exec_ms:
-            return
-        # One attempt per executed order: while the exchange fails, retries stay on the poll schedule.
-        if self._last_attempt_s is not None and self._last_attempt_s * 1000 > last_exec_ms:
-            return
-        self._pace()
-        self.refresh(positions_only=held is not None)
-
     def _affordable(self) -> bool:
         """A scheduled refresh yields to orders when the exchange's weight budget runs low,
         unless the snapshot is getting old enough that plans would soon be denied as stale."""
@@ -95,17 +78,9 @@ class SnapshotKeeper:
         metrics.REFRESH_SKIPPED.inc()
         return False
 
-    def _pace(self) -> None:
-        """On-demand refreshes come at most once per gap: a burst of executions shares one."""
-        if self._last_attempt_s is None:
-            return
-        remaining = self.min_refresh_gap_s - (self.clock() - self._last_attempt_s)
-        if remaining > 0:
-            self.wait(remaining)  # deliberate pacing of exchange requests, bounded by the gap
-
-    def refresh(self, positions_only: bool = False) -> bool:
+    def refresh(self) -> bool:
         self._last_attempt_s = self.clock()
-        fetched = self._fetch(positions_only)
+        fetched = self._fetch()
         if fetched is None:
             return False
         self._snapshot = fetched
@@ -113,24 +88,19 @@ class SnapshotKeeper:
         metrics.SNAPSHOT_AGE.set(self.age_s())
         return True
 
-    def _fetch(self, positions_only: bool = False) -> ExchangeSnapshot | None:
+    def _fetch(self) -> ExchangeSnapshot | None:
         # Stamped before the requests: the data is at least this fresh, never fresher.
         started_ms = self._now_ms()
         started = self.perf_counter()
         try:
             positions = self.exchange.positions()
-            marks = self._kept_marks() if positions_only else self.exchange.mark_prices()
+            marks = self.exchange.mark_prices()
         except Exception as exc:  # any failure must keep the last good snapshot and the loop running
             self._note_failure(exc)
             return None
         finally:
             metrics.REFRESH_SECONDS.observe(self.perf_counter() - started)
         return exchange_snapshot.from_exchange(positions, marks, started_ms)
-
-    def _kept_marks(self) -> dict[str, MarkPrice]:
-        """An on-demand refresh is about positions; marks from the last full refresh serve sizing."""
-        held = self._snapshot.marks if self._snapshot is not None else {}
-        return {s: MarkPrice(s, m, None, None, self._snapshot.fetched_at_ms) for s, m in held.items()}
 
     def _note_failure(self, exc: Exception) -> None:
         metrics.REFRESH_FAILURES.inc()

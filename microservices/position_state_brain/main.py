@@ -20,7 +20,6 @@ def main() -> int:
     ctx = daemon.start(NAME, settings)
     access = open_exchange_or_exit(NAME, ctx.redis, ctx.log)
     keeper = SnapshotKeeper(access.client, ctx.redis, settings.p33_poll_sec,
-                            min_refresh_gap_s=settings.p33_min_refresh_ms / 1000,
                             must_refresh_after_s=settings.p33_stale_threshold_sec / 2)
     if not keeper.refresh():
         ctx.log.warning("initial_snapshot_failed", detail="plans are denied stale_snapshot until a refresh succeeds")

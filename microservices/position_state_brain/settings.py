@@ -42,7 +42,6 @@ class PositionStateSettings(CommonSettings):
     p33_permit_ttl: int = Field(default=60, ge=1, le=86_400)
     p33_qty_tolerance_steps: int = Field(default=1, ge=0)
     p33_open_on_position: Annotated[OpenOnPosition, BeforeValidator(_lower)] = OpenOnPosition.DENY
-    p33_min_refresh_ms: int = Field(default=250, ge=0, le=10_000)
 
     @field_validator("p33_allowlist")
     @classmethod

@@ -28,6 +28,7 @@ class PlanResult(EntryModel):
     p33_permit: str | None = Field(default=None, max_length=8192)
     mode: ShortText | None = None
     ts_ms: int | None = None
+    exchange_ts_ms: int | None = None  # the exchange's updateTime of the order: when the fill happened there
 
     @model_validator(mode="after")
     def _executed_has_order_else_reason(self) -> "PlanResult":

@@ -19,10 +19,12 @@ from microservices.position_state_brain.brain import PositionStateBrain
 from microservices.position_state_brain.keeper import SnapshotKeeper
 from shared import keys, permits
 from shared.exchange.filter_cache import FilterCache
+from shared.ledger import Fill as ledger_fill
 from shared.ledger import LedgerPosition
 from shared.permits import PermitKind
+from shared.results import Effects, finish_plan
 from shared.runtime.consumer import ConsumerConfig, StreamConsumer
-from shared.schema import Plan, Reason
+from shared.schema import Plan, PlanResult, Reason, Side
 
 SEED_FIELDS = {"plan_id": "test_open_005", "decision": "EXECUTE", "symbol": "BTCUSDT", "side": "BUY",
                "type": "MARKET", "qty": "0.001", "reduceOnly": "false", "source": "test_manual"}
@@ -80,23 +82,27 @@ def test_plans_that_do_not_act_are_acked_without_a_permit(r, brain, fields, mark
     assert r.exists(keys.permit_p33(fields["plan_id"])) == 0
 
 
-def record_fill(r: redis.Redis, symbol: str, amount: str) -> None:
-    """What the executor writes after a fill: the ledger and the cooldown key."""
-    r.hset(keys.position_ledger(symbol), mapping=LedgerPosition(symbol, D(amount), D("88000")).to_hash())
-    r.set(keys.cooldown_last_exec(symbol), str(int(time.time() * 1000)))
+def record_fill(r: redis.Redis, order) -> None:
+    """What the executor writes after a fill, in one transaction: the result, the ledger, the cooldown key."""
+    result = PlanResult(plan_id=f"plan-{order.client_order_id}", executed=True, symbol=order.symbol, side=order.side.value,
+                        qty=order.orig_qty, reduce_only=False, source="test", order_id=str(order.order_id),
+                        filled_qty=order.executed_qty, avg_price=order.avg_price, order_status=order.status,
+                        exchange_ts_ms=order.update_time_ms)
+    fill = ledger_fill(order.symbol, Side(order.side.value), order.executed_qty, order.avg_price, result.plan_id)
+    finish_plan(r, result, Effects(fill=fill, cooldown_symbol=order.symbol))
 
 
 def test_a_close_right_after_an_open_sees_the_new_position(r, brain, exchange):
-    exchange.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "p33-open-then-close")
+    order = exchange.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "p33-open-then-close")
     before = brain.handle(close_plan("SELL", "0.005"))
-    record_fill(r, "BTCUSDT", "0.002")
+    record_fill(r, order)
     seen = count_requests(exchange)
 
     after = brain.handle(close_plan("SELL", "0.005"))
 
     assert (before.allow, before.reason) == (False, Reason.NO_POSITION)
     assert (after.allow, after.reason, after.safe_qty) == (True, Reason.SANITY_CHECKS_PASSED, D("0.002"))
-    assert seen == ["GET /fapi/v3/positionRisk"]  # on demand: positions only (weight 5); marks stay on the schedule
+    assert seen == []  # the executor's confirmed fill is enough: no exchange request per plan
 
 
 def test_no_refresh_when_the_snapshot_is_newer_than_the_last_order(r, brain, exchange):

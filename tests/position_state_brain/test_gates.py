@@ -52,8 +52,6 @@ DENIALS = [
     ("symbol not allowlisted", dict(p=plan(symbol="DOGEUSDT")), Reason.SYMBOL_NOT_ALLOWED),
     ("no snapshot", dict(snap=None), Reason.STALE_SNAPSHOT),
     ("snapshot past threshold", dict(snap=snapshot(fetched_at_ms=NOW_MS - 10_001)), Reason.STALE_SNAPSHOT),
-    ("snapshot older than last order", dict(snap=snapshot(fetched_at_ms=NOW_MS - 2000),
-                                            last_exec_ms=NOW_MS - 1000), Reason.STALE_SNAPSHOT),
     ("no trading rules", dict(symbol_rules=None), Reason.UNKNOWN_SYMBOL),
     ("ledger disagrees", dict(led=ledger("BTCUSDT", "0.005")), Reason.RECONCILE_REQUIRED_QTY_MISMATCH),
     ("open within cooldown", dict(last_exec_ms=NOW_MS - 14_999, snap=snapshot(fetched_at_ms=NOW_MS)),

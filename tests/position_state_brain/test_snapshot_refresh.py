@@ -97,22 +97,6 @@ def test_a_failed_refresh_keeps_the_last_snapshot_until_it_goes_stale(r, monkeyp
     assert permits.peek(r, PermitKind.P33, "beyond").reason is Reason.STALE_SNAPSHOT
 
 
-def test_after_an_order_a_failing_exchange_is_asked_once_not_once_per_plan(r, monkeypatch):
-    clock = FakeClock(1_769_442_764.0)
-    with running_simulator() as doomed:
-        keeper = SnapshotKeeper(exchange_for(doomed, monkeypatch), r, poll_s=1.0, clock=clock)
-        keeper.refresh()
-    clock.advance(0.5)
-    executed_ms = int(clock() * 1000)
-    clock.advance(0.01)
-    before = failures()
-
-    for _ in range(5):
-        keeper.refresh_if_older_than(executed_ms)
-
-    assert failures() == before + 1
-
-
 def test_the_age_gauge_reports_infinity_before_the_first_snapshot(r, exchange):
     clock = FakeClock(1_769_442_764.0)
     keeper = SnapshotKeeper(exchange, r, poll_s=1.0, clock=clock)
@@ -156,14 +140,3 @@ def test_a_scheduled_refresh_yields_to_orders_when_the_weight_budget_is_low(r, e
     forced = keeper.maybe_refresh()
 
     assert (skipped, forced) == (False, True)
-
-
-def test_on_demand_refreshes_are_paced_by_the_minimum_gap(r, exchange) -> None:
-    clock = FakeClock(1_800_000_000.0)
-    waits: list[float] = []
-    keeper = SnapshotKeeper(exchange, r, poll_s=1.0, clock=clock, min_refresh_gap_s=0.25, wait=waits.append)
-    keeper.refresh()
-
-    keeper.refresh_if_older_than(int(clock() * 1000) + 1)
-
-    assert waits == [0.25]

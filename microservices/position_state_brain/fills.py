@@ -1,0 +1,77 @@
+"""Fills the exchange confirmed since the snapshot: the position P3.3 decides on, without asking again.
+
+The snapshot is the exchange's positions at one moment. Each executed result on apply.result
+carries the fill the exchange reported in its order response, with the exchange's own time. A
+fill counts on top of the snapshot unless the snapshot already reflects it: for a symbol the
+snapshot shows a position, when the fill is not newer than the position's exchange update time;
+for a symbol flat in the snapshot, when its result was written before the snapshot was taken.
+So a close right after an open sees the open, and no exchange request is spent per plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+
+from shared.snapshot import ExchangeSnapshot, PositionState
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class ConfirmedFill:
+    symbol: str
+    signed_qty: Decimal
+    exchange_ts_ms: int
+    written_ms: int
+
+
+def fill_from(entry_id: str, fields: dict[str, str]) -> ConfirmedFill | None:
+    if fields.get("executed") != "true":
+        return None
+    try:
+        qty = Decimal(fields["filled_qty"])
+        exchange_ts = int(fields.get("exchange_ts_ms") or 0)
+    except (KeyError, InvalidOperation, ValueError):
+        return None
+    signed = qty if fields.get("side") == "BUY" else -qty
+    return ConfirmedFill(fields.get("symbol", ""), signed, exchange_ts, int(entry_id.split("-")[0]))
+
+
+def reflected(fill: ConfirmedFill, snapshot: ExchangeSnapshot) -> bool:
+    held = snapshot.positions.get(fill.symbol)
+    if held is not None and held.update_time_ms and fill.exchange_ts_ms:
+        return fill.exchange_ts_ms <= held.update_time_ms
+    return fill.written_ms < snapshot.fetched_at_ms
+
+
+class ConfirmedFills:
+    """Reads apply.result incrementally (a cursor) and keeps only fills no snapshot reflects yet."""
+
+    def __init__(self) -> None:
+        self.cursor: str | None = None
+        self._fills: list[ConfirmedFill] = []
+
+    def start_id(self, snapshot: ExchangeSnapshot) -> str:
+        return f"({self.cursor}" if self.cursor else f"{snapshot.fetched_at_ms}-0"
+
+    def absorb(self, entries: list[tuple[str, dict[str, str]]], snapshot: ExchangeSnapshot) -> None:
+        for entry_id, fields in entries:
+            self.cursor = entry_id
+            fill = fill_from(entry_id, fields)
+            if fill is not None:
+                self._fills.append(fill)
+        self._fills = [fill for fill in self._fills if not reflected(fill, snapshot)]
+
+    def view(self, snapshot: ExchangeSnapshot, symbol: str) -> ExchangeSnapshot:
+        """The snapshot with this symbol's amount moved by the fills it does not reflect yet."""
+        moved = sum((f.signed_qty for f in self._fills if f.symbol == symbol), ZERO)
+        if moved == ZERO:
+            return snapshot
+        held = snapshot.positions.get(symbol)
+        amount = (held.amount if held else ZERO) + moved
+        positions = {s: p for s, p in snapshot.positions.items() if s != symbol}
+        if amount != ZERO:
+            positions[symbol] = PositionState(symbol, amount, held.entry_price if held else ZERO,
+                                              held.update_time_ms if held else 0)
+        return replace(snapshot, positions=positions)

@@ -1,0 +1,60 @@
+"""P3.3's exchange view between snapshots: the snapshot plus the fills the exchange confirmed since."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+
+from microservices.position_state_brain.fills import ConfirmedFills, fill_from, reflected
+from shared.snapshot import ExchangeSnapshot, PositionState
+
+SNAPSHOT_MS = 1_000_000
+SNAPSHOT = ExchangeSnapshot(SNAPSHOT_MS, {"BTCUSDT": PositionState("BTCUSDT", D("0.002"), D("88000"), SNAPSHOT_MS - 50)}, {})
+
+
+def result(side: str, qty: str, exchange_ts: int, symbol: str = "BTCUSDT", executed: str = "true") -> dict[str, str]:
+    return {"executed": executed, "symbol": symbol, "side": side, "filled_qty": qty, "exchange_ts_ms": str(exchange_ts)}
+
+
+@pytest.mark.parametrize(
+    ("written_ms", "fields", "is_reflected"),
+    [
+        (SNAPSHOT_MS + 5, result("BUY", "0.001", SNAPSHOT_MS - 50), True),  # the position's last update is this fill
+        (SNAPSHOT_MS + 5, result("BUY", "0.001", SNAPSHOT_MS - 49), False),  # newer than the position: not in it
+        (SNAPSHOT_MS - 5, result("BUY", "5", 0, symbol="ETHUSDT"), True),  # flat symbol, written before the snapshot
+        (SNAPSHOT_MS + 5, result("BUY", "5", 0, symbol="ETHUSDT"), False),  # flat symbol, written after
+    ],
+)
+def test_a_fill_counts_unless_the_snapshot_reflects_it(written_ms, fields, is_reflected) -> None:
+    fill = fill_from(f"{written_ms}-0", fields)
+
+    assert reflected(fill, SNAPSHOT) is is_reflected
+
+
+def test_results_that_did_not_execute_or_do_not_parse_are_no_fills() -> None:
+    assert fill_from("1-0", result("BUY", "1", 5, executed="false")) is None
+    assert fill_from("1-0", {"executed": "true", "filled_qty": "lots"}) is None
+
+
+def test_the_view_moves_only_the_plans_symbol_and_a_flat_result_drops_the_position() -> None:
+    fills = ConfirmedFills()
+    fills.absorb([(f"{SNAPSHOT_MS + 1}-0", result("SELL", "0.002", SNAPSHOT_MS + 1)),
+                  (f"{SNAPSHOT_MS + 2}-0", result("BUY", "5", SNAPSHOT_MS + 2, symbol="ETHUSDT"))], SNAPSHOT)
+
+    btc = fills.view(SNAPSHOT, "BTCUSDT")
+    eth = fills.view(SNAPSHOT, "ETHUSDT")
+
+    assert "BTCUSDT" not in btc.positions and btc.amount("ETHUSDT") == 0
+    assert eth.amount("ETHUSDT") == D("5") and eth.amount("BTCUSDT") == D("0.002")
+    assert fills.start_id(SNAPSHOT) == f"({SNAPSHOT_MS + 2}-0"
+
+
+def test_a_newer_snapshot_retires_the_fills_it_reflects() -> None:
+    fills = ConfirmedFills()
+    fills.absorb([(f"{SNAPSHOT_MS + 1}-0", result("BUY", "0.001", SNAPSHOT_MS + 1))], SNAPSHOT)
+    newer = ExchangeSnapshot(SNAPSHOT_MS + 500, {"BTCUSDT": PositionState("BTCUSDT", D("0.003"), D("88000"), SNAPSHOT_MS + 1)}, {})
+
+    fills.absorb([], newer)
+
+    assert fills.view(newer, "BTCUSDT").amount("BTCUSDT") == D("0.003")
