@@ -25,12 +25,17 @@ def register_secrets(values: Iterable[str | None]) -> None:
     _registered.update(value for value in values if value and len(value) >= 6)
 
 
+_MARKERS = ("signature", "redis", "apikey")
+
+
 def redact_text(text: str) -> str:
     for secret in _registered:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    lowered = text.lower()
+    if any(marker in lowered for marker in _MARKERS):  # the patterns cost more than this scan
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
     return text
 
 

@@ -95,11 +95,14 @@ def wait_until_present(
     kinds: Iterable[PermitKind],
     timeout_seconds: float,
     monotonic: Callable[[], float] = time.monotonic,
+    already: set[PermitKind] | None = None,
 ) -> set[PermitKind]:
-    """Block until every kind's permit exists or the timeout passes; returns the kinds present."""
+    """Block until every kind's permit exists or the timeout passes; returns the kinds present.
+
+    `already`: the kinds the caller saw present, so it need not ask again."""
     wanted = set(kinds)
     deadline = monotonic() + timeout_seconds
-    present = {kind for kind in wanted if client.exists(kind.key(plan_id))}
+    present = set(already) if already is not None else {kind for kind in wanted if client.exists(kind.key(plan_id))}
     ready_key = keys.permit_ready(plan_id)
     while present != wanted:
         remaining = deadline - monotonic()

@@ -7,6 +7,7 @@ read that copy, so the exchange is asked once for all symbols, not once per symb
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -97,4 +98,11 @@ def publish(client: redis.Redis, snapshot: ExchangeSnapshot) -> None:
 
 def read(client: redis.Redis) -> ExchangeSnapshot | None:
     raw = client.get(keys.EXCHANGE_POSITIONS)
-    return None if raw is None else ExchangeSnapshot.from_json(raw)
+    return None if raw is None else decode(raw)
+
+
+@lru_cache(maxsize=8)
+def decode(raw: str) -> ExchangeSnapshot:
+    """Decoded once per published snapshot: readers see the same blob many times between refreshes.
+    Callers must not mutate the result (they build new snapshots with dataclasses.replace)."""
+    return ExchangeSnapshot.from_json(raw)

@@ -56,7 +56,8 @@ def trading_state(plan: Plan, state: GovernorState, limits: Limits, now_ms: int)
 def symbol_cooldown(plan: Plan, state: GovernorState, limits: Limits, now_ms: int) -> Denial | None:
     if state.last_exec_ms is None:
         return None
-    remaining_ms = limits.symbol_cooldown_ms - (now_ms - state.last_exec_ms)
+    elapsed_ms = max(now_ms - state.last_exec_ms, 0)  # a clock a hair behind the executor's is not a cooldown
+    remaining_ms = limits.symbol_cooldown_ms - elapsed_ms
     if remaining_ms <= 0:
         return None
     context = {"remaining_s": round(remaining_ms / 1000, 1), "cooldown_s": limits.symbol_cooldown_ms / 1000}

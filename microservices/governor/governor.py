@@ -49,6 +49,7 @@ class Governor:
         self.monotonic = monotonic
         self._reported: dict[str, str] = {}
         self._last_prune = float("-inf")
+        self._last_gauges = float("-inf")
 
     def handle(self, plan: Plan, entry: Entry | None = None) -> Verdict | None:
         """The decision taken, or None when the plan needs no permit."""
@@ -65,11 +66,13 @@ class Governor:
         return plan.model_copy(update={"qty": sent}) if sent > 0 else plan
 
     def on_tick(self) -> None:
-        """Between batches: refresh the gauges, and drop settled in-flight opens about once a second."""
-        self.refresh_gauges()
+        """Between batches, about once a second: refresh the gauges and drop settled in-flight opens."""
+        now = self.monotonic()
+        if now - self._last_gauges >= PRUNE_EVERY_S:
+            self._last_gauges = now
+            self.refresh_gauges()
         if self.filters is not None:
             self.filters.maybe_refresh()
-        now = self.monotonic()
         if now - self._last_prune >= PRUNE_EVERY_S:
             self._last_prune = now
             self.store.prune_settled()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from functools import lru_cache
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from microservices.governor.state import GovernorState, InFlight
 from shared.trading_state import DISABLED, Switches, read_switches
 from microservices.governor.writes import Writes
 from shared import keys, permits
+from shared import snapshot as exchange_snapshot
 from shared.schema import P32Permit
 from shared.snapshot import ExchangeSnapshot
 
@@ -185,7 +187,7 @@ def _snapshot(raw: str | None) -> tuple[ExchangeSnapshot | None, str | None]:
     if raw is None:
         return None, None
     try:
-        return ExchangeSnapshot.from_json(raw), None
+        return exchange_snapshot.decode(raw), None
     except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
         return None, f"unreadable ({exc.__class__.__name__})"
 
@@ -194,10 +196,16 @@ def _inflight(raw: dict[str, str]) -> tuple[tuple[InFlight, ...], tuple[str, ...
     entries, corrupt = [], []
     for plan_id, value in raw.items():
         try:
-            entries.append(InFlight.from_json(plan_id, value))
+            entries.append(_decode_inflight(plan_id, value))
         except (ValueError, KeyError, TypeError, ArithmeticError):
             corrupt.append(plan_id)
     return tuple(entries), tuple(corrupt)
+
+
+@lru_cache(maxsize=4096)
+def _decode_inflight(plan_id: str, value: str) -> InFlight:
+    """Each record is decoded once, not on every open decision that reads the whole set."""
+    return InFlight.from_json(plan_id, value)
 
 
 def _int_or(raw: str | None, default: int | None) -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 
 import redis
@@ -33,6 +34,15 @@ from shared.schema import EntryError, P32Permit, P33Permit, Plan, Reason
 from shared.trading_state import Switches, TradingState, read_switches
 
 CLAIM_TTL_S = 60
+PERMIT_KINDS = (PermitKind.P32, PermitKind.P33)
+
+
+@dataclass(frozen=True)
+class LookAhead:
+    has_result: bool
+    claim_holder: str | None
+    order_sent: bool
+    permits_present: set[PermitKind]
 
 
 class PlanBusy(RuntimeError):
@@ -62,16 +72,36 @@ class Executor:
         self.log = get_logger(component="executor")
 
     def handle(self, plan: Plan, entry: Entry) -> None:
-        if results.has_result(self.r, plan.plan_id):
+        ahead = self._look_ahead(plan)
+        if ahead.has_result:
             self.log.info("duplicate_plan_skipped", plan_id=plan.plan_id, entry_id=entry.entry_id)
+            self._release(plan, ahead)
             return
-        self._claim(plan.plan_id)
-        self.r.set(keys.executor_inflight(plan.symbol), plan.plan_id, ex=CLAIM_TTL_S)
+        if ahead.claim_holder != self.consumer_name:
+            raise PlanBusy(f"plan {plan.plan_id} is being executed by {ahead.claim_holder}")
         try:
-            outcome = self.decide(plan)
+            outcome = self.decide(plan, ahead)
             written = results.finish_plan(self.r, outcome.result, outcome.effects, now_ms=self._now_ms())
             outcomes.record(self.log, outcome, written)
         finally:
+            self._release(plan, ahead)
+
+    def _look_ahead(self, plan: Plan) -> "LookAhead":
+        """One round trip before anything else: result marker, claim, in-flight mark, order marker, permits."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.exists(keys.plan_result_marker(plan.plan_id))
+        pipe.set(keys.plan_claim(plan.plan_id), self.consumer_name, nx=True, ex=CLAIM_TTL_S)
+        pipe.get(keys.plan_claim(plan.plan_id))
+        pipe.set(keys.executor_inflight(plan.symbol), plan.plan_id, ex=CLAIM_TTL_S)
+        pipe.exists(keys.plan_order_marker(plan.plan_id))
+        for kind in PERMIT_KINDS:
+            pipe.exists(kind.key(plan.plan_id))
+        has_result, _claimed, holder, _marked, order_sent, *permits_seen = pipe.execute()
+        present = {kind for kind, seen in zip(PERMIT_KINDS, permits_seen) if seen}
+        return LookAhead(bool(has_result), holder, bool(order_sent), present)
+
+    def _release(self, plan: Plan, ahead: "LookAhead") -> None:
+        if ahead.claim_holder == self.consumer_name:
             self.r.delete(keys.plan_claim(plan.plan_id), keys.executor_inflight(plan.symbol))
 
     def on_tick(self) -> None:
@@ -92,21 +122,13 @@ class Executor:
         outcome = outcomes.refused(plan, Reason.GAVE_UP, detail)
         outcomes.record(self.log, outcome, results.finish_plan(self.r, outcome.result, now_ms=self._now_ms()))
 
-    def _claim(self, plan_id: str) -> None:
-        key = keys.plan_claim(plan_id)
-        if self.r.set(key, self.consumer_name, nx=True, ex=CLAIM_TTL_S):
-            return
-        holder = self.r.get(key)
-        if holder != self.consumer_name:
-            raise PlanBusy(f"plan {plan_id} is being executed by {holder}")
-
-    def decide(self, plan: Plan) -> outcomes.Outcome:
+    def decide(self, plan: Plan, ahead: "LookAhead") -> outcomes.Outcome:
         if not plan.is_executable:
             return outcomes.refused(plan, Reason.DECISION_NOT_EXECUTE, {"decision": plan.decision.value})
         client_order_id = client_order_id_for(plan.plan_id)
-        if self.r.exists(keys.plan_order_marker(plan.plan_id)):
+        if ahead.order_sent:
             return self._after_crash(plan, client_order_id)
-        taken = self._take_permits(plan)
+        taken = self._take_permits(plan, ahead.permits_present)
         if isinstance(taken, outcomes.Outcome):
             return taken
         p32, p33 = taken
@@ -119,9 +141,10 @@ class Executor:
             return outcomes.refused(plan, Reason.ORDER_NOT_FOUND, {"client_order_id": client_order_id})
         return outcomes.from_order(plan, order, None, None)
 
-    def _take_permits(self, plan: Plan) -> tuple[P32Permit, P33Permit] | outcomes.Outcome:
-        wanted = (PermitKind.P32, PermitKind.P33)
-        permits.wait_until_present(self.r, plan.plan_id, wanted, self.settings.executor_permit_wait_ms / 1000)
+    def _take_permits(self, plan: Plan, present: set[PermitKind]) -> tuple[P32Permit, P33Permit] | outcomes.Outcome:
+        wanted = PERMIT_KINDS
+        permits.wait_until_present(self.r, plan.plan_id, wanted, self.settings.executor_permit_wait_ms / 1000,
+                                   already=present)
         p32, p33 = permits.consume_all(self.r, plan.plan_id, wanted)
         for kind, permit in ((PermitKind.P32, p32), (PermitKind.P33, p33)):
             self.log.info("PERMIT", plan_id=plan.plan_id, permit=kind.value, allow=getattr(permit, "allow", None),
@@ -135,11 +158,12 @@ class Executor:
         return p32, p33
 
     def _execute(self, plan: Plan, client_order_id: str, p32: P32Permit, p33: P33Permit) -> outcomes.Outcome:
-        kill, execution, forced_dry_run = self.r.mget(keys.KILL, keys.GOVERNOR_EXECUTION, keys.FORCE_DRY_RUN)
+        kill, execution, forced_dry_run, snapshot_raw = self.r.mget(
+            keys.KILL, keys.GOVERNOR_EXECUTION, keys.FORCE_DRY_RUN, keys.EXCHANGE_POSITIONS)
         halted = _trading_state_refusal(plan, read_switches(kill, execution))
         if halted is not None:
             return outcomes.refused(plan, halted, {"checked": "at send time"}, p32, p33)
-        sized = self._size(plan, p33, p32)
+        sized = self._size(plan, p33, p32, exchange_snapshot.decode(snapshot_raw) if snapshot_raw else None)
         if isinstance(sized, Refused):
             return outcomes.refused(plan, sized.reason, sized.detail, p32, p33)
         dry_run = self.settings.apply_mode is ApplyMode.DRY_RUN or _forced(forced_dry_run)
@@ -149,17 +173,16 @@ class Executor:
             return outcomes.refused(plan, Reason.DRY_RUN, detail, p32, p33, qty=sized.qty)
         return self._send(plan, client_order_id, sized, p32, p33)
 
-    def _size(self, plan: Plan, p33: P33Permit, p32: P32Permit) -> Sized | Refused:
+    def _size(self, plan: Plan, p33: P33Permit, p32: P32Permit, seen) -> Sized | Refused:
         rules = self.exchange.filters.find(plan.symbol)
         if rules is None:
             return Refused(Reason.UNKNOWN_SYMBOL, {"symbol": plan.symbol})
-        mark = self._mark(plan.symbol)
+        mark = self._mark(plan.symbol, seen)
         max_notional = p32.context.get("max_notional_per_trade")
         return size_order(plan, p33.safe_qty, rules, mark, self.settings.allow_upsize,
                           Decimal(str(max_notional)) if max_notional is not None else None)
 
-    def _mark(self, symbol: str) -> Decimal:
-        seen = exchange_snapshot.read(self.r)
+    def _mark(self, symbol: str, seen) -> Decimal:
         if seen is not None and seen.mark(symbol) and seen.age_s(self._now_ms()) <= self.settings.executor_mark_max_age_s:
             return seen.mark(symbol)
         return self.exchange.client.mark_price(symbol).mark_price

@@ -110,7 +110,7 @@ def ledger_agrees(state: PlanState) -> Verdict | None:
 def cooled_down(state: PlanState) -> Verdict | None:
     if state.last_exec_ms is None:
         return None
-    elapsed_s = (state.now_ms - state.last_exec_ms) / 1000
+    elapsed_s = max(state.now_ms - state.last_exec_ms, 0) / 1000  # clock skew is not a cooldown
     if elapsed_s >= state.policy.cooldown_s:
         return None
     return deny(Reason.COOLDOWN, remaining_s=f"{state.policy.cooldown_s - elapsed_s:.3f}",

@@ -76,6 +76,7 @@ def build_binance_client(settings: ExchangeSettings) -> Client:
         testnet=settings.target is Target.TESTNET,
     )
     client.REQUEST_TIMEOUT = settings.request_timeout_s
+    client.session.trust_env = False  # no proxy/netrc lookup on every request: the target is explicit
     if settings.target is Target.SIMULATOR:
         # Instance attributes shadow the class URLs; v1/v2/v3 paths are appended to FUTURES_URL.
         client.FUTURES_URL = f"{settings.root_url}/fapi"

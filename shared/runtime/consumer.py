@@ -69,6 +69,7 @@ class _State:
     idle: bool = False
     last_housekeeping: float = float("-inf")
     redrain: bool = False  # after a Redis error: re-read our own pending entries first
+    last_claim: float = float("-inf")
 
 
 class StreamConsumer(Generic[T]):
@@ -159,6 +160,11 @@ class StreamConsumer(Generic[T]):
         return processed
 
     def _claim_idle(self) -> int:
+        # Entries become claimable only after claim_idle_ms: looking more often than that is wasted work.
+        now = self.monotonic()
+        if now - self._state.last_claim < min(1.0, self.config.claim_idle_ms / 2000):
+            return 0
+        self._state.last_claim = now
         response = self.client.xautoclaim(
             self.config.stream,
             self.config.group,

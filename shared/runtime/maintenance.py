@@ -13,7 +13,8 @@ import redis
 
 from shared.runtime.ids import min_id
 
-LAG_COUNT_CAP = 100_000
+# On Redis < 7 lag is counted by reading entries; past this many the gauge reports the cap ("at least").
+LAG_COUNT_CAP = 1_000
 
 
 @dataclass(frozen=True)
