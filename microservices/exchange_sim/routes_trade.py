@@ -42,7 +42,7 @@ async def new_order(request: web.Request) -> web.Response:
     state = state_of(request)
     fault = state.faults.draw()
     if state.faults.config.latency_ms:
-        await asyncio.sleep(state.faults.config.latency_ms / 1000)
+        await asyncio.sleep(state.faults.config.latency_ms / 1000)  # deliberate: the latency a test injected
     if fault is not Fault.NONE:
         log.info("fault_injected", fault=fault.value, client_order_id=params.get("newClientOrderId"))
     if fault is Fault.RATE_LIMITED:
