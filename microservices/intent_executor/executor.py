@@ -146,9 +146,6 @@ class Executor:
         permits.wait_until_present(self.r, plan.plan_id, wanted, self.settings.executor_permit_wait_ms / 1000,
                                    already=present)
         p32, p33 = permits.consume_all(self.r, plan.plan_id, wanted)
-        for kind, permit in ((PermitKind.P32, p32), (PermitKind.P33, p33)):
-            self.log.info("PERMIT", plan_id=plan.plan_id, permit=kind.value, allow=getattr(permit, "allow", None),
-                          reason=getattr(getattr(permit, "reason", None), "value", "missing"))
         if p32 is None or p33 is None:
             missing = [kind.value for kind, permit in zip(wanted, (p32, p33)) if permit is None]
             return outcomes.refused(plan, Reason.PERMIT_TIMEOUT, {"missing": ",".join(missing)}, p32, p33)
