@@ -65,7 +65,7 @@ class Engine:
             self._check_notional(request, mark)
             if margin_needed(self.account, order, mark) > self.snapshot().available:
                 raise errors.margin_insufficient()
-        self.account.orders[order.order_id] = order
+        self.account.add_order(order)
         self._execute_new(order, request, mark)
         log.info("order_placed", symbol=symbol, order_id=order.order_id, client_order_id=order.client_order_id,
                  side=order.side, type=order.type, qty=str(order.orig_qty), status=order.status)
@@ -84,7 +84,8 @@ class Engine:
         order = self._lookup(spec.symbol, params)
         if order is None or not order.is_open:
             raise errors.unknown_order_sent()
-        order.status, order.update_time = "CANCELED", self.clock()
+        self.account.set_status(order, "CANCELED")
+        order.update_time = self.clock()
         log.info("order_canceled", symbol=spec.symbol, order_id=order.order_id)
         return order
 
@@ -92,7 +93,8 @@ class Engine:
         spec = require_symbol(params)
         self._fill_resting(spec.symbol)
         for order in self.account.open_orders(spec.symbol):
-            order.status, order.update_time = "CANCELED", self.clock()
+            self.account.set_status(order, "CANCELED")
+            order.update_time = self.clock()
 
     def change_leverage(self, params: dict[str, str]) -> tuple[SymbolSpec, int]:
         spec = require_symbol(params)
@@ -186,9 +188,11 @@ class Engine:
             raise errors.reduce_only_rejected()
 
     def _check_duplicate(self, order: Order) -> None:
-        for other in self.account.open_orders(order.symbol):
-            if other.client_order_id == order.client_order_id:
-                raise errors.duplicate_client_order_id()
+        # a reuse is refused while an earlier order with the id is open; as every placement passes this
+        # check, such an order is always the latest one with that id
+        earlier = self.account.find_by_client_id(order.symbol, order.client_order_id)
+        if earlier is not None and earlier.is_open:
+            raise errors.duplicate_client_order_id()
 
     def _new_order(self, request: OrderRequest, position_side: str) -> Order:
         now = self.clock()
@@ -214,7 +218,7 @@ class Engine:
         if marketable and order.time_in_force != "GTX":
             self._take(order, min(order.price, taker) if order.side == "BUY" else max(order.price, taker))
         elif marketable or order.time_in_force in ("IOC", "FOK"):
-            order.status = "EXPIRED"
+            self.account.set_status(order, "EXPIRED")
 
     def _take(self, order: Order, price: Decimal) -> None:
         qty = self._fillable(order)
@@ -223,7 +227,8 @@ class Engine:
                        next(self._trade_ids))
         if order.remaining > ZERO:
             # reduce-only remainder beyond the position, or an IOC/FOK/MARKET leftover, expires
-            order.status, order.update_time = "EXPIRED", self.clock()
+            self.account.set_status(order, "EXPIRED")
+            order.update_time = self.clock()
 
     def _fillable(self, order: Order) -> Decimal:
         if order.reduce_only or self._hedge_closing(order):
@@ -254,7 +259,8 @@ class Engine:
                        next(self._trade_ids))
             log.info("order_filled", symbol=order.symbol, order_id=order.order_id, price=str(order.price))
         if order.remaining > ZERO:
-            order.status, order.update_time = "EXPIRED", self.clock()
+            self.account.set_status(order, "EXPIRED")
+            order.update_time = self.clock()
 
 
 def parse_admin_price(raw: object) -> Decimal | None:

@@ -46,7 +46,7 @@ def apply_fill(
     account.update_time = now
     order.executed_qty += qty
     order.cum_quote += qty * price
-    order.status = "FILLED" if order.remaining == ZERO else "PARTIALLY_FILLED"
+    account.set_status(order, "FILLED" if order.remaining == ZERO else "PARTIALLY_FILLED")
     order.update_time = now
     trade = Trade(trade_id, order.order_id, order.symbol, order.side, order.position_side, price, qty,
                   realized, commission, maker, now)

@@ -85,9 +85,14 @@ class Account:
     leverage: dict[str, int] = field(default_factory=dict)
     margin_type: dict[str, str] = field(default_factory=dict)
     positions: dict[tuple[str, str], Position] = field(default_factory=dict)
-    orders: dict[int, Order] = field(default_factory=dict)
+    # every order ever placed: add with add_order and change statuses with set_status, never directly,
+    # so the indexes below stay current
+    orders: dict[int, Order] = field(default_factory=dict, init=False)
     trades: list[Trade] = field(default_factory=list)
     update_time: int = 0
+    _open: dict[int, Order] = field(default_factory=dict, init=False, repr=False)
+    _open_by_symbol: dict[str, dict[int, Order]] = field(default_factory=dict, init=False, repr=False)
+    _latest_by_client_id: dict[tuple[str, str], Order] = field(default_factory=dict, init=False, repr=False)
 
     def leverage_of(self, symbol: str) -> int:
         return self.leverage.get(symbol, self.default_leverage)
@@ -101,12 +106,35 @@ class Account:
             self.positions[key] = Position(symbol, side)
         return self.positions[key]
 
+    def add_order(self, order: Order) -> None:
+        """Record a newly placed order; ids only grow, so every index stays in order_id order."""
+        self.orders[order.order_id] = order
+        self._latest_by_client_id[(order.symbol, order.client_order_id)] = order
+        self._index_open(order)
+
+    def set_status(self, order: Order, status: str) -> None:
+        """The one way to change an order's status, keeping the open-order indexes current."""
+        order.status = status
+        self._index_open(order)
+
+    def _index_open(self, order: Order) -> None:
+        by_symbol = self._open_by_symbol.setdefault(order.symbol, {})
+        if order.is_open:
+            self._open.setdefault(order.order_id, order)
+            by_symbol.setdefault(order.order_id, order)
+        else:
+            self._open.pop(order.order_id, None)
+            by_symbol.pop(order.order_id, None)
+
     def open_orders(self, symbol: str | None = None) -> list[Order]:
-        return [o for o in self.orders.values() if o.is_open and (symbol is None or o.symbol == symbol)]
+        """Open orders, order_id ascending, without scanning closed ones."""
+        if symbol is None:
+            return list(self._open.values())
+        return list(self._open_by_symbol.get(symbol, {}).values())
 
     def live_positions(self) -> list[Position]:
         return [p for p in self.positions.values() if p.amount != ZERO]
 
     def find_by_client_id(self, symbol: str, client_order_id: str) -> Order | None:
-        matches = [o for o in self.orders.values() if o.symbol == symbol and o.client_order_id == client_order_id]
-        return max(matches, key=lambda o: o.order_id) if matches else None
+        """The latest (highest order_id) order of `symbol` placed with `client_order_id`."""
+        return self._latest_by_client_id.get((symbol, client_order_id))
