@@ -26,6 +26,8 @@ import redis
 from bench import peer
 from bench.plans import plan_fields
 from bench.stats import summary
+from microservices.governor.settings import Limits
+from microservices.governor.store import GovernorStore
 from shared import keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +171,7 @@ def decision_only(r: redis.Redis, tag: str, plans: list[tuple[str, str]], warmup
             if popped is None:
                 break
             got.setdefault(popped[1], now())
-        r.hdel(keys.GOVERNOR_INFLIGHT, plan_id)
+        GovernorStore(r, Limits()).drop([plan_id])
         if len(got) < 2:
             timeouts += 1
             continue

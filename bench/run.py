@@ -15,6 +15,8 @@ from pathlib import Path
 
 from bench import measure, plans
 from bench.stack import DAEMONS, Stack
+from microservices.governor.settings import Limits
+from microservices.governor.store import GovernorStore
 from shared import keys
 from shared.snapshot import ExchangeSnapshot
 
@@ -134,7 +136,7 @@ class Bench:
         markers = self.r.mget([keys.plan_result_marker(plan_id) for plan_id in inflight]) if inflight else []
         abandoned = [plan_id for plan_id, marker in zip(inflight, markers) if marker is None]
         if abandoned:
-            self.r.hdel(keys.GOVERNOR_INFLIGHT, *abandoned)
+            GovernorStore(self.r, Limits()).drop(abandoned)  # with their share of the running totals
         return {"governor_inflight_records": len(inflight), "dropped_without_result": len(abandoned)}
 
     # -- phases --------------------------------------------------------------------------------

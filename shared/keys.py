@@ -107,6 +107,8 @@ def governor_opens(symbol: str) -> str:
 
 
 GOVERNOR_INFLIGHT = "quantum:governor:inflight"  # hash plan_id -> JSON of allowed opens not yet settled
+GOVERNOR_INFLIGHT_TOTALS = "quantum:governor:inflight:totals"  # hash: their notional (1e-8 units), count per symbol
+GOVERNOR_INFLIGHT_BY_TIME = "quantum:governor:inflight:by_time"  # sorted set plan_id -> allowed at (ms), for expiry
 GOVERNOR_RATE_TRIPS = "quantum:governor:rate_trips"  # sorted set of rate-limit denials, for auto-disarm
 GOVERNOR_LOCK = "quantum:governor:lock"  # serialises open decisions across governor instances
 GOVERNOR_DISARMED = "quantum:governor:auto_disarmed"  # why and when the governor disarmed itself

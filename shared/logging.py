@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -39,8 +40,14 @@ def redact_text(text: str) -> str:
     return text
 
 
+@lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    """Log keys repeat on every line: each is matched against the pattern once."""
+    return bool(_SECRET_KEY.search(key))
+
+
 def redact(value: Any, key: str = "") -> Any:
-    if key and _SECRET_KEY.search(key) and isinstance(value, (str, bytes)) and value:
+    if key and _is_secret_key(key) and isinstance(value, (str, bytes)) and value:
         return REDACTED
     if isinstance(value, str):
         return redact_text(value)

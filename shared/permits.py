@@ -10,6 +10,7 @@ import redis
 from pydantic import ValidationError
 
 from shared import keys
+from shared.lua import LuaScript
 from shared.schema.permit import P32Permit, P33Permit, Permit
 
 
@@ -36,20 +37,19 @@ def kind_of(permit: Permit) -> PermitKind:
     return PermitKind.P32 if isinstance(permit, P32Permit) else PermitKind.P33
 
 
+# KEYS: permit ready-list; ARGV: permit-json ttl-s kind. The permit, then the waiter's wake-up, atomically.
+ISSUE = LuaScript("""
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+""")
+
+
 def issue(client: redis.Redis, permit: Permit, ttl_seconds: int) -> None:
-    """Write the permit with its TTL and wake any waiter, in one transaction."""
-    pipe = client.pipeline(transaction=True)
-    queue_issue(pipe, permit, ttl_seconds)
-    pipe.execute()
-
-
-def queue_issue(pipe: redis.client.Pipeline, permit: Permit, ttl_seconds: int) -> None:
-    """Queue the permit's writes into a caller's transaction (permit, then the waiter's wake-up)."""
+    """Write the permit with its TTL and wake any waiter, in one script call."""
     kind = kind_of(permit)
-    ready_key = keys.permit_ready(permit.plan_id)
-    pipe.set(kind.key(permit.plan_id), permit.to_json(), ex=ttl_seconds)
-    pipe.rpush(ready_key, kind.value)
-    pipe.expire(ready_key, ttl_seconds)
+    ISSUE(client, [kind.key(permit.plan_id), keys.permit_ready(permit.plan_id)], [permit.to_json(), ttl_seconds, kind.value])
 
 
 def decode(kind: PermitKind, raw: bytes | str) -> Permit:

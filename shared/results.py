@@ -1,4 +1,10 @@
-"""Ending a plan: exactly one result, written with its ledger and cooldown effects in one transaction."""
+"""Ending a plan: exactly one result, written with its ledger and cooldown effects in one script call.
+
+The script writes only when the plan has no result yet and the symbol's ledger still holds
+what the new position was computed from (compare-and-set); the ledger arithmetic stays in
+Python with Decimal. A refusal (no fill) needs no read: one round trip. A fill needs the
+ledger; callers that read it earlier (the executor, with the permits) pass it in.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,50 @@ from dataclasses import dataclass
 import redis
 
 from shared import keys, ledger
+from shared.lua import LuaScript
 from shared.schema.result import PlanResult
 
 RESULT_MARKER_TTL_S = 7 * 24 * 3600
+NO_LEDGER_WRITE = "-"
+
+# KEYS: result-marker result-stream ledger cooldown
+# ARGV: now-ms marker-ttl-s result-field-count result-fields... ledger-mode expected-field-count expected-fields...
+#       new-field-count new-fields... cooldown(0|1)
+# ledger-mode: '-' leaves the ledger alone; 'w' checks it against the expected fields and writes the new ones
+# (none: the position is flat). Reply: 1 written, 0 the plan already has a result, -1 the ledger changed.
+FINISH = LuaScript("""
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local i = 3
+local function take()
+  local n = tonumber(ARGV[i]); local items = {}
+  for j = i + 1, i + n do items[#items + 1] = ARGV[j] end
+  i = i + n + 1
+  return items
+end
+local result = take()
+local mode = ARGV[i]; i = i + 1
+local expected = take()
+local new = take()
+if mode == 'w' then
+  local current = redis.call('HGETALL', KEYS[3])
+  if #current ~= #expected then return -1 end
+  local want = {}
+  for j = 1, #expected, 2 do want[expected[j]] = expected[j + 1] end
+  for j = 1, #current, 2 do
+    if want[current[j]] ~= current[j + 1] then return -1 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+result[#result + 1] = 'ts_ms'
+result[#result + 1] = ARGV[1]
+redis.call('XADD', KEYS[2], '*', unpack(result))
+if mode == 'w' then
+  redis.call('DEL', KEYS[3])
+  if #new > 0 then redis.call('HSET', KEYS[3], unpack(new)) end
+end
+if ARGV[i] == '1' then redis.call('SET', KEYS[4], ARGV[1]) end
+return 1
+""")
 
 
 @dataclass(frozen=True)
@@ -23,35 +70,42 @@ def has_result(client: redis.Redis, plan_id: str) -> bool:
     return bool(client.exists(keys.plan_result_marker(plan_id)))
 
 
-def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effects(), now_ms: int | None = None) -> bool:
-    """Write the plan's one result; False (and nothing written) when it already has one."""
+def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effects(), now_ms: int | None = None,
+                ledger_seen: dict[str, str] | None = None) -> bool:
+    """Write the plan's one result; False (and nothing written) when it already has one.
+
+    `ledger_seen`: the fill's ledger hash as the caller read it earlier; re-read only if it changed."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    marker = keys.plan_result_marker(result.plan_id)
-    watched = [marker] + ([keys.position_ledger(effects.fill.symbol)] if effects.fill else [])
-    with client.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(*watched)
-                if pipe.exists(marker):
-                    pipe.unwatch()
-                    return False
-                new_position = _ledger_after(pipe, effects.fill, now_ms)
-                pipe.multi()
-                _queue(pipe, result, effects, new_position, now_ms)
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                continue
+    fill = effects.fill
+    seen = ledger_seen
+    while True:
+        if fill is not None and seen is None:
+            seen = client.hgetall(keys.position_ledger(fill.symbol))
+        written = FINISH(client, _keys(result, effects), _args(result, effects, seen, now_ms))
+        if written != -1:
+            return bool(written)
+        seen = None  # the ledger moved between our read and the write: read it again
 
 
-def _ledger_after(pipe: redis.client.Pipeline, fill: ledger.Fill | None, now_ms: int) -> ledger.LedgerPosition | None:
-    return ledger.after_fill(ledger.read(pipe, fill.symbol), fill, now_ms) if fill else None
+def _keys(result: PlanResult, effects: Effects) -> list[str]:
+    symbol = effects.fill.symbol if effects.fill else result.symbol
+    return [keys.plan_result_marker(result.plan_id), keys.Stream.APPLY_RESULT, keys.position_ledger(symbol),
+            keys.cooldown_last_exec(effects.cooldown_symbol or result.symbol)]
 
 
-def _queue(pipe, result: PlanResult, effects: Effects, new_position, now_ms: int) -> None:
-    pipe.set(keys.plan_result_marker(result.plan_id), str(now_ms), ex=RESULT_MARKER_TTL_S)
-    pipe.xadd(keys.Stream.APPLY_RESULT, {**result.to_fields(), "ts_ms": str(now_ms)})
-    if effects.fill is not None:
-        ledger.queue_write(pipe, effects.fill.symbol, new_position)
-    if effects.cooldown_symbol is not None:
-        pipe.set(keys.cooldown_last_exec(effects.cooldown_symbol), str(now_ms))
+def _args(result: PlanResult, effects: Effects, seen: dict[str, str] | None, now_ms: int) -> list[str]:
+    args: list[str] = [str(now_ms), str(RESULT_MARKER_TTL_S)]
+    args += _counted(result.to_fields())
+    if effects.fill is None:
+        args += [NO_LEDGER_WRITE, "0", "0"]
+    else:
+        current = ledger.LedgerPosition.from_hash(effects.fill.symbol, seen) if seen else None
+        new_position = ledger.after_fill(current, effects.fill, now_ms)
+        args += ["w", *_counted(seen or {}), *_counted(new_position.to_hash() if new_position else {})]
+    args.append("1" if effects.cooldown_symbol is not None else "0")
+    return args
+
+
+def _counted(fields: dict[str, str]) -> list[str]:
+    flat = [item for pair in fields.items() for item in pair]
+    return [str(len(flat)), *flat]

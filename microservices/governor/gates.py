@@ -76,7 +76,7 @@ def snapshot_fresh(plan: Plan, state: GovernorState, limits: Limits, now_ms: int
 def open_positions_after(plan: Plan, state: GovernorState, limits: Limits, now_ms: int) -> tuple[int, int]:
     """(positions now, positions if this open fills): snapshot plus in-flight opens on new symbols."""
     held = set(state.snapshot.positions) if state.snapshot else set()
-    pending = {entry.symbol for entry in state.pending_opens(plan.plan_id, now_ms, limits.inflight_expiry_ms)}
+    pending = state.pending(plan.plan_id, now_ms, limits.inflight_expiry_ms).symbols
     now_count = len(held | pending)
     return now_count, len(held | pending | {plan.symbol})
 
@@ -111,7 +111,7 @@ def max_notional_per_trade(plan: Plan, state: GovernorState, limits: Limits, now
 def total_notional_after(plan: Plan, state: GovernorState, limits: Limits, now_ms: int) -> tuple[Decimal, Decimal]:
     """(exposure now, exposure with this open): snapshot total plus in-flight opens plus this trade."""
     held = state.snapshot.total_notional() if state.snapshot else ZERO
-    pending = sum((e.notional for e in state.pending_opens(plan.plan_id, now_ms, limits.inflight_expiry_ms)), ZERO)
+    pending = state.pending(plan.plan_id, now_ms, limits.inflight_expiry_ms).notional
     priced = trade_notional(plan, state)
     return held + pending, held + pending + (priced[0] if priced else ZERO)
 

@@ -18,7 +18,7 @@ from microservices.governor import metrics
 from microservices.governor.gates import INFLIGHT_REASONS, Verdict, evaluate
 from microservices.governor.settings import Limits
 from microservices.governor.state import GovernorState
-from microservices.governor.store import GovernorStore, OpenRead
+from microservices.governor.store import GovernorStore, LockLost, OpenRead
 from microservices.governor.writes import Writes, plan_writes
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import round_qty_down
@@ -29,6 +29,7 @@ from shared.schema import P32Permit, Plan
 PRUNE_EVERY_S = 1.0  # the snapshot refreshes about once a second; pruning faster finds nothing new
 TREATED_AS = {"kill": "on", "execution": "DISABLED", "snapshot": "missing", "cooldown": "absent", "inflight": "dropped"}
 SWITCHES = ("kill", "execution")
+DECIDE_ATTEMPTS = 3  # a decision that outlived its lock is taken again from a fresh read
 
 
 class Governor:
@@ -95,6 +96,16 @@ class Governor:
         return verdict
 
     def _decide_open(self, plan: Plan) -> Verdict | None:
+        for attempt in range(1, DECIDE_ATTEMPTS + 1):
+            try:
+                return self._decide_open_once(plan)
+            except LockLost:
+                self.log.warning("decision_lock_lost", plan_id=plan.plan_id, attempt=attempt)
+                if attempt == DECIDE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _decide_open_once(self, plan: Plan) -> Verdict | None:
         read = self.store.lock_and_read_open(plan.plan_id, plan.symbol, lambda: _ms(self.clock()))
         committed = False
         try:
@@ -111,12 +122,17 @@ class Governor:
         return verdict
 
     def _evaluate_open(self, plan: Plan, read: OpenRead) -> tuple[GovernorState, Verdict]:
-        """Decide; when in-flight opens decided a denial, look up their results and decide again exactly."""
+        """Decide on the running totals; when in-flight opens decided a denial, look at each one and decide again.
+
+        The totals count every open allowed and not yet settled or expired: safe, but an open whose
+        fill the snapshot already shows counts twice until the next prune. The exact look reads the
+        records and their results, so only opens the snapshot does not show yet count."""
         state, now_ms = read.state, read.now_ms
         verdict = evaluate(plan, state, self.limits, now_ms)
-        unresolved = state.unresolved_inflight(plan.plan_id, now_ms, self.limits.inflight_expiry_ms)
-        if verdict.reason in INFLIGHT_REASONS and unresolved:
-            state = replace(state, result_ms=self.store.read_results(unresolved))
+        if verdict.reason in INFLIGHT_REASONS and state.totals is not None and state.totals.count:
+            records, corrupt = self.store.read_inflight()
+            others = [entry.plan_id for entry in records if entry.plan_id != plan.plan_id]
+            state = replace(state, inflight=records, unreadable_inflight=corrupt, result_ms=self.store.read_results(others))
             verdict = evaluate(plan, state, self.limits, now_ms)
         return state, verdict
 
@@ -124,8 +140,8 @@ class Governor:
         disarmed = writes.disarm is not None or (state.auto_disarmed and not writes.clear_disarm)
         switches = replace(state.switches, execution_enabled=False) if writes.disarm else state.switches
         self._record(plan, verdict, replace(state, switches=switches), disarmed)
-        pending = state.pending_opens(plan.plan_id, writes.now_ms, self.limits.inflight_expiry_ms)
-        metrics.INFLIGHT_OPENS.set(len(pending) + (1 if verdict.allow else 0))
+        pending = state.pending(plan.plan_id, writes.now_ms, self.limits.inflight_expiry_ms)
+        metrics.INFLIGHT_OPENS.set(pending.count + (1 if verdict.allow else 0))
         if writes.clear_disarm:
             self.log.info("auto_disarm_cleared", detail="execution was re-enabled by an operator")
         if writes.disarm is not None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from microservices.governor.lua import to_units
 from shared.schema.fields import format_decimal
 from shared.trading_state import Switches
 from shared.snapshot import ExchangeSnapshot
@@ -21,7 +22,9 @@ class InFlight:
     allowed_at_ms: int
 
     def to_json(self) -> str:
-        fields = {"symbol": self.symbol, "notional": format_decimal(self.notional), "allowed_at_ms": self.allowed_at_ms}
+        """The record; "units" is what the running totals count (see lua.py)."""
+        fields = {"symbol": self.symbol, "notional": format_decimal(self.notional),
+                  "units": str(to_units(self.notional)), "allowed_at_ms": self.allowed_at_ms}
         return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
@@ -31,13 +34,28 @@ class InFlight:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """What in-flight opens add to the caps: the symbols they open and their notional."""
+
+    symbols: frozenset[str] = frozenset()
+    notional: Decimal = Decimal(0)
+    count: int = 0
+
+    @classmethod
+    def of(cls, entries: Iterable[InFlight]) -> "Pending":
+        entries = list(entries)
+        return cls(frozenset(e.symbol for e in entries), sum((e.notional for e in entries), Decimal(0)), len(entries))
+
+
+@dataclass(frozen=True)
 class GovernorState:
     """Everything one decision reads; closes only need the switches."""
 
     switches: Switches = field(default_factory=Switches)
     last_exec_ms: int | None = None
     snapshot: ExchangeSnapshot | None = None
-    inflight: tuple[InFlight, ...] = ()
+    totals: Pending | None = None  # running totals of in-flight opens without the plan itself, as a decision reads them
+    inflight: tuple[InFlight, ...] = ()  # the records themselves, read for an exact look (then result_ms is set)
     unreadable_inflight: tuple[str, ...] = ()  # plan ids whose in-flight record is corrupt
     result_ms: Mapping[str, int] | None = None  # results of in-flight plans; None: not read yet
     opens_last_hour: int = 0  # opens allowed on the plan's symbol, not counting the plan itself
@@ -55,8 +73,14 @@ class GovernorState:
     def is_expired(self, entry: InFlight, now_ms: int, expiry_ms: int) -> bool:
         return now_ms - entry.allowed_at_ms >= expiry_ms
 
+    def pending(self, plan_id: str, now_ms: int, expiry_ms: int) -> Pending:
+        """What counts against the caps: the running totals, or after an exact look the unsettled records."""
+        if self.totals is not None and self.result_ms is None:
+            return self.totals
+        return Pending.of(self.pending_opens(plan_id, now_ms, expiry_ms))
+
     def pending_opens(self, plan_id: str, now_ms: int, expiry_ms: int) -> list[InFlight]:
-        """In-flight opens that still count against the caps; a replayed plan never counts itself."""
+        """In-flight records that still count against the caps; a replayed plan never counts itself."""
         asked = (plan_id, now_ms, expiry_ms)
         if asked not in self._pending:
             self._pending[asked] = [
@@ -73,8 +97,3 @@ class GovernorState:
         done = [e.plan_id for e in self.inflight if self.is_expired(e, now_ms, expiry_ms) or self.is_settled(e)]
         return done + list(self.unreadable_inflight)
 
-    def unresolved_inflight(self, plan_id: str, now_ms: int, expiry_ms: int) -> list[str]:
-        """Pending plan ids whose result has not been looked up yet."""
-        if self.result_ms is not None:
-            return []
-        return [entry.plan_id for entry in self.pending_opens(plan_id, now_ms, expiry_ms)]

@@ -1,8 +1,8 @@
-"""The governor's Redis effects: one pipelined read per decision, one transaction for its writes.
+"""The governor's Redis effects: one script call reads an open decision, one script call commits it.
 
 Open decisions hold keys.GOVERNOR_LOCK from the read to the write, so two governors cannot
-both let opens through that only fit one at a time. The lock is taken in the read's own
-round trip and released inside the write's transaction.
+both let opens through that only fit one at a time. The read script takes the lock; the
+commit script writes only while the lock is still ours, and releases it.
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from typing import Any
 
 import redis
 
+from microservices.governor import lua
 from microservices.governor.gates import FIVE_MIN_MS, HOUR_MS
 from microservices.governor.settings import Limits
-from microservices.governor.state import GovernorState, InFlight
+from microservices.governor.state import GovernorState, InFlight, Pending
 from shared.trading_state import DISABLED, Switches, read_switches
 from microservices.governor.writes import Writes
-from shared import keys, permits
+from shared import keys
 from shared import snapshot as exchange_snapshot
+from shared import permits
+from shared.permits import PermitKind
 from shared.schema import P32Permit
 from shared.snapshot import ExchangeSnapshot
 
@@ -30,12 +33,15 @@ LOCK_TTL_MS = 2_000  # a decision holds it for well under a millisecond; a crash
 LOCK_WAIT_BUDGET_S = 2 * LOCK_TTL_MS / 1000  # outlasts a crashed holder's lock
 FIRST_BACKOFF_S = 0.0002
 MAX_BACKOFF_S = 0.02
-# EVAL, not EVALSHA: a registered script costs an extra SCRIPT EXISTS round trip per transaction.
-RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+INFLIGHT_KEYS = (keys.GOVERNOR_INFLIGHT, keys.GOVERNOR_INFLIGHT_TOTALS, keys.GOVERNOR_INFLIGHT_BY_TIME)
 
 
 class LockBusy(RuntimeError):
     """Another governor held the decision lock too long; the entry stays pending and is retried."""
+
+
+class LockLost(RuntimeError):
+    """The decision outlived the lock's TTL, so another governor may have decided meanwhile: decide again."""
 
 
 @dataclass(frozen=True)
@@ -78,17 +84,18 @@ class GovernorStore:
             waited, delay = waited + delay, min(delay * 2, MAX_BACKOFF_S)
 
     def _try_read_open(self, plan_id: str, symbol: str, now_ms: int, token: str) -> tuple[GovernorState, bool] | None:
-        opens, trips = keys.governor_opens(symbol), keys.GOVERNOR_RATE_TRIPS
         trips_since = now_ms - self.limits.auto_disarm_window_ms
-        pipe = self.r.pipeline(transaction=False)
-        pipe.set(keys.GOVERNOR_LOCK, token, nx=True, px=LOCK_TTL_MS)
-        pipe.get(keys.KILL).get(keys.GOVERNOR_EXECUTION).get(keys.cooldown_last_exec(symbol))
-        pipe.get(keys.EXCHANGE_POSITIONS).exists(keys.plan_result_marker(plan_id)).hgetall(keys.GOVERNOR_INFLIGHT)
-        pipe.zcount(opens, f"({now_ms - HOUR_MS}", "+inf").zcount(opens, f"({now_ms - FIVE_MIN_MS}", "+inf")
-        pipe.zscore(opens, plan_id).zcount(trips, f"({trips_since}", "+inf").zscore(trips, plan_id)
-        pipe.exists(keys.GOVERNOR_DISARMED)
-        locked, *values = pipe.execute()
-        return _open_state(values, now_ms, trips_since) if locked else None
+        script_keys = [keys.GOVERNOR_LOCK, keys.KILL, keys.GOVERNOR_EXECUTION, keys.cooldown_last_exec(symbol),
+                       keys.EXCHANGE_POSITIONS, keys.plan_result_marker(plan_id), *INFLIGHT_KEYS,
+                       keys.governor_opens(symbol), keys.GOVERNOR_RATE_TRIPS, keys.GOVERNOR_DISARMED]
+        args = [token, LOCK_TTL_MS, plan_id, now_ms - HOUR_MS, now_ms - FIVE_MIN_MS, trips_since,
+                now_ms - self.limits.inflight_expiry_ms]
+        values = lua.READ_OPEN(self.r, script_keys, args)
+        return _open_state(values, now_ms, trips_since) if values is not None else None
+
+    def read_inflight(self) -> tuple[tuple[InFlight, ...], tuple[str, ...]]:
+        """Every in-flight record, and the ids of those that do not parse (for an exact look)."""
+        return _inflight(self.r.hgetall(keys.GOVERNOR_INFLIGHT))
 
     def read_results(self, plan_ids: Iterable[str]) -> dict[str, int]:
         """When each of these plans got its result (ms), for those that have one."""
@@ -99,38 +106,25 @@ class GovernorStore:
         return {plan_id: _int_or(raw, 0) for plan_id, raw in zip(plan_ids, found) if raw is not None}
 
     def commit(self, writes: Writes, token: str) -> None:
-        """Permit and bookkeeping in one transaction, which also releases the decision lock."""
-        pipe = self.r.pipeline(transaction=True)
-        permits.queue_issue(pipe, writes.permit, self.limits.permit_ttl_s)
-        if writes.drop_inflight:
-            pipe.hdel(keys.GOVERNOR_INFLIGHT, *writes.drop_inflight)
-        if writes.inflight is not None:
-            self._queue_inflight(pipe, writes.inflight)
-        if writes.rate_trip:
-            self._queue_trip(pipe, writes.permit.plan_id, writes.now_ms)
-        if writes.clear_disarm:
-            pipe.delete(keys.GOVERNOR_DISARMED)
-        if writes.disarm is not None:
-            pipe.set(keys.GOVERNOR_EXECUTION, DISABLED).set(keys.GOVERNOR_DISARMED, writes.disarm)
-            pipe.delete(keys.GOVERNOR_RATE_TRIPS)  # the trips that disarmed are spent; re-arming starts afresh
-        pipe.eval(RELEASE_LOCK, 1, keys.GOVERNOR_LOCK, token)
-        pipe.execute()
-
-    def _queue_inflight(self, pipe: redis.client.Pipeline, entry: InFlight) -> None:
-        opens = keys.governor_opens(entry.symbol)
-        pipe.hset(keys.GOVERNOR_INFLIGHT, entry.plan_id, entry.to_json())
-        pipe.zadd(opens, {entry.plan_id: entry.allowed_at_ms}, nx=True)  # a replay keeps its first time
-        pipe.zremrangebyscore(opens, "-inf", entry.allowed_at_ms - HOUR_MS)
-        pipe.pexpire(opens, HOUR_MS)
-
-    def _queue_trip(self, pipe: redis.client.Pipeline, plan_id: str, now_ms: int) -> None:
-        window_ms = self.limits.auto_disarm_window_ms
-        pipe.zadd(keys.GOVERNOR_RATE_TRIPS, {plan_id: now_ms}, nx=True)
-        pipe.zremrangebyscore(keys.GOVERNOR_RATE_TRIPS, "-inf", now_ms - window_ms)
-        pipe.pexpire(keys.GOVERNOR_RATE_TRIPS, window_ms)
+        """Permit and bookkeeping in one script call, which also releases the decision lock."""
+        permit = writes.permit
+        script_keys = [keys.GOVERNOR_LOCK, keys.permit_p32(permit.plan_id), keys.permit_ready(permit.plan_id),
+                       *INFLIGHT_KEYS, keys.governor_opens(permit.symbol), keys.GOVERNOR_RATE_TRIPS,
+                       keys.GOVERNOR_EXECUTION, keys.GOVERNOR_DISARMED]
+        record = writes.inflight.to_json() if writes.inflight is not None else ""
+        args = [token, permit.to_json(), self.limits.permit_ttl_s, PermitKind.P32.value, permit.plan_id, record,
+                writes.now_ms, HOUR_MS, int(writes.rate_trip), self.limits.auto_disarm_window_ms,
+                writes.disarm or "", int(writes.clear_disarm), DISABLED, *writes.drop_inflight]
+        if not lua.COMMIT_OPEN(self.r, script_keys, args):
+            raise LockLost(f"decision lock expired before plan {permit.plan_id} was committed")
 
     def release(self, token: str) -> None:
-        self.r.eval(RELEASE_LOCK, 1, keys.GOVERNOR_LOCK, token)
+        lua.RELEASE_LOCK(self.r, [keys.GOVERNOR_LOCK], [token])
+
+    def drop(self, plan_ids: Iterable[str]) -> int:
+        """Drop in-flight records with their share of the totals; returns how many did not parse."""
+        plan_ids = list(plan_ids)
+        return int(lua.DROP(self.r, INFLIGHT_KEYS, plan_ids)) if plan_ids else 0
 
     def prune_settled(self) -> list[str]:
         """Drop in-flight opens the snapshot already shows; settled ones never return, so no lock is needed."""
@@ -142,8 +136,7 @@ class GovernorStore:
             return []
         results = self.read_results(entry.plan_id for entry in inflight)
         settled = GovernorState(snapshot=snapshot, inflight=inflight, result_ms=results).settled_inflight()
-        if settled:
-            self.r.hdel(keys.GOVERNOR_INFLIGHT, *settled)
+        self.drop(settled)
         return settled
 
     def read_gauges(self) -> tuple[Switches, bool, int]:
@@ -155,20 +148,18 @@ class GovernorStore:
 
 
 def _open_state(values: list[Any], now_ms: int, trips_since: int) -> tuple[GovernorState, bool]:
-    """(state, whether the plan already has a result) from the read pipeline's replies."""
-    kill, execution, cooldown, snapshot_raw, has_result, inflight_raw, *counts = values
-    hour, five_min, own_open, trips, own_trip, disarmed = counts
+    """(state, whether the plan already has a result) from the read script's reply."""
+    kill, execution, cooldown, snapshot_raw, has_result, totals_raw, own_raw, *counts = values
+    hour, five_min, own_open, trips, own_trip, disarmed, corrupt = counts
     snapshot, snapshot_problem = _snapshot(snapshot_raw)
     last_exec_ms = _int_or(cooldown, None)
-    inflight, corrupt = _inflight(inflight_raw)
-    unreadable = {"snapshot": snapshot_problem, "inflight": ",".join(corrupt) or None,
+    unreadable = {"snapshot": snapshot_problem, "inflight": f"{corrupt} unreadable record(s)" if corrupt else None,
                   "cooldown": cooldown if last_exec_ms is None else None}
     state = GovernorState(
         switches=read_switches(kill, execution),
         last_exec_ms=last_exec_ms,
         snapshot=snapshot,
-        inflight=inflight,
-        unreadable_inflight=corrupt,
+        totals=_totals(_pairs(totals_raw), own_raw),
         opens_last_hour=int(hour) - _within(own_open, now_ms - HOUR_MS),
         opens_last_5min=int(five_min) - _within(own_open, now_ms - FIVE_MIN_MS),
         rate_trips=int(trips) - _within(own_trip, trips_since),
@@ -178,9 +169,26 @@ def _open_state(values: list[Any], now_ms: int, trips_since: int) -> tuple[Gover
     return state, bool(has_result)
 
 
-def _within(score: float | None, since_ms: int) -> int:
+def _pairs(flat: list[str] | dict[str, str]) -> dict[str, str]:
+    """A script's HGETALL arrives as a flat list (RESP2) or a map (RESP3)."""
+    return dict(flat) if isinstance(flat, dict) else dict(zip(flat[0::2], flat[1::2]))
+
+
+def _totals(fields: dict[str, str], own_raw: str | None) -> Pending:
+    """The running totals without the plan's own record (a replay does not count itself)."""
+    counts = {name[2:]: int(value) for name, value in fields.items() if name.startswith("n:")}
+    units = int(fields.get("units", 0))
+    own = _decode_or_none(own_raw)
+    if own is not None:
+        units -= lua.to_units(own.notional)
+        counts[own.symbol] = counts.get(own.symbol, 0) - 1
+    return Pending(frozenset(s for s, n in counts.items() if n > 0), lua.from_units(max(units, 0)),
+                   max(sum(counts.values()), 0))
+
+
+def _within(score: str | None, since_ms: int) -> int:
     """1 when the plan's own member is inside the window (a replay), so it is not counted twice."""
-    return 1 if score is not None and score > since_ms else 0
+    return 1 if score is not None and float(score) > since_ms else 0
 
 
 def _snapshot(raw: str | None) -> tuple[ExchangeSnapshot | None, str | None]:
@@ -200,6 +208,13 @@ def _inflight(raw: dict[str, str]) -> tuple[tuple[InFlight, ...], tuple[str, ...
         except (ValueError, KeyError, TypeError, ArithmeticError):
             corrupt.append(plan_id)
     return tuple(entries), tuple(corrupt)
+
+
+def _decode_or_none(raw: str | None) -> InFlight | None:
+    try:
+        return _decode_inflight("", raw) if raw is not None else None
+    except (ValueError, KeyError, TypeError, ArithmeticError):
+        return None  # an unreadable record is not in the totals either (the scripts drop it)
 
 
 @lru_cache(maxsize=4096)

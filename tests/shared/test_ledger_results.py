@@ -89,3 +89,24 @@ def test_a_snapshot_round_trips_and_sums_notional() -> None:
     assert copy == snapshot
     assert copy.total_notional() == D("480") and copy.open_position_count == 2
     assert copy.age_s(6500) == 1.5
+
+
+def test_a_ledger_that_moved_since_the_caller_read_it_is_read_again(r: redis.Redis) -> None:
+    r.hset(keys.position_ledger("BTCUSDT"), mapping=position("0.002", "88000").to_hash())
+    stale = r.hgetall(keys.position_ledger("BTCUSDT"))
+    r.hset(keys.position_ledger("BTCUSDT"), mapping=position("0.004", "89000").to_hash())  # e.g. reconcile
+
+    written = results.finish_plan(r, result(), results.Effects(fill=fill(Side.SELL, "0.001", "95000")),
+                                  now_ms=1000, ledger_seen=stale)
+
+    assert written and ledger.read(r, "BTCUSDT").amount == D("0.003")
+    assert r.xrange(keys.Stream.APPLY_RESULT)[0][1]["ts_ms"] == "1000"
+
+
+def test_a_refusal_writes_no_ledger_and_no_cooldown(r: redis.Redis) -> None:
+    refused = PlanResult(plan_id="p2", executed=False, symbol="BTCUSDT", side=Side.BUY, qty=D("0.002"),
+                         reduce_only=False, source="test", reason="dry_run")
+
+    assert results.finish_plan(r, refused, now_ms=5) and not results.finish_plan(r, refused, now_ms=6)
+    assert r.exists(keys.position_ledger("BTCUSDT"), keys.cooldown_last_exec("BTCUSDT")) == 0
+    assert r.get(keys.plan_result_marker("p2")) == "5" and r.xlen(keys.Stream.APPLY_RESULT) == 1

@@ -1,0 +1,164 @@
+"""The governor's Redis scripts: an open decision reads in one call and commits in one call.
+
+In-flight opens are kept as records (hash plan_id -> JSON) plus running totals (hash: "units",
+the summed notional in integer units of 1e-8 USDT, and "n:<symbol>", the count per symbol),
+so a decision reads a handful of fields however many opens are in flight. Redis adds the
+integers (HINCRBY, exact in 64 bits); Lua never does arithmetic on money. Every change to the
+records goes through `add` and `drop` below, which keep the totals equal to the records. The
+totals carry "v"; when that is missing (first start, an operator deleted the hash) or a value
+is not an integer, they are rebuilt from the records, dropping records that do not parse.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, Decimal
+
+from shared.lua import LuaScript
+
+UNITS_PER_USDT = 10**8
+TOTALS_VERSION = "1"
+EXPIRE_BATCH = 100  # expired records dropped per decision; the rest go on the next ones
+
+_FUNCTIONS = """
+local function parse(raw)
+  local ok, rec = pcall(cjson.decode, raw)
+  if not ok or type(rec) ~= 'table' then return nil end
+  if type(rec.units) ~= 'string' or not string.match(rec.units, '^%d+$') then return nil end
+  if type(rec.symbol) ~= 'string' or rec.symbol == '' or type(rec.allowed_at_ms) ~= 'number' then return nil end
+  return rec
+end
+
+local function count(totals, rec, sign)
+  if rec.units ~= '0' then
+    redis.call('HINCRBY', totals, 'units', (sign < 0 and '-' or '') .. rec.units)
+  end
+  local field = 'n:' .. rec.symbol
+  if redis.call('HINCRBY', totals, field, sign) <= 0 then redis.call('HDEL', totals, field) end
+end
+
+local function reset_if_empty(inflight, totals, by_time)
+  if redis.call('HLEN', inflight) == 0 then
+    redis.call('DEL', totals, by_time)
+    redis.call('HSET', totals, 'v', 'VERSION')
+  end
+end
+
+local function drop(inflight, totals, by_time, ids)
+  local corrupt = 0
+  for _, id in ipairs(ids) do
+    local raw = redis.call('HGET', inflight, id)
+    if raw then
+      redis.call('HDEL', inflight, id)
+      local rec = parse(raw)
+      if rec then count(totals, rec, -1) else corrupt = corrupt + 1 end
+    end
+    redis.call('ZREM', by_time, id)
+  end
+  reset_if_empty(inflight, totals, by_time)
+  return corrupt
+end
+
+local function valid_totals(totals)
+  local flat = redis.call('HGETALL', totals)
+  local seen = false
+  for i = 1, #flat, 2 do
+    if flat[i] == 'v' then
+      seen = flat[i + 1] == 'VERSION'
+    elseif not string.match(flat[i + 1], '^%-?%d+$') then
+      return false
+    end
+  end
+  return seen
+end
+
+local function rebuild(inflight, totals, by_time)
+  redis.call('DEL', totals, by_time)
+  local corrupt = 0
+  local flat = redis.call('HGETALL', inflight)
+  for i = 1, #flat, 2 do
+    local rec = parse(flat[i + 1])
+    if rec then
+      count(totals, rec, 1)
+      redis.call('ZADD', by_time, rec.allowed_at_ms, flat[i])
+    else
+      redis.call('HDEL', inflight, flat[i])
+      corrupt = corrupt + 1
+    end
+  end
+  redis.call('HSET', totals, 'v', 'VERSION')
+  return corrupt
+end
+""".replace("VERSION", TOTALS_VERSION)
+
+# KEYS: lock kill execution cooldown positions result-marker inflight totals by-time opens trips disarmed
+# ARGV: token lock-ttl-ms plan-id hour-since five-min-since trips-since expired-at-or-before
+# Reply: nil when another governor holds the lock, else the values listed in store._open_state.
+READ_OPEN = LuaScript(_FUNCTIONS + """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+local corrupt = 0
+if not valid_totals(KEYS[8]) then corrupt = rebuild(KEYS[7], KEYS[8], KEYS[9]) end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', ARGV[7], 'LIMIT', 0, BATCH)
+if #expired > 0 then corrupt = corrupt + drop(KEYS[7], KEYS[8], KEYS[9], expired) end
+return {
+  redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4]), redis.call('GET', KEYS[5]),
+  redis.call('EXISTS', KEYS[6]), redis.call('HGETALL', KEYS[8]), redis.call('HGET', KEYS[7], ARGV[3]),
+  redis.call('ZCOUNT', KEYS[10], '(' .. ARGV[4], '+inf'), redis.call('ZCOUNT', KEYS[10], '(' .. ARGV[5], '+inf'),
+  redis.call('ZSCORE', KEYS[10], ARGV[3]), redis.call('ZCOUNT', KEYS[11], '(' .. ARGV[6], '+inf'),
+  redis.call('ZSCORE', KEYS[11], ARGV[3]), redis.call('EXISTS', KEYS[12]), corrupt,
+}
+""".replace("BATCH", str(EXPIRE_BATCH)))
+
+# KEYS: lock permit ready-list inflight totals by-time opens trips execution disarmed
+# ARGV: token permit-json permit-ttl-s permit-kind plan-id record-json|'' allowed-at-ms hour-ms
+#       trip(0|1) trip-window-ms disarm-json|'' clear-disarm(0|1) disabled-value drop-id...
+# Reply: 1, or 0 when the lock is no longer ours (nothing written: the caller decides again).
+COMMIT_OPEN = LuaScript(_FUNCTIONS + """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('RPUSH', KEYS[3], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+if #ARGV > 13 then
+  local ids = {}
+  for i = 14, #ARGV do ids[#ids + 1] = ARGV[i] end
+  drop(KEYS[4], KEYS[5], KEYS[6], ids)
+end
+local at = tonumber(ARGV[7])
+if ARGV[6] ~= '' then
+  if redis.call('HSETNX', KEYS[4], ARGV[5], ARGV[6]) == 1 then
+    count(KEYS[5], parse(ARGV[6]), 1)
+    redis.call('ZADD', KEYS[6], ARGV[7], ARGV[5])
+  end
+  redis.call('ZADD', KEYS[7], 'NX', ARGV[7], ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', at - tonumber(ARGV[8]))
+  redis.call('PEXPIRE', KEYS[7], ARGV[8])
+end
+if ARGV[9] == '1' then
+  redis.call('ZADD', KEYS[8], 'NX', ARGV[7], ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', at - tonumber(ARGV[10]))
+  redis.call('PEXPIRE', KEYS[8], ARGV[10])
+end
+if ARGV[12] == '1' then redis.call('DEL', KEYS[10]) end
+if ARGV[11] ~= '' then
+  redis.call('SET', KEYS[9], ARGV[13])
+  redis.call('SET', KEYS[10], ARGV[11])
+  redis.call('DEL', KEYS[8])
+end
+redis.call('DEL', KEYS[1])
+return 1
+""")
+
+# KEYS: inflight totals by-time; ARGV: plan ids. Reply: how many of them were unreadable.
+DROP = LuaScript(_FUNCTIONS + """
+return drop(KEYS[1], KEYS[2], KEYS[3], ARGV)
+""")
+
+RELEASE_LOCK = LuaScript("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+
+
+def to_units(notional: Decimal) -> int:
+    """Notional in integer units of 1e-8 USDT, rounded up: the totals never undercount."""
+    return int((notional * UNITS_PER_USDT).to_integral_value(rounding=ROUND_CEILING))
+
+
+def from_units(units: int) -> Decimal:
+    return Decimal(units).scaleb(-8)

@@ -1,0 +1,134 @@
+"""The running totals of in-flight opens: always equal to the records, rebuilt when missing or garbled."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+import redis
+from governor_support import NOW_MS, Clock, plan, snapshot
+
+from microservices.governor.governor import Governor
+from microservices.governor.lua import from_units, to_units
+from microservices.governor.settings import Limits
+from microservices.governor.state import InFlight
+from microservices.governor.store import GovernorStore
+from shared import keys
+from shared import snapshot as exchange_snapshot
+from shared.schema import Reason
+
+MARKS = {"BTCUSDT": "80000", "ETHUSDT": "1000", "SOLUSDT": "150.37"}
+ROOMY = Limits(max_notional_per_trade=Decimal(100_000), max_total_notional=Decimal(1_000_000),
+               max_open_positions=100, max_exec_per_5min=10_000, max_exec_per_hour=10_000)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def governor(r: redis.Redis, clock: Clock) -> Governor:
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    return Governor(r, ROOMY, clock=clock)
+
+
+def totals(r: redis.Redis) -> dict[str, str]:
+    return r.hgetall(keys.GOVERNOR_INFLIGHT_TOTALS)
+
+
+def from_records(r: redis.Redis) -> dict[str, str]:
+    """What the totals must be, computed in Python from the records."""
+    records = [json.loads(raw) for raw in r.hgetall(keys.GOVERNOR_INFLIGHT).values()]
+    expected = {"v": "1"}
+    units = sum(int(record["units"]) for record in records)
+    if units:
+        expected["units"] = str(units)
+    for record in records:
+        name = f"n:{record['symbol']}"
+        expected[name] = str(int(expected.get(name, "0")) + 1)
+    return expected
+
+
+def test_units_round_up_so_the_totals_never_undercount() -> None:
+    assert to_units(Decimal("0.000000001")) == 1
+    assert to_units(Decimal("150.37") * Decimal("0.07")) == 1_052_590_000
+    assert from_units(to_units(Decimal("1234.5678"))) == Decimal("1234.5678")
+
+
+def test_totals_follow_allows_replays_prunes_and_expiry(r: redis.Redis, governor: Governor, clock: Clock) -> None:
+    for i, (symbol, qty) in enumerate([("BTCUSDT", "0.001"), ("ETHUSDT", "0.6"), ("SOLUSDT", "0.07"), ("ETHUSDT", "1")]):
+        assert governor.handle(plan(f"p{i}", symbol, qty=qty)).allow
+        assert totals(r) == from_records(r)
+    governor.handle(plan("p1", "ETHUSDT", qty="0.6"))  # a replay counts once
+    assert totals(r) == from_records(r) and totals(r)["n:ETHUSDT"] == "2"
+
+    r.set(keys.plan_result_marker("p0"), str(NOW_MS + 10))
+    exchange_snapshot.publish(r, snapshot({"BTCUSDT": "0.001"}, MARKS, fetched_at_ms=NOW_MS + 20))
+    assert governor.store.prune_settled() == ["p0"]
+    assert totals(r) == from_records(r) and "n:BTCUSDT" not in totals(r)
+
+    clock.advance(120)
+    exchange_snapshot.publish(r, snapshot(marks=MARKS, fetched_at_ms=NOW_MS + 120_000))
+    governor.handle(plan("late", "BTCUSDT"))
+    assert r.hkeys(keys.GOVERNOR_INFLIGHT) == ["late"] and totals(r) == from_records(r)
+
+
+def test_a_decision_reads_the_totals_not_the_records(r: redis.Redis, governor: Governor) -> None:
+    for i in range(300):
+        governor.handle(plan(f"p{i}", "ETHUSDT", qty="0.01"))
+    looked: list[bool] = []
+    governor.store.read_inflight = lambda: looked.append(True)  # type: ignore[method-assign]
+
+    verdict = governor.handle(plan("one-more", "SOLUSDT", qty="1"))
+
+    assert verdict.allow and not looked
+    assert verdict.context["total_notional_after"] == str(Decimal("3000") + Decimal("150.37"))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda r: r.delete(keys.GOVERNOR_INFLIGHT_TOTALS),
+    lambda r: r.hset(keys.GOVERNOR_INFLIGHT_TOTALS, "units", "lots"),
+    lambda r: r.hset(keys.GOVERNOR_INFLIGHT_TOTALS, "v", "0"),
+], ids=["deleted", "garbled value", "older version"])
+def test_missing_or_garbled_totals_are_rebuilt_from_the_records(r: redis.Redis, governor: Governor, damage) -> None:
+    governor.handle(plan("a", "ETHUSDT", qty="1"))
+    governor.handle(plan("b", "SOLUSDT", qty="1"))
+    damage(r)
+
+    verdict = governor.handle(plan("c", "BTCUSDT"))
+
+    assert verdict.context["total_notional_after"] == "1230.37"
+    assert totals(r) == from_records(r)
+
+
+def test_records_written_without_units_are_dropped_as_unreadable(r: redis.Redis, governor: Governor) -> None:
+    r.hset(keys.GOVERNOR_INFLIGHT, "old", json.dumps({"symbol": "ETHUSDT", "notional": "900", "allowed_at_ms": NOW_MS}))
+
+    verdict = governor.handle(plan("a", "ETHUSDT", qty="1"))
+
+    assert verdict.allow and r.hkeys(keys.GOVERNOR_INFLIGHT) == ["a"] and totals(r) == from_records(r)
+
+
+def test_the_exact_look_still_lifts_a_denial_the_totals_caused(r: redis.Redis, clock: Clock) -> None:
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    governor = Governor(r, Limits(max_notional_per_trade=Decimal(1500)), clock=clock)
+    governor.handle(plan("a", "ETHUSDT", qty="1.5"))
+    r.set(keys.plan_result_marker("a"), str(NOW_MS + 1))
+    exchange_snapshot.publish(r, snapshot({"ETHUSDT": "1.5"}, MARKS, fetched_at_ms=NOW_MS + 2))
+
+    verdict = governor.handle(plan("b", "ETHUSDT", qty="0.5"))
+
+    assert verdict.reason == Reason.OPEN_ALLOWED and verdict.context["total_notional_after"] == "2000"
+    assert r.hkeys(keys.GOVERNOR_INFLIGHT) == ["b"] and totals(r) == from_records(r)
+
+
+def test_drop_ignores_unknown_ids_and_resets_the_totals_when_nothing_is_left(r: redis.Redis) -> None:
+    store = GovernorStore(r, ROOMY)
+    record = InFlight("x", "ETHUSDT", Decimal("12.5"), NOW_MS).to_json()
+    r.hset(keys.GOVERNOR_INFLIGHT, "x", record)
+    r.hset(keys.GOVERNOR_INFLIGHT, "bad", "{")
+
+    assert store.drop(["nope", "bad", "x"]) == 1
+    assert r.hlen(keys.GOVERNOR_INFLIGHT) == 0 and totals(r) == {"v": "1"}
