@@ -82,11 +82,14 @@ def consume_all(client: redis.Redis, plan_id: str, kinds: Iterable[PermitKind]) 
     for kind in kinds:
         pipe.set(keys.permit_used(kind.value, plan_id), "1", nx=True, ex=USED_MARKER_TTL_S)
         pipe.get(kind.key(plan_id))
-    replies = pipe.execute()
-    taken = []
-    for kind, won, raw in zip(kinds, replies[0::2], replies[1::2]):
-        taken.append(decode(kind, raw) if won and raw is not None else None)
-    return taken
+    return taken(kinds, pipe.execute())
+
+
+def taken(kinds: list[PermitKind], replies: list) -> list[Permit | None]:
+    """The permits won, from replies that start with (won, permit) per kind, as consume_all's do."""
+    mine = replies[: 2 * len(kinds)]
+    return [decode(kind, raw) if won and raw is not None else None
+            for kind, won, raw in zip(kinds, mine[0::2], mine[1::2])]
 
 
 def wait_until_present(

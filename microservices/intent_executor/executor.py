@@ -26,6 +26,7 @@ from shared import snapshot as exchange_snapshot
 from shared.exchange.errors import ExchangeError, ExchangeRejected, ExchangeUnavailable, OutcomeUnknown
 from shared.exchange.models import OrderResult
 from shared.logging import get_logger
+from shared.lua import LuaScript
 from shared.orders import client_order_id_for
 from shared.permits import PermitKind
 from shared.runtime.consumer import Entry
@@ -35,6 +36,35 @@ from shared.trading_state import Switches, TradingState, read_switches
 
 CLAIM_TTL_S = 60
 PERMIT_KINDS = (PermitKind.P32, PermitKind.P33)
+# KEYS: result-marker claim symbol-in-flight order-marker p32-permit p33-permit; ARGV: consumer claim-ttl-s plan-id
+# Reply: has-result, claim holder, order-sent, p32 present, p33 present.
+LOOK_AHEAD = LuaScript("""
+redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
+return {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('EXISTS', KEYS[4]),
+        redis.call('EXISTS', KEYS[5]), redis.call('EXISTS', KEYS[6])}
+""")
+# KEYS: p32-used p32 p33-used p33 kill execution force-dry-run positions ledger order-marker
+# ARGV: used-ttl-s client-order-id marker-ttl-s
+# Takes both permits (SET NX of the used markers, as permits.consume_all) and reads what sending needs.
+# When both were taken and both allow, it writes the order marker: from here an order may be sent, so a
+# restart looks the order up by its client order id instead of sending anything.
+TAKE = LuaScript("""
+local function allows(raw)
+  if not raw then return false end
+  local ok, permit = pcall(cjson.decode, raw)
+  return ok and type(permit) == 'table' and permit.allow == true
+end
+local won32 = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) and 1 or 0
+local raw32 = redis.call('GET', KEYS[2])
+local won33 = redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) and 1 or 0
+local raw33 = redis.call('GET', KEYS[4])
+if won32 == 1 and won33 == 1 and allows(raw32) and allows(raw33) then
+  redis.call('SET', KEYS[10], ARGV[2], 'EX', ARGV[3])
+end
+return {won32, raw32, won33, raw33, redis.call('GET', KEYS[5]), redis.call('GET', KEYS[6]),
+        redis.call('GET', KEYS[7]), redis.call('GET', KEYS[8]), redis.call('HGETALL', KEYS[9])}
+""")
 
 
 @dataclass(frozen=True)
@@ -43,6 +73,18 @@ class LookAhead:
     claim_holder: str | None
     order_sent: bool
     permits_present: set[PermitKind]
+
+
+@dataclass(frozen=True)
+class Taken:
+    """Both permits, and what sending needs, read in the transaction that took them."""
+
+    p32: P32Permit
+    p33: P33Permit
+    switches: Switches
+    forced_dry_run: str | None
+    snapshot_raw: str | None
+    ledger: dict[str, str]
 
 
 class PlanBusy(RuntimeError):
@@ -81,22 +123,19 @@ class Executor:
             raise PlanBusy(f"plan {plan.plan_id} is being executed by {ahead.claim_holder}")
         try:
             outcome = self.decide(plan, ahead)
-            written = results.finish_plan(self.r, outcome.result, outcome.effects, now_ms=self._now_ms())
+            written = results.finish_plan(self.r, outcome.result, outcome.effects, now_ms=self._now_ms(),
+                                          ledger_seen=outcome.ledger_seen)
             outcomes.record(self.log, outcome, written)
         finally:
             self._release(plan, ahead)
 
     def _look_ahead(self, plan: Plan) -> "LookAhead":
-        """One round trip before anything else: result marker, claim, in-flight mark, order marker, permits."""
-        pipe = self.r.pipeline(transaction=False)
-        pipe.exists(keys.plan_result_marker(plan.plan_id))
-        pipe.set(keys.plan_claim(plan.plan_id), self.consumer_name, nx=True, ex=CLAIM_TTL_S)
-        pipe.get(keys.plan_claim(plan.plan_id))
-        pipe.set(keys.executor_inflight(plan.symbol), plan.plan_id, ex=CLAIM_TTL_S)
-        pipe.exists(keys.plan_order_marker(plan.plan_id))
-        for kind in PERMIT_KINDS:
-            pipe.exists(kind.key(plan.plan_id))
-        has_result, _claimed, holder, _marked, order_sent, *permits_seen = pipe.execute()
+        """One script call before anything else: result marker, claim, in-flight mark, order marker, permits."""
+        script_keys = [keys.plan_result_marker(plan.plan_id), keys.plan_claim(plan.plan_id),
+                       keys.executor_inflight(plan.symbol), keys.plan_order_marker(plan.plan_id),
+                       *(kind.key(plan.plan_id) for kind in PERMIT_KINDS)]
+        has_result, holder, order_sent, *permits_seen = LOOK_AHEAD(
+            self.r, script_keys, [self.consumer_name, CLAIM_TTL_S, plan.plan_id])
         present = {kind for kind, seen in zip(PERMIT_KINDS, permits_seen) if seen}
         return LookAhead(bool(has_result), holder, bool(order_sent), present)
 
@@ -131,8 +170,7 @@ class Executor:
         taken = self._take_permits(plan, ahead.permits_present)
         if isinstance(taken, outcomes.Outcome):
             return taken
-        p32, p33 = taken
-        return self._execute(plan, client_order_id, p32, p33)
+        return self._execute(plan, client_order_id, taken)
 
     def _after_crash(self, plan: Plan, client_order_id: str) -> outcomes.Outcome:
         self.log.warning("resolving_order_sent_before_restart", plan_id=plan.plan_id, client_order_id=client_order_id)
@@ -141,34 +179,42 @@ class Executor:
             return outcomes.refused(plan, Reason.ORDER_NOT_FOUND, {"client_order_id": client_order_id})
         return outcomes.from_order(plan, order, None, None)
 
-    def _take_permits(self, plan: Plan, present: set[PermitKind]) -> tuple[P32Permit, P33Permit] | outcomes.Outcome:
-        wanted = PERMIT_KINDS
+    def _take_permits(self, plan: Plan, present: set[PermitKind]) -> Taken | outcomes.Outcome:
+        """Wait for both permits, then take them and read the switches, snapshot and ledger in one transaction."""
+        wanted = list(PERMIT_KINDS)
         permits.wait_until_present(self.r, plan.plan_id, wanted, self.settings.executor_permit_wait_ms / 1000,
                                    already=present)
-        p32, p33 = permits.consume_all(self.r, plan.plan_id, wanted)
+        script_keys = [*(key for kind in wanted for key in (keys.permit_used(kind.value, plan.plan_id), kind.key(plan.plan_id))),
+                       keys.KILL, keys.GOVERNOR_EXECUTION, keys.FORCE_DRY_RUN, keys.EXCHANGE_POSITIONS,
+                       keys.position_ledger(plan.symbol), keys.plan_order_marker(plan.plan_id)]
+        replies = TAKE(self.r, script_keys, [permits.USED_MARKER_TTL_S, client_order_id_for(plan.plan_id),
+                                             results.RESULT_MARKER_TTL_S])
+        p32, p33 = permits.taken(wanted, replies)
         if p32 is None or p33 is None:
             missing = [kind.value for kind, permit in zip(wanted, (p32, p33)) if permit is None]
             return outcomes.refused(plan, Reason.PERMIT_TIMEOUT, {"missing": ",".join(missing)}, p32, p33)
         for permit, who in ((p32, "governor P3.2"), (p33, "position-state-brain P3.3")):
             if not permit.allow:
                 return outcomes.refused(plan, permit.reason, {"denied_by": who, **_strings(permit.context)}, p32, p33)
-        return p32, p33
+        kill, execution, forced_dry_run, snapshot_raw, ledger_flat = replies[4:]
+        ledger_seen = dict(zip(ledger_flat[0::2], ledger_flat[1::2]))
+        return Taken(p32, p33, read_switches(kill, execution), forced_dry_run, snapshot_raw, ledger_seen)
 
-    def _execute(self, plan: Plan, client_order_id: str, p32: P32Permit, p33: P33Permit) -> outcomes.Outcome:
-        kill, execution, forced_dry_run, snapshot_raw = self.r.mget(
-            keys.KILL, keys.GOVERNOR_EXECUTION, keys.FORCE_DRY_RUN, keys.EXCHANGE_POSITIONS)
-        halted = _trading_state_refusal(plan, read_switches(kill, execution))
+    def _execute(self, plan: Plan, client_order_id: str, taken: Taken) -> outcomes.Outcome:
+        p32, p33 = taken.p32, taken.p33
+        halted = _trading_state_refusal(plan, taken.switches)
         if halted is not None:
             return outcomes.refused(plan, halted, {"checked": "at send time"}, p32, p33)
-        sized = self._size(plan, p33, p32, exchange_snapshot.decode(snapshot_raw) if snapshot_raw else None)
+        seen = exchange_snapshot.decode(taken.snapshot_raw) if taken.snapshot_raw else None
+        sized = self._size(plan, p33, p32, seen)
         if isinstance(sized, Refused):
             return outcomes.refused(plan, sized.reason, sized.detail, p32, p33)
-        dry_run = self.settings.apply_mode is ApplyMode.DRY_RUN or _forced(forced_dry_run)
+        dry_run = self.settings.apply_mode is ApplyMode.DRY_RUN or _forced(taken.forced_dry_run)
         outcomes.DRY_RUN.set(int(dry_run))
         if dry_run:
             detail = {"would_send": f"{plan.side.value} {sized.qty} {plan.symbol} reduceOnly={str(plan.is_close).lower()}"}
             return outcomes.refused(plan, Reason.DRY_RUN, detail, p32, p33, qty=sized.qty)
-        return self._send(plan, client_order_id, sized, p32, p33)
+        return self._send(plan, client_order_id, sized, taken)
 
     def _size(self, plan: Plan, p33: P33Permit, p32: P32Permit, seen) -> Sized | Refused:
         rules = self.exchange.filters.find(plan.symbol)
@@ -184,8 +230,8 @@ class Executor:
             return seen.mark(symbol)
         return self.exchange.client.mark_price(symbol).mark_price
 
-    def _send(self, plan: Plan, client_order_id: str, sized: Sized, p32: P32Permit, p33: P33Permit) -> outcomes.Outcome:
-        self.r.set(keys.plan_order_marker(plan.plan_id), client_order_id, ex=results.RESULT_MARKER_TTL_S)
+    def _send(self, plan: Plan, client_order_id: str, sized: Sized, taken: Taken) -> outcomes.Outcome:
+        p32, p33 = taken.p32, taken.p33  # the order marker was written with the taking (TAKE)
         self.log.info("ORDER_SUBMIT", plan_id=plan.plan_id, symbol=plan.symbol, side=plan.side.value, qty=str(sized.qty),
                       type="MARKET", reduce_only=plan.is_close, client_order_id=client_order_id,
                       endpoint=self.exchange.settings.root_url, mode=self.settings.apply_mode.value)
@@ -206,7 +252,7 @@ class Executor:
         outcomes.ORDER_SECONDS.observe(time.perf_counter() - started)
         self.log.info("ORDER_RESPONSE", plan_id=plan.plan_id, order_id=order.order_id, status=order.status,
                       filled=str(order.executed_qty), avg_price=str(order.avg_price), symbol=plan.symbol)
-        return outcomes.from_order(plan, order, p32, p33)
+        return outcomes.from_order(plan, order, p32, p33, taken.ledger)
 
     def _look_up(self, symbol: str, client_order_id: str) -> OrderResult | None:
         """Ask the exchange for the order; None only when it answered that there is none."""

@@ -24,6 +24,7 @@ SOURCE = "intent_executor"
 class Outcome:
     result: PlanResult
     effects: results.Effects = results.Effects()
+    ledger_seen: dict[str, str] | None = None  # the symbol's ledger as read with the permits
 
 
 def _permit_json(permit: P32Permit | P33Permit | None) -> str | None:
@@ -46,7 +47,8 @@ def refused(
     return Outcome(result)
 
 
-def from_order(plan: Plan, order: OrderResult, p32: P32Permit | None, p33: P33Permit | None) -> Outcome:
+def from_order(plan: Plan, order: OrderResult, p32: P32Permit | None, p33: P33Permit | None,
+               ledger_seen: dict[str, str] | None = None) -> Outcome:
     filled = order.executed_qty
     result = PlanResult(
         plan_id=plan.plan_id, executed=filled > 0, symbol=plan.symbol, side=plan.side, qty=order.orig_qty,
@@ -61,7 +63,7 @@ def from_order(plan: Plan, order: OrderResult, p32: P32Permit | None, p33: P33Pe
         return Outcome(result)
     fill = ledger.Fill(plan.symbol, plan.side, filled, order.avg_price, plan.plan_id,
                        plan.stop_loss, plan.take_profit, plan.leverage)
-    return Outcome(result, results.Effects(fill=fill, cooldown_symbol=plan.symbol))
+    return Outcome(result, results.Effects(fill=fill, cooldown_symbol=plan.symbol), ledger_seen)
 
 
 def record(log, outcome: Outcome, written: bool) -> None:

@@ -46,11 +46,16 @@ def reflected(fill: ConfirmedFill, snapshot: ExchangeSnapshot) -> bool:
 
 
 class ConfirmedFills:
-    """Reads apply.result incrementally (a cursor) and keeps only fills no snapshot reflects yet."""
+    """Reads apply.result incrementally (a cursor) and keeps only fills no snapshot reflects yet.
+
+    The kept fills are filtered again only when a new snapshot arrives (about once a second);
+    between snapshots a plan costs only the results written since the last one."""
 
     def __init__(self) -> None:
         self.cursor: str | None = None
         self._fills: list[ConfirmedFill] = []
+        self._moved: dict[str, Decimal] = {}  # per symbol: the sum of the kept fills
+        self._filtered_for: ExchangeSnapshot | None = None
 
     def start_id(self, snapshot: ExchangeSnapshot) -> str:
         return f"({self.cursor}" if self.cursor else f"{snapshot.fetched_at_ms}-0"
@@ -59,13 +64,19 @@ class ConfirmedFills:
         for entry_id, fields in entries:
             self.cursor = entry_id
             fill = fill_from(entry_id, fields)
-            if fill is not None:
+            if fill is not None and not reflected(fill, snapshot):
                 self._fills.append(fill)
-        self._fills = [fill for fill in self._fills if not reflected(fill, snapshot)]
+                self._moved[fill.symbol] = self._moved.get(fill.symbol, ZERO) + fill.signed_qty
+        if snapshot is not self._filtered_for:
+            self._filtered_for = snapshot
+            self._fills = [fill for fill in self._fills if not reflected(fill, snapshot)]
+            self._moved = {}
+            for fill in self._fills:
+                self._moved[fill.symbol] = self._moved.get(fill.symbol, ZERO) + fill.signed_qty
 
     def view(self, snapshot: ExchangeSnapshot, symbol: str) -> ExchangeSnapshot:
         """The snapshot with this symbol's amount moved by the fills it does not reflect yet."""
-        moved = sum((f.signed_qty for f in self._fills if f.symbol == symbol), ZERO)
+        moved = self._moved.get(symbol, ZERO)
         if moved == ZERO:
             return snapshot
         held = snapshot.positions.get(symbol)

@@ -95,6 +95,11 @@ class StreamConsumer(Generic[T]):
         self.log = get_logger(stream=config.stream, group=config.group, consumer=config.consumer)
         self._state = _State()
         self._labels = {"stream": config.stream, "group": config.group}
+        # Per-entry metrics, bound to their labels once rather than looked up for every entry.
+        self._read = metrics.ENTRIES_READ.labels(**self._labels)
+        self._acked = metrics.ENTRIES_ACKED.labels(**self._labels)
+        self._heartbeat = metrics.LOOP_HEARTBEAT.labels(**self._labels)
+        self._handler_seconds = metrics.HANDLER_SECONDS.labels(**self._labels)
 
     @property
     def idle(self) -> bool:
@@ -205,33 +210,51 @@ class StreamConsumer(Generic[T]):
         return {item["message_id"]: int(item["times_delivered"]) for item in details}
 
     def _process_batch(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int]) -> int:
-        for entry_id, fields in batch:
-            self._process(entry_id, fields, deliveries.get(entry_id, 1))
-            self._progress()  # per entry: a long batch of slow entries is progress, not a stall
+        """Handle each entry, then ack those that succeeded in one XACK.
+
+        An entry handled but not yet acked when the process dies is delivered again; handlers
+        are idempotent for that (result markers, single-use permits, replays counted once)."""
+        done: list[str] = []
+        try:
+            for entry_id, fields in batch:
+                if self._process(entry_id, fields, deliveries.get(entry_id, 1)):
+                    done.append(entry_id)
+                self._progress()  # per entry: a long batch of slow entries is progress, not a stall
+        finally:
+            if done:
+                self._ack(done)
         return len(batch)
 
+    def _ack(self, entry_ids: list[str]) -> None:
+        try:
+            self.client.xack(self.config.stream, self.config.group, *entry_ids)
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._state.redrain = True  # still pending: handled again after the redrain, idempotently
+            raise
+        self._acked.inc(len(entry_ids))
+
     def _progress(self) -> None:
-        metrics.LOOP_HEARTBEAT.labels(**self._labels).set(time.time())
+        self._heartbeat.set(time.time())
         if self.on_progress is not None:
             self.on_progress()
 
-    def _process(self, entry_id: str, fields: dict | None, deliveries: int) -> None:
-        metrics.ENTRIES_READ.labels(**self._labels).inc()
+    def _process(self, entry_id: str, fields: dict | None, deliveries: int) -> bool:
+        """True when the entry is done and must be acked; dead letters are acked with their write."""
+        self._read.inc()
         if not fields:  # Deleted or trimmed while pending: nothing left to process.
-            self.client.xack(self.config.stream, self.config.group, entry_id)
-            return
+            return True
         entry = Entry(self.config.stream, entry_id, dict(fields), deliveries)
         if deliveries > self.config.max_deliveries:
             self._dead_letter(entry, MAX_DELIVERIES_REASON, {"deliveries": str(deliveries)})
-            return
+            return False
         try:
             item = self.parse(entry.fields)
         except EntryError as exc:
             self._dead_letter(entry, exc.reason, exc.fields)
-            return
-        self._handle(item, entry)
+            return False
+        return self._handle(item, entry)
 
-    def _handle(self, item: T, entry: Entry) -> None:
+    def _handle(self, item: T, entry: Entry) -> bool:
         started = time.perf_counter()
         try:
             self.handler(item, entry)
@@ -239,15 +262,14 @@ class StreamConsumer(Generic[T]):
             raise
         except Rejected as exc:
             self._dead_letter(entry, exc.reason, exc.detail)
-            return
+            return False
         except Exception:
             metrics.HANDLER_ERRORS.labels(**self._labels).inc()
             self.log.exception("handler_failed", entry_id=entry.entry_id, deliveries=entry.deliveries)
-            return
+            return False
         finally:
-            metrics.HANDLER_SECONDS.labels(**self._labels).observe(time.perf_counter() - started)
-        self.client.xack(self.config.stream, self.config.group, entry.entry_id)
-        metrics.ENTRIES_ACKED.labels(**self._labels).inc()
+            self._handler_seconds.observe(time.perf_counter() - started)
+        return True
 
     def _dead_letter(self, entry: Entry, reason: str, detail: dict[str, str]) -> None:
         if self.on_give_up is not None:

@@ -270,3 +270,27 @@ def test_a_plan_the_runtime_gives_up_on_still_ends_in_one_result(r, access, sim)
     assert (result["executed"], result["reason"]) == ("false", "gave_up_after_retries")
     assert json.loads(result["detail"])["order_may_exist"] == "true"
     assert r.xlen(keys.Stream.DEAD_LETTER) == 1
+
+
+@pytest.mark.parametrize(("p32_allow", "p33_allow", "marked"), [(True, True, True), (False, True, False),
+                                                                 (True, False, False)])
+def test_the_order_marker_is_written_with_the_permits_only_when_both_allow(r, access, sim, p32_allow, p33_allow,
+                                                                           marked) -> None:
+    grant(r, "mark-1", p32_allow=p32_allow, p33_allow=p33_allow)
+    plan(r, "mark-1", "BUY", "0.002")
+
+    run_executor(r, access)
+
+    assert (r.get(keys.plan_order_marker("mark-1")) == client_order_id_for("mark-1")) is marked
+    assert the_result(r, "mark-1")["executed"] == str(marked).lower()
+
+
+def test_permits_already_taken_are_not_taken_again_and_nothing_is_marked(r, access, sim) -> None:
+    grant(r, "taken-1")
+    assert all(permits.consume_all(r, "taken-1", [permits.PermitKind.P32, permits.PermitKind.P33]))
+    plan(r, "taken-1", "BUY", "0.002")
+
+    run_executor(r, access)
+
+    assert the_result(r, "taken-1")["reason"] == "permit_timeout" and not orders_for(sim, "taken-1")
+    assert r.get(keys.plan_order_marker("taken-1")) is None

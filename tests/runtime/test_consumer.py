@@ -57,6 +57,22 @@ def test_entries_are_processed_once_and_acked(r: redis.Redis) -> None:
     assert r.xpending(STREAM, "g")["pending"] == 0
 
 
+def test_a_batch_is_acked_in_one_xack_without_the_entries_that_failed(r: redis.Redis) -> None:
+    ids = [r.xadd(STREAM, {"n": str(i)}) for i in range(10)]
+
+    def handler(item: dict, entry) -> None:
+        if item["n"] == "3":
+            raise RuntimeError("boom")
+
+    consumer = StreamConsumer(r, config(), dict, handler)
+    consumer.ensure_group()
+    r.config_resetstat()
+    consumer._read_new(block_ms=None)
+
+    assert r.info("commandstats")["cmdstat_xack"]["calls"] == 1
+    assert [p["message_id"] for p in r.xpending_range(STREAM, "g", "-", "+", 10)] == [ids[3]]
+
+
 def test_a_handler_that_raised_gets_its_entry_again(r: redis.Redis) -> None:
     entry_id = r.xadd(STREAM, {"n": "1"})
     attempts: list = []
