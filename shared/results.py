@@ -20,13 +20,17 @@ from shared.schema.result import PlanResult
 RESULT_MARKER_TTL_S = 7 * 24 * 3600
 NO_LEDGER_WRITE = "-"
 
-# KEYS: result-marker result-stream ledger cooldown
+# KEYS: result-marker result-stream ledger cooldown release...
 # ARGV: now-ms marker-ttl-s result-field-count result-fields... ledger-mode expected-field-count expected-fields...
 #       new-field-count new-fields... cooldown(0|1)
 # ledger-mode: '-' leaves the ledger alone; 'w' checks it against the expected fields and writes the new ones
-# (none: the position is flat). Reply: 1 written, 0 the plan already has a result, -1 the ledger changed.
+# (none: the position is flat). `release`: keys deleted once the plan has its result (the caller's claims).
+# Reply: 1 written, 0 the plan already has a result, -1 the ledger changed (nothing written or released).
 FINISH = LuaScript("""
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local function release()
+  for j = 5, #KEYS do redis.call('DEL', KEYS[j]) end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then release() return 0 end
 local i = 3
 local function take()
   local n = tonumber(ARGV[i]); local items = {}
@@ -56,6 +60,7 @@ if mode == 'w' then
   if #new > 0 then redis.call('HSET', KEYS[3], unpack(new)) end
 end
 if ARGV[i] == '1' then redis.call('SET', KEYS[4], ARGV[1]) end
+release()
 return 1
 """)
 
@@ -71,17 +76,18 @@ def has_result(client: redis.Redis, plan_id: str) -> bool:
 
 
 def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effects(), now_ms: int | None = None,
-                ledger_seen: dict[str, str] | None = None) -> bool:
+                ledger_seen: dict[str, str] | None = None, release: list[str] | tuple[str, ...] = ()) -> bool:
     """Write the plan's one result; False (and nothing written) when it already has one.
 
-    `ledger_seen`: the fill's ledger hash as the caller read it earlier; re-read only if it changed."""
+    `ledger_seen`: the fill's ledger hash as the caller read it earlier; re-read only if it changed.
+    `release`: keys to delete in the same call once the plan has its result (written now or before)."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     fill = effects.fill
     seen = ledger_seen
     while True:
         if fill is not None and seen is None:
             seen = client.hgetall(keys.position_ledger(fill.symbol))
-        written = FINISH(client, _keys(result, effects), _args(result, effects, seen, now_ms))
+        written = FINISH(client, [*_keys(result, effects), *release], _args(result, effects, seen, now_ms))
         if written != -1:
             return bool(written)
         seen = None  # the ledger moved between our read and the write: read it again

@@ -121,13 +121,16 @@ class Executor:
             return
         if ahead.claim_holder != self.consumer_name:
             raise PlanBusy(f"plan {plan.plan_id} is being executed by {ahead.claim_holder}")
+        released = False
         try:
             outcome = self.decide(plan, ahead)
             written = results.finish_plan(self.r, outcome.result, outcome.effects, now_ms=self._now_ms(),
-                                          ledger_seen=outcome.ledger_seen)
+                                          ledger_seen=outcome.ledger_seen, release=self._claim_keys(plan))
+            released = True
             outcomes.record(self.log, outcome, written)
         finally:
-            self._release(plan, ahead)
+            if not released:
+                self._release(plan, ahead)
 
     def _look_ahead(self, plan: Plan) -> "LookAhead":
         """One script call before anything else: result marker, claim, in-flight mark, order marker, permits."""
@@ -141,7 +144,12 @@ class Executor:
 
     def _release(self, plan: Plan, ahead: "LookAhead") -> None:
         if ahead.claim_holder == self.consumer_name:
-            self.r.delete(keys.plan_claim(plan.plan_id), keys.executor_inflight(plan.symbol))
+            self.r.delete(*self._claim_keys(plan))
+
+    @staticmethod
+    def _claim_keys(plan: Plan) -> list[str]:
+        """What the executor holds while working on a plan; deleted with the result, or on the way out."""
+        return [keys.plan_claim(plan.plan_id), keys.executor_inflight(plan.symbol)]
 
     def on_tick(self) -> None:
         """Between batches: the filter cache's schedule, and the dry-run gauge kept true while idle."""

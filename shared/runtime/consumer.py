@@ -70,6 +70,7 @@ class _State:
     last_housekeeping: float = float("-inf")
     redrain: bool = False  # after a Redis error: re-read our own pending entries first
     last_claim: float = float("-inf")
+    acks: list[str] = field(default_factory=list)  # handled, to be acked with the next read
 
 
 class StreamConsumer(Generic[T]):
@@ -119,25 +120,34 @@ class StreamConsumer(Generic[T]):
         """Process until stopped; in burst mode, until nothing is left, then return the count."""
         self.ensure_group()
         processed = self._drain_own_pending()
-        while not self._state.stopping.is_set():
-            try:
-                done = self._redrain() + self._claim_idle() + self._read_new(block_ms=None if burst else self.config.block_ms)
-                self._tick()
-            except Shutdown:
-                break
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                self._survive_redis_error(exc)
-                continue
-            except redis.ResponseError as exc:
-                if not str(exc).startswith("NOGROUP"):
-                    raise
-                self.log.warning("group_recreated", error=str(exc)[:120])
-                self.ensure_group()
-                continue
-            processed += done
-            if burst and done == 0:
-                break
+        try:
+            while not self._state.stopping.is_set():
+                try:
+                    done = self._redrain() + self._claim_idle() + self._read_new(block_ms=None if burst else self.config.block_ms)
+                    self._tick()
+                except Shutdown:
+                    break
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    self._survive_redis_error(exc)
+                    continue
+                except redis.ResponseError as exc:
+                    if not str(exc).startswith("NOGROUP"):
+                        raise
+                    self.log.warning("group_recreated", error=str(exc)[:120])
+                    self.ensure_group()
+                    continue
+                processed += done
+                if burst and done == 0:
+                    break
+        finally:
+            self._flush_acks_on_exit()
         return processed
+
+    def _flush_acks_on_exit(self) -> None:
+        try:
+            self._flush_acks()
+        except redis.RedisError as exc:  # still pending: delivered again on start, handled idempotently
+            self.log.warning("acks_not_flushed", count=len(self._state.acks), error=exc.__class__.__name__)
 
     def _survive_redis_error(self, exc: Exception) -> None:
         metrics.REDIS_ERRORS.labels(**self._labels).inc()
@@ -155,6 +165,7 @@ class StreamConsumer(Generic[T]):
     def _drain_own_pending(self) -> int:
         processed = 0
         while not self._state.stopping.is_set():
+            self._flush_acks()  # else our own handled entries would come back as pending
             response = self.client.xreadgroup(
                 self.config.group, self.config.consumer, {self.config.stream: "0"}, count=self.config.batch
             )
@@ -170,6 +181,7 @@ class StreamConsumer(Generic[T]):
         if now - self._state.last_claim < min(1.0, self.config.claim_idle_ms / 2000):
             return 0
         self._state.last_claim = now
+        self._flush_acks()
         response = self.client.xautoclaim(
             self.config.stream,
             self.config.group,
@@ -189,13 +201,7 @@ class StreamConsumer(Generic[T]):
         try:
             if self._state.stopping.is_set():
                 return 0
-            response = self.client.xreadgroup(
-                self.config.group,
-                self.config.consumer,
-                {self.config.stream: ">"},
-                count=self.config.batch,
-                block=block_ms,
-            )
+            response = self._ack_and_read(block_ms)
         finally:
             self._state.idle = False
         batch = _entries(response)
@@ -209,29 +215,38 @@ class StreamConsumer(Generic[T]):
         )
         return {item["message_id"]: int(item["times_delivered"]) for item in details}
 
+    def _ack_and_read(self, block_ms: int | None) -> list | None:
+        """XACK of the last batch and the next XREADGROUP in one round trip."""
+        read = dict(groupname=self.config.group, consumername=self.config.consumer,
+                    streams={self.config.stream: ">"}, count=self.config.batch, block=block_ms)
+        acks = self._state.acks
+        if not acks:
+            return self.client.xreadgroup(**read)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xack(self.config.stream, self.config.group, *acks).xreadgroup(**read)
+        _acked, response = pipe.execute()
+        self._acked_now(len(acks))
+        return response
+
+    def _flush_acks(self) -> None:
+        if self._state.acks:
+            self.client.xack(self.config.stream, self.config.group, *self._state.acks)
+            self._acked_now(len(self._state.acks))
+
+    def _acked_now(self, count: int) -> None:
+        self._state.acks = []
+        self._acked.inc(count)
+
     def _process_batch(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int]) -> int:
-        """Handle each entry, then ack those that succeeded in one XACK.
+        """Handle each entry; those that succeeded are acked together, with the next read.
 
         An entry handled but not yet acked when the process dies is delivered again; handlers
         are idempotent for that (result markers, single-use permits, replays counted once)."""
-        done: list[str] = []
-        try:
-            for entry_id, fields in batch:
-                if self._process(entry_id, fields, deliveries.get(entry_id, 1)):
-                    done.append(entry_id)
-                self._progress()  # per entry: a long batch of slow entries is progress, not a stall
-        finally:
-            if done:
-                self._ack(done)
+        for entry_id, fields in batch:
+            if self._process(entry_id, fields, deliveries.get(entry_id, 1)):
+                self._state.acks.append(entry_id)
+            self._progress()  # per entry: a long batch of slow entries is progress, not a stall
         return len(batch)
-
-    def _ack(self, entry_ids: list[str]) -> None:
-        try:
-            self.client.xack(self.config.stream, self.config.group, *entry_ids)
-        except (redis.ConnectionError, redis.TimeoutError):
-            self._state.redrain = True  # still pending: handled again after the redrain, idempotently
-            raise
-        self._acked.inc(len(entry_ids))
 
     def _progress(self) -> None:
         self._heartbeat.set(time.time())

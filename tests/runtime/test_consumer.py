@@ -57,7 +57,7 @@ def test_entries_are_processed_once_and_acked(r: redis.Redis) -> None:
     assert r.xpending(STREAM, "g")["pending"] == 0
 
 
-def test_a_batch_is_acked_in_one_xack_without_the_entries_that_failed(r: redis.Redis) -> None:
+def test_a_batch_is_acked_in_one_xack_with_the_next_read_without_the_entries_that_failed(r: redis.Redis) -> None:
     ids = [r.xadd(STREAM, {"n": str(i)}) for i in range(10)]
 
     def handler(item: dict, entry) -> None:
@@ -67,6 +67,8 @@ def test_a_batch_is_acked_in_one_xack_without_the_entries_that_failed(r: redis.R
     consumer = StreamConsumer(r, config(), dict, handler)
     consumer.ensure_group()
     r.config_resetstat()
+    consumer._read_new(block_ms=None)
+    assert "cmdstat_xack" not in r.info("commandstats") and r.xpending(STREAM, "g")["pending"] == 10
     consumer._read_new(block_ms=None)
 
     assert r.info("commandstats")["cmdstat_xack"]["calls"] == 1

@@ -110,3 +110,10 @@ def test_a_refusal_writes_no_ledger_and_no_cooldown(r: redis.Redis) -> None:
     assert results.finish_plan(r, refused, now_ms=5) and not results.finish_plan(r, refused, now_ms=6)
     assert r.exists(keys.position_ledger("BTCUSDT"), keys.cooldown_last_exec("BTCUSDT")) == 0
     assert r.get(keys.plan_result_marker("p2")) == "5" and r.xlen(keys.Stream.APPLY_RESULT) == 1
+
+
+def test_the_callers_claims_are_released_with_the_result_and_with_a_duplicate(r: redis.Redis) -> None:
+    r.set("claim:a", "me")
+    assert results.finish_plan(r, result(), now_ms=1, release=["claim:a"]) and not r.exists("claim:a")
+    r.set("claim:a", "me")
+    assert not results.finish_plan(r, result(), now_ms=2, release=["claim:a"]) and not r.exists("claim:a")

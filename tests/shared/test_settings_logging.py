@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog
 
 from shared import logging as qlog
 from shared.settings import CommonSettings, load_settings
@@ -62,7 +63,15 @@ def test_a_daemon_that_cannot_reach_redis_exits_1_with_one_clear_line() -> None:
     assert "cannot reach Redis" in done.stderr and "s3cretpass" not in done.stderr + done.stdout
 
 
-def test_log_lines_are_json_with_secrets_redacted(capsys) -> None:
+@pytest.fixture
+def own_logging():
+    """configure() binds stdout as captured now; other tests' loggers (the in-process simulator's) must not keep it."""
+    previous = structlog.get_config()
+    yield
+    structlog.configure(**previous)
+
+
+def test_log_lines_are_json_with_secrets_redacted(capsys, own_logging) -> None:
     secret = "SUPERSECRETVALUE123456"
     qlog.register_secrets([secret])
     log = qlog.configure("test")
