@@ -20,3 +20,22 @@ class LuaScript:
             return client.evalsha(self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             return client.eval(self.source, len(keys), *keys, *args)
+
+    def many(self, client: redis.Redis, calls: Sequence[tuple[Sequence[str], Sequence[object]]]) -> list:
+        """Each call's reply, all sent in one round trip (each call atomic on its own)."""
+        replies = self._pipelined(client, calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+        if missing:  # a restarted Redis lost its scripts: load once, send again only what did not run
+            client.script_load(self.source)
+            for i, reply in zip(missing, self._pipelined(client, [calls[i] for i in missing])):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _pipelined(self, client: redis.Redis, calls: Sequence[tuple[Sequence[str], Sequence[object]]]) -> list:
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(self.sha, len(keys), *keys, *args)
+        return pipe.execute(raise_on_error=False)

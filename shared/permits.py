@@ -48,8 +48,19 @@ return 1
 
 def issue(client: redis.Redis, permit: Permit, ttl_seconds: int) -> None:
     """Write the permit with its TTL and wake any waiter, in one script call."""
+    ISSUE(client, *_issue_call(permit, ttl_seconds))
+
+
+def issue_many(client: redis.Redis, issued: Iterable[Permit], ttl_seconds: int) -> None:
+    """Several permits in one round trip; each is written with its wake-up atomically."""
+    calls = [_issue_call(permit, ttl_seconds) for permit in issued]
+    if calls:
+        ISSUE.many(client, calls)
+
+
+def _issue_call(permit: Permit, ttl_seconds: int) -> tuple[list[str], list[object]]:
     kind = kind_of(permit)
-    ISSUE(client, [kind.key(permit.plan_id), keys.permit_ready(permit.plan_id)], [permit.to_json(), ttl_seconds, kind.value])
+    return [kind.key(permit.plan_id), keys.permit_ready(permit.plan_id)], [permit.to_json(), ttl_seconds, kind.value]
 
 
 def decode(kind: PermitKind, raw: bytes | str) -> Permit:

@@ -98,3 +98,11 @@ def test_waiting_gives_up_at_the_deadline_with_what_is_present(r: redis.Redis) -
     present = permits.wait_until_present(r, "plan-1", [PermitKind.P32, PermitKind.P33], timeout_seconds=0.2)
 
     assert present == {PermitKind.P33}
+
+
+def test_many_permits_go_in_one_round_trip_and_survive_a_script_flush(r: redis.Redis) -> None:
+    r.script_flush()
+    permits.issue_many(r, [p33(f"many-{i}") for i in range(5)], ttl_seconds=60)
+
+    assert all(permits.peek(r, PermitKind.P33, f"many-{i}") for i in range(5))
+    assert [r.lrange(keys.permit_ready(f"many-{i}"), 0, -1) for i in range(5)] == [["p33"]] * 5

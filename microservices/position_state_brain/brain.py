@@ -1,8 +1,9 @@
-"""The P3.3 handler: one executable plan in, one permit out (allow or deny), in two Redis round trips.
+"""The P3.3 handler: each executable plan in, one permit out (allow or deny), two Redis round trips a batch.
 
-Round trip one reads the ledger, the cooldown key, the result marker and the results written
-since (fills the snapshot may not show yet) in a pipeline; the snapshot is already in memory.
-Round trip two writes the permit and wakes the executor.
+Round trip one reads, for every plan of the batch, the ledger, the cooldown key and the result
+marker, and once the results written since (fills the snapshot may not show yet); the snapshot
+is already in memory. Round trip two writes all the permits, each with its executor wake-up.
+P3.3 reserves nothing, so plans of one batch decide independently.
 """
 
 from __future__ import annotations
@@ -63,30 +64,63 @@ class PositionStateBrain:
         self.log = get_logger(component="p33")
 
     def handle(self, plan: Plan, entry: Entry | None = None) -> Verdict | None:
-        if not plan.is_executable:
-            return self._skip(plan, "decision_not_execute")
-        reads = self._read(plan)
-        if reads.has_result:
-            return self._skip(plan, "plan_has_result")
-        verdict = self._verdict(plan, reads)
-        self._issue(plan, verdict, reads)
-        return verdict
+        """One plan: the decision taken, or None when it needs no permit."""
+        outcome = self.decide_all([plan])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
-    def _read(self, plan: Plan) -> PlanReads:
+    def handle_batch(self, batch: list[tuple[Plan, Entry]]) -> list[BaseException | None]:
+        """The consumer's batch handler: every plan of a read decided in two round trips."""
+        outcomes = self.decide_all([plan for plan, _entry in batch])
+        return [outcome if isinstance(outcome, Exception) else None for outcome in outcomes]
+
+    def decide_all(self, plans: list[Plan]) -> list[Verdict | Exception | None]:
+        """Per plan: its verdict, None (no permit needed), or the exception deciding it raised (no permit)."""
+        outcomes: list[Verdict | Exception | None] = [None] * len(plans)
+        executable = []
+        for i, plan in enumerate(plans):
+            if plan.is_executable:
+                executable.append(i)
+            else:
+                self._skip(plan, "decision_not_execute")
+        issued = []
+        for i, read in zip(executable, self._read([plans[i] for i in executable])):
+            plan = plans[i]
+            if read.has_result:
+                self._skip(plan, "plan_has_result")
+                continue
+            try:
+                verdict = self._verdict(plan, read)
+                issued.append((plan, verdict, self._permit(plan, verdict, read)))
+                outcomes[i] = verdict
+            except Exception as exc:  # one bad plan fails alone; the batch's other permits are still written
+                outcomes[i] = exc
+        permits.issue_many(self.r, [permit for _plan, _verdict, permit in issued], self.permit_ttl_s)
+        for plan, verdict, _permit in issued:
+            self._record(plan, verdict)
+        return outcomes
+
+    def _read(self, plans: list[Plan]) -> list[PlanReads]:
+        if not plans:
+            return []
         held = self.keeper.snapshot
         pipe = self.r.pipeline(transaction=False)
-        pipe.hgetall(keys.position_ledger(plan.symbol))
-        pipe.get(keys.cooldown_last_exec(plan.symbol))
-        pipe.exists(keys.plan_result_marker(plan.plan_id))
+        for plan in plans:
+            pipe.hgetall(keys.position_ledger(plan.symbol))
+            pipe.get(keys.cooldown_last_exec(plan.symbol))
+            pipe.exists(keys.plan_result_marker(plan.plan_id))
         if held is not None:
             pipe.xrange(keys.Stream.APPLY_RESULT, min=self.fills.start_id(held), max="+")
-        ledger_hash, last_exec_raw, result_count, *since = pipe.execute()
-        ledger, readable = self._ledger(plan.symbol, ledger_hash)
-        view = None
+        replies = pipe.execute()
         if held is not None:
-            self.fills.absorb(since[0], held)
-            view = self.fills.view(held, plan.symbol)
-        return PlanReads(ledger, readable, self._last_exec_ms(plan.symbol, last_exec_raw), bool(result_count), view)
+            self.fills.absorb(replies.pop(), held)
+        reads = []
+        for plan, (ledger_hash, last_exec_raw, result_count) in zip(plans, zip(*[iter(replies)] * 3)):
+            ledger, readable = self._ledger(plan.symbol, ledger_hash)
+            view = self.fills.view(held, plan.symbol) if held is not None else None
+            reads.append(PlanReads(ledger, readable, self._last_exec_ms(plan.symbol, last_exec_raw), bool(result_count), view))
+        return reads
 
     def _ledger(self, symbol: str, data: dict[str, str]) -> tuple[LedgerPosition | None, bool]:
         if not data:
@@ -113,15 +147,16 @@ class PositionStateBrain:
         return decide(plan, reads.snapshot, reads.ledger, reads.last_exec_ms,
                       self.rules.find(plan.symbol), self.policy, self._now_ms())
 
-    def _issue(self, plan: Plan, verdict: Verdict, reads: PlanReads) -> None:
+    def _permit(self, plan: Plan, verdict: Verdict, reads: PlanReads) -> P33Permit:
         held = reads.snapshot
-        permit = P33Permit(
+        return P33Permit(
             plan_id=plan.plan_id, allow=verdict.allow, symbol=plan.symbol, reason=verdict.reason,
             context=verdict.context, created_at=self.clock(), safe_qty=verdict.safe_qty,
             exchange_position_amt=held.amount(plan.symbol) if held else ZERO,
             ledger_amt=reads.ledger.amount if reads.ledger else ZERO,
         )
-        permits.issue(self.r, permit, self.permit_ttl_s)
+
+    def _record(self, plan: Plan, verdict: Verdict) -> None:
         metrics.DECISIONS.labels(allow=str(verdict.allow).lower(), reason=verdict.reason.value).inc()
         log = self.log.info if verdict.allow else self.log.warning
         log("PERMIT_DECISION", permit="p33", plan_id=plan.plan_id, symbol=plan.symbol, allow=verdict.allow,
@@ -130,7 +165,6 @@ class PositionStateBrain:
     def _skip(self, plan: Plan, why: str) -> None:
         metrics.PLANS_SKIPPED.labels(reason=why).inc()
         self.log.info("plan_skipped", plan_id=plan.plan_id, symbol=plan.symbol, reason=why)
-        return None
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)

@@ -24,6 +24,9 @@ from shared.runtime.deadletter import dead_letter_and_ack, dead_letter_fields
 from shared.schema.entry import EntryError
 
 T = TypeVar("T")
+# A batch handler takes every parsed entry of a read at once and answers, in order, None for each
+# entry it finished or the exception that entry raised (Rejected: dead-lettered; others: retried).
+BatchHandler = Callable[[list[tuple[T, "Entry"]]], list[BaseException | None]]
 MAX_DELIVERIES_REASON = "max_deliveries_exceeded"
 BUSYGROUP = "BUSYGROUP"
 
@@ -84,8 +87,10 @@ class StreamConsumer(Generic[T]):
         monotonic: Callable[[], float] = time.monotonic,
         on_progress: Callable[[], None] | None = None,
         on_give_up: Callable[[Entry, str], None] | None = None,
+        batch_handler: BatchHandler | None = None,
     ):
         self.client = client
+        self.batch_handler = batch_handler
         self.config = config
         self.parse = parse
         self.handler = handler
@@ -242,11 +247,55 @@ class StreamConsumer(Generic[T]):
 
         An entry handled but not yet acked when the process dies is delivered again; handlers
         are idempotent for that (result markers, single-use permits, replays counted once)."""
+        if self.batch_handler is not None:
+            return self._process_together(batch, deliveries)
         for entry_id, fields in batch:
             if self._process(entry_id, fields, deliveries.get(entry_id, 1)):
                 self._state.acks.append(entry_id)
             self._progress()  # per entry: a long batch of slow entries is progress, not a stall
         return len(batch)
+
+    def _process_together(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int]) -> int:
+        """Parse every entry (dead-lettering what cannot be parsed), then one batch handler call."""
+        ready: list[tuple[T, Entry]] = []
+        for entry_id, fields in batch:
+            prepared = self._prepare(entry_id, fields, deliveries.get(entry_id, 1))
+            if prepared is True:
+                self._state.acks.append(entry_id)
+            elif prepared:
+                ready.append(prepared)
+        if ready:
+            for (_item, entry), failure in zip(ready, self._handle_batch(ready)):
+                if self._settle(entry, failure):
+                    self._state.acks.append(entry.entry_id)
+        self._progress()
+        return len(batch)
+
+    def _handle_batch(self, ready: list[tuple[T, Entry]]) -> list[BaseException | None]:
+        started = time.perf_counter()
+        try:
+            failures = self.batch_handler(ready)
+        except (Shutdown, redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception as exc:  # the whole batch stays pending and is retried
+            failures = [exc] * len(ready)
+        finally:
+            elapsed = (time.perf_counter() - started) / len(ready)
+            for _ in ready:
+                self._handler_seconds.observe(elapsed)
+        return failures
+
+    def _settle(self, entry: Entry, failure: BaseException | None) -> bool:
+        """What one entry's outcome means: True to ack it."""
+        if failure is None:
+            return True
+        if isinstance(failure, Rejected):
+            self._dead_letter(entry, failure.reason, failure.detail)
+            return False
+        metrics.HANDLER_ERRORS.labels(**self._labels).inc()
+        self.log.error("handler_failed", entry_id=entry.entry_id, deliveries=entry.deliveries,
+                       error=f"{failure.__class__.__name__}: {failure}"[:300])
+        return False
 
     def _progress(self) -> None:
         self._heartbeat.set(time.time())
@@ -255,6 +304,13 @@ class StreamConsumer(Generic[T]):
 
     def _process(self, entry_id: str, fields: dict | None, deliveries: int) -> bool:
         """True when the entry is done and must be acked; dead letters are acked with their write."""
+        prepared = self._prepare(entry_id, fields, deliveries)
+        if isinstance(prepared, bool):
+            return prepared
+        return self._handle(*prepared)
+
+    def _prepare(self, entry_id: str, fields: dict | None, deliveries: int) -> tuple[T, Entry] | bool:
+        """(item, entry) to handle; True: nothing to do but ack; False: dead-lettered (acked with it)."""
         self._read.inc()
         if not fields:  # Deleted or trimmed while pending: nothing left to process.
             return True
@@ -263,11 +319,10 @@ class StreamConsumer(Generic[T]):
             self._dead_letter(entry, MAX_DELIVERIES_REASON, {"deliveries": str(deliveries)})
             return False
         try:
-            item = self.parse(entry.fields)
+            return self.parse(entry.fields), entry
         except EntryError as exc:
             self._dead_letter(entry, exc.reason, exc.fields)
             return False
-        return self._handle(item, entry)
 
     def _handle(self, item: T, entry: Entry) -> bool:
         started = time.perf_counter()

@@ -173,3 +173,24 @@ def test_a_decision_takes_about_a_millisecond(r, brain, exchange):
 
     assert seen == []
     assert statistics.median(timings) < 0.002, f"p50 {statistics.median(timings) * 1000:.3f} ms"
+
+
+def test_a_batch_is_decided_together_and_a_plan_that_fails_fails_alone(r: redis.Redis, brain: PositionStateBrain) -> None:
+    for plan_id in ("b-1", "b-bad", "b-3"):
+        r.xadd(keys.Stream.APPLY_PLAN, {**SEED_FIELDS, "plan_id": plan_id})
+    r.xadd(keys.Stream.APPLY_PLAN, {**SEED_FIELDS, "plan_id": "b-hold", "decision": "HOLD"})
+    decide = brain._verdict
+
+    def failing(plan, read):
+        if plan.plan_id == "b-bad":
+            raise ArithmeticError("boom")
+        return decide(plan, read)
+
+    brain._verdict = failing  # type: ignore[method-assign]
+    config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.POSITION_STATE_BRAIN, consumer="t")
+    StreamConsumer(r, config, Plan.from_fields, brain.handle, batch_handler=brain.handle_batch).run(burst=True)
+
+    assert [permits.peek(r, PermitKind.P33, p) is not None for p in ("b-1", "b-bad", "b-3", "b-hold")] == \
+        [True, False, True, False]
+    assert [e["message_id"] for e in r.xpending_range(keys.Stream.APPLY_PLAN, keys.Group.POSITION_STATE_BRAIN,
+                                                      "-", "+", 10)] == [r.xrange(keys.Stream.APPLY_PLAN)[1][0]]
