@@ -36,34 +36,42 @@ from shared.trading_state import Switches, TradingState, read_switches
 
 CLAIM_TTL_S = 60
 PERMIT_KINDS = (PermitKind.P32, PermitKind.P33)
-# KEYS: result-marker claim symbol-in-flight order-marker p32-permit p33-permit; ARGV: consumer claim-ttl-s plan-id
-# Reply: has-result, claim holder, order-sent, p32 present, p33 present.
-LOOK_AHEAD = LuaScript("""
-redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
-redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
-return {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('EXISTS', KEYS[4]),
-        redis.call('EXISTS', KEYS[5]), redis.call('EXISTS', KEYS[6])}
-""")
-# KEYS: p32-used p32 p33-used p33 kill execution force-dry-run positions ledger order-marker
-# ARGV: used-ttl-s client-order-id marker-ttl-s
-# Takes both permits (SET NX of the used markers, as permits.consume_all) and reads what sending needs.
-# When both were taken and both allow, it writes the order marker: from here an order may be sent, so a
-# restart looks the order up by its client order id instead of sending anything.
-TAKE = LuaScript("""
+_TAKE_FUNCTION = """
 local function allows(raw)
   if not raw then return false end
   local ok, permit = pcall(cjson.decode, raw)
   return ok and type(permit) == 'table' and permit.allow == true
 end
-local won32 = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) and 1 or 0
-local raw32 = redis.call('GET', KEYS[2])
-local won33 = redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) and 1 or 0
-local raw33 = redis.call('GET', KEYS[4])
-if won32 == 1 and won33 == 1 and allows(raw32) and allows(raw33) then
-  redis.call('SET', KEYS[10], ARGV[2], 'EX', ARGV[3])
+-- KEYS from `at`: order-marker p32-used p32 p33-used p33 kill execution force-dry-run positions ledger
+-- ARGV from `arg`: used-ttl-s client-order-id marker-ttl-s
+local function take(at, arg)
+  local won32 = redis.call('SET', KEYS[at + 1], '1', 'NX', 'EX', ARGV[arg]) and 1 or 0
+  local raw32 = redis.call('GET', KEYS[at + 2])
+  local won33 = redis.call('SET', KEYS[at + 3], '1', 'NX', 'EX', ARGV[arg]) and 1 or 0
+  local raw33 = redis.call('GET', KEYS[at + 4])
+  if won32 == 1 and won33 == 1 and allows(raw32) and allows(raw33) then
+    redis.call('SET', KEYS[at], ARGV[arg + 1], 'EX', ARGV[arg + 2])
+  end
+  return {won32, raw32, won33, raw33, redis.call('GET', KEYS[at + 5]), redis.call('GET', KEYS[at + 6]),
+          redis.call('GET', KEYS[at + 7]), redis.call('GET', KEYS[at + 8]), redis.call('HGETALL', KEYS[at + 9])}
 end
-return {won32, raw32, won33, raw33, redis.call('GET', KEYS[5]), redis.call('GET', KEYS[6]),
-        redis.call('GET', KEYS[7]), redis.call('GET', KEYS[8]), redis.call('HGETALL', KEYS[9])}
+"""
+# Takes both permits (SET NX of the used markers, as permits.consume_all) and reads what sending needs.
+# When both were taken and both allow, it writes the order marker: from here an order may be sent, so a
+# restart looks the order up by its client order id instead of sending anything.
+TAKE = LuaScript(_TAKE_FUNCTION + "return take(1, 1)")
+# KEYS: result-marker claim symbol-in-flight, then TAKE's; ARGV: consumer claim-ttl-s plan-id, then TAKE's.
+# Reply: has-result, claim holder, order-sent, p32 present, p33 present, and when this executor holds the
+# claim of a plan with both permits present and nothing sent yet, what TAKE replies (taken in the same call).
+LOOK_AHEAD = LuaScript(_TAKE_FUNCTION + """
+redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
+local seen = {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('EXISTS', KEYS[4]),
+              redis.call('EXISTS', KEYS[6]), redis.call('EXISTS', KEYS[8])}
+if seen[1] == 0 and seen[2] == ARGV[1] and seen[3] == 0 and seen[4] == 1 and seen[5] == 1 then
+  for _, reply in ipairs(take(4, 4)) do seen[#seen + 1] = reply end
+end
+return seen
 """)
 
 
@@ -73,6 +81,7 @@ class LookAhead:
     claim_holder: str | None
     order_sent: bool
     permits_present: set[PermitKind]
+    taken: list | None = None  # TAKE's replies when the look-ahead could already take both permits
 
 
 @dataclass(frozen=True)
@@ -133,14 +142,15 @@ class Executor:
                 self._release(plan, ahead)
 
     def _look_ahead(self, plan: Plan) -> "LookAhead":
-        """One script call before anything else: result marker, claim, in-flight mark, order marker, permits."""
+        """One script call before anything else: result marker, claim, in-flight mark, order marker, permits,
+        and when both permits are already there, the taking too."""
         script_keys = [keys.plan_result_marker(plan.plan_id), keys.plan_claim(plan.plan_id),
-                       keys.executor_inflight(plan.symbol), keys.plan_order_marker(plan.plan_id),
-                       *(kind.key(plan.plan_id) for kind in PERMIT_KINDS)]
-        has_result, holder, order_sent, *permits_seen = LOOK_AHEAD(
-            self.r, script_keys, [self.consumer_name, CLAIM_TTL_S, plan.plan_id])
+                       keys.executor_inflight(plan.symbol), *_take_keys(plan)]
+        has_result, holder, order_sent, *rest = LOOK_AHEAD(
+            self.r, script_keys, [self.consumer_name, CLAIM_TTL_S, plan.plan_id, *_take_args(plan)])
+        permits_seen, taken = rest[:2], rest[2:] or None
         present = {kind for kind, seen in zip(PERMIT_KINDS, permits_seen) if seen}
-        return LookAhead(bool(has_result), holder, bool(order_sent), present)
+        return LookAhead(bool(has_result), holder, bool(order_sent), present, taken)
 
     def _release(self, plan: Plan, ahead: "LookAhead") -> None:
         if ahead.claim_holder == self.consumer_name:
@@ -175,7 +185,7 @@ class Executor:
         client_order_id = client_order_id_for(plan.plan_id)
         if ahead.order_sent:
             return self._after_crash(plan, client_order_id)
-        taken = self._take_permits(plan, ahead.permits_present)
+        taken = self._take_permits(plan, ahead)
         if isinstance(taken, outcomes.Outcome):
             return taken
         return self._execute(plan, client_order_id, taken)
@@ -187,16 +197,15 @@ class Executor:
             return outcomes.refused(plan, Reason.ORDER_NOT_FOUND, {"client_order_id": client_order_id})
         return outcomes.from_order(plan, order, None, None)
 
-    def _take_permits(self, plan: Plan, present: set[PermitKind]) -> Taken | outcomes.Outcome:
-        """Wait for both permits, then take them and read the switches, snapshot and ledger in one transaction."""
+    def _take_permits(self, plan: Plan, ahead: LookAhead) -> Taken | outcomes.Outcome:
+        """Wait for both permits, then take them and read the switches, snapshot and ledger in one script call
+        (unless the look-ahead already did)."""
         wanted = list(PERMIT_KINDS)
-        permits.wait_until_present(self.r, plan.plan_id, wanted, self.settings.executor_permit_wait_ms / 1000,
-                                   already=present)
-        script_keys = [*(key for kind in wanted for key in (keys.permit_used(kind.value, plan.plan_id), kind.key(plan.plan_id))),
-                       keys.KILL, keys.GOVERNOR_EXECUTION, keys.FORCE_DRY_RUN, keys.EXCHANGE_POSITIONS,
-                       keys.position_ledger(plan.symbol), keys.plan_order_marker(plan.plan_id)]
-        replies = TAKE(self.r, script_keys, [permits.USED_MARKER_TTL_S, client_order_id_for(plan.plan_id),
-                                             results.RESULT_MARKER_TTL_S])
+        replies = ahead.taken
+        if replies is None:
+            permits.wait_until_present(self.r, plan.plan_id, wanted, self.settings.executor_permit_wait_ms / 1000,
+                                       already=ahead.permits_present)
+            replies = TAKE(self.r, _take_keys(plan), _take_args(plan))
         p32, p33 = permits.taken(wanted, replies)
         if p32 is None or p33 is None:
             missing = [kind.value for kind, permit in zip(wanted, (p32, p33)) if permit is None]
@@ -276,6 +285,16 @@ class Executor:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+
+def _take_keys(plan: Plan) -> list[str]:
+    return [keys.plan_order_marker(plan.plan_id),
+            *(key for kind in PERMIT_KINDS for key in (keys.permit_used(kind.value, plan.plan_id), kind.key(plan.plan_id))),
+            keys.KILL, keys.GOVERNOR_EXECUTION, keys.FORCE_DRY_RUN, keys.EXCHANGE_POSITIONS, keys.position_ledger(plan.symbol)]
+
+
+def _take_args(plan: Plan) -> list[object]:
+    return [permits.USED_MARKER_TTL_S, client_order_id_for(plan.plan_id), results.RESULT_MARKER_TTL_S]
 
 
 def _trading_state_refusal(plan: Plan, switches: Switches) -> Reason | None:

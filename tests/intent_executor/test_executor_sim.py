@@ -294,3 +294,19 @@ def test_permits_already_taken_are_not_taken_again_and_nothing_is_marked(r, acce
 
     assert the_result(r, "taken-1")["reason"] == "permit_timeout" and not orders_for(sim, "taken-1")
     assert r.get(keys.plan_order_marker("taken-1")) is None
+
+
+def test_permits_already_there_are_taken_by_the_look_ahead_in_the_same_call(r, access, sim) -> None:
+    grant(r, "warm-1")
+    plan(r, "warm-1", "BUY", "0.002")
+    run_executor(r, access)  # the scripts are loaded now: every call below is one EVALSHA
+    grant(r, "ready-1")
+    plan(r, "ready-1", "BUY", "0.002")
+    r.config_resetstat()
+
+    run_executor(r, access)
+
+    assert the_result(r, "ready-1")["executed"] == "true"
+    stats = r.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 2  # look-ahead with the taking, then the result
+    assert "cmdstat_blpop" not in stats
