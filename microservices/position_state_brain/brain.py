@@ -105,7 +105,9 @@ class PositionStateBrain:
         if not plans:
             return []
         held = self.keeper.snapshot
-        pipe = self.r.pipeline(transaction=False)
+        # One transaction: the executor writes a fill's result and its ledger change together, so a read
+        # between the two would see the fill twice or not at all and deny a sound plan as a mismatch.
+        pipe = self.r.pipeline(transaction=True)
         for plan in plans:
             pipe.hgetall(keys.position_ledger(plan.symbol))
             pipe.get(keys.cooldown_last_exec(plan.symbol))

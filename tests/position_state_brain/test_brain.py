@@ -194,3 +194,14 @@ def test_a_batch_is_decided_together_and_a_plan_that_fails_fails_alone(r: redis.
         [True, False, True, False]
     assert [e["message_id"] for e in r.xpending_range(keys.Stream.APPLY_PLAN, keys.Group.POSITION_STATE_BRAIN,
                                                       "-", "+", 10)] == [r.xrange(keys.Stream.APPLY_PLAN)[1][0]]
+
+
+def test_ledger_and_confirmed_fills_are_read_in_one_transaction(r: redis.Redis, brain: PositionStateBrain) -> None:
+    """The executor writes a fill's result and ledger change atomically; P3.3 must read them the same way,
+    or a result landing between its ledger read and its results read denies a sound plan (seen in bursts)."""
+    r.config_resetstat()
+
+    brain.handle(plan(plan_id="atomic-1"))
+
+    stats = r.info("commandstats")
+    assert stats["cmdstat_multi"]["calls"] == 1 and stats["cmdstat_exec"]["calls"] == 1
