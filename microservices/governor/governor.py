@@ -18,7 +18,7 @@ from microservices.governor import metrics
 from microservices.governor.gates import INFLIGHT_REASONS, Verdict, evaluate
 from microservices.governor.settings import Limits
 from microservices.governor.state import GovernorState
-from microservices.governor.store import GovernorStore, LockLost, OpenRead
+from microservices.governor.store import GovernorStore, LockLost, RoundEffects
 from microservices.governor.writes import Writes, plan_writes
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import round_qty_down
@@ -56,7 +56,40 @@ class Governor:
         """The decision taken, or None when the plan needs no permit."""
         if not plan.is_executable:
             return self._skip(plan, "decision_not_execute")
-        return self._decide_close(plan) if plan.is_close else self._decide_open(self._as_sent(plan))
+        if plan.is_close:
+            return self._decide_close(plan)
+        outcome = self._decide_opens([self._as_sent(plan)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def handle_batch(self, batch: list[tuple[Plan, Entry]]) -> list[BaseException | None]:
+        """The consumer's batch handler: closes one by one, the batch's opens in rounds of one read and
+        one commit each."""
+        failures: list[BaseException | None] = [None] * len(batch)
+        opens: list[tuple[int, Plan]] = []
+        for i, (plan, _entry) in enumerate(batch):
+            try:
+                if not plan.is_executable:
+                    self._skip(plan, "decision_not_execute")
+                elif plan.is_close:
+                    self._decide_close(plan)
+                else:
+                    opens.append((i, self._as_sent(plan)))
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except Exception as exc:  # one bad plan fails alone
+                failures[i] = exc
+        try:
+            outcomes = self._decide_opens([plan for _i, plan in opens]) if opens else []
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception as exc:  # e.g. LockBusy: the opens stay pending and are retried, the closes are done
+            outcomes = [exc] * len(opens)
+        for (i, _plan), outcome in zip(opens, outcomes):
+            if isinstance(outcome, Exception):
+                failures[i] = outcome
+        return failures
 
     def _as_sent(self, plan: Plan) -> Plan:
         """Caps apply to what the executor will send: the quantity rounded down to the step."""
@@ -95,46 +128,72 @@ class Governor:
         self._record(plan, verdict, state, state.auto_disarmed)
         return verdict
 
-    def _decide_open(self, plan: Plan) -> Verdict | None:
-        for attempt in range(1, DECIDE_ATTEMPTS + 1):
-            try:
-                return self._decide_open_once(plan)
-            except LockLost:
-                self.log.warning("decision_lock_lost", plan_id=plan.plan_id, attempt=attempt)
-                if attempt == DECIDE_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
+    def _decide_opens(self, plans: list[Plan]) -> list[Verdict | Exception | None]:
+        """Opens in rounds: one locked read, each plan decided in order on that read plus the round's
+        earlier decisions, then one commit of them all. A round ends early where deciding on would need a
+        fresh read: a plan seen twice, an exact look at the in-flight opens, an auto-disarm set or cleared."""
+        outcomes: list[Verdict | Exception | None] = [None] * len(plans)
+        start, lost = 0, 0
+        while start < len(plans):
+            advanced, committed_all = self._round(plans, start, outcomes)
+            start += advanced
+            if not committed_all:
+                lost += 1
+                self.log.warning("decision_lock_lost", plan_id=plans[start].plan_id, attempt=lost)
+                if lost == DECIDE_ATTEMPTS:
+                    failure = LockLost(f"decision lock expired before plan {plans[start].plan_id} was committed")
+                    outcomes[start:] = [failure] * (len(plans) - start)
+                    break
+        return outcomes
 
-    def _decide_open_once(self, plan: Plan) -> Verdict | None:
-        read = self.store.lock_and_read_open(plan.plan_id, plan.symbol, lambda: _ms(self.clock()))
-        committed = False
+    def _round(self, plans: list[Plan], start: int, outcomes: list) -> tuple[int, bool]:
+        """Decide and commit a round from plans[start]: (how many plans it settled, whether every decision
+        was committed; if not, the lock expired and the rest is decided again on a fresh read)."""
+        pending = plans[start:]
+        read = self.store.lock_and_read_opens([(p.plan_id, p.symbol) for p in pending], lambda: _ms(self.clock()))
+        decided: list[tuple[int, Plan, Verdict, GovernorState, Writes]] = []
+        settled, seen, earlier = 0, set(), RoundEffects()
         try:
-            if read.has_result:
-                return self._skip(plan, "has_result")
-            state, verdict = self._evaluate_open(plan, read)
-            writes = plan_writes(plan, verdict, _permit(plan, verdict, read.now_ms / 1000), state, self.limits, read.now_ms)
-            self.store.commit(writes, read.token)
-            committed = True
+            for index, plan in enumerate(pending):
+                if plan.plan_id in seen:
+                    break
+                seen.add(plan.plan_id)
+                if read.own[index].has_result:
+                    self._skip(plan, "has_result")
+                    settled += 1
+                    continue
+                state = read.state_for(index, plan.symbol, earlier)
+                verdict = evaluate(plan, state, self.limits, read.now_ms)
+                if verdict.reason in INFLIGHT_REASONS and state.totals is not None and state.totals.count:
+                    if decided:
+                        break  # the exact look reads the records: commit the round's decisions first
+                    state, verdict = self._exact_look(plan, state, read.now_ms)
+                writes = plan_writes(plan, verdict, _permit(plan, verdict, read.now_ms / 1000), state, self.limits,
+                                     read.now_ms)
+                decided.append((start + index, plan, verdict, state, writes))
+                earlier.add(writes, read.own[index])
+                settled += 1
+                if writes.disarm is not None or writes.clear_disarm or writes.drop_inflight:
+                    break
+            written = self.store.commit_round([writes for *_rest, writes in decided], read.token) if decided else 0
         finally:
-            if not committed:
+            if not decided:
                 self.store.release(read.token)
-        self._after_open(plan, verdict, state, writes)
-        return verdict
+        for at, plan, verdict, state, writes in decided[:written]:
+            outcomes[at] = verdict
+            self._after_open(plan, verdict, state, writes)
+        if written < len(decided):
+            return decided[written][0] - start, False
+        return settled, True
 
-    def _evaluate_open(self, plan: Plan, read: OpenRead) -> tuple[GovernorState, Verdict]:
-        """Decide on the running totals; when in-flight opens decided a denial, look at each one and decide again.
-
-        The totals count every open allowed and not yet settled or expired: safe, but an open whose
-        fill the snapshot already shows counts twice until the next prune. The exact look reads the
-        records and their results, so only opens the snapshot does not show yet count."""
-        state, now_ms = read.state, read.now_ms
-        verdict = evaluate(plan, state, self.limits, now_ms)
-        if verdict.reason in INFLIGHT_REASONS and state.totals is not None and state.totals.count:
-            records, corrupt = self.store.read_inflight()
-            others = [entry.plan_id for entry in records if entry.plan_id != plan.plan_id]
-            state = replace(state, inflight=records, unreadable_inflight=corrupt, result_ms=self.store.read_results(others))
-            verdict = evaluate(plan, state, self.limits, now_ms)
-        return state, verdict
+    def _exact_look(self, plan: Plan, state: GovernorState, now_ms: int) -> tuple[GovernorState, Verdict]:
+        """The totals count every open allowed and not yet settled or expired: safe, but an open whose
+        fill the snapshot already shows counts twice until the next prune. When they decided a denial,
+        read the records and their results, so only opens the snapshot does not show yet count."""
+        records, corrupt = self.store.read_inflight()
+        others = [entry.plan_id for entry in records if entry.plan_id != plan.plan_id]
+        state = replace(state, inflight=records, unreadable_inflight=corrupt, result_ms=self.store.read_results(others))
+        return state, evaluate(plan, state, self.limits, now_ms)
 
     def _after_open(self, plan: Plan, verdict: Verdict, state: GovernorState, writes: Writes) -> None:
         disarmed = writes.disarm is not None or (state.auto_disarmed and not writes.clear_disarm)

@@ -90,36 +90,46 @@ local function rebuild(inflight, totals, by_time)
 end
 """.replace("VERSION", TOTALS_VERSION)
 
-# KEYS: lock kill execution cooldown positions result-marker inflight totals by-time opens trips disarmed
-# ARGV: token lock-ttl-ms plan-id hour-since five-min-since trips-since expired-at-or-before
-# Reply: nil when another governor holds the lock, else the values listed in store._open_state.
-READ_OPEN = LuaScript(_FUNCTIONS + """
+# A round of open decisions (one plan, or several of a batch) reads everything in one call.
+# KEYS: lock kill execution positions inflight totals by-time trips disarmed, then per plan: cooldown result opens
+# ARGV: token lock-ttl-ms hour-since five-min-since trips-since expired-at-or-before, then per plan: plan-id
+# Reply: nil when another governor holds the lock; else kill execution snapshot totals trips disarmed corrupt,
+# then per plan: cooldown has-result own-record opens-last-hour opens-last-5min own-open-score own-trip-score.
+READ_OPENS = LuaScript(_FUNCTIONS + """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
 local corrupt = 0
-if not valid_totals(KEYS[8]) then corrupt = rebuild(KEYS[7], KEYS[8], KEYS[9]) end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', ARGV[7], 'LIMIT', 0, BATCH)
-if #expired > 0 then corrupt = corrupt + drop(KEYS[7], KEYS[8], KEYS[9], expired) end
-return {
-  redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4]), redis.call('GET', KEYS[5]),
-  redis.call('EXISTS', KEYS[6]), redis.call('HGETALL', KEYS[8]), redis.call('HGET', KEYS[7], ARGV[3]),
-  redis.call('ZCOUNT', KEYS[10], '(' .. ARGV[4], '+inf'), redis.call('ZCOUNT', KEYS[10], '(' .. ARGV[5], '+inf'),
-  redis.call('ZSCORE', KEYS[10], ARGV[3]), redis.call('ZCOUNT', KEYS[11], '(' .. ARGV[6], '+inf'),
-  redis.call('ZSCORE', KEYS[11], ARGV[3]), redis.call('EXISTS', KEYS[12]), corrupt,
+if not valid_totals(KEYS[6]) then corrupt = rebuild(KEYS[5], KEYS[6], KEYS[7]) end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', ARGV[6], 'LIMIT', 0, BATCH)
+if #expired > 0 then corrupt = corrupt + drop(KEYS[5], KEYS[6], KEYS[7], expired) end
+local reply = {
+  redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4]), redis.call('HGETALL', KEYS[6]),
+  redis.call('ZCOUNT', KEYS[8], '(' .. ARGV[5], '+inf'), redis.call('EXISTS', KEYS[9]), corrupt,
 }
+for i = 7, #ARGV do
+  local k, id = 10 + 3 * (i - 7), ARGV[i]
+  local values = {
+    redis.call('GET', KEYS[k]), redis.call('EXISTS', KEYS[k + 1]), redis.call('HGET', KEYS[5], id),
+    redis.call('ZCOUNT', KEYS[k + 2], '(' .. ARGV[3], '+inf'), redis.call('ZCOUNT', KEYS[k + 2], '(' .. ARGV[4], '+inf'),
+    redis.call('ZSCORE', KEYS[k + 2], id), redis.call('ZSCORE', KEYS[8], id),
+  }
+  for j = 1, 7 do reply[#reply + 1] = values[j] end
+end
+return reply
 """.replace("BATCH", str(EXPIRE_BATCH)))
 
 # KEYS: lock permit ready-list inflight totals by-time opens trips execution disarmed
 # ARGV: token permit-json permit-ttl-s permit-kind plan-id record-json|'' allowed-at-ms hour-ms
-#       trip(0|1) trip-window-ms disarm-json|'' clear-disarm(0|1) disabled-value drop-id...
+#       trip(0|1) trip-window-ms disarm-json|'' clear-disarm(0|1) disabled-value release-lock(0|1) drop-id...
 # Reply: 1, or 0 when the lock is no longer ours (nothing written: the caller decides again).
+# A round's commits go in one pipeline; only the last releases the lock.
 COMMIT_OPEN = LuaScript(_FUNCTIONS + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 redis.call('RPUSH', KEYS[3], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-if #ARGV > 13 then
+if #ARGV > 14 then
   local ids = {}
-  for i = 14, #ARGV do ids[#ids + 1] = ARGV[i] end
+  for i = 15, #ARGV do ids[#ids + 1] = ARGV[i] end
   drop(KEYS[4], KEYS[5], KEYS[6], ids)
 end
 local at = tonumber(ARGV[7])
@@ -143,7 +153,7 @@ if ARGV[11] ~= '' then
   redis.call('SET', KEYS[10], ARGV[11])
   redis.call('DEL', KEYS[8])
 end
-redis.call('DEL', KEYS[1])
+if ARGV[14] == '1' then redis.call('DEL', KEYS[1]) end
 return 1
 """)
 

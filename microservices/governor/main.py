@@ -25,5 +25,6 @@ def main() -> int:
     governor = Governor(ctx.redis, limits, filters=filters)
     governor.refresh_gauges()
     config = daemon.consumer_config(settings, NAME, keys.Stream.APPLY_PLAN, keys.Group.GOVERNOR)
-    consumer = StreamConsumer(ctx.redis, config, Plan.from_fields, governor.handle, on_tick=governor.on_tick)
+    consumer = StreamConsumer(ctx.redis, config, Plan.from_fields, governor.handle, on_tick=governor.on_tick,
+                              batch_handler=governor.handle_batch)
     return daemon.run(ctx, consumer)

@@ -11,7 +11,8 @@ import secrets
 import threading
 from functools import lru_cache
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 import redis
@@ -45,11 +46,75 @@ class LockLost(RuntimeError):
 
 
 @dataclass(frozen=True)
-class OpenRead:
-    state: GovernorState
+class OwnRead:
+    """What one open of a round reads about itself and its symbol."""
+
+    last_exec_ms: int | None
+    cooldown_raw: str | None  # set when the cooldown value could not be read
     has_result: bool
+    own_record: str | None  # a replay finds its own in-flight record
+    opens_last_hour: int  # without the plan itself
+    opens_last_5min: int
+    own_trip: bool  # a replay finds its own rate-limit trip in the window
+    opened_before: bool  # a replay's allow is already in the symbol's opens (ZADD NX adds nothing)
+    tripped_before: bool  # a replay's rate-limit trip is already recorded
+
+
+@dataclass
+class RoundEffects:
+    """What the round's decisions so far will write, so the next plan of the round decides as if they were."""
+
+    allowed: list[InFlight] = field(default_factory=list)  # new in-flight records (HSETNX adds them)
+    opened: list[str] = field(default_factory=list)  # symbols of new opens (ZADD NX adds them)
+    trips: int = 0
+
+    def add(self, writes: Writes, own: OwnRead) -> None:
+        """Count only what the commit will add: a replay's record, open or trip may be there already."""
+        if writes.inflight is not None:
+            if own.own_record is None:
+                self.allowed.append(writes.inflight)
+            if not own.opened_before:
+                self.opened.append(writes.inflight.symbol)
+        if writes.rate_trip and not own.tripped_before:
+            self.trips += 1
+
+
+@dataclass(frozen=True)
+class RoundRead:
+    """A round of open decisions: the shared state once, then each plan's own reads, all under the lock."""
+
+    shared: GovernorState  # switches, snapshot, rate trips, disarm; no totals (see totals_for)
+    units: int  # the running totals as read
+    counts: dict[str, int]
+    own: list[OwnRead]
     token: str
     now_ms: int
+
+    def state_for(self, index: int, symbol: str, earlier: RoundEffects) -> GovernorState:
+        """The state plan `index` decides on: the shared read, its own reads, and the round's earlier decisions."""
+        own = self.own[index]
+        unreadable = dict(self.shared.unreadable)
+        if own.cooldown_raw is not None:
+            unreadable["cooldown"] = own.cooldown_raw
+        same_symbol = earlier.opened.count(symbol)
+        return replace(
+            self.shared, totals=self._totals_for(own.own_record, earlier), last_exec_ms=own.last_exec_ms,
+            unreadable=unreadable, opens_last_hour=own.opens_last_hour + same_symbol,
+            opens_last_5min=own.opens_last_5min + same_symbol,
+            rate_trips=self.shared.rate_trips - int(own.own_trip) + earlier.trips,
+        )
+
+    def _totals_for(self, own_raw: str | None, earlier: RoundEffects) -> Pending:
+        """The running totals without the plan's own record (a replay does not count itself), with the
+        opens the round allowed before it, counted as Redis will count them (rounded up to units)."""
+        units, counts = self.units, dict(self.counts)
+        own = _decode_or_none(own_raw)
+        changes = [(own, -1)] if own is not None else []
+        for entry, sign in changes + [(entry, 1) for entry in earlier.allowed]:
+            units += sign * lua.to_units(entry.notional)
+            counts[entry.symbol] = counts.get(entry.symbol, 0) + sign
+        return Pending(frozenset(s for s, n in counts.items() if n > 0), lua.from_units(max(units, 0)),
+                       max(sum(counts.values()), 0))
 
 
 class GovernorStore:
@@ -69,29 +134,31 @@ class GovernorStore:
     def issue(self, permit: P32Permit) -> None:
         permits.issue(self.r, permit, self.limits.permit_ttl_s)
 
-    def lock_and_read_open(self, plan_id: str, symbol: str, now_ms: Callable[[], int]) -> OpenRead:
-        """Take the decision lock and read the open's state in the same round trip, waiting out contention."""
+    def lock_and_read_opens(self, plans: list[tuple[str, str]], now_ms: Callable[[], int]) -> RoundRead:
+        """Take the decision lock and read a round of opens ((plan_id, symbol) each) in one call,
+        waiting out contention."""
         token = secrets.token_hex(8)
         waited, delay = 0.0, FIRST_BACKOFF_S
         while True:
             started_ms = now_ms()
-            read = self._try_read_open(plan_id, symbol, started_ms, token)
+            read = self._try_read_opens(plans, started_ms, token)
             if read is not None:
-                return OpenRead(*read, token=token, now_ms=started_ms)
+                return read
             if waited >= LOCK_WAIT_BUDGET_S:
                 raise LockBusy(f"governor decision lock busy for {waited:.1f}s")
             self.wait(delay)
             waited, delay = waited + delay, min(delay * 2, MAX_BACKOFF_S)
 
-    def _try_read_open(self, plan_id: str, symbol: str, now_ms: int, token: str) -> tuple[GovernorState, bool] | None:
+    def _try_read_opens(self, plans: list[tuple[str, str]], now_ms: int, token: str) -> RoundRead | None:
         trips_since = now_ms - self.limits.auto_disarm_window_ms
-        script_keys = [keys.GOVERNOR_LOCK, keys.KILL, keys.GOVERNOR_EXECUTION, keys.cooldown_last_exec(symbol),
-                       keys.EXCHANGE_POSITIONS, keys.plan_result_marker(plan_id), *INFLIGHT_KEYS,
-                       keys.governor_opens(symbol), keys.GOVERNOR_RATE_TRIPS, keys.GOVERNOR_DISARMED]
-        args = [token, LOCK_TTL_MS, plan_id, now_ms - HOUR_MS, now_ms - FIVE_MIN_MS, trips_since,
-                now_ms - self.limits.inflight_expiry_ms]
-        values = lua.READ_OPEN(self.r, script_keys, args)
-        return _open_state(values, now_ms, trips_since) if values is not None else None
+        script_keys = [keys.GOVERNOR_LOCK, keys.KILL, keys.GOVERNOR_EXECUTION, keys.EXCHANGE_POSITIONS,
+                       *INFLIGHT_KEYS, keys.GOVERNOR_RATE_TRIPS, keys.GOVERNOR_DISARMED]
+        for plan_id, symbol in plans:
+            script_keys += [keys.cooldown_last_exec(symbol), keys.plan_result_marker(plan_id), keys.governor_opens(symbol)]
+        args = [token, LOCK_TTL_MS, now_ms - HOUR_MS, now_ms - FIVE_MIN_MS, trips_since,
+                now_ms - self.limits.inflight_expiry_ms, *(plan_id for plan_id, _ in plans)]
+        values = lua.READ_OPENS(self.r, script_keys, args)
+        return _round_read(values, token, now_ms, trips_since) if values is not None else None
 
     def read_inflight(self) -> tuple[tuple[InFlight, ...], tuple[str, ...]]:
         """Every in-flight record, and the ids of those that do not parse (for an exact look)."""
@@ -105,8 +172,14 @@ class GovernorStore:
         found = self.r.mget([keys.plan_result_marker(plan_id) for plan_id in plan_ids])
         return {plan_id: _int_or(raw, 0) for plan_id, raw in zip(plan_ids, found) if raw is not None}
 
-    def commit(self, writes: Writes, token: str) -> None:
-        """Permit and bookkeeping in one script call, which also releases the decision lock."""
+    def commit_round(self, round_writes: list[Writes], token: str) -> int:
+        """Each decision's permit and bookkeeping, one script call each, all in one round trip; the last
+        releases the decision lock. Returns how many were written: the rest found the lock no longer ours."""
+        calls = [self._commit_call(writes, token, release=i == len(round_writes) - 1)
+                 for i, writes in enumerate(round_writes)]
+        return sum(1 for written in lua.COMMIT_OPEN.many(self.r, calls) if written)
+
+    def _commit_call(self, writes: Writes, token: str, release: bool) -> tuple[list[str], list[object]]:
         permit = writes.permit
         script_keys = [keys.GOVERNOR_LOCK, keys.permit_p32(permit.plan_id), keys.permit_ready(permit.plan_id),
                        *INFLIGHT_KEYS, keys.governor_opens(permit.symbol), keys.GOVERNOR_RATE_TRIPS,
@@ -114,9 +187,8 @@ class GovernorStore:
         record = writes.inflight.to_json() if writes.inflight is not None else ""
         args = [token, permit.to_json(), self.limits.permit_ttl_s, PermitKind.P32.value, permit.plan_id, record,
                 writes.now_ms, HOUR_MS, int(writes.rate_trip), self.limits.auto_disarm_window_ms,
-                writes.disarm or "", int(writes.clear_disarm), DISABLED, *writes.drop_inflight]
-        if not lua.COMMIT_OPEN(self.r, script_keys, args):
-            raise LockLost(f"decision lock expired before plan {permit.plan_id} was committed")
+                writes.disarm or "", int(writes.clear_disarm), DISABLED, int(release), *writes.drop_inflight]
+        return script_keys, args
 
     def release(self, token: str) -> None:
         lua.RELEASE_LOCK(self.r, [keys.GOVERNOR_LOCK], [token])
@@ -147,43 +219,43 @@ class GovernorStore:
         return read_switches(kill, execution), bool(disarmed), int(inflight)
 
 
-def _open_state(values: list[Any], now_ms: int, trips_since: int) -> tuple[GovernorState, bool]:
-    """(state, whether the plan already has a result) from the read script's reply."""
-    kill, execution, cooldown, snapshot_raw, has_result, totals_raw, own_raw, *counts = values
-    hour, five_min, own_open, trips, own_trip, disarmed, corrupt = counts
+def _round_read(values: list[Any], token: str, now_ms: int, trips_since: int) -> RoundRead:
+    """A RoundRead from the read script's reply."""
+    kill, execution, snapshot_raw, totals_raw, trips, disarmed, corrupt, *per_plan = values
     snapshot, snapshot_problem = _snapshot(snapshot_raw)
-    last_exec_ms = _int_or(cooldown, None)
-    unreadable = {"snapshot": snapshot_problem, "inflight": f"{corrupt} unreadable record(s)" if corrupt else None,
-                  "cooldown": cooldown if last_exec_ms is None else None}
-    state = GovernorState(
+    unreadable = {"snapshot": snapshot_problem, "inflight": f"{corrupt} unreadable record(s)" if corrupt else None}
+    shared = GovernorState(
         switches=read_switches(kill, execution),
-        last_exec_ms=last_exec_ms,
         snapshot=snapshot,
-        totals=_totals(_pairs(totals_raw), own_raw),
-        opens_last_hour=int(hour) - _within(own_open, now_ms - HOUR_MS),
-        opens_last_5min=int(five_min) - _within(own_open, now_ms - FIVE_MIN_MS),
-        rate_trips=int(trips) - _within(own_trip, trips_since),
+        rate_trips=int(trips),
         auto_disarmed=bool(disarmed),
         unreadable={name: value for name, value in unreadable.items() if value is not None},
     )
-    return state, bool(has_result)
+    fields = _pairs(totals_raw)
+    counts = {name[2:]: int(value) for name, value in fields.items() if name.startswith("n:")}
+    own = [_own_read(per_plan[i:i + 7], now_ms, trips_since) for i in range(0, len(per_plan), 7)]
+    return RoundRead(shared, int(fields.get("units", 0)), counts, own, token, now_ms)
+
+
+def _own_read(values: list[Any], now_ms: int, trips_since: int) -> OwnRead:
+    cooldown, has_result, own_record, hour, five_min, own_open, own_trip = values
+    last_exec_ms = _int_or(cooldown, None)
+    return OwnRead(
+        last_exec_ms=last_exec_ms,
+        cooldown_raw=cooldown if cooldown is not None and last_exec_ms is None else None,
+        has_result=bool(has_result),
+        own_record=own_record,
+        opens_last_hour=int(hour) - _within(own_open, now_ms - HOUR_MS),
+        opens_last_5min=int(five_min) - _within(own_open, now_ms - FIVE_MIN_MS),
+        own_trip=bool(_within(own_trip, trips_since)),
+        opened_before=own_open is not None,
+        tripped_before=own_trip is not None,
+    )
 
 
 def _pairs(flat: list[str] | dict[str, str]) -> dict[str, str]:
     """A script's HGETALL arrives as a flat list (RESP2) or a map (RESP3)."""
     return dict(flat) if isinstance(flat, dict) else dict(zip(flat[0::2], flat[1::2]))
-
-
-def _totals(fields: dict[str, str], own_raw: str | None) -> Pending:
-    """The running totals without the plan's own record (a replay does not count itself)."""
-    counts = {name[2:]: int(value) for name, value in fields.items() if name.startswith("n:")}
-    units = int(fields.get("units", 0))
-    own = _decode_or_none(own_raw)
-    if own is not None:
-        units -= lua.to_units(own.notional)
-        counts[own.symbol] = counts.get(own.symbol, 0) - 1
-    return Pending(frozenset(s for s, n in counts.items() if n > 0), lua.from_units(max(units, 0)),
-                   max(sum(counts.values()), 0))
 
 
 def _within(score: str | None, since_ms: int) -> int:
