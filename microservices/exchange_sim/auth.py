@@ -16,7 +16,7 @@ FUTURE_TOLERANCE_MS = 1000
 
 
 def sign(secret: str, payload: str) -> str:
-    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), payload.encode(), hashlib.sha256).hex()
 
 
 def _strip_signature(raw: str) -> tuple[str, str | None]:
@@ -36,10 +36,19 @@ def total_params(raw_query: str, raw_body: str) -> tuple[str, str | None]:
     return query + body, query_sig if query_sig is not None else body_sig
 
 
+def _pairs(raw: str) -> list[tuple[str, str]]:
+    """parse_qsl(raw, keep_blank_values=True), without its per-field unquoting when nothing is escaped."""
+    if "%" in raw or "+" in raw:
+        return parse_qsl(raw, keep_blank_values=True)
+    # with no '%' or '+' parse_qsl's unquoting is the identity: it drops empty fields and splits each
+    # at its first '=' (a field with none gets the value "")
+    return [(name, value) for name, _, value in (field.partition("=") for field in raw.split("&") if field)]
+
+
 def request_params(raw_query: str, raw_body: str) -> dict[str, str]:
     """Body params overridden by query params, as Binance resolves duplicates."""
-    params = dict(parse_qsl(raw_body, keep_blank_values=True))
-    params.update(parse_qsl(raw_query, keep_blank_values=True))
+    params = dict(_pairs(raw_body))
+    params.update(_pairs(raw_query))
     return params
 
 

@@ -49,7 +49,7 @@ class Engine:
 
     def snapshot(self) -> Snapshot:
         self.sync()
-        return snapshot(self.account, self.prices.mark)
+        return snapshot(self.account, self.prices.marks_now())
 
     def place(self, params: dict[str, str]) -> tuple[Order, str]:
         request = parse_new_order(params)

@@ -30,6 +30,9 @@ class Exposure:
         return (self.qty - offset) * (self.notional / self.qty)
 
 
+NO_EXPOSURE = Exposure()  # immutable, so one shared instance serves every lookup default
+
+
 @dataclass(frozen=True)
 class Snapshot:
     wallet: Decimal
@@ -61,7 +64,7 @@ def _exposures(orders: Iterable[Order], mark: Decimal) -> dict[tuple[str, str], 
         if order.reduce_only:
             continue
         key = (order.position_side, order.side)
-        sides[key] = sides.get(key, Exposure()).plus(order.remaining, order_price(order, mark))
+        sides[key] = sides.get(key, NO_EXPOSURE).plus(order.remaining, order_price(order, mark))
     return sides
 
 
@@ -71,11 +74,11 @@ def symbol_order_margin(account: Account, symbol: str, mark: Decimal, extra: Ord
     sides = _exposures(orders, mark)
     leverage = Decimal(account.leverage_of(symbol))
     if account.dual_side:
-        grow = sides.get(("LONG", "BUY"), Exposure()).notional + sides.get(("SHORT", "SELL"), Exposure()).notional
+        grow = sides.get(("LONG", "BUY"), NO_EXPOSURE).notional + sides.get(("SHORT", "SELL"), NO_EXPOSURE).notional
         return grow / leverage
     amount = account.position(symbol, "BOTH").amount
-    buys = sides.get(("BOTH", "BUY"), Exposure()).beyond(max(ZERO, -amount))
-    sells = sides.get(("BOTH", "SELL"), Exposure()).beyond(max(ZERO, amount))
+    buys = sides.get(("BOTH", "BUY"), NO_EXPOSURE).beyond(max(ZERO, -amount))
+    sells = sides.get(("BOTH", "SELL"), NO_EXPOSURE).beyond(max(ZERO, amount))
     return max(buys, sells) / leverage
 
 

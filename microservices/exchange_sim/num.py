@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 
@@ -11,10 +12,13 @@ _DECIMAL_RE = re.compile(r"^-?(\d+(\.\d*)?|\.\d+)$")
 
 def parse_decimal(raw: str | None) -> Decimal | None:
     """Strictly parse a wire decimal; None when absent or malformed (no exponents, no NaN)."""
-    if raw is None or not _DECIMAL_RE.match(raw.strip()):
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not _DECIMAL_RE.match(text):
         return None
     try:
-        return Decimal(raw.strip())
+        return Decimal(text)
     except InvalidOperation:
         return None
 
@@ -24,10 +28,18 @@ def places(value: Decimal) -> int:
     return max(0, -int(exponent))
 
 
+@functools.lru_cache(maxsize=128)
+def _quantum(shown: int) -> Decimal:
+    return Decimal(1).scaleb(-shown)
+
+
 def fixed(value: Decimal, decimals: int) -> str:
     """Fixed-point string with at least `decimals` places and never losing digits."""
-    shown = max(decimals, places(value)) if value != ZERO else decimals
-    return format(value.quantize(Decimal(1).scaleb(-shown)), "f")
+    shown = value.quantize(_quantum(decimals))
+    if shown != value:
+        # it lost digits, so the value has more than `decimals` places: show all of them
+        shown = value.quantize(_quantum(places(value)))
+    return format(shown, "f")
 
 
 def exact(value: Decimal) -> str:

@@ -49,7 +49,10 @@ class PricePath:
         self.replay = list(replay) if replay else None
         first = self.replay[0] if self.replay else start
         self.segments = [Segment(0, first, False, [first])]
+        # (index, price) and (index, mark) last computed: both are pure functions of the index and
+        # self.segments, so set(), the only code that changes segments, clears them
         self._memo: tuple[int, Decimal] | None = None
+        self._mark_memo: tuple[int, Decimal] | None = None
 
     def step(self, price: Decimal, index: int) -> Decimal:
         move = (unit(self.seed, self.symbol, index) * 2 - 1) * self.half_width
@@ -69,11 +72,20 @@ class PricePath:
         self._memo = (index, price)
         return price
 
+    def mark(self, index: int) -> Decimal:
+        """price(index) at mark precision; every position's margin asks for it, many times per tick."""
+        memo = self._mark_memo
+        if memo is not None and memo[0] == index:
+            return memo[1]
+        mark = self.price(index).quantize(MARK)
+        self._mark_memo = (index, mark)
+        return mark
+
     def frozen(self) -> bool:
         return self.segments[-1].frozen
 
     def set(self, index: int, price: Decimal, frozen: bool) -> None:
-        self._memo = None
+        self._memo = self._mark_memo = None
         segment = Segment(index, price, frozen, [price])
         # a clock that did not advance means the last override is simply replaced
         while self.segments and self.segments[-1].start >= index and len(self.segments) > 1:
@@ -167,7 +179,13 @@ class PriceBook:
         return max(0, (now - self.t0) // self.tick_ms)
 
     def mark(self, symbol: str) -> Decimal:
-        return self.paths[symbol].price(self.tick()).quantize(MARK)
+        return self.paths[symbol].mark(self.tick())
+
+    def marks_now(self) -> Callable[[str], Decimal]:
+        """mark() of any symbol at one tick, read from the clock once: an account snapshot prices
+        every position, so it asks for many marks in a row."""
+        index, paths = self.tick(), self.paths
+        return lambda symbol: paths[symbol].mark(index)
 
     def set_price(self, symbol: str, price: Decimal) -> None:
         self.paths[symbol].set(self.tick(), price, frozen=True)

@@ -66,6 +66,9 @@ def configure_logging() -> None:
             structlog.processors.JSONRenderer(),
         ],
         logger_factory=structlog.PrintLoggerFactory(),
+        # Only the simulator's own process calls this, and nothing reconfigures structlog after it, so
+        # each module's lazy proxy may assemble its logger once instead of on every call.
+        cache_logger_on_first_use=True,
     )
 
 

@@ -16,6 +16,8 @@ from .ratelimit import MinuteCounter
 from .settings import SimSettings
 
 Clock = Callable[[], int]
+# what json.dumps(payload, separators=(",", ":")) builds on every call; encoders keep no state between calls
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass
@@ -40,7 +42,9 @@ STATE = web.AppKey("exchange_sim_state", SimState)
 
 
 def state_of(request: web.Request) -> SimState:
-    return request.config_dict[STATE]
+    # config_dict looks in the handling app first, then its parents (the /_sim/ sub-app has no state of its own)
+    state = request.app.get(STATE)
+    return state if state is not None else request.config_dict[STATE]
 
 
 def charge(request: web.Request, weight: int) -> None:
@@ -79,7 +83,7 @@ async def key_only_params(request: web.Request) -> dict[str, str]:
 
 
 def reply(payload: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(text=json.dumps(payload, separators=(",", ":")), status=status,
+    return web.Response(text=_COMPACT_JSON.encode(payload), status=status,
                         content_type="application/json", headers=headers)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 
 D = Decimal
 
@@ -27,18 +28,20 @@ class SymbolSpec:
     maint_margin_rate: Decimal = D("0.004")
     price_decimals: int | None = None
 
-    @property
+    # The cached properties below depend only on frozen fields; every order checks or formats with them.
+
+    @cached_property
     def price_precision(self) -> int:
         # BTCUSDT really advertises pricePrecision 2 with a 0.10 tick, so it may differ from the tick.
         if self.price_decimals is not None:
             return self.price_decimals
         return -self.tick_size.normalize().as_tuple().exponent if self.tick_size < 1 else 0
 
-    @property
+    @cached_property
     def quantity_precision(self) -> int:
         return -self.step_size.normalize().as_tuple().exponent if self.step_size < 1 else 0
 
-    @property
+    @cached_property
     def notional_floor(self) -> Decimal:
         return D(self.min_notional)
 

@@ -78,3 +78,17 @@ def test_missing_signature_and_timestamp_are_mandatory():
     with pytest.raises(errors.ApiError) as caught:
         _auth("symbol=BTCUSDT&signature=ab")
     assert caught.value.msg == "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed."
+
+
+@pytest.mark.parametrize("raw", [
+    "", "&", "a", "a=", "=a", "=", "a=b=c", "a&b=", "a=1&&b=2&", "a=1;b=2", "a=1&a=2", "sym=BTC%55SDT",
+    "newClientOrderId=a%3Ab%2Fc", "a+b=c+d", "x=%zz", "k=%E2%82%AC", "k=€",
+])
+def test_request_params_parse_like_parse_qsl(raw):
+    from urllib.parse import parse_qsl
+
+    from microservices.exchange_sim.auth import request_params
+
+    expected = dict(parse_qsl(raw, keep_blank_values=True))
+    assert request_params("", raw) == request_params(raw, "") == expected
+    assert request_params(raw, "a=body&z=body") == {"a": "body", "z": "body", **expected}

@@ -101,3 +101,32 @@ def test_simulators_with_same_seed_quote_the_same_klines(seed):
     clock.now += 120_000
     query = {"symbol": "BTCUSDT", "interval": "1m", "limit": "5"}
     assert klines(books[0], query, clock.now) == klines(books[1], query, clock.now)
+
+
+def test_mark_read_earlier_in_a_tick_gives_way_to_an_admin_price_set_in_that_tick():
+    # PricePath remembers the latest tick's mark; every change of its segments must forget it
+    clock = FakeClock()
+    book = PriceBook(42, 1000, Decimal("1.5"), clock)
+    clock.now += 2_000
+    walked = book.mark("BTCUSDT")
+    assert book.marks_now()("BTCUSDT") == walked
+    book.set_price("BTCUSDT", Decimal("90000"))
+    assert book.mark("BTCUSDT") == book.marks_now()("BTCUSDT") == Decimal("90000")
+    book.set_price("BTCUSDT", Decimal("91000.5"))  # the same tick again
+    assert book.mark("BTCUSDT") == book.marks_now()("BTCUSDT") == Decimal("91000.5")
+    book.set_frozen("BTCUSDT", False)
+    assert book.mark("BTCUSDT") == Decimal("91000.5")
+    clock.now += 1_000
+    assert book.mark("BTCUSDT") == book.marks_now()("BTCUSDT") != Decimal("91000.5")
+
+
+def test_margin_snapshot_follows_a_price_set_in_the_same_tick():
+    clock = FakeClock()
+    engine = Engine(SimSettings(seed=42), clock)
+    engine.place({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.01"})
+    engine.place({"symbol": "ETHUSDT", "side": "SELL", "type": "MARKET", "quantity": "0.1"})
+    before = engine.snapshot()
+    engine.set_price("BTCUSDT", engine.mark("BTCUSDT") - 1000)
+    after = engine.snapshot()
+    assert after.unrealized == before.unrealized - Decimal("10")
+    assert after.position_margin < before.position_margin
