@@ -29,6 +29,7 @@ from shared.schema import P33Permit, Plan, Reason, format_decimal
 from shared.snapshot import ExchangeSnapshot
 
 ZERO = Decimal(0)
+CATCH_UP_COUNT = 500
 
 
 class RulesSource(Protocol):
@@ -62,6 +63,18 @@ class PositionStateBrain:
         self.clock = clock
         self.fills = ConfirmedFills()
         self.log = get_logger(component="p33")
+
+    def catch_up(self, count: int = CATCH_UP_COUNT) -> int:
+        """Between batches: read the results written since the last read, a page at a time, so the read
+        a plan makes stays small however long P3.3 was idle while the executor kept filling."""
+        held, read = self.keeper.snapshot, 0
+        while held is not None:
+            entries = self.r.xrange(keys.Stream.APPLY_RESULT, min=self.fills.start_id(held), max="+", count=count)
+            self.fills.absorb(entries, held)
+            read += len(entries)
+            if len(entries) < count:
+                break
+        return read
 
     def handle(self, plan: Plan, entry: Entry | None = None) -> Verdict | None:
         """One plan: the decision taken, or None when it needs no permit."""

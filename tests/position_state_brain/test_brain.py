@@ -205,3 +205,15 @@ def test_ledger_and_confirmed_fills_are_read_in_one_transaction(r: redis.Redis, 
 
     stats = r.info("commandstats")
     assert stats["cmdstat_multi"]["calls"] == 1 and stats["cmdstat_exec"]["calls"] == 1
+
+
+def test_results_written_while_idle_are_read_a_page_at_a_time(r: redis.Redis, brain: PositionStateBrain) -> None:
+    brain.handle(plan(plan_id="first"))  # the cursor is set
+    for i in range(1200):
+        r.xadd(keys.Stream.APPLY_RESULT, {"plan_id": f"x{i}", "executed": "false", "symbol": "BTCUSDT"})
+    pages: list[int] = []
+    xrange = r.xrange
+    r.xrange = lambda *a, **k: pages.append(k.get("count")) or xrange(*a, **k)  # type: ignore[method-assign]
+
+    assert brain.catch_up(count=500) == 1200 and pages == [500, 500, 500]
+    assert brain.catch_up(count=500) == 0
