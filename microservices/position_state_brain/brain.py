@@ -24,12 +24,24 @@ from shared import keys, permits
 from shared.exchange.filters import SymbolRules
 from shared.ledger import LedgerPosition
 from shared.logging import get_logger
+from shared.lua import LuaScript
 from shared.runtime.consumer import Entry
 from shared.schema import P33Permit, Plan, Reason, format_decimal
 from shared.snapshot import ExchangeSnapshot
 
 ZERO = Decimal(0)
 CATCH_UP_COUNT = 500
+# KEYS: apply.result, then per plan: ledger cooldown result-marker; ARGV: first result id to read ('' none).
+# Reply: the results since (id, flat fields), then per plan: ledger (flat), cooldown, result marker exists.
+READ = LuaScript("""
+local reply = {ARGV[1] == '' and {} or redis.call('XRANGE', KEYS[1], ARGV[1], '+')}
+for i = 2, #KEYS, 3 do
+  reply[#reply + 1] = redis.call('HGETALL', KEYS[i])
+  reply[#reply + 1] = redis.call('GET', KEYS[i + 1])
+  reply[#reply + 1] = redis.call('EXISTS', KEYS[i + 2])
+end
+return reply
+""")
 
 
 class RulesSource(Protocol):
@@ -118,21 +130,18 @@ class PositionStateBrain:
         if not plans:
             return []
         held = self.keeper.snapshot
-        # One transaction: the executor writes a fill's result and its ledger change together, so a read
-        # between the two would see the fill twice or not at all and deny a sound plan as a mismatch.
-        pipe = self.r.pipeline(transaction=True)
+        # One script call, so one atomic read: the executor writes a fill's result and its ledger change
+        # together, and a read between the two would see the fill twice or not at all (a false mismatch).
+        script_keys = [keys.Stream.APPLY_RESULT]
         for plan in plans:
-            pipe.hgetall(keys.position_ledger(plan.symbol))
-            pipe.get(keys.cooldown_last_exec(plan.symbol))
-            pipe.exists(keys.plan_result_marker(plan.plan_id))
+            script_keys += [keys.position_ledger(plan.symbol), keys.cooldown_last_exec(plan.symbol),
+                            keys.plan_result_marker(plan.plan_id)]
+        since, *replies = READ(self.r, script_keys, [self.fills.start_id(held) if held is not None else ""])
         if held is not None:
-            pipe.xrange(keys.Stream.APPLY_RESULT, min=self.fills.start_id(held), max="+")
-        replies = pipe.execute()
-        if held is not None:
-            self.fills.absorb(replies.pop(), held)
+            self.fills.absorb([(entry_id, _pairs(flat)) for entry_id, flat in since], held)
         reads = []
-        for plan, (ledger_hash, last_exec_raw, result_count) in zip(plans, zip(*[iter(replies)] * 3)):
-            ledger, readable = self._ledger(plan.symbol, ledger_hash)
+        for plan, (ledger_flat, last_exec_raw, result_count) in zip(plans, zip(*[iter(replies)] * 3)):
+            ledger, readable = self._ledger(plan.symbol, _pairs(ledger_flat))
             view = self.fills.view(held, plan.symbol) if held is not None else None
             reads.append(PlanReads(ledger, readable, self._last_exec_ms(plan.symbol, last_exec_raw), bool(result_count), view))
         return reads
@@ -183,3 +192,7 @@ class PositionStateBrain:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[0::2], flat[1::2]))

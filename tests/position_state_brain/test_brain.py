@@ -196,15 +196,20 @@ def test_a_batch_is_decided_together_and_a_plan_that_fails_fails_alone(r: redis.
                                                       "-", "+", 10)] == [r.xrange(keys.Stream.APPLY_PLAN)[1][0]]
 
 
-def test_ledger_and_confirmed_fills_are_read_in_one_transaction(r: redis.Redis, brain: PositionStateBrain) -> None:
+def test_ledger_and_confirmed_fills_are_read_in_one_script_call(r: redis.Redis, brain: PositionStateBrain,
+                                                               monkeypatch) -> None:
     """The executor writes a fill's result and ledger change atomically; P3.3 must read them the same way,
     or a result landing between its ledger read and its results read denies a sound plan (seen in bursts)."""
-    r.config_resetstat()
+    from microservices.position_state_brain import brain as brain_module
+
+    calls: list[list[str]] = []
+    read = brain_module.READ
+    monkeypatch.setattr(brain_module, "READ", lambda client, keys_, args: calls.append(keys_) or read(client, keys_, args))
 
     brain.handle(plan(plan_id="atomic-1"))
 
-    stats = r.info("commandstats")
-    assert stats["cmdstat_multi"]["calls"] == 1 and stats["cmdstat_exec"]["calls"] == 1
+    assert len(calls) == 1
+    assert keys.Stream.APPLY_RESULT in calls[0] and keys.position_ledger("BTCUSDT") in calls[0]
 
 
 def test_results_written_while_idle_are_read_a_page_at_a_time(r: redis.Redis, brain: PositionStateBrain) -> None:
