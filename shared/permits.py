@@ -82,22 +82,43 @@ def consume(client: redis.Redis, kind: PermitKind, plan_id: str) -> Permit | Non
     return consume_all(client, plan_id, [kind])[0]
 
 
+# Lua: taking a permit is SET NX of its used marker, then reading it. Scripts that take permits
+# together with other reads (the executor's) include this, so there is one way to take a permit.
+TAKE_FUNCTION = """
+local function take_permit(used_key, permit_key, used_ttl)
+  local won = redis.call('SET', used_key, '1', 'NX', 'EX', used_ttl) and 1 or 0
+  return won, redis.call('GET', permit_key)
+end
+"""
+# KEYS: used-marker permit, per kind; ARGV: used-ttl-s. Reply: won (0|1), permit, per kind.
+CONSUME = LuaScript(TAKE_FUNCTION + """
+local reply = {}
+for i = 1, #KEYS, 2 do
+  local won, raw = take_permit(KEYS[i], KEYS[i + 1], ARGV[1])
+  reply[#reply + 1] = won
+  reply[#reply + 1] = raw
+end
+return reply
+""")
+
+
 def consume_all(client: redis.Redis, plan_id: str, kinds: Iterable[PermitKind]) -> list[Permit | None]:
-    """Take several permits in one transaction, so two takers cannot each get one of them.
+    """Take several permits in one script call, so two takers cannot each get one of them.
 
     Taking marks the permit used (SET NX) and reads it; the permit stays readable for
     operators until its TTL, but no second taker can use it.
     """
     kinds = list(kinds)
-    pipe = client.pipeline(transaction=True)
-    for kind in kinds:
-        pipe.set(keys.permit_used(kind.value, plan_id), "1", nx=True, ex=USED_MARKER_TTL_S)
-        pipe.get(kind.key(plan_id))
-    return taken(kinds, pipe.execute())
+    return taken(kinds, CONSUME(client, consume_keys(plan_id, kinds), [USED_MARKER_TTL_S]))
+
+
+def consume_keys(plan_id: str, kinds: Iterable[PermitKind]) -> list[str]:
+    """(used marker, permit) per kind, as CONSUME and TAKE_FUNCTION's callers pass them."""
+    return [key for kind in kinds for key in (keys.permit_used(kind.value, plan_id), kind.key(plan_id))]
 
 
 def taken(kinds: list[PermitKind], replies: list) -> list[Permit | None]:
-    """The permits won, from replies that start with (won, permit) per kind, as consume_all's do."""
+    """The permits won, from replies that start with (won, permit) per kind, as CONSUME's do."""
     mine = replies[: 2 * len(kinds)]
     return [decode(kind, raw) if won and raw is not None else None
             for kind, won, raw in zip(kinds, mine[0::2], mine[1::2])]

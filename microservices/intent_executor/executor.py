@@ -36,7 +36,7 @@ from shared.trading_state import Switches, TradingState, read_switches
 
 CLAIM_TTL_S = 60
 PERMIT_KINDS = (PermitKind.P32, PermitKind.P33)
-_TAKE_FUNCTION = """
+_TAKE_FUNCTION = permits.TAKE_FUNCTION + """
 local function allows(raw)
   if not raw then return false end
   local ok, permit = pcall(cjson.decode, raw)
@@ -45,10 +45,8 @@ end
 -- KEYS from `at`: order-marker p32-used p32 p33-used p33 kill execution force-dry-run positions ledger
 -- ARGV from `arg`: used-ttl-s client-order-id marker-ttl-s
 local function take(at, arg)
-  local won32 = redis.call('SET', KEYS[at + 1], '1', 'NX', 'EX', ARGV[arg]) and 1 or 0
-  local raw32 = redis.call('GET', KEYS[at + 2])
-  local won33 = redis.call('SET', KEYS[at + 3], '1', 'NX', 'EX', ARGV[arg]) and 1 or 0
-  local raw33 = redis.call('GET', KEYS[at + 4])
+  local won32, raw32 = take_permit(KEYS[at + 1], KEYS[at + 2], ARGV[arg])
+  local won33, raw33 = take_permit(KEYS[at + 3], KEYS[at + 4], ARGV[arg])
   if won32 == 1 and won33 == 1 and allows(raw32) and allows(raw33) then
     redis.call('SET', KEYS[at], ARGV[arg + 1], 'EX', ARGV[arg + 2])
   end
@@ -56,7 +54,7 @@ local function take(at, arg)
           redis.call('GET', KEYS[at + 7]), redis.call('GET', KEYS[at + 8]), redis.call('HGETALL', KEYS[at + 9])}
 end
 """
-# Takes both permits (SET NX of the used markers, as permits.consume_all) and reads what sending needs.
+# Takes both permits (permits.TAKE_FUNCTION, as permits.consume_all) and reads what sending needs.
 # When both were taken and both allow, it writes the order marker: from here an order may be sent, so a
 # restart looks the order up by its client order id instead of sending anything.
 TAKE = LuaScript(_TAKE_FUNCTION + "return take(1, 1)")
@@ -288,8 +286,7 @@ class Executor:
 
 
 def _take_keys(plan: Plan) -> list[str]:
-    return [keys.plan_order_marker(plan.plan_id),
-            *(key for kind in PERMIT_KINDS for key in (keys.permit_used(kind.value, plan.plan_id), kind.key(plan.plan_id))),
+    return [keys.plan_order_marker(plan.plan_id), *permits.consume_keys(plan.plan_id, PERMIT_KINDS),
             keys.KILL, keys.GOVERNOR_EXECUTION, keys.FORCE_DRY_RUN, keys.EXCHANGE_POSITIONS, keys.position_ledger(plan.symbol)]
 
 
