@@ -19,6 +19,7 @@ from shared.schema.result import PlanResult
 
 RESULT_MARKER_TTL_S = 7 * 24 * 3600
 NO_LEDGER_WRITE = "-"
+LEDGER_ATTEMPTS = 5  # the ledger moving under us more often than this is not contention but a value we misread
 
 # KEYS: result-marker result-stream ledger cooldown release...
 # ARGV: now-ms marker-ttl-s result-field-count result-fields... ledger-mode expected-field-count expected-fields...
@@ -65,6 +66,11 @@ return 1
 """)
 
 
+class LedgerUnstable(RuntimeError):
+    """The ledger never held what was just read (e.g. a value that does not survive decoding): the plan stays
+    pending, is retried, and past its deliveries ends as gave_up_after_retries with the reason logged."""
+
+
 @dataclass(frozen=True)
 class Effects:
     fill: ledger.Fill | None = None
@@ -84,13 +90,14 @@ def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effe
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     fill = effects.fill
     seen = ledger_seen
-    while True:
+    for _attempt in range(LEDGER_ATTEMPTS):
         if fill is not None and seen is None:
             seen = client.hgetall(keys.position_ledger(fill.symbol))
         written = FINISH(client, [*_keys(result, effects), *release], _args(result, effects, seen, now_ms))
         if written != -1:
             return bool(written)
         seen = None  # the ledger moved between our read and the write: read it again
+    raise LedgerUnstable(f"the {fill.symbol} ledger changed on each of {LEDGER_ATTEMPTS} writes of plan {result.plan_id}")
 
 
 def _keys(result: PlanResult, effects: Effects) -> list[str]:

@@ -131,11 +131,18 @@ class Governor:
     def _decide_opens(self, plans: list[Plan]) -> list[Verdict | Exception | None]:
         """Opens in rounds: one locked read, each plan decided in order on that read plus the round's
         earlier decisions, then one commit of them all. A round ends early where deciding on would need a
-        fresh read: a plan seen twice, an exact look at the in-flight opens, an auto-disarm set or cleared."""
+        fresh read: a plan seen twice, an exact look at the in-flight opens, an auto-disarm set or cleared,
+        or a plan whose decision raised (it fails alone; the others go on)."""
         outcomes: list[Verdict | Exception | None] = [None] * len(plans)
         start, lost = 0, 0
         while start < len(plans):
-            advanced, committed_all = self._round(plans, start, outcomes)
+            try:
+                advanced, committed_all = self._round(plans, start, outcomes)
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except Exception as exc:  # e.g. LockBusy: what is left stays pending and is retried
+                outcomes[start:] = [outcome if outcome is not None else exc for outcome in outcomes[start:]]
+                break
             start += advanced
             if not committed_all:
                 lost += 1
@@ -152,7 +159,7 @@ class Governor:
         pending = plans[start:]
         read = self.store.lock_and_read_opens([(p.plan_id, p.symbol) for p in pending], lambda: _ms(self.clock()))
         decided: list[tuple[int, Plan, Verdict, GovernorState, Writes]] = []
-        settled, seen, earlier = 0, set(), RoundEffects()
+        settled, seen, earlier, written = 0, set(), RoundEffects(), 0
         try:
             for index, plan in enumerate(pending):
                 if plan.plan_id in seen:
@@ -162,25 +169,34 @@ class Governor:
                     self._skip(plan, "has_result")
                     settled += 1
                     continue
-                state = read.state_for(index, plan.symbol, earlier)
-                verdict = evaluate(plan, state, self.limits, read.now_ms)
-                if verdict.reason in INFLIGHT_REASONS and state.totals is not None and state.totals.count:
-                    if decided:
-                        break  # the exact look reads the records: commit the round's decisions first
-                    state, verdict = self._exact_look(plan, state, read.now_ms)
-                writes = plan_writes(plan, verdict, _permit(plan, verdict, read.now_ms / 1000), state, self.limits,
-                                     read.now_ms)
+                try:
+                    state = read.state_for(index, plan.symbol, earlier)
+                    verdict = evaluate(plan, state, self.limits, read.now_ms)
+                    if verdict.reason in INFLIGHT_REASONS and state.totals is not None and state.totals.count:
+                        if decided:
+                            break  # the exact look reads the records: commit the round's decisions first
+                        state, verdict = self._exact_look(plan, state, read.now_ms)
+                    writes = plan_writes(plan, verdict, _permit(plan, verdict, read.now_ms / 1000), state,
+                                         self.limits, read.now_ms)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    raise
+                except Exception as exc:  # this plan fails alone: commit the round so far, go on after it
+                    outcomes[start + index] = exc
+                    settled += 1
+                    break
                 decided.append((start + index, plan, verdict, state, writes))
                 earlier.add(writes, read.own[index])
                 settled += 1
                 if writes.disarm is not None or writes.clear_disarm or writes.drop_inflight:
                     break
-            written = self.store.commit_round([writes for *_rest, writes in decided], read.token) if decided else 0
+            if decided:
+                written = self.store.commit_round([writes for *_rest, writes in decided], read.token)
         finally:
-            if not decided:
-                self.store.release(read.token)
-        for at, plan, verdict, state, writes in decided[:written]:
+            if not decided or written < len(decided):
+                self.store.release(read.token)  # conditional on our token: a no-op if the lock is gone
+        for at, _plan, verdict, _state, _writes in decided[:written]:
             outcomes[at] = verdict
+        for _at, plan, verdict, state, writes in decided[:written]:
             self._after_open(plan, verdict, state, writes)
         if written < len(decided):
             return decided[written][0] - start, False

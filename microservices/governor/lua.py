@@ -96,7 +96,9 @@ end
 # Reply: nil when another governor holds the lock; else kill execution snapshot totals trips disarmed corrupt,
 # then per plan: cooldown has-result own-record opens-last-hour opens-last-5min own-open-score own-trip-score.
 READ_OPENS = LuaScript(_FUNCTIONS + """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end  -- a client retry of our own read goes on
+end
 local corrupt = 0
 if not valid_totals(KEYS[6]) then corrupt = rebuild(KEYS[5], KEYS[6], KEYS[7]) end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', ARGV[6], 'LIMIT', 0, BATCH)
@@ -124,9 +126,8 @@ return reply
 # A round's commits go in one pipeline; only the last releases the lock.
 COMMIT_OPEN = LuaScript(_FUNCTIONS + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
-redis.call('RPUSH', KEYS[3], ARGV[4])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
+local record = ARGV[6] ~= '' and parse(ARGV[6])
+if ARGV[6] ~= '' and not record then return redis.error_reply('unreadable in-flight record') end
 if #ARGV > 14 then
   local ids = {}
   for i = 15, #ARGV do ids[#ids + 1] = ARGV[i] end
@@ -135,7 +136,7 @@ end
 local at = tonumber(ARGV[7])
 if ARGV[6] ~= '' then
   if redis.call('HSETNX', KEYS[4], ARGV[5], ARGV[6]) == 1 then
-    count(KEYS[5], parse(ARGV[6]), 1)
+    count(KEYS[5], record, 1)
     redis.call('ZADD', KEYS[6], ARGV[7], ARGV[5])
   end
   redis.call('ZADD', KEYS[7], 'NX', ARGV[7], ARGV[5])
@@ -153,6 +154,10 @@ if ARGV[11] ~= '' then
   redis.call('SET', KEYS[10], ARGV[11])
   redis.call('DEL', KEYS[8])
 end
+-- the permit last: Lua does not roll back, so an error above must not leave an allow uncounted
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('RPUSH', KEYS[3], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
 if ARGV[14] == '1' then redis.call('DEL', KEYS[1]) end
 return 1
 """)

@@ -23,6 +23,9 @@ def main() -> int:
     filters = FilterCache(None, redis=ctx.redis)
     filters.load()
     governor = Governor(ctx.redis, limits, filters=filters)
+    migrated = governor.store.migrate_records()
+    if migrated:
+        ctx.log.info("inflight_records_migrated", count=migrated, detail="records from before the running totals")
     governor.refresh_gauges()
     config = daemon.consumer_config(settings, NAME, keys.Stream.APPLY_PLAN, keys.Group.GOVERNOR)
     consumer = StreamConsumer(ctx.redis, config, Plan.from_fields, governor.handle, on_tick=governor.on_tick,

@@ -160,6 +160,34 @@ class GovernorStore:
         values = lua.READ_OPENS(self.r, script_keys, args)
         return _round_read(values, token, now_ms, trips_since) if values is not None else None
 
+    def migrate_records(self) -> int:
+        """At start: give in-flight records written before the running totals existed their "units", under
+        the decision lock, and drop the totals so the next read rebuilds them from every record (else the
+        rebuild would drop those records as unreadable and their opens would stop counting). Returns how
+        many were rewritten. Governors of the previous version must be stopped first: they write no units."""
+        token = secrets.token_hex(8)
+        waited, delay = 0.0, FIRST_BACKOFF_S
+        while not self.r.set(keys.GOVERNOR_LOCK, token, nx=True, px=LOCK_TTL_MS):
+            if waited >= LOCK_WAIT_BUDGET_S:
+                raise LockBusy(f"governor decision lock busy for {waited:.1f}s")
+            self.wait(delay)
+            waited, delay = waited + delay, min(delay * 2, MAX_BACKOFF_S)
+        try:
+            rewritten = {}
+            for plan_id, raw in self.r.hgetall(keys.GOVERNOR_INFLIGHT).items():
+                if '"units"' in raw:
+                    continue
+                entry = _decode_or_none(raw)
+                if entry is not None:
+                    rewritten[plan_id] = InFlight(plan_id, entry.symbol, entry.notional, entry.allowed_at_ms).to_json()
+            if rewritten:
+                pipe = self.r.pipeline(transaction=True)
+                pipe.hset(keys.GOVERNOR_INFLIGHT, mapping=rewritten).delete(keys.GOVERNOR_INFLIGHT_TOTALS)
+                pipe.execute()
+            return len(rewritten)
+        finally:
+            self.release(token)
+
     def read_inflight(self) -> tuple[tuple[InFlight, ...], tuple[str, ...]]:
         """Every in-flight record, and the ids of those that do not parse (for an exact look)."""
         return _inflight(self.r.hgetall(keys.GOVERNOR_INFLIGHT))
@@ -174,10 +202,12 @@ class GovernorStore:
 
     def commit_round(self, round_writes: list[Writes], token: str) -> int:
         """Each decision's permit and bookkeeping, one script call each, all in one round trip; the last
-        releases the decision lock. Returns how many were written: the rest found the lock no longer ours."""
+        releases the decision lock. Returns how many were written before the first that found the lock no
+        longer ours; from there on, decisions are taken again (a replay of one that was written counts once)."""
         calls = [self._commit_call(writes, token, release=i == len(round_writes) - 1)
                  for i, writes in enumerate(round_writes)]
-        return sum(1 for written in lua.COMMIT_OPEN.many(self.r, calls) if written)
+        replies = lua.COMMIT_OPEN.many(self.r, calls)
+        return next((i for i, written in enumerate(replies) if not written), len(replies))  # the written prefix
 
     def _commit_call(self, writes: Writes, token: str, release: bool) -> tuple[list[str], list[object]]:
         permit = writes.permit

@@ -47,11 +47,13 @@ end
 local function take(at, arg)
   local won32, raw32 = take_permit(KEYS[at + 1], KEYS[at + 2], ARGV[arg])
   local won33, raw33 = take_permit(KEYS[at + 3], KEYS[at + 4], ARGV[arg])
+  local marked = 0
   if won32 == 1 and won33 == 1 and allows(raw32) and allows(raw33) then
     redis.call('SET', KEYS[at], ARGV[arg + 1], 'EX', ARGV[arg + 2])
+    marked = 1
   end
   return {won32, raw32, won33, raw33, redis.call('GET', KEYS[at + 5]), redis.call('GET', KEYS[at + 6]),
-          redis.call('GET', KEYS[at + 7]), redis.call('GET', KEYS[at + 8]), redis.call('HGETALL', KEYS[at + 9])}
+          redis.call('GET', KEYS[at + 7]), redis.call('GET', KEYS[at + 8]), redis.call('HGETALL', KEYS[at + 9]), marked}
 end
 """
 # Takes both permits (permits.TAKE_FUNCTION, as permits.consume_all) and reads what sending needs.
@@ -211,7 +213,10 @@ class Executor:
         for permit, who in ((p32, "governor P3.2"), (p33, "position-state-brain P3.3")):
             if not permit.allow:
                 return outcomes.refused(plan, permit.reason, {"denied_by": who, **_strings(permit.context)}, p32, p33)
-        kill, execution, forced_dry_run, snapshot_raw, ledger_flat = replies[4:]
+        kill, execution, forced_dry_run, snapshot_raw, ledger_flat, marked = replies[4:]
+        if not marked:  # the script and the permit model read "allow" differently: never send unmarked
+            return outcomes.refused(plan, Reason.PERMIT_DENIED, {"order_marker": "not written",
+                                                                 "detail": "allow is not a JSON true"}, p32, p33)
         ledger_seen = dict(zip(ledger_flat[0::2], ledger_flat[1::2]))
         return Taken(p32, p33, read_switches(kill, execution), forced_dry_run, snapshot_raw, ledger_seen)
 

@@ -168,15 +168,18 @@ class StreamConsumer(Generic[T]):
         return processed
 
     def _drain_own_pending(self) -> int:
-        processed = 0
+        """Our own pending entries, each once per drain: one that fails again stays pending and is retried
+        after claim_idle_ms (XAUTOCLAIM), not at once, so a transient failure does not burn its deliveries."""
+        processed, after = 0, "0"
         while not self._state.stopping.is_set():
             self._flush_acks()  # else our own handled entries would come back as pending
             response = self.client.xreadgroup(
-                self.config.group, self.config.consumer, {self.config.stream: "0"}, count=self.config.batch
+                self.config.group, self.config.consumer, {self.config.stream: after}, count=self.config.batch
             )
             batch = _entries(response)
             if not batch:
                 return processed
+            after = batch[-1][0]
             processed += self._process_batch(batch, self._delivery_counts(batch))
         return processed
 

@@ -95,3 +95,36 @@ def test_a_batch_takes_one_read_and_one_commit_round_trip_per_round(r: redis.Red
 
     assert r.info("commandstats")["cmdstat_evalsha"]["calls"] == 1 + 20  # one read, then one commit call per plan
     assert r.hlen(keys.GOVERNOR_INFLIGHT) == 21
+
+
+def test_an_open_whose_decision_raises_fails_alone_and_the_lock_is_released(r: redis.Redis, monkeypatch) -> None:
+    from microservices.governor import governor as governor_module
+
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    governor = Governor(r, Limits(max_exec_per_5min=100, max_exec_per_hour=100), clock=Clock())
+    real = governor_module.plan_writes
+
+    def failing(plan, *args, **kwargs):
+        if plan.plan_id == "bad":
+            raise ArithmeticError("boom")
+        return real(plan, *args, **kwargs)
+
+    monkeypatch.setattr(governor_module, "plan_writes", failing)
+    batch = [plan("a", "XRPUSDT", qty="1"), plan("bad", "XRPUSDT", qty="1"), plan("c", "SOLUSDT", qty="1")]
+
+    failures = governor.handle_batch([(p, Entry(keys.Stream.APPLY_PLAN, f"{i}-0", {}, 1)) for i, p in enumerate(batch)])
+
+    assert [type(f).__name__ if f else None for f in failures] == [None, "ArithmeticError", None]
+    assert sorted(r.hkeys(keys.GOVERNOR_INFLIGHT)) == ["a", "c"] and r.get(keys.GOVERNOR_LOCK) is None
+
+
+def test_a_lock_held_elsewhere_fails_the_opens_but_not_the_closes(r: redis.Redis) -> None:
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    r.set(keys.GOVERNOR_LOCK, "other")
+    governor = Governor(r, LIMITS, clock=Clock(), wait=lambda _s: None)
+    batch = [plan("a", "XRPUSDT", qty="1"), close_plan("c1", "BTCUSDT")]
+
+    failures = governor.handle_batch([(p, Entry(keys.Stream.APPLY_PLAN, f"{i}-0", {}, 1)) for i, p in enumerate(batch)])
+
+    assert type(failures[0]).__name__ == "LockBusy" and failures[1] is None
+    assert r.get(keys.permit_p32("c1")) is not None and r.get(keys.permit_p32("a")) is None

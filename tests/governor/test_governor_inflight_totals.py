@@ -103,8 +103,20 @@ def test_missing_or_garbled_totals_are_rebuilt_from_the_records(r: redis.Redis, 
     assert totals(r) == from_records(r)
 
 
-def test_records_written_without_units_are_dropped_as_unreadable(r: redis.Redis, governor: Governor) -> None:
+def test_records_written_before_the_totals_existed_are_migrated_at_start(r: redis.Redis, clock: Clock) -> None:
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
     r.hset(keys.GOVERNOR_INFLIGHT, "old", json.dumps({"symbol": "ETHUSDT", "notional": "900", "allowed_at_ms": NOW_MS}))
+    governor = Governor(r, Limits(max_notional_per_trade=Decimal(1500)), clock=clock)
+
+    assert governor.store.migrate_records() == 1 and governor.store.migrate_records() == 0
+    verdict = governor.handle(plan("a", "ETHUSDT", qty="1.2"))
+
+    assert verdict.reason == Reason.TOTAL_NOTIONAL_EXCEEDED and verdict.context["total_notional"] == "900"
+    assert r.get(keys.GOVERNOR_LOCK) is None and totals(r) == from_records(r)
+
+
+def test_records_that_do_not_parse_are_dropped_as_unreadable(r: redis.Redis, governor: Governor) -> None:
+    r.hset(keys.GOVERNOR_INFLIGHT, "garbled", "{not json")
 
     verdict = governor.handle(plan("a", "ETHUSDT", qty="1"))
 

@@ -310,3 +310,15 @@ def test_permits_already_there_are_taken_by_the_look_ahead_in_the_same_call(r, a
     stats = r.info("commandstats")
     assert stats["cmdstat_evalsha"]["calls"] == 2  # look-ahead with the taking, then the result
     assert "cmdstat_blpop" not in stats
+
+
+def test_a_permit_whose_allow_is_not_a_json_true_is_never_sent_without_its_marker(r, access, sim) -> None:
+    grant(r, "str-1")
+    key = keys.permit_p32("str-1")
+    r.set(key, r.get(key).replace('"allow":true', '"allow":"true"'), ex=60)  # the model reads it as allow
+    plan(r, "str-1", "BUY", "0.002")
+
+    run_executor(r, access)
+
+    assert the_result(r, "str-1")["reason"] == "permit_denied" and not orders_for(sim, "str-1")
+    assert r.get(keys.plan_order_marker("str-1")) is None

@@ -251,3 +251,22 @@ def test_a_deleted_stream_is_recreated_and_consumption_goes_on(r: redis.Redis) -
     consumer.run(burst=True)
 
     assert [item[0] for item in seen] == [entry_id]
+
+
+def test_a_drain_handles_each_pending_entry_once_so_a_transient_failure_keeps_its_deliveries(r: redis.Redis) -> None:
+    ids = [r.xadd(STREAM, {"n": str(i)}) for i in range(3)]
+    consumer = StreamConsumer(r, config(max_deliveries=5), dict, lambda item, entry: None)
+    consumer.ensure_group()
+    r.xreadgroup("g", "c1", {STREAM: ">"})  # delivered, not acked: as after a crash
+    calls: list[str] = []
+
+    def flaky(item, entry) -> None:
+        calls.append(entry.entry_id)
+        if entry.entry_id == ids[1]:
+            raise RuntimeError("transient")
+
+    consumer.handler = flaky
+    assert consumer._drain_own_pending() == 3
+
+    assert calls == ids and r.xpending(STREAM, "g")["pending"] == 1
+    assert r.xlen(keys.Stream.DEAD_LETTER) == 0
