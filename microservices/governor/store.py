@@ -12,7 +12,6 @@ import threading
 from functools import lru_cache
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from typing import Any
 
 import redis

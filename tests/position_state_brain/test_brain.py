@@ -20,7 +20,6 @@ from microservices.position_state_brain.keeper import SnapshotKeeper
 from shared import keys, permits
 from shared.exchange.filter_cache import FilterCache
 from shared.ledger import Fill as ledger_fill
-from shared.ledger import LedgerPosition
 from shared.permits import PermitKind
 from shared.results import Effects, finish_plan
 from shared.runtime.consumer import ConsumerConfig, StreamConsumer
