@@ -80,12 +80,7 @@ class Governor:
                 raise
             except Exception as exc:  # one bad plan fails alone
                 failures[i] = exc
-        try:
-            outcomes = self._decide_opens([plan for _i, plan in opens]) if opens else []
-        except (redis.ConnectionError, redis.TimeoutError):
-            raise
-        except Exception as exc:  # e.g. LockBusy: the opens stay pending and are retried, the closes are done
-            outcomes = [exc] * len(opens)
+        outcomes = self._decide_opens([plan for _i, plan in opens]) if opens else []  # failures per plan
         for (i, _plan), outcome in zip(opens, outcomes):
             if isinstance(outcome, Exception):
                 failures[i] = outcome
