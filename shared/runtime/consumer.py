@@ -296,8 +296,7 @@ class StreamConsumer(Generic[T]):
             self._dead_letter(entry, failure.reason, failure.detail)
             return False
         metrics.HANDLER_ERRORS.labels(**self._labels).inc()
-        self.log.error("handler_failed", entry_id=entry.entry_id, deliveries=entry.deliveries,
-                       error=f"{failure.__class__.__name__}: {failure}"[:300])
+        self.log.error("handler_failed", entry_id=entry.entry_id, deliveries=entry.deliveries, exc_info=failure)
         return False
 
     def _progress(self) -> None:
@@ -329,20 +328,16 @@ class StreamConsumer(Generic[T]):
 
     def _handle(self, item: T, entry: Entry) -> bool:
         started = time.perf_counter()
+        failure: Exception | None = None
         try:
             self.handler(item, entry)
         except (Shutdown, redis.ConnectionError, redis.TimeoutError):
             raise
-        except Rejected as exc:
-            self._dead_letter(entry, exc.reason, exc.detail)
-            return False
-        except Exception:
-            metrics.HANDLER_ERRORS.labels(**self._labels).inc()
-            self.log.exception("handler_failed", entry_id=entry.entry_id, deliveries=entry.deliveries)
-            return False
+        except Exception as exc:
+            failure = exc
         finally:
             self._handler_seconds.observe(time.perf_counter() - started)
-        return True
+        return self._settle(entry, failure)
 
     def _dead_letter(self, entry: Entry, reason: str, detail: dict[str, str]) -> None:
         if self.on_give_up is not None:
