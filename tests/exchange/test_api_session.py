@@ -1,0 +1,140 @@
+"""ApiSession sends exactly what requests.Session sends, for every call shape python-binance uses."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from shared.exchange.errors import ExchangeUnavailable
+from shared.exchange.session import ApiSession
+from shared.exchange.translate import translate
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as Binance and the simulator
+    seen: list[dict] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        self.seen.append({"method": self.command, "path": self.path, "body": body,
+                          "headers": {k.lower(): v for k, v in self.headers.items()},
+                          "peer": self.client_address})
+        if self.path.startswith("/moved"):
+            self.send_response(301)
+            self.send_header("Location", "/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        payload = json.dumps({"ok": True}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-MBX-USED-WEIGHT-1M", "7")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server():
+    _Recorder.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Recorder.seen
+    httpd.shutdown()
+    httpd.server_close()
+
+
+# The shapes python-binance's Client._request produces (see _get_request_kwargs).
+SIGNED_POST = [("newClientOrderId", "qt-plan/1 é"), ("quantity", "0.002"), ("side", "BUY"),
+               ("symbol", "BTCUSDT"), ("timestamp", "1795261287450"), ("type", "MARKET"), ("signature", "ab12")]
+CALLS = [
+    ("post", "/fapi/v1/order", {"headers": {"Content-Type": "application/x-www-form-urlencoded"},
+                                "data": SIGNED_POST, "timeout": 5}),
+    ("get", "/fapi/v1/order", {"headers": {}, "params": "symbol=BTCUSDT&origClientOrderId=qt-x&timestamp=1&signature=ff",
+                               "timeout": 5}),
+    ("get", "/fapi/v1/time", {"headers": {}, "data": None, "timeout": 5}),
+    ("delete", "/fapi/v1/order", {"headers": {"Content-Type": "application/x-www-form-urlencoded"},
+                                  "data": [("symbol", "BTCUSDT"), ("signature", "00")], "timeout": 5}),
+    ("put", "/fapi/v1/listenKey", {"headers": {"Content-Type": "application/x-www-form-urlencoded"},
+                                   "data": [], "timeout": 5}),
+]
+SESSION_HEADERS = {"Accept": "application/json", "User-Agent": "python-binance", "X-MBX-APIKEY": "key"}
+
+
+def _session(cls: type[requests.Session]) -> requests.Session:
+    session = cls()
+    session.trust_env = False
+    session.headers.update(SESSION_HEADERS)
+    return session
+
+
+@pytest.mark.parametrize("method,path,kwargs", CALLS, ids=[f"{m} {p}" for m, p, _ in CALLS])
+def test_the_wire_request_is_the_one_requests_sends(server, method, path, kwargs):
+    url, seen = server
+    for cls in (requests.Session, ApiSession):
+        response = getattr(_session(cls), method)(url + path, **json.loads(json.dumps(kwargs)))
+        assert response.status_code == 200 and response.json() == {"ok": True}
+        assert response.headers["x-mbx-used-weight-1m"] == "7"  # case-insensitive, as python-binance reads it
+    plain, lean = seen
+    for record in (plain, lean):
+        record.pop("peer")
+    assert lean == plain
+
+
+def test_connections_are_kept_alive(server):
+    url, seen = server
+    session = _session(ApiSession)
+    for _ in range(3):
+        session.post(url + "/fapi/v1/order", data=SIGNED_POST, timeout=5)
+    assert len({record["peer"] for record in seen}) == 1
+
+
+def test_a_redirect_is_returned_not_followed(server):
+    url, seen = server
+    response = _session(ApiSession).post(url + "/moved", data=SIGNED_POST, timeout=5)
+    assert response.status_code == 301
+    assert [record["path"] for record in seen] == ["/moved"]
+
+
+def test_other_call_shapes_take_requests_own_path(server):
+    url, seen = server
+    session = _session(ApiSession)
+    session.cookies.set("c", "1")
+    session.post(url + "/fapi/v1/order", data=SIGNED_POST, timeout=5)
+    _session(ApiSession).post(url + "/fapi/v1/order", json={"a": 1}, timeout=5)
+    assert seen[0]["headers"]["cookie"] == "c=1"
+    assert seen[1]["body"] == '{"a": 1}'
+
+
+def test_connection_refused_is_requests_error_and_never_sent():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(requests.exceptions.ConnectionError) as caught:
+        _session(ApiSession).post(f"http://127.0.0.1:{port}/fapi/v1/order", data=SIGNED_POST, timeout=1)
+    # The exchange error tree reads requests' exception shape: refused means the order was never sent.
+    assert isinstance(translate(caught.value, "create_market_order", side_effect=True), ExchangeUnavailable)
+
+
+def test_python_binance_call_shapes_take_the_lean_path(server, monkeypatch):
+    url, _ = server
+
+    def general_path(*args, **kwargs):
+        raise AssertionError("requests.Session.request was used")
+
+    monkeypatch.setattr(requests.Session, "request", general_path)
+    session = _session(ApiSession)
+    for method, path, kwargs in CALLS:
+        assert getattr(session, method)(url + path, **kwargs).status_code == 200
