@@ -36,6 +36,21 @@ class LuaScript:
                 raise reply
         return replies
 
+    def after_blpop(self, client: redis.Redis, list_key: str, timeout_s: float, keys: Sequence[str],
+                    args: Sequence[object] = ()) -> tuple[list | None, object]:
+        """BLPOP on `list_key`, and this script run the moment it returns, in one round trip: Redis runs a
+        blocked client's next pipelined command as soon as the block ends. (popped or None, script reply)"""
+        pipe = client.pipeline(transaction=False)
+        pipe.blpop([list_key], timeout=timeout_s).evalsha(self.sha, len(keys), *keys, *args)
+        popped, reply = pipe.execute(raise_on_error=False)
+        if isinstance(popped, Exception):
+            raise popped
+        if isinstance(reply, redis.exceptions.NoScriptError):  # a restarted Redis lost its scripts
+            reply = self(client, keys, args)
+        elif isinstance(reply, Exception):
+            raise reply
+        return popped, reply
+
     def _pipelined(self, client: redis.Redis, calls: Sequence[tuple[Sequence[str], Sequence[object]]]) -> list:
         pipe = client.pipeline(transaction=False)
         for keys, args in calls:

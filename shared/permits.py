@@ -1,9 +1,8 @@
-"""The permit codec: issue with a TTL, wait for permits without polling, consume exactly once."""
+"""The permit codec: issue with a TTL and a wake-up for the waiting executor, consume exactly once."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from enum import Enum
 
 import redis
@@ -122,32 +121,3 @@ def taken(kinds: list[PermitKind], replies: list) -> list[Permit | None]:
     mine = replies[: 2 * len(kinds)]
     return [decode(kind, raw) if won and raw is not None else None
             for kind, won, raw in zip(kinds, mine[0::2], mine[1::2])]
-
-
-def wait_until_present(
-    client: redis.Redis,
-    plan_id: str,
-    kinds: Iterable[PermitKind],
-    timeout_seconds: float,
-    monotonic: Callable[[], float] = time.monotonic,
-    already: set[PermitKind] | None = None,
-) -> set[PermitKind]:
-    """Block until every kind's permit exists or the timeout passes; returns the kinds present.
-
-    `already`: the kinds the caller saw present, so it need not ask again."""
-    wanted = set(kinds)
-    deadline = monotonic() + timeout_seconds
-    present = set(already) if already is not None else {kind for kind in wanted if client.exists(kind.key(plan_id))}
-    ready_key = keys.permit_ready(plan_id)
-    while present != wanted:
-        remaining = deadline - monotonic()
-        if remaining <= 0:
-            break
-        popped = client.blpop([ready_key], timeout=max(remaining, 0.001))
-        if popped is not None:
-            present |= {kind for kind in wanted if kind.value == _text(popped[1])}
-    return present
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

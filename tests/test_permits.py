@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from decimal import Decimal
 
 import pytest
@@ -78,26 +77,6 @@ def test_two_concurrent_consumers_exactly_one_wins(redis_url: str, r: redis.Redi
         thread.join()
 
     assert wins["a"] + wins["b"] == rounds
-
-
-def test_waiting_returns_as_soon_as_both_permits_are_issued(r: redis.Redis) -> None:
-    p32 = P32Permit(plan_id="plan-1", allow=True, symbol="BTCUSDT", reason=Reason.OPEN_ALLOWED, created_at=1.0)
-    timer = threading.Timer(0.1, lambda: (permits.issue(r, p32, 60), permits.issue(r, p33(), 60)))
-    started = time.monotonic()
-    timer.start()
-
-    present = permits.wait_until_present(r, "plan-1", [PermitKind.P32, PermitKind.P33], timeout_seconds=5)
-
-    assert present == {PermitKind.P32, PermitKind.P33}
-    assert time.monotonic() - started < 2
-
-
-def test_waiting_gives_up_at_the_deadline_with_what_is_present(r: redis.Redis) -> None:
-    permits.issue(r, p33(), 60)
-
-    present = permits.wait_until_present(r, "plan-1", [PermitKind.P32, PermitKind.P33], timeout_seconds=0.2)
-
-    assert present == {PermitKind.P33}
 
 
 def test_many_permits_go_in_one_round_trip_and_survive_a_script_flush(r: redis.Redis) -> None:

@@ -60,6 +60,11 @@ end
 # When both were taken and both allow, it writes the order marker: from here an order may be sent, so a
 # restart looks the order up by its client order id instead of sending anything.
 TAKE = LuaScript(_TAKE_FUNCTION + "return take(1, 1)")
+# TAKE, only once both permits exist (else an empty reply, nothing taken): run right after each wake-up.
+TAKE_WHEN_BOTH = LuaScript(_TAKE_FUNCTION + """
+if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('EXISTS', KEYS[5]) == 1 then return take(1, 1) end
+return {}
+""")
 # KEYS: result-marker claim symbol-in-flight, then TAKE's; ARGV: consumer claim-ttl-s plan-id, then TAKE's.
 # Reply: has-result, claim holder, order-sent, p32 present, p33 present, and when this executor holds the
 # claim of a plan with both permits present and nothing sent yet, what TAKE replies (taken in the same call).
@@ -80,7 +85,6 @@ class LookAhead:
     has_result: bool
     claim_holder: str | None
     order_sent: bool
-    permits_present: set[PermitKind]
     taken: list | None = None  # TAKE's replies when the look-ahead could already take both permits
 
 
@@ -113,6 +117,7 @@ class Executor:
         consumer_name: str,
         clock: Callable[[], float] = time.time,
         wait: Callable[[float], object] = threading.Event().wait,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.r = client
         self.exchange = exchange
@@ -120,6 +125,7 @@ class Executor:
         self.consumer_name = consumer_name
         self.clock = clock
         self.wait = wait
+        self.monotonic = monotonic
         self.log = get_logger(component="executor")
 
     def handle(self, plan: Plan, entry: Entry) -> None:
@@ -148,9 +154,8 @@ class Executor:
                        keys.executor_inflight(plan.symbol), *_take_keys(plan)]
         has_result, holder, order_sent, *rest = LOOK_AHEAD(
             self.r, script_keys, [self.consumer_name, CLAIM_TTL_S, plan.plan_id, *_take_args(plan)])
-        permits_seen, taken = rest[:2], rest[2:] or None
-        present = {kind for kind, seen in zip(PERMIT_KINDS, permits_seen) if seen}
-        return LookAhead(bool(has_result), holder, bool(order_sent), present, taken)
+        taken = rest[2:] or None  # rest[:2]: whether each permit is present
+        return LookAhead(bool(has_result), holder, bool(order_sent), taken)
 
     def _release(self, plan: Plan, ahead: "LookAhead") -> None:
         if ahead.claim_holder == self.consumer_name:
@@ -201,11 +206,7 @@ class Executor:
         """Wait for both permits, then take them and read the switches, snapshot and ledger in one script call
         (unless the look-ahead already did)."""
         wanted = list(PERMIT_KINDS)
-        replies = ahead.taken
-        if replies is None:
-            permits.wait_until_present(self.r, plan.plan_id, wanted, self.settings.executor_permit_wait_ms / 1000,
-                                       already=ahead.permits_present)
-            replies = TAKE(self.r, _take_keys(plan), _take_args(plan))
+        replies = ahead.taken if ahead.taken is not None else self._wait_and_take(plan)
         p32, p33 = permits.taken(wanted, replies)
         if p32 is None or p33 is None:
             missing = [kind.value for kind, permit in zip(wanted, (p32, p33)) if permit is None]
@@ -219,6 +220,18 @@ class Executor:
                                                                  "detail": "allow is not a JSON true"}, p32, p33)
         ledger_seen = dict(zip(ledger_flat[0::2], ledger_flat[1::2]))
         return Taken(p32, p33, read_switches(kill, execution), forced_dry_run, snapshot_raw, ledger_seen)
+
+    def _wait_and_take(self, plan: Plan) -> list:
+        """Block on the plan's permit notifications. Each wake-up is followed, in the same round trip, by a
+        script that takes both permits if both are there; so the permit that completes the pair is taken
+        without another round trip. At the deadline TAKE takes what there is (and finds what is missing)."""
+        ready, script_keys, script_args = keys.permit_ready(plan.plan_id), _take_keys(plan), _take_args(plan)
+        deadline = self.monotonic() + self.settings.executor_permit_wait_ms / 1000
+        while (remaining := deadline - self.monotonic()) > 0:
+            _popped, replies = TAKE_WHEN_BOTH.after_blpop(self.r, ready, max(remaining, 0.001), script_keys, script_args)
+            if replies:
+                return replies
+        return TAKE(self.r, script_keys, script_args)
 
     def _execute(self, plan: Plan, client_order_id: str, taken: Taken) -> outcomes.Outcome:
         p32, p33 = taken.p32, taken.p33

@@ -7,12 +7,14 @@ the executor's consumer in burst mode and reads the one result and the simulator
 from __future__ import annotations
 
 import json
+import threading
 import time
 from decimal import Decimal as D
 
 import pytest
 import redis
 
+from microservices.intent_executor import executor as executor_module
 from microservices.intent_executor.executor import Executor
 from microservices.intent_executor.settings import ExecutorSettings
 from shared.modes import ApplyMode
@@ -322,3 +324,51 @@ def test_a_permit_whose_allow_is_not_a_json_true_is_never_sent_without_its_marke
 
     assert the_result(r, "str-1")["reason"] == "permit_denied" and not orders_for(sim, "str-1")
     assert r.get(keys.plan_order_marker("str-1")) is None
+
+
+def _issue_later(r: redis.Redis, plan_id: str, delay_s: float) -> threading.Timer:
+    timer = threading.Timer(delay_s, grant, args=(r, plan_id))
+    timer.start()
+    return timer
+
+
+def test_permits_issued_while_waiting_are_taken_when_the_pair_is_complete(r, access, sim) -> None:
+    plan(r, "wait-1", "BUY", "0.002")
+
+    timer = _issue_later(r, "wait-1", 0.1)
+    run_executor(r, access, executor_permit_wait_ms=5000)
+    timer.join()
+
+    assert the_result(r, "wait-1")["order_status"] == "FILLED"
+    assert len(orders_for(sim, "wait-1")) == 1
+
+
+def test_a_permit_whose_notification_was_already_popped_is_still_taken(r, access, sim) -> None:
+    # As after a restart mid-wait: P3.3's permit is there but its wake-up was consumed; P3.2's comes later.
+    permits.issue(r, P33Permit(plan_id="popped-1", allow=True, symbol="BTCUSDT", reason=Reason.SANITY_CHECKS_PASSED,
+                               created_at=time.time()), 60)
+    r.delete(keys.permit_ready("popped-1"))
+    plan(r, "popped-1", "BUY", "0.002")
+    timer = threading.Timer(0.1, lambda: permits.issue(r, P32Permit(
+        plan_id="popped-1", allow=True, symbol="BTCUSDT", reason=Reason.OPEN_ALLOWED, created_at=time.time(),
+        context={"max_notional_per_trade": "200"}), 60))
+    timer.start()
+
+    run_executor(r, access, executor_permit_wait_ms=5000)
+    timer.join()
+
+    assert the_result(r, "popped-1")["order_status"] == "FILLED"
+
+
+def test_one_permit_alone_is_not_taken_by_a_wake_up(r) -> None:
+    permits.issue(r, P33Permit(plan_id="half-1", allow=True, symbol="BTCUSDT", reason=Reason.SANITY_CHECKS_PASSED,
+                               created_at=time.time()), 60)
+    half = Plan.from_fields({**PLAN, "plan_id": "half-1", "side": "BUY", "qty": "0.002"})
+    script_keys, script_args = executor_module._take_keys(half), executor_module._take_args(half)
+    r.script_flush()  # and a Redis that lost its scripts
+
+    popped, reply = executor_module.TAKE_WHEN_BOTH.after_blpop(r, keys.permit_ready("half-1"), 1, script_keys,
+                                                                script_args)
+
+    assert tuple(popped) == (keys.permit_ready("half-1"), "p33") and reply == []
+    assert permits.consume(r, permits.PermitKind.P33, "half-1") is not None  # still there, untaken
