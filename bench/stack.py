@@ -49,6 +49,7 @@ SIM_ENV = {
     "EXCHANGE_SIM_BALANCE_USDT": "1000000000000",
     "EXCHANGE_SIM_WEIGHT_LIMIT_PER_MINUTE": "1000000000",
     "EXCHANGE_SIM_ORDER_LIMIT_PER_MINUTE": "1000000000",
+    "EXCHANGE_SIM_LOG_LEVEL": "WARNING",  # as the daemons: the bench measures the path, not log writing
 }
 
 

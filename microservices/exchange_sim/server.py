@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -58,13 +59,14 @@ def build_app(settings: SimSettings, clock: Callable[[], int] | None = None) -> 
     return app
 
 
-def configure_logging() -> None:
+def configure_logging(level: str = "INFO") -> None:
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.JSONRenderer(),
         ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(),
         # Only the simulator's own process calls this, and nothing reconfigures structlog after it, so
         # each module's lazy proxy may assemble its logger once instead of on every call.
@@ -88,7 +90,7 @@ async def _notify_systemd(app: web.Application) -> None:
 
 
 def run(settings: SimSettings) -> None:
-    configure_logging()
+    configure_logging(settings.log_level)
     log.info("starting", host=settings.host, port=settings.port, seed=settings.seed,
              balance_usdt=str(settings.balance_usdt))
     app = build_app(settings)

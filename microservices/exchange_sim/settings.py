@@ -37,6 +37,7 @@ class SimSettings(BaseSettings):
     order_limit_per_minute: int = Field(default=1200, gt=0)
     default_leverage: int = Field(default=20, ge=1, le=125)
     klines_csv: Path | None = None
+    log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
 
 
 def _env_name(error: dict) -> str:

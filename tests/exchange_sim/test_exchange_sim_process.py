@@ -24,7 +24,8 @@ def _env(**extra: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("name", "value"),
     [("EXCHANGE_SIM_PORT", "not-a-port"), ("EXCHANGE_SIM_BALANCE_USDT", "-1"), ("EXCHANGE_SIM_SEED", "x"),
-     ("EXCHANGE_SIM_TAKER_FEE", "2"), ("EXCHANGE_SIM_KLINES_CSV", "/does/not/exist.csv")],
+     ("EXCHANGE_SIM_TAKER_FEE", "2"), ("EXCHANGE_SIM_KLINES_CSV", "/does/not/exist.csv"),
+     ("EXCHANGE_SIM_LOG_LEVEL", "LOUD")],
 )
 def test_bad_setting_prints_one_line_and_exits_2(name, value):
     done = subprocess.run([sys.executable, "-m", "microservices.exchange_sim"], cwd=ROOT, env=_env(**{name: value}),
@@ -40,10 +41,11 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_module_serves_binance_api_and_logs_json_without_secrets():
+def _serve_one_request(**env: str) -> str:
+    """Start the module, ask it for the balance through python-binance, stop it; its stdout."""
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "microservices.exchange_sim"], cwd=ROOT,
-                               env=_env(EXCHANGE_SIM_PORT=str(port)), stdout=subprocess.PIPE, text=True)
+                               env=_env(EXCHANGE_SIM_PORT=str(port), **env), stdout=subprocess.PIPE, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 15
@@ -61,6 +63,17 @@ def test_module_serves_binance_api_and_logs_json_without_secrets():
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=15)
+    return output
+
+
+def test_module_serves_binance_api_and_logs_json_without_secrets():
+    output = _serve_one_request()
     records = [json.loads(line) for line in output.splitlines() if line.strip()]
     assert any(r.get("path") == "/fapi/v3/balance" and r.get("status") == 200 for r in records)
     assert SIM_DEV_API_SECRET not in output and "signature" not in output
+
+
+def test_log_level_warning_keeps_request_lines_out():
+    output = _serve_one_request(EXCHANGE_SIM_LOG_LEVEL="warning")
+    records = [json.loads(line) for line in output.splitlines() if line.strip()]
+    assert all(r.get("level") in ("warning", "error") for r in records)
