@@ -87,7 +87,8 @@ def plan_result_marker(plan_id: str) -> str:
 
 
 def plan_order_marker(plan_id: str) -> str:
-    """Internal: set before an order for a plan is sent; its presence means 'outcome may be unknown'."""
+    """Internal: set before an order for a plan is sent; its presence means 'outcome may be unknown'.
+    Value: the client order id, a space, the executor attempt that wrote it."""
     return f"quantum:plan:order:{plan_id}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from enum import Enum
 
@@ -83,17 +84,20 @@ def consume(client: redis.Redis, kind: PermitKind, plan_id: str) -> Permit | Non
 
 # Lua: taking a permit is SET NX of its used marker, then reading it. Scripts that take permits
 # together with other reads (the executor's) include this, so there is one way to take a permit.
+# The marker holds the taker's attempt token: when the client sends the same call again (its reply
+# was lost with a dropped connection), the call that took the permit still wins it; any other loses.
 TAKE_FUNCTION = """
-local function take_permit(used_key, permit_key, used_ttl)
-  local won = redis.call('SET', used_key, '1', 'NX', 'EX', used_ttl) and 1 or 0
+local function take_permit(used_key, permit_key, used_ttl, attempt)
+  local won = redis.call('SET', used_key, attempt, 'NX', 'EX', used_ttl) and 1 or 0
+  if won == 0 and redis.call('GET', used_key) == attempt then won = 1 end
   return won, redis.call('GET', permit_key)
 end
 """
-# KEYS: used-marker permit, per kind; ARGV: used-ttl-s. Reply: won (0|1), permit, per kind.
+# KEYS: used-marker permit, per kind; ARGV: used-ttl-s attempt. Reply: won (0|1), permit, per kind.
 CONSUME = LuaScript(TAKE_FUNCTION + """
 local reply = {}
 for i = 1, #KEYS, 2 do
-  local won, raw = take_permit(KEYS[i], KEYS[i + 1], ARGV[1])
+  local won, raw = take_permit(KEYS[i], KEYS[i + 1], ARGV[1], ARGV[2])
   reply[#reply + 1] = won
   reply[#reply + 1] = raw
 end
@@ -108,7 +112,12 @@ def consume_all(client: redis.Redis, plan_id: str, kinds: Iterable[PermitKind]) 
     operators until its TTL, but no second taker can use it.
     """
     kinds = list(kinds)
-    return taken(kinds, CONSUME(client, consume_keys(plan_id, kinds), [USED_MARKER_TTL_S]))
+    return taken(kinds, CONSUME(client, consume_keys(plan_id, kinds), [USED_MARKER_TTL_S, new_attempt("consume")]))
+
+
+def new_attempt(taker: str) -> str:
+    """A token naming one attempt to take permits: the taker and a random part."""
+    return f"{taker}/{uuid.uuid4().hex[:16]}"
 
 
 def consume_keys(plan_id: str, kinds: Iterable[PermitKind]) -> list[str]:

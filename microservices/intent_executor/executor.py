@@ -43,10 +43,10 @@ local function allows(raw)
   return ok and type(permit) == 'table' and permit.allow == true
 end
 -- KEYS from `at`: order-marker p32-used p32 p33-used p33 kill execution force-dry-run positions ledger
--- ARGV from `arg`: used-ttl-s client-order-id marker-ttl-s
+-- ARGV from `arg`: used-ttl-s order-marker-value marker-ttl-s attempt
 local function take(at, arg)
-  local won32, raw32 = take_permit(KEYS[at + 1], KEYS[at + 2], ARGV[arg])
-  local won33, raw33 = take_permit(KEYS[at + 3], KEYS[at + 4], ARGV[arg])
+  local won32, raw32 = take_permit(KEYS[at + 1], KEYS[at + 2], ARGV[arg], ARGV[arg + 3])
+  local won33, raw33 = take_permit(KEYS[at + 3], KEYS[at + 4], ARGV[arg], ARGV[arg + 3])
   local marked = 0
   if won32 == 1 and won33 == 1 and allows(raw32) and allows(raw33) then
     redis.call('SET', KEYS[at], ARGV[arg + 1], 'EX', ARGV[arg + 2])
@@ -68,10 +68,13 @@ return {}
 # KEYS: result-marker claim symbol-in-flight, then TAKE's; ARGV: consumer claim-ttl-s plan-id, then TAKE's.
 # Reply: has-result, claim holder, order-sent, p32 present, p33 present, and when this executor holds the
 # claim of a plan with both permits present and nothing sent yet, what TAKE replies (taken in the same call).
+# Order-sent means an order marker written by another attempt: this attempt's own marker (the client sent
+# the call again after a lost reply) is not a sign of an earlier order.
 LOOK_AHEAD = LuaScript(_TAKE_FUNCTION + """
 redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
-local seen = {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('EXISTS', KEYS[4]),
+local marker = redis.call('GET', KEYS[4])
+local seen = {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]), (marker and marker ~= ARGV[5]) and 1 or 0,
               redis.call('EXISTS', KEYS[6]), redis.call('EXISTS', KEYS[8])}
 if seen[1] == 0 and seen[2] == ARGV[1] and seen[3] == 0 and seen[4] == 1 and seen[5] == 1 then
   for _, reply in ipairs(take(4, 4)) do seen[#seen + 1] = reply end
@@ -85,6 +88,7 @@ class LookAhead:
     has_result: bool
     claim_holder: str | None
     order_sent: bool
+    attempt: str  # this handling of the plan: the token its permit takes and order marker carry
     taken: list | None = None  # TAKE's replies when the look-ahead could already take both permits
 
 
@@ -150,12 +154,13 @@ class Executor:
     def _look_ahead(self, plan: Plan) -> "LookAhead":
         """One script call before anything else: result marker, claim, in-flight mark, order marker, permits,
         and when both permits are already there, the taking too."""
+        attempt = permits.new_attempt(self.consumer_name)
         script_keys = [keys.plan_result_marker(plan.plan_id), keys.plan_claim(plan.plan_id),
                        keys.executor_inflight(plan.symbol), *_take_keys(plan)]
         has_result, holder, order_sent, *rest = LOOK_AHEAD(
-            self.r, script_keys, [self.consumer_name, CLAIM_TTL_S, plan.plan_id, *_take_args(plan)])
+            self.r, script_keys, [self.consumer_name, CLAIM_TTL_S, plan.plan_id, *_take_args(plan, attempt)])
         taken = rest[2:] or None  # rest[:2]: whether each permit is present
-        return LookAhead(bool(has_result), holder, bool(order_sent), taken)
+        return LookAhead(bool(has_result), holder, bool(order_sent), attempt, taken)
 
     def _release(self, plan: Plan, ahead: "LookAhead") -> None:
         if ahead.claim_holder == self.consumer_name:
@@ -206,7 +211,7 @@ class Executor:
         """Wait for both permits, then take them and read the switches, snapshot and ledger in one script call
         (unless the look-ahead already did)."""
         wanted = list(PERMIT_KINDS)
-        replies = ahead.taken if ahead.taken is not None else self._wait_and_take(plan)
+        replies = ahead.taken if ahead.taken is not None else self._wait_and_take(plan, ahead.attempt)
         p32, p33 = permits.taken(wanted, replies)
         if p32 is None or p33 is None:
             missing = [kind.value for kind, permit in zip(wanted, (p32, p33)) if permit is None]
@@ -221,11 +226,11 @@ class Executor:
         ledger_seen = dict(zip(ledger_flat[0::2], ledger_flat[1::2]))
         return Taken(p32, p33, read_switches(kill, execution), forced_dry_run, snapshot_raw, ledger_seen)
 
-    def _wait_and_take(self, plan: Plan) -> list:
+    def _wait_and_take(self, plan: Plan, attempt: str) -> list:
         """Block on the plan's permit notifications. Each wake-up is followed, in the same round trip, by a
         script that takes both permits if both are there; so the permit that completes the pair is taken
         without another round trip. At the deadline TAKE takes what there is (and finds what is missing)."""
-        ready, script_keys, script_args = keys.permit_ready(plan.plan_id), _take_keys(plan), _take_args(plan)
+        ready, script_keys, script_args = keys.permit_ready(plan.plan_id), _take_keys(plan), _take_args(plan, attempt)
         deadline = self.monotonic() + self.settings.executor_permit_wait_ms / 1000
         while (remaining := deadline - self.monotonic()) > 0:
             _popped, replies = TAKE_WHEN_BOTH.after_blpop(self.r, ready, max(remaining, 0.001), script_keys, script_args)
@@ -308,8 +313,9 @@ def _take_keys(plan: Plan) -> list[str]:
             keys.KILL, keys.GOVERNOR_EXECUTION, keys.FORCE_DRY_RUN, keys.EXCHANGE_POSITIONS, keys.position_ledger(plan.symbol)]
 
 
-def _take_args(plan: Plan) -> list[object]:
-    return [permits.USED_MARKER_TTL_S, client_order_id_for(plan.plan_id), results.RESULT_MARKER_TTL_S]
+def _take_args(plan: Plan, attempt: str) -> list[object]:
+    marker = f"{client_order_id_for(plan.plan_id)} {attempt}"  # what may have been sent, and by which attempt
+    return [permits.USED_MARKER_TTL_S, marker, results.RESULT_MARKER_TTL_S, attempt]
 
 
 def _trading_state_refusal(plan: Plan, switches: Switches) -> Reason | None:

@@ -283,7 +283,8 @@ def test_the_order_marker_is_written_with_the_permits_only_when_both_allow(r, ac
 
     run_executor(r, access)
 
-    assert (r.get(keys.plan_order_marker("mark-1")) == client_order_id_for("mark-1")) is marked
+    marker = r.get(keys.plan_order_marker("mark-1"))  # the client order id, then the attempt that wrote it
+    assert (marker is not None and marker.split(" ")[0] == client_order_id_for("mark-1")) is marked
     assert the_result(r, "mark-1")["executed"] == str(marked).lower()
 
 
@@ -364,7 +365,8 @@ def test_one_permit_alone_is_not_taken_by_a_wake_up(r) -> None:
     permits.issue(r, P33Permit(plan_id="half-1", allow=True, symbol="BTCUSDT", reason=Reason.SANITY_CHECKS_PASSED,
                                created_at=time.time()), 60)
     half = Plan.from_fields({**PLAN, "plan_id": "half-1", "side": "BUY", "qty": "0.002"})
-    script_keys, script_args = executor_module._take_keys(half), executor_module._take_args(half)
+    script_keys = executor_module._take_keys(half)
+    script_args = executor_module._take_args(half, permits.new_attempt("test"))
     r.script_flush()  # and a Redis that lost its scripts
 
     popped, reply = executor_module.TAKE_WHEN_BOTH.after_blpop(r, keys.permit_ready("half-1"), 1, script_keys,
@@ -372,3 +374,45 @@ def test_one_permit_alone_is_not_taken_by_a_wake_up(r) -> None:
 
     assert tuple(popped) == (keys.permit_ready("half-1"), "p33") and reply == []
     assert permits.consume(r, permits.PermitKind.P33, "half-1") is not None  # still there, untaken
+
+
+class _SentTwice:
+    """A script whose call reaches Redis twice, as when redis-py sends it again after the reply was lost."""
+
+    def __init__(self, script):
+        self.script = script
+
+    def __call__(self, client, script_keys, args=()):
+        self.script(client, script_keys, args)
+        return self.script(client, script_keys, args)
+
+    def after_blpop(self, client, list_key, timeout_s, script_keys, args=()):
+        popped, _lost = self.script.after_blpop(client, list_key, timeout_s, script_keys, args)
+        return popped, self.script(client, script_keys, args)
+
+
+@pytest.mark.parametrize("script", ["LOOK_AHEAD", "TAKE_WHEN_BOTH"])
+def test_a_take_sent_again_after_a_lost_reply_still_sends_the_one_order(r, access, sim, monkeypatch, script) -> None:
+    monkeypatch.setattr(executor_module, script, _SentTwice(getattr(executor_module, script)))
+    plan(r, "resent-1", "BUY", "0.002")
+    if script == "LOOK_AHEAD":
+        grant(r, "resent-1")  # both present at the look-ahead: it takes them
+        run_executor(r, access)
+    else:
+        timer = _issue_later(r, "resent-1", 0.1)  # taken by the script that follows the wake-up
+        run_executor(r, access, executor_permit_wait_ms=5000)
+        timer.join()
+
+    assert the_result(r, "resent-1")["order_status"] == "FILLED"
+    assert len(orders_for(sim, "resent-1")) == 1
+
+
+def test_permits_taken_by_one_attempt_are_lost_to_any_other(r) -> None:
+    grant(r, "other-1")
+    other = Plan.from_fields({**PLAN, "plan_id": "other-1", "side": "BUY", "qty": "0.002"})
+    script_keys = executor_module._take_keys(other)
+    first = executor_module.TAKE(r, script_keys, executor_module._take_args(other, permits.new_attempt("a")))
+    second = executor_module.TAKE(r, script_keys, executor_module._take_args(other, permits.new_attempt("a")))
+
+    assert (first[0], first[2], first[-1]) == (1, 1, 1)
+    assert (second[0], second[2], second[-1]) == (0, 0, 0)
