@@ -35,6 +35,7 @@ from shared.schema import EntryError, P32Permit, P33Permit, Plan, Reason
 from shared.trading_state import Switches, TradingState, read_switches
 
 CLAIM_TTL_S = 60
+DRY_RUN_GAUGE_EVERY_S = 1.0  # the gauge follows `quantum dry-run on|off` within a second while idle
 PERMIT_KINDS = (PermitKind.P32, PermitKind.P33)
 _TAKE_FUNCTION = permits.TAKE_FUNCTION + """
 local function allows(raw)
@@ -130,6 +131,7 @@ class Executor:
         self.clock = clock
         self.wait = wait
         self.monotonic = monotonic
+        self._last_gauge = float("-inf")
         self.log = get_logger(component="executor")
 
     def handle(self, plan: Plan, entry: Entry) -> None:
@@ -172,8 +174,13 @@ class Executor:
         return [keys.plan_claim(plan.plan_id), keys.executor_inflight(plan.symbol)]
 
     def on_tick(self) -> None:
-        """Between batches: the filter cache's schedule, and the dry-run gauge kept true while idle."""
+        """Between batches: the filter cache's schedule, and about once a second the dry-run gauge, kept
+        true while idle (every plan sets it from what it read when taking its permits)."""
         self.exchange.filters.maybe_refresh()
+        now = self.monotonic()
+        if now - self._last_gauge < DRY_RUN_GAUGE_EVERY_S:
+            return
+        self._last_gauge = now
         forced = _forced(self.r.get(keys.FORCE_DRY_RUN))
         outcomes.DRY_RUN.set(int(self.settings.apply_mode is ApplyMode.DRY_RUN or forced))
 

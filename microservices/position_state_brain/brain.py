@@ -31,6 +31,9 @@ from shared.snapshot import ExchangeSnapshot
 
 ZERO = Decimal(0)
 CATCH_UP_COUNT = 500
+# Catching up between batches only bounds the next read after a quiet spell; each batch's read takes
+# every result since the cursor anyway, so doing it after every batch was a round trip per plan.
+CATCH_UP_EVERY_S = 0.2
 # KEYS: apply.result, then per plan: ledger cooldown result-marker; ARGV: first result id to read ('' none).
 # Reply: the results since (id, flat fields), then per plan: ledger (flat), cooldown, result marker exists.
 READ = LuaScript("""
@@ -66,6 +69,7 @@ class PositionStateBrain:
         policy: GatePolicy,
         permit_ttl_s: int,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.r = client
         self.keeper = keeper
@@ -73,8 +77,18 @@ class PositionStateBrain:
         self.policy = policy
         self.permit_ttl_s = permit_ttl_s
         self.clock = clock
+        self.monotonic = monotonic
+        self._last_catch_up = float("-inf")
         self.fills = ConfirmedFills()
         self.log = get_logger(component="p33")
+
+    def maybe_catch_up(self) -> int:
+        """catch_up, at most every CATCH_UP_EVERY_S (the loop ticks after every batch)."""
+        now = self.monotonic()
+        if now - self._last_catch_up < CATCH_UP_EVERY_S:
+            return 0
+        self._last_catch_up = now
+        return self.catch_up()
 
     def catch_up(self, count: int = CATCH_UP_COUNT) -> int:
         """Between batches: read the results written since the last read, a page at a time, so the read

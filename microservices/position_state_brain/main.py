@@ -29,7 +29,7 @@ def main() -> int:
     def on_tick() -> None:
         keeper.maybe_refresh()
         access.filters.maybe_refresh()
-        brain.catch_up()
+        brain.maybe_catch_up()
 
     # Blocking no longer than the poll interval makes the loop tick, and so refresh, on schedule.
     config = daemon.consumer_config(settings, NAME, keys.Stream.APPLY_PLAN, keys.Group.POSITION_STATE_BRAIN,

@@ -416,3 +416,21 @@ def test_permits_taken_by_one_attempt_are_lost_to_any_other(r) -> None:
 
     assert (first[0], first[2], first[-1]) == (1, 1, 1)
     assert (second[0], second[2], second[-1]) == (0, 0, 0)
+
+
+def test_the_idle_dry_run_gauge_follows_the_switch_about_once_a_second(r, access) -> None:
+    from microservices.intent_executor import outcomes
+
+    now = [100.0]
+    executor = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET), consumer_name="test-executor",
+                        monotonic=lambda: now[0])
+    executor.on_tick()
+    assert outcomes.DRY_RUN._value.get() == 0
+
+    r.set(keys.FORCE_DRY_RUN, "1")
+    executor.on_tick()  # ticks come after every batch: the switch is read at most once a second
+    assert outcomes.DRY_RUN._value.get() == 0
+    now[0] += executor_module.DRY_RUN_GAUGE_EVERY_S
+    executor.on_tick()
+    assert outcomes.DRY_RUN._value.get() == 1
+    r.delete(keys.FORCE_DRY_RUN)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import subprocess
 import time
 
@@ -162,16 +161,14 @@ def test_decisions_are_counted_and_the_exposition_passes_promtool(r, brain):
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_a_decision_takes_about_a_millisecond(r, brain, exchange):
+def test_decisions_ask_the_exchange_nothing(r, brain, exchange):
+    """Between snapshots P3.3 decides on the snapshot plus confirmed fills: a per-plan exchange read
+    would spend the request-weight budget (how fast a decision is: bench/, not here)."""
     seen = count_requests(exchange)
-    timings = []
     for i in range(300):
-        started = time.perf_counter()
         brain.handle(plan(plan_id=f"fast-{i}"))
-        timings.append(time.perf_counter() - started)
 
     assert seen == []
-    assert statistics.median(timings) < 0.002, f"p50 {statistics.median(timings) * 1000:.3f} ms"
 
 
 def test_a_batch_is_decided_together_and_a_plan_that_fails_fails_alone(r: redis.Redis, brain: PositionStateBrain) -> None:
@@ -221,3 +218,23 @@ def test_results_written_while_idle_are_read_a_page_at_a_time(r: redis.Redis, br
 
     assert brain.catch_up(count=500) == 1200 and pages == [500, 500, 500]
     assert brain.catch_up(count=500) == 0
+
+
+def test_catching_up_between_batches_happens_at_most_every_fifth_of_a_second(r: redis.Redis,
+                                                                            brain: PositionStateBrain) -> None:
+    from microservices.position_state_brain import brain as brain_module
+
+    now = [50.0]
+    brain.monotonic = lambda: now[0]
+    brain.handle(plan(plan_id="first"))  # the cursor is set
+
+    def results(n: int) -> None:
+        for i in range(n):
+            r.xadd(keys.Stream.APPLY_RESULT, {"plan_id": f"y{i}", "executed": "false", "symbol": "BTCUSDT"})
+
+    results(3)
+    assert brain.maybe_catch_up() == 3
+    results(2)
+    assert brain.maybe_catch_up() == 0  # the tick right after: nothing asked
+    now[0] += brain_module.CATCH_UP_EVERY_S
+    assert brain.maybe_catch_up() == 2
