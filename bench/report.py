@@ -11,7 +11,7 @@ PHASES = {
     "allowlist_50": "50 allowlisted symbols",
     "allowlist_500": "500 allowlisted symbols",
     "log_info": "LOG_LEVEL=INFO (the default), 3 symbols",
-    "history_baseline": "baseline right before the 1M fill, 3 symbols",
+    "history_baseline": "baseline: a round before the 1M fill, one after trimming it, 3 symbols",
     "history_1m": "1,000,000 old entries in apply.plan, 3 symbols",
 }
 CPU_NAMES = {"position-state-brain": "P3.3", "governor": "P3.2", "intent-executor": "exec",

@@ -218,22 +218,39 @@ class Bench:
         self.results["idle_cost"] = measure.idle_cost(self.stack.pids(), s.idle_s)
 
         if s.history:
-            self.restart(*DAEMONS, **self.allowlist_env(3))
-            say(f"history: baseline, {s.scale} plans right before the fill")
-            self.sequential("history_baseline", s.scale, s.scale_max_s * s.rounds)
-            self.stack.stop()
-            say(f"history: filling apply.plan with {s.history:,} read-and-acked entries")
-            self.results["history_fill"] = measure.fill_history(self.r, s.history, GROUPS)
-            self.start(*DAEMONS, **self.allowlist_env(3))
-            say(f"history: {s.scale} plans with {s.history:,} old entries in apply.plan")
-            self.sequential("history_1m", s.scale, s.scale_max_s * s.rounds)
-            self.results["idle_cost_1m"] = measure.idle_cost(self.stack.pids(), s.idle_s)
+            self.history(per_round)
 
         self.results["snapshot_decode_us"] = snapshot_decode_cost(self.r.get(keys.EXCHANGE_POSITIONS))
         self.results["daemon_log_problems"] = self.stack.log_problems()
         self.results["elapsed_s"] = round(time.monotonic() - started, 1)
         self.results["environment"]["loadavg_end"] = os.getloadavg()
         return self.results
+
+    def history(self, per_round: int) -> None:
+        """Decision with 1,000,000 old entries in apply.plan against without them, measured as
+        without / with / with / without (the history trimmed away again), so that the machine
+        drifting during the phase does not land on one side of the ratio."""
+        s = self.sizes
+        baseline, loaded = [], []
+        self.restart(*DAEMONS, **self.allowlist_env(3))
+        say(f"history: baseline round, {per_round} plans before the fill")
+        baseline.append(self.one_round("history_baseline_r0", per_round, s.scale_max_s))
+        self.stack.stop()
+        say(f"history: filling apply.plan with {s.history:,} read-and-acked entries")
+        self.results["history_fill"] = measure.fill_history(self.r, s.history, GROUPS)
+        filled_up_to = self.r.xinfo_stream(keys.Stream.APPLY_PLAN)["last-generated-id"]
+        self.start(*DAEMONS, **self.allowlist_env(3))
+        say(f"history: 2 rounds of {per_round} plans with {s.history:,} old entries in apply.plan")
+        for round_no in range(2):
+            loaded.append(self.one_round(f"history_1m_r{round_no}", per_round, s.scale_max_s))
+        self.results["idle_cost_1m"] = measure.idle_cost(self.stack.pids(), s.idle_s)
+        self.stack.stop()
+        trimmed = self.r.xtrim(keys.Stream.APPLY_PLAN, minid=filled_up_to, approximate=False)
+        self.restart(*DAEMONS, **self.allowlist_env(3))
+        say(f"history: trimmed {trimmed:,} entries; baseline round, {per_round} plans")
+        baseline.append(self.one_round("history_baseline_r1", per_round, s.scale_max_s))
+        self.record("history_baseline", measure.merge(baseline))
+        self.record("history_1m", measure.merge(loaded))
 
     def _log_bytes_per_plan(self, tag: str) -> dict[str, float]:
         plans_sent = self.results[tag]["plans"] + self.results[tag]["warmup"]
