@@ -245,12 +245,17 @@ class Bench:
             loaded.append(self.one_round(f"history_1m_r{round_no}", per_round, s.scale_max_s))
         self.results["idle_cost_1m"] = measure.idle_cost(self.stack.pids(), s.idle_s)
         self.stack.stop()
-        trimmed = self.r.xtrim(keys.Stream.APPLY_PLAN, minid=filled_up_to, approximate=False)
+        trimmed = self.r.xtrim(keys.Stream.APPLY_PLAN, minid=self._oldest_needed(filled_up_to), approximate=False)
         self.restart(*DAEMONS, **self.allowlist_env(3))
         say(f"history: trimmed {trimmed:,} entries; baseline round, {per_round} plans")
         baseline.append(self.one_round("history_baseline_r1", per_round, s.scale_max_s))
         self.record("history_baseline", measure.merge(baseline))
         self.record("history_1m", measure.merge(loaded))
+
+    def _oldest_needed(self, up_to: str) -> str:
+        """`up_to`, or the oldest entry some group still has pending if that is older: never trim those."""
+        pending = [self.r.xpending(keys.Stream.APPLY_PLAN, group)["min"] for group in GROUPS]
+        return min([up_to, *[entry_id for entry_id in pending if entry_id]], key=_stream_id)
 
     def _log_bytes_per_plan(self, tag: str) -> dict[str, float]:
         plans_sent = self.results[tag]["plans"] + self.results[tag]["warmup"]
@@ -268,6 +273,11 @@ class Bench:
                 self.watcher.stop()
         finally:
             self.stack.close()
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _drift(e2e_ns: list[int]) -> dict:

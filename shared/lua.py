@@ -43,12 +43,14 @@ class LuaScript:
         pipe = client.pipeline(transaction=False)
         pipe.blpop([list_key], timeout=timeout_s).evalsha(self.sha, len(keys), *keys, *args)
         popped, reply = pipe.execute(raise_on_error=False)
-        if isinstance(popped, Exception):
-            raise popped
         if isinstance(reply, redis.exceptions.NoScriptError):  # a restarted Redis lost its scripts
             reply = self(client, keys, args)
         elif isinstance(reply, Exception):
             raise reply
+        if isinstance(popped, Exception):  # e.g. -UNBLOCKED: the script still ran, and what it did stands
+            if not reply:
+                raise popped
+            popped = None
         return popped, reply
 
     def _pipelined(self, client: redis.Redis, calls: Sequence[tuple[Sequence[str], Sequence[object]]]) -> list:

@@ -57,15 +57,33 @@ local function take(at, arg)
           redis.call('GET', KEYS[at + 7]), redis.call('GET', KEYS[at + 8]), redis.call('HGETALL', KEYS[at + 9]), marked}
 end
 """
+# The claim must still be ours: a call that reaches Redis late (a client retry after a lost reply, a
+# long wait) must not take permits for a plan another executor has since claimed, or finished.
+# KEYS[11] claim; ARGV[5] consumer ARGV[6] claim-ttl-s. Taking renews the claim for the send.
+_CLAIM_STILL_OURS = """
+if redis.call('GET', KEYS[11]) ~= ARGV[5] then return 'CLAIM_LOST' end
+"""
 # Takes both permits (permits.TAKE_FUNCTION, as permits.consume_all) and reads what sending needs.
 # When both were taken and both allow, it writes the order marker: from here an order may be sent, so a
 # restart looks the order up by its client order id instead of sending anything.
-TAKE = LuaScript(_TAKE_FUNCTION + "return take(1, 1)")
-# TAKE, only once both permits exist (else an empty reply, nothing taken): run right after each wake-up.
-TAKE_WHEN_BOTH = LuaScript(_TAKE_FUNCTION + """
-if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('EXISTS', KEYS[5]) == 1 then return take(1, 1) end
-return {}
+TAKE = LuaScript(_TAKE_FUNCTION + _CLAIM_STILL_OURS + """
+redis.call('EXPIRE', KEYS[11], ARGV[6])
+return take(1, 1)
 """)
+# TAKE, only once both permits exist (else an empty reply, nothing taken): run right after each wake-up.
+TAKE_WHEN_BOTH = LuaScript(_TAKE_FUNCTION + _CLAIM_STILL_OURS + """
+if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('EXISTS', KEYS[5]) == 0 then return {} end
+redis.call('EXPIRE', KEYS[11], ARGV[6])
+return take(1, 1)
+""")
+CLAIM_LOST = "CLAIM_LOST"
+# KEYS: claim symbol-in-flight; ARGV: consumer plan-id. Only what is still ours is let go.
+RELEASE = LuaScript("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+return 1
+""")
+WAKE_UP_EVERY_S = 1.0  # the longest single BLPOP: a retried call never blocks past the deadline by more
 # KEYS: result-marker claim symbol-in-flight, then TAKE's; ARGV: consumer claim-ttl-s plan-id, then TAKE's.
 # Reply: has-result, claim holder, order-sent, p32 present, p33 present, and when this executor holds the
 # claim of a plan with both permits present and nothing sent yet, what TAKE replies (taken in the same call).
@@ -165,8 +183,8 @@ class Executor:
         return LookAhead(bool(has_result), holder, bool(order_sent), attempt, taken)
 
     def _release(self, plan: Plan, ahead: "LookAhead") -> None:
-        if ahead.claim_holder == self.consumer_name:
-            self.r.delete(*self._claim_keys(plan))
+        if ahead.claim_holder == self.consumer_name:  # and still is: another executor may hold it by now
+            RELEASE(self.r, self._claim_keys(plan), [self.consumer_name, plan.plan_id])
 
     @staticmethod
     def _claim_keys(plan: Plan) -> list[str]:
@@ -237,13 +255,18 @@ class Executor:
         """Block on the plan's permit notifications. Each wake-up is followed, in the same round trip, by a
         script that takes both permits if both are there; so the permit that completes the pair is taken
         without another round trip. At the deadline TAKE takes what there is (and finds what is missing)."""
-        ready, script_keys, script_args = keys.permit_ready(plan.plan_id), _take_keys(plan), _take_args(plan, attempt)
+        ready = keys.permit_ready(plan.plan_id)
+        script_keys, script_args = _claimed_take(plan, attempt, self.consumer_name)
         deadline = self.monotonic() + self.settings.executor_permit_wait_ms / 1000
-        while (remaining := deadline - self.monotonic()) > 0:
-            _popped, replies = TAKE_WHEN_BOTH.after_blpop(self.r, ready, max(remaining, 0.001), script_keys, script_args)
-            if replies:
-                return replies
-        return TAKE(self.r, script_keys, script_args)
+        replies: list | str = []
+        while not replies and (remaining := deadline - self.monotonic()) > 0:
+            _popped, replies = TAKE_WHEN_BOTH.after_blpop(
+                self.r, ready, min(max(remaining, 0.001), WAKE_UP_EVERY_S), script_keys, script_args)
+        if not replies:
+            replies = TAKE(self.r, script_keys, script_args)
+        if replies == CLAIM_LOST:
+            raise PlanBusy(f"the claim on plan {plan.plan_id} expired or passed to another executor; nothing taken")
+        return replies
 
     def _execute(self, plan: Plan, client_order_id: str, taken: Taken) -> outcomes.Outcome:
         p32, p33 = taken.p32, taken.p33
@@ -323,6 +346,11 @@ def _take_keys(plan: Plan) -> list[str]:
 def _take_args(plan: Plan, attempt: str) -> list[object]:
     marker = f"{client_order_id_for(plan.plan_id)} {attempt}"  # what may have been sent, and by which attempt
     return [permits.USED_MARKER_TTL_S, marker, results.RESULT_MARKER_TTL_S, attempt]
+
+
+def _claimed_take(plan: Plan, attempt: str, consumer: str) -> tuple[list[str], list[object]]:
+    """KEYS and ARGV of TAKE and TAKE_WHEN_BOTH: TAKE's, then the claim that must still be ours."""
+    return [*_take_keys(plan), keys.plan_claim(plan.plan_id)], [*_take_args(plan, attempt), consumer, CLAIM_TTL_S]
 
 
 def _trading_state_refusal(plan: Plan, switches: Switches) -> Reason | None:

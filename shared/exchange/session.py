@@ -12,9 +12,10 @@ HTTPAdapter, so connection pooling, dropped-connection detection, TLS verificati
 Response object and the exception types are requests' and urllib3's, unchanged. Any other call
 (cookies, files, json, auth, redirects...) goes through requests.Session.request as before.
 
-One difference in behaviour: a redirect is returned, not followed. Binance's REST API does not
-redirect; if something on the way did, python-binance raises on the 3xx instead of a signed POST
-being sent again to another address.
+Two differences in behaviour, both on purpose: a redirect is returned, not followed (Binance's REST
+API does not redirect; if something on the way did, python-binance raises on the 3xx instead of a
+signed POST being sent again to another address), and cookies are neither stored nor sent (the API
+authenticates every request by key and signature). `response.elapsed` is not measured.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class ApiSession(requests.Session):
 
     def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         if (args or not _LEAN_ARGUMENTS.issuperset(kwargs) or kwargs.get("json") is not None
-                or self._has_session_state()):
+                or self._has_session_state() or _has_userinfo(url)):
             return super().request(method, url, *args, **kwargs)
         prepared = self.prepare_lean(method, url, kwargs.get("params"), kwargs.get("data"), kwargs.get("headers"))
         adapter = self.get_adapter(url=prepared.url)
@@ -51,7 +52,7 @@ class ApiSession(requests.Session):
 
     def _has_session_state(self) -> bool:
         """Session-wide settings the lean path does not merge: with any of them, use requests' path."""
-        return bool(self.cookies or self.auth or self.params or self.stream or self.trust_env or self.hooks["response"])
+        return bool(self.auth or self.params or self.stream or self.trust_env or self.hooks["response"])
 
     def prepare_lean(self, method: str, url: Any, params: Any, data: Any, headers: Any) -> PreparedRequest:
         """requests' own encoding steps, minus cookies, auth and hooks (none of which are set)."""
@@ -74,3 +75,8 @@ def _form(pairs: list[tuple[Any, Any]]) -> str:
     """python-binance's ordered (name, value) list as a form body, encoded as requests encodes it
     (UTF-8, quote_plus, None values left out) without its per-value type checks."""
     return urlencode([(name, value) for name, value in pairs if value is not None], doseq=True)
+
+
+def _has_userinfo(url: Any) -> bool:
+    """user:password@host: requests turns it into a Basic auth header; leave that to requests."""
+    return "@" in str(url).partition("://")[2].partition("/")[0]

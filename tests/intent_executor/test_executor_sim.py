@@ -365,8 +365,8 @@ def test_one_permit_alone_is_not_taken_by_a_wake_up(r) -> None:
     permits.issue(r, P33Permit(plan_id="half-1", allow=True, symbol="BTCUSDT", reason=Reason.SANITY_CHECKS_PASSED,
                                created_at=time.time()), 60)
     half = Plan.from_fields({**PLAN, "plan_id": "half-1", "side": "BUY", "qty": "0.002"})
-    script_keys = executor_module._take_keys(half)
-    script_args = executor_module._take_args(half, permits.new_attempt("test"))
+    r.set(keys.plan_claim("half-1"), "test-executor")
+    script_keys, script_args = executor_module._claimed_take(half, permits.new_attempt("test"), "test-executor")
     r.script_flush()  # and a Redis that lost its scripts
 
     popped, reply = executor_module.TAKE_WHEN_BOTH.after_blpop(r, keys.permit_ready("half-1"), 1, script_keys,
@@ -410,9 +410,9 @@ def test_a_take_sent_again_after_a_lost_reply_still_sends_the_one_order(r, acces
 def test_permits_taken_by_one_attempt_are_lost_to_any_other(r) -> None:
     grant(r, "other-1")
     other = Plan.from_fields({**PLAN, "plan_id": "other-1", "side": "BUY", "qty": "0.002"})
-    script_keys = executor_module._take_keys(other)
-    first = executor_module.TAKE(r, script_keys, executor_module._take_args(other, permits.new_attempt("a")))
-    second = executor_module.TAKE(r, script_keys, executor_module._take_args(other, permits.new_attempt("a")))
+    r.set(keys.plan_claim("other-1"), "a")
+    first = executor_module.TAKE(r, *executor_module._claimed_take(other, permits.new_attempt("a"), "a"))
+    second = executor_module.TAKE(r, *executor_module._claimed_take(other, permits.new_attempt("a"), "a"))
 
     assert (first[0], first[2], first[-1]) == (1, 1, 1)
     assert (second[0], second[2], second[-1]) == (0, 0, 0)
@@ -434,3 +434,23 @@ def test_the_idle_dry_run_gauge_follows_the_switch_about_once_a_second(r, access
     executor.on_tick()
     assert outcomes.DRY_RUN._value.get() == 1
     r.delete(keys.FORCE_DRY_RUN)
+
+
+def test_a_take_reaching_redis_after_the_claim_passed_on_takes_nothing(r, access, sim) -> None:
+    # A's call arrives late (a client retry, a long wait): B holds the claim now. A must neither take
+    # the permits nor write a result, nor let go of B's claim.
+    grant(r, "late-claim-1")
+    late = Plan.from_fields({**PLAN, "plan_id": "late-claim-1", "side": "BUY", "qty": "0.002"})
+    r.set(keys.plan_claim("late-claim-1"), "executor-b")
+    reply = executor_module.TAKE(r, *executor_module._claimed_take(late, permits.new_attempt("a"), "executor-a"))
+    assert reply == executor_module.CLAIM_LOST
+    assert permits.consume_all(r, "late-claim-1", [permits.PermitKind.P32, permits.PermitKind.P33]) != [None, None]
+
+    executor = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET, executor_permit_wait_ms=300),
+                        consumer_name="executor-a")
+    ahead = executor_module.LookAhead(False, "executor-a", False, "executor-a/x")
+    with pytest.raises(executor_module.PlanBusy):
+        executor._wait_and_take(late, ahead.attempt)
+    executor._release(late, ahead)
+    assert r.get(keys.plan_claim("late-claim-1")) == "executor-b"
+    assert results_of(r, "late-claim-1") == [] and orders_for(sim, "late-claim-1") == []
