@@ -64,7 +64,7 @@ class ApiSession(requests.Session):
                 merged[name] = value
         prepared = PreparedRequest()
         prepared.prepare_method(method)
-        prepared.prepare_url(url, params or {})
+        prepared.prepare_url(url, params or None)  # None, not {}: the same URL without requests' type checks
         prepared.prepare_headers(merged)
         prepared.prepare_body(_form(data) if isinstance(data, list) else data or {}, None)
         prepared.hooks = {"response": []}
