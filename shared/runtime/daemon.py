@@ -46,7 +46,8 @@ def start(name: str, settings: CommonSettings, extra_secrets: tuple[str, ...] = 
     log = qlog.configure(name, settings.log_level)
     socket_timeout = settings.stream_block_ms / 1000 + 10
     try:
-        client = connect_checked(redis_url, socket_timeout=socket_timeout)
+        # A daemon talks to Redis from its loop's thread only: one dedicated connection for direct commands.
+        client = connect_checked(redis_url, socket_timeout=socket_timeout, single_connection=True)
     except RedisUnavailable as exc:
         fail(f"{name}: {exc}")
     _serve_metrics(name, settings)

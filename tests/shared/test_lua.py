@@ -40,3 +40,4 @@ def test_a_failed_blpop_keeps_what_the_script_did_and_raises_when_it_did_nothing
     assert COUNT.after_blpop(r, "wake", 1, ["n"]) == (None, 1)
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         NOTHING.after_blpop(r, "wake", 1, [])
+
