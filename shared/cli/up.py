@@ -51,6 +51,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     stack = Stack(Path(args.log_dir))
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         stack.start(args.redis_url, with_demo=not args.no_demo)
         return stack.follow()
@@ -61,11 +62,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"quantum up: {exc}", file=sys.stderr)
         return 1
     finally:
+        _hold_signals()
         stack.stop()
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:
+    _hold_signals()  # first: a second signal from here on is ignored, even one already on its way
     raise KeyboardInterrupt
+
+
+def _hold_signals() -> None:
+    """Once the fleet is stopping, a second Ctrl-C or SIGTERM must not cut the stopping short: that left
+    a traceback and daemons running. stop() ends each daemon within STOP_TIMEOUT_S, killing it if need be."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class StackError(RuntimeError):

@@ -62,3 +62,38 @@ def test_the_cli_says_clearly_when_redis_is_unreachable() -> None:
 
     assert done.returncode == 1
     assert "cannot reach Redis" in done.stderr and "pw-not-shown" not in done.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_second_signal_while_stopping_still_stops_every_daemon_cleanly(redis_url, r, tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url, "EXCHANGE_SIM_PORT": str(free_port()),
+           "METRICS_ENABLED": "false"}
+    env.pop("EXCHANGE_SIM_URL", None)
+    up = subprocess.Popen([sys.executable, "-m", "shared.cli.main", "up", "--no-demo", "--log-dir", str(tmp_path)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_until_all_up(env, up)
+    daemons = _children(up.pid)
+    assert daemons
+
+    up.send_signal(signal.SIGTERM)
+    lines = []
+    while not any("stopping the fleet" in line for line in lines):
+        lines.append(up.stdout.readline())
+        assert lines[-1], "".join(lines)
+    up.send_signal(signal.SIGTERM)  # impatient: again, while the daemons are being stopped
+    output = "".join(lines) + up.stdout.read()
+    code = up.wait(timeout=60)
+
+    assert code == 0 and "Traceback" not in output, output
+    assert [pid for pid in daemons if Path(f"/proc/{pid}").exists()] == []
