@@ -30,12 +30,18 @@ def wait_until_all_up(env: dict[str, str], up: subprocess.Popen, timeout: float 
         time.sleep(0.5)
 
 
-def test_plan_open_prints_a_fill_and_status_shows_it(redis_url, r, tmp_path) -> None:
+def start_up(redis_url: str, log_dir: Path) -> tuple[dict[str, str], subprocess.Popen]:
+    """`quantum up --no-demo` on the test's Redis, as an operator's first terminal runs it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url, "EXCHANGE_SIM_PORT": str(free_port()),
            "METRICS_ENABLED": "false"}
     env.pop("EXCHANGE_SIM_URL", None)
-    up = subprocess.Popen([sys.executable, "-m", "shared.cli.main", "up", "--no-demo", "--log-dir", str(tmp_path)],
+    up = subprocess.Popen([sys.executable, "-m", "shared.cli.main", "up", "--no-demo", "--log-dir", str(log_dir)],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return env, up
+
+
+def test_plan_open_prints_a_fill_and_status_shows_it(redis_url, r, tmp_path) -> None:
+    env, up = start_up(redis_url, tmp_path)
     try:
         wait_until_all_up(env, up)
 
@@ -77,11 +83,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_a_second_signal_while_stopping_still_stops_every_daemon_cleanly(redis_url, r, tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url, "EXCHANGE_SIM_PORT": str(free_port()),
-           "METRICS_ENABLED": "false"}
-    env.pop("EXCHANGE_SIM_URL", None)
-    up = subprocess.Popen([sys.executable, "-m", "shared.cli.main", "up", "--no-demo", "--log-dir", str(tmp_path)],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env, up = start_up(redis_url, tmp_path)
     wait_until_all_up(env, up)
     daemons = _children(up.pid)
     assert daemons
