@@ -95,6 +95,7 @@ redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
 local marker = redis.call('GET', KEYS[4])
 local seen = {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]), (marker and marker ~= ARGV[5]) and 1 or 0,
               redis.call('EXISTS', KEYS[6]), redis.call('EXISTS', KEYS[8])}
+if seen[2] == ARGV[1] then redis.call('EXPIRE', KEYS[2], ARGV[2]) end  -- ours, possibly from before a restart
 if seen[1] == 0 and seen[2] == ARGV[1] and seen[3] == 0 and seen[4] == 1 and seen[5] == 1 then
   for _, reply in ipairs(take(4, 4)) do seen[#seen + 1] = reply end
 end

@@ -454,3 +454,14 @@ def test_a_take_reaching_redis_after_the_claim_passed_on_takes_nothing(r, access
     executor._release(late, ahead)
     assert r.get(keys.plan_claim("late-claim-1")) == "executor-b"
     assert results_of(r, "late-claim-1") == [] and orders_for(sim, "late-claim-1") == []
+
+
+def test_the_look_ahead_renews_a_claim_this_executor_already_held(r, access, sim) -> None:
+    # Delivered again after a restart: the claim is still ours from before, with little time left on it.
+    r.set(keys.plan_claim("renew-1"), "test-executor", ex=2)
+    plan(r, "renew-1", "BUY", "0.002")
+    executor = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET), consumer_name="test-executor")
+
+    executor._look_ahead(Plan.from_fields({**PLAN, "plan_id": "renew-1", "side": "BUY", "qty": "0.002"}))
+
+    assert r.ttl(keys.plan_claim("renew-1")) > executor_module.CLAIM_TTL_S - 5
