@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -145,3 +146,41 @@ def test_python_binance_call_shapes_take_the_lean_path(server, monkeypatch):
     session = _session(ApiSession)
     for method, path, kwargs in CALLS:
         assert getattr(session, method)(url + path, **kwargs).status_code == 200
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """The recorder over HTTPS with a self-signed certificate for 127.0.0.1 (needs the openssl tool)."""
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    _Recorder.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{httpd.server_address[1]}", cert
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_tls_is_verified_as_requests_verifies_it(tls_server):
+    # The testnet and mainnet targets are HTTPS: an untrusted certificate is refused before anything is
+    # sent (the exchange error tree reads that as 'never sent'); a trusted one works on the lean path.
+    url, cert = tls_server
+    with pytest.raises(requests.exceptions.SSLError) as caught:
+        _session(ApiSession).post(url + "/fapi/v1/order", data=SIGNED_POST, timeout=5)
+    assert isinstance(translate(caught.value, "create_market_order", side_effect=True), ExchangeUnavailable)
+    assert _Recorder.seen == []
+
+    trusting = _session(ApiSession)
+    trusting.verify = str(cert)
+    assert trusting.post(url + "/fapi/v1/order", data=SIGNED_POST, timeout=5).json() == {"ok": True}
