@@ -58,7 +58,8 @@ def permit_p33(plan_id: str) -> str:
 
 
 def permit_used(kind: str, plan_id: str) -> str:
-    """Internal: set once when a permit is consumed; the permit itself stays readable until its TTL."""
+    """Internal: set once when a permit is consumed; the permit itself stays readable until its TTL.
+    Value: the attempt that took it (shared.permits.new_attempt)."""
     return f"quantum:permit:used:{kind}:{plan_id}"
 
 
