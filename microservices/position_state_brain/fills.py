@@ -61,18 +61,21 @@ class ConfirmedFills:
         return f"({self.cursor}" if self.cursor else f"{snapshot.fetched_at_ms}-0"
 
     def absorb(self, entries: list[tuple[str, dict[str, str]]], snapshot: ExchangeSnapshot) -> None:
+        if snapshot is not self._filtered_for:  # a new snapshot: keep only what it does not reflect yet
+            self._filtered_for = snapshot
+            kept, self._fills, self._moved = self._fills, [], {}
+            for fill in kept:
+                self._keep(fill, snapshot)
         for entry_id, fields in entries:
             self.cursor = entry_id
             fill = fill_from(entry_id, fields)
-            if fill is not None and not reflected(fill, snapshot):
-                self._fills.append(fill)
-                self._moved[fill.symbol] = self._moved.get(fill.symbol, ZERO) + fill.signed_qty
-        if snapshot is not self._filtered_for:
-            self._filtered_for = snapshot
-            self._fills = [fill for fill in self._fills if not reflected(fill, snapshot)]
-            self._moved = {}
-            for fill in self._fills:
-                self._moved[fill.symbol] = self._moved.get(fill.symbol, ZERO) + fill.signed_qty
+            if fill is not None:
+                self._keep(fill, snapshot)
+
+    def _keep(self, fill: ConfirmedFill, snapshot: ExchangeSnapshot) -> None:
+        if not reflected(fill, snapshot):
+            self._fills.append(fill)
+            self._moved[fill.symbol] = self._moved.get(fill.symbol, ZERO) + fill.signed_qty
 
     def view(self, snapshot: ExchangeSnapshot, symbol: str) -> ExchangeSnapshot:
         """The snapshot with this symbol's amount moved by the fills it does not reflect yet."""
