@@ -2,11 +2,14 @@
 
 Closes read only the trading switches and pass unless the kill switch is on. Opens take
 the decision lock, read everything in one round trip, run the gates, and write the permit
-with their bookkeeping in one transaction.
+with their bookkeeping in one transaction. The read rides on the consumer's wait for plans
+(an arrival read, shared.runtime.arrival), so a batch of opens usually costs the one round trip
+of its commit; when that read cannot stand for a read at the decision's time, it is made again.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -18,11 +21,12 @@ from microservices.governor import metrics
 from microservices.governor.gates import INFLIGHT_REASONS, Verdict, evaluate
 from microservices.governor.settings import Limits
 from microservices.governor.state import GovernorState
-from microservices.governor.store import GovernorStore, LockLost, RoundEffects
+from microservices.governor.store import ArrivalRead, GovernorStore, LockLost, RoundEffects, RoundRead
 from microservices.governor.writes import Writes, plan_writes
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import round_qty_down
 from shared.logging import get_logger
+from shared.runtime.arrival import ArrivalCall
 from shared.runtime.consumer import Entry
 from shared.schema import P32Permit, Plan
 
@@ -51,6 +55,27 @@ class Governor:
         self._reported: dict[str, str] = {}
         self._last_prune = float("-inf")
         self._last_gauges = float("-inf")
+        self._asked: tuple[str, int] | None = None
+        self._arrival: ArrivalRead | None = None
+
+    def arrival_call(self) -> ArrivalCall:
+        """The consumer sends this with each wait for plans: the decision lock and a round read, taken as they arrive."""
+        self._asked = (secrets.token_hex(8), _ms(self.clock()))
+        return self.store.arrival_call(*self._asked)
+
+    def arrived(self, reply: object | None) -> None:
+        """The arrival read for the batch about to be handled; None once it was handled: a lock the arrival
+        read took and no round used is let go (else it would block other governors until it expires)."""
+        asked, self._asked = self._asked, None
+        if reply is not None:
+            self._arrival = self.store.arrival_read(*asked, reply) if asked is not None and isinstance(reply, list) else None
+            return
+        unused, self._arrival = self._arrival, None
+        if unused is not None and unused.locked:
+            try:
+                self.store.release(unused.token)
+            except redis.RedisError:
+                pass  # it expires after LOCK_TTL_MS
 
     def handle(self, plan: Plan, entry: Entry | None = None) -> Verdict | None:
         """The decision taken, or None when the plan needs no permit."""
@@ -152,7 +177,7 @@ class Governor:
         """Decide and commit a round from plans[start]: (how many plans it settled, whether every decision
         was committed; if not, the lock expired and the rest is decided again on a fresh read)."""
         pending = plans[start:]
-        read = self.store.lock_and_read_opens([(p.plan_id, p.symbol) for p in pending], lambda: _ms(self.clock()))
+        read = self._lock_and_read([(p.plan_id, p.symbol) for p in pending])
         decided: list[tuple[int, Plan, Verdict, GovernorState, Writes]] = []
         settled, seen, earlier, written = 0, set(), RoundEffects(), 0
         try:
@@ -196,6 +221,16 @@ class Governor:
         if written < len(decided):
             return decided[written][0] - start, False
         return settled, True
+
+    def _lock_and_read(self, plans: list[tuple[str, str]]) -> RoundRead:
+        """The round's read: the arrival read when it stands for a read now, else a read (under its lock, if it took one)."""
+        arrival, self._arrival = self._arrival, None
+        if arrival is not None:
+            read = self.store.round_from_arrival(arrival, plans, _ms(self.clock()))
+            if read is not None:
+                return read
+        token = arrival.token if arrival is not None and arrival.locked else None
+        return self.store.lock_and_read_opens(plans, lambda: _ms(self.clock()), token)
 
     def _exact_look(self, plan: Plan, state: GovernorState, now_ms: int) -> tuple[GovernorState, Verdict]:
         """The totals count every open allowed and not yet settled or expired: safe, but an open whose

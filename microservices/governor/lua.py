@@ -14,10 +14,12 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, Decimal
 
 from shared.lua import LuaScript
+from shared.runtime import arrival
 
 UNITS_PER_USDT = 10**8
 TOTALS_VERSION = "1"
 EXPIRE_BATCH = 100  # expired records dropped per decision; the rest go on the next ones
+ARRIVAL_SLICE = 32  # scores an arrival read returns per window start; more there, and the plan is read again
 
 _FUNCTIONS = """
 local function parse(raw)
@@ -90,34 +92,84 @@ local function rebuild(inflight, totals, by_time)
 end
 """.replace("VERSION", TOTALS_VERSION)
 
-# A round of open decisions (one plan, or several of a batch) reads everything in one call.
-# KEYS: lock kill execution positions inflight totals by-time trips disarmed, then per plan: cooldown result opens
-# ARGV: token lock-ttl-ms hour-since five-min-since trips-since expired-at-or-before, then per plan: plan-id
+# A round of open decisions (one plan, or several of a batch) reads everything in one call, under the lock.
+# s: lock kill execution positions inflight totals by-time trips disarmed (keys)
+# a: token lock-ttl-ms hour-since five-min-since trips-since expired-at-or-before slack-ms
+# plans: {cooldown key, result-marker key, opens key, plan id} each
 # Reply: nil when another governor holds the lock; else kill execution snapshot totals trips disarmed corrupt,
 # then per plan: cooldown has-result own-record opens-last-hour opens-last-5min own-open-score own-trip-score.
-READ_OPENS = LuaScript(_FUNCTIONS + """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end  -- a client retry of our own read goes on
+# With a slack (an arrival read, made before the decision's time is known; see store.py), then what lies
+# within slack-ms after each window's start: the trips' scores, the first in-flight record's allowed-at,
+# and per plan the opens' scores after hour-since and after five-min-since (each at most SLICE).
+_READ_ROUND = """
+local function slice(key, since, slack)
+  return redis.call('ZRANGEBYSCORE', key, '(' .. since, string.format('%d', since + slack), 'WITHSCORES', 'LIMIT', 0, SLICE)
 end
-local corrupt = 0
-if not valid_totals(KEYS[6]) then corrupt = rebuild(KEYS[5], KEYS[6], KEYS[7]) end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', ARGV[6], 'LIMIT', 0, BATCH)
-if #expired > 0 then corrupt = corrupt + drop(KEYS[5], KEYS[6], KEYS[7], expired) end
-local reply = {
-  redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4]), redis.call('HGETALL', KEYS[6]),
-  redis.call('ZCOUNT', KEYS[8], '(' .. ARGV[5], '+inf'), redis.call('EXISTS', KEYS[9]), corrupt,
-}
-for i = 7, #ARGV do
-  local k, id = 10 + 3 * (i - 7), ARGV[i]
-  local values = {
-    redis.call('GET', KEYS[k]), redis.call('EXISTS', KEYS[k + 1]), redis.call('HGET', KEYS[5], id),
-    redis.call('ZCOUNT', KEYS[k + 2], '(' .. ARGV[3], '+inf'), redis.call('ZCOUNT', KEYS[k + 2], '(' .. ARGV[4], '+inf'),
-    redis.call('ZSCORE', KEYS[k + 2], id), redis.call('ZSCORE', KEYS[8], id),
+
+local function read_round(s, a, plans)
+  if not redis.call('SET', s[1], a[1], 'NX', 'PX', a[2]) then
+    if redis.call('GET', s[1]) ~= a[1] then return false end  -- a client retry of our own read goes on
+  end
+  local corrupt = 0
+  if not valid_totals(s[6]) then corrupt = rebuild(s[5], s[6], s[7]) end
+  local expired = redis.call('ZRANGEBYSCORE', s[7], '-inf', a[6], 'LIMIT', 0, BATCH)
+  if #expired > 0 then corrupt = corrupt + drop(s[5], s[6], s[7], expired) end
+  local reply = {
+    redis.call('GET', s[2]), redis.call('GET', s[3]), redis.call('GET', s[4]), redis.call('HGETALL', s[6]),
+    redis.call('ZCOUNT', s[8], '(' .. a[5], '+inf'), redis.call('EXISTS', s[9]), corrupt,
   }
-  for j = 1, 7 do reply[#reply + 1] = values[j] end
+  for _, plan in ipairs(plans) do
+    local values = {
+      redis.call('GET', plan[1]), redis.call('EXISTS', plan[2]), redis.call('HGET', s[5], plan[4]),
+      redis.call('ZCOUNT', plan[3], '(' .. a[3], '+inf'), redis.call('ZCOUNT', plan[3], '(' .. a[4], '+inf'),
+      redis.call('ZSCORE', plan[3], plan[4]), redis.call('ZSCORE', s[8], plan[4]),
+    }
+    for j = 1, 7 do reply[#reply + 1] = values[j] end
+  end
+  local slack = tonumber(a[7])
+  if slack > 0 then
+    reply[#reply + 1] = slice(s[8], a[5], slack)
+    reply[#reply + 1] = redis.call('ZRANGE', s[7], 0, 0, 'WITHSCORES')
+    for _, plan in ipairs(plans) do
+      reply[#reply + 1] = slice(plan[3], a[3], slack)
+      reply[#reply + 1] = slice(plan[3], a[4], slack)
+    end
+  end
+  return reply
 end
-return reply
-""".replace("BATCH", str(EXPIRE_BATCH)))
+""".replace("BATCH", str(EXPIRE_BATCH)).replace("SLICE", str(ARRIVAL_SLICE))
+
+# KEYS: lock kill execution positions inflight totals by-time trips disarmed, then per plan: cooldown result opens
+# ARGV: token lock-ttl-ms hour-since five-min-since trips-since expired-at-or-before, then per plan: plan-id
+# Reply: read_round's, without slack.
+READ_OPENS = LuaScript(_FUNCTIONS + _READ_ROUND + """
+local plans = {}
+for i = 7, #ARGV do
+  local k = 10 + 3 * (i - 7)
+  plans[#plans + 1] = {KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[i]}
+end
+return read_round(KEYS, {ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], 0}, plans)
+""")
+
+# The same read for the plans the consumer's wait just delivered (shared.runtime.arrival), taken the moment
+# they arrive, for every delivered entry with a plan id and a symbol (closes too: the reads cost little).
+# KEYS from 2: READ_OPENS' shared keys; ARGV from 5: token lock-ttl-ms hour-since five-min-since trips-since
+# expired-at-or-before slack-ms, then the cooldown result-marker opens key prefixes.
+# Reply: {} when nothing arrived; else {{entry id, plan id, symbol} per plan read, read_round's reply}.
+ARRIVAL_READ_OPENS = LuaScript(arrival.PRELUDE + _FUNCTIONS + _READ_ROUND + """
+local plans, read_for = {}, {}
+for _, entry in ipairs(delivered()) do
+  local plan_id, sym = entry[2].plan_id, symbol(entry[2].symbol)
+  if plan_id and sym then
+    plans[#plans + 1] = {ARGV[12] .. sym, ARGV[13] .. plan_id, ARGV[14] .. sym, plan_id}
+    read_for[#read_for + 1] = {entry[1], plan_id, sym}
+  end
+end
+if #plans == 0 then return {} end
+local shared = {}
+for i = 2, 10 do shared[#shared + 1] = KEYS[i] end
+return {read_for, read_round(shared, {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]}, plans)}
+""")
 
 # KEYS: lock permit ready-list inflight totals by-time opens trips execution disarmed
 # ARGV: token permit-json permit-ttl-s permit-kind plan-id record-json|'' allowed-at-ms hour-ms

@@ -29,5 +29,5 @@ def main() -> int:
     governor.refresh_gauges()
     config = daemon.consumer_config(settings, NAME, keys.Stream.APPLY_PLAN, keys.Group.GOVERNOR)
     consumer = StreamConsumer(ctx.redis, config, Plan.from_fields, governor.handle, on_tick=governor.on_tick,
-                              batch_handler=governor.handle_batch)
+                              batch_handler=governor.handle_batch, arrival=governor)
     return daemon.run(ctx, consumer)

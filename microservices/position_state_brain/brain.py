@@ -1,9 +1,11 @@
-"""The P3.3 handler: each executable plan in, one permit out (allow or deny), two Redis round trips a batch.
+"""The P3.3 handler: each executable plan in, one permit out (allow or deny), one Redis round trip a batch.
 
-Round trip one reads, for every plan of the batch, the ledger, the cooldown key and the result
-marker, and once the results written since (fills the snapshot may not show yet); the snapshot
-is already in memory. Round trip two writes all the permits, each with its executor wake-up.
-P3.3 reserves nothing, so plans of one batch decide independently.
+The read: for every plan of the batch, the ledger, the cooldown key and the result marker, and
+once the results written since (fills the snapshot may not show yet); the snapshot is already in
+memory. It rides on the consumer's wait for the batch (an arrival read, shared.runtime.arrival):
+Redis runs it the moment the plans are delivered. When that read does not match the batch
+handed over, a read of its own is one more round trip. The write: all the permits, each with its
+executor wake-up. P3.3 reserves nothing, so plans of one batch decide independently.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from shared.exchange.filters import SymbolRules
 from shared.ledger import LedgerPosition
 from shared.logging import get_logger
 from shared.lua import LuaScript
+from shared.runtime import arrival
+from shared.runtime.arrival import ArrivalCall
 from shared.runtime.consumer import Entry
 from shared.schema import P33Permit, Plan, Reason, format_decimal
 from shared.snapshot import ExchangeSnapshot
@@ -45,10 +49,34 @@ for i = 2, #KEYS, 3 do
 end
 return reply
 """)
+# The same reads, for the plans the consumer's wait just delivered (shared.runtime.arrival).
+# KEYS[2] apply.result; ARGV[5] first result id to read ('' none), ARGV[6..8] ledger cooldown result-marker key prefixes.
+# Reply: the results since, then per delivered plan: {entry id, plan id, symbol, ledger (flat), cooldown, result marker}.
+ARRIVAL_READ = LuaScript(arrival.PRELUDE + """
+local reply = {ARGV[5] == '' and {} or redis.call('XRANGE', KEYS[2], ARGV[5], '+')}
+for _, entry in ipairs(delivered()) do
+  local plan_id, sym = entry[2].plan_id, symbol(entry[2].symbol)
+  if plan_id and sym then
+    reply[#reply + 1] = {entry[1], plan_id, sym, redis.call('HGETALL', ARGV[6] .. sym), redis.call('GET', ARGV[7] .. sym),
+                         redis.call('EXISTS', ARGV[8] .. plan_id)}
+  end
+end
+return reply
+""")
+KEY_PREFIXES = [keys.position_ledger(""), keys.cooldown_last_exec(""), keys.plan_result_marker("")]
 
 
 class RulesSource(Protocol):
     def find(self, symbol: str) -> SymbolRules | None: ...
+
+
+@dataclass(frozen=True)
+class Arrived:
+    """An arrival read's reply, with the snapshot and result cursor it was asked for."""
+
+    snapshot: ExchangeSnapshot | None
+    since: str
+    reply: list
 
 
 @dataclass(frozen=True)
@@ -79,6 +107,8 @@ class PositionStateBrain:
         self.clock = clock
         self.monotonic = monotonic
         self._last_catch_up = float("-inf")
+        self._asked: tuple[ExchangeSnapshot | None, str] | None = None
+        self._arrived: Arrived | None = None
         self.fills = ConfirmedFills()
         self.log = get_logger(component="p33")
 
@@ -101,6 +131,17 @@ class PositionStateBrain:
             if len(entries) < count:
                 break
         return read
+
+    def arrival_call(self) -> ArrivalCall:
+        """The consumer sends this with each wait for plans: the batch's reads, made as it arrives."""
+        held = self.keeper.snapshot
+        since = self.fills.start_id(held) if held is not None else ""
+        self._asked = (held, since)
+        return ArrivalCall(ARRIVAL_READ, [keys.Stream.APPLY_RESULT], [since, *KEY_PREFIXES])
+
+    def arrived(self, reply: object | None) -> None:
+        asked, self._asked = self._asked, None
+        self._arrived = Arrived(*asked, reply) if asked is not None and isinstance(reply, list) else None
 
     def handle(self, plan: Plan, entry: Entry | None = None) -> Verdict | None:
         """One plan: the decision taken, or None when it needs no permit."""
@@ -144,13 +185,17 @@ class PositionStateBrain:
         if not plans:
             return []
         held = self.keeper.snapshot
-        # One script call, so one atomic read: the executor writes a fill's result and its ledger change
-        # together, and a read between the two would see the fill twice or not at all (a false mismatch).
-        script_keys = [keys.Stream.APPLY_RESULT]
-        for plan in plans:
-            script_keys += [keys.position_ledger(plan.symbol), keys.cooldown_last_exec(plan.symbol),
-                            keys.plan_result_marker(plan.plan_id)]
-        since, *replies = READ(self.r, script_keys, [self.fills.start_id(held) if held is not None else ""])
+        arrived = self._arrived_for(plans, held)
+        if arrived is not None:
+            since, replies = arrived
+        else:
+            # One script call, so one atomic read: the executor writes a fill's result and its ledger change
+            # together, and a read between the two would see the fill twice or not at all (a false mismatch).
+            script_keys = [keys.Stream.APPLY_RESULT]
+            for plan in plans:
+                script_keys += [keys.position_ledger(plan.symbol), keys.cooldown_last_exec(plan.symbol),
+                                keys.plan_result_marker(plan.plan_id)]
+            since, *replies = READ(self.r, script_keys, [self.fills.start_id(held) if held is not None else ""])
         if held is not None:
             self.fills.absorb([(entry_id, _pairs(flat)) for entry_id, flat in since], held)
         reads = []
@@ -159,6 +204,23 @@ class PositionStateBrain:
             view = self.fills.view(held, plan.symbol) if held is not None else None
             reads.append(PlanReads(ledger, readable, self._last_exec_ms(plan.symbol, last_exec_raw), bool(result_count), view))
         return reads
+
+    def _arrived_for(self, plans: list[Plan], held: ExchangeSnapshot | None) -> tuple[list, list] | None:
+        """The arrival read's (results since, flat per-plan replies) when it covers every plan and was asked
+        with the snapshot and result cursor in force now; else None. Used once: by the batch it came with."""
+        arrived, self._arrived = self._arrived, None
+        if arrived is None or arrived.snapshot is not held or (held is not None and arrived.since != self.fills.start_id(held)):
+            return None
+        since, *per_entry = arrived.reply
+        found = {(plan_id, symbol): (ledger, cooldown, marker)
+                 for _entry_id, plan_id, symbol, ledger, cooldown, marker in per_entry}
+        replies = []
+        for plan in plans:
+            reads = found.get((plan.plan_id, plan.symbol))
+            if reads is None:
+                return None
+            replies += reads
+        return since, replies
 
     def _ledger(self, symbol: str, data: dict[str, str]) -> tuple[LedgerPosition | None, bool]:
         if not data:

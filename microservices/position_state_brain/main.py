@@ -35,7 +35,7 @@ def main() -> int:
     config = daemon.consumer_config(settings, NAME, keys.Stream.APPLY_PLAN, keys.Group.POSITION_STATE_BRAIN,
                                     block_ms=max(1, int(settings.p33_poll_sec * 1000)))
     consumer = StreamConsumer(ctx.redis, config, Plan.from_fields, brain.handle, on_tick=on_tick,
-                              batch_handler=brain.handle_batch)
+                              batch_handler=brain.handle_batch, arrival=brain)
     return daemon.run(ctx, consumer)
 
 

@@ -20,6 +20,7 @@ import redis
 from shared import metrics
 from shared.logging import get_logger
 from shared.runtime import maintenance
+from shared.runtime.arrival import ArrivalCall, ArrivalReader, first_after
 from shared.runtime.deadletter import dead_letter_and_ack, dead_letter_fields
 from shared.schema.entry import EntryError
 
@@ -74,6 +75,7 @@ class _State:
     redrain: bool = False  # after a Redis error: re-read our own pending entries first
     last_claim: float = float("-inf")
     acks: list[str] = field(default_factory=list)  # handled, to be acked with the next read
+    last_new: str = ""  # the last entry id a read of new entries returned
 
 
 class StreamConsumer(Generic[T]):
@@ -88,9 +90,11 @@ class StreamConsumer(Generic[T]):
         on_progress: Callable[[], None] | None = None,
         on_give_up: Callable[[Entry, str], None] | None = None,
         batch_handler: BatchHandler | None = None,
+        arrival: ArrivalReader | None = None,
     ):
         self.client = client
         self.batch_handler = batch_handler
+        self.arrival = arrival
         self.config = config
         self.parse = parse
         self.handler = handler
@@ -209,11 +213,19 @@ class StreamConsumer(Generic[T]):
         try:
             if self._state.stopping.is_set():
                 return 0
-            response = self._ack_and_read(block_ms)
+            response, arrived = self._ack_and_read(block_ms)
         finally:
             self._state.idle = False
         batch = _entries(response)
-        return self._process_batch(batch, {entry_id: 1 for entry_id, _ in batch})
+        if batch:
+            self._state.last_new = batch[-1][0]
+        if self.arrival is None:
+            return self._process_batch(batch, {entry_id: 1 for entry_id, _ in batch})
+        self.arrival.arrived(arrived)
+        try:
+            return self._process_batch(batch, {entry_id: 1 for entry_id, _ in batch})
+        finally:
+            self.arrival.arrived(None)
 
     def _delivery_counts(self, batch: list[tuple[str, dict | None]]) -> dict[str, int]:
         ids = [entry_id for entry_id, _ in batch]
@@ -223,18 +235,47 @@ class StreamConsumer(Generic[T]):
         )
         return {item["message_id"]: int(item["times_delivered"]) for item in details}
 
-    def _ack_and_read(self, block_ms: int | None) -> list | None:
-        """XACK of the last batch and the next XREADGROUP in one round trip."""
+    def _ack_and_read(self, block_ms: int | None) -> tuple[list | None, object | None]:
+        """XACK of the last batch, the next XREADGROUP, and the handler's arrival read, in one round trip:
+        (the read's response, the arrival script's reply or None)."""
         read = dict(groupname=self.config.group, consumername=self.config.consumer,
                     streams={self.config.stream: ">"}, count=self.config.batch, block=block_ms)
         acks = self._state.acks
-        if not acks:
-            return self.client.xreadgroup(**read)
+        call = self.arrival.arrival_call() if self.arrival is not None else None
+        if not acks and call is None:
+            return self.client.xreadgroup(**read), None
         pipe = self.client.pipeline(transaction=False)
-        pipe.xack(self.config.stream, self.config.group, *acks).xreadgroup(**read)
-        _acked, response = pipe.execute()
-        self._acked_now(len(acks))
-        return response
+        if acks:
+            pipe.xack(self.config.stream, self.config.group, *acks)
+        pipe.xreadgroup(**read)
+        if call is not None:
+            first = first_after(self._state.last_new) if self._state.last_new else "-"
+            script_keys = [self.config.stream, *call.keys]
+            script_args = [self.config.group, self.config.consumer, first, self.config.batch, *call.args]
+            pipe.evalsha(call.script.sha, len(script_keys), *script_keys, *script_args)
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies[:2 if acks else 1]:
+            if isinstance(reply, Exception):
+                raise reply
+        if acks:
+            self._acked_now(len(acks))
+        if call is None:
+            return replies[-1], None
+        return replies[-2], self._arrival_reply(call, script_keys, script_args, replies[-1])
+
+    def _arrival_reply(self, call: ArrivalCall, script_keys: list, script_args: list, reply: object) -> object | None:
+        """The arrival script's reply; None when it failed (the handler then reads for itself). A script a
+        restarted Redis lost is sent again: the entries it reads for are still pending, so it reads the same."""
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            try:
+                reply = self.client.eval(call.script.source, len(script_keys), *script_keys, *script_args)
+            except redis.ResponseError as exc:
+                reply = exc
+        if isinstance(reply, Exception):
+            metrics.HANDLER_ERRORS.labels(**self._labels).inc()
+            self.log.warning("arrival_read_failed", error=str(reply)[:200])
+            return None
+        return reply
 
     def _flush_acks(self) -> None:
         if self._state.acks:

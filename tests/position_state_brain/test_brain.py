@@ -238,3 +238,71 @@ def test_catching_up_between_batches_happens_at_most_every_fifth_of_a_second(r: 
     assert brain.maybe_catch_up() == 0  # the tick right after: nothing asked
     now[0] += brain_module.CATCH_UP_EVERY_S
     assert brain.maybe_catch_up() == 2
+
+
+def daemon_consumer(r: redis.Redis, brain: PositionStateBrain, arrival: bool = True) -> StreamConsumer:
+    """Wired as the daemon wires it: batches, and the reads made as the plans arrive."""
+    config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.POSITION_STATE_BRAIN, consumer="t")
+    return StreamConsumer(r, config, Plan.from_fields, brain.handle, batch_handler=brain.handle_batch,
+                          arrival=brain if arrival else None)
+
+
+def counted_reads(monkeypatch) -> list:
+    from microservices.position_state_brain import brain as brain_module
+
+    calls: list = []
+    read = brain_module.READ
+    monkeypatch.setattr(brain_module, "READ", lambda client, keys_, args: calls.append(keys_) or read(client, keys_, args))
+    return calls
+
+
+def permits_decided(r: redis.Redis, plan_ids: list[str]) -> list[tuple]:
+    found = [permits.peek(r, PermitKind.P33, plan_id) for plan_id in plan_ids]
+    return [None if p is None else (p.allow, p.reason, p.safe_qty, p.ledger_amt, p.exchange_position_amt) for p in found]
+
+
+def test_plans_decided_on_their_arrival_read_get_the_permits_a_read_of_their_own_gives(
+        r: redis.Redis, brain: PositionStateBrain, exchange, monkeypatch) -> None:
+    """Position exists, cooldown, ledger mismatch, a plan that already ended, a lower-case symbol, a confirmed fill not in
+    the snapshot yet: the same permits with the read made on arrival (no read of its own) and without it."""
+    order = exchange.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "arrival-fill")
+    record_fill(r, order)  # a result the snapshot does not show: read with the batch, after the cursor
+    r.set(keys.cooldown_last_exec("ETHUSDT"), str(int(time.time() * 1000)))
+    r.hset(keys.position_ledger("TRXUSDT"), mapping={"position_amt": "5", "entry_price": "0.3"})
+    r.set(keys.plan_result_marker("ended"), "1")
+    batch = [("open", {}), ("cool", {"symbol": "ETHUSDT", "qty": "0.01"}), ("mismatch", {"symbol": "TRXUSDT", "qty": "100"}),
+             ("ended", {}), ("lower", {"symbol": " btcusdt"}), ("close", {"side": "SELL", "qty": "0.002", "reduceOnly": "true"})]
+    plan_ids = [plan_id for plan_id, _ in batch]
+    decided = []
+    for arrival in (True, False):
+        for plan_id, fields in batch:
+            r.xadd(keys.Stream.APPLY_PLAN, {**SEED_FIELDS, "plan_id": plan_id, **fields})
+        reads = counted_reads(monkeypatch)
+        daemon_consumer(r, brain, arrival).run(burst=True)
+        decided.append((permits_decided(r, plan_ids), len(reads)))
+        monkeypatch.undo()
+        for plan_id in plan_ids:
+            r.delete(keys.permit_p33(plan_id), keys.permit_ready(plan_id))
+
+    (on_arrival, own_reads_on_arrival), (on_own_read, own_reads) = decided
+    assert own_reads_on_arrival == 0 and own_reads == 1
+    assert on_arrival == on_own_read
+    assert [p and p[:2] for p in on_arrival] == [  # the open meets the confirmed fill: a position exists
+        (False, Reason.POSITION_EXISTS), (False, Reason.COOLDOWN), (False, Reason.RECONCILE_REQUIRED_QTY_MISMATCH),
+        None, (False, Reason.POSITION_EXISTS), (True, Reason.SANITY_CHECKS_PASSED)]
+
+
+def test_an_arrival_read_that_does_not_match_the_batch_is_not_used(r: redis.Redis, brain: PositionStateBrain,
+                                                                   monkeypatch) -> None:
+    reads = counted_reads(monkeypatch)
+    brain.arrival_call()
+    brain.arrived([[], ["1-0", "other-plan", "BTCUSDT", [], None, 0]])  # read for another plan
+    brain.handle(plan(plan_id="mine"))
+    brain.arrival_call()
+    brain.arrived([[], ["1-0", "mine-2", "BTCUSDT", [], None, 0]])
+    brain.fills.cursor = "1-1"  # the result cursor moved after the read was asked
+    brain.handle(plan(plan_id="mine-2"))
+    brain.arrived([[], ["1-0", "unasked", "BTCUSDT", [], None, 0]])  # no call was sent
+    brain.handle(plan(plan_id="unasked"))
+
+    assert len(reads) == 3

@@ -1,0 +1,132 @@
+"""The governor's read made as plans arrive (shared.runtime.arrival): the same decisions as a read of its own,
+with the windows corrected to the decision's time, and a read of its own whenever that cannot be told."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import redis
+from governor_support import NOW_MS, Clock, close_plan, plan, snapshot
+from test_governor_batch import LIMITS, MARKS, prepare, sequence, state
+
+from microservices.governor import lua
+from microservices.governor.governor import Governor
+from microservices.governor.settings import Limits
+from microservices.governor.store import ARRIVAL_SLACK_MS, GovernorStore
+from shared import keys
+from shared import snapshot as exchange_snapshot
+from shared.runtime.consumer import ConsumerConfig, StreamConsumer
+from shared.schema import Plan
+
+HOUR_MS, FIVE_MIN_MS = 3_600_000, 300_000
+WIDE = Limits(max_exec_per_5min=100, max_exec_per_hour=100, max_open_positions=100, max_total_notional=Decimal(10**6),
+              auto_disarm_window_ms=600_000)
+
+
+def consumer(r: redis.Redis, governor: Governor) -> StreamConsumer:
+    """Wired as the daemon wires it."""
+    config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.GOVERNOR, consumer="g1", block_ms=20)
+    built = StreamConsumer(r, config, Plan.from_fields, governor.handle, batch_handler=governor.handle_batch,
+                           arrival=governor)
+    built.ensure_group()
+    return built
+
+
+def counted_reads(monkeypatch) -> list:
+    calls: list = []
+    real = lua.READ_OPENS
+    monkeypatch.setattr(lua, "READ_OPENS", lambda client, keys_, args: calls.append(args) or real(client, keys_, args))
+    return calls
+
+
+def arrival_read(r: redis.Redis, store: GovernorStore, plans: list[tuple[str, str]], asked_ms: int, token: str = "tok"):
+    """What the consumer's wait would hand over when these plans arrive, asked at asked_ms."""
+    r.xgroup_create("arrivals", "g", id="$", mkstream=True)
+    call = store.arrival_call(token, asked_ms)
+    for plan_id, symbol in plans:
+        r.xadd("arrivals", {"plan_id": plan_id, "symbol": symbol})
+    r.xreadgroup("g", "c", {"arrivals": ">"})
+    reply = r.eval(call.script.source, 1 + len(call.keys), "arrivals", *call.keys, "g", "c", "-", 64, *call.args)
+    return store.arrival_read(token, asked_ms, reply)
+
+
+def test_a_batch_decided_on_its_arrival_read_decides_as_one_plan_at_a_time(r: redis.Redis, monkeypatch) -> None:
+    governor = prepare(r, Clock())
+    for p in sequence():
+        governor.handle(p)
+    expected = state(r)
+
+    clock = Clock()
+    governor = prepare(r, clock)
+    for p in sequence():
+        r.xadd(keys.Stream.APPLY_PLAN, p.to_fields())
+    reads = counted_reads(monkeypatch)
+    consumer(r, governor)._read_new(block_ms=None)
+
+    assert state(r) == expected
+    first_plans = [args[6] for args in reads]  # READ_OPENS args: token ttl 4 window starts, then the round's plans
+    assert first_plans[0] == "o2"  # round one (o1, ended by o2's exact look) was read on arrival; later rounds read again
+    assert r.get(keys.GOVERNOR_LOCK) is None
+
+
+@pytest.mark.parametrize("elapsed_ms", [0, 1, 999, 1000, 1001, 2500, ARRIVAL_SLACK_MS])
+def test_window_counts_are_corrected_to_the_decision_time(r: redis.Redis, elapsed_ms: int) -> None:
+    store = GovernorStore(r, WIDE)
+    opens = keys.governor_opens("BTCUSDT")
+    r.zadd(opens, {"h1": NOW_MS - HOUR_MS + 1, "h2": NOW_MS - HOUR_MS + 1000, "h3": NOW_MS - HOUR_MS + 2500,
+                   "f1": NOW_MS - FIVE_MIN_MS + 1000, "f2": NOW_MS - FIVE_MIN_MS + 4000, "new": NOW_MS - 5})
+    r.zadd(keys.GOVERNOR_RATE_TRIPS, {"t1": NOW_MS - 600_000 + 1000, "t2": NOW_MS - 10})
+    arrived = arrival_read(r, store, [("p1", "BTCUSDT")], NOW_MS)
+
+    corrected = store.round_from_arrival(arrived, [("p1", "BTCUSDT")], NOW_MS + elapsed_ms)
+    exact = store._try_read_opens([("p1", "BTCUSDT")], NOW_MS + elapsed_ms, "tok")
+
+    assert corrected == exact
+    assert (exact.own[0].opens_last_hour, exact.own[0].opens_last_5min, exact.shared.rate_trips) == (
+        6 - (elapsed_ms >= 1) - (elapsed_ms >= 1000) - (elapsed_ms >= 2500),
+        3 - (elapsed_ms >= 1000) - (elapsed_ms >= 4000), 2 - (elapsed_ms >= 1000))
+
+
+def test_it_reads_again_when_the_correction_cannot_be_told(r: redis.Redis) -> None:
+    store = GovernorStore(r, WIDE)
+    opens = keys.governor_opens("BTCUSDT")
+    r.zadd(opens, {f"old{i}": NOW_MS - HOUR_MS + 1 + i for i in range(lua.ARRIVAL_SLICE)})
+    r.hset(keys.GOVERNOR_INFLIGHT, "inflight", '{"symbol":"ETHUSDT","notional":"1","units":"100000000","allowed_at_ms":%d}'
+           % (NOW_MS - WIDE.inflight_expiry_ms + 50))
+    arrived = arrival_read(r, store, [("p1", "BTCUSDT")], NOW_MS)
+
+    assert store.round_from_arrival(arrived, [("p1", "BTCUSDT")], NOW_MS + 10) is not None
+    assert store.round_from_arrival(arrived, [("p1", "BTCUSDT")], NOW_MS + 40) is None  # a full slice passed
+    assert store.round_from_arrival(arrived, [("p1", "BTCUSDT")], NOW_MS + 50) is None  # ...and the record expired
+    assert store.round_from_arrival(arrived, [("p1", "BTCUSDT")], NOW_MS + ARRIVAL_SLACK_MS + 1) is None
+    assert store.round_from_arrival(arrived, [("p1", "BTCUSDT")], NOW_MS - 1) is None  # the clock went back
+    assert store.round_from_arrival(arrived, [("p2", "BTCUSDT")], NOW_MS) is None  # not read on arrival
+
+
+def test_a_lock_another_governor_holds_on_arrival_is_waited_for_as_before(r: redis.Redis, monkeypatch) -> None:
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    r.set(keys.GOVERNOR_LOCK, "other", px=30)
+    governor = Governor(r, WIDE, clock=Clock())
+    reads = counted_reads(monkeypatch)
+    r.xadd(keys.Stream.APPLY_PLAN, plan("a", "XRPUSDT", qty="1").to_fields())
+
+    consumer(r, governor)._read_new(block_ms=None)
+
+    assert len(reads) >= 1 and r.get(keys.permit_p32("a")) is not None and r.get(keys.GOVERNOR_LOCK) is None
+
+
+def test_a_lock_taken_on_arrival_and_not_needed_is_let_go_after_the_batch(r: redis.Redis) -> None:
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    governor = Governor(r, LIMITS, clock=Clock())
+    r.xadd(keys.Stream.APPLY_PLAN, close_plan("c1", "BTCUSDT").to_fields())
+    r.xadd(keys.Stream.APPLY_PLAN, plan("hold", "SOLUSDT", decision="HOLD").to_fields())
+    reader = consumer(r, governor)
+    released = []
+    release = governor.store.release
+    governor.store.release = lambda token: released.append(r.get(keys.GOVERNOR_LOCK) == token) or release(token)
+
+    reader._read_new(block_ms=None)
+
+    assert released == [True] and r.get(keys.GOVERNOR_LOCK) is None
+    assert r.get(keys.permit_p32("c1")) is not None

@@ -1,0 +1,120 @@
+"""Arrival reads on a real Redis: a handler's script runs when its entries are delivered, in the same round trip."""
+
+from __future__ import annotations
+
+import redis
+from structlog.testing import capture_logs
+
+from shared.lua import LuaScript
+from shared.runtime.arrival import PRELUDE, ArrivalCall, first_after
+from shared.runtime.consumer import ConsumerConfig, StreamConsumer
+
+STREAM = "quantum:stream:test"
+# Reply: {entry id, n field, ARGV[5]} per entry delivered; KEYS[2] is read to show the handler's keys arrive too.
+ECHO = LuaScript(PRELUDE + """
+local reply = {}
+for _, entry in ipairs(delivered()) do
+  reply[#reply + 1] = {entry[1], entry[2].n, ARGV[5], redis.call('GET', KEYS[2])}
+end
+return reply
+""")
+FAILING = LuaScript(PRELUDE + "return redis.error_reply('arrival script broke')")
+
+
+class Recorder:
+    """An arrival reader and batch handler that writes down what it heard, in order."""
+
+    def __init__(self, script: LuaScript = ECHO, fail_on: str | None = None):
+        self.script = script
+        self.fail_on = fail_on
+        self.events: list[tuple] = []
+
+    def arrival_call(self) -> ArrivalCall:
+        return ArrivalCall(self.script, ["marker"], ["asked"])
+
+    def arrived(self, reply) -> None:
+        self.events.append(("arrived", reply))
+
+    def handle_batch(self, batch) -> list:
+        self.events.append(("batch", [entry.entry_id for _item, entry in batch]))
+        return [RuntimeError("fails") if item["n"] == self.fail_on else None for item, _entry in batch]
+
+
+def consumer(r: redis.Redis, recorder: Recorder) -> StreamConsumer:
+    config = ConsumerConfig(stream=STREAM, group="g", consumer="c1", block_ms=50, claim_idle_ms=60_000)
+    built = StreamConsumer(r, config, dict, lambda item, entry: None, batch_handler=recorder.handle_batch, arrival=recorder)
+    built.ensure_group()
+    return built
+
+
+def test_the_script_reads_for_exactly_the_entries_just_delivered_and_hears_none_after_the_batch(r: redis.Redis) -> None:
+    recorder = Recorder(fail_on="1")  # entry 1 fails and stays pending: the next arrival read must not list it
+    reader = consumer(r, recorder)
+    r.set("marker", "here")
+    first = [r.xadd(STREAM, {"n": str(i)}) for i in range(3)]
+    reader._read_new(block_ms=None)
+    second = r.xadd(STREAM, {"n": "3"})
+    reader._read_new(block_ms=None)
+
+    assert recorder.events == [
+        ("arrived", [[entry_id, str(i), "asked", "here"] for i, entry_id in enumerate(first)]),
+        ("batch", first),
+        ("arrived", None),
+        ("arrived", [[second, "3", "asked", "here"]]),
+        ("batch", [second]),
+        ("arrived", None),
+    ]
+    assert [p["message_id"] for p in r.xpending_range(STREAM, "g", "-", "+", 10)] == [first[1], second]  # 3: acked next read
+
+
+def test_a_wait_that_ends_empty_hands_over_an_empty_reply_and_no_batch(r: redis.Redis) -> None:
+    recorder = Recorder()
+
+    consumer(r, recorder)._read_new(block_ms=10)
+
+    assert recorder.events == [("arrived", []), ("arrived", None)]
+
+
+def test_a_script_redis_lost_is_sent_again_and_reads_for_the_same_entries(r: redis.Redis) -> None:
+    recorder = Recorder()
+    reader = consumer(r, recorder)
+    r.script_flush()  # as after a restart
+    entry_id = r.xadd(STREAM, {"n": "0"})
+
+    reader._read_new(block_ms=None)
+
+    assert recorder.events == [("arrived", [[entry_id, "0", "asked", None]]), ("batch", [entry_id]), ("arrived", None)]
+
+
+def test_a_failing_script_is_logged_and_the_handler_reads_for_itself(r: redis.Redis) -> None:
+    recorder = Recorder(FAILING)
+    reader = consumer(r, recorder)
+    r.script_load(FAILING.source)
+    entry_id = r.xadd(STREAM, {"n": "0"})
+
+    with capture_logs() as logs:
+        reader._read_new(block_ms=None)
+
+    assert recorder.events == [("arrived", None), ("batch", [entry_id]), ("arrived", None)]
+    assert [line["event"] for line in logs] == ["arrival_read_failed"]
+    assert r.xpending(STREAM, "g")["pending"] == 1  # handled; acked with the next read
+
+
+def test_the_acks_the_read_and_the_script_go_in_one_round_trip(r: redis.Redis) -> None:
+    recorder = Recorder()
+    reader = consumer(r, recorder)
+    r.script_load(ECHO.source)
+    r.xadd(STREAM, {"n": "0"})
+    reader._read_new(block_ms=None)
+    r.xadd(STREAM, {"n": "1"})
+    r.config_resetstat()
+
+    reader._read_new(block_ms=None)
+
+    stats = r.info("commandstats")
+    assert {name: stats[name]["calls"] for name in ("cmdstat_xack", "cmdstat_xreadgroup", "cmdstat_evalsha")} == {
+        "cmdstat_xack": 1, "cmdstat_xreadgroup": 1, "cmdstat_evalsha": 1}
+
+
+def test_first_after_is_the_next_id() -> None:
+    assert (first_after("1700000000000-0"), first_after("5-41")) == ("1700000000000-1", "5-42")
