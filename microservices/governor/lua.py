@@ -153,7 +153,7 @@ return read_round(KEYS, {ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], 0
 
 # The same read for the plans the consumer's wait just delivered (shared.runtime.arrival), taken the moment
 # they arrive, for every delivered entry with a plan id and a symbol (closes too: the reads cost little).
-# KEYS from 2: READ_OPENS' shared keys; ARGV from 5: token lock-ttl-ms hour-since five-min-since trips-since
+# KEYS from 2: READ_OPENS' shared keys; ARGV from 3: token lock-ttl-ms hour-since five-min-since trips-since
 # expired-at-or-before slack-ms, then the cooldown result-marker opens key prefixes.
 # Reply: {} when nothing arrived; else {{entry id, plan id, symbol} per plan read, read_round's reply}.
 ARRIVAL_READ_OPENS = LuaScript(arrival.PRELUDE + _FUNCTIONS + _READ_ROUND + """
@@ -161,14 +161,14 @@ local plans, read_for = {}, {}
 for _, entry in ipairs(delivered()) do
   local plan_id, sym = entry[2].plan_id, symbol(entry[2].symbol)
   if plan_id and sym then
-    plans[#plans + 1] = {ARGV[12] .. sym, ARGV[13] .. plan_id, ARGV[14] .. sym, plan_id}
+    plans[#plans + 1] = {ARGV[10] .. sym, ARGV[11] .. plan_id, ARGV[12] .. sym, plan_id}
     read_for[#read_for + 1] = {entry[1], plan_id, sym}
   end
 end
 if #plans == 0 then return {} end
 local shared = {}
 for i = 2, 10 do shared[#shared + 1] = KEYS[i] end
-return {read_for, read_round(shared, {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]}, plans)}
+return {read_for, read_round(shared, {ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]}, plans)}
 """)
 
 # KEYS: lock permit ready-list inflight totals by-time opens trips execution disarmed

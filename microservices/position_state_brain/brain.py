@@ -40,8 +40,20 @@ CATCH_UP_COUNT = 500
 CATCH_UP_EVERY_S = 0.2
 # KEYS: apply.result, then per plan: ledger cooldown result-marker; ARGV: first result id to read ('' none).
 # Reply: the results since (id, flat fields), then per plan: ledger (flat), cooldown, result marker exists.
-READ = LuaScript("""
-local reply = {ARGV[1] == '' and {} or redis.call('XRANGE', KEYS[1], ARGV[1], '+')}
+# results_since(key, first): the entries from `first` ('' none) on, oldest first; read backwards from the
+# stream's end when they are few (XREVRANGE starts there at once; XRANGE first walks the stream node).
+_RESULTS_SINCE = """
+local function results_since(key, first)
+  if first == '' then return {} end
+  local newest = redis.call('XREVRANGE', key, '+', first, 'COUNT', 65)
+  if #newest > 64 then return redis.call('XRANGE', key, first, '+') end
+  local out = {}
+  for i = #newest, 1, -1 do out[#out + 1] = newest[i] end
+  return out
+end
+"""
+READ = LuaScript(_RESULTS_SINCE + """
+local reply = {results_since(KEYS[1], ARGV[1])}
 for i = 2, #KEYS, 3 do
   reply[#reply + 1] = redis.call('HGETALL', KEYS[i])
   reply[#reply + 1] = redis.call('GET', KEYS[i + 1])
@@ -50,15 +62,15 @@ end
 return reply
 """)
 # The same reads, for the plans the consumer's wait just delivered (shared.runtime.arrival).
-# KEYS[2] apply.result; ARGV[5] first result id to read ('' none), ARGV[6..8] ledger cooldown result-marker key prefixes.
+# KEYS[2] apply.result; ARGV[3] first result id to read ('' none), ARGV[4..6] ledger cooldown result-marker key prefixes.
 # Reply: the results since, then per delivered plan: {entry id, plan id, symbol, ledger (flat), cooldown, result marker}.
-ARRIVAL_READ = LuaScript(arrival.PRELUDE + """
-local reply = {ARGV[5] == '' and {} or redis.call('XRANGE', KEYS[2], ARGV[5], '+')}
+ARRIVAL_READ = LuaScript(arrival.PRELUDE + _RESULTS_SINCE + """
+local reply = {results_since(KEYS[2], ARGV[3])}
 for _, entry in ipairs(delivered()) do
   local plan_id, sym = entry[2].plan_id, symbol(entry[2].symbol)
   if plan_id and sym then
-    reply[#reply + 1] = {entry[1], plan_id, sym, redis.call('HGETALL', ARGV[6] .. sym), redis.call('GET', ARGV[7] .. sym),
-                         redis.call('EXISTS', ARGV[8] .. plan_id)}
+    reply[#reply + 1] = {entry[1], plan_id, sym, redis.call('HGETALL', ARGV[4] .. sym), redis.call('GET', ARGV[5] .. sym),
+                         redis.call('EXISTS', ARGV[6] .. plan_id)}
   end
 end
 return reply

@@ -5,11 +5,14 @@ asked for. Redis runs a blocked client's next pipelined command as soon as the b
 the script reads the handler's state right when the entries are delivered and both replies
 come back in one wake-up: the handler saves a round trip per batch.
 
-The script finds the entries just delivered by listing this consumer's pending entries after
-the last one it was given before (XPENDING ... consumer), so it reads for exactly those; keys it
-derives from an entry's fields are built inside the script, which needs a standalone Redis (the
-fleet's), not a cluster. What it returns is advice: a handler uses it only when it matches the
-batch it is handed (same entries, same inputs), and otherwise reads as it always did.
+The script finds the entries just delivered as those after the last one this consumer was given,
+read backwards from the stream's end (XREVRANGE starts there at once, where XRANGE would first
+walk the stream node from its start). With one consumer in the group those are exactly the
+entries delivered; with several, they may include others' (read for too, unused); when more than
+a batch lie there (a backlog), the script finds none. Keys it derives from an entry's fields are
+built inside the script, which needs a standalone Redis (the fleet's), not a cluster. What it
+returns is advice: a handler uses it only when it matches the batch it is handed (same entries,
+same inputs), and otherwise reads as it always did.
 """
 
 from __future__ import annotations
@@ -19,20 +22,19 @@ from typing import Protocol
 
 from shared.lua import LuaScript
 
-# The script prelude. KEYS[1] stream; ARGV[1] group ARGV[2] consumer ARGV[3] first id (inclusive, or "-")
-# ARGV[4] count. A handler's own KEYS and ARGV follow (from KEYS[2] and ARGV[5]).
-# delivered(): {entry id, {field = value}} of each entry pending for this consumer from ARGV[3] on, oldest first.
+# The script prelude. KEYS[1] stream; ARGV[1] first id (inclusive, or "-") ARGV[2] the read's count.
+# A handler's own KEYS and ARGV follow (from KEYS[2] and ARGV[3]).
+# delivered(): {entry id, {field = value}} of each entry from ARGV[1] on, oldest first; none past a batch.
 # symbol(raw): a plan's symbol as the schema normalises it (trimmed, upper case), or nil.
 PRELUDE = """
 local function delivered()
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', ARGV[1], 'COUNT', ARGV[2] + 1)
+  if #newest > tonumber(ARGV[2]) then return {} end
   local out = {}
-  for _, pending in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], '+', ARGV[4], ARGV[2])) do
-    local entry = redis.call('XRANGE', KEYS[1], pending[1], pending[1])[1]
-    if entry then
-      local fields = {}
-      for i = 1, #entry[2], 2 do fields[entry[2][i]] = entry[2][i + 1] end
-      out[#out + 1] = {entry[1], fields}
-    end
+  for i = #newest, 1, -1 do
+    local fields = {}
+    for j = 1, #newest[i][2], 2 do fields[newest[i][2][j]] = newest[i][2][j + 1] end
+    out[#out + 1] = {newest[i][1], fields}
   end
   return out
 end
@@ -41,8 +43,6 @@ local function symbol(raw)
   return string.upper(string.match(raw, '^%s*(.-)%s*$'))
 end
 """
-FIRST_OWN_KEY = 2
-FIRST_OWN_ARG = 5
 
 
 @dataclass(frozen=True)

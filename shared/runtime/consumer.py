@@ -251,7 +251,7 @@ class StreamConsumer(Generic[T]):
         if call is not None:
             first = first_after(self._state.last_new) if self._state.last_new else "-"
             script_keys = [self.config.stream, *call.keys]
-            script_args = [self.config.group, self.config.consumer, first, self.config.batch, *call.args]
+            script_args = [first, self.config.batch, *call.args]
             pipe.evalsha(call.script.sha, len(script_keys), *script_keys, *script_args)
         replies = pipe.execute(raise_on_error=False)
         for reply in replies[:2 if acks else 1]:

@@ -47,7 +47,7 @@ def arrival_read(r: redis.Redis, store: GovernorStore, plans: list[tuple[str, st
     for plan_id, symbol in plans:
         r.xadd("arrivals", {"plan_id": plan_id, "symbol": symbol})
     r.xreadgroup("g", "c", {"arrivals": ">"})
-    reply = r.eval(call.script.source, 1 + len(call.keys), "arrivals", *call.keys, "g", "c", "-", 64, *call.args)
+    reply = r.eval(call.script.source, 1 + len(call.keys), "arrivals", *call.keys, "-", 64, *call.args)
     return store.arrival_read(token, asked_ms, reply)
 
 

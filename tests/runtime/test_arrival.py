@@ -10,11 +10,11 @@ from shared.runtime.arrival import PRELUDE, ArrivalCall, first_after
 from shared.runtime.consumer import ConsumerConfig, StreamConsumer
 
 STREAM = "quantum:stream:test"
-# Reply: {entry id, n field, ARGV[5]} per entry delivered; KEYS[2] is read to show the handler's keys arrive too.
+# Reply: {entry id, n field, ARGV[3]} per entry delivered; KEYS[2] is read to show the handler's keys arrive too.
 ECHO = LuaScript(PRELUDE + """
 local reply = {}
 for _, entry in ipairs(delivered()) do
-  reply[#reply + 1] = {entry[1], entry[2].n, ARGV[5], redis.call('GET', KEYS[2])}
+  reply[#reply + 1] = {entry[1], entry[2].n, ARGV[3], redis.call('GET', KEYS[2])}
 end
 return reply
 """)
@@ -118,3 +118,20 @@ def test_the_acks_the_read_and_the_script_go_in_one_round_trip(r: redis.Redis) -
 
 def test_first_after_is_the_next_id() -> None:
     assert (first_after("1700000000000-0"), first_after("5-41")) == ("1700000000000-1", "5-42")
+
+
+def test_behind_a_backlog_the_script_finds_nothing_and_the_handler_reads_for_itself(r: redis.Redis) -> None:
+    recorder = Recorder()
+    reader = consumer(r, recorder)
+    reader.config = ConsumerConfig(stream=STREAM, group="g", consumer="c1", batch=2, block_ms=50)
+    ids = [r.xadd(STREAM, {"n": str(i)}) for i in range(5)]
+
+    reader._read_new(block_ms=None)
+    reader._read_new(block_ms=None)
+    reader._read_new(block_ms=None)
+
+    assert recorder.events == [
+        ("arrived", []), ("batch", ids[:2]), ("arrived", None),  # five after the last: the two read are not at the end
+        ("arrived", []), ("batch", ids[2:4]), ("arrived", None),
+        ("arrived", [[ids[4], "4", "asked", None]]), ("batch", ids[4:]), ("arrived", None),
+    ]
