@@ -110,7 +110,8 @@ class Stack:
 
     @property
     def redis_url(self) -> str:
-        return self.redis_server.url
+        """Every bench process talks to Redis over its unix socket, as a fleet on Redis' host should."""
+        return self.redis_server.unix_url or self.redis_server.url
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, decode_responses=True)

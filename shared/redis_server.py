@@ -20,6 +20,7 @@ import redis
 MIN_VERSION = (6, 2)
 START_TIMEOUT_S = 10.0
 
+SOCKET_PATH_MAX = 100  # a unix socket path must fit sockaddr_un (107 bytes on Linux)
 
 def _version(binary: str) -> tuple[int, int]:
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
@@ -70,10 +71,26 @@ class EmbeddedRedis:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
+    @property
+    def socket_path(self) -> str | None:
+        """The server's unix socket, beside its data; None when the path is too long for one (TCP only)."""
+        path = os.path.join(self.data_dir, "redis.sock")
+        return path if len(path.encode()) <= SOCKET_PATH_MAX else None
+
+    @property
+    def unix_url(self) -> str | None:
+        """The same server over its unix socket (same host: less kernel work per round trip than TCP)."""
+        if self.socket_path is None:
+            return None
+        auth = f":{self.password}@" if self.password else ""
+        return f"unix://{auth}{self.socket_path}?db=0"
+
     def _args(self) -> list[str]:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.data_dir]
         args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no"]
         args += ["--protected-mode", "yes", "--logfile", os.path.join(self.data_dir, "redis.log")]
+        if self.socket_path is not None:
+            args += ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
         if self.password:
             args += ["--requirepass", self.password]
         return args
