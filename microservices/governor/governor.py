@@ -64,18 +64,40 @@ class Governor:
         return self.store.arrival_call(*self._asked)
 
     def arrived(self, reply: object | None) -> None:
-        """The arrival read for the batch about to be handled; None once it was handled: a lock the arrival
-        read took and no round used is let go (else it would block other governors until it expires)."""
-        asked, self._asked = self._asked, None
+        """The arrival read for the batch about to be handled; None once the batch is over (or the read
+        failed): then a decision lock taken on arrival that no round used is let go, else it would hold
+        other governors off until it expires."""
         if reply is not None:
-            self._arrival = self.store.arrival_read(*asked, reply) if asked is not None and isinstance(reply, list) else None
+            self._arrival = self._read_arrival(reply)
             return
-        unused, self._arrival = self._arrival, None
-        if unused is not None and unused.locked:
+        token = self._unused_lock()
+        self._asked, self._arrival = None, None
+        if token is not None:
             try:
-                self.store.release(unused.token)
+                self.store.release(token)  # conditional on the token: a no-op if the script took no lock
             except redis.RedisError:
                 pass  # it expires after LOCK_TTL_MS
+
+    def _read_arrival(self, reply: object) -> ArrivalRead | None:
+        if self._asked is None:
+            return None
+        if reply == []:  # nothing arrived: no lock was taken
+            self._asked = None
+            return None
+        try:
+            read = self.store.arrival_read(*self._asked, reply)
+        except (ValueError, TypeError) as exc:  # a reply of another shape: its lock, if any, goes after the batch
+            self.log.warning("arrival_read_unreadable", error=exc.__class__.__name__)
+            return None
+        self._asked = None
+        return read
+
+    def _unused_lock(self) -> str | None:
+        """After a batch: the token of a lock taken on arrival and used by no round, or of an arrival call whose
+        reply never came or could not be read (it may have taken the lock)."""
+        if self._arrival is not None:
+            return self._arrival.token if self._arrival.locked else None
+        return self._asked[0] if self._asked is not None else None
 
     def handle(self, plan: Plan, entry: Entry | None = None) -> Verdict | None:
         """The decision taken, or None when the plan needs no permit."""
@@ -89,27 +111,36 @@ class Governor:
         return outcome
 
     def handle_batch(self, batch: list[tuple[Plan, Entry]]) -> list[BaseException | None]:
-        """The consumer's batch handler: closes one by one, the batch's opens in rounds of one read and
-        one commit each."""
+        """The consumer's batch handler: the batch's opens in rounds of one read and one commit each, then
+        its closes one by one. Opens go first: their first round uses the read made as the batch arrived,
+        which should be as fresh as a read of their own; closes read the switches for themselves."""
         failures: list[BaseException | None] = [None] * len(batch)
         opens: list[tuple[int, Plan]] = []
+        closes: list[int] = []
         for i, (plan, _entry) in enumerate(batch):
-            try:
-                if not plan.is_executable:
-                    self._skip(plan, "decision_not_execute")
-                elif plan.is_close:
-                    self._decide_close(plan)
-                else:
-                    opens.append((i, self._as_sent(plan)))
-            except (redis.ConnectionError, redis.TimeoutError):
-                raise
-            except Exception as exc:  # one bad plan fails alone
-                failures[i] = exc
+            if not plan.is_executable:
+                self._skip(plan, "decision_not_execute")
+            elif plan.is_close:
+                closes.append(i)
+            else:
+                self._one_alone(failures, i, lambda p=plan: opens.append((i, self._as_sent(p))))
         outcomes = self._decide_opens([plan for _i, plan in opens]) if opens else []  # failures per plan
         for (i, _plan), outcome in zip(opens, outcomes):
             if isinstance(outcome, Exception):
                 failures[i] = outcome
+        for i in closes:
+            self._one_alone(failures, i, lambda p=batch[i][0]: self._decide_close(p))
         return failures
+
+    @staticmethod
+    def _one_alone(failures: list[BaseException | None], i: int, step: Callable[[], object]) -> None:
+        """Run one plan's step; a failure is that plan's alone (Redis being away is everyone's)."""
+        try:
+            step()
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception as exc:
+            failures[i] = exc
 
     def _as_sent(self, plan: Plan) -> Plan:
         """Caps apply to what the executor will send: the quantity rounded down to the step."""

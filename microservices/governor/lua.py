@@ -108,7 +108,8 @@ end
 
 local function read_round(s, a, plans)
   if not redis.call('SET', s[1], a[1], 'NX', 'PX', a[2]) then
-    if redis.call('GET', s[1]) ~= a[1] then return false end  -- a client retry of our own read goes on
+    if redis.call('GET', s[1]) ~= a[1] then return false end
+    redis.call('PEXPIRE', s[1], a[2])  -- ours already (a client retry, or a lock taken on arrival): read on
   end
   local corrupt = 0
   if not valid_totals(s[6]) then corrupt = rebuild(s[5], s[6], s[7]) end
@@ -152,15 +153,15 @@ return read_round(KEYS, {ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], 0
 """)
 
 # The same read for the plans the consumer's wait just delivered (shared.runtime.arrival), taken the moment
-# they arrive, for every delivered entry with a plan id and a symbol (closes too: the reads cost little).
+# they arrive, for every delivered EXECUTE plan (closes too: telling them apart is the schema's job).
 # KEYS from 2: READ_OPENS' shared keys; ARGV from 3: token lock-ttl-ms hour-since five-min-since trips-since
 # expired-at-or-before slack-ms, then the cooldown result-marker opens key prefixes.
 # Reply: {} when nothing arrived; else {{entry id, plan id, symbol} per plan read, read_round's reply}.
 ARRIVAL_READ_OPENS = LuaScript(arrival.PRELUDE + _FUNCTIONS + _READ_ROUND + """
 local plans, read_for = {}, {}
 for _, entry in ipairs(delivered()) do
-  local plan_id, sym = entry[2].plan_id, symbol(entry[2].symbol)
-  if plan_id and sym then
+  local plan_id, sym = plan_of(entry[2])
+  if plan_id then
     plans[#plans + 1] = {ARGV[10] .. sym, ARGV[11] .. plan_id, ARGV[12] .. sym, plan_id}
     read_for[#read_for + 1] = {entry[1], plan_id, sym}
   end

@@ -67,8 +67,8 @@ return reply
 ARRIVAL_READ = LuaScript(arrival.PRELUDE + _RESULTS_SINCE + """
 local reply = {results_since(KEYS[2], ARGV[3])}
 for _, entry in ipairs(delivered()) do
-  local plan_id, sym = entry[2].plan_id, symbol(entry[2].symbol)
-  if plan_id and sym then
+  local plan_id, sym = plan_of(entry[2])
+  if plan_id then
     reply[#reply + 1] = {entry[1], plan_id, sym, redis.call('HGETALL', ARGV[4] .. sym), redis.call('GET', ARGV[5] .. sym),
                          redis.call('EXISTS', ARGV[6] .. plan_id)}
   end
@@ -163,7 +163,7 @@ class PositionStateBrain:
         return outcome
 
     def handle_batch(self, batch: list[tuple[Plan, Entry]]) -> list[BaseException | None]:
-        """The consumer's batch handler: every plan of a read decided in two round trips."""
+        """The consumer's batch handler: every plan of a read decided together (see the module docstring)."""
         outcomes = self.decide_all([plan for plan, _entry in batch])
         return [outcome if isinstance(outcome, Exception) else None for outcome in outcomes]
 

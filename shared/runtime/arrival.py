@@ -7,12 +7,15 @@ come back in one wake-up: the handler saves a round trip per batch.
 
 The script finds the entries just delivered as those after the last one this consumer was given,
 read backwards from the stream's end (XREVRANGE starts there at once, where XRANGE would first
-walk the stream node from its start). With one consumer in the group those are exactly the
-entries delivered; with several, they may include others' (read for too, unused); when more than
-a batch lie there (a backlog), the script finds none. Keys it derives from an entry's fields are
-built inside the script, which needs a standalone Redis (the fleet's), not a cluster. What it
-returns is advice: a handler uses it only when it matches the batch it is handed (same entries,
-same inputs), and otherwise reads as it always did.
+walk the stream node from its start). Usually those are exactly the entries delivered; they may
+also hold entries another consumer of the group was given, or that were added after the read
+(Redis may serve other clients between the wake-up and the script): read for too, unused. When
+more than a batch lie there (a backlog), the script finds none. At start the consumer takes the
+group's last delivered id as the last one given. Keys it derives from an entry's fields are built inside the
+script, which needs a standalone Redis (the fleet's), not a cluster; fields it reads are bounded
+in length before any pattern touches them (an entry is not validated yet). What it returns is
+advice: a handler uses it only when it matches the batch it is handed (same entries, same inputs),
+and otherwise reads as it always did.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from typing import Protocol
 
 from shared.lua import LuaScript
 
-# The script prelude. KEYS[1] stream; ARGV[1] first id (inclusive, or "-") ARGV[2] the read's count.
-# A handler's own KEYS and ARGV follow (from KEYS[2] and ARGV[3]).
-# delivered(): {entry id, {field = value}} of each entry from ARGV[1] on, oldest first; none past a batch.
-# symbol(raw): a plan's symbol as the schema normalises it (trimmed, upper case), or nil.
+# The script prelude. KEYS[1] stream; ARGV[1] "(" and the last entry id the consumer was given; ARGV[2] the
+# read's count. A handler's own KEYS and ARGV follow (from KEYS[2] and ARGV[3]).
+# delivered(): {entry id, {field = value}} of each entry after ARGV[1], oldest first; none past a batch.
+# plan_of(fields): the plan id and symbol (trimmed, upper case, as the schema has them) of a plan entry
+#   whose decision is EXECUTE, or nil: only such plans need a permit, so only they are read for.
 PRELUDE = """
 local function delivered()
   local newest = redis.call('XREVRANGE', KEYS[1], '+', ARGV[1], 'COUNT', ARGV[2] + 1)
@@ -38,9 +42,14 @@ local function delivered()
   end
   return out
 end
-local function symbol(raw)
-  if type(raw) ~= 'string' then return nil end
-  return string.upper(string.match(raw, '^%s*(.-)%s*$'))
+local function word(raw, longest)
+  if type(raw) ~= 'string' or #raw > longest then return nil end
+  return string.match(raw, '^%s*(%S+)%s*$')
+end
+local function plan_of(fields)
+  local plan_id, sym, decision = word(fields.plan_id, 128), word(fields.symbol, 64), word(fields.decision, 16)
+  if not plan_id or not sym or not decision or string.upper(decision) ~= 'EXECUTE' then return nil end
+  return plan_id, string.upper(sym)
 end
 """
 
@@ -62,9 +71,3 @@ class ArrivalReader(Protocol):
 
     def arrived(self, reply: object | None) -> None:
         """The script's reply for the batch about to be handed over; None after it, or when the call failed."""
-
-
-def first_after(entry_id: str) -> str:
-    """The smallest entry id after entry_id: the inclusive start of what arrived since."""
-    ms, _, seq = entry_id.partition("-")
-    return f"{ms}-{int(seq or 0) + 1}"

@@ -20,7 +20,7 @@ import redis
 from shared import metrics
 from shared.logging import get_logger
 from shared.runtime import maintenance
-from shared.runtime.arrival import ArrivalCall, ArrivalReader, first_after
+from shared.runtime.arrival import ArrivalCall, ArrivalReader
 from shared.runtime.deadletter import dead_letter_and_ack, dead_letter_fields
 from shared.schema.entry import EntryError
 
@@ -124,6 +124,9 @@ class StreamConsumer(Generic[T]):
         except redis.ResponseError as exc:
             if not str(exc).startswith(BUSYGROUP):
                 raise
+        if self.arrival is not None:  # what the next read of new entries delivers lies after this
+            groups = self.client.xinfo_groups(self.config.stream)
+            self._state.last_new = next((g["last-delivered-id"] for g in groups if g["name"] == self.config.group), "")
 
     def run(self, burst: bool = False) -> int:
         """Process until stopped; in burst mode, until nothing is left, then return the count."""
@@ -209,23 +212,25 @@ class StreamConsumer(Generic[T]):
         return self._process_batch(batch, self._delivery_counts(batch))
 
     def _read_new(self, block_ms: int | None) -> int:
-        self._state.idle = True
+        """Wait for new entries and handle them; an arrival reader hears the script's reply before the batch
+        and None after it, however the read or the batch ended."""
         try:
-            if self._state.stopping.is_set():
-                return 0
-            response, arrived = self._ack_and_read(block_ms)
-        finally:
-            self._state.idle = False
-        batch = _entries(response)
-        if batch:
-            self._state.last_new = batch[-1][0]
-        if self.arrival is None:
+            self._state.idle = True
+            try:
+                if self._state.stopping.is_set():
+                    return 0
+                response, arrived = self._ack_and_read(block_ms)
+            finally:
+                self._state.idle = False
+            batch = _entries(response)
+            if batch:
+                self._state.last_new = batch[-1][0]
+            if self.arrival is not None:
+                self.arrival.arrived(arrived)
             return self._process_batch(batch, {entry_id: 1 for entry_id, _ in batch})
-        self.arrival.arrived(arrived)
-        try:
-            return self._process_batch(batch, {entry_id: 1 for entry_id, _ in batch})
         finally:
-            self.arrival.arrived(None)
+            if self.arrival is not None:
+                self.arrival.arrived(None)
 
     def _delivery_counts(self, batch: list[tuple[str, dict | None]]) -> dict[str, int]:
         ids = [entry_id for entry_id, _ in batch]
@@ -241,7 +246,8 @@ class StreamConsumer(Generic[T]):
         read = dict(groupname=self.config.group, consumername=self.config.consumer,
                     streams={self.config.stream: ">"}, count=self.config.batch, block=block_ms)
         acks = self._state.acks
-        call = self.arrival.arrival_call() if self.arrival is not None else None
+        # Nothing is asked while "after the last entry given" is not known (no group read since start).
+        call = self.arrival.arrival_call() if self.arrival is not None and self._state.last_new else None
         if not acks and call is None:
             return self.client.xreadgroup(**read), None
         pipe = self.client.pipeline(transaction=False)
@@ -249,9 +255,8 @@ class StreamConsumer(Generic[T]):
             pipe.xack(self.config.stream, self.config.group, *acks)
         pipe.xreadgroup(**read)
         if call is not None:
-            first = first_after(self._state.last_new) if self._state.last_new else "-"
             script_keys = [self.config.stream, *call.keys]
-            script_args = [first, self.config.batch, *call.args]
+            script_args = [f"({self._state.last_new}", self.config.batch, *call.args]
             pipe.evalsha(call.script.sha, len(script_keys), *script_keys, *script_args)
         replies = pipe.execute(raise_on_error=False)
         for reply in replies[:2 if acks else 1]:
@@ -265,7 +270,7 @@ class StreamConsumer(Generic[T]):
 
     def _arrival_reply(self, call: ArrivalCall, script_keys: list, script_args: list, reply: object) -> object | None:
         """The arrival script's reply; None when it failed (the handler then reads for itself). A script a
-        restarted Redis lost is sent again: the entries it reads for are still pending, so it reads the same."""
+        restarted Redis lost is sent again: it reads for what lies after the last entry given, as it would have."""
         if isinstance(reply, redis.exceptions.NoScriptError):
             try:
                 reply = self.client.eval(call.script.source, len(script_keys), *script_keys, *script_args)

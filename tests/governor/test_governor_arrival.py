@@ -45,9 +45,9 @@ def arrival_read(r: redis.Redis, store: GovernorStore, plans: list[tuple[str, st
     r.xgroup_create("arrivals", "g", id="$", mkstream=True)
     call = store.arrival_call(token, asked_ms)
     for plan_id, symbol in plans:
-        r.xadd("arrivals", {"plan_id": plan_id, "symbol": symbol})
+        r.xadd("arrivals", {"plan_id": plan_id, "symbol": symbol, "decision": "EXECUTE"})
     r.xreadgroup("g", "c", {"arrivals": ">"})
-    reply = r.eval(call.script.source, 1 + len(call.keys), "arrivals", *call.keys, "-", 64, *call.args)
+    reply = r.eval(call.script.source, 1 + len(call.keys), "arrivals", *call.keys, "(0-0", 64, *call.args)
     return store.arrival_read(token, asked_ms, reply)
 
 
@@ -130,3 +130,40 @@ def test_a_lock_taken_on_arrival_and_not_needed_is_let_go_after_the_batch(r: red
 
     assert released == [True] and r.get(keys.GOVERNOR_LOCK) is None
     assert r.get(keys.permit_p32("c1")) is not None
+
+
+def test_a_batch_of_plans_that_need_no_permit_takes_no_lock(r: redis.Redis) -> None:
+    governor = Governor(r, LIMITS, clock=Clock())
+    reader = consumer(r, governor)
+    r.xadd(keys.Stream.APPLY_PLAN, plan("hold", "SOLUSDT", decision="HOLD").to_fields())
+    r.config_resetstat()
+
+    reader._read_new(block_ms=None)
+
+    assert "cmdstat_set" not in r.info("commandstats")  # the script's SET NX of the lock never ran
+
+
+def test_a_lock_asked_for_by_a_read_whose_reply_never_came_is_let_go(r: redis.Redis) -> None:
+    governor = Governor(r, LIMITS, clock=Clock())
+    call = governor.arrival_call()
+    r.set(keys.GOVERNOR_LOCK, call.args[0], px=2000)  # as if the script ran and its reply was lost
+
+    governor.arrived(None)
+
+    assert r.get(keys.GOVERNOR_LOCK) is None
+
+
+def test_a_plan_with_a_huge_field_is_dead_lettered_without_stalling_redis(r: redis.Redis) -> None:
+    """The script bounds fields before any pattern touches them: a Lua trim of 200 KB of spaces would take
+    minutes, and every client of Redis would get BUSY meanwhile."""
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    governor = Governor(r, LIMITS, clock=Clock())
+    reader = consumer(r, governor)
+    bad = {**plan("bad", "XRPUSDT", qty="1").to_fields(), "symbol": "X" + " " * 200_000 + "Y"}
+    r.xadd(keys.Stream.APPLY_PLAN, bad)
+    r.xadd(keys.Stream.APPLY_PLAN, plan("good", "XRPUSDT", qty="1").to_fields())
+
+    reader._read_new(block_ms=None)
+
+    dead = r.xrange(keys.Stream.DEAD_LETTER)
+    assert len(dead) == 1 and r.get(keys.permit_p32("good")) is not None
