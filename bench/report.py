@@ -75,7 +75,8 @@ def table(res: dict) -> str:
     load = lambda key: tuple(round(x, 2) for x in env.get(key, ()))  # noqa: E731
     w(f"Quantum Trader plan path bench ({res.get('mode')}) — {env['date']}  commit {env['commit']}  python "
       f"{env['python']}  redis {env.get('redis_version')}  cpus {env['cpus']}  load {load('loadavg_start')} -> "
-      f"{load('loadavg_end')}  elapsed {res.get('elapsed_s')} s")
+      f"{load('loadavg_end')}  elapsed {res.get('elapsed_s')} s  machine {env.get('machine_ms_start')} -> "
+      f"{env.get('machine_ms_end')} ms (bench.run.machine_ms: lower is faster)")
     if env.get("uncommitted_files"):
         w(f"measured with uncommitted changes in: {', '.join(env['uncommitted_files'])}")
     if res.get("daemon_env_overrides"):

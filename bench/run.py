@@ -41,7 +41,7 @@ class Sizes:
 
     @classmethod
     def full(cls) -> "Sizes":
-        return cls(floor=2000, main=2000, main_max_s=90, scale=500, scale_max_s=15, rounds=2, burst=10_000,
+        return cls(floor=2000, main=2000, main_max_s=90, scale=1000, scale_max_s=15, rounds=4, burst=10_000,
                    burst_symbols=200, burst_timeout_s=10, burst_overtime_s=50, history=1_000_000, idle_s=10)
 
     @classmethod
@@ -224,6 +224,7 @@ class Bench:
         self.results["daemon_log_problems"] = self.stack.log_problems()
         self.results["elapsed_s"] = round(time.monotonic() - started, 1)
         self.results["environment"]["loadavg_end"] = os.getloadavg()
+        self.results["environment"]["machine_ms_end"] = machine_ms()
         return self.results
 
     def history(self, per_round: int) -> None:
@@ -322,7 +323,26 @@ def environment() -> dict:
     # Uncommitted changes under shared/ and microservices/ are measured too: name them.
     dirty = [line[3:] for line in status if line.strip()]
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
-            "commit": commit, "uncommitted_files": dirty, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "machine_ms_start": machine_ms(), "commit": commit, "uncommitted_files": dirty,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def machine_ms() -> float:
+    """How fast this machine runs Python right now: a fixed workload (Decimal arithmetic, JSON), the median
+    of five timings, ms. On a shared VM the same code runs a third slower at times; runs whose figures
+    differ should be compared with this first."""
+    def work() -> None:
+        total = Decimal(0)
+        for i in range(5000):
+            total += Decimal(i) * Decimal("1.0001")
+        json.loads(json.dumps([str(total)] * 2000))
+
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        work()
+        timings.append(time.perf_counter() - started)
+    return round(sorted(timings)[2] * 1000, 2)
 
 
 def save(results: dict, path: Path) -> None:
