@@ -111,36 +111,33 @@ class Governor:
         return outcome
 
     def handle_batch(self, batch: list[tuple[Plan, Entry]]) -> list[BaseException | None]:
-        """The consumer's batch handler: the batch's opens in rounds of one read and one commit each, then
-        its closes one by one. Opens go first: their first round uses the read made as the batch arrived,
-        which should be as fresh as a read of their own; closes read the switches for themselves."""
+        """The consumer's batch handler: closes one by one (first: nothing about opens may hold them up),
+        then the batch's opens in rounds of one read and one commit each. The first round uses the read made
+        as the batch arrived, unless closes were decided meanwhile: then it reads again, under the lock the
+        arrival read took, so that what it decides on is as fresh as its own read would be."""
         failures: list[BaseException | None] = [None] * len(batch)
         opens: list[tuple[int, Plan]] = []
-        closes: list[int] = []
+        closes = 0
         for i, (plan, _entry) in enumerate(batch):
-            if not plan.is_executable:
-                self._skip(plan, "decision_not_execute")
-            elif plan.is_close:
-                closes.append(i)
-            else:
-                self._one_alone(failures, i, lambda p=plan: opens.append((i, self._as_sent(p))))
+            try:
+                if not plan.is_executable:
+                    self._skip(plan, "decision_not_execute")
+                elif plan.is_close:
+                    closes += 1
+                    self._decide_close(plan)
+                else:
+                    opens.append((i, self._as_sent(plan)))
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except Exception as exc:  # one bad plan fails alone
+                failures[i] = exc
+        if closes and self._arrival is not None:
+            self._arrival = replace(self._arrival, stale=True)
         outcomes = self._decide_opens([plan for _i, plan in opens]) if opens else []  # failures per plan
         for (i, _plan), outcome in zip(opens, outcomes):
             if isinstance(outcome, Exception):
                 failures[i] = outcome
-        for i in closes:
-            self._one_alone(failures, i, lambda p=batch[i][0]: self._decide_close(p))
         return failures
-
-    @staticmethod
-    def _one_alone(failures: list[BaseException | None], i: int, step: Callable[[], object]) -> None:
-        """Run one plan's step; a failure is that plan's alone (Redis being away is everyone's)."""
-        try:
-            step()
-        except (redis.ConnectionError, redis.TimeoutError):
-            raise
-        except Exception as exc:
-            failures[i] = exc
 
     def _as_sent(self, plan: Plan) -> Plan:
         """Caps apply to what the executor will send: the quantity rounded down to the step."""

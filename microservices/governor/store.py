@@ -95,6 +95,7 @@ class ArrivalRead:
     index: dict[tuple[str, str], int]  # (plan id, symbol) -> its place among the plans read
     read: int  # how many plans were read (a plan delivered twice is read twice)
     values: list | None  # read_round's reply; None when another governor held the lock
+    stale: bool = False  # the batch did other work since (closes): only its lock is of use
 
     @property
     def locked(self) -> bool:
@@ -203,9 +204,10 @@ class GovernorStore:
     def round_from_arrival(self, arrived: ArrivalRead, plans: list[tuple[str, str]], now_ms: int) -> RoundRead | None:
         """What a read at now_ms would have given, from the arrival read: each window count less what left the
         window since the read's time. None when that cannot be told (then read again, under the same lock):
-        not locked, a plan not read, a wait longer than the slack, a full slice, an in-flight record expired since."""
+        not locked, stale, a plan not read, a wait longer than the slack, a full slice, an in-flight record expired
+        since."""
         elapsed = now_ms - arrived.asked_ms
-        if arrived.values is None or not 0 <= elapsed <= ARRIVAL_SLACK_MS:
+        if arrived.values is None or arrived.stale or not 0 <= elapsed <= ARRIVAL_SLACK_MS:
             return None
         hour, five_min, trips_since, expired = self._window_starts(now_ms)
         trips_slice, first_inflight, *slices = arrived.values[7 + 7 * arrived.read:]

@@ -66,8 +66,22 @@ def test_a_batch_decided_on_its_arrival_read_decides_as_one_plan_at_a_time(r: re
 
     assert state(r) == expected
     first_plans = [args[6] for args in reads]  # READ_OPENS args: token ttl 4 window starts, then the round's plans
-    assert first_plans[0] == "o2"  # round one (o1, ended by o2's exact look) was read on arrival; later rounds read again
+    assert first_plans[0] == "o1"  # the batch has closes: decided first, they age the arrival read
     assert r.get(keys.GOVERNOR_LOCK) is None
+
+
+def test_a_batch_of_opens_is_decided_without_a_read_of_its_own(r: redis.Redis, monkeypatch) -> None:
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    governor = Governor(r, WIDE, clock=Clock())
+    reader = consumer(r, governor)
+    for i in range(5):
+        r.xadd(keys.Stream.APPLY_PLAN, plan(f"o{i}", "XRPUSDT", qty="1").to_fields())
+    reads = counted_reads(monkeypatch)
+
+    reader._read_new(block_ms=None)
+
+    assert reads == [] and all(r.get(keys.permit_p32(f"o{i}")) for i in range(5))
+    assert r.hlen(keys.GOVERNOR_INFLIGHT) == 5 and r.get(keys.GOVERNOR_LOCK) is None
 
 
 @pytest.mark.parametrize("elapsed_ms", [0, 1, 999, 1000, 1001, 2500, ARRIVAL_SLACK_MS])
@@ -167,3 +181,38 @@ def test_a_plan_with_a_huge_field_is_dead_lettered_without_stalling_redis(r: red
 
     dead = r.xrange(keys.Stream.DEAD_LETTER)
     assert len(dead) == 1 and r.get(keys.permit_p32("good")) is not None
+
+
+def test_after_closes_the_opens_read_again_under_the_lock_taken_on_arrival(r: redis.Redis, monkeypatch) -> None:
+    """Closes go first (nothing about opens may hold them up); their round trips age the arrival read, so the
+    opens after them read again, with the arrival's lock token."""
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    governor = Governor(r, WIDE, clock=Clock())
+    reader = consumer(r, governor)
+    r.xadd(keys.Stream.APPLY_PLAN, close_plan("c1", "BTCUSDT").to_fields())
+    r.xadd(keys.Stream.APPLY_PLAN, plan("o1", "XRPUSDT", qty="1").to_fields())
+    reads = counted_reads(monkeypatch)
+    tokens = []
+    commit = governor.store.commit_round
+    governor.store.commit_round = lambda writes, token: tokens.append(token) or commit(writes, token)
+    asked = []
+    arrival_call = governor.arrival_call
+    governor.arrival_call = lambda: asked.append(arrival_call()) or asked[-1]
+
+    reader._read_new(block_ms=None)
+
+    assert len(reads) == 1 and reads[0][0] == asked[0].args[0] == tokens[0]  # read again, same token
+    assert r.get(keys.permit_p32("c1")) and r.get(keys.permit_p32("o1")) and r.get(keys.GOVERNOR_LOCK) is None
+
+
+def test_a_close_is_not_held_up_by_a_lock_another_governor_holds(r: redis.Redis) -> None:
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    r.set(keys.GOVERNOR_LOCK, "other")
+    decided = []
+    governor = Governor(r, LIMITS, clock=Clock(), wait=lambda _s: decided.append(r.get(keys.permit_p32("c1"))))
+    r.xadd(keys.Stream.APPLY_PLAN, plan("o1", "XRPUSDT", qty="1").to_fields())
+    r.xadd(keys.Stream.APPLY_PLAN, close_plan("c1", "BTCUSDT").to_fields())
+
+    consumer(r, governor)._read_new(block_ms=None)
+
+    assert decided and all(decided)  # while the open waited for the lock, the close's permit was already there
