@@ -21,7 +21,9 @@ from microservices.governor import metrics
 from microservices.governor.gates import INFLIGHT_REASONS, Verdict, evaluate
 from microservices.governor.settings import Limits
 from microservices.governor.state import GovernorState
-from microservices.governor.store import ArrivalRead, GovernorStore, LockLost, RoundEffects, RoundRead
+from microservices.governor import arrival
+from microservices.governor.arrival import ArrivalRead
+from microservices.governor.store import GovernorStore, LockLost, RoundEffects, RoundRead
 from microservices.governor.writes import Writes, plan_writes
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import round_qty_down
@@ -61,7 +63,7 @@ class Governor:
     def arrival_call(self) -> ArrivalCall:
         """The consumer sends this with each wait for plans: the decision lock and a round read, taken as they arrive."""
         self._asked = (secrets.token_hex(8), _ms(self.clock()))
-        return self.store.arrival_call(*self._asked)
+        return arrival.call(self.store, *self._asked)
 
     def arrived(self, reply: object | None) -> None:
         """The arrival read for the batch about to be handled; None once the batch is over (or the read
@@ -85,7 +87,7 @@ class Governor:
             self._asked = None
             return None
         try:
-            read = self.store.arrival_read(*self._asked, reply)
+            read = arrival.parse(*self._asked, reply)
         except (ValueError, TypeError) as exc:  # a reply of another shape: its lock, if any, goes after the batch
             self.log.warning("arrival_read_unreadable", error=exc.__class__.__name__)
             return None
@@ -252,12 +254,12 @@ class Governor:
 
     def _lock_and_read(self, plans: list[tuple[str, str]]) -> RoundRead:
         """The round's read: the arrival read when it stands for a read now, else a read (under its lock, if it took one)."""
-        arrival, self._arrival = self._arrival, None
-        if arrival is not None:
-            read = self.store.round_from_arrival(arrival, plans, _ms(self.clock()))
+        arrived, self._arrival = self._arrival, None
+        if arrived is not None:
+            read = arrival.as_round(self.store, arrived, plans, _ms(self.clock()))
             if read is not None:
                 return read
-        token = arrival.token if arrival is not None and arrival.locked else None
+        token = arrived.token if arrived is not None and arrived.locked else None
         return self.store.lock_and_read_opens(plans, lambda: _ms(self.clock()), token)
 
     def _exact_look(self, plan: Plan, state: GovernorState, now_ms: int) -> tuple[GovernorState, Verdict]:

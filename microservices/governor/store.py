@@ -26,7 +26,6 @@ from shared import keys
 from shared import snapshot as exchange_snapshot
 from shared import permits
 from shared.permits import PermitKind
-from shared.runtime.arrival import ArrivalCall
 from shared.schema import P32Permit
 from shared.snapshot import ExchangeSnapshot
 
@@ -37,11 +36,6 @@ MAX_BACKOFF_S = 0.02
 INFLIGHT_KEYS = (keys.GOVERNOR_INFLIGHT, keys.GOVERNOR_INFLIGHT_TOTALS, keys.GOVERNOR_INFLIGHT_BY_TIME)
 ROUND_KEYS = (keys.GOVERNOR_LOCK, keys.KILL, keys.GOVERNOR_EXECUTION, keys.EXCHANGE_POSITIONS, *INFLIGHT_KEYS,
               keys.GOVERNOR_RATE_TRIPS, keys.GOVERNOR_DISARMED)
-# An arrival read is asked before the plans come, so its windows start where they stood when the wait began;
-# it also returns what lies within this slack after each start, and the decision corrects the counts to its
-# own time. A wait longer than this (the consumer blocks STREAM_BLOCK_MS, 2 s by default) reads again.
-ARRIVAL_SLACK_MS = 5_000
-ARRIVAL_KEY_PREFIXES = (keys.cooldown_last_exec(""), keys.plan_result_marker(""), keys.governor_opens(""))
 
 
 class LockBusy(RuntimeError):
@@ -84,22 +78,6 @@ class RoundEffects:
                 self.opened.append(writes.inflight.symbol)
         if writes.rate_trip and not own.tripped_before:
             self.trips += 1
-
-
-@dataclass(frozen=True)
-class ArrivalRead:
-    """The round read the consumer's wait made when plans arrived (shared.runtime.arrival), windows as of asked_ms."""
-
-    token: str
-    asked_ms: int
-    index: dict[tuple[str, str], int]  # (plan id, symbol) -> its place among the plans read
-    read: int  # how many plans were read (a plan delivered twice is read twice)
-    values: list | None  # read_round's reply; None when another governor held the lock
-    stale: bool = False  # the batch did other work since (closes): only its lock is of use
-
-    @property
-    def locked(self) -> bool:
-        return self.values is not None
 
 
 @dataclass(frozen=True)
@@ -174,58 +152,18 @@ class GovernorStore:
             waited, delay = waited + delay, min(delay * 2, MAX_BACKOFF_S)
 
     def _try_read_opens(self, plans: list[tuple[str, str]], now_ms: int, token: str) -> RoundRead | None:
-        hour, five_min, trips_since, expired = self._window_starts(now_ms)
+        hour, five_min, trips_since, expired = self.window_starts(now_ms)
         script_keys = list(ROUND_KEYS)
         for plan_id, symbol in plans:
             script_keys += [keys.cooldown_last_exec(symbol), keys.plan_result_marker(plan_id), keys.governor_opens(symbol)]
         args = [token, LOCK_TTL_MS, hour, five_min, trips_since, expired, *(plan_id for plan_id, _ in plans)]
         values = lua.READ_OPENS(self.r, script_keys, args)
-        return _round_read(values, token, now_ms, trips_since) if values is not None else None
+        return round_read(values, token, now_ms, trips_since) if values is not None else None
 
-    def _window_starts(self, now_ms: int) -> tuple[int, int, int, int]:
+    def window_starts(self, now_ms: int) -> tuple[int, int, int, int]:
         """Opens counted after (hour, five minutes), trips after, in-flight records expired at or before."""
         return (now_ms - HOUR_MS, now_ms - FIVE_MIN_MS, now_ms - self.limits.auto_disarm_window_ms,
                 now_ms - self.limits.inflight_expiry_ms)
-
-    def arrival_call(self, token: str, asked_ms: int) -> ArrivalCall:
-        """The round read for whatever plans the consumer's next wait delivers, taken as they arrive."""
-        return ArrivalCall(lua.ARRIVAL_READ_OPENS, list(ROUND_KEYS),
-                           [token, LOCK_TTL_MS, *self._window_starts(asked_ms), ARRIVAL_SLACK_MS, *ARRIVAL_KEY_PREFIXES])
-
-    @staticmethod
-    def arrival_read(token: str, asked_ms: int, reply: list) -> ArrivalRead | None:
-        """The arrival script's reply as an ArrivalRead; None when no plan arrived."""
-        if not reply:
-            return None
-        read_for, values = reply
-        index = {(plan_id, symbol): i for i, (_entry_id, plan_id, symbol) in enumerate(read_for)}
-        return ArrivalRead(token, asked_ms, index, len(read_for), values)
-
-    def round_from_arrival(self, arrived: ArrivalRead, plans: list[tuple[str, str]], now_ms: int) -> RoundRead | None:
-        """What a read at now_ms would have given, from the arrival read: each window count less what left the
-        window since the read's time. None when that cannot be told (then read again, under the same lock):
-        not locked, stale, a plan not read, a wait longer than the slack, a full slice, an in-flight record expired
-        since."""
-        elapsed = now_ms - arrived.asked_ms
-        if arrived.values is None or arrived.stale or not 0 <= elapsed <= ARRIVAL_SLACK_MS:
-            return None
-        hour, five_min, trips_since, expired = self._window_starts(now_ms)
-        trips_slice, first_inflight, *slices = arrived.values[7 + 7 * arrived.read:]
-        if first_inflight and float(first_inflight[1]) <= expired:
-            return None
-        values = list(arrived.values[:7])
-        values[4] = _still_within(values[4], trips_slice, trips_since)
-        for plan in plans:
-            i = arrived.index.get(plan)
-            if i is None:
-                return None
-            own = list(arrived.values[7 + 7 * i:14 + 7 * i])
-            own[3] = _still_within(own[3], slices[2 * i], hour)
-            own[4] = _still_within(own[4], slices[2 * i + 1], five_min)
-            values += own
-        if None in (values[4], *values[10::7], *values[11::7]):
-            return None
-        return _round_read(values, arrived.token, now_ms, trips_since)
 
     def migrate_records(self) -> int:
         """At start: give in-flight records written before the running totals existed their "units", under
@@ -316,8 +254,8 @@ class GovernorStore:
         return read_switches(kill, execution), bool(disarmed), int(inflight)
 
 
-def _round_read(values: list[Any], token: str, now_ms: int, trips_since: int) -> RoundRead:
-    """A RoundRead from the read script's reply."""
+def round_read(values: list[Any], token: str, now_ms: int, trips_since: int) -> RoundRead:
+    """A RoundRead from the read script's reply (READ_OPENS', or what governor.arrival makes of its own)."""
     kill, execution, snapshot_raw, totals_raw, trips, disarmed, corrupt, *per_plan = values
     snapshot, snapshot_problem = _snapshot(snapshot_raw)
     unreadable = {"snapshot": snapshot_problem, "inflight": f"{corrupt} unreadable record(s)" if corrupt else None}
@@ -348,16 +286,6 @@ def _own_read(values: list[Any], now_ms: int, trips_since: int) -> OwnRead:
         opened_before=own_open is not None,
         tripped_before=own_trip is not None,
     )
-
-
-def _still_within(count: int, window_start: list[str], since_ms: int) -> int | None:
-    """A window's count less the members its start has passed since (window_start: the read's slice of
-    member, score pairs just after its old start); None when the slice was full and all passed."""
-    scores = [float(score) for score in window_start[1::2]]
-    passed = sum(1 for score in scores if score <= since_ms)
-    if passed == len(scores) == lua.ARRIVAL_SLICE:
-        return None
-    return int(count) - passed
 
 
 def _pairs(flat: list[str] | dict[str, str]) -> dict[str, str]:

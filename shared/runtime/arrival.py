@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import redis
+
 from shared.lua import LuaScript
 
 # The script prelude. KEYS[1] stream; ARGV[1] "(" and the last entry id the consumer was given; ARGV[2] the
@@ -71,3 +73,29 @@ class ArrivalReader(Protocol):
 
     def arrived(self, reply: object | None) -> None:
         """The script's reply for the batch about to be handed over; None after it, or when the call failed."""
+
+
+@dataclass(frozen=True)
+class Sent:
+    """An arrival call as sent, to read its reply (and send it again if need be)."""
+
+    script: LuaScript
+    keys: list
+    args: list
+
+    def reply(self, client: redis.Redis, reply: object) -> object:
+        """The script's reply, or the error it ended with. A script a restarted Redis lost is sent again: it
+        reads for what lies after the last entry given, as it would have."""
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            try:
+                return client.eval(self.script.source, len(self.keys), *self.keys, *self.args)
+            except redis.ResponseError as exc:
+                return exc
+        return reply
+
+
+def send(pipe: redis.client.Pipeline, call: ArrivalCall, stream: str, last_given: str, count: int) -> Sent:
+    """Queue the call right after the pipeline's blocking read of `stream` (up to `count` entries)."""
+    keys, args = [stream, *call.keys], [f"({last_given}", count, *call.args]
+    pipe.evalsha(call.script.sha, len(keys), *keys, *args)
+    return Sent(call.script, keys, args)

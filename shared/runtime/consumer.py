@@ -20,7 +20,7 @@ import redis
 from shared import metrics
 from shared.logging import get_logger
 from shared.runtime import maintenance
-from shared.runtime.arrival import ArrivalCall, ArrivalReader
+from shared.runtime.arrival import ArrivalReader, send as send_arrival_call
 from shared.runtime.deadletter import dead_letter_and_ack, dead_letter_fields
 from shared.schema.entry import EntryError
 
@@ -254,28 +254,19 @@ class StreamConsumer(Generic[T]):
         if acks:
             pipe.xack(self.config.stream, self.config.group, *acks)
         pipe.xreadgroup(**read)
-        if call is not None:
-            script_keys = [self.config.stream, *call.keys]
-            script_args = [f"({self._state.last_new}", self.config.batch, *call.args]
-            pipe.evalsha(call.script.sha, len(script_keys), *script_keys, *script_args)
+        sent = send_arrival_call(pipe, call, self.config.stream, self._state.last_new, self.config.batch) if call else None
         replies = pipe.execute(raise_on_error=False)
         for reply in replies[:2 if acks else 1]:
             if isinstance(reply, Exception):
                 raise reply
         if acks:
             self._acked_now(len(acks))
-        if call is None:
+        if sent is None:
             return replies[-1], None
-        return replies[-2], self._arrival_reply(call, script_keys, script_args, replies[-1])
+        return replies[-2], self._arrival_reply(sent.reply(self.client, replies[-1]))
 
-    def _arrival_reply(self, call: ArrivalCall, script_keys: list, script_args: list, reply: object) -> object | None:
-        """The arrival script's reply; None when it failed (the handler then reads for itself). A script a
-        restarted Redis lost is sent again: it reads for what lies after the last entry given, as it would have."""
-        if isinstance(reply, redis.exceptions.NoScriptError):
-            try:
-                reply = self.client.eval(call.script.source, len(script_keys), *script_keys, *script_args)
-            except redis.ResponseError as exc:
-                reply = exc
+    def _arrival_reply(self, reply: object) -> object | None:
+        """The arrival script's reply; None when it failed (the handler then reads for itself)."""
         if isinstance(reply, Exception):
             metrics.HANDLER_ERRORS.labels(**self._labels).inc()
             self.log.warning("arrival_read_failed", error=str(reply)[:200])

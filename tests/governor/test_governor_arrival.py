@@ -13,7 +13,9 @@ from test_governor_batch import LIMITS, MARKS, prepare, sequence, state
 from microservices.governor import lua
 from microservices.governor.governor import Governor
 from microservices.governor.settings import Limits
-from microservices.governor.store import ARRIVAL_SLACK_MS, GovernorStore
+from microservices.governor import arrival
+from microservices.governor.arrival import SLACK_MS
+from microservices.governor.store import GovernorStore
 from shared import keys
 from shared import snapshot as exchange_snapshot
 from shared.runtime.consumer import ConsumerConfig, StreamConsumer
@@ -43,12 +45,12 @@ def counted_reads(monkeypatch) -> list:
 def arrival_read(r: redis.Redis, store: GovernorStore, plans: list[tuple[str, str]], asked_ms: int, token: str = "tok"):
     """What the consumer's wait would hand over when these plans arrive, asked at asked_ms."""
     r.xgroup_create("arrivals", "g", id="$", mkstream=True)
-    call = store.arrival_call(token, asked_ms)
+    call = arrival.call(store, token, asked_ms)
     for plan_id, symbol in plans:
         r.xadd("arrivals", {"plan_id": plan_id, "symbol": symbol, "decision": "EXECUTE"})
     r.xreadgroup("g", "c", {"arrivals": ">"})
     reply = r.eval(call.script.source, 1 + len(call.keys), "arrivals", *call.keys, "(0-0", 64, *call.args)
-    return store.arrival_read(token, asked_ms, reply)
+    return arrival.parse(token, asked_ms, reply)
 
 
 def test_a_batch_decided_on_its_arrival_read_decides_as_one_plan_at_a_time(r: redis.Redis, monkeypatch) -> None:
@@ -84,7 +86,7 @@ def test_a_batch_of_opens_is_decided_without_a_read_of_its_own(r: redis.Redis, m
     assert r.hlen(keys.GOVERNOR_INFLIGHT) == 5 and r.get(keys.GOVERNOR_LOCK) is None
 
 
-@pytest.mark.parametrize("elapsed_ms", [0, 1, 999, 1000, 1001, 2500, ARRIVAL_SLACK_MS])
+@pytest.mark.parametrize("elapsed_ms", [0, 1, 999, 1000, 1001, 2500, SLACK_MS])
 def test_window_counts_are_corrected_to_the_decision_time(r: redis.Redis, elapsed_ms: int) -> None:
     store = GovernorStore(r, WIDE)
     opens = keys.governor_opens("BTCUSDT")
@@ -93,7 +95,7 @@ def test_window_counts_are_corrected_to_the_decision_time(r: redis.Redis, elapse
     r.zadd(keys.GOVERNOR_RATE_TRIPS, {"t1": NOW_MS - 600_000 + 1000, "t2": NOW_MS - 10})
     arrived = arrival_read(r, store, [("p1", "BTCUSDT")], NOW_MS)
 
-    corrected = store.round_from_arrival(arrived, [("p1", "BTCUSDT")], NOW_MS + elapsed_ms)
+    corrected = arrival.as_round(store, arrived, [("p1", "BTCUSDT")], NOW_MS + elapsed_ms)
     exact = store._try_read_opens([("p1", "BTCUSDT")], NOW_MS + elapsed_ms, "tok")
 
     assert corrected == exact
@@ -110,12 +112,12 @@ def test_it_reads_again_when_the_correction_cannot_be_told(r: redis.Redis) -> No
            % (NOW_MS - WIDE.inflight_expiry_ms + 50))
     arrived = arrival_read(r, store, [("p1", "BTCUSDT")], NOW_MS)
 
-    assert store.round_from_arrival(arrived, [("p1", "BTCUSDT")], NOW_MS + 10) is not None
-    assert store.round_from_arrival(arrived, [("p1", "BTCUSDT")], NOW_MS + 40) is None  # a full slice passed
-    assert store.round_from_arrival(arrived, [("p1", "BTCUSDT")], NOW_MS + 50) is None  # ...and the record expired
-    assert store.round_from_arrival(arrived, [("p1", "BTCUSDT")], NOW_MS + ARRIVAL_SLACK_MS + 1) is None
-    assert store.round_from_arrival(arrived, [("p1", "BTCUSDT")], NOW_MS - 1) is None  # the clock went back
-    assert store.round_from_arrival(arrived, [("p2", "BTCUSDT")], NOW_MS) is None  # not read on arrival
+    assert arrival.as_round(store, arrived, [("p1", "BTCUSDT")], NOW_MS + 10) is not None
+    assert arrival.as_round(store, arrived, [("p1", "BTCUSDT")], NOW_MS + 40) is None  # a full slice passed
+    assert arrival.as_round(store, arrived, [("p1", "BTCUSDT")], NOW_MS + 50) is None  # ...and the record expired
+    assert arrival.as_round(store, arrived, [("p1", "BTCUSDT")], NOW_MS + SLACK_MS + 1) is None
+    assert arrival.as_round(store, arrived, [("p1", "BTCUSDT")], NOW_MS - 1) is None  # the clock went back
+    assert arrival.as_round(store, arrived, [("p2", "BTCUSDT")], NOW_MS) is None  # not read on arrival
 
 
 def test_a_lock_another_governor_holds_on_arrival_is_waited_for_as_before(r: redis.Redis, monkeypatch) -> None:
