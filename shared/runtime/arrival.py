@@ -11,11 +11,12 @@ walk the stream node from its start). Usually those are exactly the entries deli
 also hold entries another consumer of the group was given, or that were added after the read
 (Redis may serve other clients between the wake-up and the script): read for too, unused. When
 more than a batch lie there (a backlog), the script finds none. At start the consumer takes the
-group's last delivered id as the last one given. Keys it derives from an entry's fields are built inside the
-script, which needs a standalone Redis (the fleet's), not a cluster; fields it reads are bounded
-in length before any pattern touches them (an entry is not validated yet). What it returns is
-advice: a handler uses it only when it matches the batch it is handed (same entries, same inputs),
-and otherwise reads as it always did.
+group's last delivered id as the last one given. Keys it derives from an entry's fields are built
+inside the script, which needs a standalone Redis (the fleet's), not a cluster; fields it reads
+are bounded in length before any pattern touches them (an entry is not validated yet). What it
+returns is advice: a handler uses it only when it matches the batch it is handed (same entries,
+same inputs), and otherwise reads as it always did. A reader hears None when the call failed, and
+again after every batch, however the read or the batch ended.
 """
 
 from __future__ import annotations
