@@ -70,7 +70,13 @@ class Fleet:
                 time.sleep(0.05)
 
     def _ready(self, name: str) -> bool:
+        """This process's heartbeat (its signal handlers are in place: SIGTERM stops it cleanly), and for a
+        consumer its group registration. Consumer names outlive a restart, so the registration alone may
+        be the killed predecessor's."""
         if name == "position-state-brain" and not self.client.exists(keys.EXCHANGE_POSITIONS):
+            return False
+        pid = str(self.processes[name].pid)
+        if not any(self.client.hget(key, "pid") == pid for key in self.client.scan_iter(keys.heartbeat_pattern())):
             return False
         if name not in GROUPS:
             return True
