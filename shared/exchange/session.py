@@ -1,36 +1,45 @@
-"""ApiSession: the requests.Session python-binance drives, without the per-request browser machinery.
+"""ApiSession: the requests.Session python-binance drives, with a lean path for its own call shapes.
 
 python-binance calls `session.get/post/put/delete(url, headers=..., data=..., params=..., timeout=...)`.
-A plain requests.Session spends CPU on every call on things a signed REST API never uses: cookie
-jars merged and extracted, auth and hooks merged, environment proxies resolved, redirects followed.
-Measured against the simulator (one process, 400 MARKET orders through python-binance, medians):
-client CPU 0.59 → 0.46 ms per order, wall 0.83 → 0.68 ms; a bare http.client request with the same
-signature and JSON parsing costs 0.17 ms, the rest is python-binance, requests' adapter and urllib3.
+For exactly those shapes ApiSession writes the request requests would write (same request line,
+headers and body: tests compare the two on the wire for every shape) and sends it on its own
+kept-alive connection (shared.exchange.transport), then hands python-binance a requests.Response.
+requests' general path costs an order ~0.4 ms of client CPU for things a signed REST API never
+uses: cookie jars, auth and hooks merged, environment lookups, redirects, urllib3's pool and
+http.client's header parsing. Any other call (cookies, files, json, auth, proxies, client
+certificates, a query already in the URL...) goes through requests.Session.request unchanged.
 
-For exactly that call shape, ApiSession prepares the request with requests' own PreparedRequest
-steps (same URL, query, body and header encoding) and sends it through the session's own
-HTTPAdapter, so connection pooling, dropped-connection detection, TLS verification, timeouts, the
-Response object and the exception types are requests' and urllib3's, unchanged. Any other call
-(cookies, files, json, auth, redirects...) goes through requests.Session.request as before.
-
-Two differences in behaviour, both on purpose: a redirect is returned, not followed (Binance's REST
-API does not redirect; if something on the way did, python-binance raises on the 3xx instead of a
-signed POST being sent again to another address), and cookies are neither stored nor sent (the API
-authenticates every request by key and signature). `response.elapsed` is not measured.
+Differences from requests, all on purpose: a redirect is returned, not followed (Binance's REST API
+does not redirect; if something on the way did, python-binance raises on the 3xx instead of a signed
+POST being sent again to another address); cookies are neither stored nor sent (every request is
+authenticated by key and signature); `response.elapsed` is not measured and `response.raw` is None.
+Exceptions are requests' types, with the meaning the exchange error tree reads from them (see
+shared.exchange.transport: never sent, or maybe sent).
 """
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
-from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers, requote_uri
+
+from shared.exchange.transport import DEFAULT_PORTS, Origin, Transport
 
 # The keyword arguments python-binance passes (through Session.get/post/put/delete, which add
 # allow_redirects and json=None); anything else takes requests' general path.
 _LEAN_ARGUMENTS = frozenset({"params", "data", "headers", "timeout", "allow_redirects", "json"})
+# What the transport can decode (requests advertises brotli/zstd too when those modules are installed).
+ACCEPT_ENCODING = "gzip, deflate"
+_BODYLESS = frozenset({"GET", "HEAD"})
+FORM = "application/x-www-form-urlencoded"
+# The header names and values requests accepts (requests.utils.check_header_validity).
+_HEADER_NAME = re.compile(r"[^:\s][^:\r\n]*")
+_HEADER_VALUE = re.compile(r"\S[^\r\n]*|")
 
 
 class ApiSession(requests.Session):
@@ -39,37 +48,77 @@ class ApiSession(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self.trust_env = False  # the target is explicit: no proxy/netrc lookup on every request
+        self.headers["Accept-Encoding"] = ACCEPT_ENCODING
+        self.transport = Transport()
 
     def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if (args or not _LEAN_ARGUMENTS.issuperset(kwargs) or kwargs.get("json") is not None
-                or self._has_session_state() or _has_userinfo(url)):
+        target = _lean_target(url) if isinstance(url, str) else None
+        params, data = kwargs.get("params"), kwargs.get("data")
+        headers = self.merged_headers(kwargs.get("headers"))
+        if (target is None or headers is None or args or not _LEAN_ARGUMENTS.issuperset(kwargs)
+                or kwargs.get("json") is not None or not isinstance(params, (str, type(None))) or not _is_form(data)
+                or self._has_session_state()):
             return super().request(method, url, *args, **kwargs)
-        prepared = self.prepare_lean(method, url, kwargs.get("params"), kwargs.get("data"), kwargs.get("headers"))
-        adapter = self.get_adapter(url=prepared.url)
-        response = adapter.send(prepared, stream=False, timeout=kwargs.get("timeout"), verify=self.verify,
-                                cert=self.cert, proxies=self.proxies)
-        response.content  # read it all now: the connection goes back to the pool, as requests does
-        return response
+        origin, path = target
+        method = method.upper()
+        path_and_query = requote_uri(f"{path}?{params}") if params else path
+        body = _form(data).encode() if data else b""
+        if body or method not in _BODYLESS:
+            headers["Content-Length"] = str(len(body))
+        if body and "Content-Type" not in headers:
+            headers["Content-Type"] = FORM  # as requests labels a form body
+        lines = [f"{method} {path_and_query} HTTP/1.1", f"Host: {origin.host_header}",
+                 *(f"{name}: {value}" for name, value in headers.items()), "", ""]
+        reply = self.transport.exchange(origin, "\r\n".join(lines).encode("latin-1") + body, kwargs.get("timeout"),
+                                        self.verify)
+        return _response(reply, f"{origin.scheme}://{origin.host_header}{path_and_query}")
 
-    def _has_session_state(self) -> bool:
-        """Session-wide settings the lean path does not merge: with any of them, use requests' path."""
-        return bool(self.auth or self.params or self.stream or self.trust_env or self.hooks["response"])
-
-    def prepare_lean(self, method: str, url: Any, params: Any, data: Any, headers: Any) -> PreparedRequest:
-        """requests' own encoding steps, minus cookies, auth and hooks (none of which are set)."""
+    def merged_headers(self, headers: Any) -> CaseInsensitiveDict | None:
+        """The session's headers, overridden (or removed, by None) by the call's; None when one of them is
+        not a header requests would send (it then raises its own error on the general path)."""
         merged = CaseInsensitiveDict(self.headers)
         for name, value in (headers or {}).items():
             if value is None:
                 merged.pop(name, None)
             else:
                 merged[name] = value
-        prepared = PreparedRequest()
-        prepared.prepare_method(method)
-        prepared.prepare_url(url, params or None)  # None, not {}: the same URL without requests' type checks
-        prepared.prepare_headers(merged)
-        prepared.prepare_body(_form(data) if isinstance(data, list) else data or {}, None)
-        prepared.hooks = {"response": []}
-        return prepared
+        valid = all(isinstance(name, str) and isinstance(value, str) and _HEADER_NAME.fullmatch(name)
+                    and _HEADER_VALUE.fullmatch(value) for name, value in merged.items())
+        return merged if valid else None
+
+    def _has_session_state(self) -> bool:
+        """Session-wide settings the lean path does not apply: with any of them, use requests' path."""
+        return bool(self.auth or self.params or self.stream or self.trust_env or self.hooks["response"]
+                    or self.proxies or self.cert)
+
+    def close(self) -> None:
+        self.transport.close()
+        super().close()
+
+
+@lru_cache(maxsize=64)
+def _lean_target(url: str) -> tuple[Origin, str] | None:
+    """(origin, path) of a plain http(s) URL; None for anything requests should handle (a query or
+    fragment already there, user:password@, a non-ASCII host, an odd port)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
+    host = parts.hostname
+    if (parts.scheme not in DEFAULT_PORTS or not host or not host.isascii() or parts.query or parts.fragment
+            or "@" in parts.netloc or port is None):
+        return None
+    return Origin(parts.scheme, host, port), requote_uri(parts.path or "/")
+
+
+def _is_form(data: Any) -> bool:
+    """python-binance's bodies: None, {} (an unsigned call without parameters), or an ordered list of
+    (name, value) pairs."""
+    if data is None or data == {}:
+        return True
+    return isinstance(data, (list, tuple)) and all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in data)
+
 
 
 def _form(pairs: list[tuple[Any, Any]]) -> str:
@@ -78,6 +127,12 @@ def _form(pairs: list[tuple[Any, Any]]) -> str:
     return urlencode([(name, value) for name, value in pairs if value is not None], doseq=True)
 
 
-def _has_userinfo(url: Any) -> bool:
-    """user:password@host: requests turns it into a Basic auth header; leave that to requests."""
-    return "@" in str(url).partition("://")[2].partition("/")[0]
+def _response(reply, url: str) -> requests.Response:
+    response = requests.Response()
+    response.status_code = reply.status
+    response.reason = reply.reason
+    response.headers = CaseInsensitiveDict(reply.headers)
+    response._content = reply.body
+    response.encoding = get_encoding_from_headers(response.headers)
+    response.url = url
+    return response

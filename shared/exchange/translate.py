@@ -12,6 +12,7 @@ import requests
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from shared.exchange.transport import ConnectFailed
 from shared.exchange.errors import (
     ExchangeError,
     ExchangeRejected,
@@ -32,6 +33,7 @@ UNAVAILABLE_CODES = frozenset({-1001, -1008, -1016})
 UNKNOWN_ERROR_TEXT = "unknown error"
 # Failures during connection setup: the request line never reached the exchange.
 NOT_SENT_ERRORS = (
+    ConnectFailed,
     requests.exceptions.ConnectTimeout,
     requests.exceptions.SSLError,
     requests.exceptions.ProxyError,

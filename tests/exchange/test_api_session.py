@@ -66,6 +66,7 @@ CALLS = [
     ("get", "/fapi/v1/order", {"headers": {}, "params": "symbol=BTCUSDT&origClientOrderId=qt-x&timestamp=1&signature=ff",
                                "timeout": 5}),
     ("get", "/fapi/v1/time", {"headers": {}, "data": None, "timeout": 5}),
+    ("get", "/fapi/v1/premiumIndex", {"headers": {}, "data": {}, "timeout": 5}),
     ("delete", "/fapi/v1/order", {"headers": {"Content-Type": "application/x-www-form-urlencoded"},
                                   "data": [("symbol", "BTCUSDT"), ("signature", "00")], "timeout": 5}),
     ("put", "/fapi/v1/listenKey", {"headers": {"Content-Type": "application/x-www-form-urlencoded"},
