@@ -36,6 +36,7 @@ PLAN = keys.Stream.APPLY_PLAN
 RESULT = keys.Stream.APPLY_RESULT
 RESULT_TIMEOUT_S = 30.0
 NS = 1_000_000  # ns per ms
+KEYSPACE_EVENTS = "K$"  # what the watcher hears: the keyspace channel, string commands only
 
 
 def now() -> int:
@@ -63,7 +64,7 @@ class Peer:
 
 class Watcher(Peer):
     def __init__(self, redis_url: str, r: redis.Redis, log_dir: Path):
-        r.config_set("notify-keyspace-events", "K$")  # keyspace channel, string commands only
+        r.config_set("notify-keyspace-events", KEYSPACE_EVENTS)
         super().__init__("watch", redis_url, r, log_dir)
         self.dump_dir = Path(tempfile.mkdtemp(prefix="bench-watch-", dir=log_dir))
         self._dumps = 0
@@ -206,12 +207,25 @@ def last_result_id(r: redis.Redis) -> str:
 
 
 def sequential(r: redis.Redis, watcher: Watcher, tag: str, plans: list[tuple[str, str]], warmup: int = 20,
-               max_s: float = float("inf"), pids: dict[str, int] | None = None) -> dict:
+               max_s: float = float("inf"), pids: dict[str, int] | None = None, watched: bool = True) -> dict:
     """plans: (symbol, qty) per plan. Sends one, waits for its result, sends the next.
 
     Stops early (capped) once `max_s` seconds of measured plans have passed, so a slow build cannot
     blow the run's time budget. With `pids`, also the CPU each process spent per measured plan.
+    Unwatched, Redis announces no permit (keyspace notifications off): the watcher process sleeps,
+    no decision is measured, and the end-to-end figure is the fleet's alone.
     """
+    if not watched:
+        r.config_set("notify-keyspace-events", "")
+        try:
+            return sequential_plans(r, None, tag, plans, warmup, max_s, pids)
+        finally:
+            r.config_set("notify-keyspace-events", KEYSPACE_EVENTS)
+    return sequential_plans(r, watcher, tag, plans, warmup, max_s, pids)
+
+
+def sequential_plans(r: redis.Redis, watcher: Watcher | None, tag: str, plans: list[tuple[str, str]], warmup: int,
+                     max_s: float, pids: dict[str, int] | None) -> dict:
     cursor = last_result_id(r)
     sent: dict[str, int] = {}
     e2e: list[int] = []
@@ -261,9 +275,9 @@ def sequential(r: redis.Redis, watcher: Watcher, tag: str, plans: list[tuple[str
     calls = _calls_per_plan(calls_before, _command_calls(r), len(sent)) if calls_before else {}
     cpu = {name: round((_cpu_ticks(pid) - ticks[name]) / CLK_TCK * 1000 / max(len(sent), 1), 3)
            for name, pid in (pids or {}).items() if name in ticks}
-    seen = watcher.collect()
+    seen = watcher.collect() if watcher is not None else None
     decision, p32, p33, incomplete = [], [], [], 0
-    for plan_id, t0 in sent.items():
+    for plan_id, t0 in sent.items() if seen is not None else ():
         t32, t33 = seen.get(plan_id, [None, None])
         if t32 is None or t33 is None:
             incomplete += 1

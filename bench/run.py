@@ -98,12 +98,12 @@ class Bench:
     def btc(self, n: int) -> list[tuple[str, str]]:
         return [("BTCUSDT", str(self.quantities["BTCUSDT"]))] * n
 
-    def one_round(self, tag: str, n: int, max_s: float, warmup: int = 10) -> dict:
+    def one_round(self, tag: str, n: int, max_s: float, warmup: int = 10, watched: bool = True) -> dict:
         """A fresh exchange, `warmup` unmeasured plans (after a restart: connections, caches), then n plans."""
         self.reset_exchange()
         pids = self.stack.pids()
         return measure.sequential(self.r, self.watcher, tag, self.btc(n + warmup), warmup=warmup, max_s=max_s,
-                                  pids=pids)
+                                  pids=pids, watched=watched)
 
     def record(self, name: str, result: dict) -> dict:
         self.samples[name] = result.pop("_samples")
@@ -163,8 +163,7 @@ class Bench:
                                                max(50, s.floor // 10)),
         }
 
-        say(f"main: {s.main} plans one at a time (BTCUSDT BUY, 3 allowlisted symbols)")
-        self.sequential("main", s.main, s.main_max_s, warmup=20)
+        self.main()
 
         per_round = max(1, s.scale // s.rounds)
         say(f"scaling: 3 / 50 / 500 allowlisted symbols, {s.rounds} interleaved rounds of {per_round} plans")
@@ -226,6 +225,21 @@ class Bench:
         self.results["environment"]["loadavg_end"] = os.getloadavg()
         self.results["environment"]["machine_ms_end"] = machine_ms()
         return self.results
+
+    def main(self) -> None:
+        """The headline figures, one plan at a time: the decision in watched rounds (the watcher process stamps
+        each permit as Redis announces it), end-to-end in unwatched rounds in between (nothing announced, the
+        watcher asleep), so that the fleet's end-to-end latency is not also the cost of the instrument."""
+        s = self.sizes
+        per_round, max_s = max(1, s.main // s.rounds), s.main_max_s / s.rounds
+        say(f"main: {s.main} plans watched (decision) and {s.main} unwatched (end-to-end) one at a time, "
+            f"{s.rounds} interleaved pairs of rounds (BTCUSDT BUY, 3 allowlisted symbols)")
+        watched, unwatched = [], []
+        for round_no in range(s.rounds):
+            watched.append(self.one_round(f"main_r{round_no}", per_round, max_s, warmup=20))
+            unwatched.append(self.one_round(f"main_unwatched_r{round_no}", per_round, max_s, warmup=20, watched=False))
+        self.record("main", measure.merge(watched))
+        self.record("main_unwatched", measure.merge(unwatched))
 
     def history(self, per_round: int) -> None:
         """Decision with 1,000,000 old entries in apply.plan against without them, measured as
