@@ -113,6 +113,8 @@ GOVERNOR_INFLIGHT_TOTALS = "quantum:governor:inflight:totals"  # hash: their not
 GOVERNOR_INFLIGHT_BY_TIME = "quantum:governor:inflight:by_time"  # sorted set plan_id -> allowed at (ms), for expiry
 GOVERNOR_RATE_TRIPS = "quantum:governor:rate_trips"  # sorted set of rate-limit denials, for auto-disarm
 GOVERNOR_LOCK = "quantum:governor:lock"  # serialises open decisions across governor instances
+# Internal: the Redis server the fleet last saw (run_id) and since when (ms); see shared.incarnation.
+REDIS_INCARNATION = "quantum:redis:incarnation"
 GOVERNOR_DISARMED = "quantum:governor:auto_disarmed"  # why and when the governor disarmed itself
 
 

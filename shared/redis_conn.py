@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -13,15 +15,20 @@ class RedisUnavailable(RuntimeError):
     """Redis cannot be reached or refused our credentials; the message carries no password."""
 
 
+OnConnect = Callable[[redis.connection.AbstractConnection], None]
+
+
 def connect(url: str, socket_timeout: float | None = 30.0, retries: int = 6,
-            single_connection: bool = False) -> redis.Redis:
+            single_connection: bool = False, on_connect: OnConnect | None = None) -> redis.Redis:
     """A client that survives a Redis restart: commands retry with exponential backoff.
 
     `single_connection`: direct commands share one dedicated connection (behind redis-py's lock)
     instead of taking one from the pool each time: taking and returning one costs a readiness poll()
     and redis-py's pool bookkeeping, 13 of a GET's 57 µs of client CPU here (strace: 5 system calls
     per GET through the pool, 4 on the dedicated connection). For a process that uses the client
-    from one thread at a time (a daemon's loop); pipelines still use the pool."""
+    from one thread at a time (a daemon's loop); pipelines still use the pool.
+    `on_connect`: runs on every new connection in place of redis-py's own set-up, which it must call
+    (connection.on_connect()); see shared.incarnation."""
     return redis.Redis.from_url(
         url,
         decode_responses=True,
@@ -32,14 +39,17 @@ def connect(url: str, socket_timeout: float | None = 30.0, retries: int = 6,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         single_connection_client=single_connection,
+        redis_connect_func=on_connect,
     )
 
 
-def connect_checked(url: str, socket_timeout: float | None = 30.0, single_connection: bool = False) -> redis.Redis:
+def connect_checked(url: str, socket_timeout: float | None = 30.0, single_connection: bool = False,
+                    on_connect: OnConnect | None = None) -> redis.Redis:
     """Connect and PING, translating failures into RedisUnavailable with a redacted URL."""
     try:
         # A single-connection client connects while it is built, so building it can fail too.
-        client = connect(url, socket_timeout=socket_timeout, single_connection=single_connection)
+        client = connect(url, socket_timeout=socket_timeout, single_connection=single_connection,
+                         on_connect=on_connect)
         client.ping()
     except redis.AuthenticationError:
         raise RedisUnavailable(f"Redis at {redact_text(url)} refused the credentials (check REDIS_URL)") from None

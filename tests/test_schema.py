@@ -193,3 +193,17 @@ def test_proposals_parse_in_both_forms() -> None:
 
     assert proposal.action is Action.PARTIAL_50 and proposal.action.close_fraction == Decimal("0.50")
     assert calibrated_proposal.downgraded is True and calibrated_proposal.heat_bucket.value == "COLD"
+
+
+@pytest.mark.parametrize("changes", [{"qty": "0.002"}, {"side": "SELL"}, {"symbol": "ETHUSDT"}, {"reduceOnly": "true"},
+                                     {"decision": "HOLD"}, {"leverage": "5"}, {"source": "other"}])
+def test_a_plan_digest_changes_with_any_field(changes) -> None:
+    assert Plan.from_fields(plan(**changes)).digest != Plan.from_fields(plan()).digest
+
+
+def test_a_plan_digest_is_the_same_for_both_wire_forms_and_survives_a_copy() -> None:
+    flat = Plan.from_fields(plan())
+    as_json = Plan.from_fields({"plan_data": json.dumps({**SEED_TEST_OPEN_005, "qty": 0.001, "reduceOnly": False})})
+
+    assert flat.digest == as_json.digest and len(flat.digest) == 32
+    assert flat.model_copy(update={"qty": Decimal("0.002")}).digest == flat.digest  # the governor's rounded copy

@@ -318,4 +318,5 @@ def _permit(plan: Plan, verdict: Verdict, now_s: float) -> P32Permit:
     return P32Permit(
         plan_id=plan.plan_id, allow=verdict.allow, symbol=plan.symbol, reason=verdict.reason,
         context=verdict.context, created_at=now_s, computed_notional=verdict.notional, mark_price=verdict.mark,
+        plan_digest=plan.digest,
     )

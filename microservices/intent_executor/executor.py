@@ -22,6 +22,7 @@ from microservices.intent_executor.settings import ExecutorSettings
 from shared.modes import ApplyMode
 from microservices.intent_executor.sizing import Refused, Sized, size_order
 from shared import keys, permits, results
+from shared.incarnation import RedisIncarnation
 from shared import snapshot as exchange_snapshot
 from shared.exchange.errors import ExchangeError, ExchangeRejected, ExchangeUnavailable, OutcomeUnknown
 from shared.exchange.models import OrderResult
@@ -38,18 +39,18 @@ CLAIM_TTL_S = 60
 DRY_RUN_GAUGE_EVERY_S = 1.0  # the gauge follows `quantum dry-run on|off` within a second while idle
 PERMIT_KINDS = (PermitKind.P32, PermitKind.P33)
 _TAKE_FUNCTION = permits.TAKE_FUNCTION + """
-local function allows(raw)
+local function allows(raw, digest)
   if not raw then return false end
   local ok, permit = pcall(cjson.decode, raw)
-  return ok and type(permit) == 'table' and permit.allow == true
+  return ok and type(permit) == 'table' and permit.allow == true and permit.plan_digest == digest
 end
 -- KEYS from `at`: order-marker p32-used p32 p33-used p33 kill execution force-dry-run positions ledger
--- ARGV from `arg`: used-ttl-s order-marker-value marker-ttl-s attempt
+-- ARGV from `arg`: used-ttl-s order-marker-value marker-ttl-s attempt plan-digest
 local function take(at, arg)
   local won32, raw32 = take_permit(KEYS[at + 1], KEYS[at + 2], ARGV[arg], ARGV[arg + 3])
   local won33, raw33 = take_permit(KEYS[at + 3], KEYS[at + 4], ARGV[arg], ARGV[arg + 3])
   local marked = 0
-  if won32 == 1 and won33 == 1 and allows(raw32) and allows(raw33) then
+  if won32 == 1 and won33 == 1 and allows(raw32, ARGV[arg + 4]) and allows(raw33, ARGV[arg + 4]) then
     redis.call('SET', KEYS[at], ARGV[arg + 1], 'EX', ARGV[arg + 2])
     marked = 1
   end
@@ -59,21 +60,21 @@ end
 """
 # The claim must still be ours: a call that reaches Redis late (a client retry after a lost reply, a
 # long wait) must not take permits for a plan another executor has since claimed, or finished.
-# KEYS[11] claim; ARGV[5] consumer ARGV[6] claim-ttl-s. Taking renews the claim for the send.
+# KEYS[11] claim; ARGV[6] consumer ARGV[7] claim-ttl-s. Taking renews the claim for the send.
 _CLAIM_STILL_OURS = """
-if redis.call('GET', KEYS[11]) ~= ARGV[5] then return 'CLAIM_LOST' end
+if redis.call('GET', KEYS[11]) ~= ARGV[6] then return 'CLAIM_LOST' end
 """
 # Takes both permits (permits.TAKE_FUNCTION, as permits.consume_all) and reads what sending needs.
 # When both were taken and both allow, it writes the order marker: from here an order may be sent, so a
 # restart looks the order up by its client order id instead of sending anything.
 TAKE = LuaScript(_TAKE_FUNCTION + _CLAIM_STILL_OURS + """
-redis.call('EXPIRE', KEYS[11], ARGV[6])
+redis.call('EXPIRE', KEYS[11], ARGV[7])
 return take(1, 1)
 """)
 # TAKE, only once both permits exist (else an empty reply, nothing taken): run right after each wake-up.
 TAKE_WHEN_BOTH = LuaScript(_TAKE_FUNCTION + _CLAIM_STILL_OURS + """
 if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('EXISTS', KEYS[5]) == 0 then return {} end
-redis.call('EXPIRE', KEYS[11], ARGV[6])
+redis.call('EXPIRE', KEYS[11], ARGV[7])
 return take(1, 1)
 """)
 CLAIM_LOST = "CLAIM_LOST"
@@ -142,8 +143,10 @@ class Executor:
         clock: Callable[[], float] = time.time,
         wait: Callable[[float], object] = threading.Event().wait,
         monotonic: Callable[[], float] = time.monotonic,
+        incarnation: RedisIncarnation | None = None,
     ):
         self.r = client
+        self.incarnation = incarnation
         self.exchange = exchange
         self.settings = settings
         self.consumer_name = consumer_name
@@ -163,7 +166,7 @@ class Executor:
             raise PlanBusy(f"plan {plan.plan_id} is being executed by {ahead.claim_holder}")
         released = False
         try:
-            outcome = self.decide(plan, ahead)
+            outcome = self.decide(plan, ahead, self._older_than_redis(entry))
             written = results.finish_plan(self.r, outcome.result, outcome.effects, now_ms=self._now_ms(),
                                           ledger_seen=outcome.ledger_seen, release=self._claim_keys(plan))
             released = True
@@ -215,16 +218,32 @@ class Executor:
         outcome = outcomes.refused(plan, Reason.GAVE_UP, detail)
         outcomes.record(self.log, outcome, results.finish_plan(self.r, outcome.result, now_ms=self._now_ms()))
 
-    def decide(self, plan: Plan, ahead: "LookAhead") -> outcomes.Outcome:
+    def decide(self, plan: Plan, ahead: "LookAhead", older_than_redis: bool = False) -> outcomes.Outcome:
         if not plan.is_executable:
             return outcomes.refused(plan, Reason.DECISION_NOT_EXECUTE, {"decision": plan.decision.value})
         client_order_id = client_order_id_for(plan.plan_id)
         if ahead.order_sent:
             return self._after_crash(plan, client_order_id)
+        if older_than_redis:
+            found = self._sent_before(plan, client_order_id)
+            if found is not None:
+                return found
         taken = self._take_permits(plan, ahead)
         if isinstance(taken, outcomes.Outcome):
             return taken
         return self._execute(plan, client_order_id, taken)
+
+    def _older_than_redis(self, entry: Entry) -> bool:
+        """The plan's entry was written before the Redis we talk to came up (shared.incarnation): the
+        order marker of an earlier attempt may have been lost with the writes that followed it."""
+        return self.incarnation is not None and self.incarnation.predates(entry.entry_id)
+
+    def _sent_before(self, plan: Plan, client_order_id: str) -> outcomes.Outcome | None:
+        """Ask the exchange before sending; the outcome of an order it already holds, else None."""
+        self.log.warning("plan_older_than_redis_asking_exchange_first", plan_id=plan.plan_id,
+                         client_order_id=client_order_id)
+        order = self._look_up(plan.symbol, client_order_id)
+        return None if order is None else outcomes.from_order(plan, order, None, None)
 
     def _after_crash(self, plan: Plan, client_order_id: str) -> outcomes.Outcome:
         self.log.warning("resolving_order_sent_before_restart", plan_id=plan.plan_id, client_order_id=client_order_id)
@@ -242,6 +261,11 @@ class Executor:
         if p32 is None or p33 is None:
             missing = [kind.value for kind, permit in zip(wanted, (p32, p33)) if permit is None]
             return outcomes.refused(plan, Reason.PERMIT_TIMEOUT, {"missing": ",".join(missing)}, p32, p33)
+        for permit, who in ((p32, "governor P3.2"), (p33, "position-state-brain P3.3")):
+            if permit.plan_digest != plan.digest:  # decided for another plan sent under this plan_id
+                return outcomes.refused(plan, Reason.PERMIT_MISMATCH, {"permit_of": who, "plan_digest": plan.digest,
+                                                                       "permit_plan_digest": str(permit.plan_digest)},
+                                        p32, p33)
         for permit, who in ((p32, "governor P3.2"), (p33, "position-state-brain P3.3")):
             if not permit.allow:
                 return outcomes.refused(plan, permit.reason, {"denied_by": who, **_strings(permit.context)}, p32, p33)
@@ -346,7 +370,7 @@ def _take_keys(plan: Plan) -> list[str]:
 
 def _take_args(plan: Plan, attempt: str) -> list[object]:
     marker = f"{client_order_id_for(plan.plan_id)} {attempt}"  # what may have been sent, and by which attempt
-    return [permits.USED_MARKER_TTL_S, marker, results.RESULT_MARKER_TTL_S, attempt]
+    return [permits.USED_MARKER_TTL_S, marker, results.RESULT_MARKER_TTL_S, attempt, plan.digest]
 
 
 def _claimed_take(plan: Plan, attempt: str, consumer: str) -> tuple[list[str], list[object]]:

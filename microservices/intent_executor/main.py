@@ -6,6 +6,7 @@ from microservices.intent_executor.executor import Executor
 from microservices.intent_executor.settings import ExecutorSettings
 from shared.modes import fleet_mode, mode_mismatch
 from shared import keys
+from shared.incarnation import RedisIncarnation
 from shared.runtime import daemon
 from shared.runtime.consumer import StreamConsumer
 from shared.runtime.exchange import exchange_settings_or_exit, open_exchange_or_exit
@@ -21,12 +22,13 @@ def main() -> int:
     mismatch = mode_mismatch(settings.apply_mode, exchange_settings.target)
     if mismatch:
         daemon.fail(f"{NAME}: configuration error: {mismatch}", code=EXIT_CONFIG)
-    ctx = daemon.start(NAME, settings)
+    incarnation = RedisIncarnation()  # which Redis, since when: older plans are looked up before sending
+    ctx = daemon.start(NAME, settings, on_connect=incarnation.on_connect)
     access = open_exchange_or_exit(NAME, ctx.redis, ctx.log, exchange_settings)
     ctx.redis.set(keys.MODE, fleet_mode(settings.apply_mode, access.settings.target))
     ctx.log.info("executor_ready", apply_mode=settings.apply_mode.value, permit_wait_ms=settings.executor_permit_wait_ms,
                  allow_upsize=settings.allow_upsize)
-    executor = Executor(ctx.redis, access, settings, settings.consumer_name(NAME))
+    executor = Executor(ctx.redis, access, settings, settings.consumer_name(NAME), incarnation=incarnation)
     config = daemon.consumer_config(settings, NAME, keys.Stream.APPLY_PLAN, keys.Group.INTENT_EXECUTOR)
     consumer = StreamConsumer(ctx.redis, config, Plan.from_fields, executor.handle, on_tick=executor.on_tick,
                               on_give_up=executor.give_up)

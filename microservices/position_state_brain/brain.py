@@ -265,7 +265,7 @@ class PositionStateBrain:
             plan_id=plan.plan_id, allow=verdict.allow, symbol=plan.symbol, reason=verdict.reason,
             context=verdict.context, created_at=self.clock(), safe_qty=verdict.safe_qty,
             exchange_position_amt=held.amount(plan.symbol) if held else ZERO,
-            ledger_amt=reads.ledger.amount if reads.ledger else ZERO,
+            ledger_amt=reads.ledger.amount if reads.ledger else ZERO, plan_digest=plan.digest,
         )
 
     def _record(self, plan: Plan, verdict: Verdict) -> None:

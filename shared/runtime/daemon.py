@@ -19,7 +19,7 @@ import redis
 
 from shared import logging as qlog
 from shared import metrics
-from shared.redis_conn import RedisUnavailable, connect_checked
+from shared.redis_conn import OnConnect, RedisUnavailable, connect_checked
 from shared.runtime.consumer import ConsumerConfig, Shutdown, StreamConsumer
 from shared.runtime.liveness import Liveness
 from shared.settings import CommonSettings
@@ -40,14 +40,16 @@ def fail(message: str, code: int = EXIT_UNAVAILABLE) -> None:
     raise SystemExit(code)
 
 
-def start(name: str, settings: CommonSettings, extra_secrets: tuple[str, ...] = ()) -> DaemonContext:
+def start(name: str, settings: CommonSettings, extra_secrets: tuple[str, ...] = (),
+          on_connect: OnConnect | None = None) -> DaemonContext:
     redis_url = settings.redis_url.get_secret_value()
     qlog.register_secrets([redis_url, *extra_secrets])
     log = qlog.configure(name, settings.log_level)
     socket_timeout = settings.stream_block_ms / 1000 + 10
     try:
         # A daemon talks to Redis from its loop's thread only: one dedicated connection for direct commands.
-        client = connect_checked(redis_url, socket_timeout=socket_timeout, single_connection=True)
+        client = connect_checked(redis_url, socket_timeout=socket_timeout, single_connection=True,
+                                 on_connect=on_connect)
     except RedisUnavailable as exc:
         fail(f"{name}: {exc}")
     _serve_metrics(name, settings)

@@ -19,6 +19,7 @@ class Permit(EntryModel):
     reason: Reason
     context: dict[str, Any] = Field(default_factory=dict)
     created_at: float
+    plan_digest: str | None = Field(default=None, max_length=64)  # Plan.digest of the plan decided on
 
     def to_json(self) -> str:
         return to_json(self.model_dump(mode="python"))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+import hashlib
 
-from shared.schema.entry import EntryModel
+from pydantic import Field, PrivateAttr, model_validator
+
+from shared.schema.entry import EntryModel, to_json
 from shared.schema.fields import (
     Action,
     ActionField,
@@ -20,6 +22,8 @@ from shared.schema.fields import (
     Symbol,
     UnitDec,
 )
+
+DIGEST_CHARS = 32
 
 
 class Plan(EntryModel):
@@ -37,6 +41,7 @@ class Plan(EntryModel):
     stop_loss: PositiveDec | None = None
     take_profit: PositiveDec | None = None
     proposal_id: ShortText | None = None
+    _digest: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
     def _action_agrees_with_reduce_only(self) -> "Plan":
@@ -48,7 +53,15 @@ class Plan(EntryModel):
             object.__setattr__(self, "reduce_only", self.action.is_close)
         if self.action.is_close != self.reduce_only:
             raise ValueError(f"action {self.action.value} contradicts reduceOnly={str(self.reduce_only).lower()}")
+        self._digest = hashlib.sha256(to_json(self.model_dump(mode="python")).encode()).hexdigest()[:DIGEST_CHARS]
         return self
+
+    @property
+    def digest(self) -> str:
+        """The plan as its producer wrote it, in 32 hex characters: both permits carry the digest of the plan
+        they were decided for, and the executor sends only a plan with that digest. Taken once the plan is
+        validated, so a copy with other values (the governor's step-rounded quantity) keeps it."""
+        return self._digest
 
     @property
     def is_close(self) -> bool:

@@ -36,6 +36,7 @@ class Reason(str, Enum):
     RECONCILE_REQUIRED_QTY_MISMATCH = "reconcile_required_qty_mismatch"
     # Executor outcomes.
     PERMIT_DENIED = "permit_denied"
+    PERMIT_MISMATCH = "permit_mismatch"  # a permit decided for another plan under the same plan_id
     PERMIT_TIMEOUT = "permit_timeout"
     BELOW_MIN_QTY = "below_min_qty"
     BELOW_MIN_NOTIONAL = "min_notional_check_failed"

@@ -23,9 +23,10 @@ ORDER_PATH = ("position-state-brain", "governor", "intent-executor")
 def protected_redis():
     with EmbeddedRedis(password=PASSWORD) as server:
         admin = redis.Redis.from_url(server.url, decode_responses=True)
-        # An ACL user limited to the fleet's own keys and channels, without admin commands.
+        # An ACL user limited to the fleet's own keys and channels, without admin commands; INFO for the
+        # executor, which reads the server's run_id (shared.incarnation).
         admin.execute_command("ACL", "SETUSER", "quantum", "on", f">{ACL_PASSWORD}", "~quantum:*", "&*", "+@all",
-                              "-@dangerous")
+                              "-@dangerous", "+info")
         yield server
 
 
@@ -55,3 +56,18 @@ def test_a_wrong_password_is_one_clear_line_at_startup(protected_redis, exchange
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and "refused the credentials" in done.stderr
     assert "wrong-Password-3" not in done.stdout + done.stderr
+
+
+def test_an_executor_whose_user_may_not_read_info_says_so_at_startup(protected_redis, exchange_env) -> None:
+    admin = redis.Redis.from_url(protected_redis.url, decode_responses=True)
+    admin.execute_command("ACL", "SETUSER", "noinfo", "on", f">{ACL_PASSWORD}", "~quantum:*", "&*", "+@all",
+                          "-@dangerous")
+    env = {**os.environ, **exchange_env, "PYTHONPATH": str(ROOT), "METRICS_PORT": "0",
+           "REDIS_URL": f"redis://noinfo:{ACL_PASSWORD}@127.0.0.1:{protected_redis.port}/0"}
+
+    done = subprocess.run([sys.executable, "-m", "microservices.intent_executor"], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0 and "+info" in done.stderr
+    assert ACL_PASSWORD not in done.stdout + done.stderr

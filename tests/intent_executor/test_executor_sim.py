@@ -35,19 +35,40 @@ def run_executor(r: redis.Redis, access: ExchangeAccess, **overrides) -> None:
     StreamConsumer(r, config, Plan.from_fields, executor.handle).run(burst=True)
 
 
+# The gates bind each permit to the plan they decided (Plan.digest). Tests often write the permits before
+# sending the plan: plan() then binds the permits already there, and grant() binds to the plan sent.
+SENT: dict[str, str] = {}  # plan_id -> digest of the plan sent under it
+
+
 def grant(r: redis.Redis, plan_id: str, safe_qty: str = "0", p32_allow: bool = True, p33_allow: bool = True,
           p32_reason: Reason = Reason.OPEN_ALLOWED) -> None:
-    now = time.time()
+    now, digest = time.time(), SENT.get(plan_id)
     permits.issue(r, P32Permit(plan_id=plan_id, allow=p32_allow, symbol="BTCUSDT", reason=p32_reason,
-                               created_at=now, context={"max_notional_per_trade": "200"}), 60)
+                               created_at=now, context={"max_notional_per_trade": "200"}, plan_digest=digest), 60)
     permits.issue(r, P33Permit(plan_id=plan_id, allow=p33_allow, symbol="BTCUSDT", created_at=now,
                                reason=Reason.SANITY_CHECKS_PASSED if p33_allow else Reason.NO_POSITION,
-                               safe_qty=D(safe_qty)), 60)
+                               safe_qty=D(safe_qty), plan_digest=digest), 60)
 
 
 def plan(r: redis.Redis, plan_id: str, side: str, qty: str, reduce_only: str = "false", **extra: str) -> str:
-    return r.xadd(keys.Stream.APPLY_PLAN, {**PLAN, "plan_id": plan_id, "side": side, "qty": qty,
-                                           "reduceOnly": reduce_only, **extra})
+    fields = {**PLAN, "plan_id": plan_id, "side": side, "qty": qty, "reduceOnly": reduce_only, **extra}
+    SENT[plan_id] = Plan.from_fields(fields).digest
+    bind_permits(r, plan_id, SENT[plan_id])
+    return r.xadd(keys.Stream.APPLY_PLAN, fields)
+
+
+def built(plan_id: str, side: str = "BUY", qty: str = "0.002") -> Plan:
+    """A plan as the executor's handler gets it (not sent): grant() binds permits to it."""
+    made = Plan.from_fields({**PLAN, "plan_id": plan_id, "side": side, "qty": qty})
+    SENT[plan_id] = made.digest
+    return made
+
+
+def bind_permits(r: redis.Redis, plan_id: str, digest: str) -> None:
+    for kind in permits.PermitKind:
+        raw = r.get(kind.key(plan_id))
+        if raw is not None:
+            r.set(kind.key(plan_id), json.dumps({**json.loads(raw), "plan_digest": digest}), keepttl=True)
 
 
 def results_of(r: redis.Redis, plan_id: str) -> list[dict]:
@@ -352,7 +373,7 @@ def test_a_permit_whose_notification_was_already_popped_is_still_taken(r, access
     plan(r, "popped-1", "BUY", "0.002")
     timer = threading.Timer(0.1, lambda: permits.issue(r, P32Permit(
         plan_id="popped-1", allow=True, symbol="BTCUSDT", reason=Reason.OPEN_ALLOWED, created_at=time.time(),
-        context={"max_notional_per_trade": "200"}), 60))
+        context={"max_notional_per_trade": "200"}, plan_digest=SENT["popped-1"]), 60))
     timer.start()
 
     run_executor(r, access, executor_permit_wait_ms=5000)
@@ -364,7 +385,7 @@ def test_a_permit_whose_notification_was_already_popped_is_still_taken(r, access
 def test_one_permit_alone_is_not_taken_by_a_wake_up(r) -> None:
     permits.issue(r, P33Permit(plan_id="half-1", allow=True, symbol="BTCUSDT", reason=Reason.SANITY_CHECKS_PASSED,
                                created_at=time.time()), 60)
-    half = Plan.from_fields({**PLAN, "plan_id": "half-1", "side": "BUY", "qty": "0.002"})
+    half = built("half-1")
     r.set(keys.plan_claim("half-1"), "test-executor")
     script_keys, script_args = executor_module._claimed_take(half, permits.new_attempt("test"), "test-executor")
     r.script_flush()  # and a Redis that lost its scripts
@@ -408,8 +429,8 @@ def test_a_take_sent_again_after_a_lost_reply_still_sends_the_one_order(r, acces
 
 
 def test_permits_taken_by_one_attempt_are_lost_to_any_other(r) -> None:
+    other = built("other-1")
     grant(r, "other-1")
-    other = Plan.from_fields({**PLAN, "plan_id": "other-1", "side": "BUY", "qty": "0.002"})
     r.set(keys.plan_claim("other-1"), "a")
     first = executor_module.TAKE(r, *executor_module._claimed_take(other, permits.new_attempt("a"), "a"))
     second = executor_module.TAKE(r, *executor_module._claimed_take(other, permits.new_attempt("a"), "a"))
@@ -439,8 +460,8 @@ def test_the_idle_dry_run_gauge_follows_the_switch_about_once_a_second(r, access
 def test_a_take_reaching_redis_after_the_claim_passed_on_takes_nothing(r, access, sim) -> None:
     # A's call arrives late (a client retry, a long wait): B holds the claim now. A must neither take
     # the permits nor write a result, nor let go of B's claim.
+    late = built("late-claim-1")
     grant(r, "late-claim-1")
-    late = Plan.from_fields({**PLAN, "plan_id": "late-claim-1", "side": "BUY", "qty": "0.002"})
     r.set(keys.plan_claim("late-claim-1"), "executor-b")
     reply = executor_module.TAKE(r, *executor_module._claimed_take(late, permits.new_attempt("a"), "executor-a"))
     assert reply == executor_module.CLAIM_LOST

@@ -1,0 +1,56 @@
+"""Which Redis, since when: learnt on every connection, kept across a client's restart, new after a server's."""
+
+from __future__ import annotations
+
+from shared import keys
+from shared.incarnation import RedisIncarnation
+from shared.redis_conn import connect
+from shared.redis_server import EmbeddedRedis
+
+
+def connected(url: str) -> RedisIncarnation:
+    incarnation = RedisIncarnation()
+    client = connect(url, on_connect=incarnation.on_connect)
+    client.ping()
+    client.close()
+    return incarnation
+
+
+def test_nothing_is_trusted_before_the_first_connection() -> None:
+    assert RedisIncarnation().predates("1-0")
+
+
+def test_entries_written_after_the_server_was_first_seen_are_trusted() -> None:
+    with EmbeddedRedis() as server:
+        incarnation = connected(server.url)
+        client = connect(server.url)
+        entry_id = client.xadd("s", {"a": "1"})
+
+        assert not incarnation.predates(entry_id)
+        assert incarnation.predates(f"{incarnation.since_ms - 1}-0")
+        assert client.hget(keys.REDIS_INCARNATION, "run_id") == incarnation.run_id
+
+
+def test_a_restarted_client_keeps_the_time_a_restarted_server_does_not() -> None:
+    with EmbeddedRedis() as server:
+        first = connected(server.url)
+        again = connected(server.url)  # the executor restarted; the same server
+        assert again.since_ms == first.since_ms
+
+        server.restart()  # a new process: what it holds may end before what the old one had
+        after = connected(server.url)
+
+        assert after.run_id != first.run_id and after.since_ms > first.since_ms
+
+
+def test_a_client_learns_of_a_restart_when_it_reconnects() -> None:
+    with EmbeddedRedis() as server:
+        incarnation = RedisIncarnation()
+        client = connect(server.url, on_connect=incarnation.on_connect)
+        client.ping()
+        before = incarnation.since_ms
+
+        server.restart()
+        client.ping()  # redis-py reconnects (and retries) on its own: the hook runs on the new connection
+
+        assert incarnation.since_ms > before
