@@ -22,8 +22,11 @@ _registered: set[str] = set()
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
-    """Values that must never be written anywhere, wherever they appear in a message."""
-    _registered.update(value for value in values if value and len(value) >= 6)
+    """Values that must never be written anywhere, wherever they appear in a message, also as repr() escapes
+    them (an error quoting a header value shows a stray CR as a backslash and an r)."""
+    for value in values:
+        if value and len(value) >= 6:
+            _registered.update({value, repr(value)[1:-1]})
 
 
 _MARKERS = ("signature", "redis", "apikey")

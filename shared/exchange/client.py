@@ -85,6 +85,7 @@ def build_binance_client(settings: ExchangeSettings) -> Client:
         testnet=settings.target is Target.TESTNET,
     )
     client.REQUEST_TIMEOUT = settings.request_timeout_s
+    client.REQUEST_RECVWINDOW = settings.recv_window_ms  # python-binance's own default is 10,000
     if settings.target is Target.SIMULATOR:
         # Instance attributes shadow the class URLs; v1/v2/v3 paths are appended to FUTURES_URL.
         client.FUTURES_URL = f"{settings.root_url}/fapi"
@@ -120,6 +121,11 @@ class ExchangeClient:
     @property
     def root_url(self) -> str:
         return self._settings.root_url
+
+    @property
+    def recv_window_ms(self) -> int:
+        """How long after its timestamp the exchange still accepts a signed request (recvWindow, as sent)."""
+        return int(self._client.REQUEST_RECVWINDOW)
 
     def server_time(self) -> int:
         """Exchange time in epoch milliseconds."""

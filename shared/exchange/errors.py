@@ -93,9 +93,17 @@ def sanitize(text: str, secrets: Iterable[str] = (), max_chars: int = MAX_MESSAG
     cleaned = _SIGNATURE.sub(rf"\1{REDACTED}", cleaned)
     cleaned = _API_KEY_HEADER.sub(rf"\1{REDACTED}", cleaned)
     for secret in secrets:
-        if secret:
-            cleaned = cleaned.replace(secret, REDACTED)
+        for form in secret_forms(secret):
+            cleaned = cleaned.replace(form, REDACTED)
     cleaned = " ".join(cleaned.split())
     if len(cleaned) > max_chars:
         cleaned = cleaned[: max_chars - 3] + "..."
     return cleaned
+
+
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """A secret as written and as repr() escapes it: an error quoting a bad header value shows `'key\\r'`."""
+    if not secret:
+        return ()
+    escaped = repr(secret)[1:-1]
+    return (secret,) if escaped == secret else (secret, escaped)

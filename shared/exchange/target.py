@@ -2,11 +2,14 @@
 
 One setting, EXCHANGE_TARGET = simulator | testnet | mainnet (default simulator), selects the target.
 There is no paper-trading mode and no fallback: an unreachable target is an error.
+Credentials are stripped of surrounding whitespace wherever they come from (a CRLF env file leaves a
+CR) and must then be letters and digits, as Binance issues them; a bad one is named, never echoed.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +31,8 @@ MAINNET_ROOT_URL = "https://fapi.binance.com"
 CREDENTIAL_KEY_FILE = "binance_api_key"
 CREDENTIAL_SECRET_FILE = "binance_api_secret"
 
+# What Binance issues as API keys and secrets; anything else is a copy-and-paste accident.
+_CREDENTIAL = re.compile(r"[A-Za-z0-9]+")
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 # Seed-era flags that no longer select anything; when set they must agree with the target.
@@ -63,8 +68,16 @@ def parse_target(value: Any) -> Target | None:
         raise ValueError(f"expected one of {allowed}, got {str(value)[:24]!r}") from None
 
 
+def strip_credential(value: Any) -> Any:
+    """Surrounding whitespace and line endings dropped, as a credential file's are."""
+    if isinstance(value, SecretStr):
+        return SecretStr(value.get_secret_value().strip())
+    return value.strip() if isinstance(value, str) else value
+
+
 StrictBool = Annotated[bool | None, BeforeValidator(parse_bool)]
 TargetField = Annotated[Target | None, BeforeValidator(parse_target)]
+Credential = Annotated[SecretStr, BeforeValidator(strip_credential)]
 
 
 def _env(name: str, **kwargs: Any) -> Any:
@@ -83,15 +96,18 @@ class ExchangeSettings(BaseSettings):
     legacy_binance_testnet: StrictBool = _env("BINANCE_TESTNET", default=None)
     paper_trading: StrictBool = _env("PAPER_TRADING", default=None)
     mainnet_confirm: str | None = _env("EXCHANGE_MAINNET_CONFIRM", default=None)
-    binance_api_key: SecretStr | None = _env("BINANCE_API_KEY", default=None)
-    binance_api_secret: SecretStr | None = _env("BINANCE_API_SECRET", default=None)
-    binance_testnet_api_key: SecretStr | None = _env("BINANCE_TESTNET_API_KEY", default=None)
-    binance_testnet_api_secret: SecretStr | None = _env("BINANCE_TESTNET_API_SECRET", default=None)
-    sim_api_key: SecretStr = _env("EXCHANGE_SIM_API_KEY", default=SecretStr(SIM_DEV_API_KEY))
-    sim_api_secret: SecretStr = _env("EXCHANGE_SIM_API_SECRET", default=SecretStr(SIM_DEV_API_SECRET))
+    binance_api_key: Credential | None = _env("BINANCE_API_KEY", default=None)
+    binance_api_secret: Credential | None = _env("BINANCE_API_SECRET", default=None)
+    binance_testnet_api_key: Credential | None = _env("BINANCE_TESTNET_API_KEY", default=None)
+    binance_testnet_api_secret: Credential | None = _env("BINANCE_TESTNET_API_SECRET", default=None)
+    sim_api_key: Credential = _env("EXCHANGE_SIM_API_KEY", default=SecretStr(SIM_DEV_API_KEY))
+    sim_api_secret: Credential = _env("EXCHANGE_SIM_API_SECRET", default=SecretStr(SIM_DEV_API_SECRET))
     sim_url: str = _env("EXCHANGE_SIM_URL", default=DEFAULT_SIM_URL)
     credentials_directory: Path | None = _env("CREDENTIALS_DIRECTORY", default=None)
     request_timeout_s: float = _env("EXCHANGE_REQUEST_TIMEOUT_S", default=5.0, gt=0, le=120)
+    # How long after its timestamp the exchange may accept a signed request: an order the executor could not
+    # see the end of is believed absent only this long after it was sent (intent_executor.resolve).
+    recv_window_ms: int = _env("EXCHANGE_RECV_WINDOW_MS", default=5000, ge=1, le=60000)
     filters_refresh_s: float = _env("EXCHANGE_FILTERS_REFRESH_S", default=300.0, gt=0)
     weight_limit_1m: int = _env("EXCHANGE_WEIGHT_LIMIT_1M", default=2400, gt=0)
     startup_wait_s: float = _env("EXCHANGE_STARTUP_WAIT_S", default=60.0, ge=0)
@@ -140,7 +156,8 @@ class ExchangeSettings(BaseSettings):
     def _credentials(self) -> tuple[SecretStr, SecretStr]:
         if self._target is Target.SIMULATOR:
             check_url("EXCHANGE_SIM_URL", self.sim_url)
-            return self.sim_api_key, self.sim_api_secret
+            return (check_credential("EXCHANGE_SIM_API_KEY", self.sim_api_key),
+                    check_credential("EXCHANGE_SIM_API_SECRET", self.sim_api_secret))
         target = self._target
         key = _credential_file(self.credentials_directory, CREDENTIAL_KEY_FILE) or pick_credential(
             "BINANCE_API_KEY", self.binance_api_key, "BINANCE_TESTNET_API_KEY",
@@ -190,11 +207,11 @@ def pick_credential(
     if value is not None and alias_value is not None and value.get_secret_value() != alias_value.get_secret_value():
         raise ValueError(f"{name} and {alias} are both set and differ; set only {name}")
     if value is not None:
-        return value
+        return check_credential(name, value)
     if alias_value is not None and target is Target.MAINNET:
         raise ValueError(f"{alias} cannot be used with EXCHANGE_TARGET=mainnet; set {name}")
     if alias_value is not None:
-        return alias_value
+        return check_credential(alias, alias_value)
     raise ValueError(f"{name} is required for EXCHANGE_TARGET={target.value}"
                      f" (or $CREDENTIALS_DIRECTORY/{name.lower()})")
 
@@ -210,9 +227,18 @@ def _credential_file(directory: Path | None, filename: str) -> SecretStr | None:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ValueError(f"cannot read credential file {path}: {exc.strerror}") from None
+    return check_credential(f"credential file {path}", SecretStr(text))
+
+
+def check_credential(source: str, value: SecretStr) -> SecretStr:
+    """A key or secret as Binance issues it; the error names where it came from, never what it holds."""
+    text = value.get_secret_value()
     if not text:
-        raise ValueError(f"credential file {path} is empty")
-    return SecretStr(text)
+        raise ValueError(f"{source} is empty")
+    if not _CREDENTIAL.fullmatch(text):
+        raise ValueError(f"{source} must be letters and digits only, as Binance issues it"
+                         " (look for quotes, spaces or line breaks inside it)")
+    return value
 
 
 def settings_error_line(exc: ValidationError, prefix: str = "invalid exchange settings") -> str:

@@ -2,6 +2,9 @@
 
 `side_effect` says whether the request could have changed state on the exchange (an order, a cancel).
 For those, an ambiguous failure is OutcomeUnknown; for reads the same failure is just ExchangeUnavailable.
+A 503 on an order means "not executed" only when it is Binance's own "Service Unavailable." error; its
+"Unknown error", a code saying the execution status is unknown, or a page from a proxy on the way may
+all follow an order that executed.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ LIBRARY_ERRORS = (BinanceAPIException, BinanceRequestException, requests.excepti
 RATE_LIMIT_STATUSES = frozenset({418, 429})
 RATE_LIMIT_CODES = frozenset({-1003, -1015})
 # -1007: "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
-UNKNOWN_OUTCOME_CODES = frozenset({-1007})
+# -1006: "An unexpected response was received from the message bus. Execution status unknown."
+UNKNOWN_OUTCOME_CODES = frozenset({-1006, -1007})
 # -1001 internal error / -1008 server overloaded / -1016 service shutting down: not executed.
 UNAVAILABLE_CODES = frozenset({-1001, -1008, -1016})
-UNKNOWN_ERROR_TEXT = "unknown error"
+# The one 503 error Binance documents as "the request was not executed".
+SERVICE_UNAVAILABLE_MSG = "Service Unavailable."
 # Failures during connection setup: the request line never reached the exchange.
 NOT_SENT_ERRORS = (
     ConnectFailed,
@@ -62,13 +67,19 @@ def from_api_error(
     text = f"{operation}: HTTP {status} code={code} {msg}"
     if status in RATE_LIMIT_STATUSES or code in RATE_LIMIT_CODES:
         return RateLimited(text, retry_after_s=_retry_after(exc))
-    if status == 503 and UNKNOWN_ERROR_TEXT not in msg.lower():
+    if code in UNKNOWN_OUTCOME_CODES or (status == 503 and not _is_service_unavailable(exc)):
+        return _ambiguous(text, side_effect, ())
+    if status == 503 or code in UNAVAILABLE_CODES:
         return ExchangeUnavailable(text)
-    if code in UNAVAILABLE_CODES:
-        return ExchangeUnavailable(text)
-    if status >= 500 or code in UNKNOWN_OUTCOME_CODES:
+    if status >= 500:
         return _ambiguous(text, side_effect, ())
     return ExchangeRejected(code, msg, http_status=status, operation=operation)
+
+
+def _is_service_unavailable(exc: BinanceAPIException) -> bool:
+    """Binance's JSON error {"code": ..., "msg": "Service Unavailable."}, exactly (python-binance keeps the
+    "msg" of a JSON body as `message`, and prefixes anything that is not JSON)."""
+    return isinstance(exc.code, int) and exc.message == SERVICE_UNAVAILABLE_MSG
 
 
 def from_transport_error(

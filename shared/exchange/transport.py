@@ -10,6 +10,8 @@ What the exchange error tree (shared.exchange.translate) reads from the exceptio
 - requests' ConnectionError (any other) and ReadTimeout: the request may have reached the server.
 Nothing here sends a request twice. A kept-alive socket the server has closed meanwhile is noticed
 before writing (as urllib3 does) and replaced; a socket that failed during an exchange is discarded.
+A CA path that cannot be loaded raises a plain OSError before any connection is opened: it is a setup
+error, not an outage to wait out.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import httptools
 import requests
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
+from urllib3.util.ssl_ import ALPN_PROTOCOLS, create_urllib3_context
 
 RECV_BYTES = 65536
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -62,7 +65,8 @@ class Reply:
 
 
 class _Parsed:
-    """httptools' callbacks: what one response carried."""
+    """httptools' callbacks: what the first response carried. Whatever follows it in the same bytes answers
+    nothing we asked: it is never read into the reply, only noted (`trailing`) so the socket is retired."""
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -73,27 +77,39 @@ class _Parsed:
         self.status = 0
 
     def on_message_begin(self) -> None:
-        if self.complete:  # bytes after the response: not an answer to anything we asked
+        if self.complete:
             self.trailing = True
 
     def on_status(self, reason: bytes) -> None:
-        self.reason += reason
+        if not self.complete:
+            self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.headers_done:  # a chunked body's trailers are not headers, as in http.client
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if not self.complete:
             self.status = self.parser.get_status_code()
-        self.headers_done = True
+            self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
+        if not self.complete:
+            self.chunks.append(body)
 
     def on_message_complete(self) -> None:
         if not self.complete:  # the parser forgets whether to keep the connection once it is past the message
             self.keep_alive = self.parser.should_keep_alive()
         self.complete = True
+
+    def feed(self, data: bytes) -> None:
+        """Parse what arrived; bytes the parser refuses after a whole reply only retire the socket."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if not self.complete:
+                raise BrokenReply(f"malformed response: {exc}") from exc
+            self.trailing = True
 
     def ends_at_close(self) -> bool:
         """A body with neither a length nor chunks ends when the server closes the connection."""
@@ -129,16 +145,27 @@ def split_timeout(timeout: Any) -> tuple[float | None, float | None]:
 
 @lru_cache(maxsize=8)
 def tls_context(verify: bool | str) -> ssl.SSLContext:
-    """Verification as requests does it: True is certifi's bundle, a path is a CA file or directory."""
+    """The context urllib3 builds for requests: True is certifi's bundle, a path is a CA file or directory,
+    False checks nothing; hostnames are matched against subjectAltName only, never the common name."""
     if verify is False:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    bundle = DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
-    if os.path.isdir(bundle):
-        return ssl.create_default_context(capath=bundle)
-    return ssl.create_default_context(cafile=bundle)
+        context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
+    else:
+        context = create_urllib3_context()
+        _load_ca(context, DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify))
+    context.set_alpn_protocols(ALPN_PROTOCOLS)
+    return context
+
+
+def _load_ca(context: ssl.SSLContext, location: str) -> None:
+    if not os.path.exists(location):  # requests' own words for it
+        raise OSError(f"Could not find a suitable TLS CA certificate bundle, invalid path: {location}")
+    try:
+        if os.path.isdir(location):
+            context.load_verify_locations(capath=location)
+        else:
+            context.load_verify_locations(cafile=location)
+    except ssl.SSLError as exc:
+        raise OSError(f"cannot load TLS CA certificates from {location}: {exc}") from None
 
 
 class Transport:
@@ -164,8 +191,15 @@ class Transport:
         if parsed.trailing or not parsed.keep_alive:
             connection.close()
         else:
-            self._open[key] = connection
+            self._keep(key, connection)
         return parsed.reply
+
+    def _keep(self, key: tuple[Origin, bool | str], connection: _Connection) -> None:
+        """Pool the connection; one pooled meanwhile (a session shared by threads) is closed, not leaked."""
+        displaced = self._open.pop(key, None)
+        self._open[key] = connection
+        if displaced is not None and displaced is not connection:
+            displaced.close()
 
     def close(self) -> None:
         for connection in self._open.values():
@@ -181,6 +215,14 @@ class _Exchanged:
 
 
 def _connect(origin: Origin, timeout: float | None, verify: bool | str) -> _Connection:
+    context = tls_context(verify) if origin.scheme == "https" else None  # a bad CA path fails before dialling
+    sock = _dial(origin, timeout)
+    if context is not None:
+        sock = _handshake(sock, context, origin)
+    return _Connection(sock)
+
+
+def _dial(origin: Origin, timeout: float | None) -> socket.socket:
     try:
         sock = socket.create_connection((origin.host, origin.port), timeout=timeout)
     except TimeoutError as exc:
@@ -188,16 +230,18 @@ def _connect(origin: Origin, timeout: float | None, verify: bool | str) -> _Conn
     except OSError as exc:
         raise ConnectFailed(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if origin.scheme == "https":
-        try:
-            sock = tls_context(verify).wrap_socket(sock, server_hostname=origin.host)
-        except ssl.SSLError as exc:
-            sock.close()
-            raise requests.exceptions.SSLError(f"TLS with {origin.host}:{origin.port} failed: {exc}") from exc
-        except OSError as exc:
-            sock.close()
-            raise ConnectFailed(f"TLS with {origin.host}:{origin.port} failed: {exc}") from exc
-    return _Connection(sock)
+    return sock
+
+
+def _handshake(sock: socket.socket, context: ssl.SSLContext, origin: Origin) -> ssl.SSLSocket:
+    try:
+        return context.wrap_socket(sock, server_hostname=origin.host)
+    except ssl.SSLError as exc:
+        sock.close()
+        raise requests.exceptions.SSLError(f"TLS with {origin.host}:{origin.port} failed: {exc}") from exc
+    except OSError as exc:
+        sock.close()
+        raise ConnectFailed(f"TLS with {origin.host}:{origin.port} failed: {exc}") from exc
 
 
 def _exchange(sock: socket.socket, request: bytes, read_timeout: float | None) -> _Exchanged:
@@ -216,10 +260,7 @@ def _exchange(sock: socket.socket, request: bytes, read_timeout: float | None) -
             if parsed.ends_at_close():
                 break
             raise BrokenReply("connection closed before the response was complete")
-        try:
-            parsed.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            raise BrokenReply(f"malformed response: {exc}") from exc
+        parsed.feed(data)
     parsed.parser = None  # the parser holds `parsed` too: no reference cycle left for the collector
     if parsed.status < 200:  # never asked for (no Expect header is sent): not an answer we can read
         raise BrokenReply(f"unexpected informational response {parsed.status}")

@@ -38,9 +38,10 @@ class _Recorder(BaseHTTPRequestHandler):
         self.send_header("X-MBX-USED-WEIGHT-1M", "7")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        if self.command != "HEAD":  # a HEAD reply announces the body's length and sends none
+            self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_DELETE = _answer
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _answer
 
     def log_message(self, *args) -> None:
         pass
@@ -75,6 +76,36 @@ CALLS = [
 SESSION_HEADERS = {"Accept": "application/json", "User-Agent": "python-binance", "X-MBX-APIKEY": "key"}
 
 
+def _query(client_order_id: str) -> dict:
+    return {"headers": {}, "params": f"symbol=BTCUSDT&origClientOrderId={client_order_id}&signature=ff", "timeout": 5}
+
+
+# Shapes python-binance does not produce, or only with odd values: whichever path ApiSession takes for
+# them, the bytes must be requests' own (requests' requote_uri and urllib3's target encoding rewrite
+# some URLs: bad or lower-case escapes, brackets, a '#', dot segments, non-ASCII).
+ODD_CALLS = [
+    ("head", "/fapi/v1/time", {"timeout": 2}),
+    ("patch", "/fapi/v1/order", {"data": [("a", "1")], "timeout": 5}),
+    ("get", "/fapi/v1/order", _query("100%")),
+    ("get", "/fapi/v1/order", _query("%zz")),
+    ("get", "/fapi/v1/order", _query("%2f")),
+    ("get", "/fapi/v1/order", _query("%e9")),
+    ("get", "/fapi/v1/order", _query("[1,2]")),
+    ("get", "/fapi/v1/order", _query("a#b")),
+    ("get", "/fapi/v1/order", _query("é")),
+    ("get", "/fapi/v1/order", _query("a b")),
+    ("get", "/fapi/v1/order", _query("%41%2F%E9")),
+    ("get", "/fapi/v1/order", _query("qt-plan/1:x;y~'\"{}|^`\\")),
+    ("get", "/fapi/v1/a%2fb%41", {"headers": {}, "timeout": 5}),
+    ("get", "/fapi/v1/a%41", {"headers": {}, "params": "x=100%zz", "timeout": 5}),
+    ("get", "/fapi/v1/[x]", {"headers": {}, "timeout": 5}),
+    ("get", "/fapi/v1/./time/../time", {"headers": {}, "timeout": 5}),
+    ("get", "/fapi/v1/é", {"headers": {}, "timeout": 5}),
+    ("post", "/fapi/v1/order", {"headers": {"Content-Type": "application/x-www-form-urlencoded"},
+                                "data": [("a", None)], "timeout": 5}),
+]
+
+
 def _session(cls: type[requests.Session]) -> requests.Session:
     session = cls()
     session.trust_env = False
@@ -82,17 +113,21 @@ def _session(cls: type[requests.Session]) -> requests.Session:
     return session
 
 
-@pytest.mark.parametrize("method,path,kwargs", CALLS, ids=[f"{m} {p}" for m, p, _ in CALLS])
+@pytest.mark.parametrize("method,path,kwargs", CALLS + ODD_CALLS,
+                         ids=[f"{m} {p} {k.get('params') or k.get('data') or ''}" for m, p, k in CALLS + ODD_CALLS])
 def test_the_wire_request_is_the_one_requests_sends(server, method, path, kwargs):
     url, seen = server
-    for cls in (requests.Session, ApiSession):
-        response = getattr(_session(cls), method)(url + path, **json.loads(json.dumps(kwargs)))
-        assert response.status_code == 200 and response.json() == {"ok": True}
-        assert response.headers["x-mbx-used-weight-1m"] == "7"  # case-insensitive, as python-binance reads it
-    plain, lean = seen
-    for record in (plain, lean):
+
+    responses = [getattr(_session(cls), method)(url + path, **json.loads(json.dumps(kwargs)))
+                 for cls in (requests.Session, ApiSession)]
+
+    # the weight header is read case-insensitively, as python-binance reads it
+    plain, lean = [(r.status_code, r.content, r.headers["x-mbx-used-weight-1m"]) for r in responses]
+    assert plain[0] == 200 and lean == plain
+    sent_plain, sent_lean = seen
+    for record in (sent_plain, sent_lean):
         record.pop("peer")
-    assert lean == plain
+    assert sent_lean == sent_plain
 
 
 def test_connections_are_kept_alive(server):
@@ -149,34 +184,46 @@ def test_python_binance_call_shapes_take_the_lean_path(server, monkeypatch):
         assert getattr(session, method)(url + path, **kwargs).status_code == 200
 
 
+SAN_IP = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+CN_ONLY = ["-subj", "/CN=localhost"]  # no subjectAltName: urllib3 2 never matches the common name
+SAN_OTHER_NAME = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=DNS:elsewhere.example"]
+
+
 @pytest.fixture
 def tls_server(tmp_path):
-    """The recorder over HTTPS with a self-signed certificate for 127.0.0.1 (needs the openssl tool)."""
+    """Starts the recorder over HTTPS with a self-signed certificate made by the openssl tool from the given
+    subject arguments; returns the port and the certificate's path."""
     import shutil
     import ssl
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    servers = []
+
+    def start(subject: list[str]) -> tuple[int, str]:
+        cert, key = tmp_path / f"cert{len(servers)}.pem", tmp_path / f"key{len(servers)}.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *subject,
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+        servers.append(httpd)
+        return httpd.server_address[1], str(cert)
+
     _Recorder.seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{httpd.server_address[1]}", cert
-    httpd.shutdown()
-    httpd.server_close()
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_tls_is_verified_as_requests_verifies_it(tls_server):
     # The testnet and mainnet targets are HTTPS: an untrusted certificate is refused before anything is
     # sent (the exchange error tree reads that as 'never sent'); a trusted one works on the lean path.
-    url, cert = tls_server
+    port, cert = tls_server(SAN_IP)
+    url = f"https://127.0.0.1:{port}"
     with pytest.raises(requests.exceptions.SSLError) as caught:
         _session(ApiSession).post(url + "/fapi/v1/order", data=SIGNED_POST, timeout=5)
     assert isinstance(translate(caught.value, "create_market_order", side_effect=True), ExchangeUnavailable)
@@ -185,3 +232,48 @@ def test_tls_is_verified_as_requests_verifies_it(tls_server):
     trusting = _session(ApiSession)
     trusting.verify = str(cert)
     assert trusting.post(url + "/fapi/v1/order", data=SIGNED_POST, timeout=5).json() == {"ok": True}
+
+
+@pytest.mark.parametrize("subject,host,verify,expected", [
+    (SAN_IP, "127.0.0.1", "cert", 200),
+    (CN_ONLY, "localhost", "cert", "SSLError"),
+    (SAN_OTHER_NAME, "127.0.0.1", "cert", "SSLError"),
+    (SAN_IP, "127.0.0.1", True, "SSLError"),
+    (CN_ONLY, "localhost", False, 200),
+], ids=["subject-alt-name", "common-name-only", "other-name", "not-in-certifi", "unverified"])
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_tls_outcome_is_the_one_requests_gives(tls_server, subject, host, verify, expected):
+    port, cert = tls_server(subject)
+
+    outcomes = []
+    for cls in (requests.Session, ApiSession):
+        session = _session(cls)
+        session.verify = cert if verify == "cert" else verify
+        try:
+            outcomes.append(session.get(f"https://{host}:{port}/fapi/v1/time", timeout=5).status_code)
+        except requests.exceptions.RequestException as exc:
+            outcomes.append(type(exc).__name__)
+
+    assert outcomes == [expected, expected]
+
+
+def _not_a_bundle(tmp_path) -> str:
+    path = tmp_path / "ca.pem"
+    path.write_text("not a certificate\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("verify", [lambda tmp_path: str(tmp_path / "missing.pem"), _not_a_bundle],
+                         ids=["missing", "not-a-bundle"])
+def test_an_unusable_ca_path_fails_before_connecting_and_not_as_an_outage(tmp_path, verify):
+    session = _session(ApiSession)
+    session.verify = verify(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens: dialling first would raise ConnectFailed
+
+    with pytest.raises(OSError) as caught:
+        session.post(f"https://127.0.0.1:{port}/fapi/v1/order", data=SIGNED_POST, timeout=1)
+
+    assert not isinstance(caught.value, requests.exceptions.RequestException)
+    assert session.verify in str(caught.value)

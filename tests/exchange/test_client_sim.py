@@ -19,7 +19,7 @@ from shared.exchange.models import Side
 from shared.exchange.target import ExchangeSettings
 
 D = Decimal
-SECRET = "SECRETVALUE-9d8c7b6a5f4e"
+SECRET = "SECRETVALUE9d8c7b6a5f4e"
 NO_FAULTS = dict(unknown_after_execute=0.0, unavailable_no_execute=0.0, drop_connection=0.0, rate_limited=0.0)
 
 

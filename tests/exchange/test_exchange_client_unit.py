@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 from decimal import Decimal
 
 import pytest
@@ -13,8 +14,8 @@ from shared.exchange.models import Side, parse_open_positions, parse_order
 from shared.exchange.target import ExchangeSettings
 
 D = Decimal
-KEY = "KEYVALUE-7f3a9c0d1e2b"
-SECRET = "SECRETVALUE-9d8c7b6a5f4e"
+KEY = "KEYVALUE7f3a9c0d1e2b"
+SECRET = "SECRETVALUE9d8c7b6a5f4e"
 
 
 @pytest.fixture(autouse=True)
@@ -153,6 +154,21 @@ def test_translated_errors_carry_no_library_context():
     assert caught.value.__cause__ is None and caught.value.__context__ is None
 
 
+@pytest.mark.parametrize("line_ending", ["\r", "\r\n", "\n"])
+def test_a_key_from_a_crlf_env_file_never_reaches_an_error(line_ending):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens: every call fails, and says why
+    settings = ExchangeSettings(EXCHANGE_SIM_URL=f"http://127.0.0.1:{port}", EXCHANGE_SIM_API_KEY=KEY + line_ending,
+                                EXCHANGE_SIM_API_SECRET=SECRET + line_ending)
+
+    with pytest.raises(ExchangeError) as caught:
+        ExchangeClient(settings).server_time()
+
+    assert KEY not in caught.value.message and SECRET not in caught.value.message
+    assert "refused" in caught.value.message.lower()  # the request went out: the key was clean
+
+
 def test_repr_shows_target_not_secrets():
     client = ExchangeClient(sim_settings())
 
@@ -173,3 +189,11 @@ def test_parse_order_and_positions_are_decimal_valued():
 
     assert order.filled and order.avg_price == D("87964.30") and order.side is Side.BUY
     assert [(p.symbol, p.amount) for p in positions] == [("BTCUSDT", D("0.002")), ("TRXUSDT", D("-631"))]
+
+
+@pytest.mark.parametrize("env,expected", [({}, 5000), ({"EXCHANGE_RECV_WINDOW_MS": "2500"}, 2500)])
+def test_signed_requests_carry_the_configured_recv_window(env, expected) -> None:
+    settings = sim_settings(**env)
+
+    assert build_binance_client(settings).REQUEST_RECVWINDOW == expected
+    assert ExchangeClient(settings).recv_window_ms == expected

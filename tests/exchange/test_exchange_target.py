@@ -14,8 +14,8 @@ from shared.exchange.target import (
     settings_error_line,
 )
 
-KEY = "KEYVALUE-7f3a9c0d1e2b"
-SECRET = "SECRETVALUE-9d8c7b6a5f4e"
+KEY = "KEYVALUE7f3a9c0d1e2b"
+SECRET = "SECRETVALUE9d8c7b6a5f4e"
 ENV_NAMES = {
     "EXCHANGE_TARGET", "BINANCE_USE_TESTNET", "TESTNET", "USE_TESTNET", "BINANCE_TESTNET", "PAPER_TRADING",
     "EXCHANGE_MAINNET_CONFIRM", "BINANCE_API_KEY", "BINANCE_API_SECRET", "BINANCE_TESTNET_API_KEY",
@@ -152,6 +152,63 @@ def test_systemd_credential_file_supplies_the_secret(monkeypatch, tmp_path):
     settings = settings_with(monkeypatch, env)
 
     assert settings.api_secret.get_secret_value() == SECRET
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [(KEY + "\r", SECRET + "\r"), (KEY + "\r\n", SECRET + "\n"), (" " + KEY, "\t" + SECRET + " ")],
+    ids=["crlf-env-file", "line-ending", "spaces-and-tab"],
+)
+@pytest.mark.parametrize("target", ["testnet", "simulator"])
+def test_credentials_from_the_environment_are_stripped(monkeypatch, target, key, secret):
+    names = (("BINANCE_API_KEY", "BINANCE_API_SECRET") if target == "testnet"
+             else ("EXCHANGE_SIM_API_KEY", "EXCHANGE_SIM_API_SECRET"))
+
+    settings = settings_with(monkeypatch, {"EXCHANGE_TARGET": target, names[0]: key, names[1]: secret})
+
+    assert (settings.api_key.get_secret_value(), settings.api_secret.get_secret_value()) == (KEY, SECRET)
+
+
+BAD_KEY = "BADKEY0123456789"
+NOT_ISSUED = "must be letters and digits only"
+BAD_CREDENTIALS = [
+    (BAD_KEY[:6] + "\r" + BAD_KEY[6:], NOT_ISSUED),
+    (BAD_KEY[:6] + " " + BAD_KEY[6:], NOT_ISSUED),
+    (f'"{BAD_KEY}"', NOT_ISSUED),
+    (BAD_KEY + "-x", NOT_ISSUED),
+    (BAD_KEY + "\x1b", NOT_ISSUED),
+    ("   ", "is empty"),
+]
+BAD_IDS = ["cr", "space", "quotes", "dash", "escape", "blank"]
+
+
+@pytest.mark.parametrize(("bad", "complaint"), BAD_CREDENTIALS, ids=BAD_IDS)
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"EXCHANGE_TARGET": "testnet", "BINANCE_API_SECRET": SECRET}, "BINANCE_API_KEY"),
+        ({"EXCHANGE_TARGET": "testnet", "BINANCE_API_KEY": KEY}, "BINANCE_API_SECRET"),
+        ({"EXCHANGE_TARGET": "testnet", "BINANCE_API_SECRET": SECRET}, "BINANCE_TESTNET_API_KEY"),
+        ({"EXCHANGE_TARGET": "simulator"}, "EXCHANGE_SIM_API_KEY"),
+        ({"EXCHANGE_TARGET": "simulator"}, "EXCHANGE_SIM_API_SECRET"),
+    ],
+)
+def test_a_credential_binance_would_not_issue_is_named_never_echoed(monkeypatch, env, name, bad, complaint):
+    line = error_line_for(monkeypatch, {**env, name: bad})
+
+    assert f"{name} {complaint}" in line
+    assert "BADKEY" not in line and "6789" not in line
+
+
+@pytest.mark.parametrize(("bad", "complaint"), BAD_CREDENTIALS, ids=BAD_IDS)
+def test_a_credential_file_binance_would_not_issue_is_named_never_echoed(monkeypatch, tmp_path, bad, complaint):
+    (tmp_path / "binance_api_secret").write_text(bad + "\n")
+
+    line = error_line_for(monkeypatch, {"EXCHANGE_TARGET": "testnet", "BINANCE_API_KEY": KEY,
+                                        "CREDENTIALS_DIRECTORY": str(tmp_path)})
+
+    assert f"binance_api_secret {complaint}" in line
+    assert "BADKEY" not in line and "6789" not in line
 
 
 def test_secrets_never_appear_in_repr_or_description(monkeypatch):

@@ -17,6 +17,9 @@ from shared.exchange.translate import translate
 
 SECRET = "SECRETVALUE-9d8c7b6a5f4e"
 SIGNED_URL = "http://127.0.0.1:8090/fapi/v1/order?symbol=BTCUSDT&timestamp=1&signature=abcdef0123456789"
+TIMEOUT_1007 = ("Timeout waiting for response from backend server. Send status unknown; "
+                "execution status unknown.")
+PROXY_503 = "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>"
 
 
 class StubResponse:
@@ -49,10 +52,24 @@ def dropped() -> requests.exceptions.ConnectionError:
          OutcomeUnknown),
         (api_error(503, -1000, "Unknown error, please check your request or try again later."), False,
          ExchangeUnavailable),
-        (api_error(503, None, "Service Unavailable."), True, ExchangeUnavailable),
+        (api_error(503, -1001, "Service Unavailable."), True, ExchangeUnavailable),
+        (api_error(503, -1001, "Service Unavailable."), False, ExchangeUnavailable),
+        (api_error(503, None, "Service Unavailable."), True, OutcomeUnknown),
+        (api_error(503, -1001, "service unavailable"), True, OutcomeUnknown),
+        (api_error(503, None, PROXY_503), True, OutcomeUnknown),
+        (api_error(503, None, PROXY_503), False, ExchangeUnavailable),
+        (api_error(503, None, ""), True, OutcomeUnknown),
         (api_error(503, -1001, "Internal error; unable to process your request. Please try again."), True,
+         OutcomeUnknown),
+        (api_error(503, -1001, "Internal error; unable to process your request. Please try again."), False,
          ExchangeUnavailable),
+        (api_error(503, -1007, TIMEOUT_1007), True, OutcomeUnknown),
+        (api_error(503, -1007, TIMEOUT_1007), False, ExchangeUnavailable),
+        (api_error(500, -1007, TIMEOUT_1007), True, OutcomeUnknown),
+        (api_error(504, -1007, TIMEOUT_1007), True, OutcomeUnknown),
         (api_error(400, -1007, "Timeout waiting for response from backend server."), True, OutcomeUnknown),
+        (api_error(500, -1001, "Internal error; unable to process your request. Please try again."), True,
+         ExchangeUnavailable),
         (api_error(502, None, "<html>Bad Gateway</html>"), True, OutcomeUnknown),
         (api_error(429, -1003, "Too many requests."), True, RateLimited),
         (api_error(418, -1003, "Way too many requests; IP banned."), False, RateLimited),
@@ -124,3 +141,15 @@ def test_messages_drop_signed_urls_and_secrets():
 )
 def test_sanitize(raw, forbidden):
     assert forbidden not in sanitize(raw, secrets=[SECRET])
+
+
+@pytest.mark.parametrize("secret", ["AbCdEf0123456789KEY\r", "AbCdEf0123456789KEY\r\n", "\tAbCdEf0123456789KEY",
+                                    "AbCdEf01234\x1b56789KEY"], ids=["cr", "crlf", "tab", "escape"])
+def test_sanitize_redacts_a_secret_quoted_with_escapes(secret):
+    # requests' InvalidHeader quotes the bad header value with repr()
+    raw = f"Invalid leading whitespace, reserved character(s), or return character(s) in header value: {secret!r}"
+
+    cleaned = sanitize(raw, secrets=[secret])
+
+    assert "0123456789" not in cleaned and "<redacted>" in cleaned
+

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pytest
 import requests
 
+from shared.exchange import transport as transport_module
 from shared.exchange.errors import ExchangeUnavailable, OutcomeUnknown
 from shared.exchange.transport import BrokenReply, ConnectFailed, Origin, Transport
 from shared.exchange.translate import translate
@@ -209,9 +210,70 @@ def test_an_unreadable_reply_is_an_unknown_outcome(scripted, reply):
     assert len(server.seen) == 1
 
 
-def test_bytes_after_the_reply_retire_the_connection(scripted):
-    server = scripted(answer_each(OK + OK))
+@pytest.mark.parametrize("after", [
+    OK,
+    b"HTTP/1.1 500 Oops\r\nX-Second: 1\r\nContent-Length: 5\r\n\r\nERROR",
+    b"XYZ garbage",
+], ids=["same-reply-again", "another-reply", "garbage"])
+def test_bytes_after_the_reply_retire_the_connection(scripted, after):
+    server = scripted(answer_each(OK + after))
     transport = Transport()
-    transport.exchange(server.origin, _request(1), 5, True)
-    transport.exchange(server.origin, _request(2), 5, True)
-    assert server.connections == 2
+
+    first = transport.exchange(server.origin, _request(1), 5, True)
+    second = transport.exchange(server.origin, _request(2), 5, True)
+
+    for reply in (first, second):  # nothing of what followed leaks into the reply
+        assert (reply.status, reply.reason, reply.body) == (200, "OK", b'{"ok":true}')
+        assert reply.headers == {"Content-Type": "application/json", "Content-Length": "11"}
+    assert server.connections == 2 and len(server.seen) == 2
+
+
+def test_a_chunked_bodys_trailers_are_not_headers(scripted):
+    server = scripted(answer_each(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+                                  b"X-MBX-USED-WEIGHT-1M: 9999\r\n\r\n"))
+
+    reply = Transport().exchange(server.origin, _request(), 5, True)
+
+    assert (reply.headers, reply.body) == ({"Transfer-Encoding": "chunked"}, b"{}")
+
+
+class _Recorded:
+    """Keeps every connection the transport opens, so one it merely dropped is seen still open."""
+
+    def __init__(self, monkeypatch):
+        self.opened: list[transport_module._Connection] = []
+        recorded = self
+
+        class Connection(transport_module._Connection):
+            def __init__(self, sock):
+                super().__init__(sock)
+                recorded.opened.append(self)
+
+        monkeypatch.setattr(transport_module, "_Connection", Connection)
+
+
+def test_a_connection_displaced_from_the_pool_is_closed(scripted, monkeypatch):
+    # Two threads sharing one session each open a connection; only one can be pooled again.
+    both_arrived = threading.Barrier(2, timeout=5)
+
+    def answer_together(conn, seen):
+        while request := _read_request(conn):
+            seen.append(request)
+            both_arrived.wait()
+            conn.sendall(OK)
+
+    server = scripted(answer_together)
+    recorded = _Recorded(monkeypatch)
+    transport = Transport()
+
+    threads = [threading.Thread(target=transport.exchange, args=(server.origin, _request(n), 5, True))
+               for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+
+    pooled = list(transport._open.values())
+    assert server.connections == 2 and len(recorded.opened) == 2 and len(pooled) == 1
+    displaced = next(c for c in recorded.opened if c is not pooled[0])
+    assert displaced.sock.fileno() == -1 and pooled[0].sock.fileno() != -1

@@ -89,3 +89,14 @@ def test_log_lines_are_json_with_secrets_redacted(capsys, own_logging) -> None:
     assert secret not in "".join(lines) and "pw123456" not in "".join(lines) and "ab" * 32 not in "".join(lines)
     assert events[0]["api_secret"] == qlog.REDACTED
     assert "RuntimeError" in events[1]["exception"]
+
+
+@pytest.mark.parametrize("secret", ["LOGGEDKEY0123456789\r", "LOGGEDKEY0123456789\r\n", "\tLOGGEDKEY0123456789"],
+                         ids=["cr", "crlf", "tab"])
+def test_a_registered_secret_is_redacted_also_as_repr_quotes_it(secret) -> None:
+    qlog.register_secrets([secret])
+
+    text = qlog.redact_text(f"InvalidHeader: bad header value: {secret!r}; raw: {secret}")
+
+    assert "0123456789" not in text and text.count(qlog.REDACTED) == 2
+
