@@ -18,14 +18,14 @@ from decimal import Decimal
 import redis
 
 from microservices.intent_executor import outcomes
+from microservices.intent_executor.resolve import Marker, Resolver
 from microservices.intent_executor.settings import ExecutorSettings
 from shared.modes import ApplyMode
 from microservices.intent_executor.sizing import Refused, Sized, size_order
 from shared import keys, permits, results
 from shared.incarnation import RedisIncarnation
 from shared import snapshot as exchange_snapshot
-from shared.exchange.errors import ExchangeError, ExchangeRejected, ExchangeUnavailable, OutcomeUnknown
-from shared.exchange.models import OrderResult
+from shared.exchange.errors import ExchangeRejected, ExchangeUnavailable, OutcomeUnknown
 from shared.logging import get_logger
 from shared.lua import LuaScript
 from shared.orders import client_order_id_for
@@ -51,7 +51,9 @@ local function take(at, arg)
   local won33, raw33 = take_permit(KEYS[at + 3], KEYS[at + 4], ARGV[arg], ARGV[arg + 3])
   local marked = 0
   if won32 == 1 and won33 == 1 and allows(raw32, ARGV[arg + 4]) and allows(raw33, ARGV[arg + 4]) then
-    redis.call('SET', KEYS[at], ARGV[arg + 1], 'EX', ARGV[arg + 2])
+    local now = redis.call('TIME')  -- the marker says when: a lookup believes "no such order" only later
+    local marker = ARGV[arg + 1] .. ' ' .. now[1] .. string.format('%03d', math.floor(now[2] / 1000))
+    redis.call('SET', KEYS[at], marker, 'EX', ARGV[arg + 2])
     marked = 1
   end
   return {won32, raw32, won33, raw33, redis.call('GET', KEYS[at + 5]), redis.call('GET', KEYS[at + 6]),
@@ -86,18 +88,19 @@ return 1
 """)
 WAKE_UP_EVERY_S = 1.0  # the longest single BLPOP: a retried call never blocks past the deadline by more
 # KEYS: result-marker claim symbol-in-flight, then TAKE's; ARGV: consumer claim-ttl-s plan-id, then TAKE's.
-# Reply: has-result, claim holder, order-sent, p32 present, p33 present, and when this executor holds the
+# Reply: has-result, claim holder, earlier marker, p32 present, p33 present, and when this executor holds the
 # claim of a plan with both permits present and nothing sent yet, what TAKE replies (taken in the same call).
-# Order-sent means an order marker written by another attempt: this attempt's own marker (the client sent
-# the call again after a lost reply) is not a sign of an earlier order.
+# Earlier marker: an order marker written by another attempt (nil if none): this attempt's own marker (the
+# client sent the call again after a lost reply) is not a sign of an earlier order.
 LOOK_AHEAD = LuaScript(_TAKE_FUNCTION + """
 redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
 local marker = redis.call('GET', KEYS[4])
-local seen = {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]), (marker and marker ~= ARGV[5]) and 1 or 0,
+local earlier = marker and string.sub(marker, 1, #ARGV[5] + 1) ~= ARGV[5] .. ' ' and marker or false
+local seen = {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]), earlier,
               redis.call('EXISTS', KEYS[6]), redis.call('EXISTS', KEYS[8])}
 if seen[2] == ARGV[1] then redis.call('EXPIRE', KEYS[2], ARGV[2]) end  -- ours, possibly from before a restart
-if seen[1] == 0 and seen[2] == ARGV[1] and seen[3] == 0 and seen[4] == 1 and seen[5] == 1 then
+if seen[1] == 0 and seen[2] == ARGV[1] and not earlier and seen[4] == 1 and seen[5] == 1 then
   for _, reply in ipairs(take(4, 4)) do seen[#seen + 1] = reply end
 end
 return seen
@@ -108,7 +111,7 @@ return seen
 class LookAhead:
     has_result: bool
     claim_holder: str | None
-    order_sent: bool
+    earlier_marker: str | None  # an order marker of another attempt: an order may exist
     attempt: str  # this handling of the plan: the token its permit takes and order marker carry
     taken: list | None = None  # TAKE's replies when the look-ahead could already take both permits
 
@@ -123,14 +126,11 @@ class Taken:
     forced_dry_run: str | None
     snapshot_raw: str | None
     ledger: dict[str, str]
+    taken_at: float  # monotonic: the order goes out within Resolver.send_within_s of this, or not at all
 
 
 class PlanBusy(RuntimeError):
     """Another executor instance holds this plan; leave the entry pending and retry later."""
-
-
-class OutcomeStillUnknown(RuntimeError):
-    """The exchange could not be asked whether the order exists; retry later, never resend."""
 
 
 class Executor:
@@ -155,6 +155,7 @@ class Executor:
         self.monotonic = monotonic
         self._last_gauge = float("-inf")
         self.log = get_logger(component="executor")
+        self.resolver = Resolver(client, exchange, settings.executor_resolve_attempts, self.log, wait)
 
     def handle(self, plan: Plan, entry: Entry) -> None:
         ahead = self._look_ahead(plan)
@@ -181,10 +182,10 @@ class Executor:
         attempt = permits.new_attempt(self.consumer_name)
         script_keys = [keys.plan_result_marker(plan.plan_id), keys.plan_claim(plan.plan_id),
                        keys.executor_inflight(plan.symbol), *_take_keys(plan)]
-        has_result, holder, order_sent, *rest = LOOK_AHEAD(
+        has_result, holder, earlier_marker, *rest = LOOK_AHEAD(
             self.r, script_keys, [self.consumer_name, CLAIM_TTL_S, plan.plan_id, *_take_args(plan, attempt)])
         taken = rest[2:] or None  # rest[:2]: whether each permit is present
-        return LookAhead(bool(has_result), holder, bool(order_sent), attempt, taken)
+        return LookAhead(bool(has_result), holder, earlier_marker, attempt, taken)
 
     def _release(self, plan: Plan, ahead: "LookAhead") -> None:
         if ahead.claim_holder == self.consumer_name:  # and still is: another executor may hold it by now
@@ -222,10 +223,10 @@ class Executor:
         if not plan.is_executable:
             return outcomes.refused(plan, Reason.DECISION_NOT_EXECUTE, {"decision": plan.decision.value})
         client_order_id = client_order_id_for(plan.plan_id)
-        if ahead.order_sent:
-            return self._after_crash(plan, client_order_id)
+        if ahead.earlier_marker:
+            return self.resolver.after_earlier_attempt(plan, Marker.parse(ahead.earlier_marker))
         if older_than_redis:
-            found = self._sent_before(plan, client_order_id)
+            found = self.resolver.before_sending(plan, client_order_id)
             if found is not None:
                 return found
         taken = self._take_permits(plan, ahead)
@@ -237,20 +238,6 @@ class Executor:
         """The plan's entry was written before the Redis we talk to came up (shared.incarnation): the
         order marker of an earlier attempt may have been lost with the writes that followed it."""
         return self.incarnation is not None and self.incarnation.predates(entry.entry_id)
-
-    def _sent_before(self, plan: Plan, client_order_id: str) -> outcomes.Outcome | None:
-        """Ask the exchange before sending; the outcome of an order it already holds, else None."""
-        self.log.warning("plan_older_than_redis_asking_exchange_first", plan_id=plan.plan_id,
-                         client_order_id=client_order_id)
-        order = self._look_up(plan.symbol, client_order_id)
-        return None if order is None else outcomes.from_order(plan, order, None, None)
-
-    def _after_crash(self, plan: Plan, client_order_id: str) -> outcomes.Outcome:
-        self.log.warning("resolving_order_sent_before_restart", plan_id=plan.plan_id, client_order_id=client_order_id)
-        order = self._look_up(plan.symbol, client_order_id)
-        if order is None:
-            return outcomes.refused(plan, Reason.ORDER_NOT_FOUND, {"client_order_id": client_order_id})
-        return outcomes.from_order(plan, order, None, None)
 
     def _take_permits(self, plan: Plan, ahead: LookAhead) -> Taken | outcomes.Outcome:
         """Wait for both permits, then take them and read the switches, snapshot and ledger in one script call
@@ -274,7 +261,8 @@ class Executor:
             return outcomes.refused(plan, Reason.PERMIT_DENIED, {"order_marker": "not written",
                                                                  "detail": "allow is not a JSON true"}, p32, p33)
         ledger_seen = dict(zip(ledger_flat[0::2], ledger_flat[1::2]))
-        return Taken(p32, p33, read_switches(kill, execution), forced_dry_run, snapshot_raw, ledger_seen)
+        return Taken(p32, p33, read_switches(kill, execution), forced_dry_run, snapshot_raw, ledger_seen,
+                     self.monotonic())
 
     def _wait_and_take(self, plan: Plan, attempt: str) -> list:
         """Block on the plan's permit notifications. Each wake-up is followed, in the same round trip, by a
@@ -307,6 +295,10 @@ class Executor:
         if dry_run:
             detail = {"would_send": f"{plan.side.value} {sized.qty} {plan.symbol} reduceOnly={str(plan.is_close).lower()}"}
             return outcomes.refused(plan, Reason.DRY_RUN, detail, p32, p33, qty=sized.qty)
+        late_s = self.monotonic() - taken.taken_at
+        if late_s > self.resolver.send_within_s:  # a lookup trusts that orders go out this soon, or never
+            return outcomes.refused(plan, Reason.SEND_DEADLINE_PASSED, {"after_taking_s": f"{late_s:.1f}"}, p32, p33,
+                                    qty=sized.qty)
         return self._send(plan, client_order_id, sized, taken)
 
     def _size(self, plan: Plan, p33: P33Permit, p32: P32Permit, seen) -> Sized | Refused:
@@ -337,27 +329,12 @@ class Executor:
             return outcomes.refused(plan, Reason.EXCHANGE_REJECTED, {"code": str(exc.code), "msg": exc.msg}, p32, p33, qty=sized.qty)
         except (OutcomeUnknown, ExchangeUnavailable) as exc:
             outcomes.order_error(self.log, plan, exc)
-            order = self._look_up(plan.symbol, client_order_id)
-            if order is None:
-                reason = Reason.ORDER_NOT_FOUND if isinstance(exc, OutcomeUnknown) else Reason.EXCHANGE_UNAVAILABLE
-                return outcomes.refused(plan, reason, {"error": exc.message, "client_order_id": client_order_id},
-                                        p32, p33, qty=sized.qty)
+            return self.resolver.after_unclear_send(plan, client_order_id, exc, isinstance(exc, OutcomeUnknown),
+                                                    p32, p33, sized.qty, taken.ledger)
         outcomes.ORDER_SECONDS.observe(time.perf_counter() - started)
         self.log.info("ORDER_RESPONSE", plan_id=plan.plan_id, order_id=order.order_id, status=order.status,
                       filled=str(order.executed_qty), avg_price=str(order.avg_price), symbol=plan.symbol)
-        return outcomes.from_order(plan, order, p32, p33, taken.ledger)
-
-    def _look_up(self, symbol: str, client_order_id: str) -> OrderResult | None:
-        """Ask the exchange for the order; None only when it answered that there is none."""
-        delay = 0.1
-        for _attempt in range(self.settings.executor_resolve_attempts):
-            try:
-                return self.exchange.client.get_order(symbol, client_order_id)
-            except ExchangeError as exc:
-                self.log.warning("order_lookup_failed", client_order_id=client_order_id, error=exc.message)
-                self.wait(delay)
-                delay = min(delay * 3, 2.0)
-        raise OutcomeStillUnknown(f"could not look up {client_order_id}; the plan stays pending")
+        return self.resolver.known(plan, order, p32, p33, taken.ledger)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)

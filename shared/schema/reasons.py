@@ -38,6 +38,7 @@ class Reason(str, Enum):
     PERMIT_DENIED = "permit_denied"
     PERMIT_MISMATCH = "permit_mismatch"  # a permit decided for another plan under the same plan_id
     PERMIT_TIMEOUT = "permit_timeout"
+    SEND_DEADLINE_PASSED = "send_deadline_passed"  # too long after taking the permits: nothing was sent
     BELOW_MIN_QTY = "below_min_qty"
     BELOW_MIN_NOTIONAL = "min_notional_check_failed"
     ABOVE_MAX_QTY = "above_max_qty"

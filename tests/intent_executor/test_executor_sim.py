@@ -280,7 +280,7 @@ def test_a_plan_the_runtime_gives_up_on_still_ends_in_one_result(r, access, sim)
     r.set(keys.plan_order_marker("stuck-1"), client_order_id_for("stuck-1"))
     executor = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET), consumer_name="test-executor",
                         wait=lambda _s: None)
-    executor._look_up = lambda *_a: (_ for _ in ()).throw(RuntimeError("exchange unreachable"))
+    executor.resolver.look_up = lambda *_a: (_ for _ in ()).throw(RuntimeError("exchange unreachable"))
     config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.INTENT_EXECUTOR, consumer="test-executor",
                             block_ms=50, claim_idle_ms=20, max_deliveries=2)
     consumer = StreamConsumer(r, config, Plan.from_fields, executor.handle, on_give_up=executor.give_up)

@@ -1,0 +1,120 @@
+"""Orders whose outcome the executor does not know: looked up by client order id, never sent again.
+
+The order marker, written in the script call that takes both permits, says "an order may have been
+sent for this plan" and holds the Redis time of that call. The exchange accepts a signed request up
+to recvWindow after its timestamp, and the executor signs within `send_within_s` of taking the
+permits (or sends nothing), so until marked + send_within + recvWindow (+ a second of margin) a
+request may still be accepted: an answer "no such order" before then is not believed. An order
+found in a state that can still change (NEW, PARTIALLY_FILLED) is not final either. In both cases
+the plan stays pending and is looked at again on its next delivery; nothing is ever resent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+import redis
+
+from microservices.intent_executor import outcomes
+from shared import keys
+from shared.exchange.errors import ExchangeError
+from shared.exchange.models import OrderResult
+from shared.runtime.exchange import ExchangeAccess
+from shared.schema import P32Permit, P33Permit, Plan, Reason
+
+SEND_MARGIN_S = 1.0  # besides a mark price request, nothing lies between taking the permits and signing
+FINALITY_MARGIN_MS = 1000  # clock differences between Redis and the exchange, and the request's own travel
+
+
+class OutcomeStillUnknown(RuntimeError):
+    """Whether the order exists, or how it ends, is not known yet: retry later, never resend."""
+
+
+@dataclass(frozen=True)
+class Marker:
+    """An order marker: `<client order id> <attempt> <Redis ms when the permits were taken>`."""
+
+    client_order_id: str
+    attempt: str
+    marked_ms: int  # 0 when the marker does not say (written by an earlier version: long ago)
+
+    @classmethod
+    def parse(cls, raw: str) -> "Marker":
+        words = raw.split(" ")
+        marked = words[2] if len(words) > 2 and words[2].isdigit() else "0"
+        return cls(words[0], words[1] if len(words) > 1 else "", int(marked))
+
+
+class Resolver:
+    def __init__(self, client: redis.Redis, exchange: ExchangeAccess, attempts: int, log,
+                 wait: Callable[[float], object]):
+        self.r = client
+        self.exchange = exchange
+        self.attempts = attempts
+        self.log = log
+        self.wait = wait
+
+    @property
+    def send_within_s(self) -> float:
+        """The longest the executor may take from taking the permits to sending (a mark price request)."""
+        return self.exchange.settings.request_timeout_s + SEND_MARGIN_S
+
+    def look_up(self, symbol: str, client_order_id: str) -> OrderResult | None:
+        """Ask the exchange for the order; None only when it answered that there is none."""
+        delay = 0.1
+        for _attempt in range(self.attempts):
+            try:
+                return self.exchange.client.get_order(symbol, client_order_id)
+            except ExchangeError as exc:
+                self.log.warning("order_lookup_failed", client_order_id=client_order_id, error=exc.message)
+                self.wait(delay)
+                delay = min(delay * 3, 2.0)
+        raise OutcomeStillUnknown(f"could not look up {client_order_id}; the plan stays pending")
+
+    def known(self, plan: Plan, order: OrderResult, p32: P32Permit | None = None, p33: P33Permit | None = None,
+              ledger: dict[str, str] | None = None) -> outcomes.Outcome:
+        """The plan's outcome from its order, once the order can no longer change."""
+        if not order.final:
+            raise OutcomeStillUnknown(f"order {order.client_order_id} is {order.status}: its fill is not final yet")
+        return outcomes.from_order(plan, order, p32, p33, ledger)
+
+    def after_earlier_attempt(self, plan: Plan, marker: Marker) -> outcomes.Outcome:
+        """An earlier attempt took the permits (and may have sent): find its order, send nothing."""
+        self.log.warning("resolving_order_sent_before_restart", plan_id=plan.plan_id,
+                         client_order_id=marker.client_order_id)
+        order = self.look_up(plan.symbol, marker.client_order_id)
+        if order is None:
+            self.check_final_absence(marker)
+            return outcomes.refused(plan, Reason.ORDER_NOT_FOUND, {"client_order_id": marker.client_order_id})
+        return self.known(plan, order)
+
+    def before_sending(self, plan: Plan, client_order_id: str) -> outcomes.Outcome | None:
+        """For a plan older than the Redis in use: the outcome of an order the exchange already holds, else None."""
+        self.log.warning("plan_older_than_redis_asking_exchange_first", plan_id=plan.plan_id,
+                         client_order_id=client_order_id)
+        order = self.look_up(plan.symbol, client_order_id)
+        return None if order is None else self.known(plan, order)
+
+    def after_unclear_send(self, plan: Plan, client_order_id: str, exc: ExchangeError, maybe_sent: bool,
+                           p32: P32Permit, p33: P33Permit, qty: Decimal,
+                           ledger: dict[str, str]) -> outcomes.Outcome:
+        """The send failed without an answer (maybe_sent) or with 'not executed': what the exchange holds."""
+        order = self.look_up(plan.symbol, client_order_id)
+        if order is not None:
+            return self.known(plan, order, p32, p33, ledger)
+        if maybe_sent:
+            self.check_final_absence(Marker.parse(self.r.get(keys.plan_order_marker(plan.plan_id)) or client_order_id))
+        reason = Reason.ORDER_NOT_FOUND if maybe_sent else Reason.EXCHANGE_UNAVAILABLE
+        return outcomes.refused(plan, reason, {"error": exc.message, "client_order_id": client_order_id},
+                                p32, p33, qty=qty)
+
+    def check_final_absence(self, marker: Marker) -> None:
+        """Raise OutcomeStillUnknown while a request sent under the marker could still be accepted."""
+        believe_from = (marker.marked_ms + int(self.send_within_s * 1000) + self.exchange.client.recv_window_ms
+                        + FINALITY_MARGIN_MS)
+        seconds, micros = self.r.time()
+        if seconds * 1000 + micros // 1000 < believe_from:
+            raise OutcomeStillUnknown(f"no order {marker.client_order_id} yet, but the exchange may still accept "
+                                      f"one until {believe_from} ms: looked at again later")

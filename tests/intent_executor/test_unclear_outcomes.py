@@ -1,0 +1,83 @@
+"""Orders the executor cannot see the end of: believed absent only when no request can still land, final
+only in a final state, and never sent again. Real Redis, the simulator over HTTP."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal as D
+
+import redis
+
+from microservices.intent_executor.executor import Executor
+from microservices.intent_executor.resolve import Marker
+from microservices.intent_executor.settings import ExecutorSettings
+from shared import keys
+from shared.modes import ApplyMode
+from shared.orders import client_order_id_for
+from shared.runtime.consumer import ConsumerConfig, StreamConsumer
+from shared.schema import Plan
+from tests.intent_executor.test_executor_sim import grant, orders_for, plan, results_of, the_result
+
+
+def consumer(r: redis.Redis, access, **executor_kwargs) -> StreamConsumer:
+    executor = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET, executor_permit_wait_ms=300),
+                        consumer_name="test-executor", wait=lambda _s: None, **executor_kwargs)
+    config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.INTENT_EXECUTOR, consumer="test-executor",
+                            block_ms=50, claim_idle_ms=60_000)
+    return StreamConsumer(r, config, Plan.from_fields, executor.handle, on_give_up=executor.give_up)
+
+
+def age_the_marker(r: redis.Redis, plan_id: str, by_ms: int) -> None:
+    marker = Marker.parse(r.get(keys.plan_order_marker(plan_id)))
+    r.set(keys.plan_order_marker(plan_id), f"{marker.client_order_id} {marker.attempt} {marker.marked_ms - by_ms}")
+
+
+def test_no_order_right_after_a_dropped_send_is_not_believed_until_no_request_can_land(r, access, sim) -> None:
+    grant(r, "drop-1")
+    plan(r, "drop-1", "BUY", "0.002")
+    sim.set_faults(drop_connection=1.0, drop_after_execute=False)  # the request never reached the engine
+    try:
+        consumer(r, access).run(burst=True)
+    finally:
+        sim.set_faults(drop_connection=0.0, drop_after_execute=True)
+
+    assert results_of(r, "drop-1") == []  # pending: the exchange might still accept a request sent then
+    assert Marker.parse(r.get(keys.plan_order_marker("drop-1"))).marked_ms > 0
+
+    age_the_marker(r, "drop-1", by_ms=60_000)  # as when it is delivered again, past the window
+    consumer(r, access).run(burst=True)
+
+    assert the_result(r, "drop-1")["reason"] == "order_not_found"
+    assert orders_for(sim, "drop-1") == []
+
+
+def test_an_order_found_still_open_is_waited_for_not_reported(r, access, sim) -> None:
+    grant(r, "open-order-1")
+    plan(r, "open-order-1", "BUY", "0.002")
+    r.set(keys.plan_order_marker("open-order-1"), f"{client_order_id_for('open-order-1')} earlier 1")
+    access.client._client.futures_create_order(  # what the earlier attempt left: a LIMIT far below the market
+        symbol="BTCUSDT", side="BUY", type="LIMIT", quantity="0.002", price="50000", timeInForce="GTC",
+        newClientOrderId=client_order_id_for("open-order-1"))
+
+    consumer(r, access).run(burst=True)
+    assert results_of(r, "open-order-1") == []
+
+    access.client.cancel_order("BTCUSDT", client_order_id_for("open-order-1"))
+    consumer(r, access).run(burst=True)
+
+    result = the_result(r, "open-order-1")
+    assert (result["executed"], result["order_status"]) == ("false", "CANCELED")
+    assert len(orders_for(sim, "open-order-1")) == 1
+
+
+def test_nothing_is_sent_long_after_the_permits_were_taken(r, access, sim) -> None:
+    grant(r, "late-send-1")
+    plan(r, "late-send-1", "BUY", "0.002")
+    ticks = itertools.count(step=100.0)  # every look at the clock is 100 s after the last
+
+    consumer(r, access, monotonic=lambda: next(ticks)).run(burst=True)
+
+    result = the_result(r, "late-send-1")
+    assert (result["executed"], result["reason"]) == ("false", "send_deadline_passed")
+    assert orders_for(sim, "late-send-1") == []
+    assert D(result["qty"]) == D("0.002")
