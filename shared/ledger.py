@@ -7,13 +7,40 @@ updates it with each fill, reconcile adopts the exchange amount when they disagr
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import redis
+
 from shared import keys
+from shared.exchange.filters import SymbolRules
 from shared.schema.fields import Side, format_decimal
 
 ZERO = Decimal(0)
+
+
+class LedgerUnreadable(ValueError, ArithmeticError):
+    """The ledger key exists but does not parse: not the same as no ledger at all.
+
+    A ValueError and an ArithmeticError, so callers that caught Decimal's errors still catch it.
+    """
+
+
+def _decimal(name: str, text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, ValueError, TypeError):
+        raise LedgerUnreadable(f"{name} is not a decimal") from None
+    if not value.is_finite():
+        raise LedgerUnreadable(f"{name} is not finite")
+    return value
+
+
+def _integer(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except (ValueError, TypeError):
+        raise LedgerUnreadable(f"{name} is not an integer") from None
 
 
 @dataclass(frozen=True)
@@ -38,14 +65,15 @@ class LedgerPosition:
 
     @classmethod
     def from_hash(cls, symbol: str, data: dict[str, str]) -> "LedgerPosition":
+        """Raises LedgerUnreadable when a field does not parse (a comma decimal, NaN, text)."""
         def dec(name: str) -> Decimal | None:
-            return Decimal(data[name]) if data.get(name) else None
+            return _decimal(name, data[name]) if data.get(name) else None
 
         return cls(
             symbol=symbol, amount=dec("position_amt") or ZERO, entry_price=dec("entry_price") or ZERO,
             stop_loss=dec("stop_loss"), take_profit=dec("take_profit"), leverage=dec("leverage"),
-            updated_at_ms=int(data.get("updated_at_ms") or 0), last_plan_id=data.get("last_plan_id", ""),
-            source=data.get("source", ""),
+            updated_at_ms=_integer("updated_at_ms", data.get("updated_at_ms") or "0"),
+            last_plan_id=data.get("last_plan_id", ""), source=data.get("source", ""),
         )
 
 
@@ -61,13 +89,69 @@ class Fill:
     leverage: Decimal | None = None
 
 
+@dataclass(frozen=True)
+class LedgerEntry:
+    """What the ledger key holds, told apart: absent, a position, or unreadable (with why).
+
+    `raw` is the hash as stored ({} when absent, None when the key is not a hash at all), so a
+    writer can compare-and-set against exactly what it read.
+    """
+
+    symbol: str
+    raw: dict[str, str] | None
+    position: LedgerPosition | None = None
+    error: str = ""
+
+    @property
+    def absent(self) -> bool:
+        return self.raw == {}
+
+    @property
+    def unreadable(self) -> bool:
+        return bool(self.error)
+
+
+def parse(symbol: str, raw: dict[str, str]) -> LedgerEntry:
+    if not raw:
+        return LedgerEntry(symbol, {})
+    try:
+        return LedgerEntry(symbol, raw, LedgerPosition.from_hash(symbol, raw))
+    except LedgerUnreadable as exc:
+        return LedgerEntry(symbol, raw, error=str(exc))
+
+
+def read_entry(client: Any, symbol: str) -> LedgerEntry:
+    """Never raises for what an operator typed: an unreadable hash, or a key of another type (SET
+    instead of HSET), comes back as an unreadable entry."""
+    try:
+        return parse(symbol, client.hgetall(keys.position_ledger(symbol)))
+    except redis.ResponseError as exc:
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        return LedgerEntry(symbol, None, error="the key is not a hash")
+
+
 def read(client: Any, symbol: str) -> LedgerPosition | None:
+    """The position, or None when there is no ledger; raises LedgerUnreadable when it does not parse."""
     data = client.hgetall(keys.position_ledger(symbol))
     return LedgerPosition.from_hash(symbol, data) if data else None
 
 
 def amount(position: LedgerPosition | None) -> Decimal:
     return position.amount if position else ZERO
+
+
+def qty_tolerance(rules: SymbolRules | None, steps: int) -> Decimal:
+    """How far ledger and exchange may differ and still agree: `steps` of the symbol's finer lot step
+    (LOT_SIZE or MARKET_LOT_SIZE); no rules, no tolerance.
+
+    The one definition P3.3 (which holds a symbol beyond it) and reconcile (which heals beyond it) share.
+    """
+    return steps * min(rules.step_size, rules.market_step_size) if rules is not None else ZERO
+
+
+def disagrees(exchange_amt: Decimal, ledger_amt: Decimal, tolerance: Decimal) -> bool:
+    return abs(exchange_amt - ledger_amt) > tolerance
 
 
 def after_fill(current: LedgerPosition | None, fill: Fill, now_ms: int) -> LedgerPosition | None:

@@ -38,10 +38,10 @@ def plan_id_for(proposal_id: str) -> str:
 
 
 def to_plan(proposal: HarvestProposal, rules: SymbolRules | None, settings: ApplySettings) -> Plan | Skip:
+    # No allowlist here: every proposal is an exit, and closes of any held position must pass
+    # (allowlists limit opens; P3.3 still checks the position the exchange shows).
     if settings.apply_kill_switch:
         return Skip("apply_kill_switch")
-    if proposal.symbol not in settings.allowlist:
-        return Skip("symbol_not_allowed")
     if proposal.position_amt == 0:
         return Skip("no_position")
     if rules is None:

@@ -22,7 +22,7 @@ def main() -> int:
     stream = settings.p26_mode.input_stream
     parse = CalibratedProposal.from_fields if settings.p26_mode is P26Mode.ENFORCE else HarvestProposal.from_fields
     ctx.log.info("apply_layer_ready", apply_mode=settings.apply_mode.value, p26_mode=settings.p26_mode.value,
-                 input=stream, allowlist=sorted(settings.allowlist), kill_switch=settings.apply_kill_switch)
+                 input=stream, kill_switch=settings.apply_kill_switch)
     layer = ApplyLayer(ctx.redis, access.filters, settings)
     config = daemon.consumer_config(settings, NAME, stream, keys.Group.APPLY_LAYER)
     consumer = StreamConsumer(ctx.redis, config, parse, layer.handle, on_tick=access.filters.maybe_refresh)

@@ -16,10 +16,7 @@ DEFAULT_SYMBOLS = (
 class ApplySettings(CommonSettings):
     metrics_port: int = Field(default=8043, ge=0, le=65535)
     apply_mode: ApplyMode = ApplyMode.DRY_RUN
+    # Accepted so existing env files still load; it filters nothing: exits of any held position pass.
     apply_allowlist: str = Field(default=DEFAULT_SYMBOLS, pattern=r"^[A-Za-z0-9]+(,\s*[A-Za-z0-9]+)*$")
     apply_kill_switch: StrictBool = False
     p26_mode: P26Mode = P26Mode.SHADOW
-
-    @property
-    def allowlist(self) -> frozenset[str]:
-        return frozenset(symbol.strip().upper() for symbol in self.apply_allowlist.split(","))

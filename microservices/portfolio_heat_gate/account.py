@@ -2,7 +2,8 @@
 
 The account is read from the exchange at most once per P26_ACCOUNT_MAX_AGE_SEC, so a burst of
 proposals costs one request. When the exchange fails, the last good account stands in for up to
-P26_ACCOUNT_STALE_SEC; after that heat is unavailable and the proposal stays pending for retry.
+P26_ACCOUNT_STALE_SEC; after that the account is unavailable and the gate publishes the proposal
+uncalibrated (gate.py). Without a fresh snapshot heat is unavailable too, and the proposal is retried.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from shared.schema import format_decimal
 
 
 class HeatUnavailable(Exception):
-    """Heat cannot be computed now (no account, no fresh snapshot); the entry is retried."""
+    """Heat cannot be computed now (no account, no fresh snapshot)."""
+
+
+class AccountUnavailable(HeatUnavailable):
+    """The account cannot be read and the last good one is too old; orders may still work."""
 
 
 class AccountSource(Protocol):
@@ -58,7 +63,7 @@ class AccountCache:
     def _stand_in(self, now: float, exc: ExchangeError) -> AccountSummary:
         age_s = now - self._fetched_at
         if self._account is None or age_s > self.stale_s:
-            raise HeatUnavailable(f"account unavailable: {exc.__class__.__name__}") from None
+            raise AccountUnavailable(f"account unavailable: {exc.__class__.__name__}") from None
         self.log.warning("account_stale", error=exc.__class__.__name__, age_s=round(age_s, 3))
         return self._account
 

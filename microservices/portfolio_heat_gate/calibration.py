@@ -8,7 +8,8 @@
 A cold portfolio can afford to keep more of a position; a hot one sheds more.
 Safety: a proposal whose reason is stop_loss_hit, or whose kill_score >= P26_KILL_SCORE_CRITICAL,
 is never downgraded (a HOT upgrade still applies). "downgraded" means the calibrated action
-closes a smaller share than the proposal.
+closes a smaller share than the proposal. When heat cannot be read, the proposal is published
+as proposed, never downgraded, with calibration_reason=heat_unavailable (gate.py says when).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class CalibrationReason(str, Enum):
     UNCHANGED = "unchanged"
     PROTECTED_STOP_LOSS = "protected_stop_loss"
     PROTECTED_KILL_SCORE = "protected_kill_score"
+    HEAT_UNAVAILABLE = "heat_unavailable"
 
 
 @dataclass(frozen=True)
@@ -87,4 +89,17 @@ def calibrated_proposal(proposal: HarvestProposal, reading: HeatReading, calibra
         **proposal.model_dump(exclude={"action"}), action=calibration.action, original_action=proposal.action,
         heat=reading.heat, heat_bucket=reading.bucket, downgraded=calibration.downgraded,
         calibration_reason=calibration.reason.value,
+    )
+
+
+def uncalibrated_proposal(proposal: HarvestProposal) -> CalibratedProposal:
+    """The proposal exactly as proposed, for when heat cannot be read: an exit is never held for it.
+
+    heat 0 and bucket WARM are placeholders the schema requires (WARM is the bucket that changes
+    nothing); calibration_reason=heat_unavailable is what says no heat was read.
+    """
+    return CalibratedProposal(
+        **proposal.model_dump(exclude={"action"}), action=proposal.action, original_action=proposal.action,
+        heat=Decimal(0), heat_bucket=HeatBucket.WARM, downgraded=False,
+        calibration_reason=CalibrationReason.HEAT_UNAVAILABLE.value,
     )

@@ -2,6 +2,11 @@
 
 The calibrated entry keeps the proposal's id, so the apply layer derives the same plan id from
 either stream; P26_MODE only decides which stream the apply layer acts on.
+
+When heat cannot be read the proposal is still published, uncalibrated (heat_unavailable): at
+once when the account is unavailable (orders may still work, and an exit must not wait or be
+dead-lettered: take-profit partials are proposed once); without a fresh snapshot P3.3 permits
+nothing anyway, so it is retried while deliveries remain, and published uncalibrated on the last.
 """
 
 from __future__ import annotations
@@ -9,8 +14,8 @@ from __future__ import annotations
 import redis
 from prometheus_client import Counter, Gauge
 
-from microservices.portfolio_heat_gate.account import HeatSource
-from microservices.portfolio_heat_gate.calibration import calibrate, calibrated_proposal
+from microservices.portfolio_heat_gate.account import AccountUnavailable, HeatSource, HeatUnavailable
+from microservices.portfolio_heat_gate.calibration import calibrate, calibrated_proposal, uncalibrated_proposal
 from microservices.portfolio_heat_gate.heat import HeatReading
 from microservices.portfolio_heat_gate.settings import HeatGateSettings, P26Mode
 from shared import keys
@@ -25,6 +30,7 @@ CALIBRATIONS = Counter(
     ["original", "calibrated"],
 )
 MODE = Gauge("quantum_p26_mode", "P2.6 mode: 1 for the active mode (shadow or enforce)", ["mode"])
+HEAT_UNAVAILABLE = Counter("quantum_p26_heat_unavailable_total", "Proposals published uncalibrated: heat unreadable")
 COMPARE_EVENT = "SHADOW-COMPARE"
 
 
@@ -66,26 +72,47 @@ class HeatGate:
         if is_calibrated(self.r, proposal.proposal_id):
             self._already(proposal, entry)
             return
-        reading = self.heat.reading()
+        try:
+            reading = self.heat.reading()
+        except HeatUnavailable as exc:
+            if not self._publish_now(exc, entry):
+                raise  # retried after STREAM_CLAIM_IDLE_MS
+            self._publish_uncalibrated(proposal, entry, exc)
+            return
         HEAT.set(float(reading.heat))
         calibration = calibrate(proposal, reading.bucket, self.settings.p26_kill_score_critical)
-        calibrated = calibrated_proposal(proposal, reading, calibration)
+        self._publish(calibrated_proposal(proposal, reading, calibration), entry, reading)
+
+    def _publish_now(self, exc: HeatUnavailable, entry: Entry) -> bool:
+        """Whether to publish uncalibrated rather than retry (see the module docstring)."""
+        return isinstance(exc, AccountUnavailable) or entry.deliveries >= self.settings.stream_max_deliveries
+
+    def _publish_uncalibrated(self, proposal: HarvestProposal, entry: Entry, exc: HeatUnavailable) -> None:
+        self.log.warning("HEAT_UNAVAILABLE", proposal_id=proposal.proposal_id, symbol=proposal.symbol,
+                         action=proposal.action.value, detail=str(exc), deliveries=entry.deliveries,
+                         mode=self.settings.p26_mode.value, published="uncalibrated")
+        if self._publish(uncalibrated_proposal(proposal), entry, None):
+            HEAT_UNAVAILABLE.inc()
+
+    def _publish(self, calibrated: CalibratedProposal, entry: Entry, reading: HeatReading | None) -> bool:
         if not publish_once(self.r, calibrated):
-            self._already(proposal, entry)
-            return
-        CALIBRATIONS.labels(original=proposal.action.value, calibrated=calibrated.action.value).inc()
+            self._already(calibrated, entry)
+            return False
+        CALIBRATIONS.labels(original=calibrated.original_action.value, calibrated=calibrated.action.value).inc()
         self._log_compare(calibrated, reading, entry)
+        return True
 
     def _already(self, proposal: HarvestProposal, entry: Entry) -> None:
         self.log.info("CALIBRATION_ALREADY_PUBLISHED", proposal_id=proposal.proposal_id, stream_id=entry.entry_id)
 
-    def _log_compare(self, calibrated: CalibratedProposal, reading: HeatReading, entry: Entry) -> None:
+    def _log_compare(self, calibrated: CalibratedProposal, reading: HeatReading | None, entry: Entry) -> None:
+        components = {} if reading is None else {"leverage": str(reading.leverage), "drawdown": str(reading.drawdown),
+                                                  "concentration": str(reading.concentration)}
         self.log.info(
             COMPARE_EVENT, line=compare_line(calibrated), mode=self.settings.p26_mode.value,
             proposal_id=calibrated.proposal_id, symbol=calibrated.symbol, stream_id=entry.entry_id,
             proposal=calibrated.original_action.value, calibrated=calibrated.action.value,
             heat=str(calibrated.heat), heat_bucket=calibrated.heat_bucket.value, downgraded=calibrated.downgraded,
             reason=calibrated.calibration_reason, proposal_reason=calibrated.reason,
-            kill_score=str(calibrated.kill_score), leverage=str(reading.leverage), drawdown=str(reading.drawdown),
-            concentration=str(reading.concentration),
+            kill_score=str(calibrated.kill_score), **components,
         )

@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import Enum
 
 from shared.exchange.filters import SymbolRules, round_qty_down
-from shared.ledger import LedgerPosition
+from shared.ledger import LedgerPosition, disagrees, qty_tolerance
 from shared.schema import Plan, Reason, Side, format_decimal
 from shared.snapshot import ExchangeSnapshot
 
@@ -80,7 +80,9 @@ def _strings(context: dict[str, object]) -> dict[str, str]:
 
 
 def symbol_allowed(state: PlanState) -> Verdict | None:
-    if state.plan.symbol in state.policy.allowlist:
+    # The allowlist limits what the fleet opens; a close of a held position (adopted by reconcile, or
+    # on a symbol since removed from the list) reduces risk and still faces the position checks below.
+    if state.plan.is_close or state.plan.symbol in state.policy.allowlist:
         return None
     return deny(Reason.SYMBOL_NOT_ALLOWED, symbol=state.plan.symbol)
 
@@ -99,12 +101,12 @@ def symbol_known(state: PlanState) -> Verdict | None:
 
 
 def ledger_agrees(state: PlanState) -> Verdict | None:
-    tolerance = state.policy.qty_tolerance_steps * state.rules.step_size
-    diff = abs(state.exchange_amt - state.ledger_amt)
-    if diff <= tolerance:
+    # The tolerance reconcile heals beyond too (shared.ledger), so a symbol held here is always healed.
+    tolerance = qty_tolerance(state.rules, state.policy.qty_tolerance_steps)
+    if not disagrees(state.exchange_amt, state.ledger_amt, tolerance):
         return None
     return deny(Reason.RECONCILE_REQUIRED_QTY_MISMATCH, exchange_amt=state.exchange_amt,
-                ledger_amt=state.ledger_amt, diff=diff, tolerance=tolerance)
+                ledger_amt=state.ledger_amt, diff=abs(state.exchange_amt - state.ledger_amt), tolerance=tolerance)
 
 
 def cooled_down(state: PlanState) -> Verdict | None:

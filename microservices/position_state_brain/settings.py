@@ -35,11 +35,13 @@ def parse_allowlist(text: str) -> frozenset[str]:
 class PositionStateSettings(CommonSettings):
     metrics_port: int = Field(default=8045, ge=0, le=65535)
     # A plain string: pydantic-settings would try to parse a list field from the environment as JSON.
+    # It limits opens only: closes of a position the exchange shows pass on any symbol (gates.symbol_allowed).
     p33_allowlist: str = DEFAULT_ALLOWLIST
     p33_poll_sec: float = Field(default=1.0, gt=0, le=60)
     p33_stale_threshold_sec: float = Field(default=10.0, gt=0)
     p33_cooldown_sec: float = Field(default=15.0, ge=0)
     p33_permit_ttl: int = Field(default=60, ge=1, le=86_400)
+    # In common.env: reconcile reads it too, and heals every difference P3.3 holds a symbol for.
     p33_qty_tolerance_steps: int = Field(default=1, ge=0)
     p33_open_on_position: Annotated[OpenOnPosition, BeforeValidator(_lower)] = OpenOnPosition.DENY
 

@@ -19,7 +19,7 @@ def main() -> int:
     ctx = daemon.start(NAME, settings)
     access = open_exchange_or_exit(NAME, ctx.redis, ctx.log)
     ctx.log.info("reconcile_ready", interval_sec=settings.reconcile_interval_sec, grace_sec=settings.reconcile_grace_sec,
-                 tolerance_steps=settings.reconcile_tolerance_steps)
+                 tolerance_steps=settings.heal_tolerance_steps)
     reconciler = Reconciler(ctx.redis, access, settings)
     block_ms = min(settings.stream_block_ms, int(settings.reconcile_interval_sec * 1000))
     config = daemon.consumer_config(settings, NAME, keys.Stream.APPLY_RESULT, keys.Group.RECONCILE, block_ms=block_ms)

@@ -3,7 +3,9 @@
 A mismatch is recorded when first seen (visible to operators in Redis and /metrics), and
 healed once it outlasts the grace period with no plan on the symbol in flight: the ledger
 adopts the exchange amount, an event goes to the reconcile stream. Only that symbol is held
-meanwhile, and never forever.
+meanwhile, and never forever: an unreadable ledger is a mismatch healed the same way, a failure on
+one symbol is logged and the pass goes on to the others, and a symbol P3.3 has held
+(reconcile_required_qty_mismatch) is healed at any difference, whatever either tolerance says.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ from shared import keys, ledger
 from shared import snapshot as exchange_snapshot
 from shared.exchange.errors import ExchangeError
 from shared.exchange.models import Position
+from shared.ledger import LedgerEntry
 from shared.logging import get_logger
 from shared.runtime.consumer import Entry
 from shared.runtime.exchange import ExchangeAccess
-from shared.schema import PlanResult, format_decimal
+from shared.schema import PlanResult, Reason, format_decimal
 from shared.snapshot import ExchangeSnapshot
 
 HEALS = Counter("quantum_reconcile_heals_total", "Ledger entries healed from the exchange", ["kind"])
 MISMATCHES = Gauge("quantum_reconcile_mismatches", "Symbols whose ledger and exchange disagree now")
 PASSES = Counter("quantum_reconcile_passes_total", "Reconcile passes by outcome", ["outcome"])
+SYMBOL_ERRORS = Counter("quantum_reconcile_symbol_errors_total", "Symbols a pass could not reconcile (logged; next pass)")
 ZERO = Decimal(0)
 POSITIONS_WEIGHT = 5
 
@@ -46,11 +50,14 @@ class Reconciler:
         self._due_at = 0.0
         self._last_result_ms = 0
         self._result_unseen = False
+        self._held_by_p33: set[str] = set()
 
     def on_result(self, result: PlanResult, entry: Entry) -> None:
         # A result may have moved a position: compare as soon as the exchange view postdates it.
         self._last_result_ms = max(self._last_result_ms, int(entry.entry_id.split("-")[0]))
         self._result_unseen = True
+        if result.reason is Reason.RECONCILE_REQUIRED_QTY_MISMATCH:
+            self._held_by_p33.add(result.symbol)
 
     def tick(self) -> None:
         now = self.clock()
@@ -64,9 +71,20 @@ class Reconciler:
             return
         self._result_unseen = False
         symbols = set(positions) | self._ledger_symbols()
-        disagreeing = sum(not self._reconcile_symbol(symbol, positions.get(symbol)) for symbol in sorted(symbols))
+        disagreeing = sum(not self._reconcile_isolated(symbol, positions.get(symbol)) for symbol in sorted(symbols))
         MISMATCHES.set(disagreeing)
         PASSES.labels(outcome="done").inc()
+
+    def _reconcile_isolated(self, symbol: str, position: Position | None) -> bool:
+        """_reconcile_symbol, where one symbol's failure is logged and counted as a disagreement."""
+        try:
+            return self._reconcile_symbol(symbol, position)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise  # Redis itself is gone: no symbol can be reconciled, the runtime reports it
+        except Exception as exc:
+            SYMBOL_ERRORS.inc()
+            self.log.exception("reconcile_symbol_failed", symbol=symbol, error=exc.__class__.__name__)
+            return False
 
     def _positions(self) -> dict | None:
         """Exchange positions newer than the last result: the fleet's snapshot when it is, else a
@@ -103,53 +121,69 @@ class Reconciler:
 
     def _reconcile_symbol(self, symbol: str, position: Position | None) -> bool:
         """Returns True when the symbol agrees (now or after healing)."""
-        recorded = ledger.read(self.r, symbol)
-        observation = Observation(symbol, position.amount if position else ZERO,
-                                  recorded.amount if recorded else None, self._tolerance(symbol))
+        recorded = ledger.read_entry(self.r, symbol)
+        observation = _observe(symbol, position, recorded, self._tolerance(symbol))
         mismatch_key = keys.reconcile_mismatch(symbol)
-        first_seen = self.r.hget(mismatch_key, "first_seen_ms")
+        first_seen = _first_seen_ms(self.r.hget(mismatch_key, "first_seen_ms"))
         now_ms = int(self.clock() * 1000)
         in_flight = bool(self.r.exists(keys.executor_inflight(symbol)))
-        verdict = decide(observation, int(first_seen) if first_seen else None, in_flight, now_ms,
-                         int(self.settings.reconcile_grace_sec * 1000))
+        verdict = decide(observation, first_seen, in_flight, now_ms, int(self.settings.reconcile_grace_sec * 1000))
         if verdict is Verdict.AGREE:
             self.r.delete(mismatch_key)
+            self._held_by_p33.discard(symbol)
             return True
         if verdict is Verdict.NEW_MISMATCH:
-            self._record(observation, now_ms)
+            self._record(observation, recorded, now_ms)
             return False
         if verdict is Verdict.HEAL:
             return self._heal(observation, recorded, position, now_ms)
         return False
 
     def _tolerance(self, symbol: str) -> Decimal:
-        rules = self.access.filters.find(symbol)
-        step = rules.market_step_size if rules else ZERO
-        return step * self.settings.reconcile_tolerance_steps
+        # P3.3 holding the symbol proves it sees a difference: heal any, whatever the tolerances say.
+        if symbol in self._held_by_p33:
+            return ZERO
+        return ledger.qty_tolerance(self.access.filters.find(symbol), self.settings.heal_tolerance_steps)
 
-    def _record(self, observation: Observation, now_ms: int) -> None:
-        self.r.hset(keys.reconcile_mismatch(observation.symbol), mapping=_describe(observation, now_ms))
-        self.log.warning("RECONCILE_MISMATCH", **_describe(observation, now_ms),
-                         grace_sec=self.settings.reconcile_grace_sec)
+    def _record(self, observation: Observation, recorded: LedgerEntry, now_ms: int) -> None:
+        described = _describe(observation, recorded, now_ms)
+        self.r.hset(keys.reconcile_mismatch(observation.symbol), mapping=described)
+        self.log.warning("RECONCILE_MISMATCH", **described, grace_sec=self.settings.reconcile_grace_sec)
 
-    def _heal(self, observation: Observation, recorded: ledger.LedgerPosition | None, position: Position | None,
-              now_ms: int) -> bool:
-        ledger_key = keys.position_ledger(observation.symbol)
+    def _heal(self, observation: Observation, recorded: LedgerEntry, position: Position | None, now_ms: int) -> bool:
+        symbol = observation.symbol
+        described = _describe(observation, recorded, now_ms)
         with self.r.pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(ledger_key, keys.executor_inflight(observation.symbol))
-                if pipe.exists(keys.executor_inflight(observation.symbol)) or ledger.read(pipe, observation.symbol) != recorded:
+                pipe.watch(keys.position_ledger(symbol), keys.executor_inflight(symbol))
+                # Compared as stored (raw), so an unreadable ledger is compare-and-set like any other.
+                if pipe.exists(keys.executor_inflight(symbol)) or ledger.read_entry(pipe, symbol) != recorded:
                     return False  # the executor moved: look again next pass
                 pipe.multi()
-                ledger.queue_write(pipe, observation.symbol, _adopted(observation, recorded, position, now_ms))
-                pipe.xadd(keys.Stream.RECONCILE_EVENT, {**_describe(observation, now_ms), "action": "adopted_exchange"})
-                pipe.delete(keys.reconcile_mismatch(observation.symbol))
+                ledger.queue_write(pipe, symbol, _adopted(observation, recorded.position, position, now_ms))
+                pipe.xadd(keys.Stream.RECONCILE_EVENT, {**described, "action": "adopted_exchange"})
+                pipe.delete(keys.reconcile_mismatch(symbol))
                 pipe.execute()
             except redis.WatchError:
                 return False
         HEALS.labels(kind=observation.kind.value).inc()
-        self.log.warning("RECONCILE_HEALED", **_describe(observation, now_ms))
+        self._held_by_p33.discard(symbol)
+        self.log.warning("RECONCILE_HEALED", **described)
         return True
+
+
+def _observe(symbol: str, position: Position | None, recorded: LedgerEntry, tolerance: Decimal) -> Observation:
+    held = recorded.position
+    return Observation(symbol, position.amount if position else ZERO, held.amount if held else None, tolerance,
+                       ledger_unreadable=recorded.unreadable)
+
+
+def _first_seen_ms(raw: str | None) -> int | None:
+    """None when unrecorded, or garbled: the mismatch is then recorded afresh."""
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def _adopted(observation: Observation, recorded: ledger.LedgerPosition | None, position: Position | None,
@@ -162,11 +196,18 @@ def _adopted(observation: Observation, recorded: ledger.LedgerPosition | None, p
                    source="reconcile")
 
 
-def _describe(observation: Observation, now_ms: int) -> dict[str, str]:
-    ledger_amt = observation.ledger_amt
-    return {
+def _describe(observation: Observation, recorded: LedgerEntry, now_ms: int) -> dict[str, str]:
+    diff = observation.diff
+    described = {
         "symbol": observation.symbol, "exchange_amt": format_decimal(observation.exchange_amt),
-        "ledger_amt": "none" if ledger_amt is None else format_decimal(ledger_amt),
-        "diff": format_decimal(observation.diff), "tolerance": format_decimal(observation.tolerance),
-        "kind": observation.kind.value, "first_seen_ms": str(now_ms),
+        "ledger_amt": _ledger_text(observation), "diff": "unknown" if diff is None else format_decimal(diff),
+        "tolerance": format_decimal(observation.tolerance), "kind": observation.kind.value, "first_seen_ms": str(now_ms),
     }
+    # Why the ledger did not parse (the field, never its value), for the operator who typed it.
+    return {**described, "ledger_error": recorded.error} if recorded.unreadable else described
+
+
+def _ledger_text(observation: Observation) -> str:
+    if observation.ledger_unreadable:
+        return "unreadable"
+    return "none" if observation.ledger_amt is None else format_decimal(observation.ledger_amt)

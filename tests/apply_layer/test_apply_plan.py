@@ -38,7 +38,6 @@ def test_a_proposal_becomes_a_reduce_only_plan(access, action, amount, side, qty
     ("settings", "amount", "reason"),
     [
         ({"apply_kill_switch": "true"}, "0.013", "apply_kill_switch"),
-        ({"apply_allowlist": "ETHUSDT"}, "0.013", "symbol_not_allowed"),
         ({}, "0", "no_position"),
         ({}, "0.002", "fraction_below_one_step"),
     ],

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from p33_helpers import NOW_MS, D, close_plan, ledger, plan, policy, rules, snapshot
 
 from microservices.position_state_brain.gates import OpenOnPosition, decide
+from shared.ledger import qty_tolerance as ledger_tolerance
 from shared.schema import Plan, Reason
 
 SEED_TEST_OPEN_005 = {
@@ -187,3 +190,44 @@ def test_gates_run_in_order_and_the_first_denial_wins(inputs, first_reason):
     verdict = run(inputs.pop("p", plan()), **inputs)
 
     assert verdict.reason is first_reason
+
+
+ALLOWLIST_CASES = [
+    ("open outside the allowlist", plan(symbol="XRPUSDT", qty="10"), {}, None, False, Reason.SYMBOL_NOT_ALLOWED),
+    ("close of a held position outside it", close_plan("SELL", "10", "XRPUSDT"), {"XRPUSDT": "10"}, "10", True,
+     Reason.SANITY_CHECKS_PASSED),
+    ("close of a held short outside it", close_plan("BUY", "4", "XRPUSDT"), {"XRPUSDT": "-10"}, "-10", True,
+     Reason.SANITY_CHECKS_PASSED),
+    ("close with nothing held", close_plan("SELL", "10", "XRPUSDT"), {}, None, False, Reason.NO_POSITION),
+    ("close adding to the position", close_plan("BUY", "10", "XRPUSDT"), {"XRPUSDT": "10"}, "10", False,
+     Reason.SIDE_MISMATCH),
+    ("close while the ledger disagrees", close_plan("SELL", "10", "XRPUSDT"), {"XRPUSDT": "10"}, "3", False,
+     Reason.RECONCILE_REQUIRED_QTY_MISMATCH),
+]
+
+
+@pytest.mark.parametrize(("case", "p", "held", "ledger_amt", "allowed", "reason"), ALLOWLIST_CASES,
+                         ids=[c[0] for c in ALLOWLIST_CASES])
+def test_the_allowlist_limits_opens_and_closes_face_only_the_position_checks(case, p, held, ledger_amt, allowed, reason):
+    led = ledger("XRPUSDT", ledger_amt) if ledger_amt else None
+
+    verdict = run(p, snap=snapshot(held), led=led, symbol_rules=rules("XRPUSDT", "0.1"))
+
+    assert (verdict.allow, verdict.reason) == (allowed, reason)
+
+
+@pytest.mark.parametrize(("market_step", "exchange", "agrees"), [
+    ("0.001", "0.011", True),
+    ("0.01", "0.011", True),   # the finer of LOT_SIZE (0.001) and MARKET_LOT_SIZE steps
+    ("0.01", "0.012", False),  # two LOT_SIZE steps apart: held, though within one MARKET_LOT_SIZE step
+    ("0.0001", "0.0102", False),
+    ("0.0001", "0.0101", True),
+])
+def test_the_tolerance_is_the_shared_one_in_steps_of_the_finer_lot_step(market_step, exchange, agrees):
+    symbol_rules = replace(rules(), market_step_size=D(market_step))
+
+    verdict = run(close_plan("SELL", "0.001"), snap=snapshot({"BTCUSDT": exchange}), led=ledger("BTCUSDT", "0.010"),
+                  symbol_rules=symbol_rules)
+
+    assert (verdict.reason is not Reason.RECONCILE_REQUIRED_QTY_MISMATCH) is agrees
+    assert ledger_tolerance(symbol_rules, 1) == min(D("0.001"), D(market_step))
