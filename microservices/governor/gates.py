@@ -54,6 +54,11 @@ def trading_state(plan: Plan, state: GovernorState, limits: Limits, now_ms: int)
 
 
 def symbol_cooldown(plan: Plan, state: GovernorState, limits: Limits, now_ms: int) -> Denial | None:
+    if limits.symbol_cooldown_ms <= 0:
+        return None
+    if plan.symbol in state.pending(plan.plan_id, now_ms, limits.inflight_expiry_ms).symbols:
+        # An open allowed and not settled yet starts the cooldown when it fills: two must not both pass.
+        return Denial(Reason.SYMBOL_COOLDOWN, {"open_in_flight": plan.symbol, "cooldown_s": limits.symbol_cooldown_ms / 1000})
     if state.last_exec_ms is None:
         return None
     elapsed_ms = max(now_ms - state.last_exec_ms, 0)  # a clock a hair behind the executor's is not a cooldown
@@ -152,7 +157,7 @@ OPEN_GATES: tuple[Gate, ...] = (
 )
 RATE_LIMIT_REASONS = frozenset({Reason.RATE_LIMIT_HOUR, Reason.RATE_LIMIT_5MIN})
 # Denials that counting in-flight opens can cause, so an exact look at their results may lift them.
-INFLIGHT_REASONS = frozenset({Reason.MAX_OPEN_POSITIONS, Reason.TOTAL_NOTIONAL_EXCEEDED})
+INFLIGHT_REASONS = frozenset({Reason.MAX_OPEN_POSITIONS, Reason.TOTAL_NOTIONAL_EXCEEDED, Reason.SYMBOL_COOLDOWN})
 
 
 def evaluate(plan: Plan, state: GovernorState, limits: Limits, now_ms: int, gates: tuple[Gate, ...] = OPEN_GATES) -> Verdict:

@@ -23,6 +23,7 @@ from shared.schema import Plan
 
 HOUR_MS, FIVE_MIN_MS = 3_600_000, 300_000
 WIDE = Limits(max_exec_per_5min=100, max_exec_per_hour=100, max_open_positions=100, max_total_notional=Decimal(10**6),
+              symbol_cooldown_ms=0,
               auto_disarm_window_ms=600_000)
 
 

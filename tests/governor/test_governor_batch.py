@@ -86,7 +86,7 @@ def test_a_batch_decides_exactly_as_one_plan_at_a_time(r: redis.Redis) -> None:
 def test_a_batch_takes_one_read_and_one_commit_round_trip_per_round(r: redis.Redis) -> None:
     exchange_snapshot.publish(r, snapshot(marks=MARKS))
     governor = Governor(r, Limits(max_exec_per_5min=100, max_exec_per_hour=100, max_open_positions=100,
-                                  max_total_notional=Decimal(10**6)), clock=Clock())
+                                  max_total_notional=Decimal(10**6), symbol_cooldown_ms=0), clock=Clock())
     governor.handle(plan("warm", "XRPUSDT", qty="1"))  # the scripts are loaded now
     entries = [(plan(f"p{i}", "XRPUSDT", qty="1"), Entry(keys.Stream.APPLY_PLAN, f"{i}-0", {}, 1)) for i in range(20)]
     r.config_resetstat()
@@ -128,3 +128,17 @@ def test_a_lock_held_elsewhere_fails_the_opens_but_not_the_closes(r: redis.Redis
 
     assert type(failures[0]).__name__ == "LockBusy" and failures[1] is None
     assert r.get(keys.permit_p32("c1")) is not None and r.get(keys.permit_p32("a")) is None
+
+
+def test_two_opens_on_one_symbol_in_a_batch_get_one_allow_while_a_cooldown_is_set(r: redis.Redis) -> None:
+    # Neither has filled, so the symbol's last execution says nothing: the first one in flight holds the second.
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    governor = Governor(r, Limits(max_exec_per_5min=100, max_exec_per_hour=100, symbol_cooldown_ms=60_000),
+                        clock=Clock())
+    batch = [plan("first", "XRPUSDT", qty="1"), plan("second", "XRPUSDT", qty="1"), plan("other", "SOLUSDT", qty="1")]
+
+    assert governor.handle_batch([(p, Entry(keys.Stream.APPLY_PLAN, f"{i}-0", {}, 1)) for i, p in enumerate(batch)]) \
+        == [None, None, None]
+
+    reasons = {p.plan_id: json.loads(r.get(keys.permit_p32(p.plan_id)))["reason"] for p in batch}
+    assert reasons == {"first": "open_allowed", "second": "symbol_cooldown", "other": "open_allowed"}

@@ -174,7 +174,20 @@ def test_an_open_on_a_symbol_already_held_adds_no_position() -> None:
 def test_in_flight_opens_count_as_positions_once_per_new_symbol(entries, expected) -> None:
     state = healthy(snapshot=fresh(*positions_worth(9)), inflight=entries)
 
-    assert reason_of(state) == expected
+    assert reason_of(state, limits=Limits(symbol_cooldown_ms=0)) == expected  # counting alone, no cooldown
+
+
+@pytest.mark.parametrize("entries, cooldown_ms, expected", [
+    ((inflight("a", "BTCUSDT"),), 60_000, Reason.SYMBOL_COOLDOWN),  # it starts the cooldown when it fills
+    ((inflight("a", "BTCUSDT"),), 0, Reason.OPEN_ALLOWED),
+    ((inflight("a", "ETHUSDT"),), 60_000, Reason.OPEN_ALLOWED),
+    ((inflight("test_open_005", "BTCUSDT"),), 60_000, Reason.OPEN_ALLOWED),  # the plan itself, replayed
+    ((inflight("a", "BTCUSDT", age_ms=120_000),), 60_000, Reason.OPEN_ALLOWED),  # expired
+], ids=["same symbol", "no cooldown", "other symbol", "own replay", "expired"])
+def test_an_open_in_flight_on_the_symbol_holds_the_next_open_as_a_cooldown(entries, cooldown_ms, expected) -> None:
+    state = healthy(inflight=entries)
+
+    assert reason_of(state, limits=Limits(symbol_cooldown_ms=cooldown_ms)) == expected
 
 
 def test_an_in_flight_open_stops_counting_once_a_snapshot_newer_than_its_result_shows_it() -> None:

@@ -20,7 +20,8 @@ from shared.runtime.consumer import ConsumerConfig, StreamConsumer
 from shared.schema import P32Permit, Plan, Reason
 
 MARKS = {"BTCUSDT": "80000", "ETHUSDT": "1000"}  # 0.001 BTC is 80 USDT; 0.6 ETH is 600
-ROOMY = Limits(max_notional_per_trade=Decimal(1500), max_exec_per_5min=100, max_exec_per_hour=100)
+ROOMY = Limits(max_notional_per_trade=Decimal(1500), max_exec_per_5min=100, max_exec_per_hour=100,
+               symbol_cooldown_ms=0)  # caps alone: the cooldown would hold a second open on a symbol
 
 
 @pytest.fixture

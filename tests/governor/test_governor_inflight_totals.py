@@ -20,7 +20,7 @@ from shared.schema import Reason
 
 MARKS = {"BTCUSDT": "80000", "ETHUSDT": "1000", "SOLUSDT": "150.37"}
 ROOMY = Limits(max_notional_per_trade=Decimal(100_000), max_total_notional=Decimal(1_000_000),
-               max_open_positions=100, max_exec_per_5min=10_000, max_exec_per_hour=10_000)
+               max_open_positions=100, max_exec_per_5min=10_000, max_exec_per_hour=10_000, symbol_cooldown_ms=0)
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_missing_or_garbled_totals_are_rebuilt_from_the_records(r: redis.Redis, 
 def test_records_written_before_the_totals_existed_are_migrated_at_start(r: redis.Redis, clock: Clock) -> None:
     exchange_snapshot.publish(r, snapshot(marks=MARKS))
     r.hset(keys.GOVERNOR_INFLIGHT, "old", json.dumps({"symbol": "ETHUSDT", "notional": "900", "allowed_at_ms": NOW_MS}))
-    governor = Governor(r, Limits(max_notional_per_trade=Decimal(1500)), clock=clock)
+    governor = Governor(r, Limits(max_notional_per_trade=Decimal(1500), symbol_cooldown_ms=0), clock=clock)
 
     assert governor.store.migrate_records() == 1 and governor.store.migrate_records() == 0
     verdict = governor.handle(plan("a", "ETHUSDT", qty="1.2"))
@@ -125,7 +125,7 @@ def test_records_that_do_not_parse_are_dropped_as_unreadable(r: redis.Redis, gov
 
 def test_the_exact_look_still_lifts_a_denial_the_totals_caused(r: redis.Redis, clock: Clock) -> None:
     exchange_snapshot.publish(r, snapshot(marks=MARKS))
-    governor = Governor(r, Limits(max_notional_per_trade=Decimal(1500)), clock=clock)
+    governor = Governor(r, Limits(max_notional_per_trade=Decimal(1500), symbol_cooldown_ms=0), clock=clock)
     governor.handle(plan("a", "ETHUSDT", qty="1.5"))
     r.set(keys.plan_result_marker("a"), str(NOW_MS + 1))
     exchange_snapshot.publish(r, snapshot({"ETHUSDT": "1.5"}, MARKS, fetched_at_ms=NOW_MS + 2))
