@@ -155,7 +155,10 @@ class Executor:
         self.monotonic = monotonic
         self._last_gauge = float("-inf")
         self.log = get_logger(component="executor")
-        self.resolver = Resolver(client, exchange, settings.executor_resolve_attempts, self.log, wait)
+        # Called while one plan takes long (waits, lookups): liveness must not read a slow exchange as a hang.
+        self.progress: Callable[[], object] = lambda: None
+        self.resolver = Resolver(client, exchange, settings.executor_resolve_attempts, self.log, wait,
+                                 beat=lambda: self.progress())
 
     def handle(self, plan: Plan, entry: Entry) -> None:
         ahead = self._look_ahead(plan)
@@ -244,7 +247,10 @@ class Executor:
         (unless the look-ahead already did)."""
         wanted = list(PERMIT_KINDS)
         replies = ahead.taken if ahead.taken is not None else self._wait_and_take(plan, ahead.attempt)
-        p32, p33 = permits.taken(wanted, replies)
+        try:
+            p32, p33 = permits.taken(wanted, replies)
+        except permits.PermitError as exc:  # JSON the gates would never write: not a permission
+            return outcomes.refused(plan, Reason.PERMIT_DENIED, {"invalid_permit": str(exc)})
         if p32 is None or p33 is None:
             missing = [kind.value for kind, permit in zip(wanted, (p32, p33)) if permit is None]
             return outcomes.refused(plan, Reason.PERMIT_TIMEOUT, {"missing": ",".join(missing)}, p32, p33)
@@ -273,6 +279,7 @@ class Executor:
         deadline = self.monotonic() + self.settings.executor_permit_wait_ms / 1000
         replies: list | str = []
         while not replies and (remaining := deadline - self.monotonic()) > 0:
+            self.progress()
             _popped, replies = TAKE_WHEN_BOTH.after_blpop(
                 self.r, ready, min(max(remaining, 0.001), WAKE_UP_EVERY_S), script_keys, script_args)
         if not replies:
@@ -308,7 +315,7 @@ class Executor:
         mark = self._mark(plan.symbol, seen)
         max_notional = p32.context.get("max_notional_per_trade")
         return size_order(plan, p33.safe_qty, rules, mark, self.settings.allow_upsize,
-                          Decimal(str(max_notional)) if max_notional is not None else None)
+                          Decimal(str(max_notional)) if max_notional is not None else None, _room_in_total(p32))
 
     def _mark(self, symbol: str, seen) -> Decimal:
         if seen is not None and seen.mark(symbol) and seen.age_s(self._now_ms()) <= self.settings.executor_mark_max_age_s:
@@ -353,6 +360,15 @@ def _take_args(plan: Plan, attempt: str) -> list[object]:
 def _claimed_take(plan: Plan, attempt: str, consumer: str) -> tuple[list[str], list[object]]:
     """KEYS and ARGV of TAKE and TAKE_WHEN_BOTH: TAKE's, then the claim that must still be ours."""
     return [*_take_keys(plan), keys.plan_claim(plan.plan_id)], [*_take_args(plan, attempt), consumer, CLAIM_TTL_S]
+
+
+def _room_in_total(p32: P32Permit) -> Decimal | None:
+    """What this open may be worth under the total cap: the cap less the exposure the governor counted
+    besides it (its context's total after the open, less the open itself)."""
+    cap, after = p32.context.get("max_total_notional"), p32.context.get("total_notional_after")
+    if cap is None or after is None:
+        return None
+    return Decimal(str(cap)) - Decimal(str(after)) + p32.computed_notional
 
 
 def _trading_state_refusal(plan: Plan, switches: Switches) -> Reason | None:

@@ -32,4 +32,5 @@ def main() -> int:
     config = daemon.consumer_config(settings, NAME, keys.Stream.APPLY_PLAN, keys.Group.INTENT_EXECUTOR)
     consumer = StreamConsumer(ctx.redis, config, Plan.from_fields, executor.handle, on_tick=executor.on_tick,
                               on_give_up=executor.give_up)
+    executor.progress = lambda: consumer.on_progress() if consumer.on_progress else None  # liveness, set by run
     return daemon.run(ctx, consumer)

@@ -49,12 +49,13 @@ class Marker:
 
 class Resolver:
     def __init__(self, client: redis.Redis, exchange: ExchangeAccess, attempts: int, log,
-                 wait: Callable[[float], object]):
+                 wait: Callable[[float], object], beat: Callable[[], object] = lambda: None):
         self.r = client
         self.exchange = exchange
         self.attempts = attempts
         self.log = log
         self.wait = wait
+        self.beat = beat  # each attempt is progress: a slow exchange is not a hung executor
 
     @property
     def send_within_s(self) -> float:
@@ -65,6 +66,7 @@ class Resolver:
         """Ask the exchange for the order; None only when it answered that there is none."""
         delay = 0.1
         for _attempt in range(self.attempts):
+            self.beat()
             try:
                 return self.exchange.client.get_order(symbol, client_order_id)
             except ExchangeError as exc:

@@ -42,18 +42,22 @@ def size_order(
     mark: Decimal,
     allow_upsize: bool,
     max_notional: Decimal | None,
+    room_in_total: Decimal | None = None,
 ) -> Sized | Refused:
+    """`room_in_total`: the most this open may be worth under the total notional cap, as the governor counted
+    the other exposure when it allowed it; an upsized order must fit it as it must fit the per-trade cap."""
     wanted = min(plan.qty, safe_qty) if plan.is_close else plan.qty
     qty = round_qty_down(rules, wanted, market=True)
     verdict = validate_order(rules, qty, mark, reduce_only=plan.is_close, market=True)
     if verdict is None:
         return Sized(qty, qty * mark)
     if allow_upsize and not plan.is_close and verdict.reason in _UPSIZABLE:
-        return _upsize(rules, mark, max_notional)
+        return _upsize(rules, mark, max_notional, room_in_total)
     return Refused(_FILTER_REASONS[verdict.reason], {k: str(v) for k, v in verdict.detail.items()})
 
 
-def _upsize(rules: SymbolRules, mark: Decimal, max_notional: Decimal | None) -> Sized | Refused:
+def _upsize(rules: SymbolRules, mark: Decimal, max_notional: Decimal | None,
+            room_in_total: Decimal | None) -> Sized | Refused:
     min_qty, _, step = rules.lot(True)
     by_notional = round_to_step(rules.min_notional / mark, step, ROUND_UP)
     qty = max(min_qty, by_notional)
@@ -61,6 +65,8 @@ def _upsize(rules: SymbolRules, mark: Decimal, max_notional: Decimal | None) -> 
     if max_notional is not None and notional > max_notional:
         detail = {"upsized_notional": str(notional), "max_notional_per_trade": str(max_notional)}
         return Refused(Reason.MAX_NOTIONAL_PER_TRADE, detail)
+    if room_in_total is not None and notional > room_in_total:
+        return Refused(Reason.TOTAL_NOTIONAL_EXCEEDED, {"upsized_notional": str(notional), "room": str(room_in_total)})
     verdict = validate_order(rules, qty, mark, reduce_only=False, market=True)
     if verdict is not None:
         return Refused(_FILTER_REASONS[verdict.reason], {k: str(v) for k, v in verdict.detail.items()})
