@@ -118,9 +118,10 @@ REDIS_INCARNATION = "quantum:redis:incarnation"
 GOVERNOR_DISARMED = "quantum:governor:auto_disarmed"  # why and when the governor disarmed itself
 
 
-def executor_inflight(symbol: str) -> str:
-    """Internal: a plan on this symbol is being executed (short TTL); reconcile waits for it."""
-    return f"quantum:executor:inflight:{symbol}"
+def executor_sending(symbol: str) -> str:
+    """Internal: plans on this symbol the executor may be sending (hash: plan id -> Redis ms until which it
+    counts; shared.sending); reconcile waits for them."""
+    return f"quantum:executor:sending:{symbol}"
 
 
 def reconcile_mismatch(symbol: str) -> str:

@@ -21,15 +21,17 @@ RESULT_MARKER_TTL_S = 7 * 24 * 3600
 NO_LEDGER_WRITE = "-"
 LEDGER_ATTEMPTS = 5  # the ledger moving under us more often than this is not contention but a value we misread
 
-# KEYS: result-marker result-stream ledger cooldown release...
+# KEYS: result-marker result-stream ledger cooldown sending-hash release...
 # ARGV: now-ms marker-ttl-s result-field-count result-fields... ledger-mode expected-field-count expected-fields...
-#       new-field-count new-fields... cooldown(0|1)
+#       new-field-count new-fields... cooldown(0|1) sending-field('' for none)
 # ledger-mode: '-' leaves the ledger alone; 'w' checks it against the expected fields and writes the new ones
-# (none: the position is flat). `release`: keys deleted once the plan has its result (the caller's claims).
+# (none: the position is flat). `release`: keys deleted once the plan has its result (the caller's claims), and
+# the plan's own field of the symbol's sending hash (shared.sending).
 # Reply: 1 written, 0 the plan already has a result, -1 the ledger changed (nothing written or released).
 FINISH = LuaScript("""
 local function release()
-  for j = 5, #KEYS do redis.call('DEL', KEYS[j]) end
+  for j = 6, #KEYS do redis.call('DEL', KEYS[j]) end
+  if ARGV[#ARGV] ~= '' then redis.call('HDEL', KEYS[5], ARGV[#ARGV]) end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then release() return 0 end
 local i = 3
@@ -82,18 +84,21 @@ def has_result(client: redis.Redis, plan_id: str) -> bool:
 
 
 def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effects(), now_ms: int | None = None,
-                ledger_seen: dict[str, str] | None = None, release: list[str] | tuple[str, ...] = ()) -> bool:
+                ledger_seen: dict[str, str] | None = None, release: list[str] | tuple[str, ...] = (),
+                sending: str | None = None) -> bool:
     """Write the plan's one result; False (and nothing written) when it already has one.
 
     `ledger_seen`: the fill's ledger hash as the caller read it earlier; re-read only if it changed.
-    `release`: keys to delete in the same call once the plan has its result (written now or before)."""
+    `release`: keys to delete in the same call once the plan has its result (written now or before);
+    `sending`: the symbol's sending hash, whose field for this plan goes too."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     fill = effects.fill
     seen = ledger_seen
     for _attempt in range(LEDGER_ATTEMPTS):
         if fill is not None and seen is None:
             seen = client.hgetall(keys.position_ledger(fill.symbol))
-        written = FINISH(client, [*_keys(result, effects), *release], _args(result, effects, seen, now_ms))
+        written = FINISH(client, [*_keys(result, effects), sending or keys.executor_sending(result.symbol), *release],
+                         [*_args(result, effects, seen, now_ms), result.plan_id if sending else ""])
         if written != -1:
             return bool(written)
         seen = None  # the ledger moved between our read and the write: read it again

@@ -22,7 +22,7 @@ from microservices.intent_executor.resolve import Marker, Resolver
 from microservices.intent_executor.settings import ExecutorSettings
 from shared.modes import ApplyMode
 from microservices.intent_executor.sizing import Refused, Sized, size_order
-from shared import keys, permits, results
+from shared import keys, permits, results, sending
 from shared.incarnation import RedisIncarnation
 from shared import snapshot as exchange_snapshot
 from shared.exchange.errors import ExchangeRejected, ExchangeUnavailable, OutcomeUnknown
@@ -38,7 +38,7 @@ from shared.trading_state import Switches, TradingState, read_switches
 CLAIM_TTL_S = 60
 DRY_RUN_GAUGE_EVERY_S = 1.0  # the gauge follows `quantum dry-run on|off` within a second while idle
 PERMIT_KINDS = (PermitKind.P32, PermitKind.P33)
-_TAKE_FUNCTION = permits.TAKE_FUNCTION + """
+_TAKE_FUNCTION = permits.TAKE_FUNCTION + sending.MARK_FUNCTION + """
 local function allows(raw, digest)
   if not raw then return false end
   local ok, permit = pcall(cjson.decode, raw)
@@ -62,39 +62,45 @@ end
 """
 # The claim must still be ours: a call that reaches Redis late (a client retry after a lost reply, a
 # long wait) must not take permits for a plan another executor has since claimed, or finished.
-# KEYS[11] claim; ARGV[6] consumer ARGV[7] claim-ttl-s. Taking renews the claim for the send.
+# KEYS[11] claim KEYS[12] symbol's sending hash; ARGV[6] consumer ARGV[7] claim-ttl-s ARGV[8] plan-id.
+# Taking renews the claim and the plan's sending mark for the send.
 _CLAIM_STILL_OURS = """
 if redis.call('GET', KEYS[11]) ~= ARGV[6] then return 'CLAIM_LOST' end
+"""
+_RENEW = """
+redis.call('EXPIRE', KEYS[11], ARGV[7])
+mark_sending(KEYS[12], ARGV[8], tonumber(ARGV[7]))
 """
 # Takes both permits (permits.TAKE_FUNCTION, as permits.consume_all) and reads what sending needs.
 # When both were taken and both allow, it writes the order marker: from here an order may be sent, so a
 # restart looks the order up by its client order id instead of sending anything.
-TAKE = LuaScript(_TAKE_FUNCTION + _CLAIM_STILL_OURS + """
-redis.call('EXPIRE', KEYS[11], ARGV[7])
+TAKE = LuaScript(_TAKE_FUNCTION + _CLAIM_STILL_OURS + _RENEW + """
 return take(1, 1)
 """)
 # TAKE, only once both permits exist (else an empty reply, nothing taken): run right after each wake-up.
 TAKE_WHEN_BOTH = LuaScript(_TAKE_FUNCTION + _CLAIM_STILL_OURS + """
 if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('EXISTS', KEYS[5]) == 0 then return {} end
-redis.call('EXPIRE', KEYS[11], ARGV[7])
+""" + _RENEW + """
 return take(1, 1)
 """)
 CLAIM_LOST = "CLAIM_LOST"
-# KEYS: claim symbol-in-flight; ARGV: consumer plan-id. Only what is still ours is let go.
+# KEYS: claim symbol-sending; ARGV: consumer plan-id. Only what is still ours is let go.
 RELEASE = LuaScript("""
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
 return 1
 """)
 WAKE_UP_EVERY_S = 1.0  # the longest single BLPOP: a retried call never blocks past the deadline by more
-# KEYS: result-marker claim symbol-in-flight, then TAKE's; ARGV: consumer claim-ttl-s plan-id, then TAKE's.
+# KEYS: result-marker claim symbol-sending, then TAKE's; ARGV: consumer claim-ttl-s plan-id, then TAKE's.
 # Reply: has-result, claim holder, earlier marker, p32 present, p33 present, and when this executor holds the
 # claim of a plan with both permits present and nothing sent yet, what TAKE replies (taken in the same call).
 # Earlier marker: an order marker written by another attempt (nil if none): this attempt's own marker (the
 # client sent the call again after a lost reply) is not a sign of an earlier order.
 LOOK_AHEAD = LuaScript(_TAKE_FUNCTION + """
 redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
-redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[1] then mark_sending(KEYS[3], ARGV[3], tonumber(ARGV[2])) end
 local marker = redis.call('GET', KEYS[4])
 local earlier = marker and string.sub(marker, 1, #ARGV[5] + 1) ~= ARGV[5] .. ' ' and marker or false
 local seen = {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]), earlier,
@@ -172,7 +178,8 @@ class Executor:
         try:
             outcome = self.decide(plan, ahead, self._older_than_redis(entry))
             written = results.finish_plan(self.r, outcome.result, outcome.effects, now_ms=self._now_ms(),
-                                          ledger_seen=outcome.ledger_seen, release=self._claim_keys(plan))
+                                          ledger_seen=outcome.ledger_seen, release=[keys.plan_claim(plan.plan_id)],
+                                          sending=keys.executor_sending(plan.symbol))
             released = True
             outcomes.record(self.log, outcome, written)
         finally:
@@ -184,7 +191,7 @@ class Executor:
         and when both permits are already there, the taking too."""
         attempt = permits.new_attempt(self.consumer_name)
         script_keys = [keys.plan_result_marker(plan.plan_id), keys.plan_claim(plan.plan_id),
-                       keys.executor_inflight(plan.symbol), *_take_keys(plan)]
+                       keys.executor_sending(plan.symbol), *_take_keys(plan)]
         has_result, holder, earlier_marker, *rest = LOOK_AHEAD(
             self.r, script_keys, [self.consumer_name, CLAIM_TTL_S, plan.plan_id, *_take_args(plan, attempt)])
         taken = rest[2:] or None  # rest[:2]: whether each permit is present
@@ -196,8 +203,8 @@ class Executor:
 
     @staticmethod
     def _claim_keys(plan: Plan) -> list[str]:
-        """What the executor holds while working on a plan; deleted with the result, or on the way out."""
-        return [keys.plan_claim(plan.plan_id), keys.executor_inflight(plan.symbol)]
+        """What the executor holds while working on a plan: its claim and its field in the symbol's sending hash."""
+        return [keys.plan_claim(plan.plan_id), keys.executor_sending(plan.symbol)]
 
     def on_tick(self) -> None:
         """Between batches: the filter cache's schedule, and about once a second the dry-run gauge, kept
@@ -359,7 +366,8 @@ def _take_args(plan: Plan, attempt: str) -> list[object]:
 
 def _claimed_take(plan: Plan, attempt: str, consumer: str) -> tuple[list[str], list[object]]:
     """KEYS and ARGV of TAKE and TAKE_WHEN_BOTH: TAKE's, then the claim that must still be ours."""
-    return [*_take_keys(plan), keys.plan_claim(plan.plan_id)], [*_take_args(plan, attempt), consumer, CLAIM_TTL_S]
+    return ([*_take_keys(plan), keys.plan_claim(plan.plan_id), keys.executor_sending(plan.symbol)],
+            [*_take_args(plan, attempt), consumer, CLAIM_TTL_S, plan.plan_id])
 
 
 def _room_in_total(p32: P32Permit) -> Decimal | None:

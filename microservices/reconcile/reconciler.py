@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge
 
 from microservices.reconcile.decide import Observation, Verdict, decide
 from microservices.reconcile.settings import ReconcileSettings
-from shared import keys, ledger
+from shared import keys, ledger, sending
 from shared import snapshot as exchange_snapshot
 from shared.exchange.errors import ExchangeError
 from shared.exchange.models import Position
@@ -126,7 +126,7 @@ class Reconciler:
         mismatch_key = keys.reconcile_mismatch(symbol)
         first_seen = _first_seen_ms(self.r.hget(mismatch_key, "first_seen_ms"))
         now_ms = int(self.clock() * 1000)
-        in_flight = bool(self.r.exists(keys.executor_inflight(symbol)))
+        in_flight = sending.busy(self.r, symbol)
         verdict = decide(observation, first_seen, in_flight, now_ms, int(self.settings.reconcile_grace_sec * 1000))
         if verdict is Verdict.AGREE:
             self.r.delete(mismatch_key)
@@ -155,9 +155,9 @@ class Reconciler:
         described = _describe(observation, recorded, now_ms)
         with self.r.pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(keys.position_ledger(symbol), keys.executor_inflight(symbol))
+                pipe.watch(keys.position_ledger(symbol), keys.executor_sending(symbol))
                 # Compared as stored (raw), so an unreadable ledger is compare-and-set like any other.
-                if pipe.exists(keys.executor_inflight(symbol)) or ledger.read_entry(pipe, symbol) != recorded:
+                if sending.busy(pipe, symbol) or ledger.read_entry(pipe, symbol) != recorded:
                     return False  # the executor moved: look again next pass
                 pipe.multi()
                 ledger.queue_write(pipe, symbol, _adopted(observation, recorded.position, position, now_ms))

@@ -90,14 +90,14 @@ def test_a_plan_in_flight_holds_the_heal_of_an_unreadable_ledger(r, access, sim)
     clock = Clock()
     buy(access, "BTCUSDT", "0.062")
     garble(r, "BTCUSDT", {"position_amt": "0,062"})
-    r.set(keys.executor_inflight("BTCUSDT"), "plan-x")
+    r.hset(keys.executor_sending("BTCUSDT"), "plan-x", str(10**15))  # being sent, for a long while yet
     heal = reconciler(r, access, clock)
 
     heal.run_pass()
     clock.now += 60
     heal.run_pass()
     held = r.hget(keys.position_ledger("BTCUSDT"), "position_amt")
-    r.delete(keys.executor_inflight("BTCUSDT"))
+    r.delete(keys.executor_sending("BTCUSDT"))
     heal.run_pass()
 
     assert held == "0,062"

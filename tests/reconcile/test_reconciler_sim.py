@@ -76,7 +76,7 @@ def test_a_position_closed_outside_the_fleet_clears_the_ledger(r, access, sim) -
 def test_a_plan_in_flight_holds_the_heal(r, access, sim) -> None:
     clock = Clock()
     buy(access, "BTCUSDT", "0.002", "manual-btc-2")
-    r.set(keys.executor_inflight("BTCUSDT"), "plan-x")
+    r.hset(keys.executor_sending("BTCUSDT"), "plan-x", str(10**15))  # being sent, for a long while yet
     heal = reconciler(r, access, clock)
 
     heal.run_pass()
@@ -84,6 +84,6 @@ def test_a_plan_in_flight_holds_the_heal(r, access, sim) -> None:
     heal.run_pass()
 
     assert ledger.read(r, "BTCUSDT") is None
-    r.delete(keys.executor_inflight("BTCUSDT"))
+    r.delete(keys.executor_sending("BTCUSDT"))
     heal.run_pass()
     assert ledger.read(r, "BTCUSDT").amount == D("0.002")

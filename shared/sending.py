@@ -1,0 +1,34 @@
+"""Plans the executor may be sending on a symbol right now: reconcile leaves such a symbol alone.
+
+`keys.executor_sending(symbol)` is a hash, plan id -> the Redis time (ms) until which that plan counts.
+The executor that holds a plan's claim writes the plan's field when it starts on it and renews it when
+it takes the permits; it deletes its own field, and only its own, when the plan ends or is let go. So
+one plan finishing never hides another's send on the symbol, and the field of an executor that died
+stops counting once its time is up (the hash itself expires when nobody writes to it).
+"""
+
+from __future__ import annotations
+
+import redis
+
+from shared import keys
+
+# Lua: mark_sending(hash, plan id, seconds). Scripts that use it include this text.
+MARK_FUNCTION = """
+local function mark_sending(key, plan_id, seconds)
+  local now = redis.call('TIME')
+  local until_ms = now[1] * 1000 + math.floor(now[2] / 1000) + seconds * 1000
+  redis.call('HSET', key, plan_id, string.format('%d', until_ms))
+  redis.call('EXPIRE', key, seconds)
+end
+"""
+
+
+def busy(client: redis.Redis, symbol: str) -> bool:
+    """Whether a plan on the symbol may be being sent now. Works in a WATCHed pipeline (immediate mode)."""
+    fields = client.hgetall(keys.executor_sending(symbol))
+    if not fields:
+        return False
+    seconds, micros = client.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    return any(not until.isdigit() or int(until) > now_ms for until in fields.values())  # unreadable: busy
