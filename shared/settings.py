@@ -1,27 +1,44 @@
 """Settings read from the environment (what systemd's EnvironmentFile gives each daemon).
 
 A bad or missing setting ends the process with exit code 2 and one line naming the variable;
-secret values never appear in that line.
+secret values never appear in that line. Float settings are finite and bounded in every settings class.
 """
 
 from __future__ import annotations
 
 import socket
 import sys
-from typing import TypeVar
+from enum import Enum
+from typing import Any, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.schema.fields import StrictBool
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EXIT_CONFIG = 2
+# Float settings are times (seconds, hours): past this one is a typo, and near 1e308 seconds * 1000 overflows.
+MAX_FLOAT_SETTING = 1e9
 
 S = TypeVar("S", bound=BaseSettings)
 
 
-class CommonSettings(BaseSettings):
+class FleetSettings(BaseSettings):
+    """The base of every settings class: inf, nan and absurd floats are refused (they turn checks off or overflow)."""
+
+    model_config = SettingsConfigDict(allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _float_in_range(cls, value: Any) -> Any:
+        if isinstance(value, float) and abs(value) > MAX_FLOAT_SETTING:
+            raise ValueError(f"must be at most {MAX_FLOAT_SETTING:g}")
+        return value
+
+
+class CommonSettings(FleetSettings):
     """What every daemon reads (etc/quantum/common.env)."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
@@ -44,22 +61,34 @@ class CommonSettings(BaseSettings):
         return f"{daemon}@{socket.gethostname()}#{self.quantum_instance}"
 
 
-def variable_names(settings_cls: type[BaseSettings], exc: ValidationError) -> list[str]:
+def _variable(settings_cls: type[BaseSettings], error: Any) -> str:
     prefix = settings_cls.model_config.get("env_prefix", "") or ""
-    names = []
-    for error in exc.errors(include_url=False, include_input=False):
-        field = str(error["loc"][0]) if error["loc"] else ""
-        info = settings_cls.model_fields.get(field)
-        alias = getattr(info, "validation_alias", None) if info else None
-        names.append(alias.upper() if isinstance(alias, str) else f"{prefix}{field}".upper())
-    return names
+    field = str(error["loc"][0]) if error["loc"] else ""
+    info = settings_cls.model_fields.get(field)
+    alias = getattr(info, "validation_alias", None) if info else None
+    return alias.upper() if isinstance(alias, str) else f"{prefix}{field}".upper()
+
+
+def _message(settings_cls: type[BaseSettings], error: Any) -> str:
+    """pydantic's message; a missing choice also lists what may be chosen, so the fix is in the line."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    choices = _choices(settings_cls.model_fields.get(field))
+    if error["type"] == "missing" and choices:
+        return f"required, no default: set it to one of {choices}"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _choices(info: FieldInfo | None) -> str:
+    kind = info.annotation if info else None
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return " | ".join(str(member.value) for member in kind)
+    return ""
 
 
 def error_line(settings_cls: type[BaseSettings], exc: ValidationError) -> str:
     """One line naming each bad variable and why, without the values."""
-    parts = []
-    for name, error in zip(variable_names(settings_cls, exc), exc.errors(include_url=False, include_input=False)):
-        parts.append(f"{name}: {error['msg']}")
+    errors = exc.errors(include_url=False, include_input=False)
+    parts = [f"{_variable(settings_cls, error)}: {_message(settings_cls, error)}" for error in errors]
     return "configuration error: " + "; ".join(parts)
 
 

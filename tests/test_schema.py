@@ -207,3 +207,98 @@ def test_a_plan_digest_is_the_same_for_both_wire_forms_and_survives_a_copy() -> 
 
     assert flat.digest == as_json.digest and len(flat.digest) == 32
     assert flat.model_copy(update={"qty": Decimal("0.002")}).digest == flat.digest  # the governor's rounded copy
+
+
+CLOSE_WITHOUT_REDUCE_ONLY = {**without("reduceOnly"), "side": "SELL"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({**CLOSE_WITHOUT_REDUCE_ONLY, "reduceonly": "true"}, "reduceonly"),
+        ({**CLOSE_WITHOUT_REDUCE_ONLY, "ReduceOnly": "true"}, "ReduceOnly"),
+        ({**CLOSE_WITHOUT_REDUCE_ONLY, "reduce-only": "true"}, "reduce-only"),
+        ({**CLOSE_WITHOUT_REDUCE_ONLY, "reduce_only ": "true"}, "reduce_only "),
+        ({**CLOSE_WITHOUT_REDUCE_ONLY, "REDUCE_ONLY": "true"}, "REDUCE_ONLY"),
+        ({**CLOSE_WITHOUT_REDUCE_ONLY, "reduce.only": "true"}, "reduce.only"),
+        ({**without("plan_id"), "planId": "test_open_005"}, "planId"),
+        (plan(planId="other_plan"), "planId"),
+        (plan(Qty="5"), "Qty"),
+        (plan(**{"kill-score": "0.9"}), "kill-score"),
+        (plan(**{" symbol": "ETHUSDT"}), " symbol"),
+        ({"plan_data": json.dumps({**CLOSE_WITHOUT_REDUCE_ONLY, "reduce-only": True})}, "reduce-only"),
+        ({"plan_data": json.dumps(CLOSE_WITHOUT_REDUCE_ONLY), "ReduceOnly": "true"}, "ReduceOnly"),
+        ({"planData": json.dumps(SEED_TEST_OPEN_005)}, "planData"),
+        ({**SEED_TEST_OPEN_005, "Payload": json.dumps({"reduceOnly": True})}, "Payload"),
+    ],
+)
+def test_a_near_miss_of_a_known_field_is_refused_naming_it(fields: dict, named: str) -> None:
+    with pytest.raises(EntryError) as raised:
+        Plan.from_fields(fields)
+
+    assert raised.value.reason == "misspelled_field"
+    assert named in raised.value.fields, raised.value.fields
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        (plan(reduceOnly="false", reduce_only="true"), "reduce_only"),
+        (plan(reduceOnly="true", reduce_only="no", side="SELL"), "reduce_only"),
+        (plan(reduceOnly="false", reduce_only="maybe"), "reduce_only"),
+        ({"plan_data": json.dumps({**SEED_TEST_OPEN_005, "reduceOnly": False}), "reduce_only": "true"}, "reduce_only"),
+        ({"plan_data": json.dumps({**SEED_TEST_OPEN_005, "reduce_only": True})}, "reduce_only"),
+    ],
+)
+def test_a_field_and_its_alias_that_disagree_are_refused(fields: dict, named: str) -> None:
+    with pytest.raises(EntryError) as raised:
+        Plan.from_fields(fields)
+
+    assert raised.value.reason == "conflicting_fields"
+    assert named in raised.value.fields, raised.value.fields
+
+
+@pytest.mark.parametrize(
+    ("fields", "reduce_only"),
+    [
+        (plan(reduce_only="false"), False),
+        (without("reduceOnly") | {"reduce_only": "true", "side": "SELL"}, True),
+        (plan(reduceOnly="false", reduce_only="0"), False),
+        (plan(reduceOnly="False", reduce_only="no"), False),
+        ({"plan_data": json.dumps({**SEED_TEST_OPEN_005, "reduceOnly": False, "reduce_only": "false"})}, False),
+        (plan(producer_note="x", reduce_only_requested_by="ops", reduceOnlyHint="1", my_field="y"), False),
+    ],
+)
+def test_exact_names_agreeing_aliases_and_unknown_fields_still_parse(fields: dict, reduce_only: bool) -> None:
+    assert Plan.from_fields(fields).reduce_only is reduce_only
+
+
+PROPOSAL = {"proposal_id": "pr-1", "symbol": "BTCUSDT", "action": "PARTIAL_50", "kill_score": "0.4", "r_multiple": "1.5",
+            "reason": "tp_ladder_1.5R", "position_amt": "0.004", "entry_price": "88000", "mark_price": "89000"}
+CALIBRATED = {**PROPOSAL, "original_action": "FULL_CLOSE_PROPOSED", "heat": "0.2", "heat_bucket": "cold",
+              "downgraded": "true", "calibration_reason": "cold_portfolio"}
+INTENT = {"symbol": "BTCUSDT", "side": "BUY", "position_size_usd": "200", "entry_price": "88000", "confidence": "0.8"}
+RESULT = {"plan_id": "p", "executed": "false", "symbol": "BTCUSDT", "side": "BUY", "qty": "1", "reduceOnly": "false",
+          "source": "x", "reason": "dry_run"}
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "near_miss"),
+    [
+        (TradeIntent, INTENT, "stopLoss"),
+        (TradeIntent, INTENT, "Intent-ID"),
+        (HarvestProposal, PROPOSAL, "positionAmt"),
+        (HarvestProposal, PROPOSAL, "Kill_Score"),
+        (CalibratedProposal, CALIBRATED, "heatBucket"),
+        (CalibratedProposal, CALIBRATED, "original-action"),
+        (PlanResult, RESULT, "orderId"),
+        (PlanResult, RESULT, "reduce-only"),
+    ],
+)
+def test_every_stream_schema_refuses_near_misses_and_ignores_unknown_fields(model, fields, near_miss) -> None:
+    model.from_fields({**fields, "producer_own_field": "kept out"})
+
+    with pytest.raises(EntryError) as raised:
+        model.from_fields({**fields, near_miss: "1"})
+
+    assert raised.value.reason == "misspelled_field" and near_miss in raised.value.fields

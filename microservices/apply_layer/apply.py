@@ -40,6 +40,7 @@ def plan_id_for(proposal_id: str) -> str:
 def to_plan(proposal: HarvestProposal, rules: SymbolRules | None, settings: ApplySettings) -> Plan | Skip:
     # No allowlist here: every proposal is an exit, and closes of any held position must pass
     # (allowlists limit opens; P3.3 still checks the position the exchange shows).
+    check_is_exit(proposal)
     if settings.apply_kill_switch:
         return Skip("apply_kill_switch")
     if proposal.position_amt == 0:
@@ -55,6 +56,12 @@ def to_plan(proposal: HarvestProposal, rules: SymbolRules | None, settings: Appl
         side=Side.SELL if proposal.position_amt > 0 else Side.BUY, qty=qty, reduce_only=True,
         action=proposal.action, kill_score=proposal.kill_score, source=SOURCE, proposal_id=proposal.proposal_id,
     )
+
+
+def check_is_exit(proposal: HarvestProposal) -> None:
+    """Bad input, not a failure: retrying a proposal that can never be a reduce-only plan only delays its dead letter."""
+    if not proposal.action.is_close:
+        raise Rejected("not_an_exit_action", {"action": f"{proposal.action.value} cannot become a reduce-only plan"})
 
 
 class ApplyLayer:

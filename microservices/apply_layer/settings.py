@@ -15,7 +15,8 @@ DEFAULT_SYMBOLS = (
 
 class ApplySettings(CommonSettings):
     metrics_port: int = Field(default=8043, ge=0, le=65535)
-    apply_mode: ApplyMode = ApplyMode.DRY_RUN
+    # Required: only an explicit setting selects dry run or sending (common.env sets it).
+    apply_mode: ApplyMode
     # Accepted so existing env files still load; it filters nothing: exits of any held position pass.
     apply_allowlist: str = Field(default=DEFAULT_SYMBOLS, pattern=r"^[A-Za-z0-9]+(,\s*[A-Za-z0-9]+)*$")
     apply_kill_switch: StrictBool = False

@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from shared.exchange.sim_defaults import (
     SIM_DEFAULT_HOST,
@@ -15,11 +15,12 @@ from shared.exchange.sim_defaults import (
     SIM_DEV_API_KEY,
     SIM_DEV_API_SECRET,
 )
+from shared.settings import FleetSettings
 
 ENV_PREFIX = "EXCHANGE_SIM_"
 
 
-class SimSettings(BaseSettings):
+class SimSettings(FleetSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     host: str = SIM_DEFAULT_HOST

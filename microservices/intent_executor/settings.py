@@ -11,7 +11,7 @@ from shared.settings import CommonSettings
 
 class ExecutorSettings(CommonSettings):
     metrics_port: int = Field(default=8046, ge=0, le=65535)
-    apply_mode: ApplyMode = ApplyMode.DRY_RUN
+    apply_mode: ApplyMode  # required: only an explicit setting chooses dry run
     executor_permit_wait_ms: int = Field(default=3000, ge=1, le=55_000)
     executor_mark_max_age_s: float = Field(default=5.0, gt=0)
     executor_resolve_attempts: int = Field(default=4, ge=1, le=20)

@@ -124,7 +124,10 @@ class Stack:
         env.setdefault("EXCHANGE_SIM_PORT", str(SIM_DEFAULT_PORT))
         env.setdefault("EXCHANGE_SIM_URL", f"http://{env['EXCHANGE_SIM_HOST']}:{env['EXCHANGE_SIM_PORT']}")
         if env["EXCHANGE_TARGET"] == "simulator":
-            env.setdefault("APPLY_MODE", "testnet")  # the dev stack trades on the simulator; systemd defaults stay dry_run
+            env.setdefault("APPLY_MODE", "testnet")  # the dev stack trades on the simulator; common.env says dry_run
+        if not env.get("APPLY_MODE"):  # said here once, rather than as the first daemon's exit
+            raise StackError(f"APPLY_MODE is required with EXCHANGE_TARGET={env['EXCHANGE_TARGET']}:"
+                             " set it to dry_run | testnet | live")
         env.update(REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1")
         return env
 

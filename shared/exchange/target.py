@@ -1,6 +1,7 @@
 """Which exchange the fleet talks to, and with which credentials.
 
-One setting, EXCHANGE_TARGET = simulator | testnet | mainnet (default simulator), selects the target.
+One setting, EXCHANGE_TARGET = simulator | testnet | mainnet, selects the target. It has no default:
+only an explicit setting (or the seed alias BINANCE_USE_TESTNET=true) selects one.
 There is no paper-trading mode and no fallback: an unreachable target is an error.
 Credentials are stripped of surrounding whitespace wherever they come from (a CRLF env file leaves a
 CR) and must then be letters and digits, as Binance issues them; a bad one is named, never echoed.
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, PrivateAttr, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from shared.exchange.errors import ExchangeSettingsError, sanitize
 from shared.exchange.sim_defaults import (
@@ -23,6 +24,7 @@ from shared.exchange.sim_defaults import (
     SIM_DEV_API_KEY,
     SIM_DEV_API_SECRET,
 )
+from shared.settings import FleetSettings
 
 MAINNET_CONFIRM_PHRASE = "I_UNDERSTAND_THIS_TRADES_REAL_MONEY"
 DEFAULT_SIM_URL = f"http://{SIM_DEFAULT_HOST}:{SIM_DEFAULT_PORT}"
@@ -37,6 +39,8 @@ _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 # Seed-era flags that no longer select anything; when set they must agree with the target.
 _LEGACY_TESTNET_FLAGS = ("TESTNET", "USE_TESTNET", "BINANCE_TESTNET")
+TARGET_REQUIRED = ("EXCHANGE_TARGET is required, there is no default: set it to simulator | testnet | mainnet"
+                   " (or the seed alias BINANCE_USE_TESTNET=true for testnet)")
 
 
 class Target(str, enum.Enum):
@@ -84,7 +88,7 @@ def _env(name: str, **kwargs: Any) -> Any:
     return Field(validation_alias=name, **kwargs)
 
 
-class ExchangeSettings(BaseSettings):
+class ExchangeSettings(FleetSettings):
     """Read from the environment; after validation `target`, `api_key`, `api_secret`, `root_url` are resolved."""
 
     model_config = SettingsConfigDict(extra="ignore", hide_input_in_errors=True, env_ignore_empty=True)
@@ -119,8 +123,9 @@ class ExchangeSettings(BaseSettings):
     @model_validator(mode="after")
     def _resolve(self) -> ExchangeSettings:
         # Runs after field parsing, so a failure's input is this model, whose repr masks the secrets.
+        check_no_paper_mode(self.paper_trading)
         self._target = resolve_target(self.exchange_target, self.binance_use_testnet)
-        check_legacy_flags(self._target, self._legacy_flags(), self.paper_trading)
+        check_legacy_flags(self._target, self._legacy_flags())
         if self._target is Target.MAINNET:
             check_mainnet_confirmation(self.mainnet_confirm)
         self._api_key, self._api_secret = self._credentials()
@@ -169,9 +174,11 @@ class ExchangeSettings(BaseSettings):
 
 
 def resolve_target(explicit: Target | None, use_testnet: bool | None) -> Target:
-    """EXCHANGE_TARGET wins; BINANCE_USE_TESTNET=true alone means testnet; disagreement is an error."""
+    """EXCHANGE_TARGET wins; BINANCE_USE_TESTNET=true alone means testnet; neither, or disagreement, is an error."""
     if explicit is None:
-        return Target.TESTNET if use_testnet else Target.SIMULATOR
+        if use_testnet:
+            return Target.TESTNET
+        raise ValueError(TARGET_REQUIRED)
     if use_testnet is not None and use_testnet != (explicit is Target.TESTNET):
         raise ValueError(
             f"EXCHANGE_TARGET={explicit.value} disagrees with BINANCE_USE_TESTNET={str(use_testnet).lower()};"
@@ -180,10 +187,13 @@ def resolve_target(explicit: Target | None, use_testnet: bool | None) -> Target:
     return explicit
 
 
-def check_legacy_flags(target: Target, flags: dict[str, bool | None], paper_trading: bool | None) -> None:
+def check_no_paper_mode(paper_trading: bool | None) -> None:
     if paper_trading:
         raise ValueError("PAPER_TRADING=true is not supported: there is no paper mode; "
                          "use EXCHANGE_TARGET=simulator")
+
+
+def check_legacy_flags(target: Target, flags: dict[str, bool | None]) -> None:
     for name, value in flags.items():
         if value is not None and value != (target is Target.TESTNET):
             raise ValueError(f"{name}={str(value).lower()} disagrees with EXCHANGE_TARGET={target.value};"

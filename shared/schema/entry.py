@@ -1,7 +1,8 @@
 """The base of every stream schema: parse flat string fields or one JSON field, write flat fields.
 
 `redis-cli XADD` sends flat string fields; producers that serialise objects send one JSON
-field named plan_data, payload or data. Both forms parse to the same model.
+field named plan_data, payload or data. Both forms parse to the same model. Field names are exact
+(shared.schema.spelling): a near miss of a known field is refused, not ignored.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.schema.fields import format_decimal
+from shared.schema.spelling import alias_conflicts, near_misses
 
 JSON_FIELDS = ("plan_data", "payload", "data")
 MAX_ENTRY_BYTES = 64 * 1024
@@ -66,6 +68,16 @@ def _merge_flat(fields: dict[str, str], json_name: str, document: dict[str, Any]
     return merged
 
 
+def _check_names(model: type[BaseModel], document: Mapping[str, Any]) -> None:
+    """A misspelled known field would be dropped as an unknown one: refuse it, naming the key as sent."""
+    missed = near_misses(model, document, JSON_FIELDS)
+    if missed:
+        raise EntryError("misspelled_field", missed)
+    conflicts = alias_conflicts(model, document)
+    if conflicts:
+        raise EntryError("conflicting_fields", conflicts)
+
+
 def _error_fields(exc: ValidationError) -> dict[str, str]:
     named: dict[str, str] = {}
     for error in exc.errors(include_url=False, include_input=False):
@@ -100,7 +112,7 @@ def to_json(value: Any) -> str:
 
 
 class EntryModel(BaseModel):
-    """A stream entry. Unknown extra fields are ignored; wrong known fields are errors."""
+    """A stream entry. Unknown extra fields are ignored; wrong or misspelled known fields are errors."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
@@ -110,8 +122,10 @@ class EntryModel(BaseModel):
         size = sum(len(key) + len(value) for key, value in fields.items())
         if size > MAX_ENTRY_BYTES:
             raise EntryError("oversized_entry", {"entry": f"{size} bytes exceeds {MAX_ENTRY_BYTES}"})
+        document = _unfold_json(fields)
+        _check_names(cls, document)
         try:
-            return cls.model_validate(_unfold_json(fields))
+            return cls.model_validate(document)
         except ValidationError as exc:
             raise EntryError("validation_error", _error_fields(exc)) from None
 

@@ -11,7 +11,12 @@ from microservices.apply_layer.apply import ApplyLayer, Skip, plan_id_for, to_pl
 from microservices.apply_layer.settings import ApplySettings
 from shared import keys
 from shared.runtime.consumer import Entry
+from shared.modes import ApplyMode
 from shared.schema import Action, HarvestProposal, Plan, Side
+
+
+def apply_settings(**values: str) -> ApplySettings:
+    return ApplySettings(apply_mode=ApplyMode.DRY_RUN, **values)
 
 
 def proposal(symbol: str, action: str, position_amt: str) -> HarvestProposal:
@@ -28,7 +33,7 @@ def proposal(symbol: str, action: str, position_amt: str) -> HarvestProposal:
     ("BTCUSDT", "LINKUSDT", "PARTIAL_50", "20", Side.SELL, D("10")),
 ])
 def test_an_exit_outside_the_apply_allowlist_becomes_a_plan(access, allowlist, symbol, action, amount, side, qty) -> None:
-    settings = ApplySettings(apply_allowlist=allowlist)
+    settings = apply_settings(apply_allowlist=allowlist)
 
     plan = to_plan(proposal(symbol, action, amount), access.filters.get(symbol), settings)
 
@@ -37,7 +42,7 @@ def test_an_exit_outside_the_apply_allowlist_becomes_a_plan(access, allowlist, s
 
 
 def test_the_exit_is_published_on_apply_plan(r, access) -> None:
-    layer = ApplyLayer(r, access.filters, ApplySettings(apply_allowlist="BTCUSDT"))
+    layer = ApplyLayer(r, access.filters, apply_settings(apply_allowlist="BTCUSDT"))
     exit_proposal = proposal("AVAXUSDT", "FULL_CLOSE_PROPOSED", "37")
 
     layer.handle(exit_proposal, Entry(keys.Stream.HARVEST_PROPOSAL, "1-0", {}, 1))
@@ -50,6 +55,6 @@ def test_the_exit_is_published_on_apply_plan(r, access) -> None:
 
 def test_the_apply_kill_switch_still_stops_every_exit(access) -> None:
     outcome = to_plan(proposal("AVAXUSDT", "FULL_CLOSE_PROPOSED", "37"), access.filters.get("AVAXUSDT"),
-                      ApplySettings(apply_kill_switch="true"))
+                      apply_settings(apply_kill_switch="true"))
 
     assert outcome == Skip("apply_kill_switch")

@@ -8,7 +8,12 @@ import pytest
 
 from microservices.apply_layer.apply import Skip, plan_id_for, to_plan
 from microservices.apply_layer.settings import ApplySettings
+from shared.modes import ApplyMode
 from shared.schema import Action, HarvestProposal, Side
+
+
+def apply_settings(**values: str) -> ApplySettings:
+    return ApplySettings(apply_mode=ApplyMode.DRY_RUN, **values)
 
 
 def proposal(action: str, position_amt: str, symbol: str = "BTCUSDT") -> HarvestProposal:
@@ -28,7 +33,7 @@ def proposal(action: str, position_amt: str, symbol: str = "BTCUSDT") -> Harvest
     ],
 )
 def test_a_proposal_becomes_a_reduce_only_plan(access, action, amount, side, qty) -> None:
-    plan = to_plan(proposal(action, amount), access.filters.get("BTCUSDT"), ApplySettings())
+    plan = to_plan(proposal(action, amount), access.filters.get("BTCUSDT"), apply_settings())
 
     assert (plan.side, plan.qty, plan.reduce_only, plan.action) == (side, qty, True, Action(action))
     assert plan.plan_id == plan_id_for(f"hp-{action}") and plan.kill_score == D("0.539")
@@ -43,6 +48,6 @@ def test_a_proposal_becomes_a_reduce_only_plan(access, action, amount, side, qty
     ],
 )
 def test_proposals_that_cannot_become_a_plan_are_skipped_with_a_reason(access, settings, amount, reason) -> None:
-    outcome = to_plan(proposal("PARTIAL_25", amount), access.filters.get("BTCUSDT"), ApplySettings(**settings))
+    outcome = to_plan(proposal("PARTIAL_25", amount), access.filters.get("BTCUSDT"), apply_settings(**settings))
 
     assert outcome == Skip(reason)

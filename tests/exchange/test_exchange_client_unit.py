@@ -28,8 +28,8 @@ def clean_env(monkeypatch):
 
 
 def sim_settings(**env) -> ExchangeSettings:
-    return ExchangeSettings(EXCHANGE_SIM_URL="http://127.0.0.1:18090", EXCHANGE_SIM_API_KEY=KEY,
-                            EXCHANGE_SIM_API_SECRET=SECRET, **env)
+    return ExchangeSettings(EXCHANGE_TARGET="simulator", EXCHANGE_SIM_URL="http://127.0.0.1:18090",
+                            EXCHANGE_SIM_API_KEY=KEY, EXCHANGE_SIM_API_SECRET=SECRET, **env)
 
 
 class StubResponse:
@@ -159,7 +159,8 @@ def test_a_key_from_a_crlf_env_file_never_reaches_an_error(line_ending):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # nothing listens: every call fails, and says why
-    settings = ExchangeSettings(EXCHANGE_SIM_URL=f"http://127.0.0.1:{port}", EXCHANGE_SIM_API_KEY=KEY + line_ending,
+    settings = ExchangeSettings(EXCHANGE_TARGET="simulator", EXCHANGE_SIM_URL=f"http://127.0.0.1:{port}",
+                                EXCHANGE_SIM_API_KEY=KEY + line_ending,
                                 EXCHANGE_SIM_API_SECRET=SECRET + line_ending)
 
     with pytest.raises(ExchangeError) as caught:

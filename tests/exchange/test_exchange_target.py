@@ -20,7 +20,7 @@ ENV_NAMES = {
     "EXCHANGE_TARGET", "BINANCE_USE_TESTNET", "TESTNET", "USE_TESTNET", "BINANCE_TESTNET", "PAPER_TRADING",
     "EXCHANGE_MAINNET_CONFIRM", "BINANCE_API_KEY", "BINANCE_API_SECRET", "BINANCE_TESTNET_API_KEY",
     "BINANCE_TESTNET_API_SECRET", "EXCHANGE_SIM_API_KEY", "EXCHANGE_SIM_API_SECRET", "EXCHANGE_SIM_URL",
-    "CREDENTIALS_DIRECTORY", "EXCHANGE_REQUEST_TIMEOUT_S", "EXCHANGE_FILTERS_REFRESH_S",
+    "CREDENTIALS_DIRECTORY", "EXCHANGE_REQUEST_TIMEOUT_S", "EXCHANGE_FILTERS_REFRESH_S", "EXCHANGE_STARTUP_WAIT_S",
 }
 CREDS = {"BINANCE_API_KEY": KEY, "BINANCE_API_SECRET": SECRET}
 
@@ -47,8 +47,20 @@ def error_line_for(monkeypatch, env: dict[str, str]) -> str:
     return line
 
 
-def test_simulator_is_the_default_with_dev_credentials(monkeypatch):
-    settings = settings_with(monkeypatch, {})
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"EXCHANGE_TARGET": ""}, {"BINANCE_USE_TESTNET": "false"}, {"BINANCE_USE_TESTNET": "0"},
+     {"BINANCE_USE_TESTNET": ""}, {"PAPER_TRADING": "false"}, {"TESTNET": "false"}, {"EXCHANGE_SIM_URL": "http://127.0.0.1:9"}],
+)
+def test_without_an_explicit_target_the_settings_fail_naming_exchange_target_and_its_values(monkeypatch, env):
+    line = error_line_for(monkeypatch, env)
+
+    assert line == ("invalid exchange settings: EXCHANGE_TARGET is required, there is no default: set it to"
+                    " simulator | testnet | mainnet (or the seed alias BINANCE_USE_TESTNET=true for testnet)")
+
+
+def test_the_simulator_target_uses_the_dev_credentials(monkeypatch):
+    settings = settings_with(monkeypatch, {"EXCHANGE_TARGET": "simulator"})
 
     assert settings.target is Target.SIMULATOR
     assert settings.root_url == "http://127.0.0.1:8090"
@@ -58,7 +70,7 @@ def test_simulator_is_the_default_with_dev_credentials(monkeypatch):
 
 
 def test_simulator_credentials_and_url_come_from_env(monkeypatch):
-    settings = settings_with(monkeypatch, {"EXCHANGE_SIM_URL": "http://127.0.0.1:9999/",
+    settings = settings_with(monkeypatch, {"EXCHANGE_TARGET": "simulator", "EXCHANGE_SIM_URL": "http://127.0.0.1:9999/",
                                            "EXCHANGE_SIM_API_KEY": KEY, "EXCHANGE_SIM_API_SECRET": SECRET})
 
     assert settings.root_url == "http://127.0.0.1:9999"
@@ -73,17 +85,16 @@ def test_simulator_credentials_and_url_come_from_env(monkeypatch):
         ({"BINANCE_USE_TESTNET": "true", **CREDS}, Target.TESTNET),
         ({"BINANCE_USE_TESTNET": "YES", **CREDS}, Target.TESTNET),
         ({"BINANCE_USE_TESTNET": "1", **CREDS}, Target.TESTNET),
-        ({"BINANCE_USE_TESTNET": "false"}, Target.SIMULATOR),
-        ({"BINANCE_USE_TESTNET": "False"}, Target.SIMULATOR),
-        ({"BINANCE_USE_TESTNET": "0"}, Target.SIMULATOR),
-        ({"BINANCE_USE_TESTNET": "no"}, Target.SIMULATOR),
-        ({"BINANCE_USE_TESTNET": ""}, Target.SIMULATOR),
+        ({"EXCHANGE_TARGET": "simulator", "BINANCE_USE_TESTNET": "False"}, Target.SIMULATOR),
+        ({"EXCHANGE_TARGET": "simulator", "BINANCE_USE_TESTNET": "0"}, Target.SIMULATOR),
+        ({"EXCHANGE_TARGET": "simulator", "BINANCE_USE_TESTNET": "no"}, Target.SIMULATOR),
+        ({"EXCHANGE_TARGET": "simulator", "BINANCE_USE_TESTNET": ""}, Target.SIMULATOR),
         ({"EXCHANGE_TARGET": "testnet", "BINANCE_USE_TESTNET": "true", **CREDS}, Target.TESTNET),
         ({"EXCHANGE_TARGET": "simulator", "BINANCE_USE_TESTNET": "false"}, Target.SIMULATOR),
         ({"EXCHANGE_TARGET": "testnet", "TESTNET": "true", "USE_TESTNET": "1", **CREDS}, Target.TESTNET),
         ({"EXCHANGE_TARGET": "mainnet", "EXCHANGE_MAINNET_CONFIRM": MAINNET_CONFIRM_PHRASE, **CREDS},
          Target.MAINNET),
-        ({"PAPER_TRADING": "false"}, Target.SIMULATOR),
+        ({"EXCHANGE_TARGET": "simulator", "PAPER_TRADING": "false"}, Target.SIMULATOR),
     ],
 )
 def test_target_selection(monkeypatch, env, expected):
@@ -114,7 +125,12 @@ def test_target_selection(monkeypatch, env, expected):
          ["BINANCE_API_SECRET", "BINANCE_TESTNET_API_SECRET"]),
         ({"EXCHANGE_TARGET": "mainnet", "EXCHANGE_MAINNET_CONFIRM": MAINNET_CONFIRM_PHRASE,
           "BINANCE_TESTNET_API_KEY": KEY, "BINANCE_TESTNET_API_SECRET": SECRET}, ["BINANCE_TESTNET_API_KEY"]),
-        ({"EXCHANGE_SIM_URL": "ftp://x", "EXCHANGE_SIM_API_SECRET": SECRET}, ["EXCHANGE_SIM_URL"]),
+        ({"EXCHANGE_TARGET": "simulator", "EXCHANGE_SIM_URL": "ftp://x", "EXCHANGE_SIM_API_SECRET": SECRET},
+         ["EXCHANGE_SIM_URL"]),
+        ({"PAPER_TRADING": "true", "EXCHANGE_TARGET": "simulator"}, ["PAPER_TRADING"]),
+        ({"EXCHANGE_TARGET": "simulator", "EXCHANGE_FILTERS_REFRESH_S": "inf"}, ["EXCHANGE_FILTERS_REFRESH_S"]),
+        ({"EXCHANGE_TARGET": "simulator", "EXCHANGE_STARTUP_WAIT_S": "nan"}, ["EXCHANGE_STARTUP_WAIT_S"]),
+        ({"EXCHANGE_TARGET": "simulator", "EXCHANGE_STARTUP_WAIT_S": "1e300"}, ["EXCHANGE_STARTUP_WAIT_S"]),
         ({"EXCHANGE_REQUEST_TIMEOUT_S": "0", **CREDS}, ["EXCHANGE_REQUEST_TIMEOUT_S"]),
     ],
 )

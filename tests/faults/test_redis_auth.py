@@ -48,7 +48,7 @@ def test_the_fleet_trades_through_redis_credentials(protected_redis, exchange_en
 
 @pytest.mark.parametrize("daemon", ["microservices.governor", "microservices.intent_executor"])
 def test_a_wrong_password_is_one_clear_line_at_startup(protected_redis, exchange_env, daemon) -> None:
-    env = {**os.environ, **exchange_env, "PYTHONPATH": str(ROOT), "METRICS_PORT": "0",
+    env = {**os.environ, **exchange_env, "PYTHONPATH": str(ROOT), "METRICS_PORT": "0", "APPLY_MODE": "testnet",
            "REDIS_URL": f"redis://:wrong-Password-3@127.0.0.1:{protected_redis.port}/0"}
 
     done = subprocess.run([sys.executable, "-m", daemon], env=env, capture_output=True, text=True, timeout=60)
@@ -62,7 +62,7 @@ def test_an_executor_whose_user_may_not_read_info_says_so_at_startup(protected_r
     admin = redis.Redis.from_url(protected_redis.url, decode_responses=True)
     admin.execute_command("ACL", "SETUSER", "noinfo", "on", f">{ACL_PASSWORD}", "~quantum:*", "&*", "+@all",
                           "-@dangerous")
-    env = {**os.environ, **exchange_env, "PYTHONPATH": str(ROOT), "METRICS_PORT": "0",
+    env = {**os.environ, **exchange_env, "PYTHONPATH": str(ROOT), "METRICS_PORT": "0", "APPLY_MODE": "testnet",
            "REDIS_URL": f"redis://noinfo:{ACL_PASSWORD}@127.0.0.1:{protected_redis.port}/0"}
 
     done = subprocess.run([sys.executable, "-m", "microservices.intent_executor"], env=env, capture_output=True,

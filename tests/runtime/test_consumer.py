@@ -131,6 +131,28 @@ def test_an_entry_that_fails_validation_is_dead_lettered_at_once_with_the_field_
     assert r.xpending(STREAM, "g")["pending"] == 0
 
 
+SELL_PLAN = {"plan_id": "p1", "decision": "EXECUTE", "symbol": "BTCUSDT", "side": "SELL", "qty": "1"}
+
+
+@pytest.mark.parametrize(("fields", "reason", "named"), [
+    ({**SELL_PLAN, "reduceonly": "true"}, "misspelled_field", "reduceonly"),
+    ({**SELL_PLAN, "reduce-only": "true"}, "misspelled_field", "reduce-only"),
+    ({**SELL_PLAN, "reduceOnly": "false", "reduce_only": "true"}, "conflicting_fields", "reduce_only"),
+])
+def test_a_misspelled_or_contradicted_field_is_dead_lettered_at_once_and_the_next_entry_handled(
+        r: redis.Redis, fields: dict, reason: str, named: str) -> None:
+    r.xadd(STREAM, fields)
+    next_id = r.xadd(STREAM, {**SELL_PLAN, "plan_id": "p2", "reduceOnly": "true"})
+    handled: list = []
+
+    StreamConsumer(r, config(), Plan.from_fields, record_into(handled)).run(burst=True)
+
+    (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
+    assert handled == [(next_id, 1)]
+    assert dead["reason"] == reason and named in json.loads(dead["detail"])
+    assert r.xpending(STREAM, "g")["pending"] == 0
+
+
 def test_a_second_instance_in_the_group_shares_the_work_without_processing_twice(redis_url: str, r: redis.Redis) -> None:
     total = 600
     pipe = r.pipeline()

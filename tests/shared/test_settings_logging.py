@@ -11,10 +11,23 @@ from pathlib import Path
 import pytest
 import structlog
 
+from microservices.apply_layer.settings import ApplySettings
+from microservices.demo_signals.main import DemoSettings
+from microservices.governor.settings import GovernorSettings
+from microservices.harvest_proposal.settings import HarvestSettings
+from microservices.intent_bridge.settings import BridgeSettings
+from microservices.intent_executor.settings import ExecutorSettings
+from microservices.portfolio_heat_gate.settings import HeatGateSettings
+from microservices.position_state_brain.settings import PositionStateSettings
+from microservices.reconcile.settings import ReconcileSettings
 from shared import logging as qlog
 from shared.settings import CommonSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
+DAEMON_SETTINGS = (CommonSettings, ApplySettings, BridgeSettings, DemoSettings, ExecutorSettings, GovernorSettings,
+                   HarvestSettings, HeatGateSettings, PositionStateSettings, ReconcileSettings)
+FLOAT_SETTINGS = [(cls, name.upper()) for cls in DAEMON_SETTINGS for name, info in cls.model_fields.items()
+                  if info.annotation is float]
 
 
 @pytest.mark.parametrize(
@@ -36,6 +49,32 @@ def test_a_bad_setting_exits_2_with_one_line_naming_the_variable(monkeypatch, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert exited.value.code == 2
     assert len(err) == 1 and variable in err[0]
+
+
+def test_every_daemon_has_float_settings_to_check() -> None:
+    assert {"GOV_SNAPSHOT_MAX_AGE_SEC", "RECONCILE_GRACE_SEC", "GOV_SYMBOL_COOLDOWN_SECONDS",
+            "STREAM_RETENTION_HOURS"} <= {name for _cls, name in FLOAT_SETTINGS}
+
+
+@pytest.mark.parametrize(("value", "complaint"), [
+    ("inf", "Input should be a finite number"), ("-inf", "Input should be a finite number"),
+    ("Infinity", "Input should be a finite number"), ("nan", "Input should be a finite number"),
+    ("NaN", "Input should be a finite number"), ("1e309", "Input should be a finite number"),
+    ("1e300", ""),  # finite, but seconds * 1000 would overflow: refused by the field's own bound or the common one
+])
+@pytest.mark.parametrize(("settings_cls", "variable"), FLOAT_SETTINGS,
+                         ids=[f"{cls.__name__}-{name}" for cls, name in FLOAT_SETTINGS])
+def test_a_non_finite_or_absurd_float_setting_exits_2_naming_the_variable(monkeypatch, capsys, settings_cls,
+                                                                          variable, value, complaint) -> None:
+    monkeypatch.setenv("APPLY_MODE", "dry_run")
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(SystemExit) as exited:
+        load_settings(settings_cls)
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2
+    assert len(err) == 1 and err[0].startswith(f"configuration error: {variable}: {complaint}"), err
 
 
 @pytest.mark.parametrize("word", ["false", "False", "0", "no", "NO"])

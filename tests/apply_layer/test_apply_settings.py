@@ -1,0 +1,76 @@
+"""Only an explicit setting selects dry run or sending, and only an explicit one selects the exchange:
+without APPLY_MODE or EXCHANGE_TARGET the apply layer exits 2 with one line naming the variable and its values."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from microservices.apply_layer.settings import ApplySettings
+from shared.modes import ApplyMode
+from shared.settings import EXIT_CONFIG, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+MODE_REQUIRED = "APPLY_MODE: required, no default: set it to one of dry_run | testnet | live"
+TARGET_REQUIRED = "EXCHANGE_TARGET is required, there is no default: set it to simulator | testnet | mainnet"
+# Whatever the developer's shell has set must not decide these tests.
+CLEARED = ("APPLY_MODE", "EXCHANGE_", "BINANCE_", "TESTNET", "USE_TESTNET", "PAPER_TRADING")
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in list(os.environ):
+        if name.upper().startswith(CLEARED):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize(("value", "mode"), [("dry_run", ApplyMode.DRY_RUN), ("testnet", ApplyMode.TESTNET),
+                                             ("live", ApplyMode.LIVE)])
+def test_an_explicit_apply_mode_is_read(clean_env, monkeypatch, value, mode) -> None:
+    monkeypatch.setenv("APPLY_MODE", value)
+
+    settings = load_settings(ApplySettings)
+
+    assert settings.apply_mode is mode
+
+
+@pytest.mark.parametrize(("value", "complaint"), [(None, MODE_REQUIRED), ("", "dry_run"), ("dryrun", "dry_run")])
+def test_a_missing_or_unknown_apply_mode_exits_2_with_one_line_naming_it(clean_env, monkeypatch, capsys, value,
+                                                                          complaint) -> None:
+    if value is not None:
+        monkeypatch.setenv("APPLY_MODE", value)
+
+    with pytest.raises(SystemExit) as exited:
+        load_settings(ApplySettings)
+
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == EXIT_CONFIG
+    assert len(lines) == 1 and "APPLY_MODE" in lines[0] and complaint in lines[0], lines
+
+
+def daemon_env(redis_url: str, settings: dict[str, str]) -> dict[str, str]:
+    inherited = {name: value for name, value in os.environ.items() if not name.upper().startswith(CLEARED)}
+    return {**inherited, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url, "METRICS_PORT": "0", **settings}
+
+
+@pytest.mark.parametrize(
+    ("settings", "line"),
+    [
+        ({"EXCHANGE_TARGET": "simulator"}, MODE_REQUIRED),
+        ({"APPLY_MODE": "dry_run"}, TARGET_REQUIRED),
+        ({"APPLY_MODE": "dry_run", "BINANCE_USE_TESTNET": "false"}, TARGET_REQUIRED),
+        ({"APPLY_MODE": "dry_run", "EXCHANGE_TARGET": ""}, TARGET_REQUIRED),
+    ],
+    ids=["no-apply-mode", "no-target", "testnet-alias-false", "empty-target"],
+)
+def test_the_daemon_without_an_explicit_mode_or_target_exits_2_with_one_line(r, redis_url, settings, line) -> None:
+    done = subprocess.run([sys.executable, "-m", "microservices.apply_layer"], env=daemon_env(redis_url, settings),
+                          capture_output=True, text=True, timeout=60)
+
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == EXIT_CONFIG, done.stderr
+    assert len(lines) == 1 and line in lines[0], lines

@@ -1,0 +1,43 @@
+"""`quantum up` makes the dev stack's target and mode explicit: the simulator, trading, unless told otherwise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from shared.cli.up import Stack, StackError
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in list(os.environ):
+        if name.upper() in {"EXCHANGE_TARGET", "APPLY_MODE"}:
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize(
+    ("env", "target", "mode"),
+    [
+        ({}, "simulator", "testnet"),
+        ({"APPLY_MODE": "dry_run"}, "simulator", "dry_run"),
+        ({"EXCHANGE_TARGET": "testnet", "APPLY_MODE": "dry_run"}, "testnet", "dry_run"),
+    ],
+)
+def test_the_dev_stack_passes_an_explicit_target_and_mode(clean_env, monkeypatch, env, target, mode) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    child_env = Stack(Path("unused"))._child_env()
+
+    assert (child_env["EXCHANGE_TARGET"], child_env["APPLY_MODE"]) == (target, mode)
+
+
+@pytest.mark.parametrize("env", [{"EXCHANGE_TARGET": "testnet"}, {"EXCHANGE_TARGET": "testnet", "APPLY_MODE": ""}])
+def test_another_target_without_apply_mode_is_refused_before_any_daemon_starts(clean_env, monkeypatch, env) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(StackError, match="APPLY_MODE is required with EXCHANGE_TARGET=testnet"):
+        Stack(Path("unused"))._child_env()
