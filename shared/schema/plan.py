@@ -6,7 +6,7 @@ import hashlib
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from shared.schema.entry import EntryModel, to_json
+from shared.schema.entry import EntryModel
 from shared.schema.fields import (
     Action,
     ActionField,
@@ -53,7 +53,8 @@ class Plan(EntryModel):
             object.__setattr__(self, "reduce_only", self.action.is_close)
         if self.action.is_close != self.reduce_only:
             raise ValueError(f"action {self.action.value} contradicts reduceOnly={str(self.reduce_only).lower()}")
-        self._digest = hashlib.sha256(to_json(self.model_dump(mode="python")).encode()).hexdigest()[:DIGEST_CHARS]
+        # pydantic's JSON of the fields in their declared order: the same text in every daemon of a release
+        self._digest = hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:DIGEST_CHARS]
         return self
 
     @property

@@ -40,6 +40,12 @@ def _exact(model: type[BaseModel]) -> frozenset[str]:
 
 
 @cache
+def _aliased(model: type[BaseModel]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The fields that have two spellings: only they can be given twice."""
+    return tuple((field, names) for field, names in spellings(model).items() if len(names) > 1)
+
+
+@cache
 def _adapter(model: type[BaseModel], field: str) -> TypeAdapter:
     return TypeAdapter(model.model_fields[field].rebuild_annotation())
 
@@ -47,7 +53,10 @@ def _adapter(model: type[BaseModel], field: str) -> TypeAdapter:
 def near_misses(model: type[BaseModel], document: Mapping[str, Any],
                 wire_names: tuple[str, ...] = ()) -> dict[str, str]:
     """Keys that are not a field (or one of `wire_names`) but would be one but for case or punctuation."""
-    exact = _exact(model) | frozenset(wire_names)
+    exact = _exact(model)
+    if exact.issuperset(document):  # every key a field's exact spelling: the usual entry, nothing to compare
+        return {}
+    exact = exact | frozenset(wire_names)
     known = {**{canonical(name): name for name in wire_names}, **_by_canonical(model)}
     missed = {}
     for key in document:
@@ -60,7 +69,7 @@ def near_misses(model: type[BaseModel], document: Mapping[str, Any],
 def alias_conflicts(model: type[BaseModel], document: Mapping[str, Any]) -> dict[str, str]:
     """Fields given under both their alias and their name with values that differ."""
     conflicts = {}
-    for field, names in spellings(model).items():
+    for field, names in _aliased(model):
         given = [name for name in names if name in document]
         if len(given) > 1 and not _same_value(model, field, document[given[0]], document[given[1]]):
             conflicts[given[1]] = f"disagrees with {given[0]}; give one of them"
