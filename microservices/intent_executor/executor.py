@@ -62,9 +62,11 @@ end
 """
 # The claim must still be ours: a call that reaches Redis late (a client retry after a lost reply, a
 # long wait) must not take permits for a plan another executor has since claimed, or finished.
-# KEYS[11] claim KEYS[12] symbol's sending hash; ARGV[6] consumer ARGV[7] claim-ttl-s ARGV[8] plan-id.
-# Taking renews the claim and the plan's sending mark for the send.
+# KEYS[11] claim KEYS[12] symbol's sending hash KEYS[13] result marker; ARGV[6] consumer ARGV[7] claim-ttl-s
+# ARGV[8] plan-id. Taking renews the claim and the plan's sending mark for the send. A plan that has its result
+# meanwhile (the runtime gave up on it elsewhere) is not taken: nothing may be sent for it any more.
 _CLAIM_STILL_OURS = """
+if redis.call('EXISTS', KEYS[13]) == 1 then return 'HAS_RESULT' end
 if redis.call('GET', KEYS[11]) ~= ARGV[6] then return 'CLAIM_LOST' end
 """
 _RENEW = """
@@ -83,17 +85,19 @@ if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('EXISTS', KEYS[5]) == 0 then
 """ + _RENEW + """
 return take(1, 1)
 """)
-CLAIM_LOST = "CLAIM_LOST"
-# KEYS: claim symbol-sending; ARGV: consumer plan-id. Only what is still ours is let go.
+CLAIM_LOST, HAS_RESULT = "CLAIM_LOST", "HAS_RESULT"
+# KEYS: claim symbol-sending order-marker; ARGV: consumer plan-id. Only what is still ours is let go, and the
+# sending mark only while no order may be out: with a marker and no result, reconcile waits for the result.
 RELEASE = LuaScript("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call('HDEL', KEYS[2], ARGV[2])
+  if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
 end
 return 1
 """)
 WAKE_UP_EVERY_S = 1.0  # the longest single BLPOP: a retried call never blocks past the deadline by more
-# KEYS: result-marker claim symbol-sending, then TAKE's; ARGV: consumer claim-ttl-s plan-id, then TAKE's.
+# KEYS: result-marker claim symbol-sending, then TAKE's; ARGV: consumer claim-ttl-s plan-id, then TAKE's, then
+# whether it may take now (1; 0 for a plan to look up on the exchange first).
 # Reply: has-result, claim holder, earlier marker, p32 present, p33 present, and when this executor holds the
 # claim of a plan with both permits present and nothing sent yet, what TAKE replies (taken in the same call).
 # Earlier marker: an order marker written by another attempt (nil if none): this attempt's own marker (the
@@ -106,7 +110,7 @@ local earlier = marker and string.sub(marker, 1, #ARGV[5] + 1) ~= ARGV[5] .. ' '
 local seen = {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]), earlier,
               redis.call('EXISTS', KEYS[6]), redis.call('EXISTS', KEYS[8])}
 if seen[2] == ARGV[1] then redis.call('EXPIRE', KEYS[2], ARGV[2]) end  -- ours, possibly from before a restart
-if seen[1] == 0 and seen[2] == ARGV[1] and not earlier and seen[4] == 1 and seen[5] == 1 then
+if ARGV[9] == '1' and seen[1] == 0 and seen[2] == ARGV[1] and not earlier and seen[4] == 1 and seen[5] == 1 then
   for _, reply in ipairs(take(4, 4)) do seen[#seen + 1] = reply end
 end
 return seen
@@ -119,6 +123,7 @@ class LookAhead:
     claim_holder: str | None
     earlier_marker: str | None  # an order marker of another attempt: an order may exist
     attempt: str  # this handling of the plan: the token its permit takes and order marker carry
+    asked_at: float  # monotonic, before the call: if it took the permits, it took them after this
     taken: list | None = None  # TAKE's replies when the look-ahead could already take both permits
 
 
@@ -132,11 +137,16 @@ class Taken:
     forced_dry_run: str | None
     snapshot_raw: str | None
     ledger: dict[str, str]
-    taken_at: float  # monotonic: the order goes out within Resolver.send_within_s of this, or not at all
+    taken_at: float  # monotonic, before the call that took them: the order goes out within
+    # Resolver.send_within_s of this, or not at all (a lookup believes 'no such order' on that basis)
 
 
 class PlanBusy(RuntimeError):
     """Another executor instance holds this plan; leave the entry pending and retry later."""
+
+
+class PlanEnded(RuntimeError):
+    """The plan got its result while this executor waited for its permits: nothing is sent, nothing written."""
 
 
 class Executor:
@@ -167,7 +177,8 @@ class Executor:
                                  beat=lambda: self.progress())
 
     def handle(self, plan: Plan, entry: Entry) -> None:
-        ahead = self._look_ahead(plan)
+        older_than_redis = self._older_than_redis(entry)
+        ahead = self._look_ahead(plan, take_now=not older_than_redis)
         if ahead.has_result:
             self.log.info("duplicate_plan_skipped", plan_id=plan.plan_id, entry_id=entry.entry_id)
             self._release(plan, ahead)
@@ -176,30 +187,35 @@ class Executor:
             raise PlanBusy(f"plan {plan.plan_id} is being executed by {ahead.claim_holder}")
         released = False
         try:
-            outcome = self.decide(plan, ahead, self._older_than_redis(entry))
+            outcome = self.decide(plan, ahead, older_than_redis)
             written = results.finish_plan(self.r, outcome.result, outcome.effects, now_ms=self._now_ms(),
                                           ledger_seen=outcome.ledger_seen, release=[keys.plan_claim(plan.plan_id)],
                                           sending=keys.executor_sending(plan.symbol))
             released = True
             outcomes.record(self.log, outcome, written)
+        except PlanEnded:
+            self.log.info("duplicate_plan_skipped", plan_id=plan.plan_id, entry_id=entry.entry_id, when="taking")
         finally:
             if not released:
                 self._release(plan, ahead)
 
-    def _look_ahead(self, plan: Plan) -> "LookAhead":
-        """One script call before anything else: result marker, claim, in-flight mark, order marker, permits,
-        and when both permits are already there, the taking too."""
+    def _look_ahead(self, plan: Plan, take_now: bool = True) -> "LookAhead":
+        """One script call before anything else: result marker, claim, sending mark, order marker, permits,
+        and when both permits are already there (and take_now), the taking too."""
         attempt = permits.new_attempt(self.consumer_name)
         script_keys = [keys.plan_result_marker(plan.plan_id), keys.plan_claim(plan.plan_id),
                        keys.executor_sending(plan.symbol), *_take_keys(plan)]
+        asked_at = self.monotonic()
         has_result, holder, earlier_marker, *rest = LOOK_AHEAD(
-            self.r, script_keys, [self.consumer_name, CLAIM_TTL_S, plan.plan_id, *_take_args(plan, attempt)])
+            self.r, script_keys, [self.consumer_name, CLAIM_TTL_S, plan.plan_id, *_take_args(plan, attempt),
+                                  int(take_now)])
         taken = rest[2:] or None  # rest[:2]: whether each permit is present
-        return LookAhead(bool(has_result), holder, earlier_marker, attempt, taken)
+        return LookAhead(bool(has_result), holder, earlier_marker, attempt, asked_at, taken)
 
     def _release(self, plan: Plan, ahead: "LookAhead") -> None:
         if ahead.claim_holder == self.consumer_name:  # and still is: another executor may hold it by now
-            RELEASE(self.r, self._claim_keys(plan), [self.consumer_name, plan.plan_id])
+            RELEASE(self.r, [*self._claim_keys(plan), keys.plan_order_marker(plan.plan_id)],
+                    [self.consumer_name, plan.plan_id])
 
     @staticmethod
     def _claim_keys(plan: Plan) -> list[str]:
@@ -253,7 +269,10 @@ class Executor:
         """Wait for both permits, then take them and read the switches, snapshot and ledger in one script call
         (unless the look-ahead already did)."""
         wanted = list(PERMIT_KINDS)
-        replies = ahead.taken if ahead.taken is not None else self._wait_and_take(plan, ahead.attempt)
+        if ahead.taken is not None:
+            replies, asked_at = ahead.taken, ahead.asked_at
+        else:
+            replies, asked_at = self._wait_and_take(plan, ahead.attempt)
         try:
             p32, p33 = permits.taken(wanted, replies)
         except permits.PermitError as exc:  # JSON the gates would never write: not a permission
@@ -274,26 +293,29 @@ class Executor:
             return outcomes.refused(plan, Reason.PERMIT_DENIED, {"order_marker": "not written",
                                                                  "detail": "allow is not a JSON true"}, p32, p33)
         ledger_seen = dict(zip(ledger_flat[0::2], ledger_flat[1::2]))
-        return Taken(p32, p33, read_switches(kill, execution), forced_dry_run, snapshot_raw, ledger_seen,
-                     self.monotonic())
+        return Taken(p32, p33, read_switches(kill, execution), forced_dry_run, snapshot_raw, ledger_seen, asked_at)
 
-    def _wait_and_take(self, plan: Plan, attempt: str) -> list:
+    def _wait_and_take(self, plan: Plan, attempt: str) -> tuple[list, float]:
         """Block on the plan's permit notifications. Each wake-up is followed, in the same round trip, by a
         script that takes both permits if both are there; so the permit that completes the pair is taken
-        without another round trip. At the deadline TAKE takes what there is (and finds what is missing)."""
+        without another round trip. At the deadline TAKE takes what there is (and finds what is missing).
+        (replies, monotonic time before the call that took them)."""
         ready = keys.permit_ready(plan.plan_id)
         script_keys, script_args = _claimed_take(plan, attempt, self.consumer_name)
         deadline = self.monotonic() + self.settings.executor_permit_wait_ms / 1000
         replies: list | str = []
-        while not replies and (remaining := deadline - self.monotonic()) > 0:
+        while not replies and (remaining := deadline - (asked_at := self.monotonic())) > 0:
             self.progress()
             _popped, replies = TAKE_WHEN_BOTH.after_blpop(
                 self.r, ready, min(max(remaining, 0.001), WAKE_UP_EVERY_S), script_keys, script_args)
         if not replies:
+            asked_at = self.monotonic()
             replies = TAKE(self.r, script_keys, script_args)
         if replies == CLAIM_LOST:
             raise PlanBusy(f"the claim on plan {plan.plan_id} expired or passed to another executor; nothing taken")
-        return replies
+        if replies == HAS_RESULT:
+            raise PlanEnded(f"plan {plan.plan_id} got its result meanwhile; nothing taken")
+        return replies, asked_at
 
     def _execute(self, plan: Plan, client_order_id: str, taken: Taken) -> outcomes.Outcome:
         p32, p33 = taken.p32, taken.p33
@@ -334,7 +356,7 @@ class Executor:
         self.log.info("ORDER_SUBMIT", plan_id=plan.plan_id, symbol=plan.symbol, side=plan.side.value, qty=str(sized.qty),
                       type="MARKET", reduce_only=plan.is_close, client_order_id=client_order_id,
                       endpoint=self.exchange.settings.root_url, mode=self.settings.apply_mode.value)
-        started = time.perf_counter()
+        started, sent_at_ms = time.perf_counter(), self._now_ms()
         try:
             order = self.exchange.client.create_market_order(
                 plan.symbol, plan.side.value, sized.qty, plan.is_close, client_order_id)
@@ -344,7 +366,7 @@ class Executor:
         except (OutcomeUnknown, ExchangeUnavailable) as exc:
             outcomes.order_error(self.log, plan, exc)
             return self.resolver.after_unclear_send(plan, client_order_id, exc, isinstance(exc, OutcomeUnknown),
-                                                    p32, p33, sized.qty, taken.ledger)
+                                                    p32, p33, sized.qty, taken.ledger, sent_at_ms, self._now_ms)
         outcomes.ORDER_SECONDS.observe(time.perf_counter() - started)
         self.log.info("ORDER_RESPONSE", plan_id=plan.plan_id, order_id=order.order_id, status=order.status,
                       filled=str(order.executed_qty), avg_price=str(order.avg_price), symbol=plan.symbol)
@@ -366,7 +388,8 @@ def _take_args(plan: Plan, attempt: str) -> list[object]:
 
 def _claimed_take(plan: Plan, attempt: str, consumer: str) -> tuple[list[str], list[object]]:
     """KEYS and ARGV of TAKE and TAKE_WHEN_BOTH: TAKE's, then the claim that must still be ours."""
-    return ([*_take_keys(plan), keys.plan_claim(plan.plan_id), keys.executor_sending(plan.symbol)],
+    return ([*_take_keys(plan), keys.plan_claim(plan.plan_id), keys.executor_sending(plan.symbol),
+             keys.plan_result_marker(plan.plan_id)],
             [*_take_args(plan, attempt), consumer, CLAIM_TTL_S, plan.plan_id])
 
 

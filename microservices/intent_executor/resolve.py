@@ -18,7 +18,6 @@ from decimal import Decimal
 import redis
 
 from microservices.intent_executor import outcomes
-from shared import keys
 from shared.exchange.errors import ExchangeError
 from shared.exchange.models import OrderResult
 from shared.runtime.exchange import ExchangeAccess
@@ -88,7 +87,9 @@ class Resolver:
                          client_order_id=marker.client_order_id)
         order = self.look_up(plan.symbol, marker.client_order_id)
         if order is None:
-            self.check_final_absence(marker)
+            seconds, micros = self.r.time()  # the marker's clock
+            signed_by_ms = marker.marked_ms + int(self.send_within_s * 1000)
+            self.check_final_absence(marker.client_order_id, signed_by_ms, seconds * 1000 + micros // 1000)
             return outcomes.refused(plan, Reason.ORDER_NOT_FOUND, {"client_order_id": marker.client_order_id})
         return self.known(plan, order)
 
@@ -100,23 +101,23 @@ class Resolver:
         return None if order is None else self.known(plan, order)
 
     def after_unclear_send(self, plan: Plan, client_order_id: str, exc: ExchangeError, maybe_sent: bool,
-                           p32: P32Permit, p33: P33Permit, qty: Decimal,
-                           ledger: dict[str, str]) -> outcomes.Outcome:
-        """The send failed without an answer (maybe_sent) or with 'not executed': what the exchange holds."""
+                           p32: P32Permit, p33: P33Permit, qty: Decimal, ledger: dict[str, str],
+                           sent_at_ms: int, now_ms: Callable[[], int]) -> outcomes.Outcome:
+        """The send failed without an answer (maybe_sent) or with 'not executed': what the exchange holds.
+        sent_at_ms: the executor's clock just before it signed, read again (now_ms) to tell."""
         order = self.look_up(plan.symbol, client_order_id)
         if order is not None:
             return self.known(plan, order, p32, p33, ledger)
         if maybe_sent:
-            self.check_final_absence(Marker.parse(self.r.get(keys.plan_order_marker(plan.plan_id)) or client_order_id))
+            self.check_final_absence(client_order_id, sent_at_ms, now_ms())
         reason = Reason.ORDER_NOT_FOUND if maybe_sent else Reason.EXCHANGE_UNAVAILABLE
         return outcomes.refused(plan, reason, {"error": exc.message, "client_order_id": client_order_id},
                                 p32, p33, qty=qty)
 
-    def check_final_absence(self, marker: Marker) -> None:
-        """Raise OutcomeStillUnknown while a request sent under the marker could still be accepted."""
-        believe_from = (marker.marked_ms + int(self.send_within_s * 1000) + self.exchange.client.recv_window_ms
-                        + FINALITY_MARGIN_MS)
-        seconds, micros = self.r.time()
-        if seconds * 1000 + micros // 1000 < believe_from:
-            raise OutcomeStillUnknown(f"no order {marker.client_order_id} yet, but the exchange may still accept "
-                                      f"one until {believe_from} ms: looked at again later")
+    def check_final_absence(self, client_order_id: str, signed_by_ms: int, now_ms: int) -> None:
+        """Raise OutcomeStillUnknown while a request signed by signed_by_ms (on now_ms's clock) could still be
+        accepted by the exchange."""
+        believe_from = signed_by_ms + self.exchange.client.recv_window_ms + FINALITY_MARGIN_MS
+        if now_ms < believe_from:
+            raise OutcomeStillUnknown(f"no order {client_order_id} yet, but the exchange may still accept one "
+                                      f"until {believe_from} ms: looked at again later")

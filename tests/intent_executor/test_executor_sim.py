@@ -469,7 +469,7 @@ def test_a_take_reaching_redis_after_the_claim_passed_on_takes_nothing(r, access
 
     executor = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET, executor_permit_wait_ms=300),
                         consumer_name="executor-a")
-    ahead = executor_module.LookAhead(False, "executor-a", False, "executor-a/x")
+    ahead = executor_module.LookAhead(False, "executor-a", None, "executor-a/x", 0.0)
     with pytest.raises(executor_module.PlanBusy):
         executor._wait_and_take(late, ahead.attempt)
     executor._release(late, ahead)

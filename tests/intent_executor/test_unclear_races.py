@@ -1,0 +1,126 @@
+"""Races around an order whose outcome the executor cannot see, found in a review of the resolver.
+
+A request whose reply was lost may still reach the matching engine afterwards (it is accepted up to
+recvWindow after it was signed). Each test lets it land late and checks that no result claims what
+the exchange contradicts, and that the ledger counts the fill once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal as D
+
+from microservices.intent_executor.executor import Executor
+from microservices.intent_executor.settings import ExecutorSettings
+from microservices.reconcile.reconciler import Reconciler
+from microservices.reconcile.settings import ReconcileSettings
+from shared import keys, ledger, sending
+from shared.exchange.errors import OutcomeUnknown
+from shared.modes import ApplyMode
+from shared.redis_conn import connect
+from shared.runtime.consumer import ConsumerConfig, Entry, StreamConsumer
+from shared.runtime.exchange import ExchangeAccess
+from shared.schema import Plan
+from tests.intent_executor.test_executor_sim import grant, orders_for, plan, results_of, the_result
+from tests.intent_executor.test_unclear_outcomes import age_the_marker
+from tests.reconcile.test_reconciler_sim import Clock
+
+SLOW_LOOKUP_S = 3.0  # longer than send_within (0.2 + 1 s) + recvWindow (0.1 s) + 1 s: the window a marker opens
+
+
+class LateLanding:
+    """The simulator's client, except that the order's reply is lost and the request reaches the engine only
+    after the executor has looked for it; the first lookup (before sending) is slow."""
+
+    def __init__(self, real):
+        self.real, self.pending = real, None
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def get_order(self, symbol, client_order_id):
+        if self.pending is None:
+            time.sleep(SLOW_LOOKUP_S)
+        return self.real.get_order(symbol, client_order_id)
+
+    def create_market_order(self, *args):
+        self.pending = args
+        raise OutcomeUnknown("read timed out (test)")
+
+    def land(self) -> None:
+        self.real.create_market_order(*self.pending)
+
+
+class OlderThanRedis:
+    def predates(self, _entry_id: str) -> bool:
+        return True
+
+
+def run(r, access, incarnation=None) -> None:
+    executor = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET, executor_permit_wait_ms=300),
+                        consumer_name="t", wait=lambda _s: None, incarnation=incarnation)
+    config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.INTENT_EXECUTOR, consumer="t",
+                            block_ms=50, claim_idle_ms=60_000)
+    StreamConsumer(r, config, Plan.from_fields, executor.handle).run(burst=True)
+
+
+def send_lost_then_landed(r, access, plan_id: str, incarnation=None) -> None:
+    settings = access.settings.model_copy(update={"request_timeout_s": 0.2})
+    late = LateLanding(access.client)
+    late.real._client.REQUEST_RECVWINDOW = 100
+    grant(r, plan_id)
+    plan(r, plan_id, "BUY", "0.002")
+    run(r, ExchangeAccess(settings, late, access.filters), incarnation)
+    late.land()
+
+
+def test_a_plan_looked_up_before_sending_is_not_declared_unsent_while_its_order_can_land(r, access, sim) -> None:
+    send_lost_then_landed(r, access, "late-older-1", OlderThanRedis())  # the lookup before sending took 3 s
+
+    assert results_of(r, "late-older-1") == []  # pending: looked at again on its next delivery
+    assert [o["status"] for o in orders_for(sim, "late-older-1")] == ["FILLED"]
+
+
+def test_reconcile_does_not_heal_under_an_order_whose_outcome_is_unknown(r, access, sim) -> None:
+    send_lost_then_landed(r, access, "late-heal-1")
+    assert results_of(r, "late-heal-1") == [] and sending.busy(r, "BTCUSDT")  # the mark stays with the marker
+
+    clock = Clock()
+    reconciler = Reconciler(r, access, ReconcileSettings(reconcile_grace_sec=5), clock=clock)
+    reconciler.run_pass()
+    clock.now += 6
+    reconciler.run_pass()
+    assert ledger.read(r, "BTCUSDT") is None  # not healed under the send
+
+    age_the_marker(r, "late-heal-1", by_ms=60_000)  # delivered again, past the window
+    run(r, access)
+
+    assert the_result(r, "late-heal-1")["order_status"] == "FILLED"
+    assert ledger.read(r, "BTCUSDT").amount == D("0.002")  # the fill counted once, as the exchange holds it
+    assert not sending.busy(r, "BTCUSDT")
+
+
+def test_a_plan_given_up_elsewhere_while_this_executor_waits_sends_nothing(r, access, sim, redis_url) -> None:
+    entry_id = plan(r, "given-up-1", "BUY", "0.002")  # no permits yet: executor A waits for them
+    fields = {k: v for _id, f in r.xrange(keys.Stream.APPLY_PLAN) for k, v in f.items()}
+
+    def another_instance_gives_up() -> None:
+        time.sleep(0.5)
+        other = connect(redis_url)
+        b = Executor(other, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET), consumer_name="executor-b")
+        b.give_up(Entry(keys.Stream.APPLY_PLAN, entry_id, fields, 6), "max_deliveries_exceeded")
+        time.sleep(0.2)
+        grant(other, "given-up-1")  # and the permits arrive after the result
+
+    helper = threading.Thread(target=another_instance_gives_up)
+    helper.start()
+    a = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET, executor_permit_wait_ms=4000),
+                 consumer_name="executor-a", wait=lambda _s: None)
+    config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.INTENT_EXECUTOR, consumer="executor-a",
+                            block_ms=50, claim_idle_ms=60_000)
+    StreamConsumer(r, config, Plan.from_fields, a.handle).run(burst=True)
+    helper.join()
+
+    assert [(x["executed"], x["reason"]) for x in results_of(r, "given-up-1")] == [("false", "gave_up_after_retries")]
+    assert orders_for(sim, "given-up-1") == []
