@@ -5,7 +5,8 @@ once the results written since (fills the snapshot may not show yet); the snapsh
 memory. It rides on the consumer's wait for the batch (an arrival read, shared.runtime.arrival):
 Redis runs it the moment the plans are delivered. When that read does not match the batch
 handed over, a read of its own is one more round trip. The write: all the permits, each with its
-executor wake-up. P3.3 reserves nothing, so plans of one batch decide independently.
+executor wake-up. An open it permits counts as a position on its way until its result is read
+(permitted.py), for the later plans of the same batch too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from microservices.position_state_brain import metrics
 from microservices.position_state_brain.gates import GatePolicy, Verdict, decide, deny
 from microservices.position_state_brain.fills import ConfirmedFills
 from microservices.position_state_brain.keeper import SnapshotKeeper
+from microservices.position_state_brain.permitted import PermittedOpens
 from shared import keys, permits
 from shared.exchange.filters import SymbolRules
 from shared.ledger import LedgerPosition
@@ -122,6 +124,7 @@ class PositionStateBrain:
         self._asked: tuple[ExchangeSnapshot | None, str] | None = None
         self._arrived: Arrived | None = None
         self.fills = ConfirmedFills()
+        self.permitted = PermittedOpens(permit_ttl_s)
         self.log = get_logger(component="p33")
 
     def maybe_catch_up(self) -> int:
@@ -138,7 +141,7 @@ class PositionStateBrain:
         held, read = self.keeper.snapshot, 0
         while held is not None:
             entries = self.r.xrange(keys.Stream.APPLY_RESULT, min=self.fills.start_id(held), max="+", count=count)
-            self.fills.absorb(entries, held)
+            self._absorb(entries, held)
             read += len(entries)
             if len(entries) < count:
                 break
@@ -186,6 +189,8 @@ class PositionStateBrain:
                 verdict = self._verdict(plan, read)
                 issued.append((plan, verdict, self._permit(plan, verdict, read)))
                 outcomes[i] = verdict
+                if verdict.allow and not plan.is_close:  # the batch's later plans see it on its way
+                    self.permitted.add(plan.plan_id, plan.symbol, plan.side, self._now_ms())
             except Exception as exc:  # one bad plan fails alone; the batch's other permits are still written
                 outcomes[i] = exc
         permits.issue_many(self.r, [permit for _plan, _verdict, permit in issued], self.permit_ttl_s)
@@ -209,7 +214,7 @@ class PositionStateBrain:
                                 keys.plan_result_marker(plan.plan_id)]
             since, *replies = READ(self.r, script_keys, [self.fills.start_id(held) if held is not None else ""])
         if held is not None:
-            self.fills.absorb([(entry_id, _pairs(flat)) for entry_id, flat in since], held)
+            self._absorb([(entry_id, _pairs(flat)) for entry_id, flat in since], held)
         reads = []
         for plan, (ledger_flat, last_exec_raw, result_count) in zip(plans, zip(*[iter(replies)] * 3)):
             ledger, readable = self._ledger(plan.symbol, _pairs(ledger_flat))
@@ -234,6 +239,11 @@ class PositionStateBrain:
             replies += reads
         return since, replies
 
+    def _absorb(self, entries: list[tuple[str, dict[str, str]]], held: ExchangeSnapshot) -> None:
+        """Results read: fills count on the snapshot until it shows them, and permitted opens are settled."""
+        self.fills.absorb(entries, held)
+        self.permitted.settle([fields.get("plan_id", "") for _entry_id, fields in entries])
+
     def _ledger(self, symbol: str, data: dict[str, str]) -> tuple[LedgerPosition | None, bool]:
         if not data:
             return None, True
@@ -256,8 +266,9 @@ class PositionStateBrain:
         if not reads.ledger_readable:
             # Reconcile rewrites the ledger from the exchange, which heals this like any mismatch.
             return deny(Reason.RECONCILE_REQUIRED_QTY_MISMATCH, ledger="unreadable")
-        return decide(plan, reads.snapshot, reads.ledger, reads.last_exec_ms,
-                      self.rules.find(plan.symbol), self.policy, self._now_ms())
+        now_ms = self._now_ms()
+        return decide(plan, reads.snapshot, reads.ledger, reads.last_exec_ms, self.rules.find(plan.symbol),
+                      self.policy, now_ms, self.permitted.side_on(plan.symbol, now_ms, other_than=plan.plan_id))
 
     def _permit(self, plan: Plan, verdict: Verdict, reads: PlanReads) -> P33Permit:
         held = reads.snapshot

@@ -54,6 +54,7 @@ class PlanState:
     rules: SymbolRules | None
     policy: GatePolicy
     now_ms: int
+    open_on_its_way: Side | None = None  # the side of another open permitted on the symbol, no result yet
 
     @property
     def exchange_amt(self) -> Decimal:
@@ -110,6 +111,9 @@ def ledger_agrees(state: PlanState) -> Verdict | None:
 
 
 def cooled_down(state: PlanState) -> Verdict | None:
+    if state.open_on_its_way is not None and state.policy.cooldown_s > 0:
+        # It starts the cooldown when it fills: the next open waits for it as for a fill.
+        return deny(Reason.COOLDOWN, open_in_flight=state.plan.symbol, cooldown_s=state.policy.cooldown_s)
     if state.last_exec_ms is None:
         return None
     elapsed_s = max(state.now_ms - state.last_exec_ms, 0) / 1000  # clock skew is not a cooldown
@@ -127,19 +131,22 @@ def side_of(amount: Decimal) -> Side:
 def open_pathway(state: PlanState) -> Verdict:
     position = state.exchange_amt
     if position != ZERO:
-        blocked = _open_on_position(state, position)
+        blocked = _open_on_position(state, side_of(position), exchange_amt=position)
+        if blocked is not None:
+            return blocked
+    if state.open_on_its_way is not None:  # a position on its way counts as one
+        blocked = _open_on_position(state, state.open_on_its_way, open_in_flight=state.plan.symbol)
         if blocked is not None:
             return blocked
     # safe_qty 0 on an open: the executor sizes the plan's own qty.
     return cooled_down(state) or allow(ZERO, pathway="open", exchange_amt=position)
 
 
-def _open_on_position(state: PlanState, position: Decimal) -> Verdict | None:
+def _open_on_position(state: PlanState, held_side: Side, **context: object) -> Verdict | None:
     if state.policy.open_on_position is OpenOnPosition.DENY:
-        return deny(Reason.POSITION_EXISTS, exchange_amt=position, open_on_position="deny")
-    if state.plan.side is not side_of(position):
-        return deny(Reason.SIDE_MISMATCH, exchange_amt=position, plan_side=state.plan.side.value,
-                    open_on_position="scale_in")
+        return deny(Reason.POSITION_EXISTS, **context, open_on_position="deny")
+    if state.plan.side is not held_side:
+        return deny(Reason.SIDE_MISMATCH, **context, plan_side=state.plan.side.value, open_on_position="scale_in")
     return None
 
 
@@ -176,5 +183,6 @@ def decide(
     rules: SymbolRules | None,
     policy: GatePolicy,
     now_ms: int,
+    open_on_its_way: Side | None = None,
 ) -> Verdict:
-    return decide_state(PlanState(plan, snapshot, ledger, last_exec_ms, rules, policy, now_ms))
+    return decide_state(PlanState(plan, snapshot, ledger, last_exec_ms, rules, policy, now_ms, open_on_its_way))

@@ -192,6 +192,23 @@ def test_a_batch_is_decided_together_and_a_plan_that_fails_fails_alone(r: redis.
                                                       "-", "+", 10)] == [r.xrange(keys.Stream.APPLY_PLAN)[1][0]]
 
 
+def test_an_open_permitted_in_a_batch_holds_the_next_open_on_the_symbol_until_its_result(
+        r: redis.Redis, brain: PositionStateBrain) -> None:
+    batch = [plan(plan_id=p) for p in ("first", "second")] + [plan(plan_id="eth", symbol="ETHUSDT", qty="0.04")]
+    brain.handle_batch([(p, None) for p in batch])
+
+    reasons = {p.plan_id: permits.peek(r, PermitKind.P33, p.plan_id).reason for p in batch}
+    assert reasons == {"first": Reason.SANITY_CHECKS_PASSED, "second": Reason.POSITION_EXISTS,
+                       "eth": Reason.SANITY_CHECKS_PASSED}
+
+    not_sent = PlanResult(plan_id="first", executed=False, symbol="BTCUSDT", side=Side.BUY, qty=D("0.001"),
+                          reduce_only=False, source="test", reason=Reason.EXCHANGE_REJECTED)
+    finish_plan(r, not_sent)  # the first one's result: it opened nothing
+    brain.handle(plan(plan_id="third"))
+
+    assert permits.peek(r, PermitKind.P33, "third").reason is Reason.SANITY_CHECKS_PASSED
+
+
 def test_ledger_and_confirmed_fills_are_read_in_one_script_call(r: redis.Redis, brain: PositionStateBrain,
                                                                monkeypatch) -> None:
     """The executor writes a fill's result and ledger change atomically; P3.3 must read them the same way,

@@ -9,7 +9,7 @@ from p33_helpers import NOW_MS, D, close_plan, ledger, plan, policy, rules, snap
 
 from microservices.position_state_brain.gates import OpenOnPosition, decide
 from shared.ledger import qty_tolerance as ledger_tolerance
-from shared.schema import Plan, Reason
+from shared.schema import Plan, Reason, Side
 
 SEED_TEST_OPEN_005 = {
     "plan_id": "test_open_005", "decision": "EXECUTE", "symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
@@ -231,3 +231,25 @@ def test_the_tolerance_is_the_shared_one_in_steps_of_the_finer_lot_step(market_s
 
     assert (verdict.reason is not Reason.RECONCILE_REQUIRED_QTY_MISMATCH) is agrees
     assert ledger_tolerance(symbol_rules, 1) == min(D("0.001"), D(market_step))
+
+
+@pytest.mark.parametrize("on_its_way, pol, expected", [
+    ("BUY", policy(cooldown_s=0), Reason.POSITION_EXISTS),
+    ("BUY", policy(cooldown_s=0, open_on_position=OpenOnPosition.SCALE_IN), Reason.SANITY_CHECKS_PASSED),
+    ("SELL", policy(cooldown_s=0, open_on_position=OpenOnPosition.SCALE_IN), Reason.SIDE_MISMATCH),
+    ("BUY", policy(cooldown_s=15, open_on_position=OpenOnPosition.SCALE_IN), Reason.COOLDOWN),
+    (None, policy(cooldown_s=15), Reason.SANITY_CHECKS_PASSED),
+], ids=["deny", "scale in", "scale in, other side", "cooldown", "none on its way"])
+def test_an_open_permitted_and_not_filled_yet_counts_as_a_position_on_its_way(on_its_way, pol, expected):
+    verdict = decide(plan(side="BUY"), snapshot(), None, None, rules("BTCUSDT"), pol, NOW_MS,
+                     Side(on_its_way) if on_its_way else None)
+
+    assert verdict.reason is expected
+
+
+def test_a_close_does_not_wait_for_an_open_on_its_way():
+    held = snapshot({"BTCUSDT": "0.003"})
+    verdict = decide(close_plan("SELL", "0.003"), held, ledger("BTCUSDT", "0.003"), None, rules("BTCUSDT"), policy(),
+                     NOW_MS, Side.BUY)
+
+    assert verdict.allow and verdict.safe_qty == D("0.003")
