@@ -27,19 +27,36 @@ class PermittedOpen:
 class PermittedOpens:
     def __init__(self, permit_ttl_s: int) -> None:
         self.lifetime_ms = permit_ttl_s * 1000 + GRACE_MS
-        self._opens: dict[str, PermittedOpen] = {}  # plan id -> what it opens
+        self._on: dict[str, dict[str, PermittedOpen]] = {}  # symbol -> plan id -> what it opens
+        self._symbol_of: dict[str, str] = {}  # plan id -> symbol, to settle a result by its plan id
 
     def add(self, plan_id: str, symbol: str, side: Side, now_ms: int) -> None:
-        self._opens[plan_id] = PermittedOpen(symbol, side, now_ms + self.lifetime_ms)
+        self._on.setdefault(symbol, {})[plan_id] = PermittedOpen(symbol, side, now_ms + self.lifetime_ms)
+        self._symbol_of[plan_id] = symbol
 
     def settle(self, plan_ids: list[str]) -> None:
         """Their results were read: from here the exchange (or the confirmed fills) shows what they did."""
         for plan_id in plan_ids:
-            self._opens.pop(plan_id, None)
+            symbol = self._symbol_of.pop(plan_id, None)
+            if symbol is not None:
+                self._drop(symbol, plan_id)
 
     def side_on(self, symbol: str, now_ms: int, other_than: str) -> Side | None:
         """The side of a permitted open on the symbol, not this plan's own (a replay), still on its way."""
-        expired = [plan_id for plan_id, held in self._opens.items() if held.until_ms <= now_ms]
-        self.settle(expired)
-        return next((held.side for plan_id, held in self._opens.items()
-                     if held.symbol == symbol and plan_id != other_than), None)
+        on_symbol = self._on.get(symbol, {})
+        expired = []
+        for plan_id, held in on_symbol.items():  # oldest first: added in time order, with one lifetime
+            if held.until_ms > now_ms:
+                break
+            expired.append(plan_id)
+        for plan_id in expired:
+            self._symbol_of.pop(plan_id, None)
+            self._drop(symbol, plan_id)
+        return next((held.side for plan_id, held in self._on.get(symbol, {}).items() if plan_id != other_than), None)
+
+    def _drop(self, symbol: str, plan_id: str) -> None:
+        on_symbol = self._on.get(symbol)
+        if on_symbol is not None:
+            on_symbol.pop(plan_id, None)
+            if not on_symbol:
+                del self._on[symbol]

@@ -253,3 +253,18 @@ def test_a_close_does_not_wait_for_an_open_on_its_way():
                      NOW_MS, Side.BUY)
 
     assert verdict.allow and verdict.safe_qty == D("0.003")
+
+
+def test_permitted_opens_settle_by_result_expire_by_time_and_never_count_their_own_plan():
+    from microservices.position_state_brain.permitted import GRACE_MS, PermittedOpens
+
+    opens = PermittedOpens(permit_ttl_s=60)
+    opens.add("a", "BTCUSDT", Side.BUY, NOW_MS)
+    opens.add("b", "BTCUSDT", Side.SELL, NOW_MS + 1)
+
+    assert opens.side_on("BTCUSDT", NOW_MS, other_than="c") is Side.BUY
+    assert opens.side_on("BTCUSDT", NOW_MS, other_than="a") is Side.SELL  # a replay of a does not count a
+    assert opens.side_on("ETHUSDT", NOW_MS, other_than="c") is None
+    opens.settle(["a"])
+    assert opens.side_on("BTCUSDT", NOW_MS, other_than="c") is Side.SELL
+    assert opens.side_on("BTCUSDT", NOW_MS + 60_000 + GRACE_MS + 1, other_than="c") is None
