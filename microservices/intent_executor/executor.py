@@ -22,100 +22,20 @@ from microservices.intent_executor.resolve import Marker, Resolver
 from microservices.intent_executor.settings import ExecutorSettings
 from shared.modes import ApplyMode
 from microservices.intent_executor.sizing import Refused, Sized, size_order
-from shared import keys, permits, results, sending
+from microservices.intent_executor import scripts
+from shared import keys, permits, results
 from shared.incarnation import RedisIncarnation
 from shared import snapshot as exchange_snapshot
 from shared.exchange.errors import ExchangeRejected, ExchangeUnavailable, OutcomeUnknown
 from shared.logging import get_logger
-from shared.lua import LuaScript
 from shared.orders import client_order_id_for
-from shared.permits import PermitKind
 from shared.runtime.consumer import Entry
 from shared.runtime.exchange import ExchangeAccess
 from shared.schema import EntryError, P32Permit, P33Permit, Plan, Reason
 from shared.trading_state import Switches, TradingState, read_switches
 
-CLAIM_TTL_S = 60
 DRY_RUN_GAUGE_EVERY_S = 1.0  # the gauge follows `quantum dry-run on|off` within a second while idle
-PERMIT_KINDS = (PermitKind.P32, PermitKind.P33)
-_TAKE_FUNCTION = permits.TAKE_FUNCTION + sending.MARK_FUNCTION + """
-local function allows(raw, digest)
-  if not raw then return false end
-  local ok, permit = pcall(cjson.decode, raw)
-  return ok and type(permit) == 'table' and permit.allow == true and permit.plan_digest == digest
-end
--- KEYS from `at`: order-marker p32-used p32 p33-used p33 kill execution force-dry-run positions ledger
--- ARGV from `arg`: used-ttl-s order-marker-value marker-ttl-s attempt plan-digest
-local function take(at, arg)
-  local won32, raw32 = take_permit(KEYS[at + 1], KEYS[at + 2], ARGV[arg], ARGV[arg + 3])
-  local won33, raw33 = take_permit(KEYS[at + 3], KEYS[at + 4], ARGV[arg], ARGV[arg + 3])
-  local marked = 0
-  if won32 == 1 and won33 == 1 and allows(raw32, ARGV[arg + 4]) and allows(raw33, ARGV[arg + 4]) then
-    local now = redis.call('TIME')  -- the marker says when: a lookup believes "no such order" only later
-    local marker = ARGV[arg + 1] .. ' ' .. now[1] .. string.format('%03d', math.floor(now[2] / 1000))
-    redis.call('SET', KEYS[at], marker, 'EX', ARGV[arg + 2])
-    marked = 1
-  end
-  return {won32, raw32, won33, raw33, redis.call('GET', KEYS[at + 5]), redis.call('GET', KEYS[at + 6]),
-          redis.call('GET', KEYS[at + 7]), redis.call('GET', KEYS[at + 8]), redis.call('HGETALL', KEYS[at + 9]), marked}
-end
-"""
-# The claim must still be ours: a call that reaches Redis late (a client retry after a lost reply, a
-# long wait) must not take permits for a plan another executor has since claimed, or finished.
-# KEYS[11] claim KEYS[12] symbol's sending hash KEYS[13] result marker; ARGV[6] consumer ARGV[7] claim-ttl-s
-# ARGV[8] plan-id. Taking renews the claim and the plan's sending mark for the send. A plan that has its result
-# meanwhile (the runtime gave up on it elsewhere) is not taken: nothing may be sent for it any more.
-_CLAIM_STILL_OURS = """
-if redis.call('EXISTS', KEYS[13]) == 1 then return 'HAS_RESULT' end
-if redis.call('GET', KEYS[11]) ~= ARGV[6] then return 'CLAIM_LOST' end
-"""
-_RENEW = """
-redis.call('EXPIRE', KEYS[11], ARGV[7])
-mark_sending(KEYS[12], ARGV[8], tonumber(ARGV[7]))
-"""
-# Takes both permits (permits.TAKE_FUNCTION, as permits.consume_all) and reads what sending needs.
-# When both were taken and both allow, it writes the order marker: from here an order may be sent, so a
-# restart looks the order up by its client order id instead of sending anything.
-TAKE = LuaScript(_TAKE_FUNCTION + _CLAIM_STILL_OURS + _RENEW + """
-return take(1, 1)
-""")
-# TAKE, only once both permits exist (else an empty reply, nothing taken): run right after each wake-up.
-TAKE_WHEN_BOTH = LuaScript(_TAKE_FUNCTION + _CLAIM_STILL_OURS + """
-if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('EXISTS', KEYS[5]) == 0 then return {} end
-""" + _RENEW + """
-return take(1, 1)
-""")
-CLAIM_LOST, HAS_RESULT = "CLAIM_LOST", "HAS_RESULT"
-# KEYS: claim symbol-sending order-marker; ARGV: consumer plan-id. Only what is still ours is let go, and the
-# sending mark only while no order may be out: with a marker and no result, reconcile waits for the result.
-RELEASE = LuaScript("""
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-end
-return 1
-""")
 WAKE_UP_EVERY_S = 1.0  # the longest single BLPOP: a retried call never blocks past the deadline by more
-# KEYS: result-marker claim symbol-sending, then TAKE's; ARGV: consumer claim-ttl-s plan-id, then TAKE's, then
-# whether it may take now (1; 0 for a plan to look up on the exchange first).
-# Reply: has-result, claim holder, earlier marker, p32 present, p33 present, and when this executor holds the
-# claim of a plan with both permits present and nothing sent yet, what TAKE replies (taken in the same call).
-# Earlier marker: an order marker written by another attempt (nil if none): this attempt's own marker (the
-# client sent the call again after a lost reply) is not a sign of an earlier order.
-LOOK_AHEAD = LuaScript(_TAKE_FUNCTION + """
-redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
-if redis.call('GET', KEYS[2]) == ARGV[1] then mark_sending(KEYS[3], ARGV[3], tonumber(ARGV[2])) end
-local marker = redis.call('GET', KEYS[4])
-local earlier = marker and string.sub(marker, 1, #ARGV[5] + 1) ~= ARGV[5] .. ' ' and marker or false
-local seen = {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]), earlier,
-              redis.call('EXISTS', KEYS[6]), redis.call('EXISTS', KEYS[8])}
-if seen[2] == ARGV[1] then redis.call('EXPIRE', KEYS[2], ARGV[2]) end  -- ours, possibly from before a restart
-if ARGV[9] == '1' and seen[1] == 0 and seen[2] == ARGV[1] and not earlier and seen[4] == 1 and seen[5] == 1 then
-  for _, reply in ipairs(take(4, 4)) do seen[#seen + 1] = reply end
-end
-return seen
-""")
-
 
 @dataclass(frozen=True)
 class LookAhead:
@@ -174,7 +94,7 @@ class Executor:
         # Called while one plan takes long (waits, lookups): liveness must not read a slow exchange as a hang.
         self.progress: Callable[[], object] = lambda: None
         self.resolver = Resolver(client, exchange, settings.executor_resolve_attempts, self.log, wait,
-                                 beat=lambda: self.progress())
+                                 now_ms=self._now_ms, beat=lambda: self.progress())
 
     def handle(self, plan: Plan, entry: Entry) -> None:
         older_than_redis = self._older_than_redis(entry)
@@ -203,24 +123,15 @@ class Executor:
         """One script call before anything else: result marker, claim, sending mark, order marker, permits,
         and when both permits are already there (and take_now), the taking too."""
         attempt = permits.new_attempt(self.consumer_name)
-        script_keys = [keys.plan_result_marker(plan.plan_id), keys.plan_claim(plan.plan_id),
-                       keys.executor_sending(plan.symbol), *_take_keys(plan)]
         asked_at = self.monotonic()
-        has_result, holder, earlier_marker, *rest = LOOK_AHEAD(
-            self.r, script_keys, [self.consumer_name, CLAIM_TTL_S, plan.plan_id, *_take_args(plan, attempt),
-                                  int(take_now)])
+        has_result, holder, earlier_marker, *rest = scripts.LOOK_AHEAD(
+            self.r, *scripts.look_ahead_call(plan, attempt, self.consumer_name, take_now))
         taken = rest[2:] or None  # rest[:2]: whether each permit is present
         return LookAhead(bool(has_result), holder, earlier_marker, attempt, asked_at, taken)
 
     def _release(self, plan: Plan, ahead: "LookAhead") -> None:
         if ahead.claim_holder == self.consumer_name:  # and still is: another executor may hold it by now
-            RELEASE(self.r, [*self._claim_keys(plan), keys.plan_order_marker(plan.plan_id)],
-                    [self.consumer_name, plan.plan_id])
-
-    @staticmethod
-    def _claim_keys(plan: Plan) -> list[str]:
-        """What the executor holds while working on a plan: its claim and its field in the symbol's sending hash."""
-        return [keys.plan_claim(plan.plan_id), keys.executor_sending(plan.symbol)]
+            scripts.RELEASE(self.r, scripts.release_keys(plan), [self.consumer_name, plan.plan_id])
 
     def on_tick(self) -> None:
         """Between batches: the filter cache's schedule, and about once a second the dry-run gauge, kept
@@ -268,7 +179,7 @@ class Executor:
     def _take_permits(self, plan: Plan, ahead: LookAhead) -> Taken | outcomes.Outcome:
         """Wait for both permits, then take them and read the switches, snapshot and ledger in one script call
         (unless the look-ahead already did)."""
-        wanted = list(PERMIT_KINDS)
+        wanted = list(scripts.PERMIT_KINDS)
         if ahead.taken is not None:
             replies, asked_at = ahead.taken, ahead.asked_at
         else:
@@ -280,14 +191,10 @@ class Executor:
         if p32 is None or p33 is None:
             missing = [kind.value for kind, permit in zip(wanted, (p32, p33)) if permit is None]
             return outcomes.refused(plan, Reason.PERMIT_TIMEOUT, {"missing": ",".join(missing)}, p32, p33)
-        for permit, who in ((p32, "governor P3.2"), (p33, "position-state-brain P3.3")):
-            if permit.plan_digest != plan.digest:  # decided for another plan sent under this plan_id
-                return outcomes.refused(plan, Reason.PERMIT_MISMATCH, {"permit_of": who, "plan_digest": plan.digest,
-                                                                       "permit_plan_digest": str(permit.plan_digest)},
-                                        p32, p33)
-        for permit, who in ((p32, "governor P3.2"), (p33, "position-state-brain P3.3")):
-            if not permit.allow:
-                return outcomes.refused(plan, permit.reason, {"denied_by": who, **_strings(permit.context)}, p32, p33)
+        refusal = _permit_refusal(plan, p32, p33)
+        if refusal is not None:
+            reason, detail = refusal
+            return outcomes.refused(plan, reason, detail, p32, p33)
         kill, execution, forced_dry_run, snapshot_raw, ledger_flat, marked = replies[4:]
         if not marked:  # the script and the permit model read "allow" differently: never send unmarked
             return outcomes.refused(plan, Reason.PERMIT_DENIED, {"order_marker": "not written",
@@ -301,19 +208,19 @@ class Executor:
         without another round trip. At the deadline TAKE takes what there is (and finds what is missing).
         (replies, monotonic time before the call that took them)."""
         ready = keys.permit_ready(plan.plan_id)
-        script_keys, script_args = _claimed_take(plan, attempt, self.consumer_name)
+        script_keys, script_args = scripts.claimed_take(plan, attempt, self.consumer_name)
         deadline = self.monotonic() + self.settings.executor_permit_wait_ms / 1000
         replies: list | str = []
         while not replies and (remaining := deadline - (asked_at := self.monotonic())) > 0:
             self.progress()
-            _popped, replies = TAKE_WHEN_BOTH.after_blpop(
+            _popped, replies = scripts.TAKE_WHEN_BOTH.after_blpop(
                 self.r, ready, min(max(remaining, 0.001), WAKE_UP_EVERY_S), script_keys, script_args)
         if not replies:
             asked_at = self.monotonic()
-            replies = TAKE(self.r, script_keys, script_args)
-        if replies == CLAIM_LOST:
+            replies = scripts.TAKE(self.r, script_keys, script_args)
+        if replies == scripts.CLAIM_LOST:
             raise PlanBusy(f"the claim on plan {plan.plan_id} expired or passed to another executor; nothing taken")
-        if replies == HAS_RESULT:
+        if replies == scripts.HAS_RESULT:
             raise PlanEnded(f"plan {plan.plan_id} got its result meanwhile; nothing taken")
         return replies, asked_at
 
@@ -365,8 +272,8 @@ class Executor:
             return outcomes.refused(plan, Reason.EXCHANGE_REJECTED, {"code": str(exc.code), "msg": exc.msg}, p32, p33, qty=sized.qty)
         except (OutcomeUnknown, ExchangeUnavailable) as exc:
             outcomes.order_error(self.log, plan, exc)
-            return self.resolver.after_unclear_send(plan, client_order_id, exc, isinstance(exc, OutcomeUnknown),
-                                                    p32, p33, sized.qty, taken.ledger, sent_at_ms, self._now_ms)
+            return self.resolver.after_unclear_send(plan, client_order_id, exc, p32, p33, sized.qty, taken.ledger,
+                                                    sent_at_ms)
         outcomes.ORDER_SECONDS.observe(time.perf_counter() - started)
         self.log.info("ORDER_RESPONSE", plan_id=plan.plan_id, order_id=order.order_id, status=order.status,
                       filled=str(order.executed_qty), avg_price=str(order.avg_price), symbol=plan.symbol)
@@ -376,21 +283,18 @@ class Executor:
         return int(self.clock() * 1000)
 
 
-def _take_keys(plan: Plan) -> list[str]:
-    return [keys.plan_order_marker(plan.plan_id), *permits.consume_keys(plan.plan_id, PERMIT_KINDS),
-            keys.KILL, keys.GOVERNOR_EXECUTION, keys.FORCE_DRY_RUN, keys.EXCHANGE_POSITIONS, keys.position_ledger(plan.symbol)]
-
-
-def _take_args(plan: Plan, attempt: str) -> list[object]:
-    marker = f"{client_order_id_for(plan.plan_id)} {attempt}"  # what may have been sent, and by which attempt
-    return [permits.USED_MARKER_TTL_S, marker, results.RESULT_MARKER_TTL_S, attempt, plan.digest]
-
-
-def _claimed_take(plan: Plan, attempt: str, consumer: str) -> tuple[list[str], list[object]]:
-    """KEYS and ARGV of TAKE and TAKE_WHEN_BOTH: TAKE's, then the claim that must still be ours."""
-    return ([*_take_keys(plan), keys.plan_claim(plan.plan_id), keys.executor_sending(plan.symbol),
-             keys.plan_result_marker(plan.plan_id)],
-            [*_take_args(plan, attempt), consumer, CLAIM_TTL_S, plan.plan_id])
+def _permit_refusal(plan: Plan, p32: P32Permit, p33: P33Permit) -> tuple[Reason, dict[str, str]] | None:
+    """Why the two permits do not let this plan go: decided for another plan under its plan_id (checked first:
+    such a verdict says nothing of this plan), or a denial."""
+    permits_of = (("governor P3.2", p32), ("position-state-brain P3.3", p33))
+    for who, permit in permits_of:
+        if permit.plan_digest != plan.digest:
+            return Reason.PERMIT_MISMATCH, {"permit_of": who, "plan_digest": plan.digest,
+                                            "permit_plan_digest": str(permit.plan_digest)}
+    for who, permit in permits_of:
+        if not permit.allow:
+            return permit.reason, {"denied_by": who, **_strings(permit.context)}
+    return None
 
 
 def _room_in_total(p32: P32Permit) -> Decimal | None:

@@ -18,7 +18,7 @@ from decimal import Decimal
 import redis
 
 from microservices.intent_executor import outcomes
-from shared.exchange.errors import ExchangeError
+from shared.exchange.errors import ExchangeError, OutcomeUnknown
 from shared.exchange.models import OrderResult
 from shared.runtime.exchange import ExchangeAccess
 from shared.schema import P32Permit, P33Permit, Plan, Reason
@@ -48,8 +48,9 @@ class Marker:
 
 class Resolver:
     def __init__(self, client: redis.Redis, exchange: ExchangeAccess, attempts: int, log,
-                 wait: Callable[[float], object], beat: Callable[[], object] = lambda: None):
+                 wait: Callable[[float], object], now_ms: Callable[[], int], beat: Callable[[], object] = lambda: None):
         self.r = client
+        self.now_ms = now_ms  # the executor's (injectable) wall clock, on which a send's start is taken
         self.exchange = exchange
         self.attempts = attempts
         self.log = log
@@ -100,16 +101,16 @@ class Resolver:
         order = self.look_up(plan.symbol, client_order_id)
         return None if order is None else self.known(plan, order)
 
-    def after_unclear_send(self, plan: Plan, client_order_id: str, exc: ExchangeError, maybe_sent: bool,
-                           p32: P32Permit, p33: P33Permit, qty: Decimal, ledger: dict[str, str],
-                           sent_at_ms: int, now_ms: Callable[[], int]) -> outcomes.Outcome:
-        """The send failed without an answer (maybe_sent) or with 'not executed': what the exchange holds.
-        sent_at_ms: the executor's clock just before it signed, read again (now_ms) to tell."""
+    def after_unclear_send(self, plan: Plan, client_order_id: str, exc: ExchangeError, p32: P32Permit,
+                           p33: P33Permit, qty: Decimal, ledger: dict[str, str], sent_at_ms: int) -> outcomes.Outcome:
+        """The send failed without an answer (OutcomeUnknown: it may have executed) or with 'not executed': what
+        the exchange holds. sent_at_ms: the executor's clock just before it signed."""
         order = self.look_up(plan.symbol, client_order_id)
         if order is not None:
             return self.known(plan, order, p32, p33, ledger)
+        maybe_sent = isinstance(exc, OutcomeUnknown)
         if maybe_sent:
-            self.check_final_absence(client_order_id, sent_at_ms, now_ms())
+            self.check_final_absence(client_order_id, sent_at_ms, self.now_ms())
         reason = Reason.ORDER_NOT_FOUND if maybe_sent else Reason.EXCHANGE_UNAVAILABLE
         return outcomes.refused(plan, reason, {"error": exc.message, "client_order_id": client_order_id},
                                 p32, p33, qty=qty)

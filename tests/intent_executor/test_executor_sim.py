@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from microservices.intent_executor import executor as executor_module
+from microservices.intent_executor import scripts
 from microservices.intent_executor.executor import Executor
 from microservices.intent_executor.settings import ExecutorSettings
 from shared.modes import ApplyMode
@@ -387,10 +388,10 @@ def test_one_permit_alone_is_not_taken_by_a_wake_up(r) -> None:
                                created_at=time.time()), 60)
     half = built("half-1")
     r.set(keys.plan_claim("half-1"), "test-executor")
-    script_keys, script_args = executor_module._claimed_take(half, permits.new_attempt("test"), "test-executor")
+    script_keys, script_args = scripts.claimed_take(half, permits.new_attempt("test"), "test-executor")
     r.script_flush()  # and a Redis that lost its scripts
 
-    popped, reply = executor_module.TAKE_WHEN_BOTH.after_blpop(r, keys.permit_ready("half-1"), 1, script_keys,
+    popped, reply = scripts.TAKE_WHEN_BOTH.after_blpop(r, keys.permit_ready("half-1"), 1, script_keys,
                                                                 script_args)
 
     assert tuple(popped) == (keys.permit_ready("half-1"), "p33") and reply == []
@@ -414,7 +415,7 @@ class _SentTwice:
 
 @pytest.mark.parametrize("script", ["LOOK_AHEAD", "TAKE_WHEN_BOTH"])
 def test_a_take_sent_again_after_a_lost_reply_still_sends_the_one_order(r, access, sim, monkeypatch, script) -> None:
-    monkeypatch.setattr(executor_module, script, _SentTwice(getattr(executor_module, script)))
+    monkeypatch.setattr(scripts, script, _SentTwice(getattr(scripts, script)))
     plan(r, "resent-1", "BUY", "0.002")
     if script == "LOOK_AHEAD":
         grant(r, "resent-1")  # both present at the look-ahead: it takes them
@@ -432,8 +433,8 @@ def test_permits_taken_by_one_attempt_are_lost_to_any_other(r) -> None:
     other = built("other-1")
     grant(r, "other-1")
     r.set(keys.plan_claim("other-1"), "a")
-    first = executor_module.TAKE(r, *executor_module._claimed_take(other, permits.new_attempt("a"), "a"))
-    second = executor_module.TAKE(r, *executor_module._claimed_take(other, permits.new_attempt("a"), "a"))
+    first = scripts.TAKE(r, *scripts.claimed_take(other, permits.new_attempt("a"), "a"))
+    second = scripts.TAKE(r, *scripts.claimed_take(other, permits.new_attempt("a"), "a"))
 
     assert (first[0], first[2], first[-1]) == (1, 1, 1)
     assert (second[0], second[2], second[-1]) == (0, 0, 0)
@@ -463,8 +464,8 @@ def test_a_take_reaching_redis_after_the_claim_passed_on_takes_nothing(r, access
     late = built("late-claim-1")
     grant(r, "late-claim-1")
     r.set(keys.plan_claim("late-claim-1"), "executor-b")
-    reply = executor_module.TAKE(r, *executor_module._claimed_take(late, permits.new_attempt("a"), "executor-a"))
-    assert reply == executor_module.CLAIM_LOST
+    reply = scripts.TAKE(r, *scripts.claimed_take(late, permits.new_attempt("a"), "executor-a"))
+    assert reply == scripts.CLAIM_LOST
     assert permits.consume_all(r, "late-claim-1", [permits.PermitKind.P32, permits.PermitKind.P33]) != [None, None]
 
     executor = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET, executor_permit_wait_ms=300),
@@ -485,4 +486,4 @@ def test_the_look_ahead_renews_a_claim_this_executor_already_held(r, access, sim
 
     executor._look_ahead(Plan.from_fields({**PLAN, "plan_id": "renew-1", "side": "BUY", "qty": "0.002"}))
 
-    assert r.ttl(keys.plan_claim("renew-1")) > executor_module.CLAIM_TTL_S - 5
+    assert r.ttl(keys.plan_claim("renew-1")) > scripts.CLAIM_TTL_S - 5

@@ -6,7 +6,7 @@ symbol, the first plan to finish deleted it while another plan on the symbol was
 
 from __future__ import annotations
 
-from microservices.intent_executor import executor as executor_module
+from microservices.intent_executor import scripts
 from microservices.intent_executor.executor import Executor
 from microservices.intent_executor.settings import ExecutorSettings
 from shared import keys, sending
@@ -38,7 +38,7 @@ def test_only_the_claim_holder_marks_and_lets_go(r, access) -> None:
     other = an_executor(r, access, "executor-b")
 
     other_ahead = other._look_ahead(held)  # B arrives second: not its plan
-    executor_module.RELEASE(r, other._claim_keys(held), ["executor-b", "held-1"])
+    scripts.RELEASE(r, scripts.release_keys(held), ["executor-b", "held-1"])
 
     assert other_ahead.claim_holder == "executor-a" and sending.busy(r, "BTCUSDT")
     holder._release(held, ahead)
