@@ -24,7 +24,7 @@ from microservices.position_state_brain.gates import GatePolicy, Verdict, decide
 from microservices.position_state_brain.fills import ConfirmedFills
 from microservices.position_state_brain.keeper import SnapshotKeeper
 from microservices.position_state_brain.permitted import PermittedOpens
-from shared import keys, permits
+from shared import keys, ledger, permits
 from shared.exchange.filters import SymbolRules
 from shared.ledger import LedgerPosition
 from shared.logging import get_logger
@@ -245,13 +245,11 @@ class PositionStateBrain:
         self.permitted.settle([fields.get("plan_id", "") for _entry_id, fields in entries])
 
     def _ledger(self, symbol: str, data: dict[str, str]) -> tuple[LedgerPosition | None, bool]:
-        if not data:
-            return None, True
-        try:
-            return LedgerPosition.from_hash(symbol, data), True
-        except (ArithmeticError, ValueError):
-            self.log.warning("ledger_unreadable", symbol=symbol)
-            return None, False
+        """(the position or None, whether the hash parsed): shared.ledger tells absent from unreadable."""
+        entry = ledger.parse(symbol, data)
+        if entry.unreadable:
+            self.log.warning("ledger_unreadable", symbol=symbol, error=entry.error)
+        return entry.position, not entry.unreadable
 
     def _last_exec_ms(self, symbol: str, raw: str | None) -> int | None:
         if raw is None:
