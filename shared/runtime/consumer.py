@@ -4,7 +4,8 @@ Order of work: this consumer's own pending entries (a restart recovers them), th
 left idle by any consumer (XAUTOCLAIM), then new entries, blocking in XREADGROUP. An entry
 is acked only after its handler returned; a handler that raised leaves it pending, so it is
 claimed again after `claim_idle_ms`; past `max_deliveries`, or when it does not parse, it
-goes to the dead-letter stream with the reason and is acked.
+goes to the dead-letter stream with the reason and is acked. What happens to the entries of
+one read (parse, handle, settle, dead-letter) is shared.runtime.handling.
 """
 
 from __future__ import annotations
@@ -21,23 +22,11 @@ from shared import metrics
 from shared.logging import get_logger
 from shared.runtime import maintenance
 from shared.runtime.arrival import ArrivalReader, send as send_arrival_call
-from shared.runtime.deadletter import dead_letter_and_ack, dead_letter_fields
-from shared.schema.entry import EntryError
+from shared.runtime.handling import BatchHandler, Entry, EntryHandling, Rejected, Shutdown
 
+__all__ = ["BatchHandler", "ConsumerConfig", "Entry", "Rejected", "Shutdown", "StreamConsumer"]
 T = TypeVar("T")
-# A batch handler takes every parsed entry of a read at once and answers, in order, None for each
-# entry it finished or the exception that entry raised (Rejected: dead-lettered; others: retried).
-BatchHandler = Callable[[list[tuple[T, "Entry"]]], list[BaseException | None]]
-MAX_DELIVERIES_REASON = "max_deliveries_exceeded"
 BUSYGROUP = "BUSYGROUP"
-
-
-@dataclass(frozen=True)
-class Entry:
-    stream: str
-    entry_id: str
-    fields: dict[str, str]
-    deliveries: int
 
 
 @dataclass(frozen=True)
@@ -52,19 +41,6 @@ class ConsumerConfig:
     start_id: str = "0"
     retention_ms: int = 72 * 3600 * 1000
     housekeeping_every_s: float = 5.0
-
-
-class Rejected(Exception):
-    """Raised by a handler for input that parsed but can never be processed: dead-lettered, acked."""
-
-    def __init__(self, reason: str, detail: dict[str, str]):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class Shutdown(Exception):
-    """Raised from the signal handler while the loop waits idle in XREADGROUP."""
 
 
 @dataclass
@@ -93,23 +69,25 @@ class StreamConsumer(Generic[T]):
         arrival: ArrivalReader | None = None,
     ):
         self.client = client
-        self.batch_handler = batch_handler
         self.arrival = arrival
         self.config = config
-        self.parse = parse
-        self.handler = handler
         self.on_tick = on_tick
         self.on_progress = on_progress
-        self.on_give_up = on_give_up
         self.monotonic = monotonic
         self.log = get_logger(stream=config.stream, group=config.group, consumer=config.consumer)
+        self.entries = EntryHandling(client, config, parse, handler, batch_handler, on_give_up, self._progress, self.log)
         self._state = _State()
         self._labels = {"stream": config.stream, "group": config.group}
-        # Per-entry metrics, bound to their labels once rather than looked up for every entry.
-        self._read = metrics.ENTRIES_READ.labels(**self._labels)
         self._acked = metrics.ENTRIES_ACKED.labels(**self._labels)
         self._heartbeat = metrics.LOOP_HEARTBEAT.labels(**self._labels)
-        self._handler_seconds = metrics.HANDLER_SECONDS.labels(**self._labels)
+
+    @property
+    def handler(self) -> Callable:
+        return self.entries.handler
+
+    @handler.setter
+    def handler(self, handler: Callable) -> None:
+        self.entries.handler = handler
 
     @property
     def idle(self) -> bool:
@@ -283,108 +261,14 @@ class StreamConsumer(Generic[T]):
         self._acked.inc(count)
 
     def _process_batch(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int]) -> int:
-        """Handle each entry; those that succeeded are acked together, with the next read.
-
-        An entry handled but not yet acked when the process dies is delivered again; handlers
-        are idempotent for that (result markers, single-use permits, replays counted once)."""
-        if self.batch_handler is not None:
-            return self._process_together(batch, deliveries)
-        for entry_id, fields in batch:
-            if self._process(entry_id, fields, deliveries.get(entry_id, 1)):
-                self._state.acks.append(entry_id)
-            self._progress()  # per entry: a long batch of slow entries is progress, not a stall
+        """Handle each entry (shared.runtime.handling); those done are acked together, with the next read."""
+        self._state.acks += self.entries.process(batch, deliveries)
         return len(batch)
-
-    def _process_together(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int]) -> int:
-        """Parse every entry (dead-lettering what cannot be parsed), then one batch handler call."""
-        ready: list[tuple[T, Entry]] = []
-        for entry_id, fields in batch:
-            prepared = self._prepare(entry_id, fields, deliveries.get(entry_id, 1))
-            if prepared is True:
-                self._state.acks.append(entry_id)
-            elif prepared:
-                ready.append(prepared)
-        if ready:
-            for (_item, entry), failure in zip(ready, self._handle_batch(ready)):
-                if self._settle(entry, failure):
-                    self._state.acks.append(entry.entry_id)
-        self._progress()
-        return len(batch)
-
-    def _handle_batch(self, ready: list[tuple[T, Entry]]) -> list[BaseException | None]:
-        started = time.perf_counter()
-        try:
-            failures = self.batch_handler(ready)
-        except (Shutdown, redis.ConnectionError, redis.TimeoutError):
-            raise
-        except Exception as exc:  # the whole batch stays pending and is retried
-            failures = [exc] * len(ready)
-        finally:
-            elapsed = (time.perf_counter() - started) / len(ready)
-            for _ in ready:
-                self._handler_seconds.observe(elapsed)
-        return failures
-
-    def _settle(self, entry: Entry, failure: BaseException | None) -> bool:
-        """What one entry's outcome means: True to ack it."""
-        if failure is None:
-            return True
-        if isinstance(failure, Rejected):
-            self._dead_letter(entry, failure.reason, failure.detail)
-            return False
-        metrics.HANDLER_ERRORS.labels(**self._labels).inc()
-        self.log.error("handler_failed", entry_id=entry.entry_id, deliveries=entry.deliveries, exc_info=failure)
-        return False
 
     def _progress(self) -> None:
         self._heartbeat.set(time.time())
         if self.on_progress is not None:
             self.on_progress()
-
-    def _process(self, entry_id: str, fields: dict | None, deliveries: int) -> bool:
-        """True when the entry is done and must be acked; dead letters are acked with their write."""
-        prepared = self._prepare(entry_id, fields, deliveries)
-        if isinstance(prepared, bool):
-            return prepared
-        return self._handle(*prepared)
-
-    def _prepare(self, entry_id: str, fields: dict | None, deliveries: int) -> tuple[T, Entry] | bool:
-        """(item, entry) to handle; True: nothing to do but ack; False: dead-lettered (acked with it)."""
-        self._read.inc()
-        if not fields:  # Deleted or trimmed while pending: nothing left to process.
-            return True
-        entry = Entry(self.config.stream, entry_id, dict(fields), deliveries)
-        if deliveries > self.config.max_deliveries:
-            self._dead_letter(entry, MAX_DELIVERIES_REASON, {"deliveries": str(deliveries)})
-            return False
-        try:
-            return self.parse(entry.fields), entry
-        except EntryError as exc:
-            self._dead_letter(entry, exc.reason, exc.fields)
-            return False
-
-    def _handle(self, item: T, entry: Entry) -> bool:
-        started = time.perf_counter()
-        failure: Exception | None = None
-        try:
-            self.handler(item, entry)
-        except (Shutdown, redis.ConnectionError, redis.TimeoutError):
-            raise
-        except Exception as exc:
-            failure = exc
-        finally:
-            self._handler_seconds.observe(time.perf_counter() - started)
-        return self._settle(entry, failure)
-
-    def _dead_letter(self, entry: Entry, reason: str, detail: dict[str, str]) -> None:
-        if self.on_give_up is not None:
-            self.on_give_up(entry, reason)  # the daemon ends what it can (a plan's terminal result) first
-        dead = dead_letter_fields(
-            entry.stream, entry.entry_id, entry.fields, reason, detail, self.config.group, self.config.consumer
-        )
-        dead_letter_and_ack(self.client, self.config.group, dead)
-        metrics.ENTRIES_DEAD_LETTERED.labels(reason=reason, **self._labels).inc()
-        self.log.warning("entry_dead_lettered", entry_id=entry.entry_id, reason=reason, detail=detail)
 
     def _tick(self) -> None:
         self._progress()

@@ -1,0 +1,180 @@
+"""What the consumer does with the entries one read delivered: parse each, hand it over, settle it.
+
+An entry that does not parse, or has been delivered more than `max_deliveries` times, goes to the
+dead-letter stream with the reason (acked in the same transaction). The others go to the handler
+one by one, or all at once to a batch handler. An entry is done (to be acked with the next read)
+when its handler returned; a handler that raised Rejected dead-letters it; any other exception
+leaves it pending, to be claimed again (shared.runtime.consumer).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import redis
+
+from shared import metrics
+from shared.runtime.deadletter import dead_letter_and_ack, dead_letter_fields
+from shared.schema.entry import EntryError
+
+if TYPE_CHECKING:
+    from shared.runtime.consumer import ConsumerConfig
+
+T = TypeVar("T")
+MAX_DELIVERIES_REASON = "max_deliveries_exceeded"
+
+
+@dataclass(frozen=True)
+class Entry:
+    stream: str
+    entry_id: str
+    fields: dict[str, str]
+    deliveries: int
+
+
+# A batch handler takes every parsed entry of a read at once and answers, in order, None for each
+# entry it finished or the exception that entry raised (Rejected: dead-lettered; others: retried).
+BatchHandler = Callable[[list[tuple[T, Entry]]], list[BaseException | None]]
+
+
+class Rejected(Exception):
+    """Raised by a handler for input that parsed but can never be processed: dead-lettered, acked."""
+
+    def __init__(self, reason: str, detail: dict[str, str]):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Shutdown(Exception):
+    """Raised from the signal handler while the loop waits idle in XREADGROUP."""
+
+
+class EntryHandling(Generic[T]):
+    def __init__(
+        self,
+        client: redis.Redis,
+        config: ConsumerConfig,
+        parse: Callable[[dict[str, str]], T],
+        handler: Callable[[T, Entry], None],
+        batch_handler: BatchHandler | None,
+        on_give_up: Callable[[Entry, str], None] | None,
+        progress: Callable[[], None],
+        log,
+    ):
+        self.client = client
+        self.config = config
+        self.parse = parse
+        self.handler = handler
+        self.batch_handler = batch_handler
+        self.on_give_up = on_give_up
+        self.progress = progress
+        self.log = log
+        self._labels = {"stream": config.stream, "group": config.group}
+        # Per-entry metrics, bound to their labels once rather than looked up for every entry.
+        self._read = metrics.ENTRIES_READ.labels(**self._labels)
+        self._handler_seconds = metrics.HANDLER_SECONDS.labels(**self._labels)
+
+    def process(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int]) -> list[str]:
+        """Handle each entry of a read; the ids that are done and must be acked.
+
+        An entry handled but not yet acked when the process dies is delivered again; handlers
+        are idempotent for that (result markers, single-use permits, replays counted once)."""
+        if self.batch_handler is not None:
+            return self._process_together(batch, deliveries)
+        done = []
+        for entry_id, fields in batch:
+            if self._process_one(entry_id, fields, deliveries.get(entry_id, 1)):
+                done.append(entry_id)
+            self.progress()  # per entry: a long batch of slow entries is progress, not a stall
+        return done
+
+    def _process_together(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int]) -> list[str]:
+        """Parse every entry (dead-lettering what cannot be parsed), then one batch handler call."""
+        done: list[str] = []
+        ready: list[tuple[T, Entry]] = []
+        for entry_id, fields in batch:
+            prepared = self._prepare(entry_id, fields, deliveries.get(entry_id, 1))
+            if prepared is True:
+                done.append(entry_id)
+            elif prepared:
+                ready.append(prepared)
+        if ready:
+            for (_item, entry), failure in zip(ready, self._handle_batch(ready)):
+                if self._settle(entry, failure):
+                    done.append(entry.entry_id)
+        self.progress()
+        return done
+
+    def _handle_batch(self, ready: list[tuple[T, Entry]]) -> list[BaseException | None]:
+        started = time.perf_counter()
+        try:
+            failures = self.batch_handler(ready)
+        except (Shutdown, redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception as exc:  # the whole batch stays pending and is retried
+            failures = [exc] * len(ready)
+        finally:
+            elapsed = (time.perf_counter() - started) / len(ready)
+            for _ in ready:
+                self._handler_seconds.observe(elapsed)
+        return failures
+
+    def _process_one(self, entry_id: str, fields: dict | None, deliveries: int) -> bool:
+        """True when the entry is done and must be acked; dead letters are acked with their write."""
+        prepared = self._prepare(entry_id, fields, deliveries)
+        if isinstance(prepared, bool):
+            return prepared
+        return self._handle(*prepared)
+
+    def _prepare(self, entry_id: str, fields: dict | None, deliveries: int) -> tuple[T, Entry] | bool:
+        """(item, entry) to handle; True: nothing to do but ack; False: dead-lettered (acked with it)."""
+        self._read.inc()
+        if not fields:  # Deleted or trimmed while pending: nothing left to process.
+            return True
+        entry = Entry(self.config.stream, entry_id, dict(fields), deliveries)
+        if deliveries > self.config.max_deliveries:
+            self._dead_letter(entry, MAX_DELIVERIES_REASON, {"deliveries": str(deliveries)})
+            return False
+        try:
+            return self.parse(entry.fields), entry
+        except EntryError as exc:
+            self._dead_letter(entry, exc.reason, exc.fields)
+            return False
+
+    def _handle(self, item: T, entry: Entry) -> bool:
+        started = time.perf_counter()
+        failure: Exception | None = None
+        try:
+            self.handler(item, entry)
+        except (Shutdown, redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception as exc:
+            failure = exc
+        finally:
+            self._handler_seconds.observe(time.perf_counter() - started)
+        return self._settle(entry, failure)
+
+    def _settle(self, entry: Entry, failure: BaseException | None) -> bool:
+        """What one entry's outcome means: True to ack it."""
+        if failure is None:
+            return True
+        if isinstance(failure, Rejected):
+            self._dead_letter(entry, failure.reason, failure.detail)
+            return False
+        metrics.HANDLER_ERRORS.labels(**self._labels).inc()
+        self.log.error("handler_failed", entry_id=entry.entry_id, deliveries=entry.deliveries, exc_info=failure)
+        return False
+
+    def _dead_letter(self, entry: Entry, reason: str, detail: dict[str, str]) -> None:
+        if self.on_give_up is not None:
+            self.on_give_up(entry, reason)  # the daemon ends what it can (a plan's terminal result) first
+        dead = dead_letter_fields(
+            entry.stream, entry.entry_id, entry.fields, reason, detail, self.config.group, self.config.consumer
+        )
+        dead_letter_and_ack(self.client, self.config.group, dead)
+        metrics.ENTRIES_DEAD_LETTERED.labels(reason=reason, **self._labels).inc()
+        self.log.warning("entry_dead_lettered", entry_id=entry.entry_id, reason=reason, detail=detail)
