@@ -41,17 +41,25 @@ CATCH_UP_COUNT = 500
 # every result since the cursor anyway, so doing it after every batch was a round trip per plan.
 CATCH_UP_EVERY_S = 0.2
 # KEYS: apply.result, then per plan: ledger cooldown result-marker; ARGV: first result id to read ('' none).
-# Reply: the results since (id, flat fields), then per plan: ledger (flat), cooldown, result marker exists.
-# results_since(key, first): the entries from `first` ('' none) on, oldest first; read backwards from the
-# stream's end when they are few (XREVRANGE starts there at once; XRANGE first walks the stream node).
+# Reply: the results since (id, flat fields), the stream's newest id, then per plan: ledger (flat), cooldown,
+# result marker exists.
+# results_since(key, first): the entries from `first` ('' none) on, oldest first, and the id of the stream's
+# newest entry ('0-0' when empty), where the next read goes on: no result written later is skipped, whatever
+# snapshot is held by then. Read backwards from the stream's end when they are few (XREVRANGE starts there at
+# once; XRANGE first walks the stream node).
 _RESULTS_SINCE = """
 local function results_since(key, first)
-  if first == '' then return {} end
+  if first == '' then return {}, '' end
   local newest = redis.call('XREVRANGE', key, '+', first, 'COUNT', 65)
-  if #newest > 64 then return redis.call('XRANGE', key, first, '+') end
+  if #newest > 64 then
+    local all = redis.call('XRANGE', key, first, '+')
+    return all, all[#all][1]
+  end
   local out = {}
   for i = #newest, 1, -1 do out[#out + 1] = newest[i] end
-  return out
+  if #out > 0 then return out, out[#out][1] end
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  return out, (last[1] and last[1][1]) or '0-0'
 end
 """
 READ = LuaScript(_RESULTS_SINCE + """
@@ -65,7 +73,8 @@ return reply
 """)
 # The same reads, for the plans the consumer's wait just delivered (shared.runtime.arrival).
 # KEYS[2] apply.result; ARGV[3] first result id to read ('' none), ARGV[4..6] ledger cooldown result-marker key prefixes.
-# Reply: the results since, then per delivered plan: {entry id, plan id, symbol, ledger (flat), cooldown, result marker}.
+# Reply: the results since, the stream's newest id, then per delivered plan: {entry id, plan id, symbol, ledger (flat),
+# cooldown, result marker}.
 ARRIVAL_READ = LuaScript(arrival.PRELUDE + _RESULTS_SINCE + """
 local reply = {results_since(KEYS[2], ARGV[3])}
 for _, entry in ipairs(delivered()) do
@@ -139,9 +148,11 @@ class PositionStateBrain:
         """Between batches: read the results written since the last read, a page at a time, so the read
         a plan makes stays small however long P3.3 was idle while the executor kept filling."""
         held, read = self.keeper.snapshot, 0
+        # Before the first result is read: where to go on if there is none (read first, so none is skipped).
+        newest = "" if held is None or self.fills.cursor else _newest_id(self.r, keys.Stream.APPLY_RESULT)
         while held is not None:
             entries = self.r.xrange(keys.Stream.APPLY_RESULT, min=self.fills.start_id(held), max="+", count=count)
-            self._absorb(entries, held)
+            self._absorb(entries, held, newest)
             read += len(entries)
             if len(entries) < count:
                 break
@@ -204,7 +215,7 @@ class PositionStateBrain:
         held = self.keeper.snapshot
         arrived = self._arrived_for(plans, held)
         if arrived is not None:
-            since, replies = arrived
+            since, newest, replies = arrived
         else:
             # One script call, so one atomic read: the executor writes a fill's result and its ledger change
             # together, and a read between the two would see the fill twice or not at all (a false mismatch).
@@ -212,9 +223,9 @@ class PositionStateBrain:
             for plan in plans:
                 script_keys += [keys.position_ledger(plan.symbol), keys.cooldown_last_exec(plan.symbol),
                                 keys.plan_result_marker(plan.plan_id)]
-            since, *replies = READ(self.r, script_keys, [self.fills.start_id(held) if held is not None else ""])
+            since, newest, *replies = READ(self.r, script_keys, [self.fills.start_id(held) if held is not None else ""])
         if held is not None:
-            self._absorb([(entry_id, _pairs(flat)) for entry_id, flat in since], held)
+            self._absorb([(entry_id, _pairs(flat)) for entry_id, flat in since], held, newest)
         reads = []
         for plan, (ledger_flat, last_exec_raw, result_count) in zip(plans, zip(*[iter(replies)] * 3)):
             ledger, readable = self._ledger(plan.symbol, _pairs(ledger_flat))
@@ -222,13 +233,14 @@ class PositionStateBrain:
             reads.append(PlanReads(ledger, readable, self._last_exec_ms(plan.symbol, last_exec_raw), bool(result_count), view))
         return reads
 
-    def _arrived_for(self, plans: list[Plan], held: ExchangeSnapshot | None) -> tuple[list, list] | None:
-        """The arrival read's (results since, flat per-plan replies) when it covers every plan and was asked
-        with the snapshot and result cursor in force now; else None. Used once: by the batch it came with."""
+    def _arrived_for(self, plans: list[Plan], held: ExchangeSnapshot | None) -> tuple[list, str, list] | None:
+        """The arrival read's (results since, newest result id, flat per-plan replies) when it covers every
+        plan and was asked with the snapshot and result cursor in force now; else None. Used once: by the batch
+        it came with."""
         arrived, self._arrived = self._arrived, None
         if arrived is None or arrived.snapshot is not held or (held is not None and arrived.since != self.fills.start_id(held)):
             return None
-        since, *per_entry = arrived.reply
+        since, newest, *per_entry = arrived.reply
         found = {(plan_id, symbol): (ledger, cooldown, marker)
                  for _entry_id, plan_id, symbol, ledger, cooldown, marker in per_entry}
         replies = []
@@ -237,11 +249,11 @@ class PositionStateBrain:
             if reads is None:
                 return None
             replies += reads
-        return since, replies
+        return since, newest, replies
 
-    def _absorb(self, entries: list[tuple[str, dict[str, str]]], held: ExchangeSnapshot) -> None:
+    def _absorb(self, entries: list[tuple[str, dict[str, str]]], held: ExchangeSnapshot, newest: str = "") -> None:
         """Results read: fills count on the snapshot until it shows them, and permitted opens are settled."""
-        self.fills.absorb(entries, held)
+        self.fills.absorb(entries, held, newest)
         self.permitted.settle([fields.get("plan_id", "") for _entry_id, fields in entries])
 
     def _ledger(self, symbol: str, data: dict[str, str]) -> tuple[LedgerPosition | None, bool]:
@@ -289,6 +301,11 @@ class PositionStateBrain:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+
+def _newest_id(client: redis.Redis, stream: str) -> str:
+    newest = client.xrevrange(stream, count=1)
+    return newest[0][0] if newest else "0-0"
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

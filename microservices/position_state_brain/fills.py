@@ -60,7 +60,9 @@ class ConfirmedFills:
     def start_id(self, snapshot: ExchangeSnapshot) -> str:
         return f"({self.cursor}" if self.cursor else f"{snapshot.fetched_at_ms}-0"
 
-    def absorb(self, entries: list[tuple[str, dict[str, str]]], snapshot: ExchangeSnapshot) -> None:
+    def absorb(self, entries: list[tuple[str, dict[str, str]]], snapshot: ExchangeSnapshot, newest: str = "") -> None:
+        """Keep the fills of these results; `newest` (the stream's newest id when they were read) is where the
+        next read goes on when none has been read yet, rather than the time of whatever snapshot is held then."""
         if snapshot is not self._filtered_for:  # a new snapshot: keep only what it does not reflect yet
             self._filtered_for = snapshot
             kept, self._fills, self._moved = self._fills, [], {}
@@ -71,6 +73,8 @@ class ConfirmedFills:
             fill = fill_from(entry_id, fields)
             if fill is not None:
                 self._keep(fill, snapshot)
+        if self.cursor is None and newest:
+            self.cursor = newest
 
     def _keep(self, fill: ConfirmedFill, snapshot: ExchangeSnapshot) -> None:
         if not reflected(fill, snapshot):

@@ -209,6 +209,22 @@ def test_an_open_permitted_in_a_batch_holds_the_next_open_on_the_symbol_until_it
     assert permits.peek(r, PermitKind.P33, "third").reason is Reason.SANITY_CHECKS_PASSED
 
 
+def test_a_result_written_before_the_next_snapshot_still_settles_the_open_it_ends(
+        r: redis.Redis, brain: PositionStateBrain) -> None:
+    """Seen in CI: no result had been read yet, so the next read started at the new snapshot's time and
+    skipped the dry-run result of the first open, which then held the symbol until its permit expired."""
+    brain.handle(plan(plan_id="first"))
+    not_sent = PlanResult(plan_id="first", executed=False, symbol="BTCUSDT", side=Side.BUY, qty=D("0.001"),
+                          reduce_only=False, source="test", reason=Reason.DRY_RUN)
+    finish_plan(r, not_sent)
+    time.sleep(0.005)  # the next snapshot is fetched on a later millisecond than the result's entry id
+    brain.keeper.refresh()
+
+    brain.handle(plan(plan_id="second"))
+
+    assert permits.peek(r, PermitKind.P33, "second").reason is Reason.SANITY_CHECKS_PASSED
+
+
 def test_ledger_and_confirmed_fills_are_read_in_one_script_call(r: redis.Redis, brain: PositionStateBrain,
                                                                monkeypatch) -> None:
     """The executor writes a fill's result and ledger change atomically; P3.3 must read them the same way,
