@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+import pytest
+import redis
+from redis._parsers.encoders import Encoder
+from redis.connection import HiredisRespSerializer, PythonRespSerializer
+
 from shared.lua import LuaScript
-from shared.redis_conn import connect
+from shared.redis_conn import ENCODING, ENCODING_ERRORS, CommandPacker, connect
 from shared.redis_server import EmbeddedRedis
 
 COUNT = LuaScript("return redis.call('INCR', KEYS[1])")
@@ -34,3 +41,33 @@ def test_a_data_dir_too_long_for_a_unix_socket_serves_tcp_only(tmp_path) -> None
     deep.mkdir()
     with EmbeddedRedis(data_dir=str(deep)) as server:
         assert server.unix_url is None and connect(server.url).ping()
+
+
+@pytest.mark.parametrize("args", [
+    ("SET", "k", "v"), ("SET", "k", "é ü 漢"), ("HSET", "h", "f", 1, "g", -7, "h", 10**30),
+    ("SET", "k", 1e-05), ("SET", "k", 0.1 + 0.2), ("SET", "k", float("inf")), ("SET", "k", 2.0),
+    ("SET", b"k", b"\x00\xff"), ("SET", "k", memoryview(b"mv")), ("SET", "k", bytearray(b"ba")),
+    ("SET", "k", "\ud800"),  # not UTF-8: replaced, as the client's encoding_errors say
+    ("CONFIG SET", "maxmemory", 0), (b"CONFIG SET", "maxmemory", 0), ("XINFO  STREAM", "s"), ("", "x"),
+])
+def test_commands_are_packed_byte_for_byte_as_redis_py_packs_them(args) -> None:
+    encoder = Encoder(ENCODING, ENCODING_ERRORS, decode_responses=True)
+    redis_py = HiredisRespSerializer(PythonRespSerializer(6000, encoder.encode).pack, encoder.encode)
+
+    assert b"".join(CommandPacker().pack(*args)) == b"".join(redis_py.pack(*args))
+
+
+@pytest.mark.parametrize("value", [True, None, Decimal("1.5"), object()])
+def test_a_value_redis_py_refuses_is_refused_with_its_error(value) -> None:
+    with pytest.raises(redis.DataError):
+        CommandPacker().pack("SET", "k", value)
+
+
+def test_the_daemons_client_packs_with_hiredis_directly_pipelines_too(tmp_path) -> None:
+    with EmbeddedRedis(data_dir=str(tmp_path)) as server:
+        client = connect(server.url, single_connection=True)
+        assert isinstance(client.connection._command_packer, CommandPacker)
+        assert client.set("k", "é") and client.get("k") == "é"
+        assert client.pipeline().hset("h", mapping={"a": 1, "b": 2.5}).hgetall("h").execute() == [2, {"a": "1", "b": "2.5"}]
+        with pytest.raises(redis.DataError):
+            client.set("k", True)
