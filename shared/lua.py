@@ -1,4 +1,5 @@
-"""Redis scripts called by their SHA: one round trip and one reply, however many commands they run."""
+"""Redis scripts called by their SHA: one round trip and one reply, however many commands they run.
+Sent through shared.redis_wire, so replies are as Redis gives them (no redis-py response callbacks)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import hashlib
 from collections.abc import Sequence
 
 import redis
+
+from shared import redis_wire
 
 
 class LuaScript:
@@ -16,15 +19,19 @@ class LuaScript:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     def __call__(self, client: redis.Redis, keys: Sequence[str], args: Sequence[object] = ()):
-        try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            return client.eval(self.source, len(keys), *keys, *args)
+        reply = redis_wire.send(client, [self.command(keys, args)])[0]
+        if isinstance(reply, redis.exceptions.NoScriptError):  # a restarted Redis lost its scripts
+            return redis_wire.call(client, "EVAL", self.source, len(keys), *keys, *args)
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
+
+    def command(self, keys: Sequence[str], args: Sequence[object] = ()) -> tuple:
+        """The EVALSHA of this script, for shared.redis_wire."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
     def many(self, client: redis.Redis, calls: Sequence[tuple[Sequence[str], Sequence[object]]]) -> list:
         """Each call's reply, all sent in one round trip (each call atomic on its own)."""
-        if len(calls) == 1:  # a pipeline costs more client time than the call it would carry
-            return [self(client, *calls[0])]
         replies = self._pipelined(client, calls)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
         if missing:  # a restarted Redis lost its scripts: load once, send again only what did not run
@@ -40,9 +47,7 @@ class LuaScript:
                     args: Sequence[object] = ()) -> tuple[list | None, object]:
         """BLPOP on `list_key`, and this script run the moment it returns, in one round trip: Redis runs a
         blocked client's next pipelined command as soon as the block ends. (popped or None, script reply)"""
-        pipe = client.pipeline(transaction=False)
-        pipe.blpop([list_key], timeout=timeout_s).evalsha(self.sha, len(keys), *keys, *args)
-        popped, reply = pipe.execute(raise_on_error=False)
+        popped, reply = redis_wire.send(client, [("BLPOP", list_key, timeout_s), self.command(keys, args)])
         if isinstance(reply, redis.exceptions.NoScriptError):  # a restarted Redis lost its scripts
             reply = self(client, keys, args)
         elif isinstance(reply, Exception):
@@ -54,7 +59,4 @@ class LuaScript:
         return popped, reply
 
     def _pipelined(self, client: redis.Redis, calls: Sequence[tuple[Sequence[str], Sequence[object]]]) -> list:
-        pipe = client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(self.sha, len(keys), *keys, *args)
-        return pipe.execute(raise_on_error=False)
+        return redis_wire.send(client, [self.command(keys, args) for keys, args in calls])

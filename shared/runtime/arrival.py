@@ -84,19 +84,21 @@ class Sent:
     keys: list
     args: list
 
+    @property
+    def command(self) -> tuple:
+        return self.script.command(self.keys, self.args)
+
     def reply(self, client: redis.Redis, reply: object) -> object:
         """The script's reply, or the error it ended with. A script a restarted Redis lost is sent again: it
         reads for what lies after the last entry given, as it would have."""
         if isinstance(reply, redis.exceptions.NoScriptError):
             try:
-                return client.eval(self.script.source, len(self.keys), *self.keys, *self.args)
+                return self.script(client, self.keys, self.args)
             except redis.ResponseError as exc:
                 return exc
         return reply
 
 
-def send(pipe: redis.client.Pipeline, call: ArrivalCall, stream: str, last_given: str, count: int) -> Sent:
-    """Queue the call right after the pipeline's blocking read of `stream` (up to `count` entries)."""
-    keys, args = [stream, *call.keys], [f"({last_given}", count, *call.args]
-    pipe.evalsha(call.script.sha, len(keys), *keys, *args)
-    return Sent(call.script, keys, args)
+def sent(call: ArrivalCall, stream: str, last_given: str, count: int) -> Sent:
+    """The call to send right after the blocking read of `stream` (up to `count` entries)."""
+    return Sent(call.script, [stream, *call.keys], [f"({last_given}", count, *call.args])

@@ -18,10 +18,10 @@ from typing import Generic, TypeVar
 
 import redis
 
-from shared import metrics
+from shared import metrics, redis_wire
 from shared.logging import get_logger
 from shared.runtime import maintenance
-from shared.runtime.arrival import ArrivalReader, send as send_arrival_call
+from shared.runtime.arrival import ArrivalReader, sent as arrival_sent
 from shared.runtime.handling import BatchHandler, Entry, EntryHandling, Rejected, Shutdown
 
 __all__ = ["BatchHandler", "ConsumerConfig", "Entry", "Rejected", "Shutdown", "StreamConsumer"]
@@ -158,10 +158,9 @@ class StreamConsumer(Generic[T]):
         processed, after = 0, "0"
         while not self._state.stopping.is_set():
             self._flush_acks()  # else our own handled entries would come back as pending
-            response = self.client.xreadgroup(
-                self.config.group, self.config.consumer, {self.config.stream: after}, count=self.config.batch
-            )
-            batch = _entries(response)
+            response = redis_wire.call(self.client, *redis_wire.xreadgroup(
+                self.config.group, self.config.consumer, self.config.stream, self.config.batch, after=after))
+            batch = redis_wire.entries(response)
             if not batch:
                 return processed
             after = batch[-1][0]
@@ -200,7 +199,7 @@ class StreamConsumer(Generic[T]):
                 response, arrived = self._ack_and_read(block_ms)
             finally:
                 self._state.idle = False
-            batch = _entries(response)
+            batch = redis_wire.entries(response)
             if batch:
                 self._state.last_new = batch[-1][0]
             if self.arrival is not None:
@@ -221,19 +220,18 @@ class StreamConsumer(Generic[T]):
     def _ack_and_read(self, block_ms: int | None) -> tuple[list | None, object | None]:
         """XACK of the last batch, the next XREADGROUP, and the handler's arrival read, in one round trip:
         (the read's response, the arrival script's reply or None)."""
-        read = dict(groupname=self.config.group, consumername=self.config.consumer,
-                    streams={self.config.stream: ">"}, count=self.config.batch, block=block_ms)
+        commands = []
         acks = self._state.acks
+        if acks:
+            commands.append(("XACK", self.config.stream, self.config.group, *acks))
+        commands.append(redis_wire.xreadgroup(self.config.group, self.config.consumer, self.config.stream,
+                                              self.config.batch, block_ms))
         # Nothing is asked while "after the last entry given" is not known (no group read since start).
         call = self.arrival.arrival_call() if self.arrival is not None and self._state.last_new else None
-        if not acks and call is None:
-            return self.client.xreadgroup(**read), None
-        pipe = self.client.pipeline(transaction=False)
-        if acks:
-            pipe.xack(self.config.stream, self.config.group, *acks)
-        pipe.xreadgroup(**read)
-        sent = send_arrival_call(pipe, call, self.config.stream, self._state.last_new, self.config.batch) if call else None
-        replies = pipe.execute(raise_on_error=False)
+        sent = arrival_sent(call, self.config.stream, self._state.last_new, self.config.batch) if call else None
+        if sent is not None:
+            commands.append(sent.command)
+        replies = redis_wire.send(self.client, commands)
         for reply in replies[:2 if acks else 1]:
             if isinstance(reply, Exception):
                 raise reply
@@ -295,6 +293,3 @@ class StreamConsumer(Generic[T]):
             metrics.GROUP_PENDING.labels(**self._labels).set(state.pending)
         maintenance.trim(self.client, self.config.stream, self.config.retention_ms, int(time.time() * 1000))
 
-
-def _entries(response: list | None) -> list[tuple[str, dict | None]]:
-    return [entry for _stream, entries in response or [] for entry in entries]

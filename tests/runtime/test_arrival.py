@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 from structlog.testing import capture_logs
 
+from shared import redis_wire
 from shared.lua import LuaScript
 from shared.runtime.arrival import PRELUDE, ArrivalCall
 from shared.runtime.consumer import ConsumerConfig, StreamConsumer
@@ -145,7 +146,7 @@ def test_after_a_start_the_first_read_is_read_for_from_the_groups_last_delivered
 def test_a_read_that_fails_still_ends_with_none(r: redis.Redis, monkeypatch) -> None:
     recorder = Recorder()
     reader = warmed(r, recorder)
-    monkeypatch.setattr(reader.client, "pipeline", lambda **_: (_ for _ in ()).throw(redis.ConnectionError("gone")))
+    monkeypatch.setattr(redis_wire, "send", lambda *_: (_ for _ in ()).throw(redis.ConnectionError("gone")))
 
     try:
         reader._read_new(block_ms=None)

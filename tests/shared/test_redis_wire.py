@@ -1,0 +1,64 @@
+"""shared.redis_wire on a real Redis: commands back to back on one connection, replies as Redis gave them."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from shared import redis_wire
+from shared.redis_conn import connect
+from shared.redis_server import EmbeddedRedis
+
+
+@pytest.fixture(params=["dedicated", "pooled", "resp2"])
+def client(request, redis_url: str) -> redis.Redis:
+    if request.param == "resp2":
+        built = redis.Redis.from_url(redis_url, decode_responses=True, protocol=2)
+    else:
+        built = connect(redis_url, single_connection=request.param == "dedicated")
+    built.flushdb()
+    yield built
+    built.close()
+
+
+def test_replies_come_in_order_with_an_error_in_its_place(client: redis.Redis) -> None:
+    replies = redis_wire.send(client, [("SET", "k", "v"), ("INCR", "k"), ("GET", "k"), ("RPUSH", "l", 1, 2.5)])
+
+    assert replies[0] == "OK" and replies[2] == "v" and replies[3] == 2
+    assert isinstance(replies[1], redis.ResponseError) and "not an integer" in str(replies[1])
+
+
+def test_call_raises_an_error_reply(client: redis.Redis) -> None:
+    client.set("k", "v")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        redis_wire.call(client, "LPUSH", "k", "x")
+
+
+def test_entries_read_new_and_pending_entries_in_either_protocol(client: redis.Redis) -> None:
+    client.xgroup_create("s", "g", id="0", mkstream=True)
+    first, second = client.xadd("s", {"a": "1", "b": "2"}), client.xadd("s", {"c": "3"})
+
+    new = redis_wire.entries(redis_wire.call(client, *redis_wire.xreadgroup("g", "c1", "s", 10, block_ms=10)))
+    client.xdel("s", first)
+    pending = redis_wire.entries(redis_wire.call(client, *redis_wire.xreadgroup("g", "c1", "s", 10, after="0")))
+
+    assert new == [(first, {"a": "1", "b": "2"}), (second, {"c": "3"})]
+    assert pending == [(first, None), (second, {"c": "3"})]  # deleted while pending: no fields
+    assert redis_wire.entries(redis_wire.call(client, *redis_wire.xreadgroup("g", "c1", "s", 10, block_ms=10))) == []
+
+
+def test_a_pooled_client_gets_its_connection_back(redis_url: str) -> None:
+    client = connect(redis_url)
+    redis_wire.send(client, [("PING",)])
+    redis_wire.send(client, [("PING",)])
+
+    assert len(client.connection_pool._in_use_connections) == 0
+    assert len(client.connection_pool._available_connections) == 1
+
+
+def test_the_commands_are_sent_again_after_redis_restarts(tmp_path) -> None:
+    with EmbeddedRedis(data_dir=str(tmp_path)) as server:
+        client = connect(server.url, single_connection=True)
+        assert redis_wire.send(client, [("SET", "k", "1"), ("GET", "k")]) == ["OK", "1"]
+        server.restart()
+        assert redis_wire.send(client, [("SET", "k", "2"), ("GET", "k")]) == ["OK", "2"]
