@@ -75,9 +75,13 @@ def _fields(flat: list[str] | None) -> dict[str, str] | None:
 def _exchange(conn: redis.connection.AbstractConnection, commands: Sequence[Command]) -> list:
     conn.send_packed_command(conn.pack_commands(commands))
     replies: list = []
-    for _ in commands:
-        try:
-            replies.append(conn.read_response())
-        except redis.ResponseError as exc:
-            replies.append(exc)
+    try:
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        conn.disconnect()  # interrupted between replies: those left unread would answer the next commands
+        raise
     return replies

@@ -62,3 +62,23 @@ def test_the_commands_are_sent_again_after_redis_restarts(tmp_path) -> None:
         assert redis_wire.send(client, [("SET", "k", "1"), ("GET", "k")]) == ["OK", "1"]
         server.restart()
         assert redis_wire.send(client, [("SET", "k", "2"), ("GET", "k")]) == ["OK", "2"]
+
+
+def test_replies_left_unread_by_an_interruption_never_answer_later_commands(redis_url: str, monkeypatch) -> None:
+    client = connect(redis_url, single_connection=True)
+    client.set("a", "first")
+    read = client.connection.read_response
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # e.g. a signal between the first reply and the second
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(client.connection, "read_response", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        redis_wire.send(client, [("GET", "a"), ("GET", "a")])
+    monkeypatch.undo()
+
+    assert redis_wire.call(client, "ECHO", "mine") == "mine"
