@@ -121,8 +121,10 @@ class Stack:
         for name in names:
             env = {**self.base_env, **overrides}
             log = open(self.work_dir / f"{name}.log", "ab")
-            process = subprocess.Popen([sys.executable, "-m", fleet.by_name(name).module], env=env, stdout=log,
+            spec = fleet.by_name(name)
+            process = subprocess.Popen([sys.executable, "-m", spec.module], env=env, stdout=log,
                                        stderr=subprocess.STDOUT, cwd=ROOT)
+            spec.apply_nice(process.pid)
             self.daemons[name] = Daemon(name, process, env)
         for name in names:
             self._wait_ready(self.daemons[name])

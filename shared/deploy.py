@@ -64,6 +64,10 @@ def _credential(spec: DaemonSpec) -> str:
             f"LoadCredential={CREDENTIAL}:{ETC}/credentials/{CREDENTIAL}\n")
 
 
+def _nice(spec: DaemonSpec) -> str:
+    return f"Nice={spec.nice}\n" if spec.nice else ""
+
+
 def render_unit(spec: DaemonSpec) -> str:
     return f"""\
 [Unit]
@@ -81,7 +85,7 @@ NotifyAccess=main
 ExecStart={PREFIX}/venv/bin/python -m {spec.module}
 EnvironmentFile={ETC}/common.env
 EnvironmentFile={ETC}/{spec.name}.env
-{_credential(spec)}Restart=on-failure
+{_credential(spec)}{_nice(spec)}Restart=on-failure
 RestartSec=2
 WatchdogSec=30
 TimeoutStopSec=30

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -16,10 +17,21 @@ class DaemonSpec:
     description: str = ""
     exchange: bool = False  # talks to the exchange (needs its credential and, off the simulator, the internet)
     demo: bool = False  # dev-only: started by `quantum up`, never installed as a unit
+    # Scheduling niceness (systemd Nice=, and what `quantum up` and the bench apply). Only raised, never
+    # lowered: a daemon off the plan's critical path yields the CPU to the deciders on a small host.
+    nice: int = 0
 
     @property
     def unit(self) -> str:
         return f"quantum-{self.name}.service"
+
+    def apply_nice(self, pid: int) -> None:
+        """Give a just-started process this daemon's niceness, as systemd's Nice= does for the unit.
+
+        Never lower than what it inherited: a launcher that itself runs niced needs no privilege to apply it.
+        """
+        if self.nice > os.getpriority(os.PRIO_PROCESS, pid):
+            os.setpriority(os.PRIO_PROCESS, pid, self.nice)
 
 
 SIMULATOR = DaemonSpec("exchange-sim", "microservices.exchange_sim", 8090, "local Binance USD-M futures simulator")
@@ -28,7 +40,9 @@ SIMULATOR = DaemonSpec("exchange-sim", "microservices.exchange_sim", 8090, "loca
 FLEET: tuple[DaemonSpec, ...] = (
     DaemonSpec("position-state-brain", "microservices.position_state_brain", 8045, "position-state brain P3.3", exchange=True),
     DaemonSpec("governor", "microservices.governor", 8044, "governor P3.2"),
-    DaemonSpec("intent-executor", "microservices.intent_executor", 8046, "intent executor", exchange=True),
+    # Nice 5: its pre-permit look-ahead (building the order while the deciders decide) competes with them for
+    # two cores; the deciders are the critical path, and the order waits for both permits anyway.
+    DaemonSpec("intent-executor", "microservices.intent_executor", 8046, "intent executor", exchange=True, nice=5),
     DaemonSpec("intent-bridge", "microservices.intent_bridge", 8041, "intent bridge", exchange=True),
     DaemonSpec("apply-layer", "microservices.apply_layer", 8043, "apply layer", exchange=True),
     DaemonSpec("reconcile", "microservices.reconcile", 8049, "reconcile", exchange=True),

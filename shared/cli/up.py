@@ -140,6 +140,7 @@ class Stack:
             process = subprocess.Popen(
                 [sys.executable, "-m", spec.module], env=env, stdout=log_file, stderr=subprocess.STDOUT
             )
+        spec.apply_nice(process.pid)
         self.children.append(Child(spec, process, log_path))
 
     def _wait_for_simulator(self) -> None:

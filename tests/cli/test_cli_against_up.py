@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from shared import fleet
 from shared.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,11 +83,17 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _module(pid: int) -> str:
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return argv[argv.index(b"-m") + 1].decode()
+
+
 def test_a_second_signal_while_stopping_still_stops_every_daemon_cleanly(redis_url, r, tmp_path) -> None:
     env, up = start_up(redis_url, tmp_path)
     wait_until_all_up(env, up)
     daemons = _children(up.pid)
     assert daemons
+    niceness = {_module(pid): os.getpriority(os.PRIO_PROCESS, pid) for pid in daemons}
 
     up.send_signal(signal.SIGTERM)
     lines = []
@@ -99,3 +106,7 @@ def test_a_second_signal_while_stopping_still_stops_every_daemon_cleanly(redis_u
 
     assert code == 0 and "Traceback" not in output, output
     assert [pid for pid in daemons if Path(f"/proc/{pid}").exists()] == []
+    # Each daemon runs at the registry's niceness, as its systemd unit's Nice= gives it.
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert niceness == {spec.module: max(spec.nice, ours) for spec in (fleet.SIMULATOR, *fleet.FLEET) if not spec.demo}
+    assert niceness["microservices.intent_executor"] == max(5, ours)

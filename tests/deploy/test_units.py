@@ -36,6 +36,13 @@ def test_every_installed_daemon_has_a_unit_with_its_module() -> None:
         assert f"-m {spec.module}\n" in text and "Type=notify" in text and "WatchdogSec=" in text
 
 
+def test_the_executor_unit_yields_the_cpu_to_the_deciders() -> None:
+    units = render_all()
+
+    assert "Nice=5\n" in units[fleet.by_name("intent-executor").unit]
+    assert [spec.name for spec in fleet.installed() if "Nice=" in units[spec.unit]] == ["intent-executor"]
+
+
 @pytest.mark.parametrize("name", [u for u in UNITS if u.endswith(".service")])
 def test_each_unit_verifies(name: str, tmp_path: Path) -> None:
     tool = systemd_analyze()
