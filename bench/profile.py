@@ -7,7 +7,7 @@ tradeable symbols), records each daemon and the simulator with `py-spy record --
 prints for each process the share of samples under the fleet's own functions (inclusive) and the
 leaf functions (self). With --gil only samples holding the GIL count, i.e. Python CPU, not waits.
 
-py-spy is optional for the bench; this tool needs it (pip install py-spy) and ptrace rights.
+py-spy comes with the bench extra (`make bench` installs it); it needs ptrace rights.
 """
 
 from __future__ import annotations
