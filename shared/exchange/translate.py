@@ -9,13 +9,15 @@ all follow an order that executed.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
 
 import requests
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import SSLError as Urllib3SSLError
 
-from shared.exchange.transport import ConnectFailed
+from shared.exchange.transport import ConnectFailed, HandshakeFailed
 from shared.exchange.errors import (
     ExchangeError,
     ExchangeRejected,
@@ -36,11 +38,12 @@ UNKNOWN_OUTCOME_CODES = frozenset({-1006, -1007})
 UNAVAILABLE_CODES = frozenset({-1001, -1008, -1016})
 # The one 503 error Binance documents as "the request was not executed".
 SERVICE_UNAVAILABLE_MSG = "Service Unavailable."
-# Failures during connection setup: the request line never reached the exchange.
+# Failures during connection setup: the request line never reached the exchange. Not requests' SSLError as
+# such: on its general path that also means a TLS failure after the request was written (maybe sent).
 NOT_SENT_ERRORS = (
     ConnectFailed,
+    HandshakeFailed,
     requests.exceptions.ConnectTimeout,
-    requests.exceptions.SSLError,
     requests.exceptions.ProxyError,
 )
 
@@ -99,8 +102,11 @@ def _ambiguous(text: str, side_effect: bool, secrets: Iterable[str]) -> Exchange
 
 
 def _never_sent(exc: requests.exceptions.RequestException) -> bool:
-    """Connection refused, DNS failure or connect timeout: the request cannot have reached the exchange."""
+    """Connection refused, DNS failure, connect timeout or a certificate refused (checked only during the
+    handshake): the request cannot have reached the exchange."""
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, Urllib3SSLError):
+        return bool(reason.args) and isinstance(reason.args[0], ssl.SSLCertVerificationError)
     return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
 
 

@@ -5,8 +5,8 @@ an order's client CPU. This writes the request in one send and feeds what arrive
 parser (the C parser uvicorn uses); the request bytes themselves are built by ApiSession.
 
 What the exchange error tree (shared.exchange.translate) reads from the exceptions raised here:
-- ConnectFailed, requests' ConnectTimeout and SSLError: raised before any byte of the request was
-  written, so it was never sent;
+- ConnectFailed, HandshakeFailed and requests' ConnectTimeout: raised before any byte of the request
+  was written, so it was never sent;
 - requests' ConnectionError (any other) and ReadTimeout: the request may have reached the server.
 Nothing here sends a request twice. A kept-alive socket the server has closed meanwhile is noticed
 before writing (as urllib3 does) and replaced; a socket that failed during an exchange is discarded.
@@ -36,6 +36,12 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 class ConnectFailed(requests.exceptions.ConnectionError):
     """The connection could not be opened (refused, no route, name not found): nothing was sent."""
+
+
+class HandshakeFailed(requests.exceptions.SSLError):
+    """TLS could not be set up with the server (an untrusted certificate, no common protocol): nothing was sent.
+    requests' own SSLError says less: its general path raises it for a TLS failure after the request was
+    written too (a bad record or an EOF in the middle of the response)."""
 
 
 class BrokenReply(requests.exceptions.ConnectionError):
@@ -238,7 +244,7 @@ def _handshake(sock: socket.socket, context: ssl.SSLContext, origin: Origin) -> 
         return context.wrap_socket(sock, server_hostname=origin.host)
     except ssl.SSLError as exc:
         sock.close()
-        raise requests.exceptions.SSLError(f"TLS with {origin.host}:{origin.port} failed: {exc}") from exc
+        raise HandshakeFailed(f"TLS with {origin.host}:{origin.port} failed: {exc}") from exc
     except OSError as exc:
         sock.close()
         raise ConnectFailed(f"TLS with {origin.host}:{origin.port} failed: {exc}") from exc

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from shared.exchange.errors import ExchangeUnavailable
+from shared.exchange.errors import ExchangeUnavailable, OutcomeUnknown
 from shared.exchange.session import ApiSession
 from shared.exchange.translate import translate
 
@@ -251,10 +251,70 @@ def test_tls_outcome_is_the_one_requests_gives(tls_server, subject, host, verify
         session.verify = cert if verify == "cert" else verify
         try:
             outcomes.append(session.get(f"https://{host}:{port}/fapi/v1/time", timeout=5).status_code)
+        except requests.exceptions.SSLError:
+            outcomes.append("SSLError")  # the lean path's HandshakeFailed is one
         except requests.exceptions.RequestException as exc:
             outcomes.append(type(exc).__name__)
 
     assert outcomes == [expected, expected]
+
+
+@pytest.mark.parametrize("cls", [requests.Session, ApiSession], ids=["general-path", "lean-path"])
+def test_an_untrusted_certificate_means_the_order_was_never_sent_on_either_path(tls_server, cls):
+    port, _cert = tls_server(SAN_IP)
+
+    with pytest.raises(requests.exceptions.SSLError) as caught:
+        _session(cls).post(f"https://127.0.0.1:{port}/fapi/v1/order", data=SIGNED_POST, timeout=5)
+
+    assert isinstance(translate(caught.value, "create_market_order", side_effect=True), ExchangeUnavailable)
+    assert _Recorder.seen == []
+
+
+@pytest.fixture
+def tls_breaker(tls_server, tmp_path):
+    """An HTTPS server that reads the request, then answers with a TLS record it cannot have sealed (or with a
+    reset): the request was written, so an order may have reached the exchange. Returns the URL and the CA."""
+    import ssl
+
+    _port, cert = tls_server(SAN_IP)  # for its certificate and key
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, str(cert).replace("cert", "key"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                tls = context.wrap_socket(conn, server_side=True)
+                received.append(tls.recv(65536))
+                raw = socket.socket(fileno=tls.detach())
+                raw.sendall(b"\x17\x03\x03\x00\x10" + b"x" * 16)  # application data no key sealed
+                raw.close()
+            except OSError:
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"https://127.0.0.1:{listener.getsockname()[1]}", cert, received
+    listener.close()
+
+
+@pytest.mark.parametrize("cls", [requests.Session, ApiSession], ids=["general-path", "lean-path"])
+def test_a_tls_failure_after_the_order_was_written_means_it_may_have_executed(tls_breaker, cls):
+    url, cert, received = tls_breaker
+    session = _session(cls)
+    session.verify = cert
+
+    with pytest.raises(requests.exceptions.ConnectionError) as caught:
+        session.post(url + "/fapi/v1/order", data=SIGNED_POST, timeout=5)
+
+    assert received and received[0].startswith(b"POST /fapi/v1/order")
+    # requests' general path raises its SSLError here, as it does for a refused certificate: only the
+    # handshake's failures mean "never sent".
+    assert isinstance(translate(caught.value, "create_market_order", side_effect=True), OutcomeUnknown)
 
 
 def _not_a_bundle(tmp_path) -> str:
