@@ -37,6 +37,7 @@ from shared.snapshot import ExchangeSnapshot
 
 ZERO = Decimal(0)
 CATCH_UP_COUNT = 500
+RECOVER_PAGE = 1000  # apply.plan entries read at a time when recovering the permitted opens at start
 # Catching up between batches only bounds the next read after a quiet spell; each batch's read takes
 # every result since the cursor anyway, so doing it after every batch was a round trip per plan.
 CATCH_UP_EVERY_S = 0.2
@@ -135,6 +136,32 @@ class PositionStateBrain:
         self.fills = ConfirmedFills()
         self.permitted = PermittedOpens(permit_ttl_s)
         self.log = get_logger(component="p33")
+
+    def recover(self) -> int:
+        """At start, before any plan: the opens an earlier P3.3 permitted that have no result yet, so a restart
+        does not forget a position on its way (permitted.py). Each open in apply.plan over the last permit
+        lifetime counts when its P3.3 permit (readable until its TTL, taken or not) allows it, for this plan's
+        digest, and it has no result marker. Results read from here on settle them as any other: the first
+        read starts at the snapshot's time, which (fetched first) is before this read. Returns how many."""
+        start = f"{max(0, self._now_ms() - self.permitted.lifetime_ms)}-0"
+        found = 0
+        while True:
+            entries = self.r.xrange(keys.Stream.APPLY_PLAN, min=start, max="+", count=RECOVER_PAGE)
+            opens = [plan for plan in map(_plan_or_none, entries) if plan is not None and plan.is_executable
+                     and not plan.is_close]
+            if opens:
+                pipe = self.r.pipeline(transaction=False)
+                for plan in opens:
+                    pipe.get(keys.permit_p33(plan.plan_id)).exists(keys.plan_result_marker(plan.plan_id))
+                replies = pipe.execute()
+                for plan, raw, has_result in zip(opens, replies[0::2], replies[1::2]):
+                    permit = _permit_or_none(raw) if not has_result else None
+                    if permit is not None and permit.allow and permit.plan_digest == plan.digest:
+                        self.permitted.add(plan.plan_id, plan.symbol, plan.side, int(permit.created_at * 1000))
+                        found += 1
+            if len(entries) < RECOVER_PAGE:
+                return found
+            start = f"({entries[-1][0]}"
 
     def maybe_catch_up(self) -> int:
         """catch_up, at most every CATCH_UP_EVERY_S (the loop ticks after every batch)."""
@@ -301,6 +328,21 @@ class PositionStateBrain:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+
+def _plan_or_none(entry: tuple[str, dict[str, str]]) -> Plan | None:
+    """An apply.plan entry as a plan; None for one that does not parse (the consumer dead-letters it)."""
+    try:
+        return Plan.from_fields(entry[1])
+    except ValueError:
+        return None
+
+
+def _permit_or_none(raw: str | None) -> P33Permit | None:
+    try:
+        return permits.decode(permits.PermitKind.P33, raw) if raw is not None else None
+    except ValueError:
+        return None
 
 
 def _newest_id(client: redis.Redis, stream: str) -> str:

@@ -25,6 +25,7 @@ def main() -> int:
         ctx.log.warning("initial_snapshot_failed", detail="plans are denied stale_snapshot until a refresh succeeds")
     log_startup(ctx.log, settings)
     brain = PositionStateBrain(ctx.redis, keeper, access.filters, settings.policy(), settings.p33_permit_ttl)
+    ctx.log.info("p33_permitted_opens_recovered", count=brain.recover())
 
     def on_tick() -> None:
         keeper.maybe_refresh()

@@ -5,7 +5,8 @@ together (one batch, or before the first fills) would both see a flat symbol. Un
 open's result is read (apply.result) or its time is up (the permit's TTL and a grace: the executor
 ends every plan within it), it counts for the symbol as a position on its side: refused under
 P33_OPEN_ON_POSITION=deny, on the other side under scale_in, and holding the open cooldown.
-Kept in memory: it is what this process permitted; a restart forgets it, as it forgets the permits.
+Kept in memory; a new process recovers it at start from Redis (PositionStateBrain.recover): the opens in
+apply.plan that its P3.3 permit, still readable, allowed and that have no result yet.
 """
 
 from __future__ import annotations

@@ -209,6 +209,32 @@ def test_an_open_permitted_in_a_batch_holds_the_next_open_on_the_symbol_until_it
     assert permits.peek(r, PermitKind.P33, "third").reason is Reason.SANITY_CHECKS_PASSED
 
 
+@pytest.mark.parametrize("page", [1000, 2], ids=["one-page", "pages-of-two"])
+def test_a_restarted_p33_still_holds_the_opens_it_permitted_that_have_no_result(
+        r: redis.Redis, brain: PositionStateBrain, monkeypatch, page: int) -> None:
+    """A restart between an open's permit and its result must not let a second open through on the symbol."""
+    monkeypatch.setattr("microservices.position_state_brain.brain.RECOVER_PAGE", page)
+    decided = [plan(plan_id="first"), plan(plan_id="eth-done", symbol="ETHUSDT", qty="0.04"),
+               close_plan("SELL", "0.001", symbol="TRXUSDT")]
+    r.xadd(keys.Stream.APPLY_PLAN, {"plan_id": "garbled", "qty": "lots"})  # unreadable: skipped, no crash
+    for p in decided:
+        r.xadd(keys.Stream.APPLY_PLAN, p.to_fields())
+    brain.handle_batch([(p, None) for p in decided[:2]])
+    finish_plan(r, PlanResult(plan_id="eth-done", executed=False, symbol="ETHUSDT", side=Side.BUY, qty=D("0.04"),
+                              reduce_only=False, source="test", reason=Reason.DRY_RUN))
+
+    restarted = PositionStateBrain(r, brain.keeper, brain.rules, policy(), permit_ttl_s=60)
+    assert restarted.recover() == 1  # "first": permitted, no result; the ETH open has its result
+
+    restarted.handle(plan(plan_id="second"))
+    assert permits.peek(r, PermitKind.P33, "second").reason is Reason.POSITION_EXISTS
+
+    finish_plan(r, PlanResult(plan_id="first", executed=False, symbol="BTCUSDT", side=Side.BUY, qty=D("0.001"),
+                              reduce_only=False, source="test", reason=Reason.EXCHANGE_REJECTED))
+    restarted.handle(plan(plan_id="third"))
+    assert permits.peek(r, PermitKind.P33, "third").reason is Reason.SANITY_CHECKS_PASSED
+
+
 def test_a_result_written_before_the_next_snapshot_still_settles_the_open_it_ends(
         r: redis.Redis, brain: PositionStateBrain) -> None:
     """Seen in CI: no result had been read yet, so the next read started at the new snapshot's time and
