@@ -32,12 +32,12 @@ from shared.lua import LuaScript
 from shared.runtime import arrival
 from shared.runtime.arrival import ArrivalCall
 from shared.runtime.consumer import Entry
-from shared.schema import P33Permit, Plan, Reason, format_decimal
+from shared.schema import P33Permit, Plan, Reason, Side, format_decimal
 from shared.snapshot import ExchangeSnapshot
 
 ZERO = Decimal(0)
 CATCH_UP_COUNT = 500
-RECOVER_PAGE = 1000  # apply.plan entries read at a time when recovering the permitted opens at start
+RECOVER_BATCH = 1000  # permit keys scanned and read at a time when recovering the permitted opens at start
 # Catching up between batches only bounds the next read after a quiet spell; each batch's read takes
 # every result since the cursor anyway, so doing it after every batch was a round trip per plan.
 CATCH_UP_EVERY_S = 0.2
@@ -135,33 +135,62 @@ class PositionStateBrain:
         self._arrived: Arrived | None = None
         self.fills = ConfirmedFills()
         self.permitted = PermittedOpens(permit_ttl_s)
+        self._recovered: set[str] = set()  # plan ids of opens recovered at start, until settled (see recover)
         self.log = get_logger(component="p33")
 
     def recover(self) -> int:
         """At start, before any plan: the opens an earlier P3.3 permitted that have no result yet, so a restart
-        does not forget a position on its way (permitted.py). Each open in apply.plan over the last permit
-        lifetime counts when its P3.3 permit (readable until its TTL, taken or not) allows it, for this plan's
-        digest, and it has no result marker. Results read from here on settle them as any other: the first
-        read starts at the snapshot's time, which (fetched first) is before this read. Returns how many."""
-        start = f"{max(0, self._now_ms() - self.permitted.lifetime_ms)}-0"
-        found = 0
-        while True:
-            entries = self.r.xrange(keys.Stream.APPLY_PLAN, min=start, max="+", count=RECOVER_PAGE)
-            opens = [plan for plan in map(_plan_or_none, entries) if plan is not None and plan.is_executable
-                     and not plan.is_close]
-            if opens:
-                pipe = self.r.pipeline(transaction=False)
-                for plan in opens:
-                    pipe.get(keys.permit_p33(plan.plan_id)).exists(keys.plan_result_marker(plan.plan_id))
-                replies = pipe.execute()
-                for plan, raw, has_result in zip(opens, replies[0::2], replies[1::2]):
-                    permit = _permit_or_none(raw) if not has_result else None
-                    if permit is not None and permit.allow and permit.plan_digest == plan.digest:
-                        self.permitted.add(plan.plan_id, plan.symbol, plan.side, int(permit.created_at * 1000))
-                        found += 1
-            if len(entries) < RECOVER_PAGE:
-                return found
-            start = f"({entries[-1][0]}"
+        does not forget a position on its way (permitted.py). They are its permits still in Redis (readable
+        until their TTL, taken or not, however old their plans) that allowed an open, whose plans have no
+        result marker. The results cursor may start after some of their results (it starts at the time of
+        whichever snapshot is held at the first read), so their markers are checked on each catch-up until
+        they are settled. A Redis error leaves nothing recovered, as before recovery existed. Returns how many."""
+        try:
+            found = []
+            batch: list[str] = []
+            for key in self.r.scan_iter(match=keys.permit_p33("*"), count=RECOVER_BATCH):
+                batch.append(key)
+                if len(batch) == RECOVER_BATCH:
+                    found += self._permitted_opens(batch)
+                    batch = []
+            found += self._permitted_opens(batch)
+        except redis.RedisError as exc:
+            self.log.warning("p33_recovery_failed", error=exc.__class__.__name__)
+            return 0
+        for permit, side in sorted(found, key=lambda pair: pair[0].created_at):  # PermittedOpens: oldest first
+            self.permitted.add(permit.plan_id, permit.symbol, side, int(permit.created_at * 1000))
+            self._recovered.add(permit.plan_id)
+        return len(found)
+
+    def _permitted_opens(self, permit_keys: list[str]) -> list[tuple[P33Permit, Side]]:
+        """Of these permit keys: the permits that allowed an open (with its side) whose plan has no result."""
+        if not permit_keys:
+            return []
+        opens = []
+        for raw in self.r.mget(permit_keys):
+            permit = _permit_or_none(raw)
+            side = _side_or_none(permit.context.get("side")) if permit is not None else None
+            if permit is not None and permit.allow and permit.context.get("pathway") == "open" and side is not None:
+                opens.append((permit, side))
+        if not opens:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for permit, _side in opens:
+            pipe.exists(keys.plan_result_marker(permit.plan_id))
+        return [opened for opened, has_result in zip(opens, pipe.execute()) if not has_result]
+
+    def _settle_recovered(self) -> None:
+        """Recovered opens still held: settled when their result markers exist (see recover)."""
+        self._recovered = {plan_id for plan_id in self._recovered if self.permitted.holds(plan_id)}
+        if not self._recovered:
+            return
+        plan_ids = sorted(self._recovered)
+        pipe = self.r.pipeline(transaction=False)
+        for plan_id in plan_ids:
+            pipe.exists(keys.plan_result_marker(plan_id))
+        ended = [plan_id for plan_id, has_result in zip(plan_ids, pipe.execute()) if has_result]
+        self.permitted.settle(ended)
+        self._recovered.difference_update(ended)
 
     def maybe_catch_up(self) -> int:
         """catch_up, at most every CATCH_UP_EVERY_S (the loop ticks after every batch)."""
@@ -169,6 +198,7 @@ class PositionStateBrain:
         if now - self._last_catch_up < CATCH_UP_EVERY_S:
             return 0
         self._last_catch_up = now
+        self._settle_recovered()
         return self.catch_up()
 
     def catch_up(self, count: int = CATCH_UP_COUNT) -> int:
@@ -330,19 +360,18 @@ class PositionStateBrain:
         return int(self.clock() * 1000)
 
 
-def _plan_or_none(entry: tuple[str, dict[str, str]]) -> Plan | None:
-    """An apply.plan entry as a plan; None for one that does not parse (the consumer dead-letters it)."""
-    try:
-        return Plan.from_fields(entry[1])
-    except ValueError:
-        return None
-
-
 def _permit_or_none(raw: str | None) -> P33Permit | None:
     try:
         return permits.decode(permits.PermitKind.P33, raw) if raw is not None else None
     except ValueError:
         return None
+
+
+def _side_or_none(raw: object) -> Side | None:
+    try:
+        return Side(raw)
+    except ValueError:
+        return None  # a permit written before its open's side was part of the context
 
 
 def _newest_id(client: redis.Redis, stream: str) -> str:

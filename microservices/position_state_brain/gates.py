@@ -139,7 +139,8 @@ def open_pathway(state: PlanState) -> Verdict:
         if blocked is not None:
             return blocked
     # safe_qty 0 on an open: the executor sizes the plan's own qty.
-    return cooled_down(state) or allow(ZERO, pathway="open", exchange_amt=position)
+    # The side is in the permit's context so that a restarted P3.3 knows which way the open is on its way.
+    return cooled_down(state) or allow(ZERO, pathway="open", side=state.plan.side.value, exchange_amt=position)
 
 
 def _open_on_position(state: PlanState, held_side: Side, **context: object) -> Verdict | None:

@@ -5,8 +5,8 @@ together (one batch, or before the first fills) would both see a flat symbol. Un
 open's result is read (apply.result) or its time is up (the permit's TTL and a grace: the executor
 ends every plan within it), it counts for the symbol as a position on its side: refused under
 P33_OPEN_ON_POSITION=deny, on the other side under scale_in, and holding the open cooldown.
-Kept in memory; a new process recovers it at start from Redis (PositionStateBrain.recover): the opens in
-apply.plan that its P3.3 permit, still readable, allowed and that have no result yet.
+Kept in memory; a new process recovers it at start from Redis (PositionStateBrain.recover): the P3.3
+permits still there that allowed an open (the side is in the permit's context) whose plans have no result.
 """
 
 from __future__ import annotations
@@ -32,8 +32,16 @@ class PermittedOpens:
         self._symbol_of: dict[str, str] = {}  # plan id -> symbol, to settle a result by its plan id
 
     def add(self, plan_id: str, symbol: str, side: Side, now_ms: int) -> None:
+        """Held from now_ms for one lifetime. Added in time order (the expiry in side_on relies on it): a plan
+        permitted again (a replay) moves to the end."""
+        earlier = self._symbol_of.get(plan_id)
+        if earlier is not None:
+            self._drop(earlier, plan_id)
         self._on.setdefault(symbol, {})[plan_id] = PermittedOpen(symbol, side, now_ms + self.lifetime_ms)
         self._symbol_of[plan_id] = symbol
+
+    def holds(self, plan_id: str) -> bool:
+        return plan_id in self._symbol_of
 
     def settle(self, plan_ids: list[str]) -> None:
         """Their results were read: from here the exchange (or the confirmed fills) shows what they did."""

@@ -11,6 +11,8 @@ import time
 import pytest
 import redis
 from p33_helpers import D, close_plan, count_requests, plan, policy
+
+from microservices.position_state_brain.gates import OpenOnPosition
 from prometheus_client import REGISTRY, generate_latest
 from structlog.testing import capture_logs
 
@@ -209,30 +211,80 @@ def test_an_open_permitted_in_a_batch_holds_the_next_open_on_the_symbol_until_it
     assert permits.peek(r, PermitKind.P33, "third").reason is Reason.SANITY_CHECKS_PASSED
 
 
-@pytest.mark.parametrize("page", [1000, 2], ids=["one-page", "pages-of-two"])
-def test_a_restarted_p33_still_holds_the_opens_it_permitted_that_have_no_result(
-        r: redis.Redis, brain: PositionStateBrain, monkeypatch, page: int) -> None:
-    """A restart between an open's permit and its result must not let a second open through on the symbol."""
-    monkeypatch.setattr("microservices.position_state_brain.brain.RECOVER_PAGE", page)
-    decided = [plan(plan_id="first"), plan(plan_id="eth-done", symbol="ETHUSDT", qty="0.04"),
-               close_plan("SELL", "0.001", symbol="TRXUSDT")]
-    r.xadd(keys.Stream.APPLY_PLAN, {"plan_id": "garbled", "qty": "lots"})  # unreadable: skipped, no crash
-    for p in decided:
-        r.xadd(keys.Stream.APPLY_PLAN, p.to_fields())
-    brain.handle_batch([(p, None) for p in decided[:2]])
-    finish_plan(r, PlanResult(plan_id="eth-done", executed=False, symbol="ETHUSDT", side=Side.BUY, qty=D("0.04"),
-                              reduce_only=False, source="test", reason=Reason.DRY_RUN))
+def _restarted(r: redis.Redis, brain: PositionStateBrain, **policy_overrides) -> PositionStateBrain:
+    return PositionStateBrain(r, brain.keeper, brain.rules, policy(**policy_overrides), permit_ttl_s=60)
 
-    restarted = PositionStateBrain(r, brain.keeper, brain.rules, policy(), permit_ttl_s=60)
-    assert restarted.recover() == 1  # "first": permitted, no result; the ETH open has its result
+
+def _not_sent(plan_id: str, symbol: str = "BTCUSDT", side: Side = Side.BUY, qty: str = "0.001") -> PlanResult:
+    return PlanResult(plan_id=plan_id, executed=False, symbol=symbol, side=side, qty=D(qty), reduce_only=False,
+                      source="test", reason=Reason.EXCHANGE_REJECTED)
+
+
+@pytest.mark.parametrize("batch", [1000, 1], ids=["one-batch", "batches-of-one"])
+def test_a_restarted_p33_still_holds_the_opens_it_permitted_that_have_no_result(
+        r: redis.Redis, brain: PositionStateBrain, monkeypatch, batch: int) -> None:
+    """A restart between an open's permit and its result must not let a second open through on the symbol.
+    Recovered from the permits (however old the plans' entries in apply.plan: none here at all)."""
+    monkeypatch.setattr("microservices.position_state_brain.brain.RECOVER_BATCH", batch)
+    decided = [plan(plan_id="first"), plan(plan_id="eth-done", symbol="ETHUSDT", qty="0.04"),
+               close_plan("SELL", "0.001", symbol="TRXUSDT"), plan(plan_id="denied", symbol="ETHUSDT", qty="0.04")]
+    brain.handle_batch([(p, None) for p in decided])
+    finish_plan(r, _not_sent("eth-done", "ETHUSDT", qty="0.04"))
+    r.set(keys.permit_p33("garbled"), "{not json", ex=60)  # unreadable: skipped, no crash
+
+    restarted = _restarted(r, brain)
+    assert restarted.recover() == 1  # "first": an allowed open without result; not the close, the denial, ETH's
 
     restarted.handle(plan(plan_id="second"))
     assert permits.peek(r, PermitKind.P33, "second").reason is Reason.POSITION_EXISTS
 
-    finish_plan(r, PlanResult(plan_id="first", executed=False, symbol="BTCUSDT", side=Side.BUY, qty=D("0.001"),
-                              reduce_only=False, source="test", reason=Reason.EXCHANGE_REJECTED))
+    finish_plan(r, _not_sent("first"))
     restarted.handle(plan(plan_id="third"))
     assert permits.peek(r, PermitKind.P33, "third").reason is Reason.SANITY_CHECKS_PASSED
+
+
+def test_a_recovered_open_whose_result_the_results_cursor_skips_is_settled_by_its_marker(
+        r: redis.Redis, brain: PositionStateBrain) -> None:
+    """The first read of results starts at the snapshot held then; a result written before that snapshot
+    but after the recovery is not read, so the recovered open is settled by its result marker instead."""
+    brain.handle(plan(plan_id="first"))
+    restarted = _restarted(r, brain)
+    assert restarted.recover() == 1
+    finish_plan(r, _not_sent("first"))
+    time.sleep(0.005)  # the next snapshot is fetched on a later millisecond than the result's entry id
+    restarted.keeper.refresh()
+
+    restarted.maybe_catch_up()
+    restarted.handle(plan(plan_id="second"))
+
+    assert permits.peek(r, PermitKind.P33, "second").reason is Reason.SANITY_CHECKS_PASSED
+
+
+def test_a_recovered_open_keeps_its_side_for_scale_in(r: redis.Redis, brain: PositionStateBrain) -> None:
+    brain.handle(plan(plan_id="long"))
+    restarted = _restarted(r, brain, open_on_position=OpenOnPosition.SCALE_IN)
+    assert restarted.recover() == 1
+
+    restarted.handle_batch([(plan(plan_id="more", side="BUY"), None), (plan(plan_id="short", side="SELL"), None)])
+
+    # Scale-in on the recovered long's side waits for the open cooldown it holds; the other side never goes.
+    assert permits.peek(r, PermitKind.P33, "more").reason is Reason.COOLDOWN
+    assert permits.peek(r, PermitKind.P33, "short").reason is Reason.SIDE_MISMATCH
+
+
+def test_recovery_that_cannot_reach_redis_recovers_nothing_and_says_so(r: redis.Redis, brain: PositionStateBrain,
+                                                                      monkeypatch) -> None:
+    brain.handle(plan(plan_id="first"))
+    restarted = _restarted(r, brain)
+
+    def unreachable(*args, **kwargs):
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(r, "scan_iter", unreachable)
+    with capture_logs() as logs:
+        assert restarted.recover() == 0
+
+    assert [entry["event"] for entry in logs] == ["p33_recovery_failed"]
 
 
 def test_a_result_written_before_the_next_snapshot_still_settles_the_open_it_ends(

@@ -268,3 +268,16 @@ def test_permitted_opens_settle_by_result_expire_by_time_and_never_count_their_o
     opens.settle(["a"])
     assert opens.side_on("BTCUSDT", NOW_MS, other_than="c") is Side.SELL
     assert opens.side_on("BTCUSDT", NOW_MS + 60_000 + GRACE_MS + 1, other_than="c") is None
+
+
+def test_a_permitted_open_permitted_again_moves_behind_the_later_ones_so_they_still_expire():
+    from microservices.position_state_brain.permitted import GRACE_MS, PermittedOpens
+
+    lifetime = 60_000 + GRACE_MS
+    opens = PermittedOpens(permit_ttl_s=60)
+    opens.add("a", "BTCUSDT", Side.BUY, NOW_MS)
+    opens.add("b", "BTCUSDT", Side.SELL, NOW_MS + 1)
+    opens.add("a", "BTCUSDT", Side.BUY, NOW_MS + 10_000)  # a replay of a, decided again
+
+    assert opens.side_on("BTCUSDT", NOW_MS + lifetime + 2, other_than="c") is Side.BUY  # b expired, a not yet
+    assert not opens.holds("b") and opens.holds("a")
