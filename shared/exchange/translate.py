@@ -16,6 +16,7 @@ import requests
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.exceptions import SSLError as Urllib3SSLError
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from shared.exchange.transport import ConnectFailed, HandshakeFailed
 from shared.exchange.errors import (
@@ -105,8 +106,8 @@ def _never_sent(exc: requests.exceptions.RequestException) -> bool:
     """Connection refused, DNS failure, connect timeout or a certificate refused (checked only during the
     handshake): the request cannot have reached the exchange."""
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    if isinstance(reason, Urllib3SSLError):
-        return bool(reason.args) and isinstance(reason.args[0], ssl.SSLCertVerificationError)
+    if isinstance(reason, Urllib3SSLError):  # urllib3 1.26 raises its own CertificateError for a wrong name
+        return bool(reason.args) and isinstance(reason.args[0], (ssl.SSLCertVerificationError, CertificateError))
     return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
 
 

@@ -1,9 +1,12 @@
 import json
+import ssl
 
 import pytest
 import requests
 from binance.exceptions import BinanceAPIException, BinanceRequestException
+import urllib3
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from shared.exchange.errors import (
     ExchangeError,
@@ -41,6 +44,11 @@ def refused() -> requests.exceptions.ConnectionError:
 
 def dropped() -> requests.exceptions.ConnectionError:
     return requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError(104)))
+
+
+def tls_failed(cause: Exception) -> requests.exceptions.SSLError:
+    """requests' general path: urllib3's SSLError around what the ssl module (or urllib3 1.26) raised."""
+    return requests.exceptions.SSLError(MaxRetryError(None, SIGNED_URL, urllib3.exceptions.SSLError(cause)))
 
 
 @pytest.mark.parametrize(
@@ -84,6 +92,10 @@ def dropped() -> requests.exceptions.ConnectionError:
         (refused(), True, ExchangeUnavailable),
         (dropped(), True, OutcomeUnknown),
         (dropped(), False, ExchangeUnavailable),
+        (tls_failed(ssl.SSLCertVerificationError(1, "certificate verify failed")), True, ExchangeUnavailable),
+        (tls_failed(CertificateError("hostname doesn't match")), True, ExchangeUnavailable),  # urllib3 1.26
+        (tls_failed(ssl.SSLError(1, "decryption failed or bad record mac")), True, OutcomeUnknown),
+        (tls_failed(ssl.SSLEOFError(8, "EOF occurred in violation of protocol")), True, OutcomeUnknown),
         (BinanceRequestException("Invalid Response: <html>"), True, OutcomeUnknown),
         (BinanceRequestException("Invalid Response: <html>"), False, ExchangeUnavailable),
         (requests.exceptions.InvalidURL("bad url"), False, ExchangeError),
