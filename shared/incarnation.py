@@ -11,6 +11,9 @@ Every connection the client opens reads the server's run_id (a new process, or a
 a failover, has a new one). The first time a run_id is seen its time is recorded in Redis
 (`keys.REDIS_INCARNATION`), so a restarted executor that finds the same run_id keeps the earlier
 time, and one that finds another run_id (or no record, as after losing everything) starts anew.
+That time is the server's clock, or just past the newest entry of apply.plan if that is later: entry
+ids carry the clock of the server that wrote them, and after a failover to another host an old
+master's clock may have run ahead of the new one's.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ class RedisIncarnation:
         record = _pairs(_command(connection, "HGETALL", keys.REDIS_INCARNATION))
         since_ms = _known_since(record, run_id)
         if since_ms is None:
-            since_ms = now_ms
+            newest = _command(connection, "XREVRANGE", keys.Stream.APPLY_PLAN, "+", "-", "COUNT", "1")
+            since_ms = max(now_ms, _entry_ms(_text(newest[0][0])) + 1) if newest else now_ms
             _command(connection, "HSET", keys.REDIS_INCARNATION, "run_id", run_id, "since_ms", str(since_ms))
         with self._lock:
             self.run_id = run_id

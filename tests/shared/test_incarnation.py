@@ -54,3 +54,19 @@ def test_a_client_learns_of_a_restart_when_it_reconnects() -> None:
         client.ping()  # redis-py reconnects (and retries) on its own: the hook runs on the new connection
 
         assert incarnation.since_ms > before
+
+
+def test_entries_stamped_by_a_clock_ahead_of_the_new_servers_still_predate_it() -> None:
+    """After a failover to another host: the old master's clock ran 60 s ahead of the new one's, so its
+    last plans carry ids later than the new server's TIME; they were still written before it came up."""
+    with EmbeddedRedis() as server:
+        client = connect(server.url)
+        seconds, micros = client.time()
+        ahead_id = f"{seconds * 1000 + micros // 1000 + 60_000}-0"
+        client.xadd(keys.Stream.APPLY_PLAN, {"plan_id": "written-by-the-old-master"}, id=ahead_id)
+
+        incarnation = connected(server.url)
+        later = client.xadd(keys.Stream.APPLY_PLAN, {"plan_id": "written-after"})
+
+        assert incarnation.predates(ahead_id)
+        assert incarnation.predates(later)  # the same millisecond or later: looked up first, which is safe
