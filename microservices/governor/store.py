@@ -187,7 +187,8 @@ class GovernorStore:
                     rewritten[plan_id] = InFlight(plan_id, entry.symbol, entry.notional, entry.allowed_at_ms).to_json()
             if rewritten:
                 pipe = self.r.pipeline(transaction=True)
-                pipe.hset(keys.GOVERNOR_INFLIGHT, mapping=rewritten).delete(keys.GOVERNOR_INFLIGHT_TOTALS)
+                pipe.hset(keys.GOVERNOR_INFLIGHT, mapping=rewritten)
+                pipe.delete(keys.GOVERNOR_INFLIGHT_TOTALS)
                 pipe.execute()
             return len(rewritten)
         finally:
