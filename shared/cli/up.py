@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +105,7 @@ class Stack:
     def _start_embedded_redis(self) -> str:
         # The default port when free, so `quantum plan/status` in another terminal need no flags.
         port = DEFAULT_REDIS_PORT if port_is_free(DEFAULT_REDIS_PORT) else 0
-        self.redis_server = EmbeddedRedis(data_dir=tempfile.mkdtemp(prefix="quantum-up-redis-"), port=port).start()
+        self.redis_server = EmbeddedRedis(port=port).start()  # its own temporary data dir, removed when it stops
         if not port:
             print(f"port {DEFAULT_REDIS_PORT} is taken: for the quantum CLI, export REDIS_URL={self.redis_server.url}")
         return self.redis_server.url

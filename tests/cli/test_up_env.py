@@ -41,3 +41,14 @@ def test_another_target_without_apply_mode_is_refused_before_any_daemon_starts(c
 
     with pytest.raises(StackError, match="APPLY_MODE is required with EXCHANGE_TARGET=testnet"):
         Stack(Path("unused"))._child_env()
+
+
+def test_the_embedded_redis_leaves_no_data_behind_when_the_stack_stops(tmp_path) -> None:
+    stack = Stack(tmp_path)
+    stack._start_embedded_redis()
+    data_dir = Path(stack.redis_server.data_dir)
+    assert data_dir.is_dir()
+
+    stack.stop()
+
+    assert not data_dir.exists()
