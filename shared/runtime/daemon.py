@@ -6,6 +6,7 @@ is interrupted at once. A daemon that cannot reach Redis says so in one line and
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 import threading
@@ -42,6 +43,9 @@ def fail(message: str, code: int = EXIT_UNAVAILABLE) -> None:
 
 def start(name: str, settings: CommonSettings, extra_secrets: tuple[str, ...] = (),
           on_connect: OnConnect | None = None) -> DaemonContext:
+    # A crash in native code (a C extension) still leaves each thread's Python stack on stderr (the journal):
+    # file and function names only, no values, so nothing secret.
+    faulthandler.enable()
     redis_url = settings.redis_url.get_secret_value()
     qlog.register_secrets([redis_url, *extra_secrets])
     log = qlog.configure(name, settings.log_level)

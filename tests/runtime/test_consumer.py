@@ -42,7 +42,8 @@ def wait_for(predicate, timeout: float = 10.0) -> None:
 
 
 def start_worker(redis_url: str, mode: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Faulthandler: a worker that dies of a signal shows where (a SIGSEGV at SIGTERM was seen once in CI).
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
     return subprocess.Popen([sys.executable, str(WORKER), redis_url, STREAM, mode], env=env)
 
 

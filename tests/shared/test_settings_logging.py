@@ -102,6 +102,18 @@ def test_a_daemon_that_cannot_reach_redis_exits_1_with_one_clear_line() -> None:
     assert "cannot reach Redis" in done.stderr and "s3cretpass" not in done.stderr + done.stdout
 
 
+def test_a_daemon_that_crashes_in_native_code_leaves_its_python_stack(redis_url: str) -> None:
+    code = ("import ctypes; from shared.runtime import daemon; from shared.settings import CommonSettings; "
+            "daemon.start('probe', CommonSettings()); ctypes.string_at(0)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url, "METRICS_ENABLED": "false"}
+    env.pop("PYTHONFAULTHANDLER", None)
+
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == -11
+    assert "Fatal Python error: Segmentation fault" in done.stderr and 'File "<string>", line 1' in done.stderr
+
+
 @pytest.fixture
 def own_logging():
     """configure() binds stdout as captured now; other tests' loggers (the in-process simulator's) must not keep it."""
