@@ -17,7 +17,7 @@ from bench import measure, plans
 from bench.stack import DAEMONS, Stack
 from microservices.governor.settings import Limits
 from microservices.governor.store import GovernorStore
-from shared import keys
+from shared import keys, results
 from shared.snapshot import ExchangeSnapshot
 
 P33 = "position-state-brain"
@@ -133,8 +133,8 @@ class Bench:
                 self.r.xpending(keys.Stream.APPLY_PLAN, group)["pending"] for group in GROUPS):
             time.sleep(0.1)  # the daemons finish the batch in hand; nothing is measured meanwhile
         inflight = self.r.hkeys(keys.GOVERNOR_INFLIGHT)
-        markers = self.r.mget([keys.plan_result_marker(plan_id) for plan_id in inflight]) if inflight else []
-        abandoned = [plan_id for plan_id, marker in zip(inflight, markers) if marker is None]
+        ended = results.with_results(self.r, inflight)
+        abandoned = [plan_id for plan_id in inflight if plan_id not in ended]
         if abandoned:
             GovernorStore(self.r, Limits()).drop(abandoned)  # with their share of the running totals
         return {"governor_inflight_records": len(inflight), "dropped_without_result": len(abandoned)}

@@ -83,6 +83,14 @@ def has_result(client: redis.Redis, plan_id: str) -> bool:
     return bool(client.exists(keys.plan_result_marker(plan_id)))
 
 
+def with_results(client: redis.Redis, plan_ids: list[str]) -> set[str]:
+    """Those of these plans that have their result, in one read."""
+    if not plan_ids:
+        return set()
+    markers = client.mget([keys.plan_result_marker(plan_id) for plan_id in plan_ids])
+    return {plan_id for plan_id, marker in zip(plan_ids, markers) if marker is not None}
+
+
 def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effects(), now_ms: int | None = None,
                 ledger_seen: dict[str, str] | None = None, release: list[str] | tuple[str, ...] = (),
                 sending: str | None = None) -> bool:

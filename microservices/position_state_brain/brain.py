@@ -24,7 +24,7 @@ from microservices.position_state_brain.gates import GatePolicy, Verdict, decide
 from microservices.position_state_brain.fills import ConfirmedFills
 from microservices.position_state_brain.keeper import SnapshotKeeper
 from microservices.position_state_brain.permitted import PermittedOpens
-from shared import keys, ledger, permits
+from shared import keys, ledger, permits, results
 from shared.exchange.filters import SymbolRules
 from shared.ledger import LedgerPosition
 from shared.logging import get_logger
@@ -169,28 +169,20 @@ class PositionStateBrain:
         opens = []
         for raw in self.r.mget(permit_keys):
             permit = _permit_or_none(raw)
-            side = _side_or_none(permit.context.get("side")) if permit is not None else None
-            if permit is not None and permit.allow and permit.context.get("pathway") == "open" and side is not None:
+            if permit is None or not permit.allow or permit.context.get("pathway") != "open":
+                continue
+            side = _side_or_none(permit.context.get("side"))
+            if side is not None:
                 opens.append((permit, side))
-        if not opens:
-            return []
-        pipe = self.r.pipeline(transaction=False)
-        for permit, _side in opens:
-            pipe.exists(keys.plan_result_marker(permit.plan_id))
-        return [opened for opened, has_result in zip(opens, pipe.execute()) if not has_result]
+        ended = results.with_results(self.r, [permit.plan_id for permit, _side in opens])
+        return [(permit, side) for permit, side in opens if permit.plan_id not in ended]
 
     def _settle_recovered(self) -> None:
         """Recovered opens still held: settled when their result markers exist (see recover)."""
         self._recovered = {plan_id for plan_id in self._recovered if self.permitted.holds(plan_id)}
-        if not self._recovered:
-            return
-        plan_ids = sorted(self._recovered)
-        pipe = self.r.pipeline(transaction=False)
-        for plan_id in plan_ids:
-            pipe.exists(keys.plan_result_marker(plan_id))
-        ended = [plan_id for plan_id, has_result in zip(plan_ids, pipe.execute()) if has_result]
-        self.permitted.settle(ended)
-        self._recovered.difference_update(ended)
+        ended = results.with_results(self.r, list(self._recovered))
+        self.permitted.settle(list(ended))
+        self._recovered -= ended
 
     def maybe_catch_up(self) -> int:
         """catch_up, at most every CATCH_UP_EVERY_S (the loop ticks after every batch)."""

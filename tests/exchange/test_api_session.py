@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
@@ -278,7 +279,8 @@ def tls_breaker(tls_server, tmp_path):
 
     _port, cert = tls_server(SAN_IP)  # for its certificate and key
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, str(cert).replace("cert", "key"))
+    cert_path = Path(cert)
+    context.load_cert_chain(cert_path, cert_path.with_name(cert_path.name.replace("cert", "key", 1)))
     listener = socket.create_server(("127.0.0.1", 0))
     received: list[bytes] = []
 

@@ -117,3 +117,10 @@ def test_the_callers_claims_are_released_with_the_result_and_with_a_duplicate(r:
     assert results.finish_plan(r, result(), now_ms=1, release=["claim:a"]) and not r.exists("claim:a")
     r.set("claim:a", "me")
     assert not results.finish_plan(r, result(), now_ms=2, release=["claim:a"]) and not r.exists("claim:a")
+
+
+def test_with_results_names_the_plans_that_have_their_result(r: redis.Redis) -> None:
+    results.finish_plan(r, result("ended"))
+
+    assert results.with_results(r, ["ended", "open"]) == {"ended"}
+    assert results.with_results(r, []) == set()
