@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from bench import measure, plans
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plans", type=int, default=3000, help="sequential plans (default mode)")
     parser.add_argument("--burst", type=int, default=0, help="instead: this many plans at once over 14 symbols")
+    parser.add_argument("--symbols", type=int, default=0,
+                        help="with --burst: over this many allowlisted symbols (the tradeable ones among them), "
+                             "like the bench's mixed burst")
     parser.add_argument("--seconds", type=int, default=20, help="py-spy recording length")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--gil", action="store_true", help="only samples holding the GIL (Python CPU)")
@@ -90,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start_infra()
         quantities = plans.sim_quantities(stack.sim_url)
-        stack.start(*DAEMONS, P33_ALLOWLIST=",".join(quantities), **dict(args.env))
+        names = plans.allowlist(args.symbols, list(quantities)) if args.symbols else list(quantities)
+        stack.start(*DAEMONS, P33_ALLOWLIST=",".join(names), **dict(args.env))
         r = stack.client()
         watcher = measure.Watcher(stack.redis_url, r, stack.work_dir)
         btc = ("BTCUSDT", str(quantities["BTCUSDT"]))
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         recorder = threading.Thread(target=record)
         recorder.start()
         if args.burst:
-            pool = [(s, str(q)) for s, q in quantities.items()]
+            pool = [(s, str(quantities.get(s, Decimal("1")))) for s in names]
             result = measure.burst(r, watcher, "prof", [pool[i % len(pool)] for i in range(args.burst)],
                                    timeout_s=args.seconds + 60)
         else:
