@@ -337,7 +337,7 @@ def merge(rounds: list[dict]) -> dict:
 
 
 def burst(r: redis.Redis, watcher: Watcher, tag: str, plans: list[tuple[str, str]], timeout_s: float,
-          overtime_s: float = 0.0) -> dict:
+          overtime_s: float = 0.0, pids: dict[str, int] | None = None) -> dict:
     """XADD every plan at once, then read apply.result until each plan has a result.
 
     Past `timeout_s` the burst has failed; it is still followed for `overtime_s` more seconds to
@@ -349,6 +349,7 @@ def burst(r: redis.Redis, watcher: Watcher, tag: str, plans: list[tuple[str, str
     results: dict[str, list[dict]] = {}
     arrivals: list[int] = []
     foreign = 0
+    ticks = {name: _cpu_ticks(pid) for name, pid in (pids or {}).items()}
     t0 = now()
     pipe = r.pipeline(transaction=False)
     for plan_id, (symbol, qty) in zip(ids, plans):
@@ -386,6 +387,8 @@ def burst(r: redis.Redis, watcher: Watcher, tag: str, plans: list[tuple[str, str
     while len(results) < len(ids) and time.monotonic() < overtime_until:
         read(1000)
     eventually = len(results) == len(ids)
+    # Each process's CPU from the first XADD until the last result (or the end of the overtime).
+    cpu = {name: round((_cpu_ticks(pid) - ticks[name]) / CLK_TCK * 1000 / len(ids), 3) for name, pid in (pids or {}).items()}
     # A grace period: a late duplicate result would show up here.
     grace_until = time.monotonic() + 1.0
     while time.monotonic() < grace_until:
@@ -417,6 +420,7 @@ def burst(r: redis.Redis, watcher: Watcher, tag: str, plans: list[tuple[str, str
         "unexpected_results": foreign, "outcomes": outcomes.as_dict(),
         "timed_out": not drained, "timeout_s": timeout_s,
         "eventually_drained_s": round((last - t0) / 1e9, 3) if eventually else None,
+        "cpu_ms_per_plan": cpu,
     }
 
 

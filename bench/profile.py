@@ -117,13 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.burst:
             pool = [(s, str(quantities.get(s, Decimal("1")))) for s in names]
             result = measure.burst(r, watcher, "prof", [pool[i % len(pool)] for i in range(args.burst)],
-                                   timeout_s=args.seconds + 60)
+                                   timeout_s=args.seconds + 60, pids=stack.pids())
         else:
             result = measure.sequential(r, watcher, "prof", [btc] * args.plans, max_s=args.seconds + 2)
             result.pop("_samples")
         recorder.join()
         watcher.stop()
-        print({k: v for k, v in result.items() if k in ("plans", "decision", "e2e", "drain_s", "outcomes")})
+        print({k: v for k, v in result.items() if k in ("plans", "decision", "e2e", "drain_s", "outcomes", "cpu_ms_per_plan")})
         for name in targets:
             path = args.out / f"{name}.txt"
             print(summarise(path) if path.exists() else f"{name}: no profile (py-spy failed?)")

@@ -170,6 +170,10 @@ def table(res: dict) -> str:
         w(f"  results {b['results']:,}/{b['plans']:,}  lost {lost}  duplicates {b['duplicates']}  "
           f"both permits {b['plans_with_both_permits']:,}  executed {o['executed']:,}  refused {o['refused']:,} "
           f"{o['refused_by_reason']}")
+        cpu = b.get("cpu_ms_per_plan") or {}
+        if cpu:
+            w("  CPU ms per plan over the burst: " + "  ".join(f"{CPU_NAMES.get(n, n)} {v:.2f}" for n, v in cpu.items())
+              + f"  (sum {sum(cpu.values()):.2f})")
         skipped = b.get("skipped")
         w(f"  governor in-flight records after the burst: {b.get('governor_inflight_after')}"
           + (f"; backlog skipped, {skipped['dropped_without_result']} in-flight records of skipped plans dropped"

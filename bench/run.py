@@ -200,7 +200,8 @@ class Bench:
             self.reset_exchange()
             say(f"{label}: {s.burst} plans at once over {len(pool)} symbols")
             burst_plans = [pool[i % len(pool)] for i in range(s.burst)]
-            result = measure.burst(self.r, self.watcher, label, burst_plans, s.burst_timeout_s, s.burst_overtime_s)
+            result = measure.burst(self.r, self.watcher, label, burst_plans, s.burst_timeout_s, s.burst_overtime_s,
+                                   pids=self.stack.pids())
             result["tradeable_symbols"] = sum(1 for sym, _ in pool if sym in self.quantities)
             self.results[label] = result
             self.results["bursts"].append(label)
