@@ -209,6 +209,16 @@ def test_a_plan_digest_is_the_same_for_both_wire_forms_and_survives_a_copy() -> 
     assert flat.model_copy(update={"qty": Decimal("0.002")}).digest == flat.digest  # the governor's rounded copy
 
 
+def test_a_plan_digest_is_not_part_of_the_plan_it_describes() -> None:
+    """Held beside the fields: never dumped, written to a stream or compared; the same value when a plan is
+    built without validation, or read again."""
+    one = Plan.from_fields(plan())
+    assert "digest" not in one.model_dump() and "digest" not in one.model_dump_json() and "digest" not in one.to_fields()
+    assert one == Plan.from_fields(plan()) and hash(one) == hash(Plan.from_fields(plan()))
+    assert Plan.model_construct(**one.model_dump()).digest == one.digest
+    assert Plan.from_fields(one.to_fields()).digest == one.digest
+
+
 CLOSE_WITHOUT_REDUCE_ONLY = {**without("reduceOnly"), "side": "SELL"}
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, model_validator
 
 from shared.schema.entry import EntryModel
 from shared.schema.fields import (
@@ -41,7 +42,6 @@ class Plan(EntryModel):
     stop_loss: PositiveDec | None = None
     take_profit: PositiveDec | None = None
     proposal_id: ShortText | None = None
-    _digest: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
     def _action_agrees_with_reduce_only(self) -> "Plan":
@@ -53,16 +53,23 @@ class Plan(EntryModel):
             object.__setattr__(self, "reduce_only", self.action.is_close)
         if self.action.is_close != self.reduce_only:
             raise ValueError(f"action {self.action.value} contradicts reduceOnly={str(self.reduce_only).lower()}")
-        # pydantic's JSON of the fields in their declared order: the same text in every daemon of a release
-        self._digest = hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:DIGEST_CHARS]
+        # Taken now, into the instance's __dict__ where `digest` finds it (a copy keeps it): see there.
+        self.__dict__["digest"] = self._digest_of_fields()
         return self
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """The plan as its producer wrote it, in 32 hex characters: both permits carry the digest of the plan
         they were decided for, and the executor sends only a plan with that digest. Taken once the plan is
-        validated, so a copy with other values (the governor's step-rounded quantity) keeps it."""
-        return self._digest
+        validated, so a copy with other values (the governor's step-rounded quantity) keeps it. Held in the
+        instance's __dict__, not as a pydantic private attribute: reading one of those goes through
+        BaseModel.__getattr__ (4 us a read on a slow host, several reads a plan in each daemon); pydantic
+        leaves keys that are not fields out of dumps, equality and repr."""
+        return self._digest_of_fields()  # reached only by an instance built without validation
+
+    def _digest_of_fields(self) -> str:
+        # pydantic's JSON of the fields in their declared order: the same text in every daemon of a release
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:DIGEST_CHARS]
 
     @property
     def is_close(self) -> bool:
