@@ -6,6 +6,8 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
+from decimal import Decimal
+from enum import Enum
 from functools import lru_cache
 from typing import Any
 
@@ -19,20 +21,32 @@ _PATTERNS = (
     (re.compile(r"(?i)(X-MBX-APIKEY['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9]+"), r"\1" + REDACTED),
 )
 _registered: set[str] = set()
+_MARKERS = ("signature", "redis", "apikey")
+
+
+def _screen_for(secrets: Iterable[str]) -> re.Pattern[str]:
+    """One search that finds whatever redact_text would act on: a registered secret (as it is) or a marker
+    of the patterns (in any case, as the patterns match). Most text has neither and is returned at once."""
+    markers = "(?i:" + "|".join(_MARKERS) + ")"
+    return re.compile("|".join([markers, *(re.escape(secret) for secret in sorted(secrets, key=len, reverse=True))]))
+
+
+_screen = _screen_for(())
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
     """Values that must never be written anywhere, wherever they appear in a message, also as repr() escapes
     them (an error quoting a header value shows a stray CR as a backslash and an r)."""
+    global _screen
     for value in values:
         if value and len(value) >= 6:
             _registered.update({value, repr(value)[1:-1]})
-
-
-_MARKERS = ("signature", "redis", "apikey")
+    _screen = _screen_for(_registered)
 
 
 def redact_text(text: str) -> str:
+    if not _screen.search(text):
+        return text
     for secret in _registered:
         if secret in text:
             text = text.replace(secret, REDACTED)
@@ -58,11 +72,24 @@ def redact(value: Any, key: str = "") -> Any:
         return {k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(item) for item in value]
-    return value
+    if value is None or isinstance(value, (bool, int, float, Decimal, Enum)):
+        return value
+    return redact_text(repr(value))  # anything else is written as its repr (an exception, bytes): text to redact
 
 
 def _redact_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return {key: redact(value, key) for key, value in event_dict.items()}
+
+
+def _json_default(value: Any) -> Any:
+    """What JSON has no type for: an amount as its exact digits ("1.50", not "Decimal('1.50')"), an enum as its
+    value, anything else as its repr (structlog's own fallback, without its per-call import); redact has already
+    turned other objects into redacted text, so this sees them only in a line logged without it."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    return repr(value)
 
 
 def configure(daemon: str, level: str = "INFO") -> structlog.typing.FilteringBoundLogger:
@@ -74,7 +101,7 @@ def configure(daemon: str, level: str = "INFO") -> structlog.typing.FilteringBou
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             _redact_processor,
-            structlog.processors.JSONRenderer(sort_keys=False),
+            structlog.processors.JSONRenderer(sort_keys=False, default=_json_default),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),

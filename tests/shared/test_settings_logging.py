@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from microservices.portfolio_heat_gate.settings import HeatGateSettings
 from microservices.position_state_brain.settings import PositionStateSettings
 from microservices.reconcile.settings import ReconcileSettings
 from shared import logging as qlog
+from shared.schema import Reason
 from shared.settings import CommonSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,6 +142,21 @@ def test_log_lines_are_json_with_secrets_redacted(capsys, own_logging) -> None:
     assert secret not in "".join(lines) and "pw123456" not in "".join(lines) and "ab" * 32 not in "".join(lines)
     assert events[0]["api_secret"] == qlog.REDACTED
     assert "RuntimeError" in events[1]["exception"]
+
+
+def test_amounts_are_logged_as_digits_and_objects_as_their_redacted_repr(capsys, own_logging) -> None:
+    secret = "OBJECTSECRET0123456789"
+    qlog.register_secrets([secret])
+    log = qlog.configure("test")
+
+    log.info("sized", qty=Decimal("0.0020"), context={"notional": Decimal("176.5"), "reason": Reason.NO_MARK_PRICE},
+             error=ConnectionError(f"reset by peer, key {secret}"), raw=f"k={secret}".encode())
+
+    line = capsys.readouterr().out.strip()
+    event = json.loads(line)
+    assert event["qty"] == "0.0020" and event["context"] == {"notional": "176.5", "reason": "no_mark_price"}
+    assert event["error"].startswith("ConnectionError(") and secret not in line
+    assert event["raw"] == f"b'k={qlog.REDACTED}'"
 
 
 @pytest.mark.parametrize("secret", ["LOGGEDKEY0123456789\r", "LOGGEDKEY0123456789\r\n", "\tLOGGEDKEY0123456789"],
