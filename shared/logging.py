@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterable
 from decimal import Decimal
 from enum import Enum
@@ -20,7 +21,6 @@ _PATTERNS = (
     (re.compile(r"(?i)(rediss?://[^:/@\s]*:)[^@\s]+@"), r"\1" + REDACTED + "@"),
     (re.compile(r"(?i)(X-MBX-APIKEY['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9]+"), r"\1" + REDACTED),
 )
-_registered: set[str] = set()
 _MARKERS = ("signature", "redis", "apikey")
 
 
@@ -31,23 +31,29 @@ def _screen_for(secrets: Iterable[str]) -> re.Pattern[str]:
     return re.compile("|".join([markers, *(re.escape(secret) for secret in sorted(secrets, key=len, reverse=True))]))
 
 
-_screen = _screen_for(())
+# The registered secrets and their screen, replaced together in one assignment: a line logged by another
+# thread while secrets are being registered sees the old pair or the new one, never a screen without them.
+_secrets: tuple[frozenset[str], re.Pattern[str]] = (frozenset(), _screen_for(()))
+_registering = threading.Lock()
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
     """Values that must never be written anywhere, wherever they appear in a message, also as repr() escapes
     them (an error quoting a header value shows a stray CR as a backslash and an r)."""
-    global _screen
-    for value in values:
-        if value and len(value) >= 6:
-            _registered.update({value, repr(value)[1:-1]})
-    _screen = _screen_for(_registered)
+    global _secrets
+    with _registering:
+        registered = set(_secrets[0])
+        for value in values:
+            if value and len(value) >= 6:
+                registered.update({value, repr(value)[1:-1]})
+        _secrets = (frozenset(registered), _screen_for(registered))
 
 
 def redact_text(text: str) -> str:
-    if not _screen.search(text):
+    registered, screen = _secrets
+    if not screen.search(text):
         return text
-    for secret in _registered:
+    for secret in registered:
         if secret in text:
             text = text.replace(secret, REDACTED)
     lowered = text.lower()

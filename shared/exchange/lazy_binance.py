@@ -28,18 +28,25 @@ def defer_package_init(name: str = PACKAGE) -> types.ModuleType | None:
     if spec is None or spec.loader is None or spec.submodule_search_locations is None:
         return None
     module = importlib.util.module_from_spec(spec)  # __path__, __spec__, __file__; no code run yet
-    lock = threading.RLock()  # another thread waits for the whole __init__; this one may re-enter it
-    ran = False
+    lock = threading.RLock()  # another thread waits for the whole __init__; this one may look names up during it
+    state = "deferred"
 
     def __getattr__(attr: str):
-        nonlocal ran
+        nonlocal state
         with lock:
-            if not ran:
-                ran = True
+            if state == "deferred":
+                state = "running"
                 try:
                     spec.loader.exec_module(module)  # type: ignore[union-attr]  # checked above
-                finally:
-                    module.__dict__.pop("__getattr__", None)
+                except BaseException:
+                    # As a failed import: the package leaves sys.modules, and the next try runs __init__ again
+                    # (and raises its cause again) instead of answering from a half-run one.
+                    state = "deferred"
+                    if sys.modules.get(name) is module:
+                        del sys.modules[name]
+                    raise
+                state = "ran"
+                module.__dict__.pop("__getattr__", None)
         return object.__getattribute__(module, attr)
 
     module.__getattr__ = __getattr__  # type: ignore[attr-defined]  # PEP 562 module __getattr__

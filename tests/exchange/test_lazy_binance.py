@@ -51,3 +51,24 @@ def test_submodules_load_without_init_and_init_runs_once_on_first_lookup(tmp_pat
 
 def test_an_already_imported_package_is_left_as_it_is():
     assert defer_package_init("json") is sys.modules["json"]
+
+
+def test_an_init_that_fails_fails_again_with_its_cause_as_a_failed_import_would(tmp_path):
+    package = tmp_path / "brokenpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("import sys\nsys.init_runs = getattr(sys, 'init_runs', 0) + 1\n"
+                                         "import no_such_dependency_here\n")
+    (package / "part.py").write_text("VALUE = 7\n")
+    out = _run("""
+        import sys
+        from shared.exchange.lazy_binance import defer_package_init
+        defer_package_init("brokenpkg")
+        from brokenpkg.part import VALUE
+        for _ in range(2):
+            try:
+                from brokenpkg import ANYTHING
+            except ImportError as exc:
+                print(type(exc).__name__, exc.name, "brokenpkg" in sys.modules)
+        print(VALUE, sys.init_runs)
+    """, str(tmp_path))
+    assert out.splitlines() == ["ModuleNotFoundError no_such_dependency_here False"] * 2 + ["7 2"]
