@@ -11,7 +11,7 @@ import redis
 from shared import keys, permits
 from shared.permits import PermitKind
 from shared.redis_conn import connect
-from shared.schema import P32Permit, P33Permit, Reason
+from shared.schema import P33Permit, Reason
 
 
 def p33(plan_id: str = "plan-1", allow: bool = True) -> P33Permit:
