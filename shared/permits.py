@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from shared import keys
 from shared.lua import LuaScript
-from shared.schema.permit import P32Permit, P33Permit, Permit
+from shared.schema.permit import PERMIT_JSON_MAX, P32Permit, P33Permit, Permit
 
 
 USED_MARKER_TTL_S = 24 * 3600
@@ -66,10 +66,13 @@ def _issue_call(permit: Permit, ttl_seconds: int) -> tuple[list[str], list[objec
 def decode(kind: PermitKind, raw: bytes | str) -> Permit:
     text = raw.decode() if isinstance(raw, bytes) else raw
     try:
-        return kind.model.model_validate_json(text)
+        permit = kind.model.model_validate_json(text)
     except ValidationError as exc:
         named = ", ".join(".".join(map(str, e["loc"])) or "permit" for e in exc.errors(include_url=False))
         raise PermitError(f"{kind.value} permit is invalid ({named})") from None
+    if len(text) <= PERMIT_JSON_MAX:  # a result carries this text, not a second serialisation (Permit.wire_json)
+        permit.__dict__["wire_json"] = text
+    return permit
 
 
 def peek(client: redis.Redis, kind: PermitKind, plan_id: str) -> Permit | None:

@@ -12,6 +12,7 @@ from shared import keys, permits
 from shared.permits import PermitKind
 from shared.redis_conn import connect
 from shared.schema import P33Permit, Reason
+from shared.schema.permit import PERMIT_JSON_MAX
 
 
 def p33(plan_id: str = "plan-1", allow: bool = True) -> P33Permit:
@@ -38,6 +39,28 @@ def test_the_seed_permit_json_decodes() -> None:
     permit = permits.decode(PermitKind.P33, seed)
 
     assert permit.allow is True and permit.safe_qty == 0
+
+
+def test_a_decoded_permit_carries_the_text_it_was_read_from() -> None:
+    """A result carries the permit as the gate wrote it, byte for byte, not a second serialisation; one built in
+    code carries its own JSON. Neither text is a field: equality and dumps are the permit's alone."""
+    written = p33().to_json()
+    by_hand = '{"plan_id": "plan-1", "allow": true, "symbol": "BTCUSDT", "reason": "sanity_checks_passed", ' \
+              '"created_at": 1769442764.52, "safe_qty": "0.002", "exchange_position_amt": "0.002", ' \
+              '"ledger_amt": "0.002", "context": {"tolerance": "0.001"}, "note": "ops"}'
+
+    for raw in (written, by_hand):
+        decoded = permits.decode(PermitKind.P33, raw)
+        assert decoded.wire_json == raw and decoded == p33() and "wire_json" not in decoded.model_dump()
+    assert p33().wire_json == written
+
+
+def test_a_permit_text_longer_than_a_result_carries_is_serialised_again() -> None:
+    padded = p33().to_json()[:-1] + " " * PERMIT_JSON_MAX + "}"
+
+    decoded = permits.decode(PermitKind.P33, padded)
+
+    assert decoded.wire_json == p33().to_json()
 
 
 @pytest.mark.parametrize("raw", ["not json", "[]", '{"allow": "maybe", "symbol": "BTCUSDT"}'])

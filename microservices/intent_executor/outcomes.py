@@ -28,7 +28,7 @@ class Outcome:
 
 
 def _permit_json(permit: P32Permit | P33Permit | None) -> str | None:
-    return None if permit is None else permit.to_json()
+    return None if permit is None else permit.wire_json
 
 
 def refused(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from pydantic import Field
@@ -10,6 +11,8 @@ from pydantic import Field
 from shared.schema.entry import EntryModel, to_json
 from shared.schema.fields import Dec, NonNegativeDec, PlanId, StrictBool, Symbol
 from shared.schema.reasons import Reason
+
+PERMIT_JSON_MAX = 8192  # characters of a permit's JSON that a result carries
 
 
 class Permit(EntryModel):
@@ -23,6 +26,13 @@ class Permit(EntryModel):
 
     def to_json(self) -> str:
         return to_json(self.model_dump(mode="python"))
+
+    @cached_property
+    def wire_json(self) -> str:
+        """The permit's JSON as a result carries it: the text it was decoded from (shared.permits.decode puts
+        it here; what the gate wrote, byte for byte), else to_json(). Kept in the instance's __dict__, which
+        pydantic leaves out of dumps, equality and repr; permits are never copied with changes."""
+        return self.to_json()
 
 
 class P32Permit(Permit):

@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 
 from shared.schema.entry import EntryModel
 from shared.schema.fields import NonNegativeDec, PlanId, ShortText, SideField, StrictBool, Symbol
+from shared.schema.permit import PERMIT_JSON_MAX
 from shared.schema.reasons import Reason
 
 
@@ -24,8 +25,8 @@ class PlanResult(EntryModel):
     order_status: ShortText | None = None
     reason: Reason | None = None
     detail: str | None = Field(default=None, max_length=4096)
-    p32_permit: str | None = Field(default=None, max_length=8192)
-    p33_permit: str | None = Field(default=None, max_length=8192)
+    p32_permit: str | None = Field(default=None, max_length=PERMIT_JSON_MAX)
+    p33_permit: str | None = Field(default=None, max_length=PERMIT_JSON_MAX)
     mode: ShortText | None = None
     ts_ms: int | None = None
     exchange_ts_ms: int | None = None  # the exchange's updateTime of the order: when the fill happened there
