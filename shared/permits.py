@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Iterable
 from enum import Enum
 
@@ -120,7 +120,7 @@ def consume_all(client: redis.Redis, plan_id: str, kinds: Iterable[PermitKind]) 
 
 def new_attempt(taker: str) -> str:
     """A token naming one attempt to take permits: the taker and a random part."""
-    return f"{taker}/{uuid.uuid4().hex[:16]}"
+    return f"{taker}/{os.urandom(8).hex()}"  # 64 random bits (uuid4().hex[:16] had 60), at a fifth of the cost
 
 
 def consume_keys(plan_id: str, kinds: Iterable[PermitKind]) -> list[str]:
