@@ -5,10 +5,12 @@ sequential plans are taken from each in turn (ABBA order), so both see the same 
 
 REF and OTHER are git revisions, checked out into temporary worktrees; OTHER defaults to the working
 tree as it is (uncommitted changes included). Prints each round's decision p50, end-to-end p50 and CPU
-per plan of all processes, then the medians of the rounds and OTHER's ratio to REF. On a shared
-machine whose speed moves within minutes this is how a change is judged, not by a full run against
-an older one. Each side's stack uses that version's own bench launcher (bench.stack), so REF must
-be a revision that has one.
+per plan of all processes, then the medians of the rounds and OTHER's ratio to REF. Half the rounds
+run with REF's stack started first, half with OTHER's: a stack started second ran 6-7 % slower in A/A
+runs on this host. On a shared machine whose speed moves within minutes this is how a change is
+judged, not by a full run against an older one; an A/A run (REF and OTHER the same) shows the noise.
+Each side's stack uses that version's own bench launcher (bench.stack), so REF must be a revision
+that has one.
 """
 
 from __future__ import annotations
@@ -93,9 +95,6 @@ class Side:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
-    def medians(self) -> dict[str, float]:
-        return {name: statistics.median(one[name] for one in self.rounds) for name in FIGURES}
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__,
@@ -112,25 +111,35 @@ def main(argv: list[str] | None = None) -> int:
     sides: list[Side] = []
     try:
         trees = []
-        for name, rev in (("a", args.ref), ("b", args.other)):
+        for name, rev in (("A", args.ref), ("B", args.other)):
             if rev is None:
-                trees.append(("working tree", ROOT))
+                trees.append((f"{name} working tree", ROOT))
                 continue
             tree = scratch / name
             _git("worktree", "add", "--detach", "--quiet", str(tree), rev)
             worktrees.append(tree)
-            trees.append((f"{rev} ({_git('rev-parse', '--short', rev)})", tree))
-        sides = [Side(label, tree, args.plans, dict(args.env)) for label, tree in trees]
-        for side in sides:
-            side.ready()
-        for i in range(args.rounds):
-            for side in sides if i % 2 == 0 else sides[::-1]:
-                print(f"round {i + 1} {side.label}: {side.round()}", flush=True)
-        ref, other = (side.medians() for side in sides)
-        print(f"\nmedians of {args.rounds} rounds of {args.plans} plans (ms; cpu: all processes per plan)")
-        for side, figures in zip(sides, (ref, other)):
-            print(f"  {side.label:<40}" + "  ".join(f"{name} {figures[name]:.3f}" for name in FIGURES))
-        print(f"  {'ratio':<40}" + "  ".join(f"{name} {other[name] / ref[name]:.3f}x" for name in FIGURES))
+            trees.append((f"{name} {rev} ({_git('rev-parse', '--short', rev)})", tree))
+        rounds: dict[str, list[dict]] = {label: [] for label, _tree in trees}
+        # The stack started second ran 6-7 % slower in A/A runs here (same code both sides): half the rounds
+        # are taken with the stacks started in one order, half in the other, so that bias cancels.
+        for phase, order in enumerate((trees, trees[::-1])):
+            sides = [Side(label, tree, args.plans, dict(args.env)) for label, tree in order]
+            for side in sides:
+                side.ready()
+            for i in range((args.rounds + 1 - phase) // 2):
+                for side in sides if i % 2 == 0 else sides[::-1]:
+                    print(f"phase {phase + 1} round {i + 1} {side.label}: {side.round()}", flush=True)
+            for side in sides:
+                rounds[side.label] += side.rounds
+                side.close()
+            sides = []
+        ref, other = ({name: statistics.median(one[name] for one in rounds[label]) for name in FIGURES}
+                      for label, _tree in trees)
+        print(f"\nmedians of {args.rounds} rounds of {args.plans} plans, half with each stack started first "
+              f"(ms; cpu: all processes per plan)")
+        for (label, _tree), figures in zip(trees, (ref, other)):
+            print(f"  {label:<40}" + "  ".join(f"{name} {figures[name]:.3f}" for name in FIGURES))
+        print(f"  {'ratio B / A':<40}" + "  ".join(f"{name} {other[name] / ref[name]:.3f}x" for name in FIGURES))
     finally:
         for side in sides:
             side.close()
