@@ -33,8 +33,10 @@ class EntryError(ValueError):
 
 
 def decode_fields(raw: Mapping[Any, Any]) -> dict[str, str]:
-    """Stream fields as str -> str, whatever the client's decode setting."""
-    return {_text(key): _text(value) for key, value in raw.items()}
+    """Stream fields as str -> str, whatever the client's decode setting (text passes as it is, inline: this
+    runs for every entry of every daemon)."""
+    return {(key if key.__class__ is str else _text(key)): (value if value.__class__ is str else _text(value))
+            for key, value in raw.items()}
 
 
 def _text(value: Any) -> str:
@@ -119,7 +121,7 @@ class EntryModel(BaseModel):
     @classmethod
     def from_fields(cls, raw: Mapping[Any, Any]) -> Self:
         fields = decode_fields(raw)
-        size = sum(len(key) + len(value) for key, value in fields.items())
+        size = sum(map(len, fields)) + sum(map(len, fields.values()))
         if size > MAX_ENTRY_BYTES:
             raise EntryError("oversized_entry", {"entry": f"{size} bytes exceeds {MAX_ENTRY_BYTES}"})
         document = _unfold_json(fields)
