@@ -93,8 +93,8 @@ class ApiSession(requests.Session):
                 merged.pop(name, None)
             else:
                 merged[name] = value
-        valid = all(isinstance(name, str) and isinstance(value, str) and _HEADER_NAME.fullmatch(name)
-                    and _HEADER_VALUE.fullmatch(value) for name, value in merged.items())
+        valid = all(isinstance(name, str) and isinstance(value, str) and _sendable_header(name, value)
+                    for name, value in merged.items())
         return merged if valid else None
 
     def _has_session_state(self) -> bool:
@@ -105,6 +105,13 @@ class ApiSession(requests.Session):
     def close(self) -> None:
         self.transport.close()
         super().close()
+
+
+@lru_cache(maxsize=256)
+def _sendable_header(name: str, value: str) -> bool:
+    """A header requests would send as it is. The same few headers go with every request: each pair is
+    matched once."""
+    return bool(_HEADER_NAME.fullmatch(name) and _HEADER_VALUE.fullmatch(value))
 
 
 @lru_cache(maxsize=64)
