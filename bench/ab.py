@@ -67,8 +67,7 @@ class Side:
     """One version: its tree and its driver process."""
 
     def __init__(self, label: str, tree: Path, plans: int, env: dict[str, str]):
-        self.label, self.tree = label, tree
-        self.rounds: list[dict] = []
+        self.label = label
         self.process = subprocess.Popen([sys.executable, "-c", DRIVER, str(plans), json.dumps(env)], cwd=tree,
                                         env={**os.environ, "PYTHONPATH": str(tree)}, text=True,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -84,8 +83,7 @@ class Side:
         line = self.process.stdout.readline()  # type: ignore[union-attr]
         if not line:
             raise RuntimeError(f"{self.label}: the driver ended during a round")
-        self.rounds.append(json.loads(line))
-        return self.rounds[-1]
+        return json.loads(line)
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -128,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                 side.ready()
             for i in range((args.rounds + 1 - phase) // 2):
                 for side in sides if i % 2 == 0 else sides[::-1]:
-                    print(f"phase {phase + 1} round {i + 1} {side.label}: {side.round()}", flush=True)
+                    rounds[side.label].append(side.round())
+                    print(f"phase {phase + 1} round {i + 1} {side.label}: {rounds[side.label][-1]}", flush=True)
             for side in sides:
-                rounds[side.label] += side.rounds
                 side.close()
             sides = []
         ref, other = ({name: statistics.median(one[name] for one in rounds[label]) for name in FIGURES}
