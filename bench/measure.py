@@ -7,6 +7,8 @@ sequential  one plan at a time, the next after the previous result: decision lat
             (XADD → the plan's result read by XREAD BLOCK on apply.result, pipelined after the XADD
             so the driver does not wake in between).
 burst       every plan XADDed at once (pipelined); time until every plan has its one result.
+paced       the floor and the sequential plans again with a pause before each sample: every process
+            has gone to sleep when the next one starts, as between a live fleet's sporadic plans.
 """
 
 from __future__ import annotations
@@ -89,22 +91,30 @@ class Watcher(Peer):
 
 
 # ---------------------------------------------------------------------------------------------
-def floor_ping(r: redis.Redis, n: int) -> dict:
+def pause(seconds: float) -> None:
+    """Paced measurements: idle before a sample, so that it starts from sleeping processes and CPUs."""
+    if seconds > 0:
+        time.sleep(seconds)
+
+
+def floor_ping(r: redis.Redis, n: int, pause_s: float = 0.0) -> dict:
     samples = []
     for _ in range(n):
+        pause(pause_s)
         t0 = now()
         r.ping()
         samples.append(now() - t0)
     return summary(samples)
 
 
-def floor_hop(r: redis.Redis, redis_url: str, log_dir: Path, n: int) -> dict:
+def floor_hop(r: redis.Redis, redis_url: str, log_dir: Path, n: int, pause_s: float = 0.0) -> dict:
     """Process A (here) XADDs; process B, blocked in XREADGROUP BLOCK, stamps its wake-up."""
     r.delete(peer.HOP_STREAM, peer.HOP_ACK)
     b = Peer("hop", redis_url, r, log_dir)
     hops, round_trips = [], []
     try:
         for _ in range(n):
+            pause(pause_s)
             t0 = now()
             r.xadd(peer.HOP_STREAM, {"t": str(t0)})
             woke = int(r.blpop([peer.HOP_ACK], timeout=10)[1])
@@ -207,8 +217,9 @@ def last_result_id(r: redis.Redis) -> str:
 
 
 def sequential(r: redis.Redis, watcher: Watcher, tag: str, plans: list[tuple[str, str]], warmup: int = 20,
-               max_s: float = float("inf"), pids: dict[str, int] | None = None, watched: bool = True) -> dict:
-    """plans: (symbol, qty) per plan. Sends one, waits for its result, sends the next.
+               max_s: float = float("inf"), pids: dict[str, int] | None = None, watched: bool = True,
+               pause_s: float = 0.0) -> dict:
+    """plans: (symbol, qty) per plan. Sends one, waits for its result, sends the next (after `pause_s`).
 
     Stops early (capped) once `max_s` seconds of measured plans have passed, so a slow build cannot
     blow the run's time budget. With `pids`, also the CPU each process spent per measured plan.
@@ -218,14 +229,14 @@ def sequential(r: redis.Redis, watcher: Watcher, tag: str, plans: list[tuple[str
     if not watched:
         r.config_set("notify-keyspace-events", "")
         try:
-            return sequential_plans(r, None, tag, plans, warmup, max_s, pids)
+            return sequential_plans(r, None, tag, plans, warmup, max_s, pids, pause_s)
         finally:
             r.config_set("notify-keyspace-events", KEYSPACE_EVENTS)
-    return sequential_plans(r, watcher, tag, plans, warmup, max_s, pids)
+    return sequential_plans(r, watcher, tag, plans, warmup, max_s, pids, pause_s)
 
 
 def sequential_plans(r: redis.Redis, watcher: Watcher | None, tag: str, plans: list[tuple[str, str]], warmup: int,
-                     max_s: float, pids: dict[str, int] | None) -> dict:
+                     max_s: float, pids: dict[str, int] | None, pause_s: float = 0.0) -> dict:
     cursor = last_result_id(r)
     sent: dict[str, int] = {}
     e2e: list[int] = []
@@ -249,6 +260,7 @@ def sequential_plans(r: redis.Redis, watcher: Watcher | None, tag: str, plans: l
         pipe = r.pipeline(transaction=False)
         pipe.xadd(PLAN, fields).xread({RESULT: cursor}, count=16, block=int(RESULT_TIMEOUT_S * 1000))
         found = None
+        pause(pause_s)
         deadline = time.monotonic() + RESULT_TIMEOUT_S
         t0 = now()
         response = pipe.execute()[1]

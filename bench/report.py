@@ -152,6 +152,23 @@ def table(res: dict) -> str:
           f"e2e p50 {_ratio(info['e2e']['p50_ms'], warn['e2e']['p50_ms'])}x; at INFO per plan: "
           + ", ".join(f"{n} {v['lines']} lines {v['bytes']} B" for n, v in info.get("log_bytes_per_plan", {}).items()))
 
+    paced, paced_floor = res.get("paced"), res.get("paced_floor")
+    if paced and paced_floor:
+        w("")
+        title = f"PACED: a {paced_floor['pause_ms']:g} ms pause before each sample"
+        w(f"{title:<56}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'p50/hop':>9}{'/b2b':>7}")
+        paced_hop = paced_floor["hop"]["p50_ms"]
+        rows = (("  Redis PING round trip", paced_floor["ping"], floor["ping"]),
+                ("  stream hop", paced_floor["hop"], floor["hop"]),
+                ("  decision: XADD -> both permits", paced["decision"], res["main"]["decision"]),
+                ("  end-to-end: XADD -> result (watched)", paced["e2e"], res["main"]["e2e"]))
+        for label, s, back_to_back in rows:
+            if s.get("n"):
+                w(f"{label:<56}{s['n']:>6}{s['p50_ms']:>9.3f}{s['p99_ms']:>9.3f}"
+                  f"{_f(_ratio(s['p50_ms'], paced_hop), 1) + 'x':>9}"
+                  f"{_f(_ratio(s['p50_ms'], back_to_back.get('p50_ms')), 1) + 'x':>7}")
+        w("  every process asleep when a sample starts, as between a live fleet's plans;")
+        w("  p50/hop: against the paced hop; /b2b: against the same figure back to back")
     for label in res.get("bursts", []):
         b = res[label]
         o = b["outcomes"]

@@ -21,6 +21,7 @@ from shared import keys, results
 from shared.snapshot import ExchangeSnapshot
 
 P33 = "position-state-brain"
+PACE_S = 0.010  # the paced phase's pause before each sample: past it, a PING here costs no more (tried 0-30 ms)
 GROUPS = [keys.Group.GOVERNOR, keys.Group.POSITION_STATE_BRAIN, keys.Group.INTENT_EXECUTOR]
 
 
@@ -38,16 +39,19 @@ class Sizes:
     burst_overtime_s: float
     history: int
     idle_s: float
+    paced: int  # samples per figure of the paced phase (floor and plans)
 
     @classmethod
     def full(cls) -> "Sizes":
         return cls(floor=2000, main=2000, main_max_s=90, scale=1000, scale_max_s=15, rounds=4, burst=10_000,
-                   burst_symbols=200, burst_timeout_s=10, burst_overtime_s=50, history=1_000_000, idle_s=10)
+                   burst_symbols=200, burst_timeout_s=10, burst_overtime_s=50, history=1_000_000, idle_s=10,
+                   paced=400)
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(floor=500, main=300, main_max_s=30, scale=150, scale_max_s=8, rounds=2, burst=1000,
-                   burst_symbols=200, burst_timeout_s=10, burst_overtime_s=20, history=0, idle_s=3)
+                   burst_symbols=200, burst_timeout_s=10, burst_overtime_s=20, history=0, idle_s=3,
+                   paced=100)
 
 
 def say(message: str) -> None:
@@ -98,12 +102,13 @@ class Bench:
     def btc(self, n: int) -> list[tuple[str, str]]:
         return [("BTCUSDT", str(self.quantities["BTCUSDT"]))] * n
 
-    def one_round(self, tag: str, n: int, max_s: float, warmup: int = 10, watched: bool = True) -> dict:
+    def one_round(self, tag: str, n: int, max_s: float, warmup: int = 10, watched: bool = True,
+                  pause_s: float = 0.0) -> dict:
         """A fresh exchange, `warmup` unmeasured plans (after a restart: connections, caches), then n plans."""
         self.reset_exchange()
         pids = self.stack.pids()
         return measure.sequential(self.r, self.watcher, tag, self.btc(n + warmup), warmup=warmup, max_s=max_s,
-                                  pids=pids, watched=watched)
+                                  pids=pids, watched=watched, pause_s=pause_s)
 
     def record(self, name: str, result: dict) -> dict:
         self.samples[name] = result.pop("_samples")
@@ -164,6 +169,7 @@ class Bench:
         }
 
         self.main()
+        self.paced()
 
         per_round = max(1, s.scale // s.rounds)
         say(f"scaling: 3 / 50 / 500 allowlisted symbols, {s.rounds} interleaved rounds of {per_round} plans")
@@ -241,6 +247,19 @@ class Bench:
             unwatched.append(self.one_round(f"main_unwatched_r{round_no}", per_round, max_s, warmup=20, watched=False))
         self.record("main", measure.merge(watched))
         self.record("main_unwatched", measure.merge(unwatched))
+
+    def paced(self) -> None:
+        """The floor and the decision again with a pause before each sample. Back to back, the processes and
+        CPUs of one sample are still awake for the next; a live fleet's plans come seconds apart, each to
+        sleeping processes. The ratios to the paced hop say whether the fleet loses more than the floor does."""
+        s = self.sizes
+        say(f"paced: PING, stream hop and {s.paced} plans, each after a {PACE_S * 1000:.0f} ms pause")
+        self.results["paced_floor"] = {
+            "pause_ms": PACE_S * 1000,
+            "ping": measure.floor_ping(self.r, s.paced, PACE_S),
+            "hop": measure.floor_hop(self.r, self.stack.redis_url, self.stack.work_dir, s.paced, PACE_S)["hop"],
+        }
+        self.record("paced", self.one_round("paced", s.paced, s.main_max_s, pause_s=PACE_S))
 
     def history(self, per_round: int) -> None:
         """Decision with 1,000,000 old entries in apply.plan against without them, measured as
