@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
 
-from bench.report import plot, table
+from bench.report import floor_against, plot, table
 from bench.run import Bench, Sizes, save, say
 
 HERE = Path(__file__).resolve().parent
@@ -20,6 +21,20 @@ def _env_pair(text: str) -> tuple[str, str]:
     return name, value
 
 
+def _previous(path: Path) -> dict | None:
+    """Earlier results, read before the run (it may replace them); None when there are none (or unreadable)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _shown(path: Path) -> str:
+    """A path as results.json keeps it: relative to the repository when inside it (no host's directories)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(HERE.parent)) if resolved.is_relative_to(HERE.parent) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer plans, smaller bursts, no 1M-entry history")
@@ -27,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", type=_env_pair, action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for every daemon (e.g. STREAM_BATCH=16), to compare settings")
     parser.add_argument("--out", type=Path, default=HERE / "results.json", help="where to write the JSON")
+    parser.add_argument("--against", type=Path, default=HERE / "results.json",
+                        help="earlier results whose floor this run's is compared with (read before the run)")
     args = parser.parse_args(argv)
+    previous = _previous(args.against)
     bench = Bench(Sizes.quick() if args.quick else Sizes.full(), dict(args.env))
     bench.results["mode"] = "quick" if args.quick else "full"
     try:
@@ -40,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.close()
         if not args.keep:
             shutil.rmtree(bench.stack.work_dir, ignore_errors=True)
+    results["floor_against"] = floor_against(previous, results, _shown(args.against))
     save(results, args.out)
     print()
     print(table(results))

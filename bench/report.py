@@ -71,6 +71,27 @@ def targets(res: dict) -> list[tuple[str, str, str, bool | None]]:
     return rows
 
 
+FLOOR_FIGURES = {"PING": ("ping",), "hop": ("hop",), "order": ("exchange", "order")}
+
+
+def _floor_p50(res: dict, path: tuple[str, ...]) -> float | None:
+    node = res.get("floor", {})
+    for part in path:
+        node = node.get(part, {})
+    return node.get("p50_ms")
+
+
+def floor_against(reference: dict | None, res: dict, path: str) -> dict | None:
+    """This run's floor against an earlier run's (by default the committed results): how much slower or faster
+    the host was. Absolute figures of two runs compare only when these ratios are near 1."""
+    if not reference or "floor" not in reference:
+        return None
+    ratios = {name: _ratio(_floor_p50(res, path), _floor_p50(reference, path)) for name, path in FLOOR_FIGURES.items()}
+    env = reference.get("environment", {})
+    return {"file": path, "commit": env.get("commit"), "date": env.get("date"), "mode": reference.get("mode"),
+            "ratios": ratios}
+
+
 def table(res: dict) -> str:
     env = res["environment"]
     out: list[str] = []
@@ -99,6 +120,11 @@ def table(res: dict) -> str:
         s = floor.get("exchange", {}).get(key)
         if s:
             w(f"{label:<56}{s['n']:>6}{s['p50_ms']:>9.3f}{s['p99_ms']:>9.3f}")
+    against = res.get("floor_against")
+    if against:
+        w(f"floor p50 against {against['file']} ({against['mode']}, commit {against['commit']}, "
+          f"{against['date']}): " + ", ".join(f"{name} {_f(ratio)}x" for name, ratio in against["ratios"].items()))
+        w("  near 1x: the host was as fast then and absolute figures compare; else only ratios to the floor do")
 
     w("")
     w(f"{'SEQUENTIAL: one plan at a time, BTCUSDT BUY MARKET':<56}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}"
