@@ -163,7 +163,8 @@ class Executor:
         if ahead.earlier_marker:
             return self.resolver.after_earlier_attempt(plan, Marker.parse(ahead.earlier_marker))
         if older_than_redis:
-            found = self.resolver.before_sending(plan, client_order_id)
+            since_ms = self.incarnation.since_ms if self.incarnation is not None else None
+            found = self.resolver.before_sending(plan, client_order_id, since_ms)
             if found is not None:
                 return found
         taken = self._take_permits(plan, ahead)

@@ -88,18 +88,35 @@ class Resolver:
                          client_order_id=marker.client_order_id)
         order = self.look_up(plan.symbol, marker.client_order_id)
         if order is None:
-            seconds, micros = self.r.time()  # the marker's clock
-            signed_by_ms = marker.marked_ms + int(self.send_within_s * 1000)
-            self.check_final_absence(marker.client_order_id, signed_by_ms, seconds * 1000 + micros // 1000)
+            self.check_final_absence(marker.client_order_id, marker.marked_ms + self.send_within_ms, self.redis_ms())
             return outcomes.refused(plan, Reason.ORDER_NOT_FOUND, {"client_order_id": marker.client_order_id})
         return self.known(plan, order)
 
-    def before_sending(self, plan: Plan, client_order_id: str) -> outcomes.Outcome | None:
-        """For a plan older than the Redis in use: the outcome of an order the exchange already holds, else None."""
+    def before_sending(self, plan: Plan, client_order_id: str, redis_since_ms: int | None) -> outcomes.Outcome | None:
+        """For a plan older than the Redis in use: the outcome of an order the exchange already holds, else None.
+
+        An earlier attempt whose order marker was lost with the old server took its permits before this server
+        came up (redis_since_ms, on the Redis clock; None: not known, so now) and signed within send_within_s of
+        that: "no such order" is believed only once its request can no longer be accepted. Until then the plan
+        stays pending (OutcomeStillUnknown), as after an unclear send."""
         self.log.warning("plan_older_than_redis_asking_exchange_first", plan_id=plan.plan_id,
                          client_order_id=client_order_id)
         order = self.look_up(plan.symbol, client_order_id)
-        return None if order is None else self.known(plan, order)
+        if order is not None:
+            return self.known(plan, order)
+        now_ms = self.redis_ms()
+        since_ms = redis_since_ms if redis_since_ms is not None else now_ms
+        self.check_final_absence(client_order_id, since_ms + self.send_within_ms, now_ms)
+        return None
+
+    @property
+    def send_within_ms(self) -> int:
+        return int(self.send_within_s * 1000)
+
+    def redis_ms(self) -> int:
+        """Redis time: the clock of order markers and of the server's start (shared.incarnation)."""
+        seconds, micros = self.r.time()
+        return seconds * 1000 + micros // 1000
 
     def after_unclear_send(self, plan: Plan, client_order_id: str, exc: ExchangeError, p32: P32Permit,
                            p33: P33Permit, qty: Decimal, ledger: dict[str, str], sent_at_ms: int) -> outcomes.Outcome:

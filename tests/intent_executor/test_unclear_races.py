@@ -11,7 +11,10 @@ import threading
 import time
 from decimal import Decimal as D
 
+import pytest
+
 from microservices.intent_executor.executor import Executor
+from microservices.intent_executor.resolve import OutcomeStillUnknown
 from microservices.intent_executor.settings import ExecutorSettings
 from microservices.reconcile.reconciler import Reconciler
 from microservices.reconcile.settings import ReconcileSettings
@@ -53,6 +56,11 @@ class LateLanding:
 
 
 class OlderThanRedis:
+    """Every entry predates the Redis in use, which came up at since_ms (Redis time; 0: long ago)."""
+
+    def __init__(self, since_ms: int = 0):
+        self.since_ms = since_ms
+
     def predates(self, _entry_id: str) -> bool:
         return True
 
@@ -80,6 +88,46 @@ def test_a_plan_looked_up_before_sending_is_not_declared_unsent_while_its_order_
 
     assert results_of(r, "late-older-1") == []  # pending: looked at again on its next delivery
     assert [o["status"] for o in orders_for(sim, "late-older-1")] == ["FILLED"]
+
+
+def redis_ms(r) -> int:
+    seconds, micros = r.time()
+    return seconds * 1000 + micros // 1000
+
+
+def test_no_order_is_not_believed_before_sending_while_an_attempt_lost_with_the_old_redis_can_land(r, access,
+                                                                                                   sim) -> None:
+    # Executor A takes the permits (marker written) and sends; the reply is lost and the request is still on its way.
+    settings = access.settings.model_copy(update={"request_timeout_s": 0.2})
+    late = LateLanding(access.client)
+    late.pending = ()  # A's own lookups are not slowed
+    late.real._client.REQUEST_RECVWINDOW = 100
+    grant(r, "rolled-1")
+    entry_id = plan(r, "rolled-1", "BUY", "0.002")
+    run(r, ExchangeAccess(settings, late, access.filters))
+    assert results_of(r, "rolled-1") == [] and r.exists(keys.plan_order_marker("rolled-1"))
+
+    # Redis comes back from an older file: A's marker, claim and taken permits are gone; the gates permit again.
+    r.delete(keys.plan_order_marker("rolled-1"), keys.plan_claim("rolled-1"), keys.permit_used("p32", "rolled-1"),
+             keys.permit_used("p33", "rolled-1"), keys.executor_sending("BTCUSDT"))
+    grant(r, "rolled-1")
+    fields = {k: v for _id, f in r.xrange(keys.Stream.APPLY_PLAN) for k, v in f.items()}
+    entry = Entry(keys.Stream.APPLY_PLAN, entry_id, fields, 2)
+
+    def executor_b(since_ms: int) -> Executor:
+        return Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET, executor_permit_wait_ms=300),
+                        consumer_name="b", wait=lambda _s: None, incarnation=OlderThanRedis(since_ms))
+
+    # Executor B, right after the restart: the exchange has no such order yet, but A's request may still land.
+    with pytest.raises(OutcomeStillUnknown):
+        executor_b(redis_ms(r)).handle(Plan.from_fields(fields), entry)
+    assert orders_for(sim, "rolled-1") == [] and not r.exists(keys.permit_used("p32", "rolled-1"))
+
+    late.land()  # A's request reaches the engine within its recvWindow
+    executor_b(redis_ms(r) - 60_000).handle(Plan.from_fields(fields), entry)  # delivered again, later
+
+    assert [o["status"] for o in orders_for(sim, "rolled-1")] == ["FILLED"]  # A's order, and only it
+    assert the_result(r, "rolled-1")["order_status"] == "FILLED"
 
 
 def test_reconcile_does_not_heal_under_an_order_whose_outcome_is_unknown(r, access, sim) -> None:
