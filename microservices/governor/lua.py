@@ -188,10 +188,11 @@ if #ARGV > 14 then
 end
 local at = tonumber(ARGV[7])
 if ARGV[6] ~= '' then
-  if redis.call('HSETNX', KEYS[4], ARGV[5], ARGV[6]) == 1 then
-    count(KEYS[5], record, 1)
-    redis.call('ZADD', KEYS[6], ARGV[7], ARGV[5])
-  end
+  -- A replayed allow replaces its record: the permit written below lives from now, and so must the count of it.
+  if redis.call('HEXISTS', KEYS[4], ARGV[5]) == 1 then drop(KEYS[4], KEYS[5], KEYS[6], {ARGV[5]}) end
+  redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
+  count(KEYS[5], record, 1)
+  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[5])
   redis.call('ZADD', KEYS[7], 'NX', ARGV[7], ARGV[5])
   redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', at - tonumber(ARGV[8]))
   redis.call('PEXPIRE', KEYS[7], ARGV[8])

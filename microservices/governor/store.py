@@ -65,15 +65,19 @@ class OwnRead:
 class RoundEffects:
     """What the round's decisions so far will write, so the next plan of the round decides as if they were."""
 
-    allowed: list[InFlight] = field(default_factory=list)  # new in-flight records (HSETNX adds them)
+    allowed: list[InFlight] = field(default_factory=list)  # in-flight records the commit writes
+    replaced: list[InFlight] = field(default_factory=list)  # a replay's earlier record, which its new one replaces
     opened: list[str] = field(default_factory=list)  # symbols of new opens (ZADD NX adds them)
     trips: int = 0
 
     def add(self, writes: Writes, own: OwnRead) -> None:
-        """Count only what the commit will add: a replay's record, open or trip may be there already."""
+        """Count what the commit will change: a replay's record is replaced (its permit is written anew), its
+        open and trip may be there already."""
         if writes.inflight is not None:
-            if own.own_record is None:
-                self.allowed.append(writes.inflight)
+            self.allowed.append(writes.inflight)
+            earlier = _decode_or_none(own.own_record)
+            if earlier is not None:
+                self.replaced.append(earlier)
             if not own.opened_before:
                 self.opened.append(writes.inflight.symbol)
         if writes.rate_trip and not own.tripped_before:
@@ -111,7 +115,8 @@ class RoundRead:
         units, counts = self.units, dict(self.counts)
         own = _decode_or_none(own_raw)
         changes = [(own, -1)] if own is not None else []
-        for entry, sign in changes + [(entry, 1) for entry in earlier.allowed]:
+        changes += [(entry, 1) for entry in earlier.allowed] + [(entry, -1) for entry in earlier.replaced]
+        for entry, sign in changes:
             units += sign * lua.to_units(entry.notional)
             counts[entry.symbol] = counts.get(entry.symbol, 0) + sign
         return Pending(frozenset(s for s, n in counts.items() if n > 0), lua.from_units(max(units, 0)),

@@ -142,3 +142,25 @@ def test_two_opens_on_one_symbol_in_a_batch_get_one_allow_while_a_cooldown_is_se
 
     reasons = {p.plan_id: json.loads(r.get(keys.permit_p32(p.plan_id)))["reason"] for p in batch}
     assert reasons == {"first": "open_allowed", "second": "symbol_cooldown", "other": "open_allowed"}
+
+
+def test_a_replay_in_a_round_counts_its_open_once_at_its_new_value(r: redis.Redis) -> None:
+    """The commit replaces a replay's in-flight record, so the round's next plan decides on the new value
+    (the old one out, the new one in), as Redis will count it."""
+    clock = Clock()
+    r.flushdb()
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    limits = Limits(max_notional_per_trade=Decimal(1500), max_total_notional=Decimal(2000), max_open_positions=10,
+                    max_exec_per_5min=100, max_exec_per_hour=100, symbol_cooldown_ms=0)
+    governor = Governor(r, limits, clock=clock)
+    assert governor.handle(plan("a", "ETHUSDT", qty="1.2")).allow  # 1200 in flight
+    clock.advance(1)
+    batch = [plan("a", "ETHUSDT", qty="1.3"), plan("b", "SOLUSDT", qty="7.5")]  # a again at 1300; b 750 more
+
+    failures = governor.handle_batch([(p, Entry(keys.Stream.APPLY_PLAN, f"{i}-0", {}, 1)) for i, p in enumerate(batch)])
+
+    assert failures == [None, None]
+    b = json.loads(r.get(keys.permit_p32("b")))
+    assert (b["allow"], b["reason"]) == (False, "total_notional_exceeded")  # 1300 + 750 > 2000
+    assert b["context"]["total_notional_after"] == "2050"
+    assert r.hget(keys.GOVERNOR_INFLIGHT_TOTALS, "units") == str(1300 * 10**8)

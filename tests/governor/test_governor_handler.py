@@ -172,6 +172,29 @@ def test_a_replayed_plan_is_counted_once(r: redis.Redis, clock: Clock) -> None:
     assert r.zrange(keys.governor_opens("ETHUSDT"), 0, -1, withscores=True) == [("a", NOW_MS)]
 
 
+def test_a_late_replay_counts_its_open_as_long_as_the_permit_it_renews(r: redis.Redis, clock: Clock) -> None:
+    # Found in a review: the replay's permit was written anew (TTL from now) while its in-flight record kept the
+    # first allow's time, and expired while the renewed permit could still be taken.
+    governor = Governor(r, Limits(max_notional_per_trade=Decimal(1500), max_total_notional=Decimal(2000),
+                                  max_exec_per_5min=100, max_exec_per_hour=100, max_open_positions=100), clock=clock)
+    publish(r)
+    assert governor.handle(plan("a", "ETHUSDT", qty="1.2")).allow  # 1200 of 2000
+    clock.advance(90)  # the governor was down past a permit's TTL; a's entry is handled again
+    publish(r, at_ms=NOW_MS + 90_000)
+    assert governor.handle(plan("a", "ETHUSDT", qty="1.3")).allow  # the mark moved: 1300 now
+
+    record = json.loads(r.hget(keys.GOVERNOR_INFLIGHT, "a"))
+    assert record["allowed_at_ms"] == NOW_MS + 90_000 and Decimal(record["notional"]) == Decimal(1300)
+    assert r.zscore(keys.GOVERNOR_INFLIGHT_BY_TIME, "a") == NOW_MS + 90_000
+    assert r.hget(keys.GOVERNOR_INFLIGHT_TOTALS, "units") == str(1300 * 10**8)  # counted once, at its new value
+
+    clock.advance(31)  # past the first allow's expiry, within the renewed permit's
+    publish(r, at_ms=NOW_MS + 121_000)
+    assert permit_of(r, "a").allow
+    b = governor.handle(plan("b", "BTCUSDT", qty="0.01"))  # 800 more: 2100 with a
+    assert (b.allow, b.reason) == (False, Reason.TOTAL_NOTIONAL_EXCEEDED)
+
+
 def test_an_in_flight_open_counts_until_a_snapshot_after_its_result_shows_it(r: redis.Redis, roomy: Governor,
                                                                             clock: Clock) -> None:
     governor = roomy
