@@ -29,7 +29,7 @@ from shared import snapshot as exchange_snapshot
 from shared.exchange.errors import ExchangeRejected, ExchangeUnavailable, OutcomeUnknown
 from shared.logging import get_logger
 from shared.orders import client_order_id_for
-from shared.runtime.consumer import Entry
+from shared.runtime.consumer import Entry, GiveUpLater
 from shared.runtime.exchange import ExchangeAccess
 from shared.schema import EntryError, P32Permit, P33Permit, Plan, Reason
 from shared.trading_state import Switches, TradingState, read_switches
@@ -150,11 +150,16 @@ class Executor:
             plan = Plan.from_fields(entry.fields)
         except EntryError:
             return  # not a plan: the dead letter is its only record
-        order_may_exist = bool(self.r.exists(keys.plan_order_marker(plan.plan_id)))
+        claim = keys.plan_claim(plan.plan_id)
+        marker = scripts.CLAIM_TO_END(self.r, [claim, keys.plan_order_marker(plan.plan_id)],
+                                      [self.consumer_name, scripts.CLAIM_TTL_S])
+        if isinstance(marker, str):  # it may be taking its permits or sending: its result ends the plan
+            raise GiveUpLater(f"plan {plan.plan_id} is held by {marker}")
         detail = {"runtime_reason": reason, "deliveries": str(entry.deliveries),
-                  "order_may_exist": str(order_may_exist).lower(), "client_order_id": client_order_id_for(plan.plan_id)}
+                  "order_may_exist": str(bool(marker)).lower(), "client_order_id": client_order_id_for(plan.plan_id)}
         outcome = outcomes.refused(plan, Reason.GAVE_UP, detail)
-        outcomes.record(self.log, outcome, results.finish_plan(self.r, outcome.result, now_ms=self._now_ms()))
+        written = results.finish_plan(self.r, outcome.result, now_ms=self._now_ms(), release=[claim])
+        outcomes.record(self.log, outcome, written)
 
     def decide(self, plan: Plan, ahead: "LookAhead", older_than_redis: bool = False) -> outcomes.Outcome:
         if not plan.is_executable:

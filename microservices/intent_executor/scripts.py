@@ -97,6 +97,17 @@ return seen
 """)
 
 
+# KEYS: claim order-marker; ARGV: consumer claim-ttl-s. A plan about to be given up is claimed first, so that
+# no other executor takes its permits meanwhile (TAKE re-checks the claim) and what the marker says stays true.
+# Reply: the other consumer's name while it holds the claim (nothing done); else 1 or 0: an order marker exists.
+CLAIM_TO_END = LuaScript("""
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return redis.call('EXISTS', KEYS[2])
+""")
+
+
 def take_keys(plan: Plan) -> list[str]:
     return [keys.plan_order_marker(plan.plan_id), *permits.consume_keys(plan.plan_id, PERMIT_KINDS),
             keys.KILL, keys.GOVERNOR_EXECUTION, keys.FORCE_DRY_RUN, keys.EXCHANGE_POSITIONS, keys.position_ledger(plan.symbol)]

@@ -22,9 +22,9 @@ from shared import metrics, redis_wire
 from shared.logging import get_logger
 from shared.runtime import maintenance
 from shared.runtime.arrival import ArrivalReader, sent as arrival_sent
-from shared.runtime.handling import BatchHandler, Entry, EntryHandling, Rejected, Shutdown
+from shared.runtime.handling import BatchHandler, Entry, EntryHandling, GiveUpLater, Rejected, Shutdown
 
-__all__ = ["BatchHandler", "ConsumerConfig", "Entry", "Rejected", "Shutdown", "StreamConsumer"]
+__all__ = ["BatchHandler", "ConsumerConfig", "Entry", "GiveUpLater", "Rejected", "Shutdown", "StreamConsumer"]
 T = TypeVar("T")
 BUSYGROUP = "BUSYGROUP"
 

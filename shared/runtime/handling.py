@@ -40,6 +40,11 @@ class Entry:
 BatchHandler = Callable[[list[tuple[T, Entry]]], list[BaseException | None]]
 
 
+class GiveUpLater(Exception):
+    """Raised by a daemon's give-up hook when it cannot end the entry now (another worker still holds what
+    the entry is about): the entry is not dead-lettered and stays pending, to be claimed again later."""
+
+
 class Rejected(Exception):
     """Raised by a handler for input that parsed but can never be processed: dead-lettered, acked."""
 
@@ -170,8 +175,13 @@ class EntryHandling(Generic[T]):
         return False
 
     def _dead_letter(self, entry: Entry, reason: str, detail: dict[str, str]) -> None:
+        """The entry to the dead-letter stream, acked with it; left pending when the give-up hook says later."""
         if self.on_give_up is not None:
-            self.on_give_up(entry, reason)  # the daemon ends what it can (a plan's terminal result) first
+            try:
+                self.on_give_up(entry, reason)  # the daemon ends what it can (a plan's terminal result) first
+            except GiveUpLater as exc:
+                self.log.warning("dead_letter_deferred", entry_id=entry.entry_id, reason=reason, why=str(exc))
+                return
         dead = dead_letter_fields(
             entry.stream, entry.entry_id, entry.fields, reason, detail, self.config.group, self.config.consumer
         )

@@ -22,7 +22,7 @@ from shared import keys, ledger, sending
 from shared.exchange.errors import OutcomeUnknown
 from shared.modes import ApplyMode
 from shared.redis_conn import connect
-from shared.runtime.consumer import ConsumerConfig, Entry, StreamConsumer
+from shared.runtime.consumer import ConsumerConfig, Entry, GiveUpLater, StreamConsumer
 from shared.runtime.exchange import ExchangeAccess
 from shared.schema import Plan
 from tests.intent_executor.test_executor_sim import grant, orders_for, plan, results_of, the_result
@@ -156,6 +156,7 @@ def test_a_plan_given_up_elsewhere_while_this_executor_waits_sends_nothing(r, ac
     def another_instance_gives_up() -> None:
         time.sleep(0.5)
         other = connect(redis_url)
+        other.delete(keys.plan_claim("given-up-1"))  # A stalled past its claim's TTL
         b = Executor(other, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET), consumer_name="executor-b")
         b.give_up(Entry(keys.Stream.APPLY_PLAN, entry_id, fields, 6), "max_deliveries_exceeded")
         time.sleep(0.2)
@@ -172,3 +173,50 @@ def test_a_plan_given_up_elsewhere_while_this_executor_waits_sends_nothing(r, ac
 
     assert [(x["executed"], x["reason"]) for x in results_of(r, "given-up-1")] == [("false", "gave_up_after_retries")]
     assert orders_for(sim, "given-up-1") == []
+
+
+def test_a_plan_is_not_given_up_elsewhere_while_this_executor_holds_it(r, access, sim, redis_url) -> None:
+    # Found in a review: B gave up (GAVE_UP, order_may_exist false) while A, holding the claim, had taken its
+    # permits; A then sent, its FILLED result was suppressed and the ledger never counted the fill.
+    grant(r, "held-1")
+    entry_id = plan(r, "held-1", "BUY", "0.002")
+    fields = {k: v for _id, f in r.xrange(keys.Stream.APPLY_PLAN) for k, v in f.items()}
+    deferred: list = []
+
+    class GiveUpElsewhereBeforeSending:
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def create_market_order(self, *args):
+            b = Executor(connect(redis_url), access, ExecutorSettings(apply_mode=ApplyMode.TESTNET),
+                         consumer_name="executor-b")
+            try:
+                b.give_up(Entry(keys.Stream.APPLY_PLAN, entry_id, fields, 6), "max_deliveries_exceeded")
+            except GiveUpLater as exc:
+                deferred.append(str(exc))
+            return self.real.create_market_order(*args)
+
+    run(r, ExchangeAccess(access.settings, GiveUpElsewhereBeforeSending(access.client), access.filters))
+
+    assert deferred == ["plan held-1 is held by t"]
+    assert [(x["executed"], x["order_status"]) for x in results_of(r, "held-1")] == [("true", "FILLED")]
+    assert [o["status"] for o in orders_for(sim, "held-1")] == ["FILLED"]
+    assert ledger.read(r, "BTCUSDT").amount == D("0.002")
+
+
+def test_a_plan_given_up_ends_in_one_result_and_lets_its_claim_go(r, access, sim) -> None:
+    grant(r, "ending-1")
+    entry_id = plan(r, "ending-1", "BUY", "0.002")
+    fields = {k: v for _id, f in r.xrange(keys.Stream.APPLY_PLAN) for k, v in f.items()}
+    b = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET), consumer_name="executor-b")
+
+    b.give_up(Entry(keys.Stream.APPLY_PLAN, entry_id, fields, 6), "max_deliveries_exceeded")
+    run(r, access)  # A, on the same entry (not yet dead-lettered there): finds the result
+
+    (result,) = results_of(r, "ending-1")
+    assert (result["executed"], result["reason"]) == ("false", "gave_up_after_retries")
+    assert '"order_may_exist":"false"' in result["detail"]
+    assert orders_for(sim, "ending-1") == [] and not r.exists(keys.plan_claim("ending-1"))

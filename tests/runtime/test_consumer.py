@@ -16,7 +16,7 @@ import redis
 
 from shared import keys
 from shared.redis_conn import connect
-from shared.runtime.consumer import ConsumerConfig, StreamConsumer
+from shared.runtime.consumer import ConsumerConfig, GiveUpLater, StreamConsumer
 from shared.schema import Plan
 
 STREAM = "quantum:stream:test"
@@ -117,6 +117,33 @@ def test_a_poison_entry_is_dead_lettered_after_max_deliveries_and_the_stream_mov
     assert dead["source_stream"] == STREAM and dead["entry_id"] == poison
     assert json.loads(dead["fields"]) == {"n": "poison"}
     assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_an_entry_whose_give_up_must_wait_stays_pending_until_the_hook_ends_it(r: redis.Redis) -> None:
+    poison = r.xadd(STREAM, {"n": "poison"})
+    ended: list = []
+    holder = {"busy": True}  # another worker still holds what the entry is about
+
+    def give_up(entry, reason) -> None:
+        if holder["busy"]:
+            raise GiveUpLater("held elsewhere")
+        ended.append((entry.entry_id, reason))
+
+    def handler(item, entry) -> None:
+        raise ValueError("cannot handle")
+
+    consumer = StreamConsumer(r, config(max_deliveries=2), dict, handler, on_give_up=give_up)
+    for _ in range(5):
+        consumer.run(burst=True)
+        time.sleep(0.04)
+    assert r.xlen(keys.Stream.DEAD_LETTER) == 0 and r.xpending(STREAM, "g")["pending"] == 1  # left pending
+
+    holder["busy"] = False
+    for _ in range(2):
+        consumer.run(burst=True)
+        time.sleep(0.04)
+    assert ended == [(poison, "max_deliveries_exceeded")]
+    assert r.xlen(keys.Stream.DEAD_LETTER) == 1 and r.xpending(STREAM, "g")["pending"] == 0
 
 
 def test_an_entry_that_fails_validation_is_dead_lettered_at_once_with_the_field_named(r: redis.Redis) -> None:
