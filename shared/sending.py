@@ -2,9 +2,11 @@
 
 `keys.executor_sending(symbol)` is a hash, plan id -> the Redis time (ms) until which that plan counts.
 The executor that holds a plan's claim writes the plan's field when it starts on it and renews it when
-it takes the permits; it deletes its own field, and only its own, when the plan ends or is let go. So
-one plan finishing never hides another's send on the symbol, and the field of an executor that died
-stops counting once its time is up (the hash itself expires when nobody writes to it).
+it takes the permits; once it has written the order marker (an order may be out), the field lasts as long
+as the marker. It deletes its own field, and only its own, when the plan ends (or is let go with no order
+out). So one plan finishing never hides another's send on the symbol, and the field of an executor that
+died before taking the permits stops counting once its time is up (the hash itself expires when nobody
+writes to it; a write never shortens it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ local function mark_sending(key, plan_id, seconds)
   local now = redis.call('TIME')
   local until_ms = now[1] * 1000 + math.floor(now[2] / 1000) + seconds * 1000
   redis.call('HSET', key, plan_id, string.format('%d', until_ms))
-  redis.call('EXPIRE', key, seconds)
+  if redis.call('TTL', key) < seconds then redis.call('EXPIRE', key, seconds) end  -- never shorter: other fields
 end
 """
 

@@ -158,7 +158,8 @@ class Executor:
         detail = {"runtime_reason": reason, "deliveries": str(entry.deliveries),
                   "order_may_exist": str(bool(marker)).lower(), "client_order_id": client_order_id_for(plan.plan_id)}
         outcome = outcomes.refused(plan, Reason.GAVE_UP, detail)
-        written = results.finish_plan(self.r, outcome.result, now_ms=self._now_ms(), release=[claim])
+        written = results.finish_plan(self.r, outcome.result, now_ms=self._now_ms(), release=[claim],
+                                      sending=keys.executor_sending(plan.symbol))
         outcomes.record(self.log, outcome, written)
 
     def decide(self, plan: Plan, ahead: "LookAhead", older_than_redis: bool = False) -> outcomes.Outcome:

@@ -24,7 +24,10 @@ local function allows(raw, digest)
 end
 -- KEYS from `at`: order-marker p32-used p32 p33-used p33 kill execution force-dry-run positions ledger
 -- ARGV from `arg`: used-ttl-s order-marker-value marker-ttl-s attempt plan-digest
-local function take(at, arg)
+-- sending, plan_id: the symbol's sending hash and the plan's field in it. Once the marker says an order may be
+-- out, the plan's sending mark lasts as long as the marker: reconcile must not heal the symbol's ledger under
+-- an order whose fill the executor will record when it learns the outcome, however long that takes.
+local function take(at, arg, sending, plan_id)
   local won32, raw32 = take_permit(KEYS[at + 1], KEYS[at + 2], ARGV[arg], ARGV[arg + 3])
   local won33, raw33 = take_permit(KEYS[at + 3], KEYS[at + 4], ARGV[arg], ARGV[arg + 3])
   local marked = 0
@@ -32,6 +35,7 @@ local function take(at, arg)
     local now = redis.call('TIME')  -- the marker says when: a lookup believes "no such order" only later
     local marker = ARGV[arg + 1] .. ' ' .. now[1] .. string.format('%03d', math.floor(now[2] / 1000))
     redis.call('SET', KEYS[at], marker, 'EX', ARGV[arg + 2])
+    mark_sending(sending, plan_id, tonumber(ARGV[arg + 2]))
     marked = 1
   end
   return {won32, raw32, won33, raw33, redis.call('GET', KEYS[at + 5]), redis.call('GET', KEYS[at + 6]),
@@ -55,13 +59,13 @@ mark_sending(KEYS[12], ARGV[8], tonumber(ARGV[7]))
 # When both were taken and both allow, it writes the order marker: from here an order may be sent, so a
 # restart looks the order up by its client order id instead of sending anything.
 TAKE = LuaScript(_TAKE_FUNCTION + _CLAIM_STILL_OURS + _RENEW + """
-return take(1, 1)
+return take(1, 1, KEYS[12], ARGV[8])
 """)
 # TAKE, only once both permits exist (else an empty reply, nothing taken): run right after each wake-up.
 TAKE_WHEN_BOTH = LuaScript(_TAKE_FUNCTION + _CLAIM_STILL_OURS + """
 if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('EXISTS', KEYS[5]) == 0 then return {} end
 """ + _RENEW + """
-return take(1, 1)
+return take(1, 1, KEYS[12], ARGV[8])
 """)
 CLAIM_LOST, HAS_RESULT = "CLAIM_LOST", "HAS_RESULT"
 # KEYS: claim symbol-sending order-marker; ARGV: consumer plan-id. Only what is still ours is let go, and the
@@ -91,7 +95,7 @@ local marker = redis.call('GET', KEYS[4])
 local earlier = marker and string.sub(marker, 1, #ARGV[5] + 1) ~= ARGV[5] .. ' ' and marker or false
 local seen = {redis.call('EXISTS', KEYS[1]), holder, earlier, redis.call('EXISTS', KEYS[6]), redis.call('EXISTS', KEYS[8])}
 if ARGV[9] == '1' and seen[1] == 0 and ours and not earlier and seen[4] == 1 and seen[5] == 1 then
-  for _, reply in ipairs(take(4, 4)) do seen[#seen + 1] = reply end
+  for _, reply in ipairs(take(4, 4, KEYS[3], ARGV[3])) do seen[#seen + 1] = reply end
 end
 return seen
 """)

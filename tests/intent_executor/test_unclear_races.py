@@ -220,3 +220,31 @@ def test_a_plan_given_up_ends_in_one_result_and_lets_its_claim_go(r, access, sim
     assert (result["executed"], result["reason"]) == ("false", "gave_up_after_retries")
     assert '"order_may_exist":"false"' in result["detail"]
     assert orders_for(sim, "ending-1") == [] and not r.exists(keys.plan_claim("ending-1"))
+
+
+def test_the_sending_mark_of_an_order_whose_outcome_is_unknown_lasts_as_long_as_its_marker(r, access, sim) -> None:
+    # Found in a review: the mark lasted the claim's 60 s; a plan not picked up again within them (executor down)
+    # let reconcile heal the ledger to the exchange, fill included, and the later resolution added the fill again.
+    send_lost_then_landed(r, access, "long-1")
+    assert results_of(r, "long-1") == []
+    marker_ttl_ms = r.pttl(keys.plan_order_marker("long-1"))
+    assert marker_ttl_ms > 3600_000  # days, not seconds
+    until_ms = int(r.hget(keys.executor_sending("BTCUSDT"), "long-1"))
+    assert until_ms - redis_ms(r) > marker_ttl_ms - 60_000
+    assert r.ttl(keys.executor_sending("BTCUSDT")) * 1000 > marker_ttl_ms - 60_000
+
+    grant(r, "long-2", p32_allow=False)  # another plan on the symbol comes and goes (refused, so its own mark
+    # never outlives a claim): the first plan's mark stays as long as it was
+    plan(r, "long-2", "BUY", "0.002")
+    other = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET, executor_permit_wait_ms=300),
+                     consumer_name="u", wait=lambda _s: None)
+    config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.INTENT_EXECUTOR, consumer="u",
+                            block_ms=50, claim_idle_ms=60_000)
+    StreamConsumer(r, config, Plan.from_fields, other.handle).run(burst=True)
+    assert the_result(r, "long-2")["executed"] == "false"
+    assert r.hkeys(keys.executor_sending("BTCUSDT")) == ["long-1"] and sending.busy(r, "BTCUSDT")
+    assert r.ttl(keys.executor_sending("BTCUSDT")) * 1000 > marker_ttl_ms - 60_000
+
+    age_the_marker(r, "long-1", by_ms=60_000)  # delivered again, past the window: resolved
+    run(r, access)
+    assert the_result(r, "long-1")["order_status"] == "FILLED" and not sending.busy(r, "BTCUSDT")
