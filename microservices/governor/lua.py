@@ -221,6 +221,15 @@ DROP = LuaScript(_FUNCTIONS + """
 return drop(KEYS[1], KEYS[2], KEYS[3], ARGV)
 """)
 
+# DROP while the decision lock is still the caller's. KEYS: inflight totals by-time lock; ARGV: token, plan ids.
+# Reply: how many were unreadable, or -1 when the lock is no longer ours (nothing dropped).
+DROP_LOCKED = LuaScript(_FUNCTIONS + """
+if redis.call('GET', KEYS[4]) ~= ARGV[1] then return -1 end
+local ids = {}
+for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+return drop(KEYS[1], KEYS[2], KEYS[3], ids)
+""")
+
 RELEASE_LOCK = LuaScript("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
 
 

@@ -240,17 +240,27 @@ class GovernorStore:
         return int(lua.DROP(self.r, INFLIGHT_KEYS, plan_ids)) if plan_ids else 0
 
     def prune_settled(self) -> list[str]:
-        """Drop in-flight opens the snapshot already shows; settled ones never return, so no lock is needed."""
-        pipe = self.r.pipeline(transaction=False)
-        inflight_raw, snapshot_raw = pipe.hgetall(keys.GOVERNOR_INFLIGHT).get(keys.EXCHANGE_POSITIONS).execute()
-        inflight, _ = _inflight(inflight_raw)
-        snapshot, _ = _snapshot(snapshot_raw)
-        if not inflight or snapshot is None:
+        """Drop in-flight opens the snapshot already shows, under the decision lock: a decision judges the
+        records it reads against the snapshot of its own read, which may be older than ours, so no record may
+        go while one is being taken (another governor's exact look would count the open nowhere). With the
+        lock busy, pruning waits for a later tick; until then the records count, the safe side."""
+        token = secrets.token_hex(8)
+        if not self.r.set(keys.GOVERNOR_LOCK, token, nx=True, px=LOCK_TTL_MS):
             return []
-        results = self.read_results(entry.plan_id for entry in inflight)
-        settled = GovernorState(snapshot=snapshot, inflight=inflight, result_ms=results).settled_inflight()
-        self.drop(settled)
-        return settled
+        try:
+            pipe = self.r.pipeline(transaction=False)
+            inflight_raw, snapshot_raw = pipe.hgetall(keys.GOVERNOR_INFLIGHT).get(keys.EXCHANGE_POSITIONS).execute()
+            inflight, _ = _inflight(inflight_raw)
+            snapshot, _ = _snapshot(snapshot_raw)
+            if not inflight or snapshot is None:
+                return []
+            results = self.read_results(entry.plan_id for entry in inflight)
+            settled = GovernorState(snapshot=snapshot, inflight=inflight, result_ms=results).settled_inflight()
+            if settled and int(lua.DROP_LOCKED(self.r, [*INFLIGHT_KEYS, keys.GOVERNOR_LOCK], [token, *settled])) < 0:
+                return []  # the lock expired meanwhile: a decision may be reading; a later tick prunes
+            return settled
+        finally:
+            self.release(token)
 
     def read_gauges(self) -> tuple[Switches, bool, int]:
         """(switches, auto-disarmed, in-flight records) for the idle-time gauge refresh."""

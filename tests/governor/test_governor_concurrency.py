@@ -68,3 +68,31 @@ def test_two_governors_racing_on_the_position_cap_allow_exactly_one(redis_url: s
     assert outcomes == [sorted([Reason.MAX_OPEN_POSITIONS, Reason.OPEN_ALLOWED])] * ROUNDS
     for client in clients:
         client.close()
+
+
+def test_a_prune_by_another_governor_waits_while_a_decision_reads_the_records(r: redis.Redis, monkeypatch) -> None:
+    """Found in a review: governor A's exact look judges the records it reads against its round's (older)
+    snapshot; governor B pruned an open the newer snapshot shows in between, and A then counted it nowhere."""
+    limits = Limits(max_notional_per_trade=Decimal(1500), max_total_notional=Decimal(2000), max_exec_per_5min=100,
+                    max_exec_per_hour=100, max_open_positions=100)
+    marks = {"BTCUSDT": "80000", "ETHUSDT": "1000"}
+    clock = Clock()
+    a, b = Governor(r, limits, clock=clock), Governor(r, limits, clock=clock)
+    exchange_snapshot.publish(r, snapshot(marks=marks))  # S1: no positions
+    assert a.handle(plan("p", "ETHUSDT", qty="1.2")).allow  # 1200 in flight
+    r.set(keys.plan_result_marker("p"), str(NOW_MS + 100))  # p filled
+    clock.advance(0.3)
+    pruned: list = []
+    read_inflight = a.store.read_inflight
+
+    def b_prunes_meanwhile():
+        exchange_snapshot.publish(r, snapshot({"ETHUSDT": "1.2"}, marks, fetched_at_ms=NOW_MS + 200))  # S2 shows p
+        pruned.append(b.store.prune_settled())
+        return read_inflight()
+
+    monkeypatch.setattr(a.store, "read_inflight", b_prunes_meanwhile)
+    q = a.handle(plan("q", "BTCUSDT", qty="0.015"))  # 1200 more: 2400 with p
+
+    assert pruned == [[]]  # B waits for the lock A holds
+    assert (q.allow, q.reason) == (False, Reason.TOTAL_NOTIONAL_EXCEEDED)
+    assert b.store.prune_settled() == ["p"]  # once A is done
