@@ -15,13 +15,16 @@ import redis
 
 from shared import keys
 
-# Lua: mark_sending(hash, plan id, seconds). Scripts that use it include this text.
+# Lua: mark_sending(hash, plan id, seconds): the plan counts for at least `seconds` from now. A mark never
+# shortens one already there (a plan picked up again keeps the time its order marker gave it) nor the hash's
+# expiry (the other plans' fields). Scripts that use it include this text.
 MARK_FUNCTION = """
 local function mark_sending(key, plan_id, seconds)
   local now = redis.call('TIME')
   local until_ms = now[1] * 1000 + math.floor(now[2] / 1000) + seconds * 1000
-  redis.call('HSET', key, plan_id, string.format('%d', until_ms))
-  if redis.call('TTL', key) < seconds then redis.call('EXPIRE', key, seconds) end  -- never shorter: other fields
+  local current = tonumber(redis.call('HGET', key, plan_id) or '') or 0
+  if until_ms > current then redis.call('HSET', key, plan_id, string.format('%d', until_ms)) end
+  if redis.call('TTL', key) < seconds then redis.call('EXPIRE', key, seconds) end
 end
 """
 

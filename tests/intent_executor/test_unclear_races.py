@@ -20,6 +20,7 @@ from microservices.reconcile.reconciler import Reconciler
 from microservices.reconcile.settings import ReconcileSettings
 from shared import keys, ledger, sending
 from shared.exchange.errors import OutcomeUnknown
+from shared.lua import LuaScript
 from shared.modes import ApplyMode
 from shared.redis_conn import connect
 from shared.runtime.consumer import ConsumerConfig, Entry, GiveUpLater, StreamConsumer
@@ -244,6 +245,10 @@ def test_the_sending_mark_of_an_order_whose_outcome_is_unknown_lasts_as_long_as_
     assert the_result(r, "long-2")["executed"] == "false"
     assert r.hkeys(keys.executor_sending("BTCUSDT")) == ["long-1"] and sending.busy(r, "BTCUSDT")
     assert r.ttl(keys.executor_sending("BTCUSDT")) * 1000 > marker_ttl_ms - 60_000
+
+    renew = LuaScript(sending.MARK_FUNCTION + "mark_sending(KEYS[1], ARGV[1], tonumber(ARGV[2])) return 1")
+    renew(r, [keys.executor_sending("BTCUSDT")], ["long-1", 60])  # picked up again: the claim's mark
+    assert int(r.hget(keys.executor_sending("BTCUSDT"), "long-1")) == until_ms  # does not shorten the marker's
 
     age_the_marker(r, "long-1", by_ms=60_000)  # delivered again, past the window: resolved
     run(r, access)
