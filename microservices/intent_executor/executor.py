@@ -99,6 +99,9 @@ class Executor:
     def handle(self, plan: Plan, entry: Entry) -> None:
         older_than_redis = self._older_than_redis(entry)
         ahead = self._look_ahead(plan, take_now=not older_than_redis)
+        # The look-ahead may have been the command that reconnected, to a server that came up since the entry was
+        # read: then the plan is looked up on the exchange before sending, even with its permits taken.
+        older_than_redis = older_than_redis or self._older_than_redis(entry)
         if ahead.has_result:
             self.log.info("duplicate_plan_skipped", plan_id=plan.plan_id, entry_id=entry.entry_id)
             self._release(plan, ahead)

@@ -253,3 +253,33 @@ def test_the_sending_mark_of_an_order_whose_outcome_is_unknown_lasts_as_long_as_
     age_the_marker(r, "long-1", by_ms=60_000)  # delivered again, past the window: resolved
     run(r, access)
     assert the_result(r, "long-1")["order_status"] == "FILLED" and not sending.busy(r, "BTCUSDT")
+
+
+class ServerChangesDuringTheLookAhead:
+    """The entry was read from the old server; the look-ahead is the first command on a new one (since now)."""
+
+    def __init__(self, r):
+        self.r, self.calls, self.since_ms = r, 0, None
+
+    def predates(self, _entry_id: str) -> bool:
+        self.calls += 1
+        if self.calls == 1:
+            return False  # as known when the handler started
+        self.since_ms = redis_ms(self.r)
+        return True
+
+
+def test_a_plan_read_before_a_failover_is_looked_up_before_sending_even_with_its_permits_taken(r, access,
+                                                                                               sim) -> None:
+    # From a review: "older than Redis" was decided before the handler's first command, which may be the one
+    # that reconnects to a server that lost an earlier attempt's order marker.
+    grant(r, "failover-1")
+    entry_id = plan(r, "failover-1", "BUY", "0.002")
+    fields = {k: v for _id, f in r.xrange(keys.Stream.APPLY_PLAN) for k, v in f.items()}
+    executor = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET, executor_permit_wait_ms=300),
+                        consumer_name="t", wait=lambda _s: None, incarnation=ServerChangesDuringTheLookAhead(r))
+
+    with pytest.raises(OutcomeStillUnknown):  # an attempt lost with the old server may still land: not now
+        executor.handle(Plan.from_fields(fields), Entry(keys.Stream.APPLY_PLAN, entry_id, fields, 1))
+
+    assert orders_for(sim, "failover-1") == [] and results_of(r, "failover-1") == []
