@@ -27,6 +27,9 @@ class RedisUnavailable(RuntimeError):
 OnConnect = Callable[[redis.connection.AbstractConnection], None]
 
 
+_NUMBERS = (int, float)  # exactly these (bool and other subclasses go to redis-py's packer, as before)
+
+
 class CommandPacker:
     """Packs a command for the wire with hiredis.pack_command on the arguments as they are: it encodes str
     (UTF-8), int and float itself, byte for byte as redis-py does. What it refuses (bool, None, Decimal, a
@@ -45,6 +48,10 @@ class CommandPacker:
             words = first.split()
             if len(words) != 1:
                 args = (*words, *args[1:])
+        # Numbers become their text here: hiredis formats an int or float with PyObject_Repr, which first runs
+        # the pending signal handlers, and does not check it for failure. A handler that raises there (SIGTERM
+        # while a daemon waits) crashed the process with SIGSEGV. repr() is the text hiredis and redis-py write.
+        args = tuple([repr(arg) if arg.__class__ in _NUMBERS else arg for arg in args])
         try:
             return [hiredis.pack_command(args)]
         except (TypeError, UnicodeError):
