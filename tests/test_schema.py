@@ -115,6 +115,8 @@ def test_the_seed_open_plan_parses_exactly_as_typed_in_redis_cli() -> None:
         ({"plan_data": json.dumps(SEED_TEST_OPEN_005), "payload": "{}"}, "plan_data"),
         ({"plan_data": json.dumps(SEED_TEST_OPEN_005), "qty": "5"}, "qty"),
         (plan(source="x" * 70_000), "entry"),
+        (plan(stop_loss="1e-999999999"), "stop_loss"),  # written out: a billion characters (found in a review)
+        (plan(qty="0e-100000"), "qty"),
     ],
 )
 def test_bad_plans_are_rejected_naming_the_field(fields: dict, named: str) -> None:

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 MAX_DECIMAL = Decimal("1e15")
+MAX_LEADING_ZEROS = 40  # zeros after the point beyond a number's own digits, at most (1e-41 is the smallest 1)
 
 
 def parse_bool(value: Any) -> bool:
@@ -50,6 +51,10 @@ def parse_decimal(value: Any) -> Decimal:
         raise ValueError(f"expected a finite decimal number, got {value!r:.40}")
     if abs(number) >= MAX_DECIMAL:
         raise ValueError(f"decimal out of range (|x| < {MAX_DECIMAL:E})")
+    _sign, digits, exponent = number.as_tuple()
+    if isinstance(exponent, int) and -exponent > len(digits) + MAX_LEADING_ZEROS:
+        # Written out (plain notation, as every stream and Binance take it), 1e-999999999 is a billion characters.
+        raise ValueError(f"decimal too small to write out (more than {MAX_LEADING_ZEROS} zeros after the point)")
     return number
 
 

@@ -14,7 +14,7 @@ from shared.orders import client_order_id_for
 from shared.schema import CalibratedProposal, EntryError, HarvestProposal, Plan, PlanResult, TradeIntent
 
 MODELS = (TradeIntent, Plan, PlanResult, HarvestProposal, CalibratedProposal)
-NASTY = ["", " ", "0", "-1", "-0.000", "NaN", "nan", "Infinity", "-inf", "1e308", "1e-308", "9" * 400, "0x1F",
+NASTY = ["", " ", "0", "-1", "-0.000", "NaN", "nan", "Infinity", "-inf", "1e308", "1e-308", "1e-999999999", "0e-99999", "9" * 400, "0x1F",
          "true", "False", "maybe", "null", "None", "[]", "{}", '{"a": 1}', "BUY", "sell", "LONG", "EXECUTE",
          "PARTIAL_60", "BTCUSDT", "DOGEUSDT", "btc/usdt", "💥🚀", "ʇǝsǝɹ", "\x00\x01", "a" * 70_000, "0.0023",
          "88000.5", "1", "-5", "3.14159", "reduceOnly"]
