@@ -35,6 +35,7 @@ from shared.snapshot import PositionState
 ZERO = Decimal(0)
 ONE = Decimal(1)
 PLACES = Decimal("0.0001")
+MAX_R = Decimal(10**6)  # past a million R nothing is decided differently
 FULL_CLOSE_KEY = "full_close"
 
 
@@ -97,14 +98,20 @@ def _ledger_frame(position: PositionState, ledger: LedgerPosition | None) -> Ris
     """The ledger's entry and stop, when it holds a usable stop for a position on the same side."""
     if ledger is None or ledger.stop_loss is None or ledger.stop_loss <= 0 or ledger.entry_price <= 0:
         return None
-    if ledger.amount * direction(position) <= 0 or ledger.stop_loss == ledger.entry_price:
+    if ledger.amount * direction(position) <= 0:
+        return None
+    # A stop must lie on the losing side of the entry: one on the winning side (or at it) would be "hit" at once
+    # and close a sound position (found in a review). Such a stop is not the plan's risk: the default is.
+    if (ledger.entry_price - ledger.stop_loss) * direction(position) <= 0:
         return None
     return RiskFrame(ledger.entry_price, ledger.stop_loss, True)
 
 
 def r_multiple(frame: RiskFrame, mark: Decimal, side: Decimal) -> Decimal:
+    """The move from entry in units of the risk, bounded to ±MAX_R: a stop a hair from its entry made R too
+    large to quantize (InvalidOperation), and the position got no exit proposal at all, not even its stop's."""
     risk = abs(frame.entry - frame.stop_loss)
-    return ((mark - frame.entry) / risk * side).quantize(PLACES)
+    return clamp((mark - frame.entry) / risk * side, -MAX_R, MAX_R).quantize(PLACES)
 
 
 def kill_score(r: Decimal, peak_r: Decimal, settings: HarvestSettings) -> Decimal:

@@ -44,6 +44,9 @@ def ledger_with(stop: str | None, amount: str = "0.01", entry: str = "88000") ->
         (SHORT, None, "86240", D("2")),
         (LONG, ledger_with("87120", amount="-0.01"), "89760", D("2")),  # ledger on the other side is ignored
         (LONG, ledger_with("88000"), "88880", D("1")),  # a stop at entry has no risk: default risk
+        (LONG, ledger_with("90000"), "88880", D("1")),  # a long's stop above its entry: default risk (review)
+        (SHORT, ledger_with("86000", amount="-0.01"), "87120", D("1")),  # a short's below: the same
+        (LONG, ledger_with("87999.99999999999999999999999999"), "80000", D("-1000000")),  # bounded (review)
     ],
 )
 def test_r_multiple(position, ledger, mark, expected) -> None:
@@ -181,3 +184,12 @@ def test_the_default_ladder() -> None:
     assert [(r.label, r.level, r.action) for r in rungs] == [
         ("1.0", D("1.0"), Action.PARTIAL_25), ("2.0", D("2.0"), Action.PARTIAL_50), ("3.0", D("3.0"), Action.PARTIAL_75),
     ]
+
+
+def test_a_stop_a_hair_below_entry_is_still_proposed_when_hit() -> None:
+    # Found in a review: R did not fit the decimal context, assess raised, and no exit was ever proposed.
+    ledger = ledger_with("87999.99999999999999999999999999")
+    assessment = assess(LONG, ledger, D("80000"), None, SETTINGS)
+
+    choice = choose(assessment, frozenset(), 0, None, 0, SETTINGS)
+    assert (choice.action, choice.reason) == (Action.FULL_CLOSE_PROPOSED, "stop_loss_hit")
