@@ -154,7 +154,19 @@ def test_the_seed_trade_intent_parses() -> None:
     assert intent.stop_loss == Decimal("12.45075") and intent.confidence == Decimal("0.72")
 
 
-@pytest.mark.parametrize(("change", "named"), [({"confidence": "1.2"}, "confidence"), ({"leverage": "500"}, "entry"), ({"entry_price": "-1"}, "entry_price")])
+def test_an_intents_exits_on_their_sides_parse() -> None:
+    base = {"symbol": "BTCUSDT", "position_size_usd": "200", "entry_price": "88000", "confidence": "0.8"}
+    buy = TradeIntent.from_fields({**base, "side": "BUY", "stop_loss": "87000", "take_profit": "90000"})
+    sell = TradeIntent.from_fields({**base, "side": "SELL", "stop_loss": "89000", "take_profit": "86000"})
+    assert (buy.stop_loss, sell.stop_loss) == (Decimal("87000"), Decimal("89000"))
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"confidence": "1.2"}, "confidence"), ({"leverage": "500"}, "entry"), ({"entry_price": "-1"}, "entry_price"),
+    # exits on the wrong side of the entry would close the position as it opens (found in a review)
+    ({"stop_loss": "90000"}, "entry"), ({"stop_loss": "88000"}, "entry"), ({"take_profit": "87000"}, "entry"),
+    ({"side": "SELL", "stop_loss": "87000"}, "entry"), ({"side": "SELL", "take_profit": "89000"}, "entry"),
+])
 def test_bad_intents_are_rejected(change: dict, named: str) -> None:
     fields = {"symbol": "BTCUSDT", "side": "BUY", "position_size_usd": "200", "entry_price": "88000", "confidence": "0.8"}
     fields.update(change)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import redis
 from prometheus_client import Counter
+from pydantic import ValidationError
 
 from microservices.intent_bridge.settings import BridgeSettings
 from shared import keys
@@ -45,14 +46,21 @@ def to_plan(intent: TradeIntent, rules: SymbolRules | None, settings: BridgeSett
         return Skipped("below_confidence_floor", {"confidence": str(intent.confidence), "floor": str(settings.bridge_min_confidence)})
     if rules is None:
         raise Rejected("unknown_symbol", {"symbol": intent.symbol})
-    qty = round_qty_down(rules, intent.position_size_usd / intent.entry_price, market=True)
-    if qty <= 0:
-        raise Rejected("size_below_one_step", {"position_size_usd": str(intent.position_size_usd), "step": str(rules.market_step_size)})
-    return Plan(
-        plan_id=plan_id_for(intent), decision=Decision.EXECUTE, symbol=intent.symbol, side=intent.side, qty=qty,
-        reduce_only=False, action=Action.OPEN, source=SOURCE, leverage=intent.leverage,
-        stop_loss=intent.stop_loss, take_profit=intent.take_profit,
-    )
+    try:
+        qty = round_qty_down(rules, intent.position_size_usd / intent.entry_price, market=True)
+        if qty <= 0:
+            raise Rejected("size_below_one_step", {"position_size_usd": str(intent.position_size_usd),
+                                                   "step": str(rules.market_step_size)})
+        return Plan(
+            plan_id=plan_id_for(intent), decision=Decision.EXECUTE, symbol=intent.symbol, side=intent.side, qty=qty,
+            reduce_only=False, action=Action.OPEN, source=SOURCE, leverage=intent.leverage,
+            stop_loss=intent.stop_loss, take_profit=intent.take_profit,
+        )
+    except ValidationError as exc:  # each field valid, the plan they make not (a size out of range): never will be
+        raise Rejected("invalid_plan", {".".join(map(str, error["loc"])) or "plan": error["msg"]
+                                        for error in exc.errors(include_url=False, include_input=False)}) from None
+    except ArithmeticError as exc:
+        raise Rejected("invalid_plan", {"qty": f"not computable ({exc.__class__.__name__})"}) from None
 
 
 class IntentBridge:

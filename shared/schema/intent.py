@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from shared.schema.entry import EntryModel
-from shared.schema.fields import PositiveDec, ShortText, SideField, Symbol, UnitDec
+from shared.schema.fields import PositiveDec, ShortText, Side, SideField, Symbol, UnitDec
 
 
 class TradeIntent(EntryModel):
@@ -25,4 +25,17 @@ class TradeIntent(EntryModel):
     def _leverage_in_range(self) -> "TradeIntent":
         if not 1 <= self.leverage <= 125:
             raise ValueError("leverage must be between 1 and 125")
+        return self
+
+    @model_validator(mode="after")
+    def _exits_on_their_sides(self) -> "TradeIntent":
+        # A stop on the winning side of the entry (or a target on the losing side) would close the position as
+        # soon as it opens (found in a review): refused, naming both.
+        losing = -1 if self.side is Side.BUY else 1  # the direction of a loss from the entry
+        if self.stop_loss is not None and (self.stop_loss - self.entry_price) * losing <= 0:
+            raise ValueError(f"stop_loss {self.stop_loss} is not on the losing side of entry_price "
+                             f"{self.entry_price} for a {self.side.value}")
+        if self.take_profit is not None and (self.take_profit - self.entry_price) * losing >= 0:
+            raise ValueError(f"take_profit {self.take_profit} is not on the winning side of entry_price "
+                             f"{self.entry_price} for a {self.side.value}")
         return self

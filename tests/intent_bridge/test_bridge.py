@@ -61,7 +61,17 @@ def test_intents_outside_the_settings_are_skipped(access, changes, settings, rea
 
 def test_an_intent_too_small_for_one_step_is_rejected(access) -> None:
     with pytest.raises(Rejected, match="size_below_one_step"):
-        to_plan(intent(symbol="BTCUSDT", entry_price=88000, position_size_usd=10), access.filters.get("BTCUSDT"), BridgeSettings())
+        to_plan(intent(symbol="BTCUSDT", entry_price=88000, position_size_usd=10, stop_loss=87000, take_profit=90000),
+                access.filters.get("BTCUSDT"), BridgeSettings())
+
+
+def test_an_intent_whose_plan_cannot_be_made_is_rejected_at_once_naming_why(access) -> None:
+    # Found in a review: each field valid, the computed quantity out of range; the handler raised a pydantic error,
+    # so the entry was retried until max deliveries and dead-lettered as max_deliveries_exceeded.
+    huge = intent(position_size_usd=10**14, entry_price="0.001", stop_loss="0.0009", take_profit="0.0011")
+    with pytest.raises(Rejected, match="invalid_plan") as raised:
+        to_plan(huge, access.filters.get("AVAXUSDT"), BridgeSettings())
+    assert "qty" in raised.value.detail
 
 
 def test_an_intent_read_twice_is_published_once(r, access) -> None:
