@@ -51,6 +51,7 @@ class Reconciler:
         self._last_result_ms = 0
         self._result_unseen = False
         self._held_by_p33: set[str] = set()
+        self._observed_at_ms = 0  # when the exchange positions of the current pass were taken
 
     def on_result(self, result: PlanResult, entry: Entry) -> None:
         # A result may have moved a position: compare as soon as the exchange view postdates it.
@@ -91,11 +92,13 @@ class Reconciler:
         fetch of our own when the weight budget allows, else nothing this pass."""
         seen = self._fresh_snapshot()
         if seen is not None:
+            self._observed_at_ms = seen.fetched_at_ms
             return dict(seen.positions)
         if not self.access.client.can_spend(POSITIONS_WEIGHT):
             PASSES.labels(outcome="weight_budget").inc()
             return None
         try:
+            self._observed_at_ms = int(self.clock() * 1000)
             return self._exchange_positions()
         except ExchangeError as exc:
             PASSES.labels(outcome="exchange_error").inc()
@@ -159,6 +162,8 @@ class Reconciler:
                 # Compared as stored (raw), so an unreadable ledger is compare-and-set like any other.
                 if sending.busy(pipe, symbol) or ledger.read_entry(pipe, symbol) != recorded:
                     return False  # the executor moved: look again next pass
+                if recorded.position is not None and recorded.position.updated_at_ms >= self._observed_at_ms:
+                    return False  # the ledger moved after the exchange was looked at (a fill): look again
                 pipe.multi()
                 ledger.queue_write(pipe, symbol, _adopted(observation, recorded.position, position, now_ms))
                 pipe.xadd(keys.Stream.RECONCILE_EVENT, {**described, "action": "adopted_exchange"})

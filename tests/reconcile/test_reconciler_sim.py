@@ -87,3 +87,27 @@ def test_a_plan_in_flight_holds_the_heal(r, access, sim) -> None:
     r.delete(keys.executor_sending("BTCUSDT"))
     heal.run_pass()
     assert ledger.read(r, "BTCUSDT").amount == D("0.002")
+
+
+def test_a_fill_recorded_after_the_exchange_was_looked_at_is_not_healed_away(r, access, sim, monkeypatch) -> None:
+    # Found in a review: the heal's compare-and-set covered the ledger as read, not whether the exchange view
+    # predates it; a fill recorded between the look and the heal was overwritten by the older view.
+    clock = Clock()
+    buy(access, "BTCUSDT", "0.062", "manual-btc")
+    r.hset(keys.position_ledger("BTCUSDT"), mapping={"position_amt": "0.002", "entry_price": "88000"})
+    heal = reconciler(r, access, clock)
+    heal.run_pass()  # the mismatch is recorded
+    clock.now += 6
+    look = heal._exchange_positions
+
+    def a_fill_lands_after_the_look():
+        seen = look()
+        r.hset(keys.position_ledger("BTCUSDT"), mapping={"position_amt": "0.012",
+                                                         "updated_at_ms": str(int(clock.now * 1000) + 1)})
+        return seen
+
+    monkeypatch.setattr(heal, "_exchange_positions", a_fill_lands_after_the_look)
+    heal.run_pass()
+
+    assert ledger.read(r, "BTCUSDT").amount == D("0.012")  # looked at again on a later pass, not overwritten
+    assert r.xlen(keys.Stream.RECONCILE_EVENT) == 0
