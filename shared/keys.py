@@ -68,6 +68,13 @@ def permit_ready(plan_id: str) -> str:
     return f"quantum:permit:ready:{plan_id}"
 
 
+def p33_permitted_open(plan_id: str) -> str:
+    """Internal: an open P3.3 permitted, written with its permit and kept for as long as P3.3 counts it as a
+    position on its way (the permit's TTL and a grace), so a restarted P3.3 recovers it even after the
+    permit itself expired. Value: JSON {symbol, side, at_ms}."""
+    return f"quantum:p33:open:{plan_id}"
+
+
 def cooldown_last_exec(symbol: str) -> str:
     """Millisecond timestamp of the last executed order on a symbol (contract)."""
     return f"quantum:cooldown:last_exec_ts:{symbol}"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import Enum
 
 import redis
@@ -37,30 +38,48 @@ def kind_of(permit: Permit) -> PermitKind:
     return PermitKind.P32 if isinstance(permit, P32Permit) else PermitKind.P33
 
 
-# KEYS: permit ready-list; ARGV: permit-json ttl-s kind. The permit, then the waiter's wake-up, atomically.
+# KEYS: permit ready-list [record]; ARGV: permit-json ttl-s kind [record-value record-ttl-ms]. The permit, its
+# waiter's wake-up and, when given, a record the issuer keeps beside it (longer lived), atomically.
 ISSUE = LuaScript("""
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5]) end
 return 1
 """)
 
 
+@dataclass(frozen=True)
+class Record:
+    """A key written in the same call as a permit, so one never exists without the other."""
+
+    key: str
+    value: str
+    ttl_ms: int
+
+
 def issue(client: redis.Redis, permit: Permit, ttl_seconds: int) -> None:
     """Write the permit with its TTL and wake any waiter, in one script call."""
-    ISSUE(client, *_issue_call(permit, ttl_seconds))
+    ISSUE(client, *_issue_call(permit, ttl_seconds, None))
 
 
-def issue_many(client: redis.Redis, issued: Iterable[Permit], ttl_seconds: int) -> None:
-    """Several permits in one round trip; each is written with its wake-up atomically."""
-    calls = [_issue_call(permit, ttl_seconds) for permit in issued]
+def issue_many(client: redis.Redis, issued: Iterable[Permit], ttl_seconds: int,
+               records: Mapping[str, Record] | None = None) -> None:
+    """Several permits in one round trip; each is written with its wake-up and its plan's record (by plan id),
+    if any, atomically."""
+    records = records or {}
+    calls = [_issue_call(permit, ttl_seconds, records.get(permit.plan_id)) for permit in issued]
     if calls:
         ISSUE.many(client, calls)
 
 
-def _issue_call(permit: Permit, ttl_seconds: int) -> tuple[list[str], list[object]]:
+def _issue_call(permit: Permit, ttl_seconds: int, record: Record | None) -> tuple[list[str], list[object]]:
     kind = kind_of(permit)
-    return [kind.key(permit.plan_id), keys.permit_ready(permit.plan_id)], [permit.to_json(), ttl_seconds, kind.value]
+    call_keys, args = [kind.key(permit.plan_id), keys.permit_ready(permit.plan_id)], [permit.to_json(), ttl_seconds, kind.value]
+    if record is not None:
+        call_keys.append(record.key)
+        args += [record.value, record.ttl_ms]
+    return call_keys, args
 
 
 def decode(kind: PermitKind, raw: bytes | str) -> Permit:

@@ -11,6 +11,7 @@ executor wake-up. An open it permits counts as a position on its way until its r
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,15 +141,16 @@ class PositionStateBrain:
 
     def recover(self) -> int:
         """At start, before any plan: the opens an earlier P3.3 permitted that have no result yet, so a restart
-        does not forget a position on its way (permitted.py). They are its permits still in Redis (readable
-        until their TTL, taken or not, however old their plans) that allowed an open, whose plans have no
-        result marker. The results cursor may start after some of their results (it starts at the time of
+        does not forget a position on its way (permitted.py). Each was written with its permit as a record
+        (keys.p33_permitted_open) that lives as long as a running P3.3 holds the open, past the permit's own
+        TTL: a permit taken just before it expires may still be sent after. Those whose plans have a result
+        marker are over. The results cursor may start after some of their results (it starts at the time of
         whichever snapshot is held at the first read), so their markers are checked on each catch-up until
         they are settled. A Redis error leaves nothing recovered, as before recovery existed. Returns how many."""
         try:
             found = []
             batch: list[str] = []
-            for key in self.r.scan_iter(match=keys.permit_p33("*"), count=RECOVER_BATCH):
+            for key in self.r.scan_iter(match=keys.p33_permitted_open("*"), count=RECOVER_BATCH):
                 batch.append(key)
                 if len(batch) == RECOVER_BATCH:
                     found += self._permitted_opens(batch)
@@ -157,25 +159,26 @@ class PositionStateBrain:
         except redis.RedisError as exc:
             self.log.warning("p33_recovery_failed", error=exc.__class__.__name__)
             return 0
-        for permit, side in sorted(found, key=lambda pair: pair[0].created_at):  # PermittedOpens: oldest first
-            self.permitted.add(permit.plan_id, permit.symbol, side, int(permit.created_at * 1000))
-            self._recovered.add(permit.plan_id)
+        for plan_id, held in sorted(found, key=lambda pair: pair[1].at_ms):  # PermittedOpens: oldest first
+            self.permitted.add(plan_id, held.symbol, held.side, held.at_ms)
+            self._recovered.add(plan_id)
         return len(found)
 
-    def _permitted_opens(self, permit_keys: list[str]) -> list[tuple[P33Permit, Side]]:
-        """Of these permit keys: the permits that allowed an open (with its side) whose plan has no result."""
-        if not permit_keys:
+    def _permitted_opens(self, record_keys: list[str]) -> list[tuple[str, OpenRecord]]:
+        """Of these records: (plan id, what it opens) for those whose plan has no result."""
+        if not record_keys:
             return []
+        prefix = len(keys.p33_permitted_open(""))
         opens = []
-        for raw in self.r.mget(permit_keys):
-            permit = _permit_or_none(raw)
-            if permit is None or not permit.allow or permit.context.get("pathway") != "open":
+        for key, raw in zip(record_keys, self.r.mget(record_keys)):
+            held = OpenRecord.parse(raw)
+            if held is None:
+                if raw is not None:
+                    self.log.warning("p33_open_record_unreadable", key=key)
                 continue
-            side = _side_or_none(permit.context.get("side"))
-            if side is not None:
-                opens.append((permit, side))
-        ended = results.with_results(self.r, [permit.plan_id for permit, _side in opens])
-        return [(permit, side) for permit, side in opens if permit.plan_id not in ended]
+            opens.append((key[prefix:], held))
+        ended = results.with_results(self.r, [plan_id for plan_id, _held in opens])
+        return [(plan_id, held) for plan_id, held in opens if plan_id not in ended]
 
     def _settle_recovered(self) -> None:
         """Recovered opens still held: settled when their result markers exist (see recover)."""
@@ -239,7 +242,7 @@ class PositionStateBrain:
                 executable.append(i)
             else:
                 self._skip(plan, "decision_not_execute")
-        issued = []
+        issued, records = [], {}
         for i, read in zip(executable, self._read([plans[i] for i in executable])):
             plan = plans[i]
             if read.has_result:
@@ -250,10 +253,14 @@ class PositionStateBrain:
                 issued.append((plan, verdict, self._permit(plan, verdict, read)))
                 outcomes[i] = verdict
                 if verdict.allow and not plan.is_close:  # the batch's later plans see it on its way
-                    self.permitted.add(plan.plan_id, plan.symbol, plan.side, self._now_ms())
+                    at_ms = self._now_ms()
+                    self.permitted.add(plan.plan_id, plan.symbol, plan.side, at_ms)
+                    records[plan.plan_id] = permits.Record(keys.p33_permitted_open(plan.plan_id),
+                                                           OpenRecord(plan.symbol, plan.side, at_ms).to_json(),
+                                                           self.permitted.lifetime_ms)
             except Exception as exc:  # one bad plan fails alone; the batch's other permits are still written
                 outcomes[i] = exc
-        permits.issue_many(self.r, [permit for _plan, _verdict, permit in issued], self.permit_ttl_s)
+        permits.issue_many(self.r, [permit for _plan, _verdict, permit in issued], self.permit_ttl_s, records)
         for plan, verdict, _permit in issued:
             self._record(plan, verdict)
         return outcomes
@@ -352,18 +359,25 @@ class PositionStateBrain:
         return int(self.clock() * 1000)
 
 
-def _permit_or_none(raw: str | None) -> P33Permit | None:
-    try:
-        return permits.decode(permits.PermitKind.P33, raw) if raw is not None else None
-    except ValueError:
-        return None
+@dataclass(frozen=True)
+class OpenRecord:
+    """An open P3.3 permitted, as kept beside its permit (keys.p33_permitted_open)."""
 
+    symbol: str
+    side: Side
+    at_ms: int
 
-def _side_or_none(raw: object) -> Side | None:
-    try:
-        return Side(raw)
-    except ValueError:
-        return None  # a permit written before its open's side was part of the context
+    def to_json(self) -> str:
+        return json.dumps({"symbol": self.symbol, "side": self.side.value, "at_ms": self.at_ms})
+
+    @classmethod
+    def parse(cls, raw: str | None) -> OpenRecord | None:
+        """None when absent (expired since the scan) or unreadable."""
+        try:
+            data = json.loads(raw) if raw is not None else None
+            return cls(str(data["symbol"]), Side(data["side"]), int(data["at_ms"])) if isinstance(data, dict) else None
+        except (ValueError, TypeError, KeyError):
+            return None
 
 
 def _newest_id(client: redis.Redis, stream: str) -> str:

@@ -5,8 +5,10 @@ together (one batch, or before the first fills) would both see a flat symbol. Un
 open's result is read (apply.result) or its time is up (the permit's TTL and a grace: the executor
 ends every plan within it), it counts for the symbol as a position on its side: refused under
 P33_OPEN_ON_POSITION=deny, on the other side under scale_in, and holding the open cooldown.
-Kept in memory; a new process recovers it at start from Redis (PositionStateBrain.recover): the P3.3
-permits still there that allowed an open (the side is in the permit's context) whose plans have no result.
+Kept in memory, and in Redis as a record written with the permit that lives exactly as long
+(keys.p33_permitted_open): a new process recovers at start the records whose plans have no result
+(PositionStateBrain.recover). The permit alone would not do: it expires at its TTL, yet a permit taken
+just before then may still be sent after.
 """
 
 from __future__ import annotations

@@ -224,13 +224,15 @@ def _not_sent(plan_id: str, symbol: str = "BTCUSDT", side: Side = Side.BUY, qty:
 def test_a_restarted_p33_still_holds_the_opens_it_permitted_that_have_no_result(
         r: redis.Redis, brain: PositionStateBrain, monkeypatch, batch: int) -> None:
     """A restart between an open's permit and its result must not let a second open through on the symbol.
-    Recovered from the permits (however old the plans' entries in apply.plan: none here at all)."""
+    Recovered from the records written with the permits (however old the plans' entries in apply.plan: none
+    here at all)."""
     monkeypatch.setattr("microservices.position_state_brain.brain.RECOVER_BATCH", batch)
     decided = [plan(plan_id="first"), plan(plan_id="eth-done", symbol="ETHUSDT", qty="0.04"),
                close_plan("SELL", "0.001", symbol="TRXUSDT"), plan(plan_id="denied", symbol="ETHUSDT", qty="0.04")]
     brain.handle_batch([(p, None) for p in decided])
     finish_plan(r, _not_sent("eth-done", "ETHUSDT", qty="0.04"))
-    r.set(keys.permit_p33("garbled"), "{not json", ex=60)  # unreadable: skipped, no crash
+    r.set(keys.p33_permitted_open("garbled"), "{not json", ex=60)  # unreadable: skipped, no crash
+    r.set(keys.p33_permitted_open("no-side"), '{"symbol": "BTCUSDT", "side": "UP", "at_ms": 1}', ex=60)
 
     restarted = _restarted(r, brain)
     assert restarted.recover() == 1  # "first": an allowed open without result; not the close, the denial, ETH's
@@ -241,6 +243,38 @@ def test_a_restarted_p33_still_holds_the_opens_it_permitted_that_have_no_result(
     finish_plan(r, _not_sent("first"))
     restarted.handle(plan(plan_id="third"))
     assert permits.peek(r, PermitKind.P33, "third").reason is Reason.SANITY_CHECKS_PASSED
+
+
+def test_a_restarted_p33_holds_an_open_whose_permit_expired_as_long_as_a_running_one_would(
+        r: redis.Redis, brain: PositionStateBrain) -> None:
+    """The executor may take a permit just before its TTL and send the order up to send_within later; the
+    exchange shows nothing until it lands. A P3.3 restarted after the permit expired must still hold the open,
+    for the permit's TTL and the grace from its decision, as the running one did."""
+    brain.handle(plan(plan_id="first"))
+    record = keys.p33_permitted_open("first")
+    assert 119_000 < r.pttl(record) <= 120_000  # P33_PERMIT_TTL 60 s + the 60 s grace
+    r.delete(keys.permit_p33("first"))  # its TTL is over; the executor took it and may still be sending
+
+    restarted = _restarted(r, brain)
+    assert restarted.recover() == 1
+    restarted.handle(plan(plan_id="second"))
+    assert permits.peek(r, PermitKind.P33, "second").reason is Reason.POSITION_EXISTS
+
+    r.delete(record)  # its lifetime is over too: the order has long landed or never will
+    again = _restarted(r, brain)
+    assert again.recover() == 0
+
+
+def test_the_open_record_is_written_with_the_permit_and_only_for_an_allowed_open(
+        r: redis.Redis, brain: PositionStateBrain) -> None:
+    brain.handle_batch([(p, None) for p in (plan(plan_id="open"), plan(plan_id="denied"),
+                                            close_plan("SELL", "0.001", symbol="TRXUSDT"))])
+
+    record = json.loads(r.get(keys.p33_permitted_open("open")))
+    assert (record["symbol"], record["side"]) == ("BTCUSDT", "BUY")
+    assert abs(record["at_ms"] - permits.peek(r, PermitKind.P33, "open").created_at * 1000) < 50
+    assert permits.peek(r, PermitKind.P33, "denied").reason is Reason.POSITION_EXISTS
+    assert r.keys(keys.p33_permitted_open("*")) == [keys.p33_permitted_open("open")]
 
 
 def test_a_recovered_open_whose_result_the_results_cursor_skips_is_settled_by_its_marker(
