@@ -6,6 +6,11 @@ fill counts on top of the snapshot unless the snapshot already reflects it: for 
 snapshot shows a position, when the fill is not newer than the position's exchange update time;
 for a symbol flat in the snapshot, when its result was written before the snapshot was taken.
 So a close right after an open sees the open, and no exchange request is spent per plan.
+
+A flat symbol has no update time to compare with (positionRisk v3 lists only open positions),
+so a close whose result is written while a snapshot is being fetched may already be in it. A
+reduce-only fill therefore moves the position toward zero and never past it, as on the
+exchange: counted again on a snapshot that shows the symbol flat, it changes nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class ConfirmedFill:
     signed_qty: Decimal
     exchange_ts_ms: int
     written_ms: int
+    reduce_only: bool = False
 
 
 def fill_from(entry_id: str, fields: dict[str, str]) -> ConfirmedFill | None:
@@ -35,7 +41,20 @@ def fill_from(entry_id: str, fields: dict[str, str]) -> ConfirmedFill | None:
     except (KeyError, InvalidOperation, ValueError):
         return None
     signed = qty if fields.get("side") == "BUY" else -qty
-    return ConfirmedFill(fields.get("symbol", ""), signed, exchange_ts, int(entry_id.split("-")[0]))
+    return ConfirmedFill(fields.get("symbol", ""), signed, exchange_ts, int(entry_id.split("-")[0]),
+                         fields.get("reduceOnly") == "true")
+
+
+def moved(amount: Decimal, fill: ConfirmedFill) -> Decimal:
+    """The position after the fill. A reduce-only fill only reduces: it stops at flat, and one that would add to
+    the position (or finds it flat) was already counted (the view is behind the exchange) and changes nothing."""
+    if not fill.reduce_only:
+        return amount + fill.signed_qty
+    if amount > ZERO > fill.signed_qty:
+        return max(amount + fill.signed_qty, ZERO)
+    if amount < ZERO < fill.signed_qty:
+        return min(amount + fill.signed_qty, ZERO)
+    return amount
 
 
 def reflected(fill: ConfirmedFill, snapshot: ExchangeSnapshot) -> bool:
@@ -53,8 +72,7 @@ class ConfirmedFills:
 
     def __init__(self) -> None:
         self.cursor: str | None = None
-        self._fills: list[ConfirmedFill] = []
-        self._moved: dict[str, Decimal] = {}  # per symbol: the sum of the kept fills
+        self._fills: dict[str, list[ConfirmedFill]] = {}  # per symbol, in the order their results were written
         self._filtered_for: ExchangeSnapshot | None = None
 
     def start_id(self, snapshot: ExchangeSnapshot) -> str:
@@ -65,9 +83,10 @@ class ConfirmedFills:
         next read goes on when none has been read yet, rather than the time of whatever snapshot is held then."""
         if snapshot is not self._filtered_for:  # a new snapshot: keep only what it does not reflect yet
             self._filtered_for = snapshot
-            kept, self._fills, self._moved = self._fills, [], {}
-            for fill in kept:
-                self._keep(fill, snapshot)
+            kept, self._fills = self._fills, {}
+            for on_symbol in kept.values():
+                for fill in on_symbol:
+                    self._keep(fill, snapshot)
         for entry_id, fields in entries:
             self.cursor = entry_id
             fill = fill_from(entry_id, fields)
@@ -78,16 +97,19 @@ class ConfirmedFills:
 
     def _keep(self, fill: ConfirmedFill, snapshot: ExchangeSnapshot) -> None:
         if not reflected(fill, snapshot):
-            self._fills.append(fill)
-            self._moved[fill.symbol] = self._moved.get(fill.symbol, ZERO) + fill.signed_qty
+            self._fills.setdefault(fill.symbol, []).append(fill)
 
     def view(self, snapshot: ExchangeSnapshot, symbol: str) -> ExchangeSnapshot:
-        """The snapshot with this symbol's amount moved by the fills it does not reflect yet."""
-        moved = self._moved.get(symbol, ZERO)
-        if moved == ZERO:
+        """The snapshot with this symbol's position moved by the fills it does not reflect yet."""
+        on_symbol = self._fills.get(symbol)
+        if not on_symbol:
             return snapshot
         held = snapshot.positions.get(symbol)
-        amount = (held.amount if held else ZERO) + moved
+        amount = held.amount if held else ZERO
+        for fill in on_symbol:
+            amount = moved(amount, fill)
+        if amount == (held.amount if held else ZERO):
+            return snapshot
         positions = {s: p for s, p in snapshot.positions.items() if s != symbol}
         if amount != ZERO:
             positions[symbol] = PositionState(symbol, amount, held.entry_price if held else ZERO,

@@ -82,10 +82,10 @@ def test_plans_that_do_not_act_are_acked_without_a_permit(r, brain, fields, mark
     assert r.exists(keys.permit_p33(fields["plan_id"])) == 0
 
 
-def record_fill(r: redis.Redis, order) -> None:
+def record_fill(r: redis.Redis, order, reduce_only: bool = False) -> None:
     """What the executor writes after a fill, in one transaction: the result, the ledger, the cooldown key."""
     result = PlanResult(plan_id=f"plan-{order.client_order_id}", executed=True, symbol=order.symbol, side=order.side.value,
-                        qty=order.orig_qty, reduce_only=False, source="test", order_id=str(order.order_id),
+                        qty=order.orig_qty, reduce_only=reduce_only, source="test", order_id=str(order.order_id),
                         filled_qty=order.executed_qty, avg_price=order.avg_price, order_status=order.status,
                         exchange_ts_ms=order.update_time_ms)
     fill = ledger_fill(order.symbol, Side(order.side.value), order.executed_qty, order.avg_price, result.plan_id)
@@ -103,6 +103,21 @@ def test_a_close_right_after_an_open_sees_the_new_position(r, brain, exchange):
     assert (before.allow, before.reason) == (False, Reason.NO_POSITION)
     assert (after.allow, after.reason, after.safe_qty) == (True, Reason.SANITY_CHECKS_PASSED, D("0.002"))
     assert seen == []  # the executor's confirmed fill is enough: no exchange request per plan
+
+
+def test_a_close_whose_result_is_written_during_a_snapshot_that_shows_it_is_not_counted_twice(r, brain, exchange):
+    """The exchange flattened the position before answering the snapshot request, whose fetched_at is stamped
+    before the request; the close's result is written after that stamp. A flat symbol has no update time to
+    compare, so the fill is kept, and must not turn the flat snapshot into a short."""
+    record_fill(r, exchange.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "p33-open"))
+    close = exchange.create_market_order("BTCUSDT", "SELL", D("0.002"), True, "p33-close")
+    brain.keeper.refresh()  # shows BTCUSDT flat
+    time.sleep(0.005)  # the result is written on a later millisecond than the snapshot's fetched_at
+    record_fill(r, close, reduce_only=True)
+
+    verdict = brain.handle(close_plan("BUY", "0.002"))  # would close the short the fill counted twice would show
+
+    assert (verdict.allow, verdict.reason) == (False, Reason.NO_POSITION)
 
 
 def test_no_refresh_when_the_snapshot_is_newer_than_the_last_order(r, brain, exchange):

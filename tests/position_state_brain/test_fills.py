@@ -13,8 +13,10 @@ SNAPSHOT_MS = 1_000_000
 SNAPSHOT = ExchangeSnapshot(SNAPSHOT_MS, {"BTCUSDT": PositionState("BTCUSDT", D("0.002"), D("88000"), SNAPSHOT_MS - 50)}, {})
 
 
-def result(side: str, qty: str, exchange_ts: int, symbol: str = "BTCUSDT", executed: str = "true") -> dict[str, str]:
-    return {"executed": executed, "symbol": symbol, "side": side, "filled_qty": qty, "exchange_ts_ms": str(exchange_ts)}
+def result(side: str, qty: str, exchange_ts: int, symbol: str = "BTCUSDT", executed: str = "true",
+           reduce_only: str = "false") -> dict[str, str]:
+    return {"executed": executed, "symbol": symbol, "side": side, "filled_qty": qty, "exchange_ts_ms": str(exchange_ts),
+            "reduceOnly": reduce_only}
 
 
 @pytest.mark.parametrize(
@@ -58,3 +60,31 @@ def test_a_newer_snapshot_retires_the_fills_it_reflects() -> None:
     fills.absorb([], newer)
 
     assert fills.view(newer, "BTCUSDT").amount("BTCUSDT") == D("0.003")
+
+
+def test_a_close_the_snapshot_already_shows_flat_is_not_counted_again() -> None:
+    """The close's result was written while the snapshot was being fetched (after its fetched_at) and the
+    exchange had already flattened the position: a flat symbol has no update time to tell, so the fill is kept.
+    A reduce-only fill never takes a position past flat, so it changes nothing rather than show a short."""
+    flat = ExchangeSnapshot(SNAPSHOT_MS, {}, {})
+    fills = ConfirmedFills()
+    fills.absorb([(f"{SNAPSHOT_MS + 3}-0", result("SELL", "0.002", SNAPSHOT_MS + 1, reduce_only="true"))], flat)
+
+    assert "BTCUSDT" not in fills.view(flat, "BTCUSDT").positions
+
+    fills.absorb([(f"{SNAPSHOT_MS + 9}-0", result("BUY", "0.001", SNAPSHOT_MS + 8))], flat)  # a new open after it
+    assert fills.view(flat, "BTCUSDT").amount("BTCUSDT") == D("0.001")
+
+
+@pytest.mark.parametrize(("held", "side", "qty", "after"), [
+    ("0.002", "SELL", "0.001", "0.001"),  # a partial close
+    ("0.002", "SELL", "0.003", "0"),  # more than the view holds: stops at flat
+    ("-0.002", "BUY", "0.002", "0"),  # a short's close
+    ("0.002", "BUY", "0.001", "0.002"),  # reduce-only the same way as the position: the view is behind, unchanged
+])
+def test_a_reduce_only_fill_moves_the_position_toward_flat_and_never_past(held, side, qty, after) -> None:
+    snapshot = ExchangeSnapshot(SNAPSHOT_MS, {"BTCUSDT": PositionState("BTCUSDT", D(held), D("88000"), SNAPSHOT_MS - 50)}, {})
+    fills = ConfirmedFills()
+    fills.absorb([(f"{SNAPSHOT_MS + 1}-0", result(side, qty, SNAPSHOT_MS + 1, reduce_only="true"))], snapshot)
+
+    assert fills.view(snapshot, "BTCUSDT").amount("BTCUSDT") == D(after)
