@@ -2,9 +2,10 @@
 
 `side_effect` says whether the request could have changed state on the exchange (an order, a cancel).
 For those, an ambiguous failure is OutcomeUnknown; for reads the same failure is just ExchangeUnavailable.
-A 503 on an order means "not executed" only when it is Binance's own "Service Unavailable." error; its
-"Unknown error", a code saying the execution status is unknown, or a page from a proxy on the way may
-all follow an order that executed.
+A 503 on an order means "not executed" only when it is Binance's own "Service Unavailable." error. Any
+other 5xx (whatever its code: a real order executed after a 503 with -1008), a 408 ("timeout while
+waiting for a response from the backend server"), an "unknown error" code, or a page from a proxy on
+the way may all follow an order that executed.
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ LIBRARY_ERRORS = (BinanceAPIException, BinanceRequestException, requests.excepti
 
 RATE_LIMIT_STATUSES = frozenset({418, 429})
 RATE_LIMIT_CODES = frozenset({-1003, -1015})
-# -1007: "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
+# -1000: "An unknown error occurred while processing the request."
 # -1006: "An unexpected response was received from the message bus. Execution status unknown."
-UNKNOWN_OUTCOME_CODES = frozenset({-1006, -1007})
-# -1001 internal error / -1008 server overloaded / -1016 service shutting down: not executed.
+# -1007: "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
+UNKNOWN_OUTCOME_CODES = frozenset({-1000, -1006, -1007})
+# HTTP 408: the gateway timed out waiting for the backend, which may have executed the request.
+UNKNOWN_OUTCOME_STATUSES = frozenset({408})
+# -1001 internal error / -1008 server overloaded / -1016 service shutting down: not executed, when they come
+# with a 4xx status. On a 5xx the status decides (above).
 UNAVAILABLE_CODES = frozenset({-1001, -1008, -1016})
 # The one 503 error Binance documents as "the request was not executed".
 SERVICE_UNAVAILABLE_MSG = "Service Unavailable."
@@ -71,12 +76,12 @@ def from_api_error(
     text = f"{operation}: HTTP {status} code={code} {msg}"
     if status in RATE_LIMIT_STATUSES or code in RATE_LIMIT_CODES:
         return RateLimited(text, retry_after_s=_retry_after(exc))
-    if code in UNKNOWN_OUTCOME_CODES or (status == 503 and not _is_service_unavailable(exc)):
-        return _ambiguous(text, side_effect, ())
-    if status == 503 or code in UNAVAILABLE_CODES:
+    if status == 503 and _is_service_unavailable(exc):
         return ExchangeUnavailable(text)
-    if status >= 500:
+    if status >= 500 or status in UNKNOWN_OUTCOME_STATUSES or code in UNKNOWN_OUTCOME_CODES:
         return _ambiguous(text, side_effect, ())
+    if code in UNAVAILABLE_CODES:
+        return ExchangeUnavailable(text)
     return ExchangeRejected(code, msg, http_status=status, operation=operation)
 
 

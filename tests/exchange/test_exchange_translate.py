@@ -77,7 +77,18 @@ def tls_failed(cause: Exception) -> requests.exceptions.SSLError:
         (api_error(504, -1007, TIMEOUT_1007), True, OutcomeUnknown),
         (api_error(400, -1007, "Timeout waiting for response from backend server."), True, OutcomeUnknown),
         (api_error(500, -1001, "Internal error; unable to process your request. Please try again."), True,
+         OutcomeUnknown),  # any 5xx but Binance's own "Service Unavailable." may follow an executed order
+        (api_error(500, -1001, "Internal error; unable to process your request. Please try again."), False,
          ExchangeUnavailable),
+        (api_error(504, -1008, "Server is currently overloaded with other requests. Please try again in a few minutes."),
+         True, OutcomeUnknown),
+        (api_error(502, -1016, "This service is no longer available."), True, OutcomeUnknown),
+        (api_error(400, -1008, "Server is currently overloaded with other requests. Please try again in a few minutes."),
+         True, ExchangeUnavailable),
+        (api_error(408, None, "<html>Request Timeout</html>"), True, OutcomeUnknown),  # the backend may have run it
+        (api_error(408, -1000, "An unknown error occured while processing the request."), True, OutcomeUnknown),
+        (api_error(408, None, "<html>Request Timeout</html>"), False, ExchangeUnavailable),
+        (api_error(400, -1000, "An unknown error occured while processing the request."), True, OutcomeUnknown),
         (api_error(502, None, "<html>Bad Gateway</html>"), True, OutcomeUnknown),
         (api_error(429, -1003, "Too many requests."), True, RateLimited),
         (api_error(418, -1003, "Way too many requests; IP banned."), False, RateLimited),
