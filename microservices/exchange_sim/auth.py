@@ -83,6 +83,15 @@ def check_timing(params: dict[str, str], now_ms: int) -> None:
         raise errors.timestamp_outside_window()
 
 
+def check_engine_window(params: dict[str, str], now_ms: int) -> None:
+    """The matching engine's own check when it takes the order: a request it gets past timestamp + recvWindow
+    is refused, not executed, however long it waited on the way (the latency fault), so a client that saw no
+    answer may believe "no such order" once that window is over. Run after check_timing accepted the request."""
+    recv_window = _int_param(params, "recvWindow") or DEFAULT_RECV_WINDOW
+    if now_ms - int(params["timestamp"]) > recv_window:
+        raise errors.outside_engine_window()
+
+
 def check_signature(raw_query: str, raw_body: str, secret: str) -> None:
     payload, signature = total_params(raw_query, raw_body)
     if not signature:

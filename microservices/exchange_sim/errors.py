@@ -35,6 +35,10 @@ def timestamp_outside_window() -> ApiError:
     return ApiError(-1021, "Timestamp for this request is outside of the recvWindow.")
 
 
+def outside_engine_window() -> ApiError:
+    return ApiError(-5028, "Timestamp for this request is outside of the ME recvWindow.")
+
+
 def timestamp_ahead() -> ApiError:
     return ApiError(-1021, "Timestamp for this request was 1000ms ahead of the server's time.")
 

@@ -8,6 +8,7 @@ import structlog
 from aiohttp import web
 
 from . import errors
+from .auth import check_engine_window
 from .faults import Fault
 from .orders import optional_symbol, require_symbol
 from .state import SimState, charge, reply, signed_params, state_of
@@ -43,6 +44,7 @@ async def new_order(request: web.Request) -> web.Response:
     fault = state.faults.draw()
     if state.faults.config.latency_ms:
         await asyncio.sleep(state.faults.config.latency_ms / 1000)  # deliberate: the latency a test injected
+        check_engine_window(params, state.clock())
     if fault is not Fault.NONE:
         log.info("fault_injected", fault=fault.value, client_order_id=params.get("newClientOrderId"))
     if fault is Fault.RATE_LIMITED:

@@ -216,3 +216,17 @@ def test_escaped_characters_must_be_signed_as_sent(sim, client, signed):
         client.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.002",
                                     newClientOrderId="plan:10")
     assert caught.value.code == -1022
+
+
+def test_an_order_held_past_its_recv_window_on_the_way_is_refused_not_executed(sim, signed):
+    """Binance: a request must be processed within recvWindow of its timestamp or be rejected. The executor's
+    lookup believes "no such order" once that window is over, so the simulator must not execute it later."""
+    order = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.002", "recvWindow": 300}
+    sim.set_faults(latency_ms=400)
+    late = signed("POST", "/fapi/v1/order", order)
+    assert (late.status_code, late.json()["code"]) == (400, -5028)
+    assert sim.orders() == []
+
+    sim.set_faults(latency_ms=50)
+    assert signed("POST", "/fapi/v1/order", order).status_code == 200
+    assert len(sim.orders()) == 1
