@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MAX_DELIVERIES_REASON = "max_deliveries_exceeded"
+PARSE_FAILED_REASON = "parse_failed"
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,11 @@ class EntryHandling(Generic[T]):
             return self.parse(entry.fields), entry
         except EntryError as exc:
             self._dead_letter(entry, exc.reason, exc.fields)
+            return False
+        except Exception as exc:  # a parser must name what is wrong (EntryError); an input it did not foresee
+            # still never crashes the daemon (the restarts would re-deliver the whole read until it was dead-lettered)
+            self.log.error("parse_failed", entry_id=entry_id, exc_info=exc)
+            self._dead_letter(entry, PARSE_FAILED_REASON, {"entry": f"could not be parsed ({exc.__class__.__name__})"})
             return False
 
     def _handle(self, item: T, entry: Entry) -> bool:

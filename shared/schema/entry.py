@@ -52,7 +52,7 @@ def _unfold_json(fields: dict[str, str]) -> dict[str, Any]:
     name = json_names[0]
     try:
         document = json.loads(fields[name], parse_float=Decimal)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, or an integer past 4300 digits
         raise EntryError("invalid_json", {name: f"not valid JSON ({exc.__class__.__name__})"}) from None
     if not isinstance(document, dict):
         raise EntryError("invalid_json", {name: "must be a JSON object"})

@@ -49,7 +49,7 @@ def parse_decimal(value: Any) -> Decimal:
         number = None
     if number is None or not number.is_finite():
         raise ValueError(f"expected a finite decimal number, got {value!r:.40}")
-    if abs(number) >= MAX_DECIMAL:
+    if number.copy_abs() >= MAX_DECIMAL:  # copy_abs: abs() rounds to the context and overflows on 1e999999999
         raise ValueError(f"decimal out of range (|x| < {MAX_DECIMAL:E})")
     _sign, digits, exponent = number.as_tuple()
     if isinstance(exponent, int) and -exponent > len(digits) + MAX_LEADING_ZEROS:

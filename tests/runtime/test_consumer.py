@@ -162,6 +162,42 @@ def test_an_entry_that_fails_validation_is_dead_lettered_at_once_with_the_field_
 SELL_PLAN = {"plan_id": "p1", "decision": "EXECUTE", "symbol": "BTCUSDT", "side": "SELL", "qty": "1"}
 
 
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({**SELL_PLAN, "qty": "1e999999999"}, "validation_error"),  # abs() overflowed the decimal context
+    ({"plan_data": '{"plan_id": "p1", "qty": ' + "1" * 5000 + "}"}, "invalid_json"),  # past 4300 digits
+])
+def test_input_the_parser_chokes_on_is_dead_lettered_and_the_read_goes_on(r: redis.Redis, fields, reason) -> None:
+    """Seen by review: both raised from the parser as something other than EntryError, which stopped the
+    daemon; each restart re-delivered the whole read until every entry of it, valid ones too, was dead-lettered."""
+    r.xadd(STREAM, fields)
+    next_id = r.xadd(STREAM, {**SELL_PLAN, "plan_id": "p2", "reduceOnly": "true"})
+    handled: list = []
+
+    StreamConsumer(r, config(), Plan.from_fields, record_into(handled)).run(burst=True)
+
+    (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
+    assert dead["reason"] == reason
+    assert handled == [(next_id, 1)]
+    assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_a_parser_that_fails_in_a_way_nobody_foresaw_dead_letters_its_entry_not_the_daemon(r: redis.Redis) -> None:
+    def parse(fields: dict[str, str]) -> dict[str, str]:
+        if fields["n"] == "bad":
+            raise ZeroDivisionError("a parser bug")
+        return fields
+
+    r.xadd(STREAM, {"n": "bad"})
+    next_id = r.xadd(STREAM, {"n": "good"})
+    handled: list = []
+
+    StreamConsumer(r, config(), parse, record_into(handled)).run(burst=True)
+
+    (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
+    assert (dead["reason"], json.loads(dead["detail"])) == ("parse_failed", {"entry": "could not be parsed (ZeroDivisionError)"})
+    assert handled == [(next_id, 1)]
+
+
 @pytest.mark.parametrize(("fields", "reason", "named"), [
     ({**SELL_PLAN, "reduceonly": "true"}, "misspelled_field", "reduceonly"),
     ({**SELL_PLAN, "reduce-only": "true"}, "misspelled_field", "reduce-only"),
