@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 import redis
 
 from shared import metrics, redis_wire
-from shared.logging import get_logger
+from shared.logging import get_logger, redact_text
 from shared.runtime import maintenance
 from shared.runtime.arrival import ArrivalReader, sent as arrival_sent
 from shared.runtime.handling import BatchHandler, Entry, EntryHandling, GiveUpLater, Rejected, Shutdown
@@ -41,6 +41,13 @@ class ConsumerConfig:
     start_id: str = "0"
     retention_ms: int = 72 * 3600 * 1000
     housekeeping_every_s: float = 5.0
+
+
+def _stream_or_group_gone(exc: redis.ResponseError) -> bool:
+    """The group (NOGROUP) or the whole stream was deleted: a blocked read is unblocked (Redis 7: UNBLOCKED)
+    and XINFO answers "no such key" (6.2). Both mean: create them again and go on."""
+    text = str(exc)
+    return text.startswith(("NOGROUP", "UNBLOCKED")) or text == "no such key"
 
 
 @dataclass
@@ -75,8 +82,9 @@ class StreamConsumer(Generic[T]):
         self.on_progress = on_progress
         self.monotonic = monotonic
         self.log = get_logger(stream=config.stream, group=config.group, consumer=config.consumer)
-        self.entries = EntryHandling(client, config, parse, handler, batch_handler, on_give_up, self._progress, self.log)
         self._state = _State()
+        self.entries = EntryHandling(client, config, parse, handler, batch_handler, on_give_up, self._progress, self.log,
+                                     stopping=self._state.stopping.is_set)
         self._labels = {"stream": config.stream, "group": config.group}
         self._acked = metrics.ENTRIES_ACKED.labels(**self._labels)
         self._heartbeat = metrics.LOOP_HEARTBEAT.labels(**self._labels)
@@ -108,11 +116,14 @@ class StreamConsumer(Generic[T]):
 
     def run(self, burst: bool = False) -> int:
         """Process until stopped; in burst mode, until nothing is left, then return the count."""
-        self.ensure_group()
-        processed = self._drain_own_pending()
+        processed, started = 0, False
         try:
             while not self._state.stopping.is_set():
                 try:
+                    if not started:  # the group, then our own pending entries (a restart recovers them)
+                        self.ensure_group()
+                        processed += self._drain_own_pending()
+                        started = True
                     done = self._redrain() + self._claim_idle() + self._read_new(block_ms=None if burst else self.config.block_ms)
                     self._tick()
                 except Shutdown:
@@ -121,9 +132,9 @@ class StreamConsumer(Generic[T]):
                     self._survive_redis_error(exc)
                     continue
                 except redis.ResponseError as exc:
-                    if not str(exc).startswith("NOGROUP"):
+                    if not _stream_or_group_gone(exc):
                         raise
-                    self.log.warning("group_recreated", error=str(exc)[:120])
+                    self.log.warning("group_recreated", error=redact_text(str(exc))[:120])
                     self.ensure_group()
                     continue
                 processed += done
@@ -245,7 +256,7 @@ class StreamConsumer(Generic[T]):
         """The arrival script's reply; None when it failed (the handler then reads for itself)."""
         if isinstance(reply, Exception):
             metrics.HANDLER_ERRORS.labels(**self._labels).inc()
-            self.log.warning("arrival_read_failed", error=str(reply)[:200])
+            self.log.warning("arrival_read_failed", error=redact_text(str(reply))[:200])
             return None
         return reply
 
@@ -260,7 +271,7 @@ class StreamConsumer(Generic[T]):
 
     def _process_batch(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int]) -> int:
         """Handle each entry (shared.runtime.handling); those done are acked together, with the next read."""
-        self._state.acks += self.entries.process(batch, deliveries)
+        self.entries.process(batch, deliveries, self._state.acks)
         return len(batch)
 
     def _progress(self) -> None:

@@ -70,6 +70,7 @@ class EntryHandling(Generic[T]):
         on_give_up: Callable[[Entry, str], None] | None,
         progress: Callable[[], None],
         log,
+        stopping: Callable[[], bool] = lambda: False,
     ):
         self.client = client
         self.config = config
@@ -78,25 +79,30 @@ class EntryHandling(Generic[T]):
         self.batch_handler = batch_handler
         self.on_give_up = on_give_up
         self.progress = progress
+        self.stopping = stopping
         self.log = log
         self._labels = {"stream": config.stream, "group": config.group}
         # Per-entry metrics, bound to their labels once rather than looked up for every entry.
         self._read = metrics.ENTRIES_READ.labels(**self._labels)
         self._handler_seconds = metrics.HANDLER_SECONDS.labels(**self._labels)
 
-    def process(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int]) -> list[str]:
-        """Handle each entry of a read; the ids that are done and must be acked.
+    def process(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int], done: list[str]) -> None:
+        """Handle each entry of a read; the ids that are done and must be acked go into `done` as each ends, so
+        they stay there when a later entry's Redis error or a stop ends the batch (not handled again).
 
-        An entry handled but not yet acked when the process dies is delivered again; handlers
-        are idempotent for that (result markers, single-use permits, replays counted once)."""
+        One by one, the batch ends early when the process is asked to stop: the entries not begun stay pending
+        (delivered again at the next start) rather than outlasting the stop timeout. An entry handled but not
+        yet acked when the process dies is delivered again; handlers are idempotent for that (result markers,
+        single-use permits, replays counted once)."""
         if self.batch_handler is not None:
-            return self._process_together(batch, deliveries)
-        done = []
+            done += self._process_together(batch, deliveries)
+            return
         for entry_id, fields in batch:
+            if self.stopping():
+                return
             if self._process_one(entry_id, fields, deliveries.get(entry_id, 1)):
                 done.append(entry_id)
             self.progress()  # per entry: a long batch of slow entries is progress, not a stall
-        return done
 
     def _process_together(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int]) -> list[str]:
         """Parse every entry (dead-lettering what cannot be parsed), then one batch handler call."""

@@ -356,3 +356,77 @@ def test_a_drain_handles_each_pending_entry_once_so_a_transient_failure_keeps_it
 
     assert calls == ids and r.xpending(STREAM, "g")["pending"] == 1
     assert r.xlen(keys.Stream.DEAD_LETTER) == 0
+
+
+def test_sigterm_mid_batch_ends_after_the_entry_in_hand_leaving_the_rest_pending(redis_url: str, r: redis.Redis) -> None:
+    """Seen by review: the whole read (up to STREAM_BATCH entries) was handled after SIGTERM, outlasting systemd's
+    stop timeout, so the process was SIGKILLed mid-entry."""
+    ids = [r.xadd(STREAM, {"n": str(i)}) for i in range(4)]
+    worker = start_worker(redis_url, "slow")
+    wait_for(lambda: r.llen("started") == 1)
+
+    worker.send_signal(signal.SIGTERM)
+
+    assert worker.wait(timeout=10) == 0
+    assert r.lrange("done", 0, -1) == [f"{ids[0]}:1"]
+    assert r.xpending(STREAM, "g")["pending"] == 3  # not begun: delivered again at the next start
+
+
+def test_a_redis_error_in_one_entry_does_not_hand_the_entries_done_before_it_over_again(r: redis.Redis) -> None:
+    ids = [r.xadd(STREAM, {"n": str(i)}) for i in range(6)]
+    calls: list = []
+
+    def handler(item, entry) -> None:
+        calls.append(entry.entry_id)
+        if entry.entry_id == ids[4] and calls.count(ids[4]) == 1:
+            raise redis.ConnectionError("Redis went away while handling entry 4")
+
+    StreamConsumer(r, config(), dict, handler).run(burst=True)
+
+    assert [calls.count(entry_id) for entry_id in ids] == [1, 1, 1, 1, 2, 1]
+    assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_a_stream_deleted_while_the_consumer_waits_is_recreated_and_consumption_goes_on(r: redis.Redis) -> None:
+    r.xadd(STREAM, {"n": "0"})
+    seen: list = []
+    consumer = StreamConsumer(r, config(block_ms=300, housekeeping_every_s=0.0), dict, record_into(seen))
+    failed: list = []
+
+    def run() -> None:
+        try:
+            consumer.run()
+        except Exception as exc:  # the defect: "no such key" from housekeeping's XINFO GROUPS ended the loop
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_for(lambda: len(seen) == 1)
+    time.sleep(0.1)  # now waiting in XREADGROUP BLOCK
+    r.delete(STREAM)
+    time.sleep(0.5)
+    later = r.xadd(STREAM, {"n": "1"})
+    wait_for(lambda: failed or later in [entry_id for entry_id, _ in seen])
+    consumer.request_stop()
+    thread.join(5)
+
+    assert failed == []
+
+
+def test_redis_unreachable_at_start_is_waited_out_like_later(r: redis.Redis, monkeypatch) -> None:
+    entry_id = r.xadd(STREAM, {"n": "0"})
+    consumer = StreamConsumer(r, config(), dict, record_into(seen := []))
+    real, outages = consumer.ensure_group, []
+
+    def first_fails() -> None:
+        if not outages:
+            outages.append(1)
+            raise redis.ConnectionError("Redis is loading")
+        real()
+
+    monkeypatch.setattr(consumer, "ensure_group", first_fails)
+    monkeypatch.setattr(consumer._state.stopping, "wait", lambda timeout=None: False)  # no 1 s pause in the test
+
+    consumer.run(burst=True)
+
+    assert seen == [(entry_id, 1)]
