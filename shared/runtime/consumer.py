@@ -20,6 +20,7 @@ import redis
 
 from shared import metrics, redis_wire
 from shared.logging import get_logger, redact_text
+from shared.lua import LuaScript
 from shared.runtime import maintenance
 from shared.runtime.arrival import ArrivalReader, sent as arrival_sent
 from shared.runtime.handling import BatchHandler, Entry, EntryHandling, GiveUpLater, Rejected, Shutdown
@@ -43,6 +44,20 @@ class ConsumerConfig:
     housekeeping_every_s: float = 5.0
 
 
+# KEYS: the stream; ARGV: group, consumer, how many of its pending entries to look at. Acks those no longer in the
+# stream; returns how many.
+ACK_DELETED = LuaScript("""
+local acked = 0
+for _, pending in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[3], ARGV[2])) do
+  if #redis.call('XRANGE', KEYS[1], pending[1], pending[1]) == 0 then
+    acked = acked + redis.call('XACK', KEYS[1], ARGV[1], pending[1])
+  end
+end
+return acked
+""")
+DELETED_SCAN = 1000
+
+
 def _stream_or_group_gone(exc: redis.ResponseError) -> bool:
     """The group (NOGROUP) or the whole stream was deleted: a blocked read is unblocked (Redis 7: UNBLOCKED)
     and XINFO answers "no such key" (6.2). Both mean: create them again and go on."""
@@ -57,6 +72,7 @@ class _State:
     last_housekeeping: float = float("-inf")
     redrain: bool = False  # after a Redis error: re-read our own pending entries first
     last_claim: float = float("-inf")
+    claim_from: str = "0-0"  # where the next XAUTOCLAIM goes on
     acks: list[str] = field(default_factory=list)  # handled, to be acked with the next read
     last_new: str = ""  # the last entry id a read of new entries returned
 
@@ -190,10 +206,15 @@ class StreamConsumer(Generic[T]):
             self.config.group,
             self.config.consumer,
             min_idle_time=self.config.claim_idle_ms,
-            start_id="0-0",
+            start_id=self._state.claim_from,
             count=self.config.batch,
         )
+        # XAUTOCLAIM looks at no more than COUNT x 10 pending entries a call: go on where it stopped ("0-0": from
+        # the start again), or entries further on would never be claimed.
+        self._state.claim_from = response[0] or "0-0"
         batch = [(entry_id, fields) for entry_id, fields in response[1] if entry_id]
+        if len(batch) < len(response[1]):
+            self._ack_deleted()
         if not batch:
             return 0
         self.log.info("entries_claimed", count=len(batch))
@@ -220,13 +241,20 @@ class StreamConsumer(Generic[T]):
             if self.arrival is not None:
                 self.arrival.arrived(None)
 
+    def _ack_deleted(self) -> None:
+        """Redis 6.2 claims an entry deleted while pending and answers nil for it, id and all, leaving it in our
+        pending list for good (Redis 7 drops it itself): it would hold back trimming. Ack ours that are gone."""
+        acked = ACK_DELETED(self.client, [self.config.stream], [self.config.group, self.config.consumer, DELETED_SCAN])
+        if acked:
+            self.log.warning("deleted_pending_entries_acked", count=int(acked))
+
     def _delivery_counts(self, batch: list[tuple[str, dict | None]]) -> dict[str, int]:
-        ids = [entry_id for entry_id, _ in batch]
-        details = self.client.xpending_range(
-            self.config.stream, self.config.group, min=ids[0], max=ids[-1], count=len(ids) + 100,
-            consumername=self.config.consumer,
-        )
-        return {item["message_id"]: int(item["times_delivered"]) for item in details}
+        """Each entry's delivery count, asked one by one: a claimed batch is not contiguous in our pending list."""
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id, _fields in batch:
+            pipe.xpending_range(self.config.stream, self.config.group, min=entry_id, max=entry_id, count=1,
+                                consumername=self.config.consumer)
+        return {item["message_id"]: int(item["times_delivered"]) for details in pipe.execute() for item in details}
 
     def _ack_and_read(self, block_ms: int | None) -> tuple[list | None, object | None]:
         """XACK of the last batch, the next XREADGROUP, and the handler's arrival read, in one round trip:

@@ -430,3 +430,64 @@ def test_redis_unreachable_at_start_is_waited_out_like_later(r: redis.Redis, mon
     consumer.run(burst=True)
 
     assert seen == [(entry_id, 1)]
+
+
+def test_a_pending_entry_deleted_from_the_stream_is_acked_when_claimed_not_held_forever(r: redis.Redis) -> None:
+    """Redis 6.2 claims a deleted pending entry and answers nil for it: it stayed in the claimer's pending list
+    for good, and trimming (which stops at the oldest pending entry) stopped there."""
+    r.xgroup_create(STREAM, "g", id="0", mkstream=True)
+    gone = r.xadd(STREAM, {"n": "gone"})
+    r.xreadgroup("g", "dead", {STREAM: ">"})
+    r.xdel(STREAM, gone)
+    kept = r.xadd(STREAM, {"n": "kept"})
+    time.sleep(0.05)
+    seen: list = []
+
+    StreamConsumer(r, config(claim_idle_ms=30), dict, record_into(seen)).run(burst=True)
+
+    assert seen == [(kept, 1)]
+    assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def _many_busy_then_one_idle(r: redis.Redis, busy: int, idle_deliveries: int) -> tuple[list[str], str]:
+    """An idle entry pending to a dead consumer, `busy` entries pending to c1 and recently delivered (not
+    claimable), then one more entry pending to the dead consumer, idle, delivered `idle_deliveries` times."""
+    r.xgroup_create(STREAM, "g", id="0", mkstream=True)
+    r.xadd(STREAM, {"n": "first"})
+    r.xreadgroup("g", "dead", {STREAM: ">"})
+    busy_ids = [r.xadd(STREAM, {"n": str(i)}) for i in range(busy)]
+    idle_id = r.xadd(STREAM, {"n": "idle"})
+    r.xreadgroup("g", "c1", {STREAM: ">"})
+    for _ in range(idle_deliveries):
+        r.xclaim(STREAM, "g", "dead", 0, [idle_id])
+    time.sleep(0.1)
+    r.xclaim(STREAM, "g", "c1", 0, busy_ids, justid=True)  # c1's own: idle time reset, not claimable
+    return busy_ids, idle_id
+
+
+def test_claiming_goes_on_past_the_pending_entries_one_call_can_look_at(r: redis.Redis) -> None:
+    """XAUTOCLAIM looks at COUNT x 10 pending entries a call; always starting again at 0-0, an idle entry behind
+    more busy ones than that was never claimed."""
+    _busy, idle_id = _many_busy_then_one_idle(r, busy=150, idle_deliveries=0)
+    seen: list = []
+    ticks = iter(range(0, 10_000, 10))
+    consumer = StreamConsumer(r, config(batch=10, claim_idle_ms=50), dict, record_into(seen), monotonic=lambda: next(ticks))
+
+    for _ in range(5):
+        consumer._claim_idle()
+
+    assert idle_id in [entry_id for entry_id, _ in seen]
+
+
+def test_a_claimed_entry_behind_many_of_our_own_keeps_its_delivery_count(r: redis.Redis) -> None:
+    """The counts were asked for the claimed batch's id range with COUNT len + 100; a claimed entry further on in
+    our pending list got none, counted as a first delivery, and a poison entry was never dead-lettered."""
+    _busy, poison = _many_busy_then_one_idle(r, busy=150, idle_deliveries=10)
+    seen: list = []
+    consumer = StreamConsumer(r, config(claim_idle_ms=50), dict, record_into(seen))
+
+    consumer._claim_idle()
+
+    (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
+    assert (dead["entry_id"], dead["reason"]) == (poison, "max_deliveries_exceeded")
+    assert [deliveries for _entry_id, deliveries in seen] == [2]  # only "first", on its second delivery
