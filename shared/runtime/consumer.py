@@ -56,6 +56,21 @@ end
 return acked
 """)
 DELETED_SCAN = 1000
+# KEYS: the stream; ARGV: group, consumer, n, n entry ids to ack, then entry ids to keep. Acks the first, then
+# re-claims each of the others still pending to this consumer (JUSTID: the delivery count stays); returns those.
+KEEP_CLAIM = LuaScript("""
+local group, me, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if n > 0 then redis.call('XACK', KEYS[1], group, unpack(ARGV, 4, 3 + n)) end
+local kept = {}
+for i = 4 + n, #ARGV do
+  local pending = redis.call('XPENDING', KEYS[1], group, ARGV[i], ARGV[i], 1)[1]
+  if pending and pending[2] == me then
+    redis.call('XCLAIM', KEYS[1], group, me, 0, ARGV[i], 'JUSTID')
+    kept[#kept + 1] = ARGV[i]
+  end
+end
+return kept
+""")
 
 
 def _stream_or_group_gone(exc: redis.ResponseError) -> bool:
@@ -100,7 +115,7 @@ class StreamConsumer(Generic[T]):
         self.log = get_logger(stream=config.stream, group=config.group, consumer=config.consumer)
         self._state = _State()
         self.entries = EntryHandling(client, config, parse, handler, batch_handler, on_give_up, self._progress, self.log,
-                                     stopping=self._state.stopping.is_set)
+                                     stopping=self._state.stopping.is_set, keep_claim=self._keep_claim, monotonic=monotonic)
         self._labels = {"stream": config.stream, "group": config.group}
         self._acked = metrics.ENTRIES_ACKED.labels(**self._labels)
         self._heartbeat = metrics.LOOP_HEARTBEAT.labels(**self._labels)
@@ -241,6 +256,16 @@ class StreamConsumer(Generic[T]):
             if self.arrival is not None:
                 self.arrival.arrived(None)
 
+    def _keep_claim(self, entry_ids: list[str]) -> set[str]:
+        """During a long batch: ack what it has done so far, and renew our hold on these entries (their idle time
+        starts again, their delivery count stays). Returns those still ours."""
+        acks = self._state.acks
+        kept = KEEP_CLAIM(self.client, [self.config.stream],
+                          [self.config.group, self.config.consumer, len(acks), *acks, *entry_ids])
+        if acks:
+            self._acked_now(len(acks))
+        return set(kept)
+
     def _ack_deleted(self) -> None:
         """Redis 6.2 claims an entry deleted while pending and answers nil for it, id and all, leaving it in our
         pending list for good (Redis 7 drops it itself): it would hold back trimming. Ack ours that are gone."""
@@ -294,7 +319,7 @@ class StreamConsumer(Generic[T]):
             self._acked_now(len(self._state.acks))
 
     def _acked_now(self, count: int) -> None:
-        self._state.acks = []
+        del self._state.acks[:count]  # in place: a batch being handled adds to this same list
         self._acked.inc(count)
 
     def _process_batch(self, batch: list[tuple[str, dict | None]], deliveries: dict[str, int]) -> int:

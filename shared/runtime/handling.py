@@ -71,6 +71,8 @@ class EntryHandling(Generic[T]):
         progress: Callable[[], None],
         log,
         stopping: Callable[[], bool] = lambda: False,
+        keep_claim: Callable[[list[str]], set[str]] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.client = client
         self.config = config
@@ -80,6 +82,8 @@ class EntryHandling(Generic[T]):
         self.on_give_up = on_give_up
         self.progress = progress
         self.stopping = stopping
+        self.keep_claim = keep_claim
+        self.monotonic = monotonic
         self.log = log
         self._labels = {"stream": config.stream, "group": config.group}
         # Per-entry metrics, bound to their labels once rather than looked up for every entry.
@@ -91,15 +95,24 @@ class EntryHandling(Generic[T]):
         they stay there when a later entry's Redis error or a stop ends the batch (not handled again).
 
         One by one, the batch ends early when the process is asked to stop: the entries not begun stay pending
-        (delivered again at the next start) rather than outlasting the stop timeout. An entry handled but not
-        yet acked when the process dies is delivered again; handlers are idempotent for that (result markers,
-        single-use permits, replays counted once)."""
+        (delivered again at the next start) rather than outlasting the stop timeout. A batch that takes longer
+        than a third of claim_idle_ms renews its hold on the entries not yet begun (keep_claim), so that another
+        instance does not claim them as abandoned and handle them at the same time; one another instance has
+        claimed all the same is left to it. An entry handled but not yet acked when the process dies is
+        delivered again; handlers are idempotent for that (result markers, single-use permits, replays counted
+        once)."""
         if self.batch_handler is not None:
             done += self._process_together(batch, deliveries)
             return
-        for entry_id, fields in batch:
+        kept_at, keep_every_s, ours = self.monotonic(), self.config.claim_idle_ms / 3000, None
+        for i, (entry_id, fields) in enumerate(batch):
             if self.stopping():
                 return
+            if self.keep_claim is not None and self.monotonic() - kept_at >= keep_every_s:
+                ours = self.keep_claim([later_id for later_id, _fields in batch[i:]])
+                kept_at = self.monotonic()
+            if ours is not None and entry_id not in ours:
+                continue  # another instance claimed it meanwhile: its to handle and ack
             if self._process_one(entry_id, fields, deliveries.get(entry_id, 1)):
                 done.append(entry_id)
             self.progress()  # per entry: a long batch of slow entries is progress, not a stall

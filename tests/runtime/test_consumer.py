@@ -491,3 +491,35 @@ def test_a_claimed_entry_behind_many_of_our_own_keeps_its_delivery_count(r: redi
     (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
     assert (dead["entry_id"], dead["reason"]) == (poison, "max_deliveries_exceeded")
     assert [deliveries for _entry_id, deliveries in seen] == [2]  # only "first", on its second delivery
+
+
+def test_a_long_batch_keeps_its_entries_from_a_second_instance_that_claims_idle_ones(redis_url: str, r: redis.Redis) -> None:
+    """Seen by review: idle time counts from the read, so the later entries of a batch that took longer than
+    claim_idle_ms looked abandoned; a second instance claimed them and both handled them at the same time."""
+    ids = [r.xadd(STREAM, {"n": str(i)}) for i in range(12)]
+    handled: list = []
+    lock = threading.Lock()
+
+    def slow(name: str):
+        def handler(item, entry) -> None:
+            time.sleep(0.05)
+            with lock:
+                handled.append((name, entry.entry_id))
+        return handler
+
+    first = StreamConsumer(connect(redis_url), config(consumer="c1", batch=12, claim_idle_ms=400), dict, slow("c1"))
+    first.ensure_group()
+    second = StreamConsumer(connect(redis_url), config(consumer="c2", batch=12, claim_idle_ms=400), dict, slow("c2"))
+    threads = [threading.Thread(target=first.run, daemon=True)]
+    threads[0].start()
+    wait_for(lambda: handled)
+    threads.append(threading.Thread(target=second.run, daemon=True))
+    threads[1].start()
+    wait_for(lambda: len({entry_id for _name, entry_id in handled}) == len(ids))
+    time.sleep(0.5)  # time for any double handling to show
+    for consumer, thread in zip((first, second), threads):
+        consumer.request_stop()
+        thread.join(5)
+
+    assert sorted(entry_id for _name, entry_id in handled) == sorted(ids)  # each once, by one of them
+    assert r.xpending(STREAM, "g")["pending"] == 0
