@@ -19,12 +19,12 @@ class ApiError(Exception):
         return {"code": self.code, "msg": self.msg}
 
 
-def too_many_requests(limit: int) -> ApiError:
+def too_many_requests(limit: int, retry_after_s: int) -> ApiError:
     msg = (
         f"Too much request weight used; current limit is {limit} request weight per 1 MINUTE. "
         "Please use the websocket for live updates to avoid polling the API."
     )
-    return ApiError(-1003, msg, 429, {"Retry-After": "60"})
+    return ApiError(-1003, msg, 429, {"Retry-After": str(retry_after_s)})
 
 
 def too_many_orders(limit: int) -> ApiError:

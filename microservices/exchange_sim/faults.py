@@ -26,6 +26,8 @@ class FaultConfig:
     rate_limited: float = 0.0
     # True: the order executes and then the connection is closed; False: closed before executing
     drop_after_execute: bool = True
+    # The Retry-After (s) of an injected rate limit (a real one says when its minute window ends)
+    rate_limited_retry_after_s: int = 1
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -44,6 +46,7 @@ def parse_config(body: dict, current: FaultConfig | None = None) -> FaultConfig:
     merged.update(body)
     config = FaultConfig(
         latency_ms=_int(merged["latency_ms"], "latency_ms"),
+        rate_limited_retry_after_s=_int(merged["rate_limited_retry_after_s"], "rate_limited_retry_after_s"),
         drop_after_execute=_bool(merged["drop_after_execute"]),
         **{name: _share(merged[name], name) for name in SHARE_FIELDS},
     )

@@ -27,6 +27,10 @@ class MinuteCounter:
     def reset(self) -> None:
         self.window, self.used = -1, 0
 
+    def seconds_left(self) -> int:
+        """Whole seconds until the current window ends (at least 1)."""
+        return max(1, -(-(MINUTE_MS - self.clock() % MINUTE_MS) // 1000))
+
     def _roll(self) -> None:
         window = self.clock() // MINUTE_MS
         if window != self.window:

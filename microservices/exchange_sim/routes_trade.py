@@ -48,7 +48,8 @@ async def new_order(request: web.Request) -> web.Response:
     if fault is not Fault.NONE:
         log.info("fault_injected", fault=fault.value, client_order_id=params.get("newClientOrderId"))
     if fault is Fault.RATE_LIMITED:
-        raise errors.too_many_requests(state.settings.weight_limit_per_minute)
+        raise errors.too_many_requests(state.settings.weight_limit_per_minute,
+                                       state.faults.config.rate_limited_retry_after_s)
     if fault is Fault.UNAVAILABLE_NO_EXECUTE:
         raise errors.service_unavailable()
     if fault is Fault.DROP_CONNECTION and not state.faults.config.drop_after_execute:

@@ -51,8 +51,8 @@ def charge(request: web.Request, weight: int) -> None:
     """Count request weight against the per-minute IP limit, rejecting with -1003 beyond it."""
     state = state_of(request)
     used = state.weight.add(weight)
-    if used > state.settings.weight_limit_per_minute:
-        raise errors.too_many_requests(state.settings.weight_limit_per_minute)
+    if used > state.settings.weight_limit_per_minute:  # Retry-After: until the minute window ends, as Binance says
+        raise errors.too_many_requests(state.settings.weight_limit_per_minute, state.weight.seconds_left())
 
 
 def client_ip(request: web.Request) -> str:

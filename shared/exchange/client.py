@@ -23,6 +23,7 @@ from shared.exchange.errors import (
     ExchangeRejected,
     ExchangeStartupError,
     OutcomeUnknown,
+    RateLimited,
     sanitize,
 )
 from shared.exchange.models import (
@@ -49,6 +50,7 @@ from shared.exchange.translate import LIBRARY_ERRORS, translate
 
 ORDER_DOES_NOT_EXIST = -2013
 MAX_LEVERAGE = 125
+RATE_LIMIT_PAUSE_S = 1.0  # after a 429 or 418 that named no Retry-After
 PARSE_ERRORS = (KeyError, TypeError, ValueError, InvalidOperation, AttributeError)
 
 T = TypeVar("T")
@@ -105,11 +107,14 @@ class SelfTestReport:
 
 
 class ExchangeClient:
-    def __init__(self, settings: ExchangeSettings, binance_client: Client | None = None) -> None:
+    def __init__(self, settings: ExchangeSettings, binance_client: Client | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
         self._client = binance_client if binance_client is not None else build_binance_client(settings)
         self._secrets = (settings.api_key.get_secret_value(), settings.api_secret.get_secret_value())
         self._used_weight: int | None = None
+        self._monotonic = monotonic
+        self._quiet_until = float("-inf")  # after a rate limit: no request before this (monotonic)
 
     def __repr__(self) -> str:
         return f"ExchangeClient({self._settings.describe()})"
@@ -239,6 +244,13 @@ class ExchangeClient:
         self, operation: str, call: Callable[..., Any], parse: Callable[[Any], T],
         side_effect: bool = False, **params: Any,
     ) -> T:
+        """One request, unless a rate limit asked us to wait: Binance bans the IP (418, minutes to days) of a
+        client that keeps sending after a 429, so until its Retry-After is over every request is refused here,
+        unsent (RateLimited: nothing happened on the exchange)."""
+        quiet_s = self._quiet_until - self._monotonic()
+        if quiet_s > 0:
+            raise RateLimited(f"{operation}: not sent: backing off after a rate limit, {quiet_s:.1f} s more",
+                              retry_after_s=quiet_s)
         try:
             payload = call(**params)
         except LIBRARY_ERRORS as exc:
@@ -247,6 +259,8 @@ class ExchangeClient:
         else:
             self._note_weight()
             return self._parse(operation, parse, payload, side_effect)
+        if isinstance(error, RateLimited):
+            self._quiet_until = self._monotonic() + (error.retry_after_s or RATE_LIMIT_PAUSE_S)
         # Raised outside the except block so no __context__ keeps the library's signed URL.
         raise error
 

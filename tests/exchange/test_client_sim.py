@@ -159,6 +159,32 @@ def test_rate_limited_is_retryable(client, sim):
     assert caught.value.retryable
 
 
+def test_after_a_rate_limit_nothing_is_sent_until_its_retry_after_is_over(sim):
+    """Binance bans the IP (418, minutes to days) of a client that keeps sending after a 429; the executor's
+    order lookups used to go on at 0.1, 0.3, 0.9, 2 s whatever Retry-After said."""
+    sim.reset()
+    sim.set_price("BTCUSDT", D("88000"))
+    sim.set_faults(**{**NO_FAULTS, "rate_limited": 1.0, "rate_limited_retry_after_s": 3})
+    now = [1000.0]
+    settings = ExchangeSettings(EXCHANGE_TARGET="simulator", EXCHANGE_SIM_URL=sim.base_url,
+                                EXCHANGE_SIM_API_KEY=sim.api_key, EXCHANGE_SIM_API_SECRET=sim.api_secret)
+    client = ExchangeClient(settings, monotonic=lambda: now[0])
+    with pytest.raises(RateLimited) as caught:
+        client.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "t-limited-2")
+    assert caught.value.retry_after_s == 3
+    sim.set_faults(**NO_FAULTS)
+    sent = count_requests(client)
+
+    now[0] += 2.5
+    with pytest.raises(RateLimited) as held:
+        client.get_order("BTCUSDT", "t-limited-2")
+    assert sent == [] and "not sent" in held.value.message and held.value.retry_after_s == pytest.approx(0.5)
+
+    now[0] += 0.6
+    assert client.get_order("BTCUSDT", "t-limited-2") is None  # never placed: the 429 refused it
+    assert sent == ["GET " + sim.base_url + "/fapi/v1/order"]
+
+
 def test_unreachable_target_fails_self_test_naming_target_and_step():
     settings = ExchangeSettings(EXCHANGE_TARGET="simulator", EXCHANGE_SIM_URL=f"http://127.0.0.1:{free_port()}",
                                 EXCHANGE_SIM_API_SECRET=SECRET)

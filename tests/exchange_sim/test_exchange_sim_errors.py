@@ -137,6 +137,17 @@ def test_binance_error(sim, client, signed, code, status, msg, action):
     assert got == (status, code, msg, {"code": code, "msg": msg})
 
 
+def test_the_weight_limits_retry_after_is_what_is_left_of_its_minute():
+    now = [29_933_334 * 60_000 + 42_300]  # 42.3 s into a minute
+    with running_simulator(clock=lambda: now[0], weight_limit_per_minute=5) as small:
+        limited = small.binance_client()
+        with pytest.raises(BinanceAPIException) as caught:
+            for _ in range(6):
+                limited.futures_exchange_info()
+
+    assert (caught.value.status_code, caught.value.response.headers["Retry-After"]) == (429, "18")
+
+
 def test_reduce_only_orders_are_exempt_from_min_notional(sim, client):
     sim.set_price("ETHUSDT", "2920")
     client.futures_create_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.01")
