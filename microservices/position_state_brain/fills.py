@@ -5,7 +5,8 @@ carries the fill the exchange reported in its order response, with the exchange'
 fill counts on top of the snapshot unless the snapshot already reflects it: for a symbol the
 snapshot shows a position, when the fill is not newer than the position's exchange update time;
 for a symbol flat in the snapshot, when its result was written before the snapshot was taken.
-So a close right after an open sees the open, and no exchange request is spent per plan.
+So a close right after an open sees the open, and no exchange request is spent per plan. Whatever the times
+say, a fill written more than a second before the snapshot was asked for is in it (SURELY_SHOWN_MS).
 
 A flat symbol has no update time to compare with (positionRisk v3 lists only open positions),
 so a close whose result is written while a snapshot is being fetched may already be in it. A
@@ -21,6 +22,11 @@ from decimal import Decimal, InvalidOperation
 from shared.snapshot import ExchangeSnapshot, PositionState
 
 ZERO = Decimal(0)
+# A fill whose result was written this long before a snapshot was asked for is in it, whatever the two update
+# times say. The comparison of an order's updateTime with its position's assumes Binance stamps both alike; were
+# the order's ever later, the fill would otherwise count on top of every later snapshot until the position
+# changed again. The margin leaves room for the exchange's position view to lag its matching engine.
+SURELY_SHOWN_MS = 1_000
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ def moved(amount: Decimal, fill: ConfirmedFill) -> Decimal:
 
 
 def reflected(fill: ConfirmedFill, snapshot: ExchangeSnapshot) -> bool:
+    if fill.written_ms < snapshot.fetched_at_ms - SURELY_SHOWN_MS:
+        return True
     held = snapshot.positions.get(fill.symbol)
     if held is not None and held.update_time_ms and fill.exchange_ts_ms:
         return fill.exchange_ts_ms <= held.update_time_ms

@@ -34,6 +34,15 @@ def test_a_fill_counts_unless_the_snapshot_reflects_it(written_ms, fields, is_re
     assert reflected(fill, SNAPSHOT) is is_reflected
 
 
+def test_a_fill_written_well_before_the_snapshot_is_in_it_whatever_the_update_times_say() -> None:
+    """Were an order's updateTime ever later than its position's for the same fill, the fill would count on top
+    of every later snapshot until the position changed again: double the position, for good."""
+    later_than_the_position = result("BUY", "0.001", SNAPSHOT_MS - 49)
+
+    assert reflected(fill_from(f"{SNAPSHOT_MS - 1_001}-0", later_than_the_position), SNAPSHOT) is True
+    assert reflected(fill_from(f"{SNAPSHOT_MS - 999}-0", later_than_the_position), SNAPSHOT) is False
+
+
 def test_results_that_did_not_execute_or_do_not_parse_are_no_fills() -> None:
     assert fill_from("1-0", result("BUY", "1", 5, executed="false")) is None
     assert fill_from("1-0", {"executed": "true", "filled_qty": "lots"}) is None
