@@ -10,6 +10,7 @@ import redis
 
 from shared import keys
 from shared.logging import redact
+from shared.lua import LuaScript
 
 MAX_FIELDS_JSON = 16 * 1024
 
@@ -39,9 +40,19 @@ def dead_letter_fields(
     }
 
 
-def dead_letter_and_ack(client: redis.Redis, group: str, dead: dict[str, str]) -> None:
-    """Write the dead letter and ack the source entry in one transaction: never lost, never both."""
-    pipe = client.pipeline(transaction=True)
-    pipe.xadd(keys.Stream.DEAD_LETTER, dead)
-    pipe.xack(dead["source_stream"], group, dead["entry_id"])
-    pipe.execute()
+# KEYS: source stream, dead-letter stream; ARGV: group, entry id, then the dead letter's fields (flat). The ack
+# decides: only an entry still pending gets its dead letter, so a call sent again (its reply lost with the
+# connection) does not write a second one.
+ACK_AND_DEAD_LETTER = LuaScript("""
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+return 1
+""")
+
+
+def dead_letter_and_ack(client: redis.Redis, group: str, dead: dict[str, str]) -> bool:
+    """Ack the source entry and write its dead letter, atomically: never lost, never twice. False (nothing
+    written) when the entry was no longer pending: another consumer has already ended it."""
+    flat = [item for pair in dead.items() for item in pair]
+    return bool(ACK_AND_DEAD_LETTER(client, [dead["source_stream"], keys.Stream.DEAD_LETTER],
+                                    [group, dead["entry_id"], *flat]))

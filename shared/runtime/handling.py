@@ -210,6 +210,8 @@ class EntryHandling(Generic[T]):
         dead = dead_letter_fields(
             entry.stream, entry.entry_id, entry.fields, reason, detail, self.config.group, self.config.consumer
         )
-        dead_letter_and_ack(self.client, self.config.group, dead)
+        if not dead_letter_and_ack(self.client, self.config.group, dead):
+            self.log.info("dead_letter_not_needed", entry_id=entry.entry_id, reason=reason, why="no longer pending")
+            return
         metrics.ENTRIES_DEAD_LETTERED.labels(reason=reason, **self._labels).inc()
         self.log.warning("entry_dead_lettered", entry_id=entry.entry_id, reason=reason, detail=detail)

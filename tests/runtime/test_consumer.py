@@ -523,3 +523,20 @@ def test_a_long_batch_keeps_its_entries_from_a_second_instance_that_claims_idle_
 
     assert sorted(entry_id for _name, entry_id in handled) == sorted(ids)  # each once, by one of them
     assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_a_dead_letter_sent_again_after_its_reply_was_lost_is_written_once(r: redis.Redis) -> None:
+    """The transport sends a call again when the connection drops before its reply; the MULTI that wrote the
+    dead letter and the ack ran twice and wrote two dead letters."""
+    from shared.runtime.deadletter import dead_letter_and_ack, dead_letter_fields
+
+    r.xgroup_create(STREAM, "g", id="0", mkstream=True)
+    entry_id = r.xadd(STREAM, {"n": "bad"})
+    r.xreadgroup("g", "c1", {STREAM: ">"})
+    dead = dead_letter_fields(STREAM, entry_id, {"n": "bad"}, "validation_error", {"n": "bad"}, "g", "c1")
+
+    assert dead_letter_and_ack(r, "g", dead) is True
+    assert dead_letter_and_ack(r, "g", dead) is False  # the same call again: already acked, nothing written
+
+    assert r.xlen(keys.Stream.DEAD_LETTER) == 1
+    assert r.xpending(STREAM, "g")["pending"] == 0
