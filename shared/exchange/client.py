@@ -51,6 +51,7 @@ from shared.exchange.translate import LIBRARY_ERRORS, translate
 ORDER_DOES_NOT_EXIST = -2013
 MAX_LEVERAGE = 125
 RATE_LIMIT_PAUSE_S = 1.0  # after a 429 or 418 that named no Retry-After
+RATE_LIMIT_WAIT_MAX_S = 2.0  # a request waits out this much of a rate limit's Retry-After; longer, it is refused
 PARSE_ERRORS = (KeyError, TypeError, ValueError, InvalidOperation, AttributeError)
 
 T = TypeVar("T")
@@ -108,12 +109,13 @@ class SelfTestReport:
 
 class ExchangeClient:
     def __init__(self, settings: ExchangeSettings, binance_client: Client | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self._settings = settings
         self._client = binance_client if binance_client is not None else build_binance_client(settings)
         self._secrets = (settings.api_key.get_secret_value(), settings.api_secret.get_secret_value())
         self._used_weight: int | None = None
         self._monotonic = monotonic
+        self._sleep = sleep
         self._quiet_until = float("-inf")  # after a rate limit: no request before this (monotonic)
 
     def __repr__(self) -> str:
@@ -245,9 +247,13 @@ class ExchangeClient:
         side_effect: bool = False, **params: Any,
     ) -> T:
         """One request, unless a rate limit asked us to wait: Binance bans the IP (418, minutes to days) of a
-        client that keeps sending after a 429, so until its Retry-After is over every request is refused here,
-        unsent (RateLimited: nothing happened on the exchange)."""
+        client that keeps sending after a 429, so until its Retry-After is over nothing is sent. A wait of up to
+        RATE_LIMIT_WAIT_MAX_S is waited out; past that the request is refused here, unsent (RateLimited:
+        nothing happened on the exchange)."""
         quiet_s = self._quiet_until - self._monotonic()
+        if 0 < quiet_s <= RATE_LIMIT_WAIT_MAX_S:
+            self._sleep(quiet_s)
+            quiet_s = self._quiet_until - self._monotonic()
         if quiet_s > 0:
             raise RateLimited(f"{operation}: not sent: backing off after a rate limit, {quiet_s:.1f} s more",
                               retry_after_s=quiet_s)

@@ -185,6 +185,27 @@ def test_after_a_rate_limit_nothing_is_sent_until_its_retry_after_is_over(sim):
     assert sent == ["GET " + sim.base_url + "/fapi/v1/order"]
 
 
+def test_a_short_retry_after_is_waited_out_rather_than_refused(sim):
+    sim.reset()
+    sim.set_faults(**{**NO_FAULTS, "rate_limited": 1.0, "rate_limited_retry_after_s": 1})
+    now, slept = [1000.0], []
+    settings = ExchangeSettings(EXCHANGE_TARGET="simulator", EXCHANGE_SIM_URL=sim.base_url,
+                                EXCHANGE_SIM_API_KEY=sim.api_key, EXCHANGE_SIM_API_SECRET=sim.api_secret)
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    client = ExchangeClient(settings, monotonic=lambda: now[0], sleep=sleep)
+    with pytest.raises(RateLimited):
+        client.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "t-limited-3")
+    sim.set_faults(**NO_FAULTS)
+    now[0] += 0.25
+
+    assert client.get_order("BTCUSDT", "t-limited-3") is None  # sent, after the rest of the second
+    assert slept == [pytest.approx(0.75)]
+
+
 def test_unreachable_target_fails_self_test_naming_target_and_step():
     settings = ExchangeSettings(EXCHANGE_TARGET="simulator", EXCHANGE_SIM_URL=f"http://127.0.0.1:{free_port()}",
                                 EXCHANGE_SIM_API_SECRET=SECRET)
