@@ -51,7 +51,7 @@ from shared.exchange.translate import LIBRARY_ERRORS, translate
 ORDER_DOES_NOT_EXIST = -2013
 MAX_LEVERAGE = 125
 RATE_LIMIT_PAUSE_S = 1.0  # after a 429 or 418 that named no Retry-After
-RATE_LIMIT_WAIT_MAX_S = 2.0  # a request waits out this much of a rate limit's Retry-After; longer, it is refused
+RATE_LIMIT_WAIT_MAX_S = 2.0  # a read waits out this much of a rate limit's Retry-After; longer, it is refused
 PARSE_ERRORS = (KeyError, TypeError, ValueError, InvalidOperation, AttributeError)
 
 T = TypeVar("T")
@@ -247,11 +247,12 @@ class ExchangeClient:
         side_effect: bool = False, **params: Any,
     ) -> T:
         """One request, unless a rate limit asked us to wait: Binance bans the IP (418, minutes to days) of a
-        client that keeps sending after a 429, so until its Retry-After is over nothing is sent. A wait of up to
-        RATE_LIMIT_WAIT_MAX_S is waited out; past that the request is refused here, unsent (RateLimited:
-        nothing happened on the exchange)."""
+        client that keeps sending after a 429, so until its Retry-After is over nothing is sent. A read waits out
+        up to RATE_LIMIT_WAIT_MAX_S of it; an order never waits (the executor's lookups rely on an order being
+        signed at once when it is sent); else the request is refused here, unsent (RateLimited: nothing
+        happened on the exchange)."""
         quiet_s = self._quiet_until - self._monotonic()
-        if 0 < quiet_s <= RATE_LIMIT_WAIT_MAX_S:
+        if 0 < quiet_s <= RATE_LIMIT_WAIT_MAX_S and not side_effect:
             self._sleep(quiet_s)
             quiet_s = self._quiet_until - self._monotonic()
         if quiet_s > 0:

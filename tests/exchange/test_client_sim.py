@@ -202,8 +202,13 @@ def test_a_short_retry_after_is_waited_out_rather_than_refused(sim):
     sim.set_faults(**NO_FAULTS)
     now[0] += 0.25
 
-    assert client.get_order("BTCUSDT", "t-limited-3") is None  # sent, after the rest of the second
+    with pytest.raises(RateLimited) as refused:  # an order never waits: lookups rely on it being signed when sent
+        client.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "t-limited-4")
+    assert "not sent" in refused.value.message and slept == []
+
+    assert client.get_order("BTCUSDT", "t-limited-3") is None  # a read: sent after the rest of the second
     assert slept == [pytest.approx(0.75)]
+    assert [order["clientOrderId"] for order in sim.orders()] == []
 
 
 def test_unreachable_target_fails_self_test_naming_target_and_step():
