@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
 
 
 def read_report() -> dict[str, Any]:
-    from shared.cli.proof import load_fleet_env
+    from shared.cli.common import load_fleet_env
     from shared.exchange.client import ExchangeClient
     from shared.exchange.target import load_exchange_settings
 

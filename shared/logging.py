@@ -18,10 +18,12 @@ REDACTED = "***"
 _SECRET_KEY = re.compile(r"(?i)(secret|password|passwd|api_?key|signature|token|authorization|credential)")
 _PATTERNS = (
     (re.compile(r"(?i)(signature=)[0-9a-f]{16,}"), r"\1" + REDACTED),
-    (re.compile(r"(?i)(rediss?://[^:/@\s]*:)[^@\s]+@"), r"\1" + REDACTED + "@"),
+    # A password in any URL's userinfo (redis://:pw@host, unix://:pw@/run/redis.sock, user:pw@) or query (?password=)
+    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@"), r"\1" + REDACTED + "@"),
+    (re.compile(r"(?i)([?&;]password=['\"]?)[^&;\s'\"]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)(X-MBX-APIKEY['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9]+"), r"\1" + REDACTED),
 )
-_MARKERS = ("signature", "redis", "apikey")
+_MARKERS = ("signature", "://", "password", "apikey")
 
 
 def _screen_for(secrets: Iterable[str]) -> re.Pattern[str]:

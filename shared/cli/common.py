@@ -6,12 +6,18 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import redis
 
 from shared import keys
+from shared.logging import redact_text
 from shared.redis_conn import RedisUnavailable, connect_checked
 from shared.settings import DEFAULT_REDIS_URL
+
+
+FLEET_ENV_FILE = "/etc/quantum/common.env"
+FLEET_CREDENTIALS_DIR = "/etc/quantum/credentials"
 
 
 class CommandError(RuntimeError):
@@ -19,15 +25,54 @@ class CommandError(RuntimeError):
 
 
 def add_redis_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
-                        help="Redis to talk to (default: REDIS_URL, else redis://127.0.0.1:6379/0)")
+    parser.add_argument("--redis-url", default=None,
+                        help=f"Redis to talk to (default: REDIS_URL, else the fleet's, from {FLEET_ENV_FILE}, "
+                             f"else {DEFAULT_REDIS_URL})")
 
 
 def redis_from(args: argparse.Namespace) -> redis.Redis:
+    """The Redis the command names, else the fleet's own: an operator's `quantum kill on` over ssh has no
+    systemd environment, and a switch set in another Redis (or database) than the fleet's stops nothing."""
+    if not args.redis_url:
+        load_fleet_env()
+        args.redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
     try:
         return connect_checked(args.redis_url, socket_timeout=10)
     except RedisUnavailable as exc:
         raise CommandError(f"{exc} (set REDIS_URL or pass --redis-url)") from None
+
+
+def load_fleet_env(path: str | None = None) -> None:
+    """Read the fleet's common.env as systemd gives it to the daemons, without overriding what is set.
+
+    An ops script run over ssh has no systemd environment; this gives it the same Redis and
+    exchange settings as the fleet it checks. Explicitly set variables win.
+    """
+    env_file = Path(path or os.environ.get("QUANTUM_ENV_FILE", FLEET_ENV_FILE))
+    if env_file.is_file() and os.access(env_file, os.R_OK):
+        for name, value in parse_env_file(env_file.read_text(encoding="utf-8")).items():
+            os.environ.setdefault(name, value)
+    if os.access(FLEET_CREDENTIALS_DIR, os.R_OK | os.X_OK):
+        os.environ.setdefault("CREDENTIALS_DIRECTORY", FLEET_CREDENTIALS_DIR)
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """systemd EnvironmentFile lines: NAME=VALUE, optional quotes, '#' comments."""
+    values = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if not sep or not name or name.startswith("#") or not name.replace("_", "").isalnum():
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
+    return values
+
+
+def in_redis(args: argparse.Namespace) -> str:
+    """' (in <the Redis the command changed>)', password hidden: the operator sees which fleet a switch reached."""
+    return f" (in {redact_text(args.redis_url)})"
 
 
 def wait_for_results(client: redis.Redis, plan_ids: list[str], timeout_s: float, since_id: str = "0") -> dict[str, dict]:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from shared import keys
-from shared.cli.common import CommandError, add_redis_argument, fail, redis_from, wait_for_results
+from shared.cli.common import CommandError, add_redis_argument, fail, in_redis, redis_from, wait_for_results
 from shared.cli.up import format_result
 from shared.schema import EntryError, Plan
 
@@ -51,7 +51,7 @@ def _guard(command):
 
 def run_kill(args: argparse.Namespace) -> int:
     redis_from(args).set(keys.KILL, "1" if args.state == "on" else "0")
-    print("kill switch ON: all execution halted" if args.state == "on" else "kill switch OFF")
+    print(("kill switch ON: all execution halted" if args.state == "on" else "kill switch OFF") + in_redis(args))
     return 0
 
 
@@ -60,10 +60,10 @@ def run_execution(args: argparse.Namespace) -> int:
     if args.state == "enable":
         client.set(keys.GOVERNOR_EXECUTION, "ENABLED")
         client.delete(keys.GOVERNOR_DISARMED)
-        print("execution ENABLED: opens and closes pass the gates")
+        print("execution ENABLED: opens and closes pass the gates" + in_redis(args))
     else:
         client.set(keys.GOVERNOR_EXECUTION, "DISABLED")
-        print("execution DISABLED: reduce-only, closes still pass")
+        print("execution DISABLED: reduce-only, closes still pass" + in_redis(args))
     return 0
 
 
@@ -71,10 +71,10 @@ def run_dry_run(args: argparse.Namespace) -> int:
     client = redis_from(args)
     if args.state == "on":
         client.set(keys.FORCE_DRY_RUN, "1")
-        print("dry run FORCED: every plan runs the gates and nothing is sent")
+        print("dry run FORCED: every plan runs the gates and nothing is sent" + in_redis(args))
     else:
         client.delete(keys.FORCE_DRY_RUN)
-        print("dry run lifted: APPLY_MODE decides again")
+        print("dry run lifted: APPLY_MODE decides again" + in_redis(args))
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from shared import keys
-from shared.cli.common import CommandError, fail, redis_from, wait_for_results
+from shared.cli.common import FLEET_ENV_FILE, CommandError, fail, load_fleet_env, redis_from, wait_for_results
 from shared.exchange.client import ExchangeClient
 from shared.exchange.errors import ExchangeError, ExchangeSettingsError
 from shared.exchange.models import OrderResult
@@ -43,8 +43,6 @@ TEST_OPENS: tuple[tuple[str, str], ...] = (
 )
 # An order the exchange refused or dropped proves nothing.
 DEAD_ORDER_STATUSES = frozenset({"REJECTED", "EXPIRED", "CANCELED", "EXPIRED_IN_MATCH"})
-FLEET_ENV_FILE = "/etc/quantum/common.env"
-FLEET_CREDENTIALS_DIR = "/etc/quantum/credentials"
 
 
 @dataclass
@@ -286,31 +284,3 @@ def save_proof(document: dict[str, Any], out: str, say: Callable[[str], None]) -
     path = Path(out)
     path.write_text(text, encoding="utf-8")
     say(f"Proof saved to: {path}")
-
-
-def load_fleet_env(path: str | None = None) -> None:
-    """Read the fleet's common.env as systemd gives it to the daemons, without overriding what is set.
-
-    An ops script run over ssh has no systemd environment; this gives it the same Redis and
-    exchange settings as the fleet it checks. Explicitly set variables win.
-    """
-    env_file = Path(path or os.environ.get("QUANTUM_ENV_FILE", FLEET_ENV_FILE))
-    if env_file.is_file() and os.access(env_file, os.R_OK):
-        for name, value in parse_env_file(env_file.read_text(encoding="utf-8")).items():
-            os.environ.setdefault(name, value)
-    if os.access(FLEET_CREDENTIALS_DIR, os.R_OK | os.X_OK):
-        os.environ.setdefault("CREDENTIALS_DIRECTORY", FLEET_CREDENTIALS_DIR)
-
-
-def parse_env_file(text: str) -> dict[str, str]:
-    """systemd EnvironmentFile lines: NAME=VALUE, optional quotes, '#' comments."""
-    values = {}
-    for line in text.splitlines():
-        name, sep, value = line.strip().partition("=")
-        if not sep or not name or name.startswith("#") or not name.replace("_", "").isalnum():
-            continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[name] = value
-    return values

@@ -168,3 +168,17 @@ def test_a_registered_secret_is_redacted_also_as_repr_quotes_it(secret) -> None:
 
     assert "0123456789" not in text and text.count(qlog.REDACTED) == 2
 
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("cannot reach Redis at unix://:pw123456@/run/redis.sock?db=0", "unix://:***@/run/redis.sock?db=0"),
+    ("redis://127.0.0.1:6379/0?password=pw123456&db=1", "redis://127.0.0.1:6379/0?password=***&db=1"),
+    ("unix:///run/redis.sock?db=0&password='pw123456'", "unix:///run/redis.sock?db=0&password='***'"),
+    ("REDISS://user:pw123456@host:6380/0", "REDISS://user:***@host:6380/0"),
+    ("http://127.0.0.1:8090/fapi/v1/order", "http://127.0.0.1:8090/fapi/v1/order"),
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+], ids=["unix-userinfo", "query", "quoted-query", "upper-scheme", "no-password", "no-userinfo"])
+def test_a_password_in_any_form_of_redis_url_is_redacted(text, shown) -> None:
+    """Seen by review: only redis[s]://user:pw@ was covered; the unix-socket URL the README recommends, and a
+    ?password= parameter (both valid for redis-py), reached the CLI's error line as they were."""
+    assert qlog.redact_text(text).endswith(shown)
