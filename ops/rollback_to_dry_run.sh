@@ -59,28 +59,28 @@ apply_mode_line() {
 
 # Sets APPLY_MODE=dry_run in env file $1: replaces the active line, or with $2=append adds one.
 # Written beside it and renamed, so a crash never leaves half a file; mode 0600 (it holds credentials).
+# Each step is checked (set -e does not hold inside a function called with ||) and the file read back: a change
+# that was not made is never reported as made.
 set_apply_mode() {
   local file=$1 how=$2 before tmp
   if [ ! -e "$file" ]; then
     if [ "$how" = append ]; then
-      (umask 077 && echo 'APPLY_MODE=dry_run' > "$file")
+      (umask 077 && echo 'APPLY_MODE=dry_run' > "$file") 2>/dev/null || { echo "  $file: cannot create it"; return 1; }
       echo "  $file: created with APPLY_MODE=dry_run"
     fi
     return 0
   fi
   before=$(apply_mode_line "$file")
   [ -n "$before" ] || [ "$how" = append ] || return 0
-  tmp=$(mktemp "$file.XXXXXX")
+  tmp=$(mktemp "$file.XXXXXX" 2>/dev/null) || { echo "  $file: cannot write beside it (permissions?)"; return 1; }
   if [ -n "$before" ]; then
-    sed -E 's/^[[:space:]]*APPLY_MODE=.*/APPLY_MODE=dry_run/' "$file" > "$tmp"
+    sed -E 's/^[[:space:]]*APPLY_MODE=.*/APPLY_MODE=dry_run/' "$file" > "$tmp" 2>/dev/null
   else
-    cat "$file" > "$tmp"
-    [ -z "$(tail -c 1 "$file")" ] || echo >> "$tmp"
-    echo 'APPLY_MODE=dry_run' >> "$tmp"
-  fi
-  chmod 0600 "$tmp"
-  chown --reference="$file" "$tmp" 2>/dev/null || true
-  mv -f "$tmp" "$file"
+    { cat "$file" && { [ -z "$(tail -c 1 "$file")" ] || echo; } && echo 'APPLY_MODE=dry_run'; } > "$tmp" 2>/dev/null
+  fi || { rm -f "$tmp"; echo "  $file: cannot read it (permissions?)"; return 1; }
+  chmod 0600 "$tmp" && { chown --reference="$file" "$tmp" 2>/dev/null || true; } && mv -f "$tmp" "$file" \
+    || { rm -f "$tmp"; echo "  $file: cannot replace it (permissions?)"; return 1; }
+  [ "$(apply_mode_line "$file")" = "APPLY_MODE=dry_run" ] || { echo "  $file: APPLY_MODE=dry_run did not stick"; return 1; }
   echo "  $file: APPLY_MODE=dry_run (was: ${before:-unset})"
 }
 
@@ -92,9 +92,9 @@ persist_dry_run() {
     echo "  systemd units not installed here: nothing to persist (the runtime switch holds until 'quantum dry-run off')"
     return 0
   fi
-  set_apply_mode "$env_dir/common.env" append
-  set_apply_mode "$env_dir/intent-executor.env" replace
-  set_apply_mode "$env_dir/apply-layer.env" replace
+  set_apply_mode "$env_dir/common.env" append || return 1
+  set_apply_mode "$env_dir/intent-executor.env" replace || return 1
+  set_apply_mode "$env_dir/apply-layer.env" replace || return 1
   if [ "$has_units" = 0 ]; then
     echo "  no systemd units to restart: APPLY_MODE applies when the daemons next start"
     return 0

@@ -35,13 +35,19 @@ ops_redis_url() {
 
 ops_url_decode() { printf '%b' "${1//%/\\x}"; }
 
-# Splits the URL so the password travels in REDISCLI_AUTH, never on a command line or in output.
+# Splits the URL so the password travels in REDISCLI_AUTH, never on a command line or in output. Takes what
+# redis-py takes: redis:// and rediss:// (host, port, /db) and unix:///path/to.sock, with the password in the
+# userinfo or as ?password=, the database as /N or ?db=N. redis-cli gets -u for TCP, -s and -n for a socket.
 ops_redis_init() {
-  local url rest userinfo scheme
+  local url rest userinfo="" scheme query="" param db=""
   url=$(ops_redis_url)
   scheme=${url%%://*}
   rest=${url#*://}
-  OPS_REDIS_USER="" OPS_REDIS_PASSWORD=""
+  OPS_REDIS_USER="" OPS_REDIS_PASSWORD="" OPS_REDIS_SOCKET=""
+  if [[ $rest == *\?* ]]; then
+    query=${rest#*\?}
+    rest=${rest%%\?*}
+  fi
   if [[ $rest == *@* ]]; then
     userinfo=${rest%@*}
     rest=${rest##*@}
@@ -52,9 +58,27 @@ ops_redis_init() {
       OPS_REDIS_USER=$(ops_url_decode "$userinfo")
     fi
   fi
-  OPS_REDIS_URL_BARE="$scheme://$rest"
+  local -a params=()
+  IFS='&' read -r -a params <<<"$query"
+  for param in "${params[@]}"; do
+    case $param in
+      password=*) OPS_REDIS_PASSWORD=$(ops_url_decode "${param#password=}") ;;
+      username=*) OPS_REDIS_USER=$(ops_url_decode "${param#username=}") ;;
+      db=*) db=${param#db=} ;;
+    esac
+  done
+  case $scheme in
+    unix) OPS_REDIS_SOCKET=$rest; OPS_REDIS_DB=${db:-0} ;;
+    redis|rediss)
+      [[ $rest == */* ]] && OPS_REDIS_DB=${rest#*/} || OPS_REDIS_DB=""
+      OPS_REDIS_DB=${db:-${OPS_REDIS_DB:-0}}
+      rest=${rest%%/*} ;;
+    *) ops_die "REDIS_URL: unsupported scheme '$scheme' (redis://, rediss:// or unix://)" ;;
+  esac
+  [[ $OPS_REDIS_DB =~ ^[0-9]+$ ]] || ops_die "REDIS_URL: the database must be a number"
+  OPS_REDIS_URL_BARE="$scheme://$rest/$OPS_REDIS_DB"
   # shellcheck disable=SC2034  # read by the scripts that source this file
-  OPS_REDIS_SHOWN="$scheme://${OPS_REDIS_USER:+$OPS_REDIS_USER}${OPS_REDIS_PASSWORD:+:***}${userinfo:+@}$rest"
+  OPS_REDIS_SHOWN="$scheme://${OPS_REDIS_USER:+$OPS_REDIS_USER}${OPS_REDIS_PASSWORD:+:***}${userinfo:+@}${OPS_REDIS_SOCKET:-$rest/$OPS_REDIS_DB}"
   OPS_REDIS_CLI=$(ops_find_redis_cli) || ops_die "redis-cli not found: install redis-tools, or set QUANTUM_PYTHON to the fleet's venv python"
   # The quantum CLI run by these scripts must talk to the same Redis.
   export REDIS_URL="$url"
@@ -84,6 +108,7 @@ ops_python() {
 
 rcli() {
   local -a command=("$OPS_REDIS_CLI" --no-auth-warning -u "$OPS_REDIS_URL_BARE")
+  [ -z "$OPS_REDIS_SOCKET" ] || command=("$OPS_REDIS_CLI" --no-auth-warning -s "$OPS_REDIS_SOCKET" -n "$OPS_REDIS_DB")
   [ -n "$OPS_REDIS_USER" ] && command+=(--user "$OPS_REDIS_USER")
   # An empty REDISCLI_AUTH would still send AUTH, so it is set only with a password.
   if [ -n "$OPS_REDIS_PASSWORD" ]; then

@@ -79,3 +79,43 @@ def test_over_ssh_the_output_is_the_local_output(order_path, script_env, sshd) -
     assert remote.returncode == 0, remote.stdout + remote.stderr
     # Each run counts results from its own start, so both list exactly their own test plan.
     assert same_shape(remote.stdout) == same_shape(local.stdout)
+
+
+@pytest.mark.parametrize("form", ["unix-userinfo", "tcp-query"])
+def test_the_ops_scripts_take_every_redis_url_form_the_fleet_takes_and_never_show_its_password(
+        script_env, tmp_path, form) -> None:
+    """Seen by review: the README's unix-socket REDIS_URL made redis-cli fail ("Invalid URI scheme") before the
+    rollback's first step; a ?password= URL was not understood either."""
+    from shared.redis_conn import connect
+    from shared.redis_server import EmbeddedRedis
+
+    password = "s3cretPW-ops-test"
+    with EmbeddedRedis(password=password) as server:
+        if form == "unix-userinfo":
+            if server.socket_path is None:
+                pytest.skip("the data dir's path is too long for a unix socket here")
+            url = f"unix://:{password}@{server.socket_path}?db=2"
+        else:
+            url = f"redis://127.0.0.1:{server.port}/0?password={password}&db=2"
+        client = connect(url)
+        client.set("quantum:apply:dry_run", "1")
+        (tmp_path / "common.env").write_text("APPLY_MODE=dry_run\n")
+
+        done = run_script(SCRIPT, "--undo", "--env-dir", str(tmp_path), env={**script_env, "REDIS_URL": url})
+
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert client.get("quantum:apply:dry_run") is None  # in database 2, where the URL points
+        assert password not in done.stdout + done.stderr
+
+
+def test_a_persist_that_could_not_write_says_so_and_fails_the_rollback(order_path, script_env, tmp_path) -> None:
+    """Seen by review: set -e does not hold inside a function called with ||, so a failed write went on to print
+    'APPLY_MODE=dry_run (was: ...)' and the rollback could end OK with the file unchanged."""
+    (tmp_path / "common.env").mkdir()  # unreadable as a file, whoever runs the script (root reads anything else)
+
+    done = run_script(SCRIPT, "--persist", "--no-restart", "--env-dir", str(tmp_path), env=script_env)
+
+    assert done.returncode == 1
+    assert "common.env: cannot read it" in done.stdout
+    assert "APPLY_MODE=dry_run (was:" not in done.stdout
+    assert "ROLLBACK NOT VERIFIED" in done.stdout
