@@ -87,8 +87,10 @@ EnvironmentFile={ETC}/common.env
 EnvironmentFile={ETC}/{spec.name}.env
 {_credential(spec)}{_nice(spec)}Restart=on-failure
 RestartSec=2
+# Start-up may wait REDIS_STARTUP_WAIT_S for Redis, then EXCHANGE_STARTUP_WAIT_S for the exchange (60 s each).
+TimeoutStartSec=180
 WatchdogSec=30
-TimeoutStopSec=30
+TimeoutStopSec={spec.stop_timeout_s}
 KillSignal=SIGTERM
 {HARDENING}{_network(spec)}
 [Install]

@@ -20,6 +20,9 @@ class DaemonSpec:
     # Scheduling niceness (systemd Nice=, and what `quantum up` and the bench apply). Only raised, never
     # lowered: a daemon off the plan's critical path yields the CPU to the deciders on a small host.
     nice: int = 0
+    # systemd TimeoutStopSec: SIGTERM ends the entry in hand first, which for the executor may be a permit wait, a
+    # mark price, the order and, when its answer is lost, lookups until recvWindow is over.
+    stop_timeout_s: int = 30
 
     @property
     def unit(self) -> str:
@@ -42,7 +45,8 @@ FLEET: tuple[DaemonSpec, ...] = (
     DaemonSpec("governor", "microservices.governor", 8044, "governor P3.2"),
     # Nice 5: its pre-permit look-ahead (building the order while the deciders decide) competes with them for
     # two cores; the deciders are the critical path, and the order waits for both permits anyway.
-    DaemonSpec("intent-executor", "microservices.intent_executor", 8046, "intent executor", exchange=True, nice=5),
+    DaemonSpec("intent-executor", "microservices.intent_executor", 8046, "intent executor", exchange=True, nice=5,
+               stop_timeout_s=90),
     DaemonSpec("intent-bridge", "microservices.intent_bridge", 8041, "intent bridge", exchange=True),
     DaemonSpec("apply-layer", "microservices.apply_layer", 8043, "apply layer", exchange=True),
     DaemonSpec("reconcile", "microservices.reconcile", 8049, "reconcile", exchange=True),

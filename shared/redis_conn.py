@@ -21,7 +21,13 @@ ENCODING, ENCODING_ERRORS = "utf-8", "replace"
 
 
 class RedisUnavailable(RuntimeError):
-    """Redis cannot be reached or refused our credentials; the message carries no password."""
+    """Redis cannot be reached or refused our credentials; the message carries no password. `retryable`: it
+    could not be reached (down, restarting, loading its data), which waiting may cure; credentials refused or an
+    error answered will not."""
+
+    def __init__(self, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 OnConnect = Callable[[redis.connection.AbstractConnection], None]
@@ -101,5 +107,6 @@ def connect_checked(url: str, socket_timeout: float | None = 30.0, single_connec
     except redis.ResponseError as exc:
         raise RedisUnavailable(f"Redis at {redact_text(url)} answered an error: {redact_text(str(exc))}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {redact_text(url)}: {exc.__class__.__name__}") from None
+        raise RedisUnavailable(f"cannot reach Redis at {redact_text(url)}: {exc.__class__.__name__}",
+                               retryable=True) from None
     return client

@@ -44,6 +44,7 @@ class CommonSettings(FleetSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
     redis_url: SecretStr = Field(default=SecretStr(DEFAULT_REDIS_URL))
+    redis_startup_wait_s: float = Field(default=60.0, ge=0, le=600)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_enabled: StrictBool = True

@@ -111,6 +111,7 @@ class StreamConsumer(Generic[T]):
         self.config = config
         self.on_tick = on_tick
         self.on_progress = on_progress
+        self.on_redis_wait: Callable[[], None] | None = None  # called while Redis is down and the loop waits
         self.monotonic = monotonic
         self.log = get_logger(stream=config.stream, group=config.group, consumer=config.consumer)
         self._state = _State()
@@ -185,6 +186,8 @@ class StreamConsumer(Generic[T]):
         metrics.REDIS_ERRORS.labels(**self._labels).inc()
         self.log.warning("redis_unavailable", error=exc.__class__.__name__)
         self._state.redrain = True
+        if self.on_redis_wait is not None:
+            self.on_redis_wait()
         self._state.stopping.wait(1.0)
 
     def _redrain(self) -> int:

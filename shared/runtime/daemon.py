@@ -1,7 +1,8 @@
 """What every daemon's main does: settings, logging, metrics, a checked Redis, signals, the loop.
 
 SIGTERM (and Ctrl-C) finish the entry in hand and exit 0; while idle in XREADGROUP the wait
-is interrupted at once. A daemon that cannot reach Redis says so in one line and exits 1.
+is interrupted at once. A daemon that cannot reach Redis at start waits REDIS_STARTUP_WAIT_S for it, then
+says so in one line and exits 1; one that loses it later waits for it, feeding systemd's watchdog meanwhile.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from shared.runtime.liveness import Liveness
 from shared.settings import CommonSettings
 
 EXIT_UNAVAILABLE = 1
+REDIS_RETRY_S = 1.0
 
 
 @dataclass
@@ -50,12 +52,20 @@ def start(name: str, settings: CommonSettings, extra_secrets: tuple[str, ...] = 
     qlog.register_secrets([redis_url, *extra_secrets])
     log = qlog.configure(name, settings.log_level)
     socket_timeout = settings.stream_block_ms / 1000 + 10
-    try:
-        # A daemon talks to Redis from its loop's thread only: one dedicated connection for direct commands.
-        client = connect_checked(redis_url, socket_timeout=socket_timeout, single_connection=True,
-                                 on_connect=on_connect)
-    except RedisUnavailable as exc:
-        fail(f"{name}: {exc}")
+    deadline = time.monotonic() + settings.redis_startup_wait_s
+    while True:
+        try:
+            # A daemon talks to Redis from its loop's thread only: one dedicated connection for direct commands.
+            client = connect_checked(redis_url, socket_timeout=socket_timeout, single_connection=True,
+                                     on_connect=on_connect)
+            break
+        except RedisUnavailable as exc:
+            # Down or restarting: waited out for REDIS_STARTUP_WAIT_S, so an outage longer than systemd's few
+            # quick restarts (StartLimitBurst) does not leave the unit failed for good. Refused credentials: at once.
+            if not exc.retryable or time.monotonic() >= deadline:
+                fail(f"{name}: {exc}")
+            log.warning("redis_unavailable_at_start", error=str(exc), retry_in_s=REDIS_RETRY_S)
+            time.sleep(REDIS_RETRY_S)
     _serve_metrics(name, settings)
     log.info("daemon_started", metrics=f"{settings.metrics_host}:{settings.metrics_port}")
     return DaemonContext(name=name, settings=settings, redis=client, log=log)
@@ -113,6 +123,7 @@ def run_timer(ctx: DaemonContext, interval_s: float, tick: Callable[[], None]) -
             metrics.LOOP_HEARTBEAT.labels(stream="timer", group=ctx.name).set(time.time())
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             ctx.log.warning("redis_unavailable", error=exc.__class__.__name__)
+            liveness.waiting()
     liveness.stopping()
     ctx.log.info("daemon_stopped")
     return 0
@@ -122,6 +133,7 @@ def run(ctx: DaemonContext, consumer: StreamConsumer) -> int:
     """Run the loop until SIGTERM; systemd hears READY now and WATCHDOG while the loop progresses."""
     liveness = Liveness(ctx.redis, ctx.name, consumer.config.consumer)
     consumer.on_progress = liveness.beat
+    consumer.on_redis_wait = liveness.waiting
     install_signal_handlers(consumer)
     liveness.ready()
     processed = consumer.run()

@@ -52,6 +52,15 @@ class Liveness:
         pipe.expire(self.key, HEARTBEAT_TTL_S)
         pipe.execute()
 
+    def waiting(self) -> None:
+        """Redis is down and the loop waits for it: alive, not hung, so systemd's watchdog is fed (else it would
+        kill and restart the daemon every WatchdogSec until the start limit leaves the unit failed); the heartbeat
+        in Redis cannot be written and goes stale, which `quantum status` shows."""
+        sd_notify("WATCHDOG=1")
+
     def stopping(self) -> None:
         sd_notify("STOPPING=1")
-        self.client.delete(self.key)
+        try:
+            self.client.delete(self.key)
+        except redis.RedisError:  # stopping during an outage: the heartbeat expires by itself
+            pass

@@ -540,3 +540,25 @@ def test_a_dead_letter_sent_again_after_its_reply_was_lost_is_written_once(r: re
 
     assert r.xlen(keys.Stream.DEAD_LETTER) == 1
     assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_while_redis_is_down_the_loop_says_it_is_waiting_not_hung(r: redis.Redis, monkeypatch) -> None:
+    """Seen by review: nothing fed systemd's watchdog while the loop waited for Redis, so after WatchdogSec the
+    daemon was killed, and restarts that found no Redis used up the unit's start limit."""
+    consumer = StreamConsumer(r, config(), dict, record_into([]))
+    waits: list = []
+    consumer.on_redis_wait = lambda: waits.append(1)
+    outages = iter([redis.ConnectionError("down"), redis.TimeoutError("down"), None])
+
+    def read_new(block_ms):
+        failure = next(outages)
+        if failure is not None:
+            raise failure
+        return 0
+
+    monkeypatch.setattr(consumer, "_read_new", read_new)
+    monkeypatch.setattr(consumer._state.stopping, "wait", lambda timeout=None: False)
+
+    consumer.run(burst=True)
+
+    assert len(waits) == 2

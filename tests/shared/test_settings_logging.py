@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -96,12 +97,38 @@ def test_a_redis_password_is_not_in_the_settings_repr(monkeypatch) -> None:
 
 def test_a_daemon_that_cannot_reach_redis_exits_1_with_one_clear_line() -> None:
     code = "from shared.runtime import daemon; from shared.settings import CommonSettings; daemon.start('probe', CommonSettings())"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": "redis://:s3cretpass@127.0.0.1:1/0"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": "redis://:s3cretpass@127.0.0.1:1/0",
+           "REDIS_STARTUP_WAIT_S": "2"}
 
+    started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
 
-    assert done.returncode == 1
+    assert done.returncode == 1 and time.monotonic() - started >= 2
     assert "cannot reach Redis" in done.stderr and "s3cretpass" not in done.stderr + done.stdout
+
+
+def test_a_daemon_started_while_redis_is_down_waits_for_it() -> None:
+    """Seen by review: a daemon exited at once without Redis; systemd's few quick restarts (StartLimitBurst=5,
+    RestartSec=2) ran out within seconds and an outage of a minute left the unit failed for good."""
+    from shared.redis_server import EmbeddedRedis, free_port
+
+    port = free_port()
+    code = ("from shared.runtime import daemon; from shared.settings import CommonSettings; "
+            "daemon.start('probe', CommonSettings()); print('STARTED')")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": f"redis://127.0.0.1:{port}/0", "METRICS_ENABLED": "false",
+           "REDIS_STARTUP_WAIT_S": "30"}
+    probe = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        time.sleep(8.0)  # longer than one connection attempt with its own retries (about 5.5 s)
+        assert probe.poll() is None  # still waiting
+        with EmbeddedRedis(port=port):
+            out, err = probe.communicate(timeout=30)
+    finally:
+        probe.kill()
+
+    assert probe.returncode == 0, err
+    assert out.rstrip().endswith("STARTED")
 
 
 def test_a_daemon_that_crashes_in_native_code_leaves_its_python_stack(redis_url: str) -> None:
