@@ -7,13 +7,14 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-usage: p33_proof_e2e.sh [--symbol SYM] [--side BUY|SELL] [--qty QTY] [--close] [--timeout S]
+usage: p33_proof_e2e.sh [--symbol SYM] [--side BUY|SELL] [--qty QTY] [--close] [--timeout S] [--mainnet]
                         [--host HOST [-p PORT] [-i KEY] [-o SSH_OPTION]... [--remote-python PY] [--env NAME[=VALUE]]...]
   --symbol SYM    test plan symbol (default BTCUSDT)
   --side SIDE     BUY or SELL (default BUY)
   --qty QTY       quantity; must clear the symbol's minimum notional (default 0.002)
   --close         then close the position again with a reduce-only plan and prove that too
   --timeout S     seconds to wait for each result (default 20)
+  --mainnet       allow the proof when the fleet trades on mainnet (real orders, real money)
   --host HOST     run on HOST over ssh (ops/remote_run.py); Redis from REDIS_URL there,
                   else /etc/quantum/common.env, else redis://127.0.0.1:6379/0
 USAGE
@@ -23,7 +24,7 @@ USAGE
 declare -F ops_lib_loaded >/dev/null || . "$(dirname "$0")/lib/ops.sh"
 ops_maybe_remote "$0" "$@"
 
-symbol=BTCUSDT side=BUY qty=0.002 close=0 timeout=20
+symbol=BTCUSDT side=BUY qty=0.002 close=0 timeout=20 mainnet=0
 while [ $# -gt 0 ]; do
   case $1 in
     --symbol) symbol=${2^^}; shift 2 ;;
@@ -31,6 +32,7 @@ while [ $# -gt 0 ]; do
     --qty) qty=$2; shift 2 ;;
     --close) close=1; shift ;;
     --timeout) timeout=$2; shift 2 ;;
+    --mainnet) mainnet=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -39,6 +41,11 @@ case $side in BUY|SELL) ;; *) usage >&2; exit 2 ;; esac
 
 ops_redis_init
 echo "Redis: $OPS_REDIS_SHOWN"
+fleet_mode=$(rcli GET quantum:mode)
+echo "Fleet mode: ${fleet_mode:-unknown}"
+if [ "$fleet_mode" = MAINNET ] && [ "$mainnet" != 1 ]; then
+  ops_die "the fleet trades on mainnet: this proof would open a real position with real money; pass --mainnet (and --close) to mean it"
+fi
 verdicts=()
 
 # Prints the permit under $1's key; succeeds only when the permit exists and allows.

@@ -28,7 +28,7 @@ from shared.cli.common import FLEET_ENV_FILE, CommandError, fail, load_fleet_env
 from shared.exchange.client import ExchangeClient
 from shared.exchange.errors import ExchangeError, ExchangeSettingsError
 from shared.exchange.models import OrderResult
-from shared.exchange.target import load_exchange_settings
+from shared.exchange.target import Target, load_exchange_settings
 from shared.logging import redact_text
 from shared.schema.fields import format_decimal
 from shared.settings import DEFAULT_REDIS_URL
@@ -83,6 +83,8 @@ def add_proof_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", action="append", default=[], metavar="SYMBOL:QTY",
                         help="a test open to use instead of the built-in ones (repeatable)")
     parser.add_argument("--close", action="store_true", help="close the test positions again with reduce-only plans")
+    parser.add_argument("--mainnet", action="store_true",
+                        help="allow the proof when the fleet or this command trades on mainnet: real orders, real money")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"proof file (default {DEFAULT_OUT}; '-' prints it to stdout)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the results (default 30)")
     parser.add_argument("--redis-url", default=None,
@@ -141,6 +143,9 @@ def prove(client: redis.Redis, exchange: ExchangeClient, opens: list[tuple[str, 
     endpoint = f"{exchange.root_url}/fapi"
     say(f"Redis: {redact_text(args.redis_url)}")
     say(f"Exchange: {exchange.target.value} {endpoint} (fleet mode {mode})")
+    if (exchange.target is Target.MAINNET or mode == Target.MAINNET.value.upper()) and not args.mainnet:
+        raise CommandError("the fleet trades on mainnet: the proof would open real positions with real money; "
+                           "pass --mainnet (and --close) to mean it")
     proof = Proof()
     stamp = int(time.time() * 1000)
     chosen = choose_opens(exchange, opens, len(opens) if args.plan else args.count, say)

@@ -93,6 +93,8 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.redis_url = redis_url or self._start_embedded_redis()
         self.client = self._connect()
+        if redis_url:
+            self._refuse_a_running_fleet()
         self.env = self._child_env()
         if self.env["EXCHANGE_TARGET"] == "simulator":
             self._start_child(fleet.SIMULATOR)
@@ -115,6 +117,16 @@ class Stack:
             return connect_checked(self.redis_url)
         except RedisUnavailable as exc:
             raise StackError(str(exc)) from None
+
+    def _refuse_a_running_fleet(self) -> None:
+        """`up` starts a whole fleet (the simulator and demo signals by default) under the consumer names a host's
+        own daemons use: on a Redis another fleet serves it would take that fleet's plans. Refused while any
+        daemon there has a live heartbeat."""
+        live = sorted(self.client.scan_iter(match=keys.heartbeat_pattern(), count=1000))
+        if live:
+            names = ", ".join(key.rsplit(":", 1)[-1] for key in live[:4]) + (" ..." if len(live) > 4 else "")
+            raise StackError(f"Redis at {redact_text(self.redis_url)} already serves a running fleet ({names}): "
+                             "quantum up runs its own fleet; without --redis-url and REDIS_URL it starts its own Redis")
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -110,3 +110,18 @@ def test_a_second_signal_while_stopping_still_stops_every_daemon_cleanly(redis_u
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     assert niceness == {spec.module: max(spec.nice, ours) for spec in (fleet.SIMULATOR, *fleet.FLEET) if not spec.demo}
     assert niceness["microservices.intent_executor"] == max(5, ours)
+
+
+def test_up_refuses_a_redis_that_serves_a_running_fleet(redis_url, r, tmp_path) -> None:
+    """Seen by review: with REDIS_URL exported on a fleet's host, `quantum up` started a second fleet (the simulator,
+    demo signals) on the production Redis under the same consumer names, taking its plans."""
+    r.hset("quantum:daemon:heartbeat:intent-executor@host#0", mapping={"daemon": "intent-executor", "pid": "1"})
+    r.expire("quantum:daemon:heartbeat:intent-executor@host#0", 30)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url}
+
+    done = subprocess.run([sys.executable, "-m", "shared.cli.main", "up", "--no-demo", "--log-dir", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode != 0
+    assert "already serves a running fleet (intent-executor@host#0)" in done.stdout + done.stderr
+    assert r.xlen("quantum:stream:apply.plan") == 0 and not list(tmp_path.glob("*.log"))

@@ -72,3 +72,16 @@ def test_over_ssh_the_output_is_the_local_output(order_path, script_env, sshd, t
     assert same_shape(remote.stdout.replace("remote.json", "local.json")) == same_shape(local.stdout)
     assert proof_of(tmp_path / "remote.json")["ok"] is True
     assert script_env["EXCHANGE_SIM_API_SECRET"] not in remote.stdout + remote.stderr
+
+
+def test_on_a_mainnet_fleet_the_proofs_refuse_without_mainnet(script_env, r, sim, tmp_path) -> None:
+    """Seen by review: both proofs sent their test opens to whatever the fleet traded, mainnet included."""
+    r.set("quantum:mode", "MAINNET")
+
+    proof = run_script(SCRIPT, "--count", "1", "--out", str(tmp_path / "proof.json"), env=script_env)
+    p33 = run_script("p33_proof_e2e.sh", env=script_env)
+
+    for done in (proof, p33):
+        assert done.returncode == 1
+        assert "the fleet trades on mainnet" in done.stderr and "--mainnet" in done.stderr
+    assert r.xlen("quantum:stream:apply.plan") == 0 and sim.orders() == []
