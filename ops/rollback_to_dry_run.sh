@@ -78,8 +78,12 @@ set_apply_mode() {
   else
     { cat "$file" && { [ -z "$(tail -c 1 "$file")" ] || echo; } && echo 'APPLY_MODE=dry_run'; } > "$tmp" 2>/dev/null
   fi || { rm -f "$tmp"; echo "  $file: cannot read it (permissions?)"; return 1; }
-  chmod 0600 "$tmp" && { chown --reference="$file" "$tmp" 2>/dev/null || true; } && mv -f "$tmp" "$file" \
-    || { rm -f "$tmp"; echo "  $file: cannot replace it (permissions?)"; return 1; }
+  chown --reference="$file" "$tmp" 2>/dev/null || true
+  if ! { chmod 0600 "$tmp" && mv -f "$tmp" "$file"; }; then
+    rm -f "$tmp"
+    echo "  $file: cannot replace it (permissions?)"
+    return 1
+  fi
   [ "$(apply_mode_line "$file")" = "APPLY_MODE=dry_run" ] || { echo "  $file: APPLY_MODE=dry_run did not stick"; return 1; }
   echo "  $file: APPLY_MODE=dry_run (was: ${before:-unset})"
 }
