@@ -6,8 +6,10 @@ secret values never appear in that line. Float settings are finite and bounded i
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
+from collections.abc import Mapping
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -93,8 +95,30 @@ def error_line(settings_cls: type[BaseSettings], exc: ValidationError) -> str:
     return "configuration error: " + "; ".join(parts)
 
 
+# Variables of the earlier deployment (the seeds) that this fleet does not read. Set, each would be silently
+# ignored (a 10 USD position cap quietly becoming the 200 USDT default, a Redis host quietly becoming localhost),
+# so a daemon refuses to start naming what to set instead.
+RETIRED = {
+    "MAX_POSITION_SIZE_USD": "the per-trade cap is GOV_MAX_NOTIONAL_PER_TRADE_USDT (governor.env)",
+    "MAX_OPEN_POSITIONS": "set GOV_MAX_OPEN_POSITIONS (governor.env)",
+    "MAX_NOTIONAL_PER_TRADE_USDT": "set GOV_MAX_NOTIONAL_PER_TRADE_USDT (governor.env)",
+    "REDIS_HOST": "set REDIS_URL=redis://HOST:PORT/DB (common.env)",
+    "REDIS_PORT": "set REDIS_URL=redis://HOST:PORT/DB (common.env)",
+}
+
+
+def retired_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per retired variable set in `environ` (RETIRED)."""
+    return [f"{name}: not read by this fleet; {hint}, and remove {name}"
+            for name, hint in RETIRED.items() if environ.get(name, "").strip()]
+
+
 def load_settings(settings_cls: type[S], **overrides: object) -> S:
-    """Build settings or exit 2 with one line on stderr."""
+    """Build settings or exit 2 with one line on stderr (a line per retired variable set, see RETIRED)."""
+    retired = retired_variables(os.environ)
+    if retired:
+        print("\n".join(retired), file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
     try:
         return settings_cls(**overrides)
     except ValidationError as exc:

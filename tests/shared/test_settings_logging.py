@@ -209,3 +209,21 @@ def test_a_password_in_any_form_of_redis_url_is_redacted(text, shown) -> None:
     """Seen by review: only redis[s]://user:pw@ was covered; the unix-socket URL the README recommends, and a
     ?password= parameter (both valid for redis-py), reached the CLI's error line as they were."""
     assert qlog.redact_text(text).endswith(shown)
+
+
+@pytest.mark.parametrize(("name", "named"), [
+    ("MAX_POSITION_SIZE_USD", "GOV_MAX_NOTIONAL_PER_TRADE_USDT"),
+    ("MAX_OPEN_POSITIONS", "GOV_MAX_OPEN_POSITIONS"),
+    ("REDIS_HOST", "REDIS_URL"),
+])
+def test_a_variable_of_the_earlier_deployment_stops_the_daemon_naming_what_to_set(monkeypatch, capsys, name, named) -> None:
+    """Seen by review: the settings ignore unknown names, so the seed's MAX_POSITION_SIZE_USD=10 loaded with the
+    200 USDT default per-trade cap, and REDIS_HOST=10.0.0.5 with Redis on localhost, silently."""
+    monkeypatch.setenv(name, "10")
+
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(CommonSettings)
+
+    assert stopped.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"{name}: not read by this fleet") and named in line
