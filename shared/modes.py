@@ -8,7 +8,18 @@ from shared import keys
 from shared.exchange.target import Target
 
 
-class ApplyMode(str, Enum):
+class _AnyCase(str, Enum):
+    """A setting's value in any case and with stray blanks ("Enforce", "DRY_RUN", the way quantum:mode shows it):
+    the same one choice, never a second meaning."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> "_AnyCase | None":
+        if isinstance(value, str):
+            return next((member for member in cls if member.value == value.strip().lower()), None)
+        return None
+
+
+class ApplyMode(_AnyCase):
     DRY_RUN = "dry_run"  # every gate runs; nothing is sent
     TESTNET = "testnet"  # orders go to the simulator or the Binance testnet
     LIVE = "live"  # orders go to mainnet (EXCHANGE_TARGET=mainnet, confirmed)
@@ -28,7 +39,7 @@ def fleet_mode(mode: ApplyMode, target: Target) -> str:
     return "DRY_RUN" if mode is ApplyMode.DRY_RUN else target.value.upper()
 
 
-class P26Mode(str, Enum):
+class P26Mode(_AnyCase):
     """Which exit proposals the apply layer executes; the heat gate publishes calibrated ones in both."""
 
     SHADOW = "shadow"  # execute the raw proposal; P2.6 only logs what it would change

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
+from redis.connection import parse_url
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -58,6 +59,18 @@ class CommonSettings(FleetSettings):
     stream_max_deliveries: int = Field(default=5, ge=1, le=1000)
     stream_retention_hours: float = Field(default=72.0, gt=0)
     stream_group_start_id: str = Field(default="0", pattern=r"^(0|\$|\d+-\d+)$")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _a_redis_url(cls, value: SecretStr) -> SecretStr:
+        """Checked as redis-py will read it, so a typo is one line at start, not a traceback at connect. The
+        message never quotes the URL: it may hold the password."""
+        try:
+            parse_url(value.get_secret_value())
+        except ValueError:
+            raise ValueError("not a Redis URL: redis://[[user]:password@]host[:port][/db], rediss://…, "
+                             "or unix:///path/to.sock?db=N") from None
+        return value
 
     def consumer_name(self, daemon: str) -> str:
         """Stable across restarts so a daemon finds its own pending entries again."""

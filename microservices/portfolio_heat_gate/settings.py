@@ -7,21 +7,16 @@ harvest.calibrated. This daemon publishes harvest.calibrated in both modes.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from shared.modes import P26Mode
 from shared.settings import CommonSettings
 
 
-def _lower(value: Any) -> Any:
-    return value.strip().lower() if isinstance(value, str) else value
-
-
 class HeatGateSettings(CommonSettings):
     metrics_port: int = Field(default=8048, ge=0, le=65535)
-    p26_mode: Annotated[P26Mode, BeforeValidator(_lower)] = P26Mode.SHADOW
+    p26_mode: P26Mode = P26Mode.SHADOW
     p26_max_leverage: Decimal = Field(default=Decimal("5"), gt=0)
     p26_max_drawdown: Decimal = Field(default=Decimal("0.10"), gt=0, le=1)
     p26_leverage_weight: Decimal = Field(default=Decimal("0.5"), ge=0, le=1)

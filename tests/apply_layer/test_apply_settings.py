@@ -29,13 +29,27 @@ def clean_env(monkeypatch):
 
 
 @pytest.mark.parametrize(("value", "mode"), [("dry_run", ApplyMode.DRY_RUN), ("testnet", ApplyMode.TESTNET),
-                                             ("live", ApplyMode.LIVE)])
+                                             ("live", ApplyMode.LIVE), ("DRY_RUN", ApplyMode.DRY_RUN),
+                                             (" Testnet ", ApplyMode.TESTNET)])
 def test_an_explicit_apply_mode_is_read(clean_env, monkeypatch, value, mode) -> None:
     monkeypatch.setenv("APPLY_MODE", value)
 
     settings = load_settings(ApplySettings)
 
     assert settings.apply_mode is mode
+
+
+@pytest.mark.parametrize("value", ["Enforce", "ENFORCE", "enforce"])
+def test_p26_mode_is_read_alike_in_any_case_by_the_apply_layer_and_the_heat_gate(clean_env, monkeypatch, value) -> None:
+    """Seen by review: the heat gate lowered P26_MODE and the apply layer did not, so P26_MODE=Enforce left one
+    daemon enforcing and the other exiting 2."""
+    from microservices.portfolio_heat_gate.settings import HeatGateSettings
+    from shared.modes import P26Mode
+
+    monkeypatch.setenv("APPLY_MODE", "dry_run")
+    monkeypatch.setenv("P26_MODE", value)
+
+    assert load_settings(ApplySettings).p26_mode is load_settings(HeatGateSettings).p26_mode is P26Mode.ENFORCE
 
 
 @pytest.mark.parametrize(("value", "complaint"), [(None, MODE_REQUIRED), ("", "dry_run"), ("dryrun", "dry_run")])

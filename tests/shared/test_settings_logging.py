@@ -227,3 +227,16 @@ def test_a_variable_of_the_earlier_deployment_stops_the_daemon_naming_what_to_se
     assert stopped.value.code == 2
     line = capsys.readouterr().err.strip()
     assert line.startswith(f"{name}: not read by this fleet") and named in line
+
+
+@pytest.mark.parametrize("url", ["redis://:pw-typo-secret@127.0.0.1:notaport/0", "http://:pw-typo-secret@host/0"])
+def test_a_malformed_redis_url_is_one_line_at_start_without_its_password(monkeypatch, capsys, url) -> None:
+    """Seen by review: a port typo gave a 30-line traceback at connect and exit 1."""
+    monkeypatch.setenv("REDIS_URL", url)
+
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(CommonSettings)
+
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and "REDIS_URL: not a Redis URL" in err
+    assert "pw-typo-secret" not in err and len(err.splitlines()) == 1
