@@ -226,8 +226,14 @@ def pick_credential(
                      f" (or $CREDENTIALS_DIRECTORY/{name.lower()})")
 
 
+# What deploy/install.sh writes into the credential file until the operator puts the secret there.
+CREDENTIAL_PLACEHOLDER = "REPLACE_WITH_YOUR_BINANCE_API_SECRET"
+
+
 def _credential_file(directory: Path | None, filename: str) -> SecretStr | None:
-    """systemd LoadCredential=: $CREDENTIALS_DIRECTORY/<filename>, when present."""
+    """systemd LoadCredential=: $CREDENTIALS_DIRECTORY/<filename>, when present and filled in. Still the install's
+    placeholder, it counts as absent: the env file's variable (the documented fallback) is read, and without one
+    the error names both places."""
     if directory is None:
         return None
     path = directory / filename
@@ -237,6 +243,8 @@ def _credential_file(directory: Path | None, filename: str) -> SecretStr | None:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ValueError(f"cannot read credential file {path}: {exc.strerror}") from None
+    if text == CREDENTIAL_PLACEHOLDER:
+        return None
     return check_credential(f"credential file {path}", SecretStr(text))
 
 

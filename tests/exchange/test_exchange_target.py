@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -259,3 +260,18 @@ def test_parse_bool(raw, expected):
 def test_parse_bool_rejects_everything_else(raw):
     with pytest.raises(ValueError):
         parse_bool(raw)
+
+
+def test_the_installs_placeholder_credential_file_leaves_the_env_files_secret_in_force(monkeypatch, tmp_path):
+    """Seen by review: deploy/install.sh writes a placeholder into the credential file, which was read first and
+    refused, so the documented fallback (BINANCE_API_SECRET in an env file) could not be used."""
+    from shared.exchange.target import CREDENTIAL_PLACEHOLDER
+
+    install = (Path(__file__).resolve().parents[2] / "deploy" / "install.sh").read_text()
+    assert CREDENTIAL_PLACEHOLDER in install  # the same text the install writes
+    (tmp_path / "binance_api_secret").write_text(CREDENTIAL_PLACEHOLDER + "\n")
+    env = {"EXCHANGE_TARGET": "testnet", "BINANCE_API_KEY": KEY, "CREDENTIALS_DIRECTORY": str(tmp_path)}
+
+    line = error_line_for(monkeypatch, env)
+    assert "BINANCE_API_SECRET is required" in line and "binance_api_secret" in line
+    assert settings_with(monkeypatch, {**env, "BINANCE_API_SECRET": SECRET}).api_secret.get_secret_value() == SECRET
