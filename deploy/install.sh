@@ -78,5 +78,5 @@ chmod 0600 "$secret"
 
 if [ "$root" = / ] && command -v systemctl >/dev/null 2>&1; then
   systemctl daemon-reload
-  say "systemd reloaded: systemctl enable --now quantum.target"
+  say "systemd reloaded: systemctl enable --now quantum.target quantum-exchange-sim  (the simulator: the default target)"
 fi

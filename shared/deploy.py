@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from shared.fleet import DaemonSpec, installed
+from shared.fleet import SIMULATOR, DaemonSpec, installed
 
 PREFIX = "/opt/quantum"
 ETC = "/etc/quantum"
@@ -99,7 +99,9 @@ WantedBy=quantum.target
 
 
 def render_target() -> str:
-    wants = " ".join(f"quantum-{spec.name}.service" for spec in installed())
+    # The simulator is not among the target's Wants=: pointed at Binance, an operator disables it and a restart of
+    # the target must not start it again. Enabled, it joins the target through its own WantedBy=.
+    wants = " ".join(f"quantum-{spec.name}.service" for spec in installed() if spec is not SIMULATOR)
     return f"""\
 [Unit]
 Description=Quantum Trader execution fleet

@@ -64,3 +64,14 @@ def test_each_unit_is_hardened(name: str) -> None:
 
     score = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", checked.stdout).group(1))
     assert score <= MAX_EXPOSURE, checked.stdout[-2000:]
+
+
+def test_the_target_pulls_in_every_fleet_daemon_but_not_the_simulator() -> None:
+    """Seen by review: with the simulator in the target's Wants=, the README's testnet step (disable the simulator,
+    restart the target) started the simulator again."""
+    wants = next(line for line in render_all()["quantum.target"].splitlines() if line.startswith("Wants="))
+    named = set(wants.removeprefix("Wants=").split())
+
+    assert fleet.SIMULATOR.unit not in named
+    assert named == {spec.unit for spec in fleet.installed() if spec is not fleet.SIMULATOR}
+    assert "WantedBy=quantum.target" in render_all()[fleet.SIMULATOR.unit]
