@@ -34,9 +34,12 @@ def mode_mismatch(mode: ApplyMode, target: Target) -> str | None:
     return None
 
 
+FLEET_MODE_DRY_RUN = "DRY_RUN"
+
+
 def fleet_mode(mode: ApplyMode, target: Target) -> str:
-    """What quantum:mode says: the target, or DRY_RUN."""
-    return "DRY_RUN" if mode is ApplyMode.DRY_RUN else target.value.upper()
+    """What quantum:mode says (the executor writes it): the target, or DRY_RUN."""
+    return FLEET_MODE_DRY_RUN if mode is ApplyMode.DRY_RUN else target.value.upper()
 
 
 class P26Mode(_AnyCase):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 import pytest
+from structlog.testing import capture_logs
 
 from microservices.apply_layer.apply import ApplyLayer, Skip, plan_id_for, to_plan
 from microservices.apply_layer.settings import ApplySettings
@@ -16,7 +17,7 @@ from shared.schema import Action, HarvestProposal, Plan, Side
 
 
 def apply_settings(**values: str) -> ApplySettings:
-    return ApplySettings(apply_mode=ApplyMode.DRY_RUN, **values)
+    return ApplySettings(**{"apply_mode": ApplyMode.DRY_RUN, **values})
 
 
 def proposal(symbol: str, action: str, position_amt: str) -> HarvestProposal:
@@ -58,3 +59,23 @@ def test_the_apply_kill_switch_still_stops_every_exit(access) -> None:
                       apply_settings(apply_kill_switch="true"))
 
     assert outcome == Skip("apply_kill_switch")
+
+
+@pytest.mark.parametrize(("own", "executor_mode", "forced", "event"), [
+    ("dry_run", "TESTNET", None, "PLAN_PUBLISHED"),  # the executor sends: no 'dry run' in this log
+    ("testnet", "DRY_RUN", None, "DRY_RUN_PLAN_PUBLISHED"),
+    ("testnet", "TESTNET", "1", "DRY_RUN_PLAN_PUBLISHED"),  # the fleet-wide switch
+])
+def test_the_published_event_says_dry_run_only_when_the_executor_runs_dry(r, access, own, executor_mode, forced,
+                                                                         event) -> None:
+    """Seen by review: the seed's rollback set APPLY_MODE=dry_run in apply-layer.env alone; this log then said
+    DRY_RUN_PLAN_PUBLISHED while the executor, reading common.env, sent every plan."""
+    r.set(keys.MODE, executor_mode)
+    if forced:
+        r.set(keys.FORCE_DRY_RUN, forced)
+    layer = ApplyLayer(r, access.filters, apply_settings(apply_mode=own))
+
+    with capture_logs() as logs:
+        layer.handle(proposal("AVAXUSDT", "FULL_CLOSE_PROPOSED", "37"), Entry(keys.Stream.HARVEST_PROPOSAL, "1-0", {}, 1))
+
+    assert [line["event"] for line in logs if line["event"].endswith("PUBLISHED")] == [event]
