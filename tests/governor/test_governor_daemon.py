@@ -76,7 +76,9 @@ def test_a_bad_setting_exits_2_with_one_line() -> None:
 
 
 def test_an_unreachable_redis_exits_1() -> None:
-    process = governor_process({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "METRICS_PORT": "0"})
+    """After REDIS_STARTUP_WAIT_S (here 1 s; 60 by default)."""
+    process = governor_process({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "METRICS_PORT": "0",
+                                "REDIS_STARTUP_WAIT_S": "1"})
 
     out, err = process.communicate(timeout=60)
 
