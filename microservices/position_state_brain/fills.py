@@ -81,6 +81,7 @@ class ConfirmedFills:
     def __init__(self) -> None:
         self.cursor: str | None = None
         self._fills: dict[str, list[ConfirmedFill]] = {}  # per symbol, in the order their results were written
+        self._amounts: dict[str, Decimal] = {}  # per symbol: the position after its kept fills, on _filtered_for
         self._filtered_for: ExchangeSnapshot | None = None
 
     def start_id(self, snapshot: ExchangeSnapshot) -> str:
@@ -91,7 +92,7 @@ class ConfirmedFills:
         next read goes on when none has been read yet, rather than the time of whatever snapshot is held then."""
         if snapshot is not self._filtered_for:  # a new snapshot: keep only what it does not reflect yet
             self._filtered_for = snapshot
-            kept, self._fills = self._fills, {}
+            kept, self._fills, self._amounts = self._fills, {}, {}
             for on_symbol in kept.values():
                 for fill in on_symbol:
                     self._keep(fill, snapshot)
@@ -106,6 +107,7 @@ class ConfirmedFills:
     def _keep(self, fill: ConfirmedFill, snapshot: ExchangeSnapshot) -> None:
         if not reflected(fill, snapshot):
             self._fills.setdefault(fill.symbol, []).append(fill)
+            self._amounts[fill.symbol] = moved(self._amounts.get(fill.symbol, snapshot.amount(fill.symbol)), fill)
 
     def view(self, snapshot: ExchangeSnapshot, symbol: str) -> ExchangeSnapshot:
         """The snapshot with this symbol's position moved by the fills it does not reflect yet."""
@@ -113,9 +115,12 @@ class ConfirmedFills:
         if not on_symbol:
             return snapshot
         held = snapshot.positions.get(symbol)
-        amount = held.amount if held else ZERO
-        for fill in on_symbol:
-            amount = moved(amount, fill)
+        if snapshot is self._filtered_for:  # folded as each fill was kept: a plan costs no walk over them
+            amount = self._amounts[symbol]
+        else:
+            amount = held.amount if held else ZERO
+            for fill in on_symbol:
+                amount = moved(amount, fill)
         if amount == (held.amount if held else ZERO):
             return snapshot
         positions = {s: p for s, p in snapshot.positions.items() if s != symbol}

@@ -97,3 +97,21 @@ def test_a_reduce_only_fill_moves_the_position_toward_flat_and_never_past(held, 
     fills.absorb([(f"{SNAPSHOT_MS + 1}-0", result(side, qty, SNAPSHOT_MS + 1, reduce_only="true"))], snapshot)
 
     assert fills.view(snapshot, "BTCUSDT").amount("BTCUSDT") == D(after)
+
+
+def test_the_view_kept_up_as_fills_arrive_equals_folding_them_all_again() -> None:
+    """view() reads the amount folded as each fill was kept (a plan walks no list); for another snapshot it folds."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        held = D(rng.choice(["0", "0.003", "-0.002"]))
+        snapshot = ExchangeSnapshot(SNAPSHOT_MS, {"BTCUSDT": PositionState("BTCUSDT", held, D("88000"), 1)} if held else {}, {})
+        fills = ConfirmedFills()
+        entries = [(f"{SNAPSHOT_MS + i}-0", result(rng.choice(["BUY", "SELL"]), rng.choice(["0.001", "0.002"]), SNAPSHOT_MS + i,
+                                                   reduce_only=rng.choice(["true", "false"]))) for i in range(1, 8)]
+        for entry in entries:
+            fills.absorb([entry], snapshot)
+        same_content = ExchangeSnapshot(snapshot.fetched_at_ms, dict(snapshot.positions), {})
+
+        assert fills.view(snapshot, "BTCUSDT").amount("BTCUSDT") == fills.view(same_content, "BTCUSDT").amount("BTCUSDT")
