@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -27,7 +27,7 @@ from shared.runtime.liveness import Liveness
 from shared.settings import CommonSettings
 
 EXIT_UNAVAILABLE = 1
-REDIS_RETRY_S = 1.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -52,23 +52,33 @@ def start(name: str, settings: CommonSettings, extra_secrets: tuple[str, ...] = 
     qlog.register_secrets([redis_url, *extra_secrets])
     log = qlog.configure(name, settings.log_level)
     socket_timeout = settings.stream_block_ms / 1000 + 10
-    deadline = time.monotonic() + settings.redis_startup_wait_s
-    while True:
-        try:
-            # A daemon talks to Redis from its loop's thread only: one dedicated connection for direct commands.
-            client = connect_checked(redis_url, socket_timeout=socket_timeout, single_connection=True,
-                                     on_connect=on_connect)
-            break
-        except RedisUnavailable as exc:
-            # Down or restarting: waited out for REDIS_STARTUP_WAIT_S, so an outage longer than systemd's few
-            # quick restarts (StartLimitBurst) does not leave the unit failed for good. Refused credentials: at once.
-            if not exc.retryable or time.monotonic() >= deadline:
-                fail(f"{name}: {exc}")
-            log.warning("redis_unavailable_at_start", error=str(exc), retry_in_s=REDIS_RETRY_S)
-            time.sleep(REDIS_RETRY_S)
+    # A daemon talks to Redis from its loop's thread only: one dedicated connection for direct commands. Down or
+    # restarting, Redis is waited for (REDIS_STARTUP_WAIT_S), so an outage longer than systemd's few quick restarts
+    # (StartLimitBurst) does not leave the unit failed for good; refused credentials fail at once.
+    client = retry_at_start(
+        name, lambda: connect_checked(redis_url, socket_timeout=socket_timeout, single_connection=True,
+                                      on_connect=on_connect),
+        RedisUnavailable, settings.redis_startup_wait_s, log, "redis_unavailable_at_start")
     _serve_metrics(name, settings)
     log.info("daemon_started", metrics=f"{settings.metrics_host}:{settings.metrics_port}")
     return DaemonContext(name=name, settings=settings, redis=client, log=log)
+
+
+def retry_at_start(name: str, attempt: Callable[[], T], failure: type[Exception], patience_s: float, log, event: str,
+                   wait: Callable[[float], object] = time.sleep) -> T:
+    """attempt() until it succeeds. A `failure` that says it is retryable (down, busy, restarting) is tried again
+    with a backoff (1 s doubling to 10 s) for up to patience_s; any other, or one past that, exits 1 naming it."""
+    deadline = time.monotonic() + patience_s
+    delay = 1.0
+    while True:
+        try:
+            return attempt()
+        except failure as exc:
+            if not getattr(exc, "retryable", False) or time.monotonic() + delay > deadline:
+                fail(f"{name}: {exc}")
+            log.warning(event, error=str(exc), retry_in_s=delay)
+            wait(delay)  # deliberate: start-up backoff; nothing to block on while the service is not there
+            delay = min(delay * 2, 10.0)
 
 
 def _serve_metrics(name: str, settings: CommonSettings) -> None:

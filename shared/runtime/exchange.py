@@ -17,23 +17,8 @@ from shared.exchange.errors import ExchangeError, ExchangeSettingsError
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.target import ExchangeSettings, load_exchange_settings
 from shared.logging import register_secrets
-from shared.runtime.daemon import fail
+from shared.runtime.daemon import fail, retry_at_start
 from shared.settings import EXIT_CONFIG
-
-
-def _self_test(name: str, exchange: ExchangeClient, patience_s: float, log, wait: Callable[[float], object]):
-    """Retry what may pass (429, 503, refused) for a bounded time; a wrong key or URL fails at once."""
-    deadline = time.monotonic() + patience_s
-    delay = 1.0
-    while True:
-        try:
-            return exchange.self_test()
-        except ExchangeError as exc:
-            if not exc.retryable or time.monotonic() + delay > deadline:
-                fail(f"{name}: {exc}")
-            log.warning("exchange_not_ready_retrying", error=str(exc), retry_in_s=delay)
-            wait(delay)  # deliberate: start-up backoff while the exchange is busy or unreachable
-            delay = min(delay * 2, 10.0)
 
 
 @dataclass
@@ -56,7 +41,9 @@ def open_exchange_or_exit(name: str, client: redis.Redis, log, settings: Exchang
                           wait: Callable[[float], object] = time.sleep) -> ExchangeAccess:
     settings = settings or exchange_settings_or_exit(name)
     exchange = ExchangeClient(settings)
-    report = _self_test(name, exchange, settings.startup_wait_s, log, wait)
+    # Retried while it may pass (429, 503, refused) for a bounded time; a wrong key or URL fails at once.
+    report = retry_at_start(name, exchange.self_test, ExchangeError, settings.startup_wait_s, log,
+                            "exchange_not_ready_retrying", wait)
     filters = FilterCache(exchange.exchange_info, redis=client, refresh_interval_s=settings.filters_refresh_s)
     if not filters.load() or not len(filters):
         fail(f"{name}: no exchange trading rules could be loaded from {settings.describe()}")
