@@ -90,12 +90,7 @@ class ConfirmedFills:
     def absorb(self, entries: list[tuple[str, dict[str, str]]], snapshot: ExchangeSnapshot, newest: str = "") -> None:
         """Keep the fills of these results; `newest` (the stream's newest id when they were read) is where the
         next read goes on when none has been read yet, rather than the time of whatever snapshot is held then."""
-        if snapshot is not self._filtered_for:  # a new snapshot: keep only what it does not reflect yet
-            self._filtered_for = snapshot
-            kept, self._fills, self._amounts = self._fills, {}, {}
-            for on_symbol in kept.values():
-                for fill in on_symbol:
-                    self._keep(fill, snapshot)
+        self._filter_for(snapshot)
         for entry_id, fields in entries:
             self.cursor = entry_id
             fill = fill_from(entry_id, fields)
@@ -104,23 +99,29 @@ class ConfirmedFills:
         if self.cursor is None and newest:
             self.cursor = newest
 
+    def _filter_for(self, snapshot: ExchangeSnapshot) -> None:
+        """On a new snapshot: keep only the fills it does not reflect yet, their amounts folded again."""
+        if snapshot is self._filtered_for:
+            return
+        self._filtered_for = snapshot
+        kept, self._fills, self._amounts = self._fills, {}, {}
+        for on_symbol in kept.values():
+            for fill in on_symbol:
+                self._keep(fill, snapshot)
+
     def _keep(self, fill: ConfirmedFill, snapshot: ExchangeSnapshot) -> None:
         if not reflected(fill, snapshot):
             self._fills.setdefault(fill.symbol, []).append(fill)
             self._amounts[fill.symbol] = moved(self._amounts.get(fill.symbol, snapshot.amount(fill.symbol)), fill)
 
     def view(self, snapshot: ExchangeSnapshot, symbol: str) -> ExchangeSnapshot:
-        """The snapshot with this symbol's position moved by the fills it does not reflect yet."""
-        on_symbol = self._fills.get(symbol)
-        if not on_symbol:
+        """The snapshot with this symbol's position moved by the fills it does not reflect yet (folded as each was
+        kept: a plan walks no list)."""
+        self._filter_for(snapshot)
+        if symbol not in self._amounts:
             return snapshot
         held = snapshot.positions.get(symbol)
-        if snapshot is self._filtered_for:  # folded as each fill was kept: a plan costs no walk over them
-            amount = self._amounts[symbol]
-        else:
-            amount = held.amount if held else ZERO
-            for fill in on_symbol:
-                amount = moved(amount, fill)
+        amount = self._amounts[symbol]
         if amount == (held.amount if held else ZERO):
             return snapshot
         positions = {s: p for s, p in snapshot.positions.items() if s != symbol}
