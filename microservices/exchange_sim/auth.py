@@ -68,7 +68,8 @@ def _int_param(params: dict[str, str], name: str) -> int | None:
     return int(raw)
 
 
-def check_timing(params: dict[str, str], now_ms: int) -> None:
+def _window(params: dict[str, str]) -> tuple[int, int]:
+    """(timestamp, recvWindow) of a signed request, each checked."""
     timestamp = _int_param(params, "timestamp")
     if timestamp is None:
         raise errors.mandatory_missing("timestamp")
@@ -77,6 +78,11 @@ def check_timing(params: dict[str, str], now_ms: int) -> None:
         recv_window = DEFAULT_RECV_WINDOW
     if recv_window <= 0 or recv_window > MAX_RECV_WINDOW:
         raise errors.invalid_param("recvWindow")
+    return timestamp, recv_window
+
+
+def check_timing(params: dict[str, str], now_ms: int) -> None:
+    timestamp, recv_window = _window(params)
     if timestamp > now_ms + FUTURE_TOLERANCE_MS:
         raise errors.timestamp_ahead()
     if now_ms - timestamp > recv_window:
@@ -86,9 +92,9 @@ def check_timing(params: dict[str, str], now_ms: int) -> None:
 def check_engine_window(params: dict[str, str], now_ms: int) -> None:
     """The matching engine's own check when it takes the order: a request it gets past timestamp + recvWindow
     is refused, not executed, however long it waited on the way (the latency fault), so a client that saw no
-    answer may believe "no such order" once that window is over. Run after check_timing accepted the request."""
-    recv_window = _int_param(params, "recvWindow") or DEFAULT_RECV_WINDOW
-    if now_ms - int(params["timestamp"]) > recv_window:
+    answer may believe "no such order" once that window is over."""
+    timestamp, recv_window = _window(params)
+    if now_ms - timestamp > recv_window:
         raise errors.outside_engine_window()
 
 
