@@ -64,12 +64,12 @@ def check_is_exit(proposal: HarvestProposal) -> None:
         raise Rejected("not_an_exit_action", {"action": f"{proposal.action.value} cannot become a reduce-only plan"})
 
 
-def fleet_dry_run(client: redis.Redis) -> bool:
-    """Whether the executor, which decides what is sent, runs dry: its quantum:mode, or the fleet-wide switch. Not
-    this daemon's own APPLY_MODE: set in apply-layer.env alone (as the seed's rollback did), it would have this log
-    say dry run while the executor sends."""
+def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:
+    """(whether the executor, which decides what is sent, runs dry; its quantum:mode): dry is its mode, or the
+    fleet-wide switch. Not this daemon's own APPLY_MODE: set in apply-layer.env alone (as the seed's rollback did),
+    it would have this log say dry run while the executor sends."""
     mode, forced = client.mget(keys.MODE, keys.FORCE_DRY_RUN)
-    return mode == FLEET_MODE_DRY_RUN or forced == "1"
+    return mode == FLEET_MODE_DRY_RUN or forced == "1", mode
 
 
 class ApplyLayer:
@@ -88,7 +88,7 @@ class ApplyLayer:
         written = xadd_once(self.r, keys.apply_proposal(proposal.proposal_id), keys.Stream.APPLY_PLAN, plan.to_fields())
         PROPOSALS.labels(outcome="planned" if written else "duplicate").inc()
         event = "PLAN_PUBLISHED" if written else "PLAN_ALREADY_PUBLISHED"
-        if written and fleet_dry_run(self.r):
+        if written and fleet_dry_run(self.r)[0]:
             event = "DRY_RUN_PLAN_PUBLISHED"  # the executor runs dry: it records the plan without sending
         self.log.info(event, plan_id=plan.plan_id, proposal_id=proposal.proposal_id, symbol=plan.symbol,
                       action=plan.action.value, side=plan.side.value, qty=str(plan.qty), entry_id=entry.entry_id)

@@ -23,10 +23,11 @@ def main() -> int:
     parse = CalibratedProposal.from_fields if settings.p26_mode is P26Mode.ENFORCE else HarvestProposal.from_fields
     ctx.log.info("apply_layer_ready", apply_mode=settings.apply_mode.value, p26_mode=settings.p26_mode.value,
                  input=stream, kill_switch=settings.apply_kill_switch)
-    if ctx.redis.exists(keys.MODE) and fleet_dry_run(ctx.redis) != (settings.apply_mode is ApplyMode.DRY_RUN):
+    executor_dry, executor_mode = fleet_dry_run(ctx.redis)
+    if executor_mode is not None and executor_dry != (settings.apply_mode is ApplyMode.DRY_RUN):
         # The executor decides what is sent; an APPLY_MODE set for this daemon alone changes nothing of that.
         ctx.log.warning("apply_mode_disagrees_with_executor", apply_mode=settings.apply_mode.value,
-                        executor_mode=ctx.redis.get(keys.MODE), hint="set APPLY_MODE in common.env only")
+                        executor_mode=executor_mode, hint="set APPLY_MODE in common.env only")
     layer = ApplyLayer(ctx.redis, access.filters, settings)
     config = daemon.consumer_config(settings, NAME, stream, keys.Group.APPLY_LAYER)
     consumer = StreamConsumer(ctx.redis, config, parse, layer.handle, on_tick=access.filters.maybe_refresh)
