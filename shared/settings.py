@@ -14,9 +14,9 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from redis.connection import parse_url
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.connection import parse_url
 
 from shared.schema.fields import StrictBool
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,14 +23,13 @@ from typing import Any
 import redis
 
 from shared import keys
-from shared.cli.common import FLEET_ENV_FILE, CommandError, fail, load_fleet_env, redis_from, wait_for_results
+from shared.cli.common import CommandError, add_redis_argument, fail, load_fleet_env, redis_from, wait_for_results
 from shared.exchange.client import ExchangeClient
 from shared.exchange.errors import ExchangeError, ExchangeSettingsError
 from shared.exchange.models import OrderResult
 from shared.exchange.target import Target, load_exchange_settings
 from shared.logging import redact_text
 from shared.schema.fields import format_decimal
-from shared.settings import DEFAULT_REDIS_URL
 
 DEFAULT_OUT = "/tmp/execution_proof.json"
 DEFAULT_COUNT = 3
@@ -87,8 +85,7 @@ def add_proof_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow the proof when the fleet or this command trades on mainnet: real orders, real money")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"proof file (default {DEFAULT_OUT}; '-' prints it to stdout)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the results (default 30)")
-    parser.add_argument("--redis-url", default=None,
-                        help=f"Redis to talk to (default: REDIS_URL, else from {FLEET_ENV_FILE}, else {DEFAULT_REDIS_URL})")
+    add_redis_argument(parser)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -101,8 +98,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     # With --out - the proof owns stdout, so the narration moves to stderr.
     say = _printer(sys.stderr if args.out == "-" else sys.stdout)
-    load_fleet_env()
-    args.redis_url = args.redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    load_fleet_env()  # the fleet's exchange settings too; redis_from resolves the Redis the same way
     try:
         opens = requested_opens(args.plan, args.count)
         client = redis_from(args)
