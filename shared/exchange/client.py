@@ -253,7 +253,7 @@ class ExchangeClient:
         happened on the exchange)."""
         quiet_s = self._quiet_until - self._monotonic()
         if 0 < quiet_s <= RATE_LIMIT_WAIT_MAX_S and not side_effect:
-            self._sleep(quiet_s)
+            self._sleep(quiet_s)  # deliberate: the wait Binance asked for (Retry-After); nothing to block on
             quiet_s = self._quiet_until - self._monotonic()
         if quiet_s > 0:
             raise RateLimited(f"{operation}: not sent: backing off after a rate limit, {quiet_s:.1f} s more",
