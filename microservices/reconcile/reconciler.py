@@ -71,7 +71,8 @@ class Reconciler:
         if positions is None:
             return
         self._result_unseen = False
-        symbols = set(positions) | self._ledger_symbols()
+        symbols = set(positions) | self._symbols_under(keys.position_ledger_pattern())
+        symbols |= self._symbols_under(keys.reconcile_mismatch_pattern())  # so that a record goes once both agree
         disagreeing = sum(not self._reconcile_isolated(symbol, positions.get(symbol)) for symbol in sorted(symbols))
         MISMATCHES.set(disagreeing)
         PASSES.labels(outcome="done").inc()
@@ -119,15 +120,15 @@ class Reconciler:
             by_symbol[position.symbol] = position if held is None else replace(held, amount=held.amount + position.amount)
         return by_symbol
 
-    def _ledger_symbols(self) -> set[str]:
-        return {keys.symbol_from_key(key) for key in self.r.scan_iter(keys.position_ledger_pattern(), count=500)}
+    def _symbols_under(self, pattern: str) -> set[str]:
+        return {keys.symbol_from_key(key) for key in self.r.scan_iter(pattern, count=500)}
 
     def _reconcile_symbol(self, symbol: str, position: Position | None) -> bool:
         """Returns True when the symbol agrees (now or after healing)."""
         recorded = ledger.read_entry(self.r, symbol)
         observation = _observe(symbol, position, recorded, self._tolerance(symbol))
         mismatch_key = keys.reconcile_mismatch(symbol)
-        first_seen = _first_seen_ms(self.r.hget(mismatch_key, "first_seen_ms"))
+        first_seen = self._first_seen_ms(mismatch_key)
         now_ms = int(self.clock() * 1000)
         in_flight = sending.busy(self.r, symbol)
         verdict = decide(observation, first_seen, in_flight, now_ms, int(self.settings.reconcile_grace_sec * 1000))
@@ -141,6 +142,17 @@ class Reconciler:
         if verdict is Verdict.HEAL:
             return self._heal(observation, recorded, position, now_ms)
         return False
+
+    def _first_seen_ms(self, mismatch_key: str) -> int | None:
+        """When the mismatch was first seen; None when unrecorded or garbled (it is then recorded afresh). A
+        record of another type (an operator's SET) is deleted, or every pass would fail on it and never heal."""
+        try:
+            return _stored_ms(self.r.hget(mismatch_key, "first_seen_ms"))
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            self.r.delete(mismatch_key)
+            return None
 
     def _tolerance(self, symbol: str) -> Decimal:
         # P3.3 holding the symbol proves it sees a difference: heal any, whatever the tolerances say.
@@ -162,8 +174,8 @@ class Reconciler:
                 # Compared as stored (raw), so an unreadable ledger is compare-and-set like any other.
                 if sending.busy(pipe, symbol) or ledger.read_entry(pipe, symbol) != recorded:
                     return False  # the executor moved: look again next pass
-                if recorded.position is not None and recorded.position.updated_at_ms >= self._observed_at_ms:
-                    return False  # the ledger moved after the exchange was looked at (a fill): look again
+                if self._moved_since_observed(pipe, symbol, recorded):
+                    return False  # a fill was recorded after the exchange was looked at: look again
                 pipe.multi()
                 ledger.queue_write(pipe, symbol, _adopted(observation, recorded.position, position, now_ms))
                 pipe.xadd(keys.Stream.RECONCILE_EVENT, {**described, "action": "adopted_exchange"})
@@ -176,6 +188,14 @@ class Reconciler:
         self.log.warning("RECONCILE_HEALED", **described)
         return True
 
+    def _moved_since_observed(self, pipe: redis.client.Pipeline, symbol: str, recorded: LedgerEntry) -> bool:
+        """Whether the ledger may hold a fill the exchange view does not: one written at or after the view's time.
+        The ledger's own time says so for a position; a fill that closed one deleted the hash, so the symbol's
+        last-execution time (set by the same script call as every fill) says it for both."""
+        if recorded.position is not None and recorded.position.updated_at_ms >= self._observed_at_ms:
+            return True
+        return (_stored_ms(pipe.get(keys.cooldown_last_exec(symbol))) or 0) >= self._observed_at_ms
+
 
 def _observe(symbol: str, position: Position | None, recorded: LedgerEntry, tolerance: Decimal) -> Observation:
     held = recorded.position
@@ -183,8 +203,9 @@ def _observe(symbol: str, position: Position | None, recorded: LedgerEntry, tole
                        ledger_unreadable=recorded.unreadable)
 
 
-def _first_seen_ms(raw: str | None) -> int | None:
-    """None when unrecorded, or garbled: the mismatch is then recorded afresh."""
+def _stored_ms(raw: str | None) -> int | None:
+    """A time stored in Redis; None when absent or garbled (a mismatch is then recorded afresh; a last-execution
+    time does not count, the ledger's own time still does)."""
     try:
         return int(raw) if raw else None
     except ValueError:

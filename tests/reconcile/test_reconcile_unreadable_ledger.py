@@ -116,19 +116,42 @@ def test_the_seed_typo_heals_and_the_symbols_after_it_are_still_reconciled(r, ac
     assert ledger.read(r, "LINKUSDT") is None
 
 
-def test_a_symbol_that_fails_is_logged_and_the_others_are_reconciled(r, access, sim) -> None:
+def test_a_symbol_that_fails_is_logged_and_the_others_are_reconciled(r, access, sim, monkeypatch) -> None:
     clock = Clock()
     buy(access, "BTCUSDT", "0.062")
     r.hset(keys.position_ledger("BTCUSDT"), mapping={"position_amt": "0.002", "entry_price": "88000"})
-    r.set(keys.reconcile_mismatch("BTCUSDT"), "not a hash")  # BTCUSDT's pass raises WRONGTYPE
     r.hset(keys.position_ledger("LINKUSDT"), mapping={"position_amt": "20", "entry_price": "11.9"})
+    heal = reconciler(r, access, clock, grace_sec=0)
+    tolerance = heal._tolerance
 
+    def fails_on_btc(symbol: str):
+        if symbol == "BTCUSDT":
+            raise redis.ResponseError("ERR something unforeseen")
+        return tolerance(symbol)
+
+    monkeypatch.setattr(heal, "_tolerance", fails_on_btc)
     with capture_logs() as logs:
-        reconciler(r, access, clock, grace_sec=0).run_pass()
+        heal.run_pass()
 
     failed = [line for line in logs if line["event"] == "reconcile_symbol_failed"]
     assert [(line["symbol"], line["error"]) for line in failed] == [("BTCUSDT", "ResponseError")]
     assert ledger.read(r, "LINKUSDT") is None
+
+
+def test_a_mismatch_record_of_another_type_is_replaced_and_the_symbol_heals(r, access, sim) -> None:
+    # Found in a review: its HGET failed with WRONGTYPE on every pass, so the symbol never healed.
+    clock = Clock()
+    buy(access, "BTCUSDT", "0.062")
+    r.hset(keys.position_ledger("BTCUSDT"), mapping={"position_amt": "0.002", "entry_price": "88000"})
+    r.set(keys.reconcile_mismatch("BTCUSDT"), "not a hash")
+    heal = reconciler(r, access, clock, grace_sec=5)
+
+    heal.run_pass()
+    assert r.hget(keys.reconcile_mismatch("BTCUSDT"), "exchange_amt") == "0.062"  # recorded afresh
+    clock.now += 5
+    heal.run_pass()
+
+    assert ledger.read(r, "BTCUSDT").amount == D("0.062")
 
 
 def test_p33_holds_the_symbol_only_until_reconcile_heals_the_unreadable_ledger(r, access, sim) -> None:

@@ -8,7 +8,8 @@ import redis
 
 from microservices.reconcile.reconciler import Reconciler
 from microservices.reconcile.settings import ReconcileSettings
-from shared import keys, ledger
+from shared import keys, ledger, results
+from shared.schema import PlanResult, Side
 
 
 class Clock:
@@ -111,3 +112,51 @@ def test_a_fill_recorded_after_the_exchange_was_looked_at_is_not_healed_away(r, 
 
     assert ledger.read(r, "BTCUSDT").amount == D("0.012")  # looked at again on a later pass, not overwritten
     assert r.xlen(keys.Stream.RECONCILE_EVENT) == 0
+
+
+def test_a_close_recorded_after_the_exchange_was_looked_at_does_not_bring_the_position_back(r, access, sim,
+                                                                                           monkeypatch) -> None:
+    # Found in a review: a closing fill deletes the ledger hash, so the ledger's own time could not tell that
+    # it postdates the view; the pass adopted the pre-close position and P3.3 then held the symbol.
+    clock = Clock()
+    buy(access, "BTCUSDT", "0.002", "qt-open-1")
+    r.hset(keys.position_ledger("BTCUSDT"), mapping={"position_amt": "0.002", "entry_price": "88000",
+                                                     "updated_at_ms": "1"})
+    r.hset(keys.reconcile_mismatch("BTCUSDT"), "first_seen_ms", "1")  # an old record: the grace is long over
+    heal = reconciler(r, access, clock)
+    look = heal._exchange_positions
+
+    def a_close_lands_after_the_look():
+        seen = look()
+        access.client.create_market_order("BTCUSDT", "SELL", D("0.002"), True, "qt-close-1")
+        closed = PlanResult(plan_id="close-1", executed=True, symbol="BTCUSDT", side=Side.SELL, qty=D("0.002"),
+                            reduce_only=True, source="test", order_id="2", client_order_id="qt-close-1",
+                            filled_qty=D("0.002"), avg_price=D("88000"), order_status="FILLED")
+        fill = ledger.Fill("BTCUSDT", Side.SELL, D("0.002"), D("88000"), "close-1")
+        assert results.finish_plan(r, closed, results.Effects(fill=fill, cooldown_symbol="BTCUSDT"),
+                                   now_ms=int(clock.now * 1000))
+        return seen
+
+    monkeypatch.setattr(heal, "_exchange_positions", a_close_lands_after_the_look)
+    heal.run_pass()
+
+    assert ledger.read(r, "BTCUSDT") is None and r.xlen(keys.Stream.RECONCILE_EVENT) == 0
+    monkeypatch.undo()
+    clock.now += 1
+    heal.run_pass()  # a view taken after the close agrees
+    assert ledger.read(r, "BTCUSDT") is None and not r.exists(keys.reconcile_mismatch("BTCUSDT"))
+
+
+def test_a_mismatch_record_goes_once_the_symbol_is_flat_on_both_sides(r, access, sim) -> None:
+    # Found in a review: only symbols with a position or a ledger were visited, so the record of a position
+    # opened and closed outside the fleet stayed (quantum status showed the symbol held for good).
+    clock = Clock()
+    buy(access, "ETHUSDT", "0.05", "manual-eth")
+    heal = reconciler(r, access, clock)
+    heal.run_pass()
+    assert r.exists(keys.reconcile_mismatch("ETHUSDT"))
+
+    access.client.create_market_order("ETHUSDT", "SELL", D("0.05"), True, "manual-eth-close")
+    heal.run_pass()
+
+    assert not r.exists(keys.reconcile_mismatch("ETHUSDT")) and ledger.read(r, "ETHUSDT") is None
