@@ -96,9 +96,12 @@ signal.signal(signal.SIGUSR1, interrupt)
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 packer = CommandPacker()
 command = ("XREADGROUP", "GROUP", "g", "c", "COUNT", 64, "BLOCK", 2000, "STREAMS", "s", ">", 0.5)
-print("ready", flush=True)
+unannounced = [1]
 while not stop:
-    try:
+    try:  # "ready" too: the first signal may come while print still flushes it
+        if unannounced:
+            unannounced.clear()
+            print("ready", flush=True)
         while not stop:
             packer.pack(*command)
     except Interrupted:
