@@ -120,6 +120,26 @@ def parse(symbol: str, raw: dict[str, str]) -> LedgerEntry:
         return LedgerEntry(symbol, raw, error=str(exc))
 
 
+NOT_A_HASH = "the key is not a hash"
+# For a script that reads a ledger: `ledger_fields(key)` gives its fields as HGETALL does (none when absent), or
+# false (nil to the caller) when the key holds another type (an operator's SET instead of HSET). HGETALL would
+# fail the script there: after writes it cannot undo (the executor's taking), or for every plan of a batch.
+LUA_FIELDS = """
+local function ledger_fields(key)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'hash' and kind ~= 'none' then return false end
+  return redis.call('HGETALL', key)
+end
+"""
+
+
+def from_script(symbol: str, flat: list[str] | None) -> LedgerEntry:
+    """The entry `ledger_fields` read, as its caller receives it (a flat list, or None: not a hash)."""
+    if flat is None:
+        return LedgerEntry(symbol, None, error=NOT_A_HASH)
+    return parse(symbol, dict(zip(flat[0::2], flat[1::2])))
+
+
 def read_entry(client: Any, symbol: str) -> LedgerEntry:
     """Never raises for what an operator typed: an unreadable hash, or a key of another type (SET
     instead of HSET), comes back as an unreadable entry."""
@@ -128,7 +148,7 @@ def read_entry(client: Any, symbol: str) -> LedgerEntry:
     except redis.ResponseError as exc:
         if not str(exc).startswith("WRONGTYPE"):
             raise
-        return LedgerEntry(symbol, None, error="the key is not a hash")
+        return LedgerEntry(symbol, None, error=NOT_A_HASH)
 
 
 def read(client: Any, symbol: str) -> LedgerPosition | None:

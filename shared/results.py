@@ -14,21 +14,23 @@ from dataclasses import dataclass
 import redis
 
 from shared import keys, ledger
+from shared.logging import get_logger
 from shared.lua import LuaScript
 from shared.schema.result import PlanResult
 
 RESULT_MARKER_TTL_S = 7 * 24 * 3600
 NO_LEDGER_WRITE = "-"
 LEDGER_ATTEMPTS = 5  # the ledger moving under us more often than this is not contention but a value we misread
+_log = get_logger(component="results")
 
 # KEYS: result-marker result-stream ledger cooldown sending-hash release...
 # ARGV: now-ms marker-ttl-s result-field-count result-fields... ledger-mode expected-field-count expected-fields...
 #       new-field-count new-fields... cooldown(0|1) sending-field('' for none)
-# ledger-mode: '-' leaves the ledger alone; 'w' checks it against the expected fields and writes the new ones
-# (none: the position is flat). `release`: keys deleted once the plan has its result (the caller's claims), and
+# ledger-mode: '-' leaves the ledger alone (no fill, or a ledger that does not parse: reconcile rewrites it from the
+# exchange); 'w' checks it against the expected fields and writes the new ones (none: the position is flat). `release`: keys deleted once the plan has its result (the caller's claims), and
 # the plan's own field of the symbol's sending hash (shared.sending).
 # Reply: 1 written, 0 the plan already has a result, -1 the ledger changed (nothing written or released).
-FINISH = LuaScript("""
+FINISH = LuaScript(ledger.LUA_FIELDS + """
 local function release()
   for j = 6, #KEYS do redis.call('DEL', KEYS[j]) end
   if ARGV[#ARGV] ~= '' then redis.call('HDEL', KEYS[5], ARGV[#ARGV]) end
@@ -46,8 +48,8 @@ local mode = ARGV[i]; i = i + 1
 local expected = take()
 local new = take()
 if mode == 'w' then
-  local current = redis.call('HGETALL', KEYS[3])
-  if #current ~= #expected then return -1 end
+  local current = ledger_fields(KEYS[3])
+  if not current or #current ~= #expected then return -1 end
   local want = {}
   for j = 1, #expected, 2 do want[expected[j]] = expected[j + 1] end
   for j = 1, #current, 2 do
@@ -101,13 +103,16 @@ def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effe
     `sending`: the symbol's sending hash, whose field for this plan goes too."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     fill = effects.fill
-    seen = ledger_seen
+    seen = ledger.parse(fill.symbol, ledger_seen) if fill is not None and ledger_seen is not None else None
     for _attempt in range(LEDGER_ATTEMPTS):
         if fill is not None and seen is None:
-            seen = client.hgetall(keys.position_ledger(fill.symbol))
+            seen = ledger.read_entry(client, fill.symbol)
         written = FINISH(client, [*_keys(result, effects), sending or keys.executor_sending(result.symbol), *release],
                          [*_args(result, effects, seen, now_ms), result.plan_id if sending else ""])
         if written != -1:
+            if written == 1 and seen is not None and seen.unreadable:
+                _log.warning("ledger_unreadable_fill_not_recorded", plan_id=result.plan_id, symbol=seen.symbol,
+                             error=seen.error, detail="the result is written; reconcile rewrites the ledger")
             return bool(written)
         seen = None  # the ledger moved between our read and the write: read it again
     raise LedgerUnstable(f"the {fill.symbol} ledger changed on each of {LEDGER_ATTEMPTS} writes of plan {result.plan_id}")
@@ -119,15 +124,15 @@ def _keys(result: PlanResult, effects: Effects) -> list[str]:
             keys.cooldown_last_exec(effects.cooldown_symbol or result.symbol)]
 
 
-def _args(result: PlanResult, effects: Effects, seen: dict[str, str] | None, now_ms: int) -> list[str]:
+def _args(result: PlanResult, effects: Effects, seen: ledger.LedgerEntry | None, now_ms: int) -> list[str]:
     args: list[str] = [str(now_ms), str(RESULT_MARKER_TTL_S)]
     args += _counted(result.to_fields())
-    if effects.fill is None:
+    if effects.fill is None or seen is None or seen.raw is None or seen.unreadable:
+        # No fill; or a ledger no fill can be added to: the order happened all the same, its result is written.
         args += [NO_LEDGER_WRITE, "0", "0"]
     else:
-        current = ledger.LedgerPosition.from_hash(effects.fill.symbol, seen) if seen else None
-        new_position = ledger.after_fill(current, effects.fill, now_ms)
-        args += ["w", *_counted(seen or {}), *_counted(new_position.to_hash() if new_position else {})]
+        new_position = ledger.after_fill(seen.position, effects.fill, now_ms)
+        args += ["w", *_counted(seen.raw), *_counted(new_position.to_hash() if new_position else {})]
     args.append("1" if effects.cooldown_symbol is not None else "0")
     return args
 

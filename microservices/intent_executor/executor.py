@@ -56,7 +56,7 @@ class Taken:
     switches: Switches
     forced_dry_run: str | None
     snapshot_raw: str | None
-    ledger: dict[str, str]
+    ledger: dict[str, str] | None
     taken_at: float  # monotonic, before the call that took them: the order goes out within
     # Resolver.send_within_s of this, or not at all (a lookup believes 'no such order' on that basis)
 
@@ -209,7 +209,8 @@ class Executor:
         if not marked:  # the script and the permit model read "allow" differently: never send unmarked
             return outcomes.refused(plan, Reason.PERMIT_DENIED, {"order_marker": "not written",
                                                                  "detail": "allow is not a JSON true"}, p32, p33)
-        ledger_seen = dict(zip(ledger_flat[0::2], ledger_flat[1::2]))
+        # None (the key is not a hash): finish_plan reads it again, finds it unreadable and leaves it to reconcile.
+        ledger_seen = None if ledger_flat is None else dict(zip(ledger_flat[0::2], ledger_flat[1::2]))
         return Taken(p32, p33, read_switches(kill, execution), forced_dry_run, snapshot_raw, ledger_seen, asked_at)
 
     def _wait_and_take(self, plan: Plan, attempt: str) -> tuple[list, float]:

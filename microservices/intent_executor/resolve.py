@@ -119,7 +119,7 @@ class Resolver:
         return seconds * 1000 + micros // 1000
 
     def after_unclear_send(self, plan: Plan, client_order_id: str, exc: ExchangeError, p32: P32Permit,
-                           p33: P33Permit, qty: Decimal, ledger: dict[str, str], sent_at_ms: int) -> outcomes.Outcome:
+                           p33: P33Permit, qty: Decimal, ledger: dict[str, str] | None, sent_at_ms: int) -> outcomes.Outcome:
         """The send failed without an answer (OutcomeUnknown: it may have executed) or with 'not executed': what
         the exchange holds. sent_at_ms: the executor's clock just before it signed."""
         order = self.look_up(plan.symbol, client_order_id)

@@ -43,8 +43,8 @@ RECOVER_BATCH = 1000  # permit keys scanned and read at a time when recovering t
 # every result since the cursor anyway, so doing it after every batch was a round trip per plan.
 CATCH_UP_EVERY_S = 0.2
 # KEYS: apply.result, then per plan: ledger cooldown result-marker; ARGV: first result id to read ('' none).
-# Reply: the results since (id, flat fields), the stream's newest id, then per plan: ledger (flat), cooldown,
-# result marker exists.
+# Reply: the results since (id, flat fields), the stream's newest id, then per plan: ledger (flat; nil when the key
+# is not a hash), cooldown, result marker exists.
 # results_since(key, first): the entries from `first` ('' none) on, oldest first, and the id of the stream's
 # newest entry ('0-0' when empty), where the next read goes on: no result written later is skipped, whatever
 # snapshot is held by then. Read backwards from the stream's end when they are few (XREVRANGE starts there at
@@ -64,10 +64,10 @@ local function results_since(key, first)
   return out, (last[1] and last[1][1]) or '0-0'
 end
 """
-READ = LuaScript(_RESULTS_SINCE + """
+READ = LuaScript(ledger.LUA_FIELDS + _RESULTS_SINCE + """
 local reply = {results_since(KEYS[1], ARGV[1])}
 for i = 2, #KEYS, 3 do
-  reply[#reply + 1] = redis.call('HGETALL', KEYS[i])
+  reply[#reply + 1] = ledger_fields(KEYS[i])
   reply[#reply + 1] = redis.call('GET', KEYS[i + 1])
   reply[#reply + 1] = redis.call('EXISTS', KEYS[i + 2])
 end
@@ -77,12 +77,12 @@ return reply
 # KEYS[2] apply.result; ARGV[3] first result id to read ('' none), ARGV[4..6] ledger cooldown result-marker key prefixes.
 # Reply: the results since, the stream's newest id, then per delivered plan: {entry id, plan id, symbol, ledger (flat),
 # cooldown, result marker}.
-ARRIVAL_READ = LuaScript(arrival.PRELUDE + _RESULTS_SINCE + """
+ARRIVAL_READ = LuaScript(arrival.PRELUDE + ledger.LUA_FIELDS + _RESULTS_SINCE + """
 local reply = {results_since(KEYS[2], ARGV[3])}
 for _, entry in ipairs(delivered()) do
   local plan_id, sym = plan_of(entry[2])
   if plan_id then
-    reply[#reply + 1] = {entry[1], plan_id, sym, redis.call('HGETALL', ARGV[4] .. sym), redis.call('GET', ARGV[5] .. sym),
+    reply[#reply + 1] = {entry[1], plan_id, sym, ledger_fields(ARGV[4] .. sym), redis.call('GET', ARGV[5] .. sym),
                          redis.call('EXISTS', ARGV[6] .. plan_id)}
   end
 end
@@ -284,7 +284,7 @@ class PositionStateBrain:
             self._absorb([(entry_id, _pairs(flat)) for entry_id, flat in since], held, newest)
         reads = []
         for plan, (ledger_flat, last_exec_raw, result_count) in zip(plans, zip(*[iter(replies)] * 3)):
-            ledger, readable = self._ledger(plan.symbol, _pairs(ledger_flat))
+            ledger, readable = self._ledger(plan.symbol, ledger_flat)
             view = self.fills.view(held, plan.symbol) if held is not None else None
             reads.append(PlanReads(ledger, readable, self._last_exec_ms(plan.symbol, last_exec_raw), bool(result_count), view))
         return reads
@@ -312,9 +312,9 @@ class PositionStateBrain:
         self.fills.absorb(entries, held, newest)
         self.permitted.settle([fields.get("plan_id", "") for _entry_id, fields in entries])
 
-    def _ledger(self, symbol: str, data: dict[str, str]) -> tuple[LedgerPosition | None, bool]:
-        """(the position or None, whether the hash parsed): shared.ledger tells absent from unreadable."""
-        entry = ledger.parse(symbol, data)
+    def _ledger(self, symbol: str, flat: list[str] | None) -> tuple[LedgerPosition | None, bool]:
+        """(the position or None, whether it parsed): shared.ledger tells absent from unreadable."""
+        entry = ledger.from_script(symbol, flat)
         if entry.unreadable:
             self.log.warning("ledger_unreadable", symbol=symbol, error=entry.error)
         return entry.position, not entry.unreadable

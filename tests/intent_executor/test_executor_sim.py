@@ -487,3 +487,25 @@ def test_the_look_ahead_renews_a_claim_this_executor_already_held(r, access, sim
     executor._look_ahead(Plan.from_fields({**PLAN, "plan_id": "renew-1", "side": "BUY", "qty": "0.002"}))
 
     assert r.ttl(keys.plan_claim("renew-1")) > scripts.CLAIM_TTL_S - 5
+
+
+@pytest.mark.parametrize("spoil", [
+    pytest.param(lambda r, key: r.set(key, "0.062"), id="a string, not a hash"),
+    pytest.param(lambda r, key: r.hset(key, mapping={"position_amt": "0,062", "entry_price": "88000"}), id="a comma"),
+])
+def test_a_fill_on_a_spoiled_ledger_is_still_its_result_and_the_ledger_is_left_to_reconcile(r, access, sim, spoil) -> None:
+    # Found in a review: HGETALL of a non-hash failed the taking script after it had taken the permits and written
+    # the order marker; an unparsable ledger made the filled order's result fail until it was given up as
+    # executed=false. The exchange holds the fill: the result says so, the ledger waits for reconcile.
+    spoil(r, keys.position_ledger("BTCUSDT"))
+    grant(r, "spoiled-1")
+    plan(r, "spoiled-1", "BUY", "0.002")
+
+    run_executor(r, access)
+
+    result = the_result(r, "spoiled-1")
+    assert (result["executed"], result["order_status"]) == ("true", "FILLED")
+    assert len(orders_for(sim, "spoiled-1")) == 1
+    assert ledger.read_entry(r, "BTCUSDT").unreadable  # untouched: reconcile adopts the exchange's amount
+    assert not r.exists(keys.executor_sending("BTCUSDT"), keys.plan_claim("spoiled-1"))
+    assert r.get(keys.cooldown_last_exec("BTCUSDT")) is not None  # so reconcile heals only from a later view

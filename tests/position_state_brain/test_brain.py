@@ -466,3 +466,17 @@ def test_an_arrival_read_that_does_not_match_the_batch_is_not_used(r: redis.Redi
     brain.handle(plan(plan_id="unasked"))
 
     assert len(reads) == 3
+
+
+@pytest.mark.parametrize("arrival", [True, False], ids=["read on arrival", "read of its own"])
+def test_a_ledger_of_another_type_holds_its_symbol_and_no_other(r, brain, arrival):
+    # Found in a review: HGETALL on an operator's SET failed the whole read script, so every plan of the batch
+    # (any symbol) failed with it, on each delivery.
+    r.set(keys.position_ledger("BTCUSDT"), "0.062")
+    r.xadd(keys.Stream.APPLY_PLAN, {**SEED_FIELDS, "plan_id": "on-btc"})
+    r.xadd(keys.Stream.APPLY_PLAN, {**SEED_FIELDS, "plan_id": "on-eth", "symbol": "ETHUSDT", "qty": "0.04"})
+
+    daemon_consumer(r, brain, arrival).run(burst=True)
+
+    assert permits.peek(r, PermitKind.P33, "on-btc").reason is Reason.RECONCILE_REQUIRED_QTY_MISMATCH
+    assert permits.peek(r, PermitKind.P33, "on-eth").reason is Reason.SANITY_CHECKS_PASSED
