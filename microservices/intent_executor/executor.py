@@ -154,13 +154,15 @@ class Executor:
         except EntryError:
             return  # not a plan: the dead letter is its only record
         claim = keys.plan_claim(plan.plan_id)
-        marker = scripts.CLAIM_TO_END(self.r, [claim, keys.plan_order_marker(plan.plan_id)],
-                                      [self.consumer_name, scripts.CLAIM_TTL_S])
-        if isinstance(marker, str):  # it may be taking its permits or sending: its result ends the plan
-            raise GiveUpLater(f"plan {plan.plan_id} is held by {marker}")
+        holder, *marker = scripts.CLAIM_TO_END(self.r, [claim, keys.plan_order_marker(plan.plan_id)],
+                                               [self.consumer_name, scripts.CLAIM_TTL_S])
+        if holder is not None:  # it may be taking its permits or sending: its result ends the plan
+            raise GiveUpLater(f"plan {plan.plan_id} is held by {holder}")
+        order_marker = Marker.parse(marker[0]) if marker and marker[0] is not None else None
         detail = {"runtime_reason": reason, "deliveries": str(entry.deliveries),
-                  "order_may_exist": str(bool(marker)).lower(), "client_order_id": client_order_id_for(plan.plan_id)}
-        outcome = outcomes.refused(plan, Reason.GAVE_UP, detail)
+                  "order_may_exist": str(order_marker is not None).lower(),
+                  "client_order_id": client_order_id_for(plan.plan_id)}
+        outcome = outcomes.refused(plan, Reason.GAVE_UP, detail, *self.resolver.permits_of(plan, order_marker))
         written = results.finish_plan(self.r, outcome.result, now_ms=self._now_ms(), release=[claim],
                                       sending=keys.executor_sending(plan.symbol))
         outcomes.record(self.log, outcome, written)

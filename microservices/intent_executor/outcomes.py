@@ -8,16 +8,40 @@ from decimal import Decimal
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared import ledger, results
-from shared.exchange.errors import ExchangeError, ExchangeRejected
+from shared.exchange.errors import ExchangeError, ExchangeRejected, ExchangeUnavailable, OutcomeUnknown, RateLimited
 from shared.exchange.models import OrderResult
 from shared.metrics import LATENCY_BUCKETS
+from shared.modes import ApplyMode
 from shared.schema import P32Permit, P33Permit, Plan, PlanResult, Reason, to_json
 
 RESULTS = Counter("quantum_executor_results_total", "Plan results written by the executor", ["executed", "reason"])
 ORDER_SECONDS = Histogram("quantum_executor_order_seconds", "Order request round trip", buckets=LATENCY_BUCKETS)
 EXCHANGE_ERRORS = Counter("quantum_executor_exchange_errors_total", "Order requests that failed", ["kind"])
 DRY_RUN = Gauge("quantum_executor_dry_run", "1 while plans are not sent (APPLY_MODE=dry_run or quantum:apply:dry_run)")
+APPLY_MODE = Gauge("quantum_executor_apply_mode", "1 for the configured APPLY_MODE, 0 for the others", ["mode"])
 SOURCE = "intent_executor"
+# What an order request fails with (the errors the executor catches when sending): order_error's `kind`.
+ORDER_ERROR_KINDS = tuple(error.__name__ for error in (ExchangeRejected, ExchangeUnavailable, RateLimited, OutcomeUnknown))
+
+
+def _series_at_zero() -> None:
+    """The series the alerts select, there from the start: increase() cannot count the sample a series is born
+    with, so the first exchange error, fill or dry-run result would go unseen."""
+    for kind in ORDER_ERROR_KINDS:
+        EXCHANGE_ERRORS.labels(kind=kind)
+    RESULTS.labels(executed="true", reason="filled")
+    RESULTS.labels(executed="false", reason=Reason.DRY_RUN.value)
+    for mode in ApplyMode:
+        APPLY_MODE.labels(mode=mode.value)
+
+
+_series_at_zero()
+
+
+def configured_mode(mode: ApplyMode) -> None:
+    """APPLY_MODE as set: beside quantum_executor_dry_run it tells `quantum dry-run on` from a dry-run fleet."""
+    for each in ApplyMode:
+        APPLY_MODE.labels(mode=each.value).set(1 if each is mode else 0)
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,11 @@ from decimal import Decimal
 import redis
 
 from microservices.intent_executor import outcomes
+from shared import permits
 from shared.exchange.errors import ExchangeError, OutcomeUnknown
 from shared.exchange.models import OrderResult
 from shared.runtime.exchange import ExchangeAccess
+from shared.permits import Permit, PermitKind
 from shared.schema import P32Permit, P33Permit, Plan, Reason
 
 SEND_MARGIN_S = 1.0  # besides a mark price request, nothing lies between taking the permits and signing
@@ -33,17 +35,21 @@ class OutcomeStillUnknown(RuntimeError):
 
 @dataclass(frozen=True)
 class Marker:
-    """An order marker: `<client order id> <attempt> <Redis ms when the permits were taken>`."""
+    """An order marker: `<client order id> <attempt> <Redis ms when the permits were taken>`, then on a line each
+    the two permits taken (P3.2's, P3.3's), for the result of whichever attempt learns the order's outcome."""
 
     client_order_id: str
     attempt: str
     marked_ms: int  # 0 when the marker does not say (written by an earlier version: long ago)
+    permits: tuple[str, str] | None = None  # as taken (JSON); None in a marker of an earlier version
 
     @classmethod
     def parse(cls, raw: str) -> "Marker":
-        words = raw.split(" ")
+        head, *carried = raw.split("\n", 2)
+        words = head.split(" ")
         marked = words[2] if len(words) > 2 and words[2].isdigit() else "0"
-        return cls(words[0], words[1] if len(words) > 1 else "", int(marked))
+        return cls(words[0], words[1] if len(words) > 1 else "", int(marked),
+                   (carried[0], carried[1]) if len(carried) == 2 else None)
 
 
 class Resolver:
@@ -87,10 +93,19 @@ class Resolver:
         self.log.warning("resolving_order_sent_before_restart", plan_id=plan.plan_id,
                          client_order_id=marker.client_order_id)
         order = self.look_up(plan.symbol, marker.client_order_id)
+        p32, p33 = self.permits_of(plan, marker)
         if order is None:
             self.check_final_absence(marker.client_order_id, marker.marked_ms + self.send_within_ms, self.redis_ms())
-            return outcomes.refused(plan, Reason.ORDER_NOT_FOUND, {"client_order_id": marker.client_order_id})
-        return self.known(plan, order)
+            return outcomes.refused(plan, Reason.ORDER_NOT_FOUND, {"client_order_id": marker.client_order_id}, p32, p33)
+        return self.known(plan, order, p32, p33)
+
+    def permits_of(self, plan: Plan, marker: Marker | None) -> tuple[P32Permit | None, P33Permit | None]:
+        """The permits an earlier attempt took, for the context of the result this one writes: as its order marker
+        carries them, else as their keys still hold them (until their TTL); None for one that is gone or garbled."""
+        raws = marker.permits if marker is not None and marker.permits is not None else \
+            self.r.mget([kind.key(plan.plan_id) for kind in (PermitKind.P32, PermitKind.P33)])
+        p32, p33 = (_context_permit(kind, raw) for kind, raw in zip((PermitKind.P32, PermitKind.P33), raws))
+        return p32, p33  # type: ignore[return-value]
 
     def before_sending(self, plan: Plan, client_order_id: str, redis_since_ms: int | None) -> outcomes.Outcome | None:
         """For a plan older than the Redis in use: the outcome of an order the exchange already holds, else None.
@@ -103,7 +118,7 @@ class Resolver:
                          client_order_id=client_order_id)
         order = self.look_up(plan.symbol, client_order_id)
         if order is not None:
-            return self.known(plan, order)
+            return self.known(plan, order, *self.permits_of(plan, None))
         now_ms = self.redis_ms()
         since_ms = redis_since_ms if redis_since_ms is not None else now_ms
         self.check_final_absence(client_order_id, since_ms + self.send_within_ms, now_ms)
@@ -139,3 +154,12 @@ class Resolver:
         if now_ms < believe_from:
             raise OutcomeStillUnknown(f"no order {client_order_id} yet, but the exchange may still accept one "
                                       f"until {believe_from} ms: looked at again later")
+
+
+def _context_permit(kind: PermitKind, raw: str | None) -> Permit | None:
+    if raw is None:
+        return None
+    try:
+        return permits.decode(kind, raw)
+    except permits.PermitError:
+        return None

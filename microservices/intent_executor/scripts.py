@@ -34,6 +34,7 @@ local function take(at, arg, sending, plan_id)
   if won32 == 1 and won33 == 1 and allows(raw32, ARGV[arg + 4]) and allows(raw33, ARGV[arg + 4]) then
     local now = redis.call('TIME')  -- the marker says when: a lookup believes "no such order" only later
     local marker = ARGV[arg + 1] .. ' ' .. now[1] .. string.format('%03d', math.floor(now[2] / 1000))
+    marker = marker .. '\\n' .. raw32 .. '\\n' .. raw33  -- and carries the permits, for a later attempt's result
     redis.call('SET', KEYS[at], marker, 'EX', ARGV[arg + 2])
     mark_sending(sending, plan_id, tonumber(ARGV[arg + 2]))
     marked = 1
@@ -103,12 +104,12 @@ return seen
 
 # KEYS: claim order-marker; ARGV: consumer claim-ttl-s. A plan about to be given up is claimed first, so that
 # no other executor takes its permits meanwhile (TAKE re-checks the claim) and what the marker says stays true.
-# Reply: the other consumer's name while it holds the claim (nothing done); else 1 or 0: an order marker exists.
+# Reply: {the other consumer's name} while it holds the claim (nothing done); else {nil, the order marker or nil}.
 CLAIM_TO_END = LuaScript("""
 local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return holder end
+if holder and holder ~= ARGV[1] then return {holder} end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return redis.call('EXISTS', KEYS[2])
+return {false, redis.call('GET', KEYS[2])}
 """)
 
 

@@ -4,6 +4,7 @@ only in a final state, and never sent again. Real Redis, the simulator over HTTP
 from __future__ import annotations
 
 import itertools
+import json
 from decimal import Decimal as D
 
 import redis
@@ -81,3 +82,30 @@ def test_nothing_is_sent_long_after_the_permits_were_taken(r, access, sim) -> No
     assert (result["executed"], result["reason"]) == ("false", "send_deadline_passed")
     assert orders_for(sim, "late-send-1") == []
     assert D(result["qty"]) == D("0.002")
+
+
+def test_a_result_written_after_a_crash_carries_both_permits_though_their_keys_expired(r, access, sim,
+                                                                                      monkeypatch) -> None:
+    # Found in a review: the results written by a later attempt (after a crash, an order found NEW, a give-up) had
+    # no p32_permit/p33_permit, though every result carries both permits' context. The order marker carries them.
+    grant(r, "crash-1")
+    plan(r, "crash-1", "BUY", "0.002")
+    send = access.client.create_market_order
+
+    def sends_then_crashes(*args, **kwargs):
+        send(*args, **kwargs)
+        raise RuntimeError("the executor died before writing the result")
+
+    monkeypatch.setattr(access.client, "create_market_order", sends_then_crashes)
+    consumer(r, access).run(burst=True)
+    monkeypatch.undo()
+    assert results_of(r, "crash-1") == []
+    r.delete(keys.permit_p32("crash-1"), keys.permit_p33("crash-1"))  # their TTL is over
+
+    consumer(r, access).run(burst=True)  # its own pending entry, read again as after a restart
+
+    result = the_result(r, "crash-1")
+    assert (result["executed"], result["order_status"]) == ("true", "FILLED")
+    assert json.loads(result["p32_permit"])["allow"] is True
+    assert json.loads(result["p33_permit"])["reason"] == "sanity_checks_passed"
+    assert len(orders_for(sim, "crash-1")) == 1

@@ -221,6 +221,7 @@ def test_a_plan_given_up_ends_in_one_result_and_lets_its_claim_go(r, access, sim
     assert (result["executed"], result["reason"]) == ("false", "gave_up_after_retries")
     assert '"order_may_exist":"false"' in result["detail"]
     assert orders_for(sim, "ending-1") == [] and not r.exists(keys.plan_claim("ending-1"))
+    assert result["p32_permit"] and result["p33_permit"]  # the permits' context, though none was taken
 
 
 def test_the_sending_mark_of_an_order_whose_outcome_is_unknown_lasts_as_long_as_its_marker(r, access, sim) -> None:
