@@ -11,7 +11,9 @@ class ReconcileSettings(CommonSettings):
     metrics_port: int = Field(default=8049, ge=0, le=65535)
     reconcile_interval_sec: float = Field(default=2.0, gt=0)
     reconcile_grace_sec: float = Field(default=5.0, ge=0)
-    reconcile_tolerance_steps: int = Field(default=1, ge=0)
+    # 0: quantities are exact decimals, so a one-step difference is a real one (a close of a position the ledger
+    # held one step larger leaves a phantom step that the next open would inherit, stop loss and all).
+    reconcile_tolerance_steps: int = Field(default=0, ge=0)
     # P3.3's tolerance, read here too: reconcile must heal every difference P3.3 holds a symbol for.
     p33_qty_tolerance_steps: int = Field(default=1, ge=0)
     reconcile_snapshot_max_age_sec: float = Field(default=3.0, gt=0)
