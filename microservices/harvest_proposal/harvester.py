@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import redis
 from prometheus_client import Counter, Gauge
@@ -32,6 +32,11 @@ from shared.snapshot import ExchangeSnapshot, PositionState
 
 PROPOSALS = Counter("quantum_harvest_proposals_total", "Exit proposals published, by action", ["action"])
 WATCHED = Gauge("quantum_harvest_positions_watched", "Open positions evaluated in the last fresh cycle")
+# Harvest proposes nothing from a stale snapshot while its heartbeat stays green: these make that visible.
+SNAPSHOT_AGE = Gauge("quantum_harvest_snapshot_age_seconds",
+                     "Age of the exchange snapshot at the last cycle, seconds (+Inf when there is none)")
+STALE_CYCLES = Counter("quantum_harvest_stale_snapshot_cycles_total",
+                       "Cycles that proposed nothing because the snapshot was missing or older than the maximum age")
 
 
 def wall_ms() -> int:
@@ -76,6 +81,9 @@ class Harvester:
     def _fresh(self, seen: ExchangeSnapshot | None, now_ms: int) -> bool:
         age_s = None if seen is None else seen.age_s(now_ms)
         stale = age_s is None or age_s > self.settings.harvest_snapshot_max_age_sec
+        SNAPSHOT_AGE.set(float("inf") if age_s is None else age_s)
+        if stale:
+            STALE_CYCLES.inc()
         if stale and not self._stale:
             self.log.warning("snapshot_stale", age_s=age_s, max_age_s=self.settings.harvest_snapshot_max_age_sec)
         elif self._stale and not stale:
@@ -110,11 +118,12 @@ class Harvester:
         return proposal if written else None
 
     def _ledger(self, symbol: str) -> LedgerPosition | None:
-        try:
-            return ledger.read(self.r, symbol)
-        except (ValueError, InvalidOperation):
-            self.log.warning("ledger_unreadable", symbol=symbol)
-            return None
+        """The ledger's position; one that cannot be read (a field that does not parse, a key that is not a hash)
+        is treated as no ledger: the default risk, as for a position the fleet did not open."""
+        entry = ledger.read_entry(self.r, symbol)
+        if entry.unreadable:
+            self.log.warning("ledger_unreadable", symbol=symbol, error=entry.error, risk="default")
+        return entry.position
 
     def _report(self, proposal: HarvestProposal, written: bool, choice: Choice) -> None:
         if written:

@@ -120,6 +120,9 @@ def run_timer(ctx: DaemonContext, interval_s: float, tick: Callable[[], None]) -
     """A timer-driven daemon's loop: tick every interval until SIGTERM; liveness after each tick.
 
     A Redis outage skips ticks (logged) rather than ending the daemon; the next tick starts afresh.
+    Any other error of a tick is logged (tick_failed) and counted (quantum_stream_handler_errors_total,
+    stream="timer"), and the next tick runs: a restart would meet the same data. Meanwhile the heartbeat
+    goes stale and systemd's watchdog is still fed, as while Redis is down.
     """
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -131,8 +134,14 @@ def run_timer(ctx: DaemonContext, interval_s: float, tick: Callable[[], None]) -
             tick()
             liveness.beat()
             metrics.LOOP_HEARTBEAT.labels(stream="timer", group=ctx.name).set(time.time())
+        except Shutdown:
+            raise
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             ctx.log.warning("redis_unavailable", error=exc.__class__.__name__)
+            liveness.waiting()
+        except Exception:
+            metrics.HANDLER_ERRORS.labels(stream="timer", group=ctx.name).inc()
+            ctx.log.exception("tick_failed")
             liveness.waiting()
     liveness.stopping()
     ctx.log.info("daemon_stopped")

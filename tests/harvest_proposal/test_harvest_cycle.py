@@ -8,6 +8,7 @@ from decimal import Decimal as D
 
 import pytest
 from prometheus_client import REGISTRY, generate_latest
+from structlog.testing import capture_logs
 
 from microservices.harvest_proposal.harvester import Harvester
 from microservices.harvest_proposal.settings import HarvestSettings
@@ -187,6 +188,45 @@ def test_an_unreadable_ledger_falls_back_to_the_default_risk(r, clock, harvester
     harvester.tick()
 
     assert sorted((p.symbol, p.r_multiple) for p in proposals(r)) == [("BTCUSDT", D(1)), ("ETHUSDT", D(1))]
+
+
+@pytest.mark.parametrize("bad_key", [
+    lambda r, key: r.set(key, "0.01"),  # SET instead of HSET
+    lambda r, key: r.rpush(key, "0.01"),
+    lambda r, key: r.hset(key, mapping={"position_amt": "0,01", "entry_price": "88000"}),
+])
+def test_a_ledger_of_the_wrong_type_falls_back_to_the_default_risk_and_the_others_are_watched(r, clock, harvester,
+                                                                                              bad_key) -> None:
+    """Seen by review: a ledger key SET instead of HSET raised WRONGTYPE out of the tick; every position sorting
+    after it got no exit, and the daemon ended (and crash-looped under systemd)."""
+    bad_key(r, keys.position_ledger("AAAUSDT"))
+    positions = {s: PositionState(s, D("0.01"), D("100")) for s in ("AAAUSDT", "BTCUSDT")}
+    snapshot.publish(r, ExchangeSnapshot(clock.now_ms, positions, {"AAAUSDT": D("98.9"), "BTCUSDT": D("98.9")}))
+
+    with capture_logs() as logs:
+        harvester.tick()
+
+    assert sorted((p.symbol, p.action, p.reason) for p in proposals(r)) == [
+        ("AAAUSDT", Action.FULL_CLOSE_PROPOSED, "stop_loss_hit"), ("BTCUSDT", Action.FULL_CLOSE_PROPOSED, "stop_loss_hit")]
+    [warning] = [line for line in logs if line["event"] == "ledger_unreadable"]
+    assert (warning["symbol"], warning["risk"]) == ("AAAUSDT", "default")
+
+
+def test_a_stale_or_missing_snapshot_is_exported_as_its_age_and_counted(r, clock, harvester) -> None:
+    stale_before = REGISTRY.get_sample_value("quantum_harvest_stale_snapshot_cycles_total") or 0.0
+
+    harvester.tick()  # no snapshot at all
+    missing_age = REGISTRY.get_sample_value("quantum_harvest_snapshot_age_seconds")
+    see(r, clock, "88000")
+    clock.now_ms += 2_000
+    harvester.tick()
+    fresh_age = REGISTRY.get_sample_value("quantum_harvest_snapshot_age_seconds")
+    clock.now_ms += 7_000
+    harvester.tick()
+
+    assert missing_age == float("inf") and fresh_age == 2.0
+    assert REGISTRY.get_sample_value("quantum_harvest_snapshot_age_seconds") == 9.0
+    assert REGISTRY.get_sample_value("quantum_harvest_stale_snapshot_cycles_total") == stale_before + 2
 
 
 def proposed(action: str) -> float:

@@ -1,0 +1,84 @@
+"""The timer loop harvest runs in (shared.runtime.daemon.run_timer): a tick that fails is logged, counted and
+followed by the next one; only SIGTERM (or a Shutdown) ends the loop, and a Redis outage is waited out."""
+
+from __future__ import annotations
+
+import signal
+from decimal import InvalidOperation
+
+import pytest
+import redis
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
+
+from shared.logging import get_logger
+from shared.runtime.consumer import Shutdown
+from shared.runtime.daemon import DaemonContext, run_timer
+from shared.settings import CommonSettings
+
+NAME = "harvest-proposal"
+
+
+@pytest.fixture(autouse=True)
+def own_signal_handlers():
+    """run_timer installs SIGTERM/SIGINT handlers: put pytest's back afterwards."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+class Ticks:
+    """Raises the given errors one tick each, then asks the loop to stop as systemd would (SIGTERM)."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        signal.raise_signal(signal.SIGTERM)
+
+
+def context(r) -> DaemonContext:
+    return DaemonContext(name=NAME, settings=CommonSettings(), redis=r, log=get_logger(component="test"))
+
+
+def timer_errors() -> float:
+    return REGISTRY.get_sample_value("quantum_stream_handler_errors_total", {"stream": "timer", "group": NAME}) or 0.0
+
+
+def test_a_failing_tick_is_logged_and_counted_and_the_loop_goes_on(r) -> None:
+    """Seen by review: a WRONGTYPE ResponseError from one tick ended harvest's main(); the unit crash-looped."""
+    ticks = Ticks(redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+                  InvalidOperation(), KeyError("positions"))
+    before = timer_errors()
+
+    with capture_logs() as logs:
+        code = run_timer(context(r), 0.001, ticks)
+
+    assert (code, ticks.calls) == (0, 4)
+    assert timer_errors() == before + 3
+    assert [line["event"] for line in logs if line["event"] == "tick_failed"] == ["tick_failed"] * 3
+    assert logs[-1]["event"] == "daemon_stopped"
+
+
+@pytest.mark.parametrize("error", [redis.ConnectionError("gone"), redis.TimeoutError("slow")])
+def test_a_redis_outage_skips_the_tick_uncounted_as_before(r, error) -> None:
+    ticks = Ticks(error)
+    before = timer_errors()
+
+    with capture_logs() as logs:
+        code = run_timer(context(r), 0.001, ticks)
+
+    assert (code, ticks.calls) == (0, 2)
+    assert timer_errors() == before
+    assert [line["event"] for line in logs if line["event"] in ("redis_unavailable", "tick_failed")] == [
+        "redis_unavailable"]
+
+
+def test_a_shutdown_still_ends_the_loop(r) -> None:
+    with pytest.raises(Shutdown):
+        run_timer(context(r), 0.001, Ticks(Shutdown("SIGTERM")))
