@@ -3,14 +3,15 @@
 The account is read from the exchange at most once per P26_ACCOUNT_MAX_AGE_SEC, so a burst of
 proposals costs one request. When the exchange fails, the last good account stands in for up to
 P26_ACCOUNT_STALE_SEC; after that the account is unavailable and the gate publishes the proposal
-uncalibrated (gate.py). Without a fresh snapshot heat is unavailable too, and the proposal is retried.
+uncalibrated (gate.py), as it does when the stored high-water mark is garbled. Without a fresh
+snapshot heat is unavailable too, and the proposal is retried.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Protocol
 
 import redis
@@ -68,14 +69,29 @@ class AccountCache:
         return self._account
 
 
+class HighWaterUnreadable(ValueError):
+    """The stored equity high-water mark is not a finite decimal: heat cannot be read until it is fixed."""
+
+
+def stored_high_water(stored: str | None) -> Decimal | None:
+    if not stored:
+        return None
+    try:
+        high = Decimal(stored)
+    except InvalidOperation:
+        high = None
+    if high is None or not high.is_finite():
+        raise HighWaterUnreadable(f"{keys.P26_EQUITY_HWM} is not a finite decimal: fix or delete it")
+    return high
+
+
 def raise_high_water(client: redis.Redis, equity: Decimal) -> Decimal:
     """The equity high-water mark after seeing `equity`; raised atomically against other gates."""
     with client.pipeline(transaction=True) as pipe:
         while True:
             try:
                 pipe.watch(keys.P26_EQUITY_HWM)
-                stored = pipe.get(keys.P26_EQUITY_HWM)
-                high = Decimal(stored) if stored else None
+                high = stored_high_water(pipe.get(keys.P26_EQUITY_HWM))
                 if high is not None and high >= equity:
                     pipe.unwatch()
                     return high

@@ -6,9 +6,10 @@
     HOT     FULL_CLOSE_PROPOSED   FULL_CLOSE_PROPOSED   PARTIAL_75   PARTIAL_50
 
 A cold portfolio can afford to keep more of a position; a hot one sheds more.
-Safety: a proposal whose reason is stop_loss_hit, or whose kill_score >= P26_KILL_SCORE_CRITICAL,
-is never downgraded (a HOT upgrade still applies). "downgraded" means the calibrated action
-closes a smaller share than the proposal. When heat cannot be read, the proposal is published
+Safety: a proposal whose reason is one of harvest's risk exits (stop_loss_hit, kill_score_critical),
+or whose kill_score >= P26_KILL_SCORE_CRITICAL, is never downgraded (a HOT upgrade still applies):
+harvest's own reason counts whatever the two kill-score thresholds are set to. "downgraded" means
+the calibrated action closes a smaller share than the proposal. When heat cannot be read, the proposal is published
 as proposed, never downgraded, with calibration_reason=heat_unavailable (gate.py says when).
 """
 
@@ -22,6 +23,7 @@ from microservices.portfolio_heat_gate.heat import HeatReading
 from shared.schema import Action, CalibratedProposal, HarvestProposal, HeatBucket
 
 STOP_LOSS_HIT = "stop_loss_hit"  # harvest-proposal's reason for a hit stop (HarvestReason.STOP_LOSS_HIT)
+KILL_SCORE_CRITICAL = "kill_score_critical"  # and for a critical kill score (HarvestReason.KILL_SCORE_CRITICAL)
 
 TABLE: dict[HeatBucket, dict[Action, Action]] = {
     HeatBucket.COLD: {
@@ -64,7 +66,7 @@ def protection(proposal: HarvestProposal, kill_score_critical: Decimal) -> Calib
     """Why this proposal must not be downgraded, or None."""
     if proposal.reason == STOP_LOSS_HIT:
         return CalibrationReason.PROTECTED_STOP_LOSS
-    if proposal.kill_score >= kill_score_critical:
+    if proposal.reason == KILL_SCORE_CRITICAL or proposal.kill_score >= kill_score_critical:
         return CalibrationReason.PROTECTED_KILL_SCORE
     return None
 

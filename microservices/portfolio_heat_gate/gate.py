@@ -4,9 +4,11 @@ The calibrated entry keeps the proposal's id, so the apply layer derives the sam
 either stream; P26_MODE only decides which stream the apply layer acts on.
 
 When heat cannot be read the proposal is still published, uncalibrated (heat_unavailable): at
-once when the account is unavailable (orders may still work, and an exit must not wait or be
-dead-lettered: take-profit partials are proposed once); without a fresh snapshot P3.3 permits
-nothing anyway, so it is retried while deliveries remain, and published uncalibrated on the last.
+once when the account is unavailable or reading heat failed in any other way (a garbled equity
+high-water mark, an unexpected error; orders may still work, and an exit must not wait or be
+dead-lettered for heat: take-profit partials are proposed once); without a fresh snapshot P3.3
+permits nothing anyway, so it is retried while deliveries remain, and published uncalibrated on
+the last. Only a lost Redis connection leaves the proposal to the runtime, which waits for Redis.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from microservices.portfolio_heat_gate.settings import HeatGateSettings, P26Mode
 from shared import keys
 from shared.logging import get_logger
 from shared.once import xadd_once
-from shared.runtime.consumer import Entry, Rejected
+from shared.runtime.consumer import Entry, Rejected, Shutdown
 from shared.schema import CalibratedProposal, HarvestProposal
 
 HEAT = Gauge("quantum_p26_heat", "Portfolio heat (0..1) at the last calibration")
@@ -74,7 +76,9 @@ class HeatGate:
             return
         try:
             reading = self.heat.reading()
-        except HeatUnavailable as exc:
+        except (Shutdown, redis.ConnectionError, redis.TimeoutError):
+            raise  # Redis is down: the runtime waits for it and the proposal is handled again
+        except Exception as exc:
             if not self._publish_now(exc, entry):
                 raise  # retried after STREAM_CLAIM_IDLE_MS
             self._publish_uncalibrated(proposal, entry, exc)
@@ -83,14 +87,18 @@ class HeatGate:
         calibration = calibrate(proposal, reading.bucket, self.settings.p26_kill_score_critical)
         self._publish(calibrated_proposal(proposal, reading, calibration), entry, reading)
 
-    def _publish_now(self, exc: HeatUnavailable, entry: Entry) -> bool:
-        """Whether to publish uncalibrated rather than retry (see the module docstring)."""
-        return isinstance(exc, AccountUnavailable) or entry.deliveries >= self.settings.stream_max_deliveries
+    def _publish_now(self, exc: Exception, entry: Entry) -> bool:
+        """Whether to publish uncalibrated rather than retry (see the module docstring): only a missing or stale
+        snapshot is worth waiting for; any other failure to read heat (an unavailable account, a garbled input
+        such as the equity high-water mark) would fail again the same way, so the exit goes on at once."""
+        if not isinstance(exc, HeatUnavailable) or isinstance(exc, AccountUnavailable):
+            return True
+        return entry.deliveries >= self.settings.stream_max_deliveries
 
-    def _publish_uncalibrated(self, proposal: HarvestProposal, entry: Entry, exc: HeatUnavailable) -> None:
+    def _publish_uncalibrated(self, proposal: HarvestProposal, entry: Entry, exc: Exception) -> None:
         self.log.warning("HEAT_UNAVAILABLE", proposal_id=proposal.proposal_id, symbol=proposal.symbol,
-                         action=proposal.action.value, detail=str(exc), deliveries=entry.deliveries,
-                         mode=self.settings.p26_mode.value, published="uncalibrated")
+                         action=proposal.action.value, error=exc.__class__.__name__, detail=str(exc)[:200],
+                         deliveries=entry.deliveries, mode=self.settings.p26_mode.value, published="uncalibrated")
         if self._publish(uncalibrated_proposal(proposal), entry, None):
             HEAT_UNAVAILABLE.inc()
 

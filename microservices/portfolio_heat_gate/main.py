@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from microservices.portfolio_heat_gate.account import AccountCache, HeatSource, HeatUnavailable
+import redis
+
+from microservices.portfolio_heat_gate.account import AccountCache, HeatSource
 from microservices.portfolio_heat_gate.gate import HeatGate, expose_mode
 from microservices.portfolio_heat_gate.settings import HeatGateSettings
 from shared import keys
@@ -37,8 +39,10 @@ def main() -> int:
 def log_initial_heat(log, heat: HeatSource) -> None:
     try:
         reading = heat.reading()
-    except HeatUnavailable as exc:
-        log.warning("initial_heat_unavailable", detail=str(exc))
+    except (redis.ConnectionError, redis.TimeoutError):
+        raise
+    except Exception as exc:  # a garbled input must not stop the gate at start: each proposal is published anyway
+        log.warning("initial_heat_unavailable", error=exc.__class__.__name__, detail=str(exc)[:200])
         return
     log.info("initial_heat", heat=str(reading.heat), heat_bucket=reading.bucket.value,
              leverage=str(reading.leverage), drawdown=str(reading.drawdown), concentration=str(reading.concentration))

@@ -6,6 +6,7 @@ from decimal import Decimal as D
 
 import pytest
 
+from microservices.harvest_proposal.decision import HarvestReason
 from microservices.portfolio_heat_gate.calibration import CalibrationReason, calibrate, calibrated_proposal
 from microservices.portfolio_heat_gate.gate import compare_line
 from microservices.portfolio_heat_gate.heat import Exposure, bucket_for, exposure_from, portfolio_heat
@@ -97,8 +98,8 @@ def proposal(action: Action, reason: str = "tp_ladder_1.0R", kill_score: str = "
     ],
 )
 def test_calibration_table(bucket, original, calibrated, downgraded) -> None:
-    result = calibrate(proposal(original, reason="kill_score_critical" if original is FULL else "tp_ladder_1.0R"),
-                       bucket, D("0.8"))
+    # A ladder rung may be a full close: harvest's risk exits (protected) are tested below.
+    result = calibrate(proposal(original, reason="tp_ladder_3.0R"), bucket, D("0.8"))
 
     assert (result.action, result.downgraded) == (calibrated, downgraded)
 
@@ -117,6 +118,24 @@ def test_stops_and_critical_kill_scores_are_never_downgraded(reason, kill_score,
     result = calibrate(proposal(action, reason=reason, kill_score=kill_score), COLD, D("0.8"))
 
     assert (result.action, result.downgraded, result.reason) == (action, False, why)
+
+
+@pytest.mark.parametrize("action", [FULL, P75, P50])
+def test_harvests_critical_kill_score_is_protected_below_p26s_own_threshold(action) -> None:
+    """Seen by review: with HARVEST_KILL_SCORE_CRITICAL (0.6) below P26_KILL_SCORE_CRITICAL (0.8), harvest's
+    critical full close (kill_score 0.6) was halved in a COLD portfolio: protection went by P2.6's threshold only."""
+    result = calibrate(proposal(action, reason="kill_score_critical", kill_score="0.6"), COLD, D("0.8"))
+
+    assert (result.action, result.downgraded, result.reason) == (action, False, CalibrationReason.PROTECTED_KILL_SCORE)
+
+
+def test_every_risk_exit_reason_of_harvest_is_protected() -> None:
+    """Every reason harvest gives a full close for (all but the take-profit ladder) must survive a COLD portfolio."""
+    risk_reasons = [reason.value for reason in HarvestReason if reason is not HarvestReason.TP_LADDER]
+
+    kept = [calibrate(proposal(FULL, reason=reason, kill_score="0"), COLD, D("0.8")) for reason in risk_reasons]
+
+    assert risk_reasons and all(result.action is FULL and not result.downgraded for result in kept), kept
 
 
 def test_a_protected_proposal_is_still_upgraded_when_hot() -> None:

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal as D
+from decimal import InvalidOperation
 
 import pytest
+import redis
+import structlog
 from structlog.testing import capture_logs
 
 from microservices.portfolio_heat_gate.account import AccountCache, HeatSource
 from microservices.portfolio_heat_gate.gate import HeatGate
+from microservices.portfolio_heat_gate.main import log_initial_heat
 from microservices.portfolio_heat_gate.settings import HeatGateSettings
 from shared import keys, snapshot
 from shared.exchange.errors import ExchangeUnavailable
-from shared.runtime.consumer import ConsumerConfig, StreamConsumer
+from shared.runtime.consumer import ConsumerConfig, Entry, StreamConsumer
 from shared.schema import Action, CalibratedProposal, HarvestProposal
 from shared.snapshot import ExchangeSnapshot, PositionState
 
@@ -116,3 +120,79 @@ def test_without_a_snapshot_the_last_delivery_publishes_uncalibrated_instead_of_
     [out] = calibrated(r)
     assert (out.action, out.calibration_reason) == (Action.PARTIAL_75, "heat_unavailable")
     assert r.xlen(keys.Stream.DEAD_LETTER) == 0
+
+
+class BrokenHeat:
+    """A heat source whose reading fails in a way nobody foresaw."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def reading(self):
+        raise self.error
+
+
+def run_gate_on(r, heat, settings: HeatGateSettings) -> None:
+    gate = HeatGate(r, heat, settings)
+    config = ConsumerConfig(stream=keys.Stream.HARVEST_PROPOSAL, group=keys.Group.PORTFOLIO_HEAT_GATE, consumer="t",
+                            block_ms=50, claim_idle_ms=60_000, max_deliveries=settings.stream_max_deliveries)
+    StreamConsumer(r, config, HarvestProposal.from_fields, gate.handle).run(burst=True)
+
+
+@pytest.mark.parametrize("stored", ["12,500", "NaN", "Infinity", "garbage"])
+def test_a_garbled_equity_high_water_mark_publishes_the_exit_uncalibrated_at_once(r, access, stored) -> None:
+    """Seen by review: a garbled quantum:p26:equity_hwm raised InvalidOperation, the proposal was retried and
+    dead-lettered, and in enforce mode the exit never reached the apply layer."""
+    publish_snapshot(r)
+    r.set(keys.P26_EQUITY_HWM, stored)
+    r.xadd(keys.Stream.HARVEST_PROPOSAL, {**PROPOSAL, "action": "FULL_CLOSE_PROPOSED"})
+    settings = HeatGateSettings(p26_mode="enforce")
+
+    with capture_logs() as logs:
+        run_gate(r, AccountCache(access.client, 2.0, 30.0), settings)
+
+    [out] = calibrated(r)
+    assert (out.action, out.downgraded, out.calibration_reason) == (Action.FULL_CLOSE_PROPOSED, False,
+                                                                    "heat_unavailable")
+    assert r.xlen(keys.Stream.DEAD_LETTER) == 0
+    assert r.xpending(keys.Stream.HARVEST_PROPOSAL, keys.Group.PORTFOLIO_HEAT_GATE)["pending"] == 0
+    [warning] = [line for line in logs if line["event"] == "HEAT_UNAVAILABLE"]
+    assert warning["error"] == "HighWaterUnreadable" and keys.P26_EQUITY_HWM in warning["detail"]
+
+
+@pytest.mark.parametrize("error", [InvalidOperation(), ZeroDivisionError("x"), KeyError("equity"),
+                                   redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind")])
+def test_any_unexpected_heat_error_publishes_uncalibrated_naming_its_class(r, error) -> None:
+    r.xadd(keys.Stream.HARVEST_PROPOSAL, PROPOSAL)
+
+    with capture_logs() as logs:
+        run_gate_on(r, BrokenHeat(error), HeatGateSettings(p26_mode="enforce"))
+
+    [out] = calibrated(r)
+    assert (out.action, out.calibration_reason) == (Action.PARTIAL_75, "heat_unavailable")
+    assert r.xlen(keys.Stream.DEAD_LETTER) == 0
+    [warning] = [line for line in logs if line["event"] == "HEAT_UNAVAILABLE"]
+    assert warning["error"] == error.__class__.__name__
+
+
+@pytest.mark.parametrize("error", [redis.ConnectionError("gone"), redis.TimeoutError("slow")])
+def test_a_lost_redis_connection_while_reading_heat_is_left_to_the_runtime(r, error) -> None:
+    gate = HeatGate(r, BrokenHeat(error), HeatGateSettings(p26_mode="enforce"))
+    proposal = HarvestProposal.from_fields(PROPOSAL)
+
+    with pytest.raises(type(error)):
+        gate.handle(proposal, Entry(keys.Stream.HARVEST_PROPOSAL, "1-0", PROPOSAL, 1))
+
+    assert calibrated(r) == []
+
+
+def test_a_garbled_high_water_mark_does_not_stop_the_gate_at_start(r, access) -> None:
+    publish_snapshot(r)
+    r.set(keys.P26_EQUITY_HWM, "12,500")
+    heat = HeatSource(r, AccountCache(access.client, 2.0, 30.0), HeatGateSettings())
+
+    with capture_logs() as logs:
+        log_initial_heat(structlog.get_logger(), heat)
+
+    [warning] = [line for line in logs if line["event"] == "initial_heat_unavailable"]
+    assert warning["error"] == "HighWaterUnreadable"
