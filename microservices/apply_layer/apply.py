@@ -4,11 +4,21 @@ The side is opposite the position the proposal saw; the quantity is the action's
 it, rounded down to the step (a full close takes all of it). The plan id derives from the
 proposal id, so a proposal read any number of times, from either stream, is one plan.
 Event-driven: each proposal is handled once when it arrives; nothing is re-processed on a timer.
+
+A proposal older than APPLY_PROPOSAL_MAX_AGE_SEC is dead-lettered (proposal_expired), never planned:
+its position may since have been closed and a new one opened on the same side (a new consumer group,
+as after a P26_MODE switch, reads the stream from its start). Its age runs from its ts_ms (when harvest
+decided it) or, without one (an operator's XADD), from its entry id (when Redis added it to the stream).
+A time further in the future than the maximum age (a clock or unit error) is dead-lettered too
+(proposal_time_invalid): it would never expire. A full close whose stop is still hit is proposed again
+by harvest every HARVEST_REPROPOSE_SEC with a new id and time, so refusing an old one loses no stop.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -26,6 +36,12 @@ from shared.schema import Action, Decision, HarvestProposal, Plan, Side
 
 PROPOSALS = Counter("quantum_apply_proposals_total", "Exit proposals by outcome", ["outcome"])
 SOURCE = "apply_layer"
+PROPOSAL_EXPIRED = "proposal_expired"
+PROPOSAL_TIME_INVALID = "proposal_time_invalid"
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,25 @@ def check_is_exit(proposal: HarvestProposal) -> None:
         raise Rejected("not_an_exit_action", {"action": f"{proposal.action.value} cannot become a reduce-only plan"})
 
 
+def proposal_time_ms(proposal: HarvestProposal, entry_id: str) -> tuple[int | None, str]:
+    """When the proposal was made, and what says so: its ts_ms, else the millisecond part of its entry id."""
+    if proposal.ts_ms is not None:
+        return proposal.ts_ms, "ts_ms"
+    millis, _, _ = entry_id.partition("-")
+    return (int(millis) if millis.isdigit() else None), "entry_id"
+
+
+def check_fresh(proposal: HarvestProposal, entry_id: str, now_ms: int, max_age_ms: int) -> None:
+    """Refuse (dead-letter) a proposal too old to act on, or whose time cannot be trusted to ever age."""
+    made_ms, measured_from = proposal_time_ms(proposal, entry_id)
+    detail = {"proposal_id": proposal.proposal_id, "symbol": proposal.symbol, "measured_from": measured_from,
+              "max_age_ms": str(max_age_ms)}
+    if made_ms is None or made_ms - now_ms > max_age_ms:
+        raise Rejected(PROPOSAL_TIME_INVALID, {**detail, "time_ms": str(made_ms), "now_ms": str(now_ms)})
+    if now_ms - made_ms > max_age_ms:
+        raise Rejected(PROPOSAL_EXPIRED, {**detail, "age_ms": str(now_ms - made_ms)})
+
+
 def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:
     """(whether the executor, which decides what is sent, runs dry; its quantum:mode): dry is its mode, or the
     fleet-wide switch. Not this daemon's own APPLY_MODE: set in apply-layer.env alone (as the seed's rollback did),
@@ -73,13 +108,20 @@ def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:
 
 
 class ApplyLayer:
-    def __init__(self, client: redis.Redis, filters: FilterCache, settings: ApplySettings):
+    def __init__(self, client: redis.Redis, filters: FilterCache, settings: ApplySettings,
+                 clock: Callable[[], int] = wall_ms):
         self.r = client
         self.filters = filters
         self.settings = settings
+        self.clock = clock
         self.log = get_logger(component="apply_layer")
 
     def handle(self, proposal: HarvestProposal, entry: Entry) -> None:
+        try:
+            check_fresh(proposal, entry.entry_id, self.clock(), self.settings.proposal_max_age_ms)
+        except Rejected as refused:
+            PROPOSALS.labels(outcome=refused.reason).inc()
+            raise
         plan = to_plan(proposal, self.filters.find(proposal.symbol), self.settings)
         if isinstance(plan, Skip):
             PROPOSALS.labels(outcome=plan.reason).inc()

@@ -22,7 +22,8 @@ def main() -> int:
     stream = settings.p26_mode.input_stream
     parse = CalibratedProposal.from_fields if settings.p26_mode is P26Mode.ENFORCE else HarvestProposal.from_fields
     ctx.log.info("apply_layer_ready", apply_mode=settings.apply_mode.value, p26_mode=settings.p26_mode.value,
-                 input=stream, kill_switch=settings.apply_kill_switch)
+                 input=stream, kill_switch=settings.apply_kill_switch,
+                 proposal_max_age_sec=settings.apply_proposal_max_age_sec)
     executor_dry, executor_mode = fleet_dry_run(ctx.redis)
     if executor_mode is not None and executor_dry != (settings.apply_mode is ApplyMode.DRY_RUN):
         # The executor decides what is sent; an APPLY_MODE set for this daemon alone changes nothing of that.

@@ -20,4 +20,10 @@ class ApplySettings(CommonSettings):
     # Accepted so existing env files still load; it filters nothing: exits of any held position pass.
     apply_allowlist: str = Field(default=DEFAULT_SYMBOLS, pattern=r"^[A-Za-z0-9]+(,\s*[A-Za-z0-9]+)*$")
     apply_kill_switch: StrictBool = False
+    # Twice HARVEST_REPROPOSE_SEC (30): a stop still hit always has a proposal younger than this.
+    apply_proposal_max_age_sec: float = Field(default=60.0, gt=0, le=3600)
     p26_mode: P26Mode = P26Mode.SHADOW
+
+    @property
+    def proposal_max_age_ms(self) -> int:
+        return int(self.apply_proposal_max_age_sec * 1000)

@@ -8,7 +8,7 @@ from decimal import Decimal as D
 import pytest
 from structlog.testing import capture_logs
 
-from microservices.apply_layer.apply import ApplyLayer, Skip, plan_id_for, to_plan
+from microservices.apply_layer.apply import ApplyLayer, Skip, plan_id_for, to_plan, wall_ms
 from microservices.apply_layer.settings import ApplySettings
 from shared import keys
 from shared.runtime.consumer import Entry
@@ -18,6 +18,11 @@ from shared.schema import Action, HarvestProposal, Plan, Side
 
 def apply_settings(**values: str) -> ApplySettings:
     return ApplySettings(**{"apply_mode": ApplyMode.DRY_RUN, **values})
+
+
+def just_added() -> Entry:
+    """The entry as Redis added it a moment ago: its id is its time (the proposals here carry no ts_ms)."""
+    return Entry(keys.Stream.HARVEST_PROPOSAL, f"{wall_ms()}-0", {}, 1)
 
 
 def proposal(symbol: str, action: str, position_amt: str) -> HarvestProposal:
@@ -46,7 +51,7 @@ def test_the_exit_is_published_on_apply_plan(r, access) -> None:
     layer = ApplyLayer(r, access.filters, apply_settings(apply_allowlist="BTCUSDT"))
     exit_proposal = proposal("AVAXUSDT", "FULL_CLOSE_PROPOSED", "37")
 
-    layer.handle(exit_proposal, Entry(keys.Stream.HARVEST_PROPOSAL, "1-0", {}, 1))
+    layer.handle(exit_proposal, just_added())
 
     [(_, fields)] = r.xrange(keys.Stream.APPLY_PLAN)
     published = Plan.from_fields(fields)
@@ -76,6 +81,6 @@ def test_the_published_event_says_dry_run_only_when_the_executor_runs_dry(r, acc
     layer = ApplyLayer(r, access.filters, apply_settings(apply_mode=own))
 
     with capture_logs() as logs:
-        layer.handle(proposal("AVAXUSDT", "FULL_CLOSE_PROPOSED", "37"), Entry(keys.Stream.HARVEST_PROPOSAL, "1-0", {}, 1))
+        layer.handle(proposal("AVAXUSDT", "FULL_CLOSE_PROPOSED", "37"), just_added())
 
     assert [line["event"] for line in logs if line["event"].endswith("PUBLISHED")] == [event]
