@@ -163,10 +163,11 @@ class Governor:
 
     def refresh_gauges(self) -> None:
         """Keep the switch gauges true while no plans arrive (the consumer calls this every loop)."""
-        switches, disarmed, inflight = self.store.read_gauges()
+        switches, disarmed, inflight, snapshot = self.store.read_gauges()
         self._report_unreadable(switches.invalid, SWITCHES)
         metrics.set_switches(switches, disarmed)
         metrics.INFLIGHT_OPENS.set(inflight)
+        metrics.record_exposure(snapshot, self.limits)
 
     def _decide_close(self, plan: Plan) -> Verdict | None:
         now_s = self.clock()

@@ -262,12 +262,13 @@ class GovernorStore:
         finally:
             self.release(token)
 
-    def read_gauges(self) -> tuple[Switches, bool, int]:
-        """(switches, auto-disarmed, in-flight records) for the idle-time gauge refresh."""
+    def read_gauges(self) -> tuple[Switches, bool, int, ExchangeSnapshot | None]:
+        """(switches, auto-disarmed, in-flight records, exchange snapshot) for the idle-time gauge refresh."""
         pipe = self.r.pipeline(transaction=False)
         pipe.get(keys.KILL).get(keys.GOVERNOR_EXECUTION).exists(keys.GOVERNOR_DISARMED).hlen(keys.GOVERNOR_INFLIGHT)
-        kill, execution, disarmed, inflight = pipe.execute()
-        return read_switches(kill, execution), bool(disarmed), int(inflight)
+        pipe.get(keys.EXCHANGE_POSITIONS)
+        kill, execution, disarmed, inflight, snapshot_raw = pipe.execute()
+        return read_switches(kill, execution), bool(disarmed), int(inflight), _snapshot(snapshot_raw)[0]
 
 
 def round_read(values: list[Any], token: str, now_ms: int, trips_since: int) -> RoundRead:

@@ -24,6 +24,11 @@ from shared.schema import Action, Decision, Plan, TradeIntent, to_json
 
 INTENTS = Counter("quantum_bridge_intents_total", "Trade intents by outcome", ["outcome"])
 SOURCE = "intent_bridge"
+# Every outcome (handle's, and to_plan's Skipped reasons) at 0 from the start: increase() cannot count the sample
+# a series is born with, and QuantumIntentsWithoutPlans reads the first plan after a start that way.
+INTENT_OUTCOMES = ("planned", "duplicate", "symbol_not_allowed", "below_confidence_floor")
+for _outcome in INTENT_OUTCOMES:
+    INTENTS.labels(outcome=_outcome)
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ class Executor:
         self.incarnation = incarnation
         self.exchange = exchange
         self.settings = settings
+        outcomes.configured_mode(settings.apply_mode)  # beside the dry-run gauge: tells a forced dry run apart
         self.consumer_name = consumer_name
         self.clock = clock
         self.wait = wait

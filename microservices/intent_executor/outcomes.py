@@ -21,7 +21,9 @@ DRY_RUN = Gauge("quantum_executor_dry_run", "1 while plans are not sent (APPLY_M
 APPLY_MODE = Gauge("quantum_executor_apply_mode", "1 for the configured APPLY_MODE, 0 for the others", ["mode"])
 SOURCE = "intent_executor"
 # What an order request fails with (the errors the executor catches when sending): order_error's `kind`.
-ORDER_ERROR_KINDS = tuple(error.__name__ for error in (ExchangeRejected, ExchangeUnavailable, RateLimited, OutcomeUnknown))
+ORDER_ERROR_KINDS = tuple(
+    error.__name__ for error in (ExchangeRejected, ExchangeUnavailable, RateLimited, OutcomeUnknown)
+)
 
 
 def _series_at_zero() -> None:

@@ -357,6 +357,7 @@ class StreamConsumer(Generic[T]):
         state = maintenance.group_state(self.client, self.config.stream, self.config.group)
         if state is not None:
             metrics.GROUP_LAG.labels(**self._labels).set(state.lag)
-            metrics.GROUP_PENDING.labels(**self._labels).set(state.pending)
+            # Entries handled whose XACK goes with the next read are pending in Redis still, not stuck.
+            metrics.GROUP_PENDING.labels(**self._labels).set(max(state.pending - len(self._state.acks), 0))
         maintenance.trim(self.client, self.config.stream, self.config.retention_ms, int(time.time() * 1000))
 

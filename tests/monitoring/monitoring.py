@@ -63,6 +63,19 @@ def metric_names(expr: str) -> set[str]:
     return {name for name, call in _IDENTIFIER.findall(text) if not call and name not in _KEYWORDS}
 
 
+_SELECTOR = re.compile(r"(?<![\w:])([A-Za-z_:][\w:]*)\s*\{([^{}]*)\}")
+_EXACT_MATCHER = re.compile(r'(\w+)\s*(?:!=|=)(?!~)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def selected_label_values(expr: str) -> set[tuple[str, str, str]]:
+    """(metric, label, value) of every exact matcher (= or !=) in a selector with a metric name; regex matchers
+    are left out. A != value is counted too: a value that never exists makes the matcher match everything."""
+    found: set[tuple[str, str, str]] = set()
+    for name, matchers in _SELECTOR.findall(expr):
+        found.update((name, label, value) for label, value in _EXACT_MATCHER.findall(matchers))
+    return found
+
+
 def with_grafana_intervals(expr: str) -> str:
     for variable, duration in GRAFANA_INTERVALS.items():
         expr = expr.replace(variable, duration)
@@ -141,6 +154,20 @@ _TYPE_LINE = re.compile(r"^# TYPE (?P<name>\S+) (?P<kind>\w+)$")
 _SAMPLE_LINE = re.compile(r"^(?P<name>[A-Za-z_:][\w:]*)[{ ]")
 _SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count"),
              "gaugehistogram": ("_bucket", "_gsum", "_gcount")}
+
+
+_SAMPLE_LABELS = re.compile(r"^(?P<name>[A-Za-z_:][\w:]*)\{(?P<labels>.*)\}\s\S+")
+_LABEL_PAIR = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def exposed_label_values(exposition: str) -> set[tuple[str, str, str]]:
+    """(series name, label, value) of every labelled sample an exposition holds."""
+    found: set[tuple[str, str, str]] = set()
+    for line in exposition.splitlines():
+        sample = _SAMPLE_LABELS.match(line)
+        if sample:
+            found.update((sample["name"], label, value) for label, value in _LABEL_PAIR.findall(sample["labels"]))
+    return found
 
 
 def exposed_names(exposition: str) -> set[str]:

@@ -14,6 +14,7 @@ REQUIRED = [
     ("execution", "quantum_governor_execution_enabled"),
     ("auto-disarm", "quantum_governor_auto_disarmed"),
     ("mode", "quantum_p26_mode"),
+    ("dry run", "quantum_executor_dry_run"),
     ("entries read", "quantum_stream_entries_read_total"),
     ("entries acked", "quantum_stream_entries_acked_total"),
     ("handler latency", "quantum_stream_handler_seconds_bucket"),
@@ -72,3 +73,11 @@ def test_every_query_panel_has_a_title_a_description_and_exprs() -> None:
 @pytest.mark.parametrize(("what", "metric"), REQUIRED, ids=[what for what, _ in REQUIRED])
 def test_the_dashboard_shows(what: str, metric: str) -> None:
     assert any(metric in expr for expr in dashboard_exprs(dashboard())), what
+
+
+def test_the_executor_mode_panel_reads_the_executors_dry_run_gauge() -> None:
+    """Not the dry_run results: those need plans, so an idle fleet in dry run looked as if it sent orders."""
+    panel = next(panel for panel in panels(dashboard()) if panel["title"].startswith("Executor mode"))
+
+    assert [target["expr"] for target in panel["targets"]] == ["max(quantum_executor_dry_run)"]
+    assert panel["fieldConfig"]["defaults"]["mappings"][0]["options"]["1"]["text"] == "DRY RUN"

@@ -1,5 +1,6 @@
-"""The fleet's real /metrics: every daemon's exposition passes `promtool check metrics`, and every metric
-the alerts and the dashboard use is exposed by at least one daemon.
+"""The fleet's real /metrics: every daemon's exposition passes `promtool check metrics`, every metric the
+alerts and the dashboard use is exposed by at least one daemon, and so is every label value their
+selectors name (a selector on a value no daemon exports matches nothing, and its alert never fires).
 
 The daemons run as processes (the e2e harness) on the embedded Redis and the simulator; plans, a trade
 intent and a malformed entry go through first so counters and histograms have samples. Starting the
@@ -17,8 +18,8 @@ import pytest
 
 from shared import keys
 from tests.monitoring.monitoring import (
-    ALERTS_YML, BUILT_IN_METRICS, DASHBOARD_JSON, PROMTOOL_MISSING, dashboard, dashboard_exprs, exposed_names,
-    metric_names, promtool_path, rule_exprs, run_promtool,
+    ALERTS_YML, BUILT_IN_METRICS, DASHBOARD_JSON, PROMTOOL_MISSING, ROOT, dashboard, dashboard_exprs,
+    exposed_label_values, exposed_names, metric_names, promtool_path, rule_exprs, run_promtool, selected_label_values,
 )
 
 # Every daemon that serves /metrics (shared/fleet.py FLEET without demo-signals), in start order.
@@ -47,8 +48,15 @@ SAMPLES = [
     ("position-state-brain", "quantum_p33_decisions_total{"),
     ("reconcile", "quantum_reconcile_mismatches 0.0"),
     ("portfolio-heat-gate", "quantum_p26_mode{mode="),
-    ("intent-bridge", "quantum_bridge_intents_total{"),
+    ("intent-bridge", 'quantum_bridge_intents_total{outcome="planned"} 1.0'),
 ]
+
+
+# Label values a selector names that the traffic cannot produce and no daemon exports before their first use:
+# each must at least be one its daemon's code emits. (metric, label, value) -> the file that emits it.
+CREATED_ON_FIRST_USE = {
+    ("quantum_reconcile_passes_total", "outcome", "exchange_error"): "microservices/reconcile/reconciler.py",
+}
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
@@ -72,7 +80,8 @@ def run_traffic(fleet) -> None:
     fleet.client.xadd(keys.Stream.TRADE_INTENT, INTENT)
     fleet.client.xadd(keys.Stream.APPLY_PLAN, {"not": "a plan"})  # dead-lettered by every plan reader
     bridge, executor = fleet.metrics_ports["intent-bridge"], fleet.metrics_ports["intent-executor"]
-    wait_until(lambda: "\nquantum_bridge_intents_total{" in scrape(bridge), "the bridge's intent")
+    # Every outcome is exported at 0 from the start: wait for the intent's.
+    wait_until(lambda: '\nquantum_bridge_intents_total{outcome="planned"} 1.0' in scrape(bridge), "the bridge's intent")
     wait_until(lambda: fleet.client.xlen(keys.Stream.APPLY_RESULT) > len(PLANS), "the result of the intent's plan")
     wait_until(lambda: "\nquantum_stream_entries_dead_lettered_total{" in scrape(executor), "the dead letter")
 
@@ -85,6 +94,13 @@ def used_names() -> dict[str, set[str]]:
         "quantum_* names in the text": set(re.findall(r"\bquantum_[a-z0-9_]+",
                                                       ALERTS_YML.read_text() + DASHBOARD_JSON.read_text())),
     }
+
+
+def selected_values() -> set[tuple[str, str, str]]:
+    """(metric, label, value) the alerts' and the dashboard's selectors name; `job` is the scrape's, not a daemon's."""
+    exprs = rule_exprs(ALERTS_YML.read_text()) + dashboard_exprs(dashboard())
+    return {(name, label, value) for name, label, value in set().union(*map(selected_label_values, exprs))
+            if name not in BUILT_IN_METRICS and label != "job"}
 
 
 def test_the_live_fleet_exposes_valid_metrics_and_every_name_the_alerts_and_dashboard_use(make_fleet) -> None:
@@ -102,6 +118,14 @@ def test_the_live_fleet_exposes_valid_metrics_and_every_name_the_alerts_and_dash
                for where, names in used.items()}
     assert unknown == {where: [] for where in used}, "metrics used but exposed by no daemon"
     assert [(daemon, series) for daemon, series in SAMPLES if series not in expositions[daemon]] == []
+    assert 'quantum_executor_results_total{executed="true",reason="filled"} 0.0' not in expositions["intent-executor"]
+    exported = set().union(*map(exposed_label_values, expositions.values()))
+    selected = selected_values()
+    assert selected
+    missing = sorted(selected - exported - set(CREATED_ON_FIRST_USE))
+    assert missing == [], "label values selected but exported by no daemon"
+    assert [item for item, path in CREATED_ON_FIRST_USE.items()
+            if f'{item[1]}="{item[2]}"' not in (ROOT / path).read_text()] == []
 
     promtool = promtool_path()
     if promtool is None:
