@@ -5,6 +5,9 @@ Names follow <app>_<noun>_<unit|total> with a few bounded labels (stream, group,
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from enum import Enum
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 # Handler latency buckets reach down to 100 µs: the plan path is expected to sit near 1 ms.
@@ -41,6 +44,12 @@ REDIS_ERRORS = Counter(
 LOOP_HEARTBEAT = Gauge(
     "quantum_loop_heartbeat_timestamp_seconds", "Unix time of the last completed loop iteration", ["stream", "group"]
 )
+
+
+def set_mode(gauge: Gauge, modes: Iterable[Enum], active: Enum) -> None:
+    """A gauge labelled by mode: 1 for the active one, 0 for every other (so a selector on any mode matches)."""
+    for mode in modes:
+        gauge.labels(mode=mode.value).set(1 if mode is active else 0)
 
 
 def serve(host: str, port: int) -> None:

@@ -22,19 +22,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from microservices.apply_layer.settings import ApplySettings
-from shared import keys
+from shared import keys, metrics
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import SymbolRules, round_qty_down
 from shared.logging import get_logger
-from shared.modes import FLEET_MODE_DRY_RUN
+from shared.modes import FLEET_MODE_DRY_RUN, P26Mode
 from shared.once import xadd_once
 from shared.runtime.consumer import Entry, Rejected
 from shared.schema import Action, Decision, HarvestProposal, Plan, Side
 
 PROPOSALS = Counter("quantum_apply_proposals_total", "Exit proposals by outcome", ["outcome"])
+# Beside the heat gate's quantum_p26_mode: the P26_MODE this daemon acts on (QuantumP26ModeDisagrees).
+P26_MODE_ACTED_ON = Gauge("quantum_apply_p26_mode", "1 for the P26_MODE the apply layer acts on (its input stream)",
+                          ["mode"])
 SOURCE = "apply_layer"
 PROPOSAL_EXPIRED = "proposal_expired"
 PROPOSAL_TIME_INVALID = "proposal_time_invalid"
@@ -97,6 +100,10 @@ def check_fresh(proposal: HarvestProposal, entry_id: str, now_ms: int, max_age_m
         raise Rejected(PROPOSAL_TIME_INVALID, {**detail, "time_ms": str(made_ms), "now_ms": str(now_ms)})
     if now_ms - made_ms > max_age_ms:
         raise Rejected(PROPOSAL_EXPIRED, {**detail, "age_ms": str(now_ms - made_ms)})
+
+
+def expose_p26_mode(mode: P26Mode) -> None:
+    metrics.set_mode(P26_MODE_ACTED_ON, P26Mode, mode)
 
 
 def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from microservices.apply_layer.apply import ApplyLayer, fleet_dry_run
+from microservices.apply_layer.apply import ApplyLayer, expose_p26_mode, fleet_dry_run
 from microservices.apply_layer.settings import ApplySettings
 from shared.modes import ApplyMode, P26Mode
 from shared import keys
@@ -29,6 +29,7 @@ def main() -> int:
         # The executor decides what is sent; an APPLY_MODE set for this daemon alone changes nothing of that.
         ctx.log.warning("apply_mode_disagrees_with_executor", apply_mode=settings.apply_mode.value,
                         executor_mode=executor_mode, hint="set APPLY_MODE in common.env only")
+    expose_p26_mode(settings.p26_mode)
     layer = ApplyLayer(ctx.redis, access.filters, settings)
     config = daemon.consumer_config(settings, NAME, stream, keys.Group.APPLY_LAYER)
     consumer = StreamConsumer(ctx.redis, config, parse, layer.handle, on_tick=access.filters.maybe_refresh)

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from shared import ledger, results
+from shared import ledger, metrics, results
 from shared.exchange.errors import ExchangeError, ExchangeRejected, ExchangeUnavailable, OutcomeUnknown, RateLimited
 from shared.exchange.models import OrderResult
 from shared.metrics import LATENCY_BUCKETS
@@ -42,8 +42,7 @@ _series_at_zero()
 
 def configured_mode(mode: ApplyMode) -> None:
     """APPLY_MODE as set: beside quantum_executor_dry_run it tells `quantum dry-run on` from a dry-run fleet."""
-    for each in ApplyMode:
-        APPLY_MODE.labels(mode=each.value).set(1 if each is mode else 0)
+    metrics.set_mode(APPLY_MODE, ApplyMode, mode)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from microservices.portfolio_heat_gate.account import AccountUnavailable, HeatSo
 from microservices.portfolio_heat_gate.calibration import calibrate, calibrated_proposal, uncalibrated_proposal
 from microservices.portfolio_heat_gate.heat import HeatReading
 from microservices.portfolio_heat_gate.settings import HeatGateSettings, P26Mode
-from shared import keys
+from shared import keys, metrics
 from shared.logging import get_logger
 from shared.once import xadd_once
 from shared.runtime.consumer import Entry, Rejected, Shutdown
@@ -37,8 +37,7 @@ COMPARE_EVENT = "SHADOW-COMPARE"
 
 
 def expose_mode(mode: P26Mode) -> None:
-    for each in P26Mode:
-        MODE.labels(mode=each.value).set(1 if each is mode else 0)
+    metrics.set_mode(MODE, P26Mode, mode)
 
 
 def compare_line(calibrated: CalibratedProposal) -> str:

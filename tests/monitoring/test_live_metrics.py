@@ -47,7 +47,8 @@ SAMPLES = [
     ("intent-executor", 'quantum_stream_entries_dead_lettered_total{group="intent-executor",'),
     ("position-state-brain", "quantum_p33_decisions_total{"),
     ("reconcile", "quantum_reconcile_mismatches 0.0"),
-    ("portfolio-heat-gate", "quantum_p26_mode{mode="),
+    ("portfolio-heat-gate", 'quantum_p26_mode{mode="shadow"} 1.0'),
+    ("apply-layer", 'quantum_apply_p26_mode{mode="shadow"} 1.0'),  # the two agree (QuantumP26ModeDisagrees)
     ("intent-bridge", 'quantum_bridge_intents_total{outcome="planned"} 1.0'),
 ]
 
