@@ -25,7 +25,7 @@ import redis
 from prometheus_client import Counter, Gauge
 
 from microservices.apply_layer.settings import ApplySettings
-from shared import keys, metrics
+from shared import freshness, keys, metrics
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import SymbolRules, round_qty_down
 from shared.logging import get_logger
@@ -84,22 +84,18 @@ def check_is_exit(proposal: HarvestProposal) -> None:
 
 
 def proposal_time_ms(proposal: HarvestProposal, entry_id: str) -> tuple[int | None, str]:
-    """When the proposal was made, and what says so: its ts_ms, else the millisecond part of its entry id."""
+    """When the proposal was made, and what says so: its ts_ms (harvest runs on the fleet's host), else when
+    Redis added its entry (an operator's XADD)."""
     if proposal.ts_ms is not None:
         return proposal.ts_ms, "ts_ms"
-    millis, _, _ = entry_id.partition("-")
-    return (int(millis) if millis.isdigit() else None), "entry_id"
+    return freshness.entry_id_ms(entry_id), "entry_id"
 
 
 def check_fresh(proposal: HarvestProposal, entry_id: str, now_ms: int, max_age_ms: int) -> None:
     """Refuse (dead-letter) a proposal too old to act on, or whose time cannot be trusted to ever age."""
     made_ms, measured_from = proposal_time_ms(proposal, entry_id)
-    detail = {"proposal_id": proposal.proposal_id, "symbol": proposal.symbol, "measured_from": measured_from,
-              "max_age_ms": str(max_age_ms)}
-    if made_ms is None or made_ms - now_ms > max_age_ms:
-        raise Rejected(PROPOSAL_TIME_INVALID, {**detail, "time_ms": str(made_ms), "now_ms": str(now_ms)})
-    if now_ms - made_ms > max_age_ms:
-        raise Rejected(PROPOSAL_EXPIRED, {**detail, "age_ms": str(now_ms - made_ms)})
+    freshness.check_fresh(made_ms, now_ms, max_age_ms, PROPOSAL_EXPIRED, PROPOSAL_TIME_INVALID,
+                          {"proposal_id": proposal.proposal_id, "symbol": proposal.symbol, "measured_from": measured_from})
 
 
 def expose_p26_mode(mode: P26Mode) -> None:

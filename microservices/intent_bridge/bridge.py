@@ -1,12 +1,15 @@
 """Trade intent → OPEN plan. Pure translation plus one idempotent write.
 
 The plan id is a hash of the intent's content (or its intent_id), so the same intent read
-twice becomes the same plan, and the plan is written at most once.
+twice becomes the same plan, and the plan is written at most once. An intent that waited in
+the stream longer than BRIDGE_INTENT_MAX_AGE_SEC is dead-lettered (intent_expired), never planned.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -14,7 +17,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from microservices.intent_bridge.settings import BridgeSettings
-from shared import keys
+from shared import freshness, keys
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import SymbolRules, round_qty_down
 from shared.logging import get_logger
@@ -26,7 +29,8 @@ INTENTS = Counter("quantum_bridge_intents_total", "Trade intents by outcome", ["
 SOURCE = "intent_bridge"
 # Every outcome (handle's, and to_plan's Skipped reasons) at 0 from the start: increase() cannot count the sample
 # a series is born with, and QuantumIntentsWithoutPlans reads the first plan after a start that way.
-INTENT_OUTCOMES = ("planned", "duplicate", "symbol_not_allowed", "below_confidence_floor")
+INTENT_EXPIRED, INTENT_TIME_INVALID = "intent_expired", "intent_time_invalid"
+INTENT_OUTCOMES = ("planned", "duplicate", "symbol_not_allowed", "below_confidence_floor", INTENT_EXPIRED)
 for _outcome in INTENT_OUTCOMES:
     INTENTS.labels(outcome=_outcome)
 
@@ -68,16 +72,23 @@ def to_plan(intent: TradeIntent, rules: SymbolRules | None, settings: BridgeSett
         raise Rejected("invalid_plan", {"qty": f"not computable ({exc.__class__.__name__})"}) from None
 
 
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class IntentBridge:
-    def __init__(self, client: redis.Redis, filters: FilterCache, settings: BridgeSettings):
+    def __init__(self, client: redis.Redis, filters: FilterCache, settings: BridgeSettings,
+                 clock: Callable[[], int] = wall_ms):
         self.r = client
         self.filters = filters
         self.settings = settings
+        self.clock = clock
         self.log = get_logger(component="intent_bridge")
 
     def handle(self, intent: TradeIntent, entry: Entry) -> None:
         self.log.info("INTENT_RECEIVED", stream_id=entry.entry_id, symbol=intent.symbol, side=intent.side.value,
                       confidence=str(intent.confidence), size_usd=str(intent.position_size_usd))
+        self._check_fresh(intent, entry)
         plan = to_plan(intent, self.filters.find(intent.symbol), self.settings)
         if isinstance(plan, Skipped):
             INTENTS.labels(outcome=plan.reason).inc()
@@ -87,6 +98,17 @@ class IntentBridge:
         INTENTS.labels(outcome="planned" if written else "duplicate").inc()
         self.log.info("PLAN_PUBLISHED" if written else "PLAN_ALREADY_PUBLISHED", plan_id=plan.plan_id,
                       symbol=plan.symbol, side=plan.side.value, qty=str(plan.qty))
+
+
+    def _check_fresh(self, intent: TradeIntent, entry: Entry) -> None:
+        """Its age from when Redis added it (the producer's own timestamp is another host's clock)."""
+        try:
+            freshness.check_fresh(freshness.entry_id_ms(entry.entry_id), self.clock(), self.settings.intent_max_age_ms,
+                                  INTENT_EXPIRED, INTENT_TIME_INVALID,
+                                  {"symbol": intent.symbol, "side": intent.side.value, "measured_from": "entry_id"})
+        except Rejected as refused:
+            INTENTS.labels(outcome=refused.reason).inc()
+            raise
 
 
 def publish_once(client: redis.Redis, plan: Plan) -> bool:

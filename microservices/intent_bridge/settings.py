@@ -17,6 +17,13 @@ class BridgeSettings(CommonSettings):
     metrics_port: int = Field(default=8041, ge=0, le=65535)
     bridge_allowlist: str = Field(default=DEFAULT_SYMBOLS, pattern=r"^[A-Za-z0-9]+(,\s*[A-Za-z0-9]+)*$")
     bridge_min_confidence: Decimal = Field(default=Decimal("0.6"), ge=0, le=1)
+    # An intent is a market entry at a price of its moment: one that waited longer in the stream (a backlog, a
+    # bridge started late on STREAM_GROUP_START_ID 0) is dead-lettered (intent_expired), never planned.
+    bridge_intent_max_age_sec: float = Field(default=60.0, gt=0, le=86400)
+
+    @property
+    def intent_max_age_ms(self) -> int:
+        return int(self.bridge_intent_max_age_sec * 1000)
 
     @property
     def allowlist(self) -> frozenset[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal as D
 
 import pytest
@@ -91,3 +92,42 @@ def test_an_intent_for_an_unknown_symbol_is_dead_lettered(r, access) -> None:
 
     (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
     assert dead["reason"] == "unknown_symbol" and plans(r) == []
+
+
+@pytest.mark.parametrize("side, stop, target", [("BUY", 12.45075, 13.1531), ("SELL", 13.1531, 12.45075)])
+def test_a_published_plan_keeps_the_intents_side_as_an_open(r, access, side, stop, target) -> None:
+    # Found in a review: every intent the tests used was a BUY, so a flipped side passed them all.
+    r.xadd(keys.Stream.TRADE_INTENT, {"payload": json.dumps({**SEED_INTENT, "side": side, "stop_loss": stop,
+                                                             "take_profit": target})})
+
+    run_bridge(r, access)
+
+    (_, fields), = r.xrange(keys.Stream.APPLY_PLAN)
+    assert (fields["side"], fields["reduceOnly"], fields["action"], fields["decision"]) == (side, "false", "OPEN", "EXECUTE")
+    assert D(fields["qty"]) == D("7")  # 100 USD at 12.77, down to AVAXUSDT's whole-unit market step
+
+
+def test_an_intent_that_waited_in_the_stream_is_dead_lettered_not_planned(r, access) -> None:
+    # Found in a review: a bridge started on a backlog (its group reads from 0) turned hours-old intents into open
+    # orders at their old entry price. Its age runs from when Redis added the entry.
+    hour_ago_ms = int(time.time() * 1000) - 3_600_000
+    r.xadd(keys.Stream.TRADE_INTENT, {"payload": json.dumps(SEED_INTENT)}, id=f"{hour_ago_ms}-0")
+    r.xadd(keys.Stream.TRADE_INTENT, {"payload": json.dumps({**SEED_INTENT, "intent_id": "fresh"})})
+
+    run_bridge(r, access)
+
+    (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
+    assert dead["reason"] == "intent_expired" and json.loads(dead["detail"])["measured_from"] == "entry_id"
+    assert [plan.plan_id for plan in plans(r)] == [plan_id_for(intent(intent_id="fresh"))]
+
+
+@pytest.mark.parametrize("age_ms, reason", [(60_001, "intent_expired"), (-60_001, "intent_time_invalid")])
+def test_the_intent_age_limit_is_exact_on_the_injected_clock(r, access, age_ms, reason) -> None:
+    r.xadd(keys.Stream.TRADE_INTENT, {"payload": json.dumps(SEED_INTENT)}, id="1800000000000-0")
+    bridge = IntentBridge(r, access.filters, BridgeSettings(), clock=lambda: 1_800_000_000_000 + age_ms)
+    config = ConsumerConfig(stream=keys.Stream.TRADE_INTENT, group=keys.Group.INTENT_BRIDGE, consumer="t", block_ms=50)
+
+    StreamConsumer(r, config, TradeIntent.from_fields, bridge.handle).run(burst=True)
+
+    (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
+    assert dead["reason"] == reason and plans(r) == []

@@ -61,7 +61,8 @@ def subclasses(*bases: type) -> set[type]:
         ("microservices.intent_executor.outcomes", "quantum_executor_apply_mode",
          {("mode", "dry_run"), ("mode", "testnet"), ("mode", "live")}),
         ("microservices.intent_bridge.bridge", "quantum_bridge_intents_total",
-         {("outcome", o) for o in ("planned", "duplicate", "symbol_not_allowed", "below_confidence_floor")}),
+         {("outcome", o) for o in ("planned", "duplicate", "symbol_not_allowed", "below_confidence_floor",
+                                   "intent_expired")}),
     ],
     ids=["exchange-error-kinds", "fills-and-dry-run", "apply-modes", "intent-outcomes"],
 )
@@ -77,7 +78,7 @@ def test_every_error_sending_can_raise_is_a_kind_exported_from_the_start() -> No
 
 def test_every_outcome_the_bridge_counts_is_exported_from_the_start() -> None:
     code = (ROOT / "microservices" / "intent_bridge" / "bridge.py").read_text()
-    counted = {"planned", "duplicate"} | set(re.findall(r'\bSkipped\(\s*"(\w+)"', code))
+    counted = {"planned", "duplicate", bridge.INTENT_EXPIRED} | set(re.findall(r'\bSkipped\(\s*"(\w+)"', code))
 
     assert set(bridge.INTENT_OUTCOMES) == counted
 

@@ -1,0 +1,28 @@
+"""How old an entry is, and the refusal of one too old to act on (the apply layer's proposals, the bridge's intents).
+
+A consumer group reads its stream from the start (STREAM_GROUP_START_ID 0): a daemon started late, a group
+created after a mode switch, a backlog a producer left, would otherwise turn hours-old signals into orders.
+An entry's time is its own (when the caller trusts the clock that wrote it) or the stream entry id's (when
+Redis added it). A time further in the future than the maximum age (a clock or unit error) would never age:
+refused too.
+"""
+
+from __future__ import annotations
+
+from shared.runtime.consumer import Rejected
+
+
+def entry_id_ms(entry_id: str) -> int | None:
+    """The millisecond part of a stream entry id: when Redis added the entry."""
+    millis, _, _ = entry_id.partition("-")
+    return int(millis) if millis.isdigit() else None
+
+
+def check_fresh(made_ms: int | None, now_ms: int, max_age_ms: int, expired: str, invalid: str,
+                detail: dict[str, str]) -> None:
+    """Raise Rejected(expired) for an entry older than max_age_ms, Rejected(invalid) for one without a usable time."""
+    detail = {**detail, "max_age_ms": str(max_age_ms)}
+    if made_ms is None or made_ms - now_ms > max_age_ms:
+        raise Rejected(invalid, {**detail, "time_ms": str(made_ms), "now_ms": str(now_ms)})
+    if now_ms - made_ms > max_age_ms:
+        raise Rejected(expired, {**detail, "age_ms": str(now_ms - made_ms)})
