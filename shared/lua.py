@@ -11,6 +11,20 @@ import redis
 from shared import redis_wire
 
 
+NOT_TEXT = "(not a string)"
+# Lua: `text_of(key)` is GET, except that a key of another type (an operator's HSET where a string belongs) gives
+# NOT_TEXT instead of failing the script: after writes it cannot undo, or for every plan of a batch. Readers take
+# NOT_TEXT as any unreadable value: the kill switch as on, execution as DISABLED, forced dry run as on, a
+# cooldown or snapshot as unreadable.
+TEXT_OF = """
+local function text_of(key)
+  local value = redis.pcall('GET', key)
+  if type(value) == 'table' and value.err then return 'NOT_TEXT' end
+  return value
+end
+""".replace("NOT_TEXT", NOT_TEXT)
+
+
 class LuaScript:
     """A script sent once per server (EVAL on NOSCRIPT) and by SHA afterwards."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, Decimal
 
-from shared.lua import LuaScript
+from shared.lua import TEXT_OF, LuaScript
 from shared.runtime import arrival
 
 UNITS_PER_USDT = 10**8
@@ -61,6 +61,7 @@ local function drop(inflight, totals, by_time, ids)
 end
 
 local function valid_totals(totals)
+  if redis.call('TYPE', totals)['ok'] ~= 'hash' then return false end  -- none, or another type: rebuilt (DEL)
   local flat = redis.call('HGETALL', totals)
   local seen = false
   for i = 1, #flat, 2 do
@@ -101,7 +102,7 @@ end
 # With a slack (an arrival read, made before the decision's time is known; see store.py), then what lies
 # within slack-ms after each window's start: the trips' scores, the first in-flight record's allowed-at,
 # and per plan the opens' scores after hour-since and after five-min-since (each at most SLICE).
-_READ_ROUND = """
+_READ_ROUND = TEXT_OF + """
 local function slice(key, since, slack)
   return redis.call('ZRANGEBYSCORE', key, '(' .. since, string.format('%d', since + slack), 'WITHSCORES', 'LIMIT', 0, SLICE)
 end
@@ -116,12 +117,12 @@ local function read_round(s, a, plans)
   local expired = redis.call('ZRANGEBYSCORE', s[7], '-inf', a[6], 'LIMIT', 0, BATCH)
   if #expired > 0 then corrupt = corrupt + drop(s[5], s[6], s[7], expired) end
   local reply = {
-    redis.call('GET', s[2]), redis.call('GET', s[3]), redis.call('GET', s[4]), redis.call('HGETALL', s[6]),
+    text_of(s[2]), text_of(s[3]), text_of(s[4]), redis.call('HGETALL', s[6]),
     redis.call('ZCOUNT', s[8], '(' .. a[5], '+inf'), redis.call('EXISTS', s[9]), corrupt,
   }
   for _, plan in ipairs(plans) do
     local values = {
-      redis.call('GET', plan[1]), redis.call('EXISTS', plan[2]), redis.call('HGET', s[5], plan[4]),
+      text_of(plan[1]), redis.call('EXISTS', plan[2]), redis.call('HGET', s[5], plan[4]),
       redis.call('ZCOUNT', plan[3], '(' .. a[3], '+inf'), redis.call('ZCOUNT', plan[3], '(' .. a[4], '+inf'),
       redis.call('ZSCORE', plan[3], plan[4]), redis.call('ZSCORE', s[8], plan[4]),
     }

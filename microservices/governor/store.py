@@ -27,6 +27,7 @@ from shared import snapshot as exchange_snapshot
 from shared import permits
 from shared.permits import PermitKind
 from shared.schema import P32Permit
+from shared.lua import NOT_TEXT
 from shared.snapshot import ExchangeSnapshot
 
 LOCK_TTL_MS = 2_000  # a decision holds it for well under a millisecond; a crashed holder frees it by expiry
@@ -134,7 +135,7 @@ class GovernorStore:
         pipe = self.r.pipeline(transaction=False)
         pipe.get(keys.KILL).get(keys.GOVERNOR_EXECUTION).exists(keys.plan_result_marker(plan_id))
         pipe.exists(keys.GOVERNOR_DISARMED)
-        kill, execution, has_result, disarmed = pipe.execute()
+        kill, execution, has_result, disarmed = (_text(value) for value in pipe.execute(raise_on_error=False))
         return GovernorState(switches=read_switches(kill, execution), auto_disarmed=bool(disarmed)), bool(has_result)
 
     def issue(self, permit: P32Permit) -> None:
@@ -267,8 +268,17 @@ class GovernorStore:
         pipe = self.r.pipeline(transaction=False)
         pipe.get(keys.KILL).get(keys.GOVERNOR_EXECUTION).exists(keys.GOVERNOR_DISARMED).hlen(keys.GOVERNOR_INFLIGHT)
         pipe.get(keys.EXCHANGE_POSITIONS)
-        kill, execution, disarmed, inflight, snapshot_raw = pipe.execute()
+        kill, execution, disarmed, inflight, snapshot_raw = (_text(value) for value in pipe.execute(raise_on_error=False))
         return read_switches(kill, execution), bool(disarmed), int(inflight), _snapshot(snapshot_raw)[0]
+
+
+def _text(value: Any) -> Any:
+    """A pipelined reply; a switch of another Redis type (WRONGTYPE) reads as unreadable text, as in the scripts."""
+    if isinstance(value, redis.ResponseError):
+        if not str(value).startswith("WRONGTYPE"):
+            raise value
+        return NOT_TEXT
+    return value
 
 
 def round_read(values: list[Any], token: str, now_ms: int, trips_since: int) -> RoundRead:

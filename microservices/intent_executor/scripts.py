@@ -9,14 +9,14 @@ when both allow the plan's digest), and letting go of what the executor holds.
 from __future__ import annotations
 
 from shared import keys, ledger, permits, results, sending
-from shared.lua import LuaScript
+from shared.lua import TEXT_OF, LuaScript
 from shared.orders import client_order_id_for
 from shared.permits import PermitKind
 from shared.schema import Plan
 
 CLAIM_TTL_S = 60
 PERMIT_KINDS = (PermitKind.P32, PermitKind.P33)
-_TAKE_FUNCTION = permits.TAKE_FUNCTION + sending.MARK_FUNCTION + ledger.LUA_FIELDS + """
+_TAKE_FUNCTION = permits.TAKE_FUNCTION + sending.MARK_FUNCTION + ledger.LUA_FIELDS + TEXT_OF + """
 local function allows(raw, digest)
   if not raw then return false end
   local ok, permit = pcall(cjson.decode, raw)
@@ -39,8 +39,8 @@ local function take(at, arg, sending, plan_id)
     mark_sending(sending, plan_id, tonumber(ARGV[arg + 2]))
     marked = 1
   end
-  return {won32, raw32, won33, raw33, redis.call('GET', KEYS[at + 5]), redis.call('GET', KEYS[at + 6]),
-          redis.call('GET', KEYS[at + 7]), redis.call('GET', KEYS[at + 8]), ledger_fields(KEYS[at + 9]), marked}
+  return {won32, raw32, won33, raw33, text_of(KEYS[at + 5]), text_of(KEYS[at + 6]),
+          text_of(KEYS[at + 7]), text_of(KEYS[at + 8]), ledger_fields(KEYS[at + 9]), marked}
 end
 """
 # The claim must still be ours: a call that reaches Redis late (a client retry after a lost reply, a

@@ -511,3 +511,15 @@ def test_a_fill_on_a_spoiled_ledger_is_still_its_result_and_the_ledger_is_left_t
     assert ledger.read_entry(r, "BTCUSDT").unreadable  # untouched: reconcile adopts the exchange's amount
     assert not r.exists(keys.executor_sending("BTCUSDT"), keys.plan_claim("spoiled-1"))
     assert r.get(keys.cooldown_last_exec("BTCUSDT")) is not None  # so reconcile heals only from a later view
+
+
+def test_a_kill_switch_of_another_type_halts_the_send_without_failing_the_taking(r, access, sim) -> None:
+    # An operator's HSET on quantum:kill failed the taking script after it had taken the permits and written the
+    # order marker. Read as an unreadable value, it halts, as any unreadable kill switch does.
+    r.hset(keys.KILL, "on", "1")
+    grant(r, "kill-hash-1")
+    plan(r, "kill-hash-1", "BUY", "0.002")
+
+    run_executor(r, access)
+
+    assert (the_result(r, "kill-hash-1")["reason"], orders_for(sim, "kill-hash-1")) == ("kill_switch", [])

@@ -480,3 +480,12 @@ def test_a_ledger_of_another_type_holds_its_symbol_and_no_other(r, brain, arriva
 
     assert permits.peek(r, PermitKind.P33, "on-btc").reason is Reason.RECONCILE_REQUIRED_QTY_MISMATCH
     assert permits.peek(r, PermitKind.P33, "on-eth").reason is Reason.SANITY_CHECKS_PASSED
+
+
+def test_a_cooldown_key_of_another_type_does_not_fail_the_batch(r, brain):
+    r.hset(keys.cooldown_last_exec("BTCUSDT"), "ts", "1")
+
+    brain.handle_batch([(plan(plan_id="cool-btc"), None), (plan(plan_id="cool-eth", symbol="ETHUSDT", qty="0.04"), None)])
+
+    assert permits.peek(r, PermitKind.P33, "cool-eth").reason is Reason.SANITY_CHECKS_PASSED
+    assert permits.peek(r, PermitKind.P33, "cool-btc") is not None
