@@ -30,6 +30,7 @@ from shared.redis_server import EmbeddedRedis, port_is_free
 DEFAULT_REDIS_PORT = 6379
 STOP_TIMEOUT_S = 10.0
 READY_TIMEOUT_S = 20.0
+DEMO_WALK_BPS_PER_TICK = "10"  # the mark walk quantum up gives the simulator unless told otherwise (see _child_env)
 
 
 @dataclass
@@ -129,6 +130,7 @@ class Stack:
                              "quantum up runs its own fleet; without --redis-url and REDIS_URL it starts its own Redis")
 
     def _child_env(self) -> dict[str, str]:
+        """The daemons' environment: the operator's, with the dev stack's defaults where it says nothing."""
         env = dict(os.environ)
         env.setdefault("EXCHANGE_TARGET", "simulator")
         env.setdefault("EXCHANGE_SIM_HOST", SIM_DEFAULT_HOST)
@@ -136,6 +138,9 @@ class Stack:
         env.setdefault("EXCHANGE_SIM_URL", f"http://{env['EXCHANGE_SIM_HOST']}:{env['EXCHANGE_SIM_PORT']}")
         if env["EXCHANGE_TARGET"] == "simulator":
             env.setdefault("APPLY_MODE", "testnet")  # the dev stack trades on the simulator; common.env says dry_run
+            # Marks that move enough for the demo's 1 % stops and 2 % targets to be met in minutes, not hours (the
+            # simulator's own 1.5 bps a second takes hours to move 1 %), so harvest is seen closing positions.
+            env.setdefault("EXCHANGE_SIM_WALK_BPS_PER_TICK", DEMO_WALK_BPS_PER_TICK)
         if not env.get("APPLY_MODE"):  # said here once, rather than as the first daemon's exit
             raise StackError(f"APPLY_MODE is required with EXCHANGE_TARGET={env['EXCHANGE_TARGET']}:"
                              " set it to dry_run | testnet | live")

@@ -34,6 +34,16 @@ def test_the_dev_stack_passes_an_explicit_target_and_mode(clean_env, monkeypatch
     assert (child_env["EXCHANGE_TARGET"], child_env["APPLY_MODE"]) == (target, mode)
 
 
+@pytest.mark.parametrize(("env", "walk"), [({}, "10"), ({"EXCHANGE_SIM_WALK_BPS_PER_TICK": "1.5"}, "1.5")])
+def test_the_dev_stack_moves_the_simulators_marks_enough_for_the_demos_exits(clean_env, monkeypatch, env, walk) -> None:
+    # At the simulator's own 1.5 bps a second a 1 % move takes hours: `make run` showed opens and never an exit.
+    monkeypatch.delenv("EXCHANGE_SIM_WALK_BPS_PER_TICK", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    assert Stack(Path("unused"))._child_env()["EXCHANGE_SIM_WALK_BPS_PER_TICK"] == walk
+
+
 @pytest.mark.parametrize("env", [{"EXCHANGE_TARGET": "testnet"}, {"EXCHANGE_TARGET": "testnet", "APPLY_MODE": ""}])
 def test_another_target_without_apply_mode_is_refused_before_any_daemon_starts(clean_env, monkeypatch, env) -> None:
     for name, value in env.items():
