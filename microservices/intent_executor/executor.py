@@ -29,7 +29,7 @@ from shared import snapshot as exchange_snapshot
 from shared.exchange.errors import ExchangeRejected, ExchangeUnavailable, OutcomeUnknown
 from shared.logging import get_logger
 from shared.orders import client_order_id_for
-from shared.runtime.consumer import Entry, GiveUpLater
+from shared.runtime.consumer import Entry, GiveUpLater, Rejected
 from shared.runtime.exchange import ExchangeAccess
 from shared.schema import EntryError, P32Permit, P33Permit, Plan, Reason
 from shared.trading_state import Switches, TradingState, read_switches
@@ -104,8 +104,13 @@ class Executor:
         # read: then the plan is looked up on the exchange before sending, even with its permits taken.
         older_than_redis = older_than_redis or self._older_than_redis(entry)
         if ahead.has_result:
-            self.log.info("duplicate_plan_skipped", plan_id=plan.plan_id, entry_id=entry.entry_id)
             self._release(plan, ahead)
+            if entry.deliveries <= 1:
+                # Its first delivery, and its plan_id already ended: another entry under a plan_id used before (an
+                # operator's retype, a producer's resend). Not executed; said in a dead letter, not only a log line.
+                raise Rejected(Reason.DUPLICATE_PLAN.value, {"plan_id": plan.plan_id,
+                                                            "detail": "this plan_id already has its result"})
+            self.log.info("duplicate_plan_skipped", plan_id=plan.plan_id, entry_id=entry.entry_id)  # redelivered
             return
         if ahead.claim_holder != self.consumer_name:
             raise PlanBusy(f"plan {plan.plan_id} is being executed by {ahead.claim_holder}")

@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from shared import keys
+from shared import keys, results
 from shared.cli.common import CommandError, add_redis_argument, fail, in_redis, redis_from, wait_for_results
 from shared.cli.up import format_result
 from shared.schema import EntryError, Plan
@@ -87,6 +87,8 @@ def run_plan(args: argparse.Namespace) -> int:
         Plan.from_fields(fields)
     except EntryError as exc:
         raise CommandError(f"invalid plan: {exc}") from None
+    if results.has_result(client, plan_id):  # the executor would dead-letter it (duplicate_plan), sending nothing
+        raise CommandError(f"plan {plan_id} already has its result: a plan_id is used once, choose another")
     since = client.xinfo_stream(keys.Stream.APPLY_RESULT)["last-generated-id"] if client.exists(keys.Stream.APPLY_RESULT) else "0"
     client.xadd(keys.Stream.APPLY_PLAN, fields)
     print(f"sent    {plan_id}: {args.kind} {args.side} {args.qty} {args.symbol.upper()}")

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared import fleet
+from shared import fleet, keys
 from shared.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,3 +125,15 @@ def test_up_refuses_a_redis_that_serves_a_running_fleet(redis_url, r, tmp_path) 
     assert done.returncode != 0
     assert "already serves a running fleet (intent-executor@host#0)" in done.stdout + done.stderr
     assert r.xlen("quantum:stream:apply.plan") == 0 and not list(tmp_path.glob("*.log"))
+
+
+def test_a_plan_id_that_already_has_its_result_is_refused_before_sending(redis_url, r) -> None:
+    # Found in a review: the executor skipped it with a log line, and `quantum plan` waited its timeout and asked
+    # whether the fleet was running. Now it is refused at once, and nothing is sent.
+    r.set(keys.plan_result_marker("used-1"), "1")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url}
+
+    sent = quantum("plan", "open", "BTCUSDT", "BUY", "0.002", "--plan-id", "used-1", "--timeout", "2", env=env)
+
+    assert sent.returncode != 0 and "used-1 already has its result" in sent.stderr + sent.stdout
+    assert r.xlen(keys.Stream.APPLY_PLAN) == 0
