@@ -326,3 +326,26 @@ def test_every_stream_schema_refuses_near_misses_and_ignores_unknown_fields(mode
         model.from_fields({**fields, near_miss: "1"})
 
     assert raised.value.reason == "misspelled_field" and near_miss in raised.value.fields
+
+
+SEED_INTENT_PAYLOAD = {"symbol": "AVAXUSDT", "side": "BUY", "position_size_usd": 100.0, "leverage": 2.0,
+                       "entry_price": 12.77, "confidence": 0.72, "timestamp": "2026-01-01T18:47:38.785347+00:00"}
+
+
+def test_an_event_bus_envelope_beside_the_payload_is_not_a_conflict() -> None:
+    # Found in a review: an event bus writes its own publish time and source beside the JSON payload; they differ
+    # from the payload's, and every such intent was dead-lettered as conflicting_fields.
+    envelope = {"event_type": "trade.intent", "timestamp": "2026-01-01T18:47:39.000001+00:00", "source": "ai_engine",
+                "correlation_id": "c-1", "payload": json.dumps(SEED_INTENT_PAYLOAD)}
+
+    intent = TradeIntent.from_fields(envelope)
+
+    assert (intent.timestamp, intent.source, intent.side.value) == (SEED_INTENT_PAYLOAD["timestamp"], "ai_engine", "BUY")
+    with pytest.raises(EntryError, match="conflicting_fields"):  # a trade field that disagrees still is one
+        TradeIntent.from_fields({**envelope, "side": "SELL"})
+
+
+def test_an_intent_timestamp_in_epoch_ms_is_accepted() -> None:
+    payload = {**SEED_INTENT_PAYLOAD, "timestamp": 1767295800000}
+
+    assert TradeIntent.from_fields({"payload": json.dumps(payload)}).timestamp == 1767295800000

@@ -17,7 +17,7 @@ class TradeIntent(EntryModel):
     stop_loss: PositiveDec | None = None
     take_profit: PositiveDec | None = None
     confidence: UnitDec
-    timestamp: ShortText | None = None
+    timestamp: ShortText | int | None = None  # the producer's (ISO text or epoch ms); age is taken from the entry id
     intent_id: ShortText | None = None
     source: ShortText = "intent"
 
