@@ -259,9 +259,26 @@ class GovernorStore:
             settled = GovernorState(snapshot=snapshot, inflight=inflight, result_ms=results).settled_inflight()
             if settled and int(lua.DROP_LOCKED(self.r, [*INFLIGHT_KEYS, keys.GOVERNOR_LOCK], [token, *settled])) < 0:
                 return []  # the lock expired meanwhile: a decision may be reading; a later tick prunes
+            self._refund_unexecuted([entry for entry in inflight if entry.plan_id in set(settled)])
             return settled
         finally:
             self.release(token)
+
+    def _refund_unexecuted(self, ended: list[InFlight]) -> None:
+        """Opens allowed that ended without an order executing (refused by P3.3, below the minimum notional, dry
+        run, a permit timeout) give back their place in the symbol's rate windows, which count executions
+        (GOV_MAX_EXEC_PER_HOUR/5MIN): else a symbol P3.3 holds would use up its budget with refusals and trip
+        the auto-disarm. Nothing executed on the symbol since the allow (its last-execution time, which every fill
+        sets, is absent or older) says so; a garbled time keeps the place (the safe side)."""
+        if not ended:
+            return
+        last_exec = self.r.mget([keys.cooldown_last_exec(entry.symbol) for entry in ended])
+        refunded = [entry for entry, raw in zip(ended, last_exec) if _none_executed_since(raw, entry.allowed_at_ms)]
+        if refunded:
+            pipe = self.r.pipeline(transaction=False)
+            for entry in refunded:
+                pipe.zrem(keys.governor_opens(entry.symbol), entry.plan_id)
+            pipe.execute()
 
     def read_gauges(self) -> tuple[Switches, bool, int, ExchangeSnapshot | None]:
         """(switches, auto-disarmed, in-flight records, exchange snapshot) for the idle-time gauge refresh."""
@@ -355,6 +372,13 @@ def _decode_or_none(raw: str | None) -> InFlight | None:
 def _decode_inflight(plan_id: str, value: str) -> InFlight:
     """Each record is decoded once, not on every open decision that reads the whole set."""
     return InFlight.from_json(plan_id, value)
+
+
+def _none_executed_since(last_exec_raw: str | None, since_ms: int) -> bool:
+    if last_exec_raw is None:
+        return True
+    last_exec = _int_or(last_exec_raw, None)
+    return last_exec is not None and last_exec < since_ms
 
 
 def _int_or(raw: str | None, default: int | None) -> int | None:

@@ -144,3 +144,33 @@ def test_drop_ignores_unknown_ids_and_resets_the_totals_when_nothing_is_left(r: 
 
     assert store.drop(["nope", "bad", "x"]) == 1
     assert r.hlen(keys.GOVERNOR_INFLIGHT) == 0 and totals(r) == {"v": "1"}
+
+
+def test_an_open_that_ended_unexecuted_gives_back_its_place_in_the_rate_windows(r: redis.Redis, clock: Clock) -> None:
+    # Found in a review: the rate windows counted every allowed open, executed or not. A symbol P3.3 holds
+    # (every open refused there) used up GOV_MAX_EXEC_PER_5MIN with refusals, the next opens were denied
+    # rate_limit_5min, and those denials tripped the auto-disarm: execution DISABLED fleet-wide, nothing executed.
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    governor = Governor(r, Limits(max_exec_per_5min=2, max_exec_per_hour=10, symbol_cooldown_ms=0), clock=clock)
+    for i in range(2):
+        assert governor.handle(plan(f"refused-{i}", "BTCUSDT")).allow
+        r.set(keys.plan_result_marker(f"refused-{i}"), str(NOW_MS + 10))  # ended: P3.3 refused it, nothing sent
+    r.set(keys.cooldown_last_exec("ETHUSDT"), str(NOW_MS + 5))  # an execution elsewhere does not count here
+    exchange_snapshot.publish(r, snapshot(marks=MARKS, fetched_at_ms=NOW_MS + 20))
+
+    assert sorted(governor.store.prune_settled()) == ["refused-0", "refused-1"]
+
+    assert governor.handle(plan("third", "BTCUSDT")).reason is Reason.OPEN_ALLOWED
+
+
+def test_an_open_that_executed_keeps_its_place_in_the_rate_windows(r: redis.Redis, clock: Clock) -> None:
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    governor = Governor(r, Limits(max_exec_per_5min=1, max_exec_per_hour=10, symbol_cooldown_ms=0), clock=clock)
+    assert governor.handle(plan("filled", "BTCUSDT")).allow
+    r.set(keys.plan_result_marker("filled"), str(NOW_MS + 10))
+    r.set(keys.cooldown_last_exec("BTCUSDT"), str(NOW_MS + 10))  # FINISH sets it with every fill
+    exchange_snapshot.publish(r, snapshot({"BTCUSDT": "0.001"}, MARKS, fetched_at_ms=NOW_MS + 20))
+
+    assert governor.store.prune_settled() == ["filled"]
+
+    assert governor.handle(plan("second", "BTCUSDT")).reason is Reason.RATE_LIMIT_5MIN
