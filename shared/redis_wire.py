@@ -68,8 +68,22 @@ def entries(reply: dict | list | None) -> list[tuple[str, dict[str, str] | None]
     return [(entry_id, _fields(flat)) for _stream, stream_entries in streams for entry_id, flat in stream_entries]
 
 
+class Fields(dict):
+    """An entry's fields. XADD keeps every pair it is given, a dict the last of each name: `duplicated` names
+    those given more than once with different values (`XADD ... reduceOnly true ... reduceOnly false`)."""
+
+    duplicated: tuple[str, ...] = ()
+
+
 def _fields(flat: list[str] | None) -> dict[str, str] | None:
-    return None if flat is None else dict(zip(flat[0::2], flat[1::2]))
+    if flat is None:
+        return None
+    fields = Fields(zip(flat[0::2], flat[1::2]))
+    if 2 * len(fields) < len(flat):
+        first: dict[str, str] = {}
+        fields.duplicated = tuple(sorted({name for name, value in zip(flat[0::2], flat[1::2])
+                                          if first.setdefault(name, value) != value}))
+    return fields
 
 
 def _exchange(conn: redis.connection.AbstractConnection, commands: Sequence[Command]) -> list:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from shared.runtime.consumer import ConsumerConfig
 
 T = TypeVar("T")
+DUPLICATE_FIELD_REASON = "duplicate_field"
 MAX_DELIVERIES_REASON = "max_deliveries_exceeded"
 PARSE_FAILED_REASON = "parse_failed"
 
@@ -163,6 +164,11 @@ class EntryHandling(Generic[T]):
         entry = Entry(self.config.stream, entry_id, dict(fields), deliveries)
         if deliveries > self.config.max_deliveries:
             self._dead_letter(entry, MAX_DELIVERIES_REASON, {"deliveries": str(deliveries)})
+            return False
+        duplicated = getattr(fields, "duplicated", ())
+        if duplicated:  # which of the values was meant cannot be told: refused, as aliases that disagree are
+            self._dead_letter(entry, DUPLICATE_FIELD_REASON, {name: "given more than once with different values"
+                                                              for name in duplicated})
             return False
         try:
             return self.parse(entry.fields), entry

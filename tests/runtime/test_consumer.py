@@ -217,6 +217,20 @@ def test_a_misspelled_or_contradicted_field_is_dead_lettered_at_once_and_the_nex
     assert r.xpending(STREAM, "g")["pending"] == 0
 
 
+def test_a_field_given_twice_with_different_values_is_dead_lettered_naming_it(r: redis.Redis) -> None:
+    # Found in a review: `XADD ... reduceOnly true ... reduceOnly false` kept the last value, an OPEN.
+    flat = [item for pair in {**SELL_PLAN, "reduceOnly": "true"}.items() for item in pair]
+    r.execute_command("XADD", STREAM, "*", *flat, "reduceOnly", "false")
+    same_twice = r.execute_command("XADD", STREAM, "*", *flat, "reduceOnly", "true", "plan_id", "p1")
+    handled: list = []
+
+    StreamConsumer(r, config(), Plan.from_fields, record_into(handled)).run(burst=True)
+
+    (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
+    assert (dead["reason"], list(json.loads(dead["detail"]))) == ("duplicate_field", ["reduceOnly"])
+    assert handled == [(same_twice, 1)]  # the same value twice says one thing: handled
+
+
 def test_a_second_instance_in_the_group_shares_the_work_without_processing_twice(redis_url: str, r: redis.Redis) -> None:
     total = 600
     pipe = r.pipeline()
