@@ -194,7 +194,9 @@ class Reconciler:
         last-execution time (set by the same script call as every fill) says it for both."""
         if recorded.position is not None and recorded.position.updated_at_ms >= self._observed_at_ms:
             return True
-        return (_stored_ms(pipe.get(keys.cooldown_last_exec(symbol))) or 0) >= self._observed_at_ms
+        # MGET, not GET: a key of another type reads as absent instead of failing every pass (the next fill's SET
+        # replaces it); the ledger's own time still counts then.
+        return (_stored_ms(pipe.mget([keys.cooldown_last_exec(symbol)])[0]) or 0) >= self._observed_at_ms
 
 
 def _observe(symbol: str, position: Position | None, recorded: LedgerEntry, tolerance: Decimal) -> Observation:

@@ -160,3 +160,16 @@ def test_a_mismatch_record_goes_once_the_symbol_is_flat_on_both_sides(r, access,
     heal.run_pass()
 
     assert not r.exists(keys.reconcile_mismatch("ETHUSDT")) and ledger.read(r, "ETHUSDT") is None
+
+
+def test_a_last_execution_key_of_another_type_does_not_stop_the_heal(r, access, sim) -> None:
+    clock = Clock()
+    buy(access, "TRXUSDT", "700", "manual-trx-2")
+    r.hset(keys.cooldown_last_exec("TRXUSDT"), "ts", "1")  # an operator's HSET where FINISH SETs
+    heal = reconciler(r, access, clock)
+
+    heal.run_pass()
+    clock.now += 6
+    heal.run_pass()
+
+    assert ledger.read(r, "TRXUSDT").amount == D("700")
