@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from shared import keys
+from shared.redis_conn import wrong_type
 from shared.exchange.filters import SymbolRules
 from shared.schema.fields import Side, format_decimal
 
@@ -121,20 +122,11 @@ def parse(symbol: str, raw: dict[str, str]) -> LedgerEntry:
 
 
 NOT_A_HASH = "the key is not a hash"
-# For a script that reads a ledger: `ledger_fields(key)` gives its fields as HGETALL does (none when absent), or
-# false (nil to the caller) when the key holds another type (an operator's SET instead of HSET). HGETALL would
-# fail the script there: after writes it cannot undo (the executor's taking), or for every plan of a batch.
-LUA_FIELDS = """
-local function ledger_fields(key)
-  local kind = redis.call('TYPE', key)['ok']
-  if kind ~= 'hash' and kind ~= 'none' then return false end
-  return redis.call('HGETALL', key)
-end
-"""
 
 
 def from_script(symbol: str, flat: list[str] | None) -> LedgerEntry:
-    """The entry `ledger_fields` read, as its caller receives it (a flat list, or None: not a hash)."""
+    """The entry a script read with shared.lua's fields_of, as its caller receives it (a flat list, or None: the
+    key is not a hash)."""
     if flat is None:
         return LedgerEntry(symbol, None, error=NOT_A_HASH)
     return parse(symbol, dict(zip(flat[0::2], flat[1::2])))
@@ -146,7 +138,7 @@ def read_entry(client: Any, symbol: str) -> LedgerEntry:
     try:
         return parse(symbol, client.hgetall(keys.position_ledger(symbol)))
     except redis.ResponseError as exc:
-        if not str(exc).startswith("WRONGTYPE"):
+        if not wrong_type(exc):
             raise
         return LedgerEntry(symbol, None, error=NOT_A_HASH)
 

@@ -12,15 +12,21 @@ from shared import redis_wire
 
 
 NOT_TEXT = "(not a string)"
-# Lua: `text_of(key)` is GET, except that a key of another type (an operator's HSET where a string belongs) gives
-# NOT_TEXT instead of failing the script: after writes it cannot undo, or for every plan of a batch. Readers take
-# NOT_TEXT as any unreadable value: the kill switch as on, execution as DISABLED, forced dry run as on, a
-# cooldown or snapshot as unreadable.
-TEXT_OF = """
+# Lua reads of keys an operator may have written with the wrong type (HSET where a string belongs, SET over a
+# hash): such a key is an unreadable value, not a failed script (after writes it cannot undo, or for every plan
+# of a batch). `text_of(key)` is GET, NOT_TEXT for another type; readers take it as any unreadable value (the
+# kill switch as on, execution as DISABLED, forced dry run as on, a cooldown or snapshot as unreadable).
+# `fields_of(key)` is HGETALL, false (nil to the caller) for another type.
+SAFE_READS = """
 local function text_of(key)
   local value = redis.pcall('GET', key)
   if type(value) == 'table' and value.err then return 'NOT_TEXT' end
   return value
+end
+local function fields_of(key)
+  local flat = redis.pcall('HGETALL', key)
+  if flat.err then return false end
+  return flat
 end
 """.replace("NOT_TEXT", NOT_TEXT)
 

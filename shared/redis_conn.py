@@ -20,6 +20,12 @@ except ImportError:  # redis[hiredis] is a dependency; without it redis-py packs
 ENCODING, ENCODING_ERRORS = "utf-8", "replace"
 
 
+def wrong_type(exc: BaseException) -> bool:
+    """A command's reply for a key of another type than it works on (an operator's SET where a hash belongs):
+    the value is unreadable, which the caller decides on; Redis itself is fine."""
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith("WRONGTYPE")
+
+
 class RedisUnavailable(RuntimeError):
     """Redis cannot be reached or refused our credentials; the message carries no password. `retryable`: it
     could not be reached (down, restarting, loading its data), which waiting may cure; credentials refused or an

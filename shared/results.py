@@ -15,7 +15,7 @@ import redis
 
 from shared import keys, ledger
 from shared.logging import get_logger
-from shared.lua import LuaScript
+from shared.lua import SAFE_READS, LuaScript
 from shared.schema.result import PlanResult
 
 RESULT_MARKER_TTL_S = 7 * 24 * 3600
@@ -27,10 +27,11 @@ _log = get_logger(component="results")
 # ARGV: now-ms marker-ttl-s result-field-count result-fields... ledger-mode expected-field-count expected-fields...
 #       new-field-count new-fields... cooldown(0|1) sending-field('' for none)
 # ledger-mode: '-' leaves the ledger alone (no fill, or a ledger that does not parse: reconcile rewrites it from the
-# exchange); 'w' checks it against the expected fields and writes the new ones (none: the position is flat). `release`: keys deleted once the plan has its result (the caller's claims), and
-# the plan's own field of the symbol's sending hash (shared.sending).
+# exchange); 'w' checks it against the expected fields and writes the new ones (none: the position is flat).
+# `release`: keys deleted once the plan has its result (the caller's claims), and the plan's own field of the
+# symbol's sending hash (shared.sending).
 # Reply: 1 written, 0 the plan already has a result, -1 the ledger changed (nothing written or released).
-FINISH = LuaScript(ledger.LUA_FIELDS + """
+FINISH = LuaScript(SAFE_READS + """
 local function release()
   for j = 6, #KEYS do redis.call('DEL', KEYS[j]) end
   if ARGV[#ARGV] ~= '' then redis.call('HDEL', KEYS[5], ARGV[#ARGV]) end
@@ -48,7 +49,7 @@ local mode = ARGV[i]; i = i + 1
 local expected = take()
 local new = take()
 if mode == 'w' then
-  local current = ledger_fields(KEYS[3])
+  local current = fields_of(KEYS[3])
   if not current or #current ~= #expected then return -1 end
   local want = {}
   for j = 1, #expected, 2 do want[expected[j]] = expected[j + 1] end

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, Decimal
 
-from shared.lua import TEXT_OF, LuaScript
+from shared.lua import SAFE_READS, LuaScript
 from shared.runtime import arrival
 
 UNITS_PER_USDT = 10**8
@@ -21,7 +21,7 @@ TOTALS_VERSION = "1"
 EXPIRE_BATCH = 100  # expired records dropped per decision; the rest go on the next ones
 ARRIVAL_SLICE = 32  # scores an arrival read returns per window start; more there, and the plan is read again
 
-_FUNCTIONS = """
+_FUNCTIONS = SAFE_READS + """
 local function parse(raw)
   local ok, rec = pcall(cjson.decode, raw)
   if not ok or type(rec) ~= 'table' then return nil end
@@ -61,8 +61,8 @@ local function drop(inflight, totals, by_time, ids)
 end
 
 local function valid_totals(totals)
-  if redis.call('TYPE', totals)['ok'] ~= 'hash' then return false end  -- none, or another type: rebuilt (DEL)
-  local flat = redis.call('HGETALL', totals)
+  local flat = fields_of(totals)
+  if not flat then return false end  -- another type: rebuilt (DEL) like garbled totals
   local seen = false
   for i = 1, #flat, 2 do
     if flat[i] == 'v' then
@@ -102,7 +102,7 @@ end
 # With a slack (an arrival read, made before the decision's time is known; see store.py), then what lies
 # within slack-ms after each window's start: the trips' scores, the first in-flight record's allowed-at,
 # and per plan the opens' scores after hour-since and after five-min-since (each at most SLICE).
-_READ_ROUND = TEXT_OF + """
+_READ_ROUND = """
 local function slice(key, since, slack)
   return redis.call('ZRANGEBYSCORE', key, '(' .. since, string.format('%d', since + slack), 'WITHSCORES', 'LIMIT', 0, SLICE)
 end

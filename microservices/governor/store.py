@@ -28,6 +28,7 @@ from shared import permits
 from shared.permits import PermitKind
 from shared.schema import P32Permit
 from shared.lua import NOT_TEXT
+from shared.redis_conn import wrong_type
 from shared.snapshot import ExchangeSnapshot
 
 LOCK_TTL_MS = 2_000  # a decision holds it for well under a millisecond; a crashed holder frees it by expiry
@@ -291,10 +292,10 @@ class GovernorStore:
 
 def _text(value: Any) -> Any:
     """A pipelined reply; a switch of another Redis type (WRONGTYPE) reads as unreadable text, as in the scripts."""
-    if isinstance(value, redis.ResponseError):
-        if not str(value).startswith("WRONGTYPE"):
-            raise value
+    if wrong_type(value):
         return NOT_TEXT
+    if isinstance(value, redis.ResponseError):
+        raise value
     return value
 
 

@@ -8,15 +8,15 @@ when both allow the plan's digest), and letting go of what the executor holds.
 
 from __future__ import annotations
 
-from shared import keys, ledger, permits, results, sending
-from shared.lua import TEXT_OF, LuaScript
+from shared import keys, permits, results, sending
+from shared.lua import SAFE_READS, LuaScript
 from shared.orders import client_order_id_for
 from shared.permits import PermitKind
 from shared.schema import Plan
 
 CLAIM_TTL_S = 60
 PERMIT_KINDS = (PermitKind.P32, PermitKind.P33)
-_TAKE_FUNCTION = permits.TAKE_FUNCTION + sending.MARK_FUNCTION + ledger.LUA_FIELDS + TEXT_OF + """
+_TAKE_FUNCTION = permits.TAKE_FUNCTION + sending.MARK_FUNCTION + SAFE_READS + """
 local function allows(raw, digest)
   if not raw then return false end
   local ok, permit = pcall(cjson.decode, raw)
@@ -40,7 +40,7 @@ local function take(at, arg, sending, plan_id)
     marked = 1
   end
   return {won32, raw32, won33, raw33, text_of(KEYS[at + 5]), text_of(KEYS[at + 6]),
-          text_of(KEYS[at + 7]), text_of(KEYS[at + 8]), ledger_fields(KEYS[at + 9]), marked}
+          text_of(KEYS[at + 7]), text_of(KEYS[at + 8]), fields_of(KEYS[at + 9]), marked}
 end
 """
 # The claim must still be ours: a call that reaches Redis late (a client retry after a lost reply, a

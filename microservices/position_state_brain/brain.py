@@ -29,7 +29,7 @@ from shared import keys, ledger, permits, results
 from shared.exchange.filters import SymbolRules
 from shared.ledger import LedgerPosition
 from shared.logging import get_logger
-from shared.lua import TEXT_OF, LuaScript
+from shared.lua import SAFE_READS, LuaScript
 from shared.runtime import arrival
 from shared.runtime.arrival import ArrivalCall
 from shared.runtime.consumer import Entry
@@ -64,10 +64,10 @@ local function results_since(key, first)
   return out, (last[1] and last[1][1]) or '0-0'
 end
 """
-READ = LuaScript(ledger.LUA_FIELDS + TEXT_OF + _RESULTS_SINCE + """
+READ = LuaScript(SAFE_READS + _RESULTS_SINCE + """
 local reply = {results_since(KEYS[1], ARGV[1])}
 for i = 2, #KEYS, 3 do
-  reply[#reply + 1] = ledger_fields(KEYS[i])
+  reply[#reply + 1] = fields_of(KEYS[i])
   reply[#reply + 1] = text_of(KEYS[i + 1])
   reply[#reply + 1] = redis.call('EXISTS', KEYS[i + 2])
 end
@@ -77,12 +77,12 @@ return reply
 # KEYS[2] apply.result; ARGV[3] first result id to read ('' none), ARGV[4..6] ledger cooldown result-marker key prefixes.
 # Reply: the results since, the stream's newest id, then per delivered plan: {entry id, plan id, symbol, ledger (flat),
 # cooldown, result marker}.
-ARRIVAL_READ = LuaScript(arrival.PRELUDE + ledger.LUA_FIELDS + TEXT_OF + _RESULTS_SINCE + """
+ARRIVAL_READ = LuaScript(arrival.PRELUDE + SAFE_READS + _RESULTS_SINCE + """
 local reply = {results_since(KEYS[2], ARGV[3])}
 for _, entry in ipairs(delivered()) do
   local plan_id, sym = plan_of(entry[2])
   if plan_id then
-    reply[#reply + 1] = {entry[1], plan_id, sym, ledger_fields(ARGV[4] .. sym), text_of(ARGV[5] .. sym),
+    reply[#reply + 1] = {entry[1], plan_id, sym, fields_of(ARGV[4] .. sym), text_of(ARGV[5] .. sym),
                          redis.call('EXISTS', ARGV[6] .. plan_id)}
   end
 end

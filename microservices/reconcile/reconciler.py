@@ -26,6 +26,7 @@ from shared.exchange.errors import ExchangeError
 from shared.exchange.models import Position
 from shared.ledger import LedgerEntry
 from shared.logging import get_logger
+from shared.redis_conn import wrong_type
 from shared.runtime.consumer import Entry
 from shared.runtime.exchange import ExchangeAccess
 from shared.schema import PlanResult, Reason, format_decimal
@@ -149,7 +150,7 @@ class Reconciler:
         try:
             return _stored_ms(self.r.hget(mismatch_key, "first_seen_ms"))
         except redis.ResponseError as exc:
-            if not str(exc).startswith("WRONGTYPE"):
+            if not wrong_type(exc):
                 raise
             self.r.delete(mismatch_key)
             return None
