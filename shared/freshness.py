@@ -9,7 +9,15 @@ refused too.
 
 from __future__ import annotations
 
+import time
+
 from shared.runtime.consumer import Rejected
+
+
+def wall_ms() -> int:
+    """The wall clock in ms: the default clock of decision code that compares with times Redis or another daemon
+    of this host wrote (injected in tests)."""
+    return int(time.time() * 1000)
 
 
 def entry_id_ms(entry_id: str) -> int | None:

@@ -17,7 +17,6 @@ by harvest every HARVEST_REPROPOSE_SEC with a new id and time, so refusing an ol
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +27,7 @@ from microservices.apply_layer.settings import ApplySettings
 from shared import freshness, keys, metrics
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import SymbolRules, round_qty_down
+from shared.freshness import wall_ms
 from shared.logging import get_logger
 from shared.modes import FLEET_MODE_DRY_RUN, P26Mode
 from shared.once import xadd_once
@@ -41,10 +41,6 @@ P26_MODE_ACTED_ON = Gauge("quantum_apply_p26_mode", "1 for the P26_MODE the appl
 SOURCE = "apply_layer"
 PROPOSAL_EXPIRED = "proposal_expired"
 PROPOSAL_TIME_INVALID = "proposal_time_invalid"
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)

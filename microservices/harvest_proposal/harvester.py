@@ -6,7 +6,6 @@ ledger only adds the stop the fleet opened with. A stale snapshot proposes nothi
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -25,6 +24,7 @@ from microservices.harvest_proposal.decision import (
 )
 from microservices.harvest_proposal.settings import HarvestSettings
 from shared import ledger, snapshot
+from shared.freshness import wall_ms
 from shared.ledger import LedgerPosition
 from shared.logging import get_logger
 from shared.schema import HarvestProposal, format_decimal
@@ -37,10 +37,6 @@ SNAPSHOT_AGE = Gauge("quantum_harvest_snapshot_age_seconds",
                      "Age of the exchange snapshot at the last cycle, seconds (+Inf when there is none)")
 STALE_CYCLES = Counter("quantum_harvest_stale_snapshot_cycles_total",
                        "Cycles that proposed nothing because the snapshot was missing or older than the maximum age")
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def to_proposal(position: PositionState, mark: Decimal, lifecycle: state.Lifecycle, assessment: Assessment, choice: Choice,

@@ -8,7 +8,6 @@ the stream longer than BRIDGE_INTENT_MAX_AGE_SEC is dead-lettered (intent_expire
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from microservices.intent_bridge.settings import BridgeSettings
 from shared import freshness, keys
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import SymbolRules, round_qty_down
+from shared.freshness import wall_ms
 from shared.logging import get_logger
 from shared.once import xadd_once
 from shared.runtime.consumer import Entry, Rejected
@@ -72,10 +72,6 @@ def to_plan(intent: TradeIntent, rules: SymbolRules | None, settings: BridgeSett
         raise Rejected("invalid_plan", {"qty": f"not computable ({exc.__class__.__name__})"}) from None
 
 
-def wall_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class IntentBridge:
     def __init__(self, client: redis.Redis, filters: FilterCache, settings: BridgeSettings,
                  clock: Callable[[], int] = wall_ms):
@@ -98,7 +94,6 @@ class IntentBridge:
         INTENTS.labels(outcome="planned" if written else "duplicate").inc()
         self.log.info("PLAN_PUBLISHED" if written else "PLAN_ALREADY_PUBLISHED", plan_id=plan.plan_id,
                       symbol=plan.symbol, side=plan.side.value, qty=str(plan.qty))
-
 
     def _check_fresh(self, intent: TradeIntent, entry: Entry) -> None:
         """Its age from when Redis added it (the producer's own timestamp is another host's clock)."""

@@ -160,11 +160,12 @@ class Executor:
         except EntryError:
             return  # not a plan: the dead letter is its only record
         claim = keys.plan_claim(plan.plan_id)
-        holder, *marker = scripts.CLAIM_TO_END(self.r, [claim, keys.plan_order_marker(plan.plan_id)],
-                                               [self.consumer_name, scripts.CLAIM_TTL_S])
+        reply = scripts.CLAIM_TO_END(self.r, [claim, keys.plan_order_marker(plan.plan_id)],
+                                     [self.consumer_name, scripts.CLAIM_TTL_S])
+        holder, marker = [*reply, None][:2]  # Lua drops a trailing nil: {nil, nil} arrives as [None]
         if holder is not None:  # it may be taking its permits or sending: its result ends the plan
             raise GiveUpLater(f"plan {plan.plan_id} is held by {holder}")
-        order_marker = Marker.parse(marker[0]) if marker and marker[0] is not None else None
+        order_marker = Marker.parse(marker) if marker is not None else None
         detail = {"runtime_reason": reason, "deliveries": str(entry.deliveries),
                   "order_may_exist": str(order_marker is not None).lower(),
                   "client_order_id": client_order_id_for(plan.plan_id)}

@@ -18,7 +18,7 @@ import redis
 
 from microservices.portfolio_heat_gate.heat import HeatReading, exposure_from, portfolio_heat
 from microservices.portfolio_heat_gate.settings import HeatGateSettings
-from shared import keys, snapshot
+from shared import freshness, keys, snapshot
 from shared.exchange.errors import ExchangeError
 from shared.exchange.models import AccountSummary
 from shared.logging import get_logger
@@ -107,7 +107,7 @@ class HeatSource:
     """Reads snapshot and account and returns the portfolio heat now."""
 
     def __init__(self, client: redis.Redis, account: AccountCache, settings: HeatGateSettings,
-                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)):
+                 wall_ms: Callable[[], int] = freshness.wall_ms):
         self.r = client
         self.account = account
         self.settings = settings
