@@ -35,16 +35,25 @@ def _shown(path: Path) -> str:
     return str(resolved.relative_to(HERE.parent)) if resolved.is_relative_to(HERE.parent) else str(path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; --out defaults by mode, so a --quick run never replaces the committed full run."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer plans, smaller bursts, no 1M-entry history")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (daemon logs, redis data)")
     parser.add_argument("--env", type=_env_pair, action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for every daemon (e.g. STREAM_BATCH=16), to compare settings")
-    parser.add_argument("--out", type=Path, default=HERE / "results.json", help="where to write the JSON")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the JSON (default bench/results.json, bench/results-quick.json with --quick)")
     parser.add_argument("--against", type=Path, default=HERE / "results.json",
                         help="earlier results whose floor this run's is compared with (read before the run)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = HERE / ("results-quick.json" if args.quick else "results.json")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     previous = _previous(args.against)
     bench = Bench(Sizes.quick() if args.quick else Sizes.full(), dict(args.env))
     bench.results["mode"] = "quick" if args.quick else "full"
