@@ -162,7 +162,7 @@ def test_an_intents_exits_on_their_sides_parse() -> None:
 
 
 @pytest.mark.parametrize(("change", "named"), [
-    ({"confidence": "1.2"}, "confidence"), ({"leverage": "500"}, "entry"), ({"entry_price": "-1"}, "entry_price"),
+    ({"confidence": "1.2"}, "confidence"), ({"leverage": "500"}, "leverage"), ({"entry_price": "-1"}, "entry_price"),
     # exits on the wrong side of the entry would close the position as it opens (found in a review)
     ({"stop_loss": "90000"}, "entry"), ({"stop_loss": "88000"}, "entry"), ({"take_profit": "87000"}, "entry"),
     ({"side": "SELL", "stop_loss": "87000"}, "entry"), ({"side": "SELL", "take_profit": "89000"}, "entry"),

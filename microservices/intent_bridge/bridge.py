@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 
 import redis
 from prometheus_client import Counter
@@ -62,7 +63,7 @@ def to_plan(intent: TradeIntent, rules: SymbolRules | None, settings: BridgeSett
                                                    "step": str(rules.market_step_size)})
         return Plan(
             plan_id=plan_id_for(intent), decision=Decision.EXECUTE, symbol=intent.symbol, side=intent.side, qty=qty,
-            reduce_only=False, action=Action.OPEN, source=SOURCE, leverage=intent.leverage,
+            reduce_only=False, action=Action.OPEN, source=SOURCE, leverage=_whole_leverage(intent),
             stop_loss=intent.stop_loss, take_profit=intent.take_profit,
         )
     except ValidationError as exc:  # each field valid, the plan they make not (a size out of range): never will be
@@ -70,6 +71,11 @@ def to_plan(intent: TradeIntent, rules: SymbolRules | None, settings: BridgeSett
                                         for error in exc.errors(include_url=False, include_input=False)}) from None
     except ArithmeticError as exc:
         raise Rejected("invalid_plan", {"qty": f"not computable ({exc.__class__.__name__})"}) from None
+
+
+def _whole_leverage(intent: TradeIntent) -> Decimal | None:
+    """The exchange sets whole leverage: a fraction goes down (2.5 -> 2), asking for more margin, never less."""
+    return None if intent.leverage is None else intent.leverage.to_integral_value(rounding=ROUND_FLOOR)
 
 
 class IntentBridge:

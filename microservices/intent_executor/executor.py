@@ -35,6 +35,7 @@ from shared.schema import EntryError, P32Permit, P33Permit, Plan, Reason
 from shared.trading_state import Switches, TradingState, read_switches
 
 DRY_RUN_GAUGE_EVERY_S = 1.0  # the gauge follows `quantum dry-run on|off` within a second while idle
+LEVERAGE_KNOWN_TTL_S = 3600  # a leverage set by hand on the exchange is seen (and set back) within this
 WAKE_UP_EVERY_S = 1.0  # the longest single BLPOP: a retried call never blocks past the deadline by more
 
 @dataclass(frozen=True)
@@ -256,8 +257,13 @@ class Executor:
         dry_run = self.settings.apply_mode is ApplyMode.DRY_RUN or _forced(taken.forced_dry_run)
         outcomes.DRY_RUN.set(int(dry_run))
         if dry_run:
-            detail = {"would_send": f"{plan.side.value} {sized.qty} {plan.symbol} reduceOnly={str(plan.is_close).lower()}"}
+            leverage = f" leverage={int(plan.leverage)}" if plan.leverage is not None and not plan.is_close else ""
+            detail = {"would_send": f"{plan.side.value} {sized.qty} {plan.symbol} reduceOnly={str(plan.is_close).lower()}"
+                                    f"{leverage}"}
             return outcomes.refused(plan, Reason.DRY_RUN, detail, p32, p33, qty=sized.qty)
+        unset = self._set_leverage(plan)
+        if unset is not None:
+            return outcomes.refused(plan, Reason.LEVERAGE_NOT_SET, unset, p32, p33, qty=sized.qty)
         late_s = self.monotonic() - taken.taken_at
         if late_s > self.resolver.send_within_s:  # a lookup trusts that orders go out this soon, or never
             return outcomes.refused(plan, Reason.SEND_DEADLINE_PASSED, {"after_taking_s": f"{late_s:.1f}"}, p32, p33,
@@ -277,6 +283,32 @@ class Executor:
         if seen is not None and seen.mark(symbol) and seen.age_s(self._now_ms()) <= self.settings.executor_mark_max_age_s:
             return seen.mark(symbol)
         return self.exchange.client.mark_price(symbol).mark_price
+
+    def _set_leverage(self, plan: Plan) -> dict[str, str] | None:
+        """An open that names its leverage goes out at it: set on the exchange first, unless the fleet set that
+        value on the symbol within LEVERAGE_KNOWN_TTL_S. None when the order may go; else why not (nothing sent).
+        Closes never ask: reducing does not depend on it, and nothing may hold up a close."""
+        if plan.is_close or plan.leverage is None:
+            return None
+        wanted, key = int(plan.leverage), keys.exchange_leverage(plan.symbol)
+        known = self.r.mget([key])[0]  # MGET: a key of another type reads as not known
+        if known == str(wanted):
+            return None
+        try:
+            result = self.exchange.client.set_leverage(plan.symbol, wanted)
+        except ExchangeRejected as exc:
+            unset = {"leverage": str(wanted), "code": str(exc.code), "msg": exc.msg}
+        except (OutcomeUnknown, ExchangeUnavailable) as exc:
+            unset = {"leverage": str(wanted), "error": exc.message}
+        else:
+            self.r.set(key, str(result.leverage), ex=LEVERAGE_KNOWN_TTL_S)
+            if result.leverage == wanted:
+                self.log.info("leverage_set", plan_id=plan.plan_id, symbol=plan.symbol, leverage=wanted,
+                              was=known)
+                return None
+            unset = {"leverage": str(wanted), "exchange_leverage": str(result.leverage)}
+        self.log.warning("leverage_not_set", plan_id=plan.plan_id, symbol=plan.symbol, **unset)
+        return unset
 
     def _send(self, plan: Plan, client_order_id: str, sized: Sized, taken: Taken) -> outcomes.Outcome:
         p32, p33 = taken.p32, taken.p33  # the order marker was written with the taking (TAKE)

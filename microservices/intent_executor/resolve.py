@@ -25,7 +25,8 @@ from shared.runtime.exchange import ExchangeAccess
 from shared.permits import Permit, PermitKind
 from shared.schema import P32Permit, P33Permit, Plan, Reason
 
-SEND_MARGIN_S = 1.0  # besides a mark price request, nothing lies between taking the permits and signing
+SEND_MARGIN_S = 1.0  # besides the requests below, nothing lies between taking the permits and signing
+REQUESTS_BEFORE_SENDING = 2  # at most a mark price and setting the open's leverage, each within the timeout
 FINALITY_MARGIN_MS = 1000  # clock differences between Redis and the exchange, and the request's own travel
 
 
@@ -65,8 +66,9 @@ class Resolver:
 
     @property
     def send_within_s(self) -> float:
-        """The longest the executor may take from taking the permits to sending (a mark price request)."""
-        return self.exchange.settings.request_timeout_s + SEND_MARGIN_S
+        """The longest the executor may take from taking the permits to sending (a mark price request, setting
+        the leverage)."""
+        return REQUESTS_BEFORE_SENDING * self.exchange.settings.request_timeout_s + SEND_MARGIN_S
 
     def look_up(self, symbol: str, client_order_id: str) -> OrderResult | None:
         """Ask the exchange for the order; None only when it answered that there is none."""

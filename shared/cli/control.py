@@ -33,6 +33,7 @@ def register(commands: Any) -> None:
     plan.add_argument("symbol")
     plan.add_argument("side", type=str.upper, choices=["BUY", "SELL"])
     plan.add_argument("qty")
+    plan.add_argument("--leverage", help="open only: the symbol's leverage, set before the order (whole number 1-125)")
     plan.add_argument("--plan-id", help="default: cli-<symbol>-<ms>")
     plan.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for the result (default 20)")
     add_redis_argument(plan)
@@ -83,6 +84,10 @@ def run_plan(args: argparse.Namespace) -> int:
     plan_id = args.plan_id or f"cli-{args.symbol.lower()}-{int(time.time() * 1000)}"
     fields = {"plan_id": plan_id, "decision": "EXECUTE", "symbol": args.symbol, "side": args.side, "type": "MARKET",
               "qty": args.qty, "reduceOnly": "true" if args.kind == "close" else "false", "source": "quantum_cli"}
+    if args.leverage is not None:
+        if args.kind == "close":
+            raise CommandError("--leverage is for opens: a close never changes it")
+        fields["leverage"] = args.leverage
     try:
         Plan.from_fields(fields)
     except EntryError as exc:

@@ -47,9 +47,9 @@ from shared.exchange.models import (
 from shared.exchange.session import ApiSession
 from shared.exchange.target import ExchangeSettings, Target, load_exchange_settings
 from shared.exchange.translate import LIBRARY_ERRORS, translate
+from shared.schema.fields import MAX_LEVERAGE
 
 ORDER_DOES_NOT_EXIST = -2013
-MAX_LEVERAGE = 125
 RATE_LIMIT_PAUSE_S = 1.0  # after a 429 or 418 that named no Retry-After
 RATE_LIMIT_WAIT_MAX_S = 2.0  # a read waits out this much of a rate limit's Retry-After; longer, it is refused
 PARSE_ERRORS = (KeyError, TypeError, ValueError, InvalidOperation, AttributeError)

@@ -76,6 +76,21 @@ def _unit_interval(number: Decimal) -> Decimal:
     return number
 
 
+MAX_LEVERAGE = 125  # Binance USD-M's highest; a symbol's own brackets may allow less (the exchange then refuses)
+
+
+def _leverage(number: Decimal) -> Decimal:
+    if not 1 <= number <= MAX_LEVERAGE:
+        raise ValueError(f"must be between 1 and {MAX_LEVERAGE}")
+    return number
+
+
+def _whole(number: Decimal) -> Decimal:
+    if number != number.to_integral_value():
+        raise ValueError("must be a whole number (the exchange sets leverage in whole steps)")
+    return number
+
+
 def upper_enum_input(value: Any) -> Any:
     if isinstance(value, bytes):
         value = value.decode()
@@ -87,6 +102,8 @@ Dec = Annotated[Decimal, BeforeValidator(parse_decimal)]
 PositiveDec = Annotated[Decimal, BeforeValidator(parse_decimal), AfterValidator(_positive)]
 NonNegativeDec = Annotated[Decimal, BeforeValidator(parse_decimal), AfterValidator(_non_negative)]
 UnitDec = Annotated[Decimal, BeforeValidator(parse_decimal), AfterValidator(_unit_interval)]
+IntentLeverage = Annotated[Decimal, BeforeValidator(parse_decimal), AfterValidator(_leverage)]
+Leverage = Annotated[Decimal, BeforeValidator(parse_decimal), AfterValidator(_leverage), AfterValidator(_whole)]
 Symbol = Annotated[
     str, BeforeValidator(upper_enum_input), Field(pattern=r"^[A-Z0-9]{2,24}$")
 ]

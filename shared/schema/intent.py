@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 from shared.schema.entry import EntryModel
-from shared.schema.fields import PositiveDec, ShortText, Side, SideField, Symbol, UnitDec
+from shared.schema.fields import IntentLeverage, PositiveDec, ShortText, Side, SideField, Symbol, UnitDec
 
 
 class TradeIntent(EntryModel):
     symbol: Symbol
     side: SideField
     position_size_usd: PositiveDec
-    leverage: PositiveDec = Field(default=1)
+    leverage: IntentLeverage | None = None  # None: the account's leverage for the symbol stays as it is
     entry_price: PositiveDec
     stop_loss: PositiveDec | None = None
     take_profit: PositiveDec | None = None
@@ -20,12 +20,6 @@ class TradeIntent(EntryModel):
     timestamp: ShortText | int | None = None  # the producer's (ISO text or epoch ms); age is taken from the entry id
     intent_id: ShortText | None = None
     source: ShortText = "intent"
-
-    @model_validator(mode="after")
-    def _leverage_in_range(self) -> "TradeIntent":
-        if not 1 <= self.leverage <= 125:
-            raise ValueError("leverage must be between 1 and 125")
-        return self
 
     @model_validator(mode="after")
     def _exits_on_their_sides(self) -> "TradeIntent":

@@ -13,6 +13,7 @@ from shared.schema.fields import (
     ActionField,
     Decision,
     DecisionField,
+    Leverage,
     OrderType,
     OrderTypeField,
     PlanId,
@@ -38,7 +39,7 @@ class Plan(EntryModel):
     action: ActionField | None = None
     kill_score: UnitDec | None = None
     source: ShortText = "unknown"
-    leverage: PositiveDec | None = None
+    leverage: Leverage | None = None  # an open goes out at this leverage (the executor sets it first); None: as is
     stop_loss: PositiveDec | None = None
     take_profit: PositiveDec | None = None
     proposal_id: ShortText | None = None

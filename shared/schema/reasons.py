@@ -39,6 +39,7 @@ class Reason(str, Enum):
     PERMIT_MISMATCH = "permit_mismatch"  # a permit decided for another plan under the same plan_id
     PERMIT_TIMEOUT = "permit_timeout"
     SEND_DEADLINE_PASSED = "send_deadline_passed"  # too long after taking the permits: nothing was sent
+    LEVERAGE_NOT_SET = "leverage_not_set"  # the open's leverage could not be set on the exchange: nothing was sent
     BELOW_MIN_QTY = "below_min_qty"
     BELOW_MIN_NOTIONAL = "min_notional_check_failed"
     ABOVE_MAX_QTY = "above_max_qty"

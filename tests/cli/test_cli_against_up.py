@@ -46,7 +46,7 @@ def test_plan_open_prints_a_fill_and_status_shows_it(redis_url, r, tmp_path) -> 
     try:
         wait_until_all_up(env, up)
 
-        opened = quantum("plan", "open", "BTCUSDT", "BUY", "0.002", env=env)
+        opened = quantum("plan", "open", "BTCUSDT", "BUY", "0.002", "--leverage", "3", env=env)
         status = quantum("status", env=env)
         deadline = time.monotonic() + 10
         while "BTCUSDT       0.002" not in status.stdout and time.monotonic() < deadline:
@@ -59,6 +59,7 @@ def test_plan_open_prints_a_fill_and_status_shows_it(redis_url, r, tmp_path) -> 
     assert opened.returncode == 0, opened.stdout + opened.stderr
     assert "FILLED   BTCUSDT BUY 0.002" in opened.stdout
     assert "BTCUSDT       0.002" in status.stdout and "FILLED   BTCUSDT BUY 0.002" in status.stdout
+    assert r.get(keys.exchange_leverage("BTCUSDT")) == "3"  # set on the exchange before the order
     assert code == 0
 
 
@@ -136,4 +137,15 @@ def test_a_plan_id_that_already_has_its_result_is_refused_before_sending(redis_u
     sent = quantum("plan", "open", "BTCUSDT", "BUY", "0.002", "--plan-id", "used-1", "--timeout", "2", env=env)
 
     assert sent.returncode != 0 and "used-1 already has its result" in sent.stderr + sent.stdout
+    assert r.xlen(keys.Stream.APPLY_PLAN) == 0
+
+
+def test_a_leverage_the_exchange_cannot_take_or_on_a_close_is_refused_before_sending(redis_url, r) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url}
+
+    fraction = quantum("plan", "open", "BTCUSDT", "BUY", "0.002", "--leverage", "2.5", "--timeout", "2", env=env)
+    close = quantum("plan", "close", "BTCUSDT", "SELL", "0.002", "--leverage", "2", "--timeout", "2", env=env)
+
+    assert fraction.returncode != 0 and "invalid plan" in fraction.stderr and "whole number" in fraction.stderr
+    assert close.returncode != 0 and "--leverage is for opens" in close.stderr
     assert r.xlen(keys.Stream.APPLY_PLAN) == 0

@@ -45,6 +45,17 @@ def test_the_seed_intent_becomes_an_open_plan_rounded_to_the_step(access) -> Non
     assert (plan.stop_loss, plan.take_profit, plan.leverage) == (D("12.45075"), D("13.1531"), D("2.0"))
 
 
+@pytest.mark.parametrize(("leverage", "planned"), [(2.5, D("2")), (1.99, D("1")), (125, D("125")), (None, None)])
+def test_the_plan_asks_for_whole_leverage_rounded_down_or_none_when_the_intent_names_none(access, leverage,
+                                                                                        planned) -> None:
+    made = intent(leverage=leverage) if leverage is not None else TradeIntent.from_fields(
+        {"payload": json.dumps({k: v for k, v in SEED_INTENT.items() if k != "leverage"})})
+
+    plan = to_plan(made, access.filters.get("AVAXUSDT"), BridgeSettings())
+
+    assert plan.leverage == planned and (planned is None or str(plan.leverage) == str(planned))
+
+
 def test_the_same_intent_gives_the_same_plan_id_and_a_different_one_another() -> None:
     assert plan_id_for(intent()) == plan_id_for(intent())
     assert plan_id_for(intent()) != plan_id_for(intent(position_size_usd=101))

@@ -30,7 +30,7 @@ from tests.intent_executor.test_executor_sim import grant, orders_for, plan, res
 from tests.intent_executor.test_unclear_outcomes import age_the_marker
 from tests.reconcile.test_reconciler_sim import Clock
 
-SLOW_LOOKUP_S = 3.0  # longer than send_within (0.2 + 1 s) + recvWindow (0.1 s) + 1 s: the window a marker opens
+SLOW_LOOKUP_S = 3.0  # longer than send_within (2 × 0.2 + 1 s) + recvWindow (0.1 s) + 1 s: the window a marker opens
 
 
 class LateLanding:

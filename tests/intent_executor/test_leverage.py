@@ -1,0 +1,117 @@
+"""An open's leverage is set on the exchange (the simulator over HTTP) before its order, once per value;
+closes, dry runs and halted plans never touch it, and an open whose leverage is refused is not sent."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal as D
+
+import pytest
+
+from shared import keys
+from shared.modes import ApplyMode
+from shared.schema import EntryError, Plan
+from tests.intent_executor.test_executor_sim import PLAN, grant, orders_for, plan, run_executor, the_result
+
+
+@pytest.fixture
+def asked(access, monkeypatch) -> list[tuple[str, int]]:
+    """Every set_leverage the executor makes (each still goes to the simulator)."""
+    calls: list[tuple[str, int]] = []
+    real = access.client.set_leverage
+
+    def counted(symbol: str, leverage: int):
+        calls.append((symbol, leverage))
+        return real(symbol, leverage)
+
+    monkeypatch.setattr(access.client, "set_leverage", counted)
+    return calls
+
+
+def initial_margin(sim, symbol: str) -> D:
+    [position] = sim.binance_client().futures_position_information(symbol=symbol)
+    return D(position["positionInitialMargin"])
+
+
+def test_an_open_goes_out_at_its_leverage_asked_once_per_value(r, access, sim, asked) -> None:
+    grant(r, "lev-1")
+    plan(r, "lev-1", "BUY", "0.002", leverage="4")
+    run_executor(r, access)
+
+    assert the_result(r, "lev-1")["order_status"] == "FILLED"
+    assert asked == [("BTCUSDT", 4)]
+    assert initial_margin(sim, "BTCUSDT") == D("0.002") * 88000 / 4  # the simulator's default is 20
+    assert r.get(keys.exchange_leverage("BTCUSDT")) == "4" and r.ttl(keys.exchange_leverage("BTCUSDT")) > 3000
+
+    grant(r, "lev-2")
+    plan(r, "lev-2", "BUY", "0.002", leverage="4.0")
+    grant(r, "lev-3")
+    plan(r, "lev-3", "BUY", "0.002", leverage="2")
+    run_executor(r, access)
+
+    assert [the_result(r, p)["order_status"] for p in ("lev-2", "lev-3")] == ["FILLED", "FILLED"]
+    assert asked == [("BTCUSDT", 4), ("BTCUSDT", 2)]  # 4 again was known; 2 applies to the whole position
+    assert initial_margin(sim, "BTCUSDT") == D("0.006") * 88000 / 2
+
+
+def test_a_value_set_by_hand_is_set_back_once_the_fleets_record_is_gone(r, access, sim, asked) -> None:
+    grant(r, "hand-1")
+    plan(r, "hand-1", "BUY", "0.002", leverage="3")
+    run_executor(r, access)
+    sim.binance_client().futures_change_leverage(symbol="BTCUSDT", leverage=20)
+    r.delete(keys.exchange_leverage("BTCUSDT"))  # what its TTL does within the hour
+
+    grant(r, "hand-2")
+    plan(r, "hand-2", "BUY", "0.002", leverage="3")
+    run_executor(r, access)
+
+    assert asked == [("BTCUSDT", 3), ("BTCUSDT", 3)]
+    assert initial_margin(sim, "BTCUSDT") == round(D("0.004") * 88000 / 3, 8)
+
+
+def test_a_leverage_the_exchange_refuses_sends_nothing(r, access, sim, asked) -> None:
+    grant(r, "too-high")
+    plan(r, "too-high", "BUY", "100", symbol="TRXUSDT", leverage="100")  # TRXUSDT allows 75
+    run_executor(r, access)
+
+    result = the_result(r, "too-high")
+    assert (result["executed"], result["reason"]) == ("false", "leverage_not_set")
+    assert json.loads(result["detail"])["code"] == "-4028"
+    assert orders_for(sim, "too-high") == [] and r.get(keys.exchange_leverage("TRXUSDT")) is None
+
+
+def test_a_leverage_key_of_another_type_is_read_as_not_known(r, access, sim, asked) -> None:
+    r.hset(keys.exchange_leverage("BTCUSDT"), "leverage", "5")
+    grant(r, "typed")
+    plan(r, "typed", "BUY", "0.002", leverage="5")
+    run_executor(r, access)
+
+    assert the_result(r, "typed")["order_status"] == "FILLED" and asked == [("BTCUSDT", 5)]
+
+
+@pytest.mark.parametrize("case", ["close", "dry_run", "kill", "no_leverage"])
+def test_closes_dry_runs_halted_plans_and_plans_without_one_never_touch_it(r, access, sim, asked, case) -> None:
+    if case == "close":
+        grant(r, "open")
+        plan(r, "open", "BUY", "0.002")
+        run_executor(r, access)
+    if case == "kill":
+        r.set(keys.KILL, "1")
+    grant(r, "p", safe_qty="0.002" if case == "close" else "0")
+    extra = {} if case == "no_leverage" else {"leverage": "7"}
+    plan(r, "p", "SELL" if case == "close" else "BUY", "0.002", reduce_only=str(case == "close").lower(), **extra)
+    run_executor(r, access, **({"apply_mode": ApplyMode.DRY_RUN} if case == "dry_run" else {}))
+
+    result = the_result(r, "p")
+    expected = {"close": "FILLED", "no_leverage": "FILLED"}.get(case)
+    assert result.get("order_status") == expected or result["reason"] == {"dry_run": "dry_run",
+                                                                          "kill": "kill_switch"}[case]
+    if case == "dry_run":
+        assert json.loads(result["detail"])["would_send"].endswith("leverage=7")
+    assert asked == []
+
+
+@pytest.mark.parametrize("value", ["2.5", "0", "126", "-1"])
+def test_a_plan_whose_leverage_the_exchange_could_not_take_is_bad_input(value) -> None:
+    with pytest.raises(EntryError, match="leverage"):
+        Plan.from_fields({**PLAN, "plan_id": "x", "side": "BUY", "qty": "1", "leverage": value})
