@@ -11,7 +11,8 @@ import socket
 import sys
 from collections.abc import Mapping
 from enum import Enum
-from typing import Any, TypeVar
+from difflib import get_close_matches
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -32,6 +33,9 @@ class FleetSettings(BaseSettings):
     """The base of every settings class: inf, nan and absurd floats are refused (they turn checks off or overflow)."""
 
     model_config = SettingsConfigDict(allow_inf_nan=False)
+    # The prefixes that are this daemon's own (GOV_ for the governor): a variable under one of them that is not
+    # a setting is a typo or a name of another version, and stops the daemon at start (unknown_variables).
+    namespaces: ClassVar[tuple[str, ...]] = ()
 
     @field_validator("*", mode="after")
     @classmethod
@@ -45,6 +49,7 @@ class CommonSettings(FleetSettings):
     """What every daemon reads (etc/quantum/common.env)."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+    namespaces: ClassVar[tuple[str, ...]] = ("STREAM_", "METRICS_")  # not REDIS_: shells carry other tools' ones
 
     redis_url: SecretStr = Field(default=SecretStr(DEFAULT_REDIS_URL))
     redis_startup_wait_s: float = Field(default=60.0, ge=0, le=600)
@@ -78,11 +83,10 @@ class CommonSettings(FleetSettings):
 
 
 def _variable(settings_cls: type[BaseSettings], error: Any) -> str:
-    prefix = settings_cls.model_config.get("env_prefix", "") or ""
     field = str(error["loc"][0]) if error["loc"] else ""
-    info = settings_cls.model_fields.get(field)
-    alias = getattr(info, "validation_alias", None) if info else None
-    return alias.upper() if isinstance(alias, str) else f"{prefix}{field}".upper()
+    if field in settings_cls.model_fields:
+        return _variable_name(settings_cls, field)
+    return f"{settings_cls.model_config.get('env_prefix', '') or ''}{field}".upper()
 
 
 def _message(settings_cls: type[BaseSettings], error: Any) -> str:
@@ -126,11 +130,36 @@ def retired_variables(environ: Mapping[str, str]) -> list[str]:
             for name, hint in RETIRED.items() if environ.get(name, "").strip()]
 
 
+def unknown_variables(settings_cls: type[FleetSettings], environ: Mapping[str, str]) -> list[str]:
+    """One line per variable in the daemon's namespaces that it does not read (a typo such as
+    GOV_MAX_OPEN_POSITION, or another version's GOV_ENABLE_AUTO_DISARM): ignored, it would leave the default
+    in force without a word, as the retired variables would."""
+    known = {_variable_name(settings_cls, field) for field in settings_cls.model_fields}
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(settings_cls.namespaces) and upper not in known:
+            close = get_close_matches(upper, sorted(known), n=1)
+            hint = f"did you mean {close[0]}?" if close else "see etc/quantum/ for the settings it reads"
+            lines.append(f"{name}: not a setting of this daemon; {hint} Remove or rename it")
+    return lines
+
+
+def _variable_name(settings_cls: type[BaseSettings], field: str) -> str:
+    info = settings_cls.model_fields[field]
+    alias = info.validation_alias
+    prefix = settings_cls.model_config.get("env_prefix", "") or ""
+    return alias.upper() if isinstance(alias, str) else f"{prefix}{field}".upper()
+
+
 def load_settings(settings_cls: type[S], **overrides: object) -> S:
-    """Build settings or exit 2 with one line on stderr (a line per retired variable set, see RETIRED)."""
-    retired = retired_variables(os.environ)
-    if retired:
-        print("\n".join(retired), file=sys.stderr)
+    """Build settings or exit 2 with one line on stderr (a line per retired variable set, see RETIRED, and per
+    unknown variable in the daemon's own namespaces, see unknown_variables)."""
+    refused = retired_variables(os.environ)
+    if issubclass(settings_cls, FleetSettings):
+        refused += unknown_variables(settings_cls, os.environ)
+    if refused:
+        print("\n".join(refused), file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)
     try:
         return settings_cls(**overrides)

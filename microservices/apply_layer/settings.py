@@ -14,6 +14,7 @@ DEFAULT_SYMBOLS = (
 
 
 class ApplySettings(CommonSettings):
+    namespaces = (*CommonSettings.namespaces, "APPLY_")
     metrics_port: int = Field(default=8043, ge=0, le=65535)
     # Required: only an explicit setting selects dry run or sending (common.env sets it).
     apply_mode: ApplyMode

@@ -22,6 +22,7 @@ NAME = "demo-signals"
 
 
 class DemoSettings(CommonSettings):
+    namespaces = (*CommonSettings.namespaces, "DEMO_")
     demo_interval_sec: float = Field(default=3.0, gt=0)
     # BTCUSDT is left to the operator's own `quantum plan` tries.
     demo_symbols: str = "ETHUSDT,TRXUSDT,LINKUSDT,AVAXUSDT,LTCUSDT,NEARUSDT"

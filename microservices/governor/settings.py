@@ -15,6 +15,7 @@ INFLIGHT_GRACE_S = 60
 
 
 class GovernorSettings(CommonSettings):
+    namespaces = (*CommonSettings.namespaces, "GOV_")
     metrics_port: int = Field(default=8044, ge=0, le=65535)
     gov_permit_ttl_sec: int = Field(default=60, ge=1, le=3600)
     gov_symbol_cooldown_seconds: float = Field(default=60.0, ge=0)

@@ -50,6 +50,7 @@ def _parse_rung(part: str) -> Rung:
 
 
 class HarvestSettings(CommonSettings):
+    namespaces = (*CommonSettings.namespaces, "HARVEST_")
     metrics_port: int = Field(default=8047, ge=0, le=65535)
     harvest_poll_sec: float = Field(default=1.0, gt=0, le=60)
     harvest_default_risk_pct: Decimal = Field(default=Decimal("0.01"), gt=0, lt=1)

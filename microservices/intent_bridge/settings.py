@@ -14,6 +14,7 @@ DEFAULT_SYMBOLS = (
 
 
 class BridgeSettings(CommonSettings):
+    namespaces = (*CommonSettings.namespaces, "BRIDGE_")
     metrics_port: int = Field(default=8041, ge=0, le=65535)
     bridge_allowlist: str = Field(default=DEFAULT_SYMBOLS, pattern=r"^[A-Za-z0-9]+(,\s*[A-Za-z0-9]+)*$")
     bridge_min_confidence: Decimal = Field(default=Decimal("0.6"), ge=0, le=1)

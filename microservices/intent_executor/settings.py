@@ -10,6 +10,7 @@ from shared.settings import CommonSettings
 
 
 class ExecutorSettings(CommonSettings):
+    namespaces = (*CommonSettings.namespaces, "EXECUTOR_")
     metrics_port: int = Field(default=8046, ge=0, le=65535)
     apply_mode: ApplyMode  # required: only an explicit setting chooses dry run
     executor_permit_wait_ms: int = Field(default=3000, ge=1, le=55_000)

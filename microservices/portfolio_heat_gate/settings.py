@@ -15,6 +15,7 @@ from shared.settings import CommonSettings
 
 
 class HeatGateSettings(CommonSettings):
+    namespaces = (*CommonSettings.namespaces, "P26_")
     metrics_port: int = Field(default=8048, ge=0, le=65535)
     p26_mode: P26Mode = P26Mode.SHADOW
     p26_max_leverage: Decimal = Field(default=Decimal("5"), gt=0)

@@ -33,6 +33,7 @@ def parse_allowlist(text: str) -> frozenset[str]:
 
 
 class PositionStateSettings(CommonSettings):
+    namespaces = (*CommonSettings.namespaces, "P33_")
     metrics_port: int = Field(default=8045, ge=0, le=65535)
     # A plain string: pydantic-settings would try to parse a list field from the environment as JSON.
     # It limits opens only: closes of a position the exchange shows pass on any symbol (gates.symbol_allowed).

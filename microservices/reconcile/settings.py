@@ -8,6 +8,7 @@ from shared.settings import CommonSettings
 
 
 class ReconcileSettings(CommonSettings):
+    namespaces = (*CommonSettings.namespaces, "RECONCILE_")
     metrics_port: int = Field(default=8049, ge=0, le=65535)
     reconcile_interval_sec: float = Field(default=2.0, gt=0)
     reconcile_grace_sec: float = Field(default=5.0, ge=0)

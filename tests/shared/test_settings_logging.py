@@ -229,6 +229,37 @@ def test_a_variable_of_the_earlier_deployment_stops_the_daemon_naming_what_to_se
     assert line.startswith(f"{name}: not read by this fleet") and named in line
 
 
+@pytest.mark.parametrize(("settings_cls", "name", "meant"), [
+    (GovernorSettings, "GOV_ENABLE_AUTO_DISARM", "GOV_AUTO_DISARM"),  # an upstream repository's name
+    (GovernorSettings, "gov_max_open_position", "GOV_MAX_OPEN_POSITIONS"),  # read case-insensitively, as pydantic does
+    (ExecutorSettings, "EXECUTOR_PERMIT_WAIT_SEC", "EXECUTOR_PERMIT_WAIT_MS"),
+    (PositionStateSettings, "P33_STALE_THRESHOLD_SECS", "P33_STALE_THRESHOLD_SEC"),
+    (HeatGateSettings, "P26_KILL_SCORE_CRIT", "P26_KILL_SCORE_CRITICAL"),
+    (ReconcileSettings, "STREAM_BATCHES", "STREAM_BATCH"),
+])
+def test_a_variable_in_the_daemons_namespace_that_it_does_not_read_stops_it(monkeypatch, capsys, settings_cls, name,
+                                                                          meant) -> None:
+    """Found in a review: GOV_ENABLE_AUTO_DISARM=false (another repository's name) was ignored without a word, and
+    auto-disarm stayed on; a typo of a cap would leave the default cap in force the same way."""
+    monkeypatch.setenv("APPLY_MODE", "dry_run")
+    monkeypatch.setenv(name, "3")
+
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(settings_cls)
+
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip() == (f"{name}: not a setting of this daemon; did you mean {meant}? "
+                                               "Remove or rename it")
+
+
+def test_another_daemons_variables_and_other_tools_ones_are_left_alone(monkeypatch) -> None:
+    for name in ("GOV_MAX_OPEN_POSITIONS", "P33_ALLOWLIST", "REDIS_PASSWORD", "QUANTUM_ENV_FILE", "APPLY_ALLOWLIST"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("APPLY_MODE", "dry_run")
+
+    assert load_settings(ExecutorSettings).executor_permit_wait_ms == 3000
+
+
 @pytest.mark.parametrize("url", ["redis://:pw-typo-secret@127.0.0.1:notaport/0", "http://:pw-typo-secret@host/0"])
 def test_a_malformed_redis_url_is_one_line_at_start_without_its_password(monkeypatch, capsys, url) -> None:
     """Seen by review: a port typo gave a 30-line traceback at connect and exit 1."""
