@@ -11,6 +11,7 @@ from decimal import Decimal
 from enum import Enum
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import structlog
 
@@ -18,8 +19,9 @@ REDACTED = "***"
 _SECRET_KEY = re.compile(r"(?i)(secret|password|passwd|api_?key|signature|token|authorization|credential)")
 _PATTERNS = (
     (re.compile(r"(?i)(signature=)[0-9a-f]{16,}"), r"\1" + REDACTED),
-    # A password in any URL's userinfo (redis://:pw@host, unix://:pw@/run/redis.sock, user:pw@) or query (?password=)
-    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@"), r"\1" + REDACTED + "@"),
+    # A password in any URL's userinfo (redis://:pw@host, unix://:pw@/run/redis.sock, user:pw@) or query (?password=).
+    # The userinfo runs to the netloc's last "@", as urllib (and so redis-py) splits it: a password may hold "@".
+    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/?#\s]*:)[^/?#\s]*@"), r"\1" + REDACTED + "@"),
     (re.compile(r"(?i)([?&;]password=['\"]?)[^&;\s'\"]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)(X-MBX-APIKEY['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9]+"), r"\1" + REDACTED),
 )
@@ -49,6 +51,16 @@ def register_secrets(values: Iterable[str | None]) -> None:
             if value and len(value) >= 6:
                 registered.update({value, repr(value)[1:-1]})
         _secrets = (frozenset(registered), _screen_for(registered))
+
+
+def register_url_secrets(url: str) -> None:
+    """A connection URL and the password in it (which may also appear on its own, or in another spelling of the
+    URL) are never written."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    register_secrets([url, password and unquote(password)])
 
 
 def redact_text(text: str) -> str:

@@ -80,3 +80,17 @@ class LuaScript:
 
     def _pipelined(self, client: redis.Redis, calls: Sequence[tuple[Sequence[str], Sequence[object]]]) -> list:
         return redis_wire.send(client, [self.command(keys, args) for keys, args in calls])
+
+
+# GET of each key as the scripts read it (text_of): a key of another type comes back as NOT_TEXT, not an error.
+_TEXTS = LuaScript(SAFE_READS + """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = text_of(key) or false end
+return out
+""")
+
+
+def texts(client: redis.Redis, names: Sequence[str]) -> list[str | None]:
+    """What Python readers outside the scripts see of string keys an operator may have mistyped (status,
+    flatten, the executor's idle gauge): each value, None when absent, NOT_TEXT for a key of another type."""
+    return list(_TEXTS(client, names)) if names else []

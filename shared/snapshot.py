@@ -101,6 +101,19 @@ def read(client: redis.Redis) -> ExchangeSnapshot | None:
     return None if raw is None else decode(raw)
 
 
+DECODE_ERRORS = (ValueError, KeyError, TypeError, ArithmeticError, AttributeError)
+
+
+def checked(raw: str | None) -> tuple[ExchangeSnapshot | None, str | None]:
+    """(snapshot, None); (None, None) when there is none; (None, why) for a value that is not a snapshot."""
+    if raw is None:
+        return None, None
+    try:
+        return decode(raw), None
+    except DECODE_ERRORS as exc:
+        return None, f"unreadable ({exc.__class__.__name__})"
+
+
 @lru_cache(maxsize=8)
 def decode(raw: str) -> ExchangeSnapshot:
     """Decoded once per published snapshot: readers see the same blob many times between refreshes.

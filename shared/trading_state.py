@@ -56,6 +56,12 @@ def parse_execution(raw: str | None) -> tuple[bool, bool]:
     return False, word == DISABLED
 
 
+def forced_dry_run(raw: str | None) -> bool:
+    """quantum:apply:dry_run: any value but an explicit off (0, false, no, off, empty) forces dry run; an
+    unreadable one (shared.lua.NOT_TEXT included) fails safe."""
+    return raw is not None and raw.strip().lower() not in ("0", "false", "no", "off", "")
+
+
 def read_switches(kill_raw: str | None, execution_raw: str | None) -> Switches:
     kill, kill_readable = parse_kill(kill_raw)
     enabled, execution_readable = parse_execution(execution_raw)

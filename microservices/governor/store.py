@@ -343,13 +343,7 @@ def _within(score: str | None, since_ms: int) -> int:
     return 1 if score is not None and float(score) > since_ms else 0
 
 
-def _snapshot(raw: str | None) -> tuple[ExchangeSnapshot | None, str | None]:
-    if raw is None:
-        return None, None
-    try:
-        return exchange_snapshot.decode(raw), None
-    except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
-        return None, f"unreadable ({exc.__class__.__name__})"
+_snapshot = exchange_snapshot.checked
 
 
 def _inflight(raw: dict[str, str]) -> tuple[tuple[InFlight, ...], tuple[str, ...]]:

@@ -23,7 +23,7 @@ from microservices.intent_executor.settings import ExecutorSettings
 from shared.modes import ApplyMode
 from microservices.intent_executor.sizing import Refused, Sized, size_order
 from microservices.intent_executor import scripts
-from shared import keys, permits, results
+from shared import keys, lua, permits, results
 from shared.incarnation import RedisIncarnation
 from shared import snapshot as exchange_snapshot
 from shared.exchange.errors import ExchangeRejected, ExchangeUnavailable, OutcomeUnknown
@@ -32,7 +32,7 @@ from shared.orders import client_order_id_for
 from shared.runtime.consumer import Entry, GiveUpLater, Rejected
 from shared.runtime.exchange import ExchangeAccess
 from shared.schema import EntryError, P32Permit, P33Permit, Plan, Reason
-from shared.trading_state import Switches, TradingState, read_switches
+from shared.trading_state import Switches, TradingState, forced_dry_run, read_switches
 
 DRY_RUN_GAUGE_EVERY_S = 1.0  # the gauge follows `quantum dry-run on|off` within a second while idle
 LEVERAGE_KNOWN_TTL_S = 3600  # a leverage set by hand on the exchange is seen (and set back) within this
@@ -151,7 +151,8 @@ class Executor:
         if now - self._last_gauge < DRY_RUN_GAUGE_EVERY_S:
             return
         self._last_gauge = now
-        forced = _forced(self.r.get(keys.FORCE_DRY_RUN))
+        [raw] = lua.texts(self.r, [keys.FORCE_DRY_RUN])  # a hash there reads as unreadable, i.e. forced
+        forced = forced_dry_run(raw)
         outcomes.DRY_RUN.set(int(self.settings.apply_mode is ApplyMode.DRY_RUN or forced))
 
     def give_up(self, entry: Entry, reason: str) -> None:
@@ -254,7 +255,7 @@ class Executor:
         sized = self._size(plan, p33, p32, seen)
         if isinstance(sized, Refused):
             return outcomes.refused(plan, sized.reason, sized.detail, p32, p33)
-        dry_run = self.settings.apply_mode is ApplyMode.DRY_RUN or _forced(taken.forced_dry_run)
+        dry_run = self.settings.apply_mode is ApplyMode.DRY_RUN or forced_dry_run(taken.forced_dry_run)
         outcomes.DRY_RUN.set(int(dry_run))
         if dry_run:
             leverage = f" leverage={int(plan.leverage)}" if plan.leverage is not None and not plan.is_close else ""
@@ -364,11 +365,6 @@ def _trading_state_refusal(plan: Plan, switches: Switches) -> Reason | None:
     if switches.trading is TradingState.REDUCING and not plan.is_close:
         return Reason.EXECUTION_DISABLED
     return None
-
-
-def _forced(raw: str | None) -> bool:
-    """Any value but an explicit off forces dry run: an unreadable switch fails safe."""
-    return raw is not None and raw.strip().lower() not in ("0", "false", "no", "off", "")
 
 
 def _strings(context: dict) -> dict[str, str]:

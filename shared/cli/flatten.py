@@ -10,11 +10,12 @@ import argparse
 import time
 from typing import Any
 
-from shared import keys
+from shared import keys, lua
 from shared import snapshot as exchange_snapshot
 from shared.cli.common import CommandError, add_redis_argument, fail, redis_from, wait_for_results
 from shared.cli.up import format_result
 from shared.schema import Action, Decision, Plan, Side
+from shared.trading_state import read_switches
 
 SNAPSHOT_MAX_AGE_S = 10.0
 
@@ -38,9 +39,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _flatten(args: argparse.Namespace) -> int:
     client = redis_from(args)
-    if client.get(keys.KILL) == "1":
-        raise CommandError("the fleet is halted (quantum:kill=1): closes are stopped too; `quantum kill off` first")
-    seen = exchange_snapshot.read(client)
+    kill, raw = lua.texts(client, [keys.KILL, keys.EXCHANGE_POSITIONS])
+    if read_switches(kill, None).kill:  # as the fleet reads it: any on or unreadable value halts closes too
+        raise CommandError(f"the fleet is halted (quantum:kill={kill!r}): closes are stopped too; "
+                           "`quantum kill off` first")
+    seen, _why = exchange_snapshot.checked(raw)
     if seen is None or seen.age_s(int(time.time() * 1000)) > SNAPSHOT_MAX_AGE_S:
         raise CommandError("no fresh exchange snapshot in Redis: is quantum-position-state-brain running?")
     plans = closing_plans(seen, None if args.all else args.symbol.upper(), int(time.time() * 1000))

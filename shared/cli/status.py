@@ -9,11 +9,13 @@ from typing import Any
 
 import redis
 
-from shared import fleet, keys, ledger
+from shared import fleet, keys, ledger, lua
 from shared import snapshot as exchange_snapshot
 from shared.cli.common import CommandError, add_redis_argument, fail, redis_from
 from shared.cli.up import format_result
+from shared.redis_conn import wrong_type
 from shared.runtime import maintenance
+from shared.trading_state import forced_dry_run, read_switches
 
 GROUPS = (
     (keys.Stream.TRADE_INTENT, keys.Group.INTENT_BRIDGE),
@@ -47,26 +49,38 @@ def run(args: argparse.Namespace) -> int:
 
 def daemons(client: redis.Redis) -> list[str]:
     now_ms = int(time.time() * 1000)
-    beats = [client.hgetall(key) | {"key": key} for key in client.scan_iter(keys.heartbeat_pattern(), count=200)]
+    beats = [_fields(client, key) | {"key": key} for key in client.scan_iter(keys.heartbeat_pattern(), count=200)]
     lines = ["DAEMON                  STATE     PID      LAST BEAT"]
     for spec in fleet.FLEET:
         own = [b for b in beats if b.get("daemon") == spec.name]
         if not own and not spec.demo:  # a dev-only daemon that is not running is not a fault
             lines.append(f"{spec.name:<23} DOWN")
         for beat in own:
-            age = now_ms - int(beat.get("ts_ms", 0))
+            beat_ms = _int(beat.get("ts_ms"))
+            if beat_ms is None:
+                lines.append(f"{spec.name:<23} {'?':<9} {beat.get('pid', '?'):<8} unreadable beat {beat['key']}")
+                continue
+            age = now_ms - beat_ms
             state = "up" if age < STALE_AFTER_MS else "STALE"
             lines.append(f"{spec.name:<23} {state:<9} {beat.get('pid', '?'):<8} {age / 1000:.1f}s ago")
     return lines
 
 
 def trading_state(client: redis.Redis) -> list[str]:
-    kill, execution, mode, disarmed, forced = client.mget(
-        keys.KILL, keys.GOVERNOR_EXECUTION, keys.MODE, keys.GOVERNOR_DISARMED, keys.FORCE_DRY_RUN)
+    """The switches as the fleet reads them (shared.trading_state): an unreadable value is shown with what it
+    counts as, which is the safe side (halted, reduce-only, dry run forced)."""
+    kill, execution, mode, disarmed, forced = lua.texts(
+        client, [keys.KILL, keys.GOVERNOR_EXECUTION, keys.MODE, keys.GOVERNOR_DISARMED, keys.FORCE_DRY_RUN])
+    switches = read_switches(kill, execution)
+    unreadable = {name: f" (unreadable value {raw!r}: counts as {what})" for name, raw, what in (
+        ("kill", switches.invalid.get("kill"), "on"), ("execution", switches.invalid.get("execution"), "DISABLED"))
+        if raw is not None}
     lines = ["TRADING STATE",
-             f"  kill switch      {'ON (halted)' if kill == '1' else 'off'}",
-             f"  execution        {execution or 'ENABLED'}{' (reduce-only)' if execution == 'DISABLED' else ''}",
-             f"  mode             {mode or 'unknown'}{' (dry run FORCED by quantum:apply:dry_run)' if forced else ''}"]
+             f"  kill switch      {'ON (halted)' if switches.kill else 'off'}{unreadable.get('kill', '')}",
+             f"  execution        {'ENABLED' if switches.execution_enabled else 'DISABLED (reduce-only)'}"
+             f"{unreadable.get('execution', '')}",
+             f"  mode             {mode or 'unknown'}"
+             f"{' (dry run FORCED by quantum:apply:dry_run=' + repr(forced) + ')' if forced_dry_run(forced) else ''}"]
     if disarmed:
         lines.append(f"  auto-disarmed    {disarmed}")
     mismatches = [keys.symbol_from_key(k) for k in client.scan_iter(keys.reconcile_mismatch_pattern(), count=200)]
@@ -88,9 +102,11 @@ def streams(client: redis.Redis) -> list[str]:
 
 
 def positions(client: redis.Redis) -> list[str]:
-    seen = exchange_snapshot.read(client)
+    [raw] = lua.texts(client, [keys.EXCHANGE_POSITIONS])
+    seen, why = exchange_snapshot.checked(raw)
     if seen is None:
-        return ["POSITIONS  (no exchange snapshot yet: is position-state-brain running?)"]
+        return [f"POSITIONS  (exchange snapshot {why}: position-state-brain writes it again within a second)" if why
+                else "POSITIONS  (no exchange snapshot yet: is position-state-brain running?)"]
     age = seen.age_s(int(time.time() * 1000))
     lines = [f"POSITIONS  (exchange snapshot {age:.1f}s old)",
              "  SYMBOL        AMOUNT          ENTRY          MARK           UNREALIZED PNL  LEDGER"]
@@ -99,7 +115,8 @@ def positions(client: redis.Redis) -> list[str]:
         mark = seen.mark(symbol) or position.entry_price
         pnl = (mark - position.entry_price) * position.amount
         total += pnl
-        booked = ledger.amount(ledger.read(client, symbol))
+        entry = ledger.read_entry(client, symbol)
+        booked = f"unreadable ({entry.error})" if entry.error else ledger.amount(entry.position)
         lines.append(f"  {symbol:<13} {position.amount!s:<15} {position.entry_price!s:<14} {mark!s:<14} "
                      f"{pnl:>+.4f}{'':<7} {booked}")
     lines.append(f"  total unrealized PnL {total:+.4f} USDT over {len(seen.positions)} positions")
@@ -111,3 +128,19 @@ def results(client: redis.Redis, count: int) -> list[str]:
     if not entries:
         return ["LAST RESULTS  none"]
     return ["LAST RESULTS"] + [f"  {format_result(fields)}" for _, fields in reversed(entries)]
+
+
+def _fields(client: redis.Redis, key: str) -> dict[str, str]:
+    try:
+        return client.hgetall(key)
+    except redis.ResponseError as exc:
+        if not wrong_type(exc):
+            raise
+        return {}
+
+
+def _int(raw: str | None) -> int | None:
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None

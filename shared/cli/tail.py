@@ -7,6 +7,8 @@ import json
 import time
 from typing import Any
 
+import redis
+
 from shared import keys
 from shared.cli.common import CommandError, add_redis_argument, fail, redis_from
 from shared.cli.up import format_result
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         client = redis_from(args)
     except CommandError as exc:
         return fail(str(exc))
-    cursors = {stream: "0" if args.from_start else "$" for stream in FOLLOWED}
+    cursors = {stream: "0" if args.from_start else _last_id(client, stream) for stream in FOLLOWED}
     try:
         while True:
             for stream, entries in client.xread(cursors, block=1000, count=200) or []:
@@ -36,6 +38,15 @@ def run(args: argparse.Namespace) -> int:
                     print(describe(stream, fields), flush=True)
     except KeyboardInterrupt:
         return 0
+
+
+def _last_id(client, stream: str) -> str:
+    """Where the stream stands now, fixed once: a "$" cursor would be taken again at every XREAD for a stream that
+    has delivered nothing yet, and entries added between two reads would never be shown."""
+    try:
+        return client.xinfo_stream(stream)["last-generated-id"]
+    except redis.ResponseError:  # no such stream yet (or not a stream): everything it will hold is new
+        return "0-0"
 
 
 def describe(stream: str, fields: dict[str, str]) -> str:
@@ -55,6 +66,15 @@ def _verdicts(fields: dict[str, str]) -> str:
     parts = []
     for name in ("p32_permit", "p33_permit"):
         if fields.get(name):
-            permit = json.loads(fields[name])
-            parts.append(f"{name[:3].upper()} {'allow' if permit.get('allow') else 'DENY'} {permit.get('reason')}")
+            permit = _json_object(fields[name])
+            parts.append(f"{name[:3].upper()} unreadable" if permit is None else
+                         f"{name[:3].upper()} {'allow' if permit.get('allow') is True else 'DENY'} {permit.get('reason')}")
     return f"  [{'; '.join(parts)}]" if parts else ""
+
+
+def _json_object(raw: str) -> dict | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

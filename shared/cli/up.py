@@ -215,7 +215,8 @@ def _metrics_url(spec: fleet.DaemonSpec) -> str:
 
 
 def format_result(fields: dict[str, str]) -> str:
-    stamp = time.strftime("%H:%M:%S", time.localtime(int(fields.get("ts_ms") or time.time() * 1000) / 1000))
+    raw_ms = fields.get("ts_ms", "")
+    stamp = time.strftime("%H:%M:%S", time.localtime(int(raw_ms) / 1000)) if raw_ms.isdigit() else "??:??:??"
     what = f"{fields.get('symbol', '?')} {fields.get('side', '?')} {fields.get('qty', '?')}"
     if fields.get("executed") == "true":
         return (f"{stamp} FILLED   {what:<28} @ {fields.get('avg_price', '?')} order {fields.get('order_id')}"

@@ -461,6 +461,12 @@ def test_the_idle_dry_run_gauge_follows_the_switch_about_once_a_second(r, access
     now[0] += executor_module.DRY_RUN_GAUGE_EVERY_S
     executor.on_tick()
     assert outcomes.DRY_RUN._value.get() == 1
+
+    r.delete(keys.FORCE_DRY_RUN)
+    r.hset(keys.FORCE_DRY_RUN, "on", "1")  # another type: unreadable, so forced (before, the tick failed WRONGTYPE)
+    now[0] += executor_module.DRY_RUN_GAUGE_EVERY_S
+    executor.on_tick()
+    assert outcomes.DRY_RUN._value.get() == 1
     r.delete(keys.FORCE_DRY_RUN)
 
 

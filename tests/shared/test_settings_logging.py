@@ -204,7 +204,11 @@ def test_a_registered_secret_is_redacted_also_as_repr_quotes_it(secret) -> None:
     ("REDISS://user:pw123456@host:6380/0", "REDISS://user:***@host:6380/0"),
     ("http://127.0.0.1:8090/fapi/v1/order", "http://127.0.0.1:8090/fapi/v1/order"),
     ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-], ids=["unix-userinfo", "query", "quoted-query", "upper-scheme", "no-password", "no-userinfo"])
+    ("(in redis://:p@ss-word1@host/0)", "redis://:***@host/0)"),  # redis-py splits at the last @, so must we
+    ("redis://us@er:pw123456@host/0 then mail to a@b", "redis://us@er:***@host/0 then mail to a@b"),
+    ("redis://user@host:6379/0?x=a@b", "redis://user@host:6379/0?x=a@b"),
+], ids=["unix-userinfo", "query", "quoted-query", "upper-scheme", "no-password", "no-userinfo", "at-in-password",
+        "at-in-user", "user-without-password"])
 def test_a_password_in_any_form_of_redis_url_is_redacted(text, shown) -> None:
     """Seen by review: only redis[s]://user:pw@ was covered; the unix-socket URL the README recommends, and a
     ?password= parameter (both valid for redis-py), reached the CLI's error line as they were."""

@@ -1,0 +1,88 @@
+"""`quantum status`, `tail` and `flatten` read the fleet's keys as the daemons do, and a garbled key shows as
+such in its own line instead of ending the command (found in a review of the CLI)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from shared import keys
+from shared.cli import flatten, status, tail
+from shared.cli.common import CommandError
+from shared.cli.up import format_result
+
+
+def state_of(r) -> str:
+    return "\n".join(status.trading_state(r))
+
+
+@pytest.mark.parametrize(("write", "shown"), [
+    (lambda r: r.set(keys.KILL, "true"), "kill switch      ON (halted)"),
+    (lambda r: r.set(keys.KILL, "maybe"), "ON (halted) (unreadable value 'maybe': counts as on)"),
+    (lambda r: r.hset(keys.KILL, "on", "1"), "ON (halted) (unreadable value '(not a string)': counts as on)"),
+    (lambda r: r.set(keys.KILL, "0"), "kill switch      off"),
+    (lambda r: r.set(keys.GOVERNOR_EXECUTION, "disabled"), "execution        DISABLED (reduce-only)"),
+    (lambda r: r.set(keys.GOVERNOR_EXECUTION, "paused"), "DISABLED (reduce-only) (unreadable value 'paused'"),
+    (lambda r: r.set(keys.FORCE_DRY_RUN, "yes"), "(dry run FORCED by quantum:apply:dry_run='yes')"),
+    (lambda r: r.hset(keys.FORCE_DRY_RUN, "a", "b"), "dry run FORCED"),
+])
+def test_status_shows_the_switches_as_the_fleet_reads_them(r, write, shown) -> None:
+    """Before: `quantum:kill=true` halted the fleet while status said 'kill switch off'."""
+    write(r)
+    assert shown in state_of(r)
+
+
+@pytest.mark.parametrize("off", ["0", "false", "off", ""])
+def test_status_does_not_call_an_explicit_off_forced_dry_run(r, off) -> None:
+    """Before: `quantum:apply:dry_run=0` showed 'dry run FORCED' while the executor sent real orders."""
+    r.set(keys.FORCE_DRY_RUN, off)
+    assert "FORCED" not in state_of(r)
+
+
+def test_status_shows_garbled_keys_in_their_own_line(r) -> None:
+    r.set(keys.EXCHANGE_POSITIONS, '{"fetched_at_ms": 1, "positions": {"BTCUSDT": ["0.002", "88000", 1]}, '
+                                   '"marks": {"BTCUSDT": "88100"}}')
+    r.hset(keys.position_ledger("BTCUSDT"), "position_amt", "abc")
+    r.set(keys.heartbeat("governor@h#0"), "x")
+    r.hset(keys.heartbeat("governor@h#1"), mapping={"daemon": "governor", "ts_ms": "soon", "pid": "7"})
+    r.xadd(keys.Stream.APPLY_RESULT, {"ts_ms": "abc", "p32_permit": "nope", "plan_id": "p"})
+
+    shown = "\n".join(line for section in (status.daemons(r), status.positions(r), status.results(r, 8))
+                      for line in section)
+
+    assert "BTCUSDT       0.002" in shown and "unreadable (" in shown
+    assert "governor                ?         7        unreadable beat" in shown
+    assert "??:??:?? REFUSED" in shown
+
+    r.set(keys.EXCHANGE_POSITIONS, "{bad")
+    assert "exchange snapshot unreadable (JSONDecodeError)" in status.positions(r)[0]
+    r.delete(keys.EXCHANGE_POSITIONS)
+    r.hset(keys.EXCHANGE_POSITIONS, "a", "b")
+    assert "unreadable" in status.positions(r)[0]
+
+
+@pytest.mark.parametrize("raw", ["nope", "1", "[]", '{"allow": "false", "reason": "x"}'])
+def test_tail_shows_a_result_with_unreadable_permits(raw) -> None:
+    line = tail.describe(keys.Stream.APPLY_RESULT, {"ts_ms": "1", "p32_permit": raw, "plan_id": "p"})
+    assert "P32 unreadable" in line or "P32 DENY" in line  # a string "false" is not an allow
+
+
+def test_tail_starts_each_stream_where_it_stands_once(r) -> None:
+    """Before: a stream that had delivered nothing kept the '$' cursor, taken again at each XREAD, so an entry
+    added between two reads was never shown."""
+    first = r.xadd(keys.Stream.APPLY_PLAN, {"plan_id": "old"})
+    assert tail._last_id(r, keys.Stream.APPLY_PLAN) == first
+    assert tail._last_id(r, keys.Stream.DEAD_LETTER) == "0-0"  # not there yet: all it will hold is new
+    assert "??:??:??" not in format_result({"ts_ms": "1700000000000"})
+
+
+@pytest.mark.parametrize("kill", [lambda r: r.set(keys.KILL, "true"), lambda r: r.hset(keys.KILL, "a", "b")])
+def test_flatten_refuses_when_the_fleet_reads_the_kill_switch_as_on(r, redis_url, kill) -> None:
+    """Before: `true` sent every close to be refused, and a hash there ended flatten with a traceback."""
+    kill(r)
+    args = argparse.Namespace(redis_url=redis_url, all=True, symbol=None, timeout=1.0)
+
+    with pytest.raises(CommandError, match="halted"):
+        flatten._flatten(args)
+    assert r.xlen(keys.Stream.APPLY_PLAN) == 0
