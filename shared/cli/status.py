@@ -92,12 +92,17 @@ def streams(client: redis.Redis) -> list[str]:
     lines = ["STREAM / GROUP                                         LAG    PENDING",
              f"  dead letters: {client.xlen(keys.Stream.DEAD_LETTER) if client.exists(keys.Stream.DEAD_LETTER) else 0}"]
     for stream, group in GROUPS:
+        name = f"{stream.removeprefix('quantum:stream:')} / {group}"
         try:
             state = maintenance.group_state(client, stream, group)
-        except redis.ResponseError:
-            state = None
-        if state is not None:
-            lines.append(f"  {stream.removeprefix('quantum:stream:') + ' / ' + group:<52} {state.lag:<6} {state.pending}")
+        except redis.ResponseError:  # no such stream yet (or not a stream)
+            lines.append(f"  {name:<52} no stream yet")
+            continue
+        if state is None:
+            lines.append(f"  {name:<52} no group yet (its daemon creates it when it starts)")
+            continue
+        lag = f"≥{state.lag}" if state.lag_at_least else str(state.lag)
+        lines.append(f"  {name:<52} {lag:<6} {state.pending}")
     return lines
 
 

@@ -22,6 +22,7 @@ class GroupState:
     lag: int
     pending: int
     last_delivered_id: str
+    lag_at_least: bool = False  # counted on Redis < 7 and stopped at LAG_COUNT_CAP: the lag is this or more
 
 
 def group_state(client: redis.Redis, stream: str, group: str) -> GroupState | None:
@@ -29,9 +30,11 @@ def group_state(client: redis.Redis, stream: str, group: str) -> GroupState | No
         if info["name"] == group:
             last_id = info["last-delivered-id"]
             lag = info.get("lag")
-            if lag is None:  # Redis < 7 has no lag field; count what is after last-delivered.
+            counted = lag is None
+            if counted:  # Redis < 7 has no lag field; count what is after last-delivered.
                 lag = len(client.xrange(stream, min=f"({last_id}", max="+", count=LAG_COUNT_CAP))
-            return GroupState(lag=int(lag), pending=int(info["pending"]), last_delivered_id=last_id)
+            return GroupState(lag=int(lag), pending=int(info["pending"]), last_delivered_id=last_id,
+                              lag_at_least=counted and int(lag) >= LAG_COUNT_CAP)
     return None
 
 

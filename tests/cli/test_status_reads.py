@@ -86,3 +86,14 @@ def test_flatten_refuses_when_the_fleet_reads_the_kill_switch_as_on(r, redis_url
     with pytest.raises(CommandError, match="halted"):
         flatten._flatten(args)
     assert r.xlen(keys.Stream.APPLY_PLAN) == 0
+
+
+def test_status_names_streams_and_groups_not_there_yet_and_a_capped_lag(r) -> None:
+    r.xgroup_create(keys.Stream.APPLY_PLAN, keys.Group.GOVERNOR, id="0", mkstream=True)
+    r.xadd(keys.Stream.APPLY_PLAN, {"plan_id": "p"})
+
+    shown = {line.split("  ")[1].strip(): line for line in status.streams(r)[2:]}
+
+    assert shown["trade.intent / intent-bridge"].endswith("no stream yet")
+    assert "no group yet" in shown["apply.plan / intent-executor"]
+    assert shown["apply.plan / governor"].split()[-2:] == ["1", "0"]

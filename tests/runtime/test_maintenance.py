@@ -63,3 +63,14 @@ def test_lag_counts_entries_not_yet_delivered_to_the_group(r: redis.Redis) -> No
     state = maintenance.group_state(r, STREAM, "g")
 
     assert (state.lag, state.pending) == (5, 2)
+    assert not state.lag_at_least or r.info("server")["redis_version"] >= "7"
+
+
+def test_a_counted_lag_past_the_cap_says_it_is_at_least_that(r: redis.Redis) -> None:
+    r.xgroup_create(STREAM, "g", id="0", mkstream=True)
+    add(r, maintenance.LAG_COUNT_CAP + 5)
+
+    state = maintenance.group_state(r, STREAM, "g")
+
+    assert state.lag >= maintenance.LAG_COUNT_CAP
+    assert state.lag_at_least == (state.lag == maintenance.LAG_COUNT_CAP)  # Redis 7 tells it exactly
