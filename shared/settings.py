@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.connection import parse_url
 
+from shared.runtime.liveness import QUIET_MAX_S
 from shared.schema.fields import StrictBool
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -59,7 +60,7 @@ class CommonSettings(FleetSettings):
     log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
     quantum_instance: str = Field(default="0", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     stream_batch: int = Field(default=64, ge=1, le=10_000)
-    stream_block_ms: int = Field(default=2000, ge=1, le=60_000)
+    stream_block_ms: int = Field(default=2000, ge=1, le=int(QUIET_MAX_S * 1000))  # a loop beats after each wait
     stream_claim_idle_ms: int = Field(default=30_000, ge=1)
     stream_max_deliveries: int = Field(default=5, ge=1, le=1000)
     stream_retention_hours: float = Field(default=72.0, gt=0)

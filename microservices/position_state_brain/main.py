@@ -32,9 +32,10 @@ def main() -> int:
         access.filters.maybe_refresh()
         brain.maybe_catch_up()
 
-    # Blocking no longer than the poll interval makes the loop tick, and so refresh, on schedule.
+    # Blocking no longer than the poll interval makes the loop tick, and so refresh, on schedule (maybe_refresh
+    # refreshes when due); no longer than STREAM_BLOCK_MS either, so it beats its liveness as every loop does.
     config = daemon.consumer_config(settings, NAME, keys.Stream.APPLY_PLAN, keys.Group.POSITION_STATE_BRAIN,
-                                    block_ms=max(1, int(settings.p33_poll_sec * 1000)))
+                                    block_ms=max(1, min(settings.stream_block_ms, int(settings.p33_poll_sec * 1000))))
     consumer = StreamConsumer(ctx.redis, config, Plan.from_fields, brain.handle, on_tick=on_tick,
                               batch_handler=brain.handle_batch, arrival=brain)
     return daemon.run(ctx, consumer)

@@ -23,7 +23,7 @@ from shared import logging as qlog
 from shared import metrics
 from shared.redis_conn import OnConnect, RedisUnavailable, connect_checked
 from shared.runtime.consumer import ConsumerConfig, Shutdown, StreamConsumer
-from shared.runtime.liveness import Liveness
+from shared.runtime.liveness import QUIET_MAX_S, Liveness
 from shared.settings import CommonSettings
 
 EXIT_UNAVAILABLE = 1
@@ -130,11 +130,17 @@ def run_timer(ctx: DaemonContext, interval_s: float, tick: Callable[[], None]) -
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     liveness = Liveness(ctx.redis, ctx.name, ctx.settings.consumer_name(ctx.name))
     liveness.ready()
-    while not stopping.wait(interval_s):
+    due, healthy = time.monotonic() + interval_s, True
+    while not stopping.wait(min(max(due - time.monotonic(), 0.0), QUIET_MAX_S)):
+        if time.monotonic() < due:  # a long interval (HARVEST_POLL_SEC up to 60 s) is waited in beats
+            _between_ticks(ctx, liveness, healthy)
+            continue
+        due, healthy = time.monotonic() + interval_s, False
         try:
             tick()
             liveness.beat()
             metrics.LOOP_HEARTBEAT.labels(stream="timer", group=ctx.name).set(time.time())
+            healthy = True
         except Shutdown:
             raise
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -147,6 +153,19 @@ def run_timer(ctx: DaemonContext, interval_s: float, tick: Callable[[], None]) -
     liveness.stopping()
     ctx.log.info("daemon_stopped")
     return 0
+
+
+def _between_ticks(ctx: DaemonContext, liveness: Liveness, healthy: bool) -> None:
+    """Alive while waiting for the next tick: the heartbeat too if the last tick went well (a failing one leaves it
+    stale, as said above), systemd's watchdog in any case."""
+    if not healthy:
+        liveness.waiting()
+        return
+    try:
+        liveness.beat()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        ctx.log.warning("redis_unavailable", error=exc.__class__.__name__)
+        liveness.waiting()
 
 
 def run(ctx: DaemonContext, consumer: StreamConsumer) -> int:

@@ -15,6 +15,9 @@ from shared import keys
 
 HEARTBEAT_TTL_S = 30
 BEAT_EVERY_S = 1.0
+# The longest any loop waits (a blocked read, a timer's pause) before it beats again: well inside the heartbeat's
+# TTL, systemd's WatchdogSec (30 s, shared.deploy) and the 10 s after which `quantum status` calls a beat stale.
+QUIET_MAX_S = 5.0
 
 
 def sd_notify(message: str) -> bool:

@@ -75,3 +75,17 @@ def test_the_target_pulls_in_every_fleet_daemon_but_not_the_simulator() -> None:
     assert fleet.SIMULATOR.unit not in named
     assert named == {spec.unit for spec in fleet.installed() if spec is not fleet.SIMULATOR}
     assert "WantedBy=quantum.target" in render_all()[fleet.SIMULATOR.unit]
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_no_loop_is_quiet_longer_than_its_watchdog_heartbeat_or_status_allow(name: str) -> None:
+    """Found in a review: STREAM_BLOCK_MS up to 60 s, or a P3.3/harvest poll of 60 s, made an idle loop beat less
+    often than WatchdogSec (30 s): systemd killed a daemon that was waiting as told."""
+    from shared.cli.status import STALE_AFTER_MS
+    from shared.runtime.liveness import HEARTBEAT_TTL_S, QUIET_MAX_S
+    from shared.settings import CommonSettings
+
+    watchdog = re.search(r"^WatchdogSec=(\d+)$", render_all()[name], re.MULTILINE)
+    assert watchdog is None or 2 * QUIET_MAX_S <= int(watchdog.group(1))
+    assert 2 * QUIET_MAX_S <= min(HEARTBEAT_TTL_S, STALE_AFTER_MS / 1000)
+    assert CommonSettings.model_fields["stream_block_ms"].metadata[-1].le <= QUIET_MAX_S * 1000

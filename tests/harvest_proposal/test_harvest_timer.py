@@ -82,3 +82,37 @@ def test_a_redis_outage_skips_the_tick_uncounted_as_before(r, error) -> None:
 def test_a_shutdown_still_ends_the_loop(r) -> None:
     with pytest.raises(Shutdown):
         run_timer(context(r), 0.001, Ticks(Shutdown("SIGTERM")))
+
+
+@pytest.fixture
+def liveness_calls(monkeypatch) -> list[str]:
+    """What the loop tells its liveness, in order; waits sliced at 50 ms, beats not rate-limited."""
+    from shared.runtime import daemon, liveness
+
+    calls: list[str] = []
+    monkeypatch.setattr(daemon, "QUIET_MAX_S", 0.05)
+    monkeypatch.setattr(liveness, "BEAT_EVERY_S", 0.0)
+    for name in ("beat", "waiting"):
+        real = getattr(liveness.Liveness, name)
+        monkeypatch.setattr(liveness.Liveness, name,
+                            lambda self, *a, _real=real, _name=name, **k: (calls.append(_name), _real(self, *a, **k)))
+    return calls
+
+
+def test_a_long_interval_is_waited_in_beats_so_systemd_and_status_see_the_daemon_alive(r, liveness_calls) -> None:
+    """Found in a review: HARVEST_POLL_SEC may be 60, but the loop beat only after each tick: past 30 s systemd's
+    watchdog killed the daemon (and the heartbeat's TTL ran out) while it waited as told."""
+    ticks = Ticks()
+    run_timer(context(r), 0.4, lambda: (liveness_calls.append("tick"), ticks())[1])
+
+    before_tick = liveness_calls[1:liveness_calls.index("tick")]  # [0]: ready's own beat
+    assert before_tick.count("beat") >= 4 and "waiting" not in before_tick
+
+
+def test_after_a_failing_tick_the_waits_feed_the_watchdog_but_leave_the_heartbeat_stale(r, liveness_calls) -> None:
+    ticks = Ticks(KeyError("positions"))
+    run_timer(context(r), 0.3, lambda: (liveness_calls.append("tick"), ticks())[1])
+
+    first = liveness_calls.index("tick")
+    between = liveness_calls[first + 1:liveness_calls.index("tick", first + 1)]
+    assert between and set(between) == {"waiting"}
