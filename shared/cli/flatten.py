@@ -1,4 +1,5 @@
-"""`quantum flatten SYMBOL|--all`: full-close plans for open positions, then their results.
+"""`quantum flatten SYMBOL|--all`: full-close plans for open positions, their results, then what the exchange
+shows: it exits 0 only when a snapshot fetched after the results shows the positions flat.
 
 Closes pass in reduce-only state (execution DISABLED) but not when halted (quantum:kill=1):
 flatten says so up front rather than sending plans that must be refused.
@@ -18,6 +19,7 @@ from shared.schema import Action, Decision, Plan, Side
 from shared.trading_state import read_switches
 
 SNAPSHOT_MAX_AGE_S = 10.0
+CONFIRM_WAIT_S = 5.0  # P3.3 publishes a snapshot about every P33_POLL_SEC (1 s by default)
 
 
 def register(commands: Any) -> None:
@@ -55,7 +57,8 @@ def _flatten(args: argparse.Namespace) -> int:
         client.xadd(keys.Stream.APPLY_PLAN, plan.to_fields())
         print(f"sent    {plan.plan_id}: {plan.side.value} {plan.qty} {plan.symbol} reduceOnly")
     results = wait_for_results(client, [p.plan_id for p in plans], args.timeout, since)
-    return _report(plans, results)
+    _report(plans, results)
+    return _confirm(client, [p.symbol for p in plans], args.all, int(time.time() * 1000))
 
 
 def closing_plans(seen: exchange_snapshot.ExchangeSnapshot, symbol: str | None, now_ms: int) -> list[Plan]:
@@ -68,11 +71,30 @@ def closing_plans(seen: exchange_snapshot.ExchangeSnapshot, symbol: str | None, 
     ]
 
 
-def _report(plans: list[Plan], results: dict[str, dict]) -> int:
-    closed = 0
+def _report(plans: list[Plan], results: dict[str, dict]) -> None:
     for plan in plans:
         result = results.get(plan.plan_id)
         print(format_result(result) if result else f"TIMEOUT  {plan.plan_id}: no result yet (check `quantum status`)")
-        closed += bool(result and result.get("executed") == "true")
-    print(f"{closed}/{len(plans)} positions closed")
-    return 0 if closed == len(plans) else 1
+
+
+def _confirm(client, symbols: list[str], every: bool, after_ms: int, wait_s: float = CONFIRM_WAIT_S) -> int:
+    """Flat is what the exchange shows, not what the results say: a position that grew after the snapshot the
+    plans were sized on, or one opened meanwhile (--all), is still open. Read the first snapshot fetched after the
+    results and name what is left; 0 only when nothing is."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        [raw] = lua.texts(client, [keys.EXCHANGE_POSITIONS])
+        seen, _why = exchange_snapshot.checked(raw)
+        if seen is not None and seen.fetched_at_ms > after_ms:
+            break
+        if time.monotonic() >= deadline:
+            print(f"could not confirm: no exchange snapshot newer than the results within {wait_s:g}s "
+                  "(check `quantum status`)")
+            return 1
+        time.sleep(0.2)
+    closed = sum(1 for symbol in symbols if not seen.amount(symbol))
+    left = {s: seen.amount(s) for s in sorted(set(symbols) | (set(seen.positions) if every else set())) if seen.amount(s)}
+    for symbol, amount in left.items():
+        print(f"still open: {symbol} {amount} (run flatten again, or see `quantum status`)")
+    print(f"{closed}/{len(symbols)} positions closed" + (f", {len(left)} still open" if left else ""))
+    return 1 if left else 0

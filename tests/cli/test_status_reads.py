@@ -97,3 +97,32 @@ def test_status_names_streams_and_groups_not_there_yet_and_a_capped_lag(r) -> No
     assert shown["trade.intent / intent-bridge"].endswith("no stream yet")
     assert "no group yet" in shown["apply.plan / intent-executor"]
     assert shown["apply.plan / governor"].split()[-2:] == ["1", "0"]
+
+
+def snapshot_json(fetched_at_ms: int, **amounts: str) -> str:
+    import json
+    return json.dumps({"fetched_at_ms": fetched_at_ms, "marks": {},
+                       "positions": {symbol: [amount, "100", 1] for symbol, amount in amounts.items()}})
+
+
+def test_flatten_counts_a_position_closed_only_when_the_exchange_shows_it_flat(r, capsys) -> None:
+    """Found in a review: 'N/N positions closed' came from the results, so a position that grew after the snapshot
+    the closes were sized on (or one opened meanwhile, with --all) was reported closed while still open."""
+    r.set(keys.EXCHANGE_POSITIONS, snapshot_json(2_000, ETHUSDT="0.01", TRXUSDT="5"))
+
+    code = flatten._confirm(r, ["BTCUSDT", "ETHUSDT"], True, after_ms=1_000, wait_s=0.5)
+
+    out = capsys.readouterr().out
+    assert code == 1 and "1/2 positions closed, 2 still open" in out
+    assert "still open: ETHUSDT 0.01" in out and "still open: TRXUSDT 5" in out
+
+    r.set(keys.EXCHANGE_POSITIONS, snapshot_json(2_000))
+    assert flatten._confirm(r, ["BTCUSDT", "ETHUSDT"], True, after_ms=1_000, wait_s=0.5) == 0
+    assert "2/2 positions closed\n" in capsys.readouterr().out
+
+
+def test_flatten_does_not_confirm_on_a_snapshot_older_than_its_results(r, capsys) -> None:
+    r.set(keys.EXCHANGE_POSITIONS, snapshot_json(500))
+
+    assert flatten._confirm(r, ["BTCUSDT"], False, after_ms=1_000, wait_s=0.3) == 1
+    assert "could not confirm" in capsys.readouterr().out
