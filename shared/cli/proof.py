@@ -63,6 +63,8 @@ class Proof:
     verified: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)
     planned: int = 0
+    executed: list[tuple[TestPlan, dict[str, str]]] = field(default_factory=list)  # results saying a fill
+    unanswered: list[TestPlan] = field(default_factory=list)  # no result in time: its order may still fill
 
     def fail(self, plan: TestPlan, stage: str, reason: str, detail: str = "") -> None:
         self.failures.append({"plan_id": plan.plan_id, "symbol": plan.symbol, "stage": stage,
@@ -146,11 +148,20 @@ def prove(client: redis.Redis, exchange: ExchangeClient, opens: list[tuple[str, 
     stamp = int(time.time() * 1000)
     chosen = choose_opens(exchange, opens, len(opens) if args.plan else args.count, say)
     batch = [TestPlan(f"proof-{stamp}-{n}", symbol, "BUY", qty, False) for n, (symbol, qty) in enumerate(chosen, 1)]
-    opened = run_batch(client, exchange, batch, "test plans", "orders", args.timeout, proof, say)
-    if args.close and opened:
-        closes = [close_plan_for(order) for order in opened]
+    run_batch(client, exchange, batch, "test plans", "orders", args.timeout, proof, say)
+    filled = list(proof.executed)
+    may_be_open = [plan.symbol for plan in proof.unanswered]  # no result in time: the order may still fill
+    if args.close and filled:  # every open whose result says it filled, verified on the exchange or not
+        closes = [close_plan_for(plan, result) for plan, result in filled]
         run_batch(client, exchange, closes, "close plans (reduce-only)", "close orders", args.timeout, proof, say)
+        closed = {plan.plan_id for plan, _result in proof.executed[len(filled):]}
+        may_be_open += [plan.symbol for plan in closes if plan.plan_id not in closed]
+    if args.close:
+        for symbol in may_be_open:
+            say(f"  MAY BE OPEN  {symbol}: check `quantum status`, then `quantum flatten {symbol}`")
     document = proof_document(proof, mode, exchange, endpoint)
+    if args.close:
+        document["possibly_open"] = may_be_open
     save_proof(document, args.out, say)
     return 0 if document["ok"] else 1
 
@@ -209,11 +220,13 @@ def check_plan(exchange: ExchangeClient, plan: TestPlan, result: dict[str, str] 
     if result is None:
         say(f"  FAILED   {plan.plan_id}: no result within {timeout:g}s (is the fleet running? `quantum status`)")
         proof.fail(plan, "result", "no_result", f"no result within {timeout:g}s")
+        proof.unanswered.append(plan)
         return None
     if result.get("executed") != "true":
         say(f"  REFUSED  {plan.plan_id}: {result.get('reason')}: {result.get('detail', '')}")
         proof.fail(plan, "result", result.get("reason") or "not_executed", result.get("detail", ""))
         return None
+    proof.executed.append((plan, result))
     say(f"  FILLED   {plan.plan_id}: order {result.get('order_id')} {result.get('filled_qty')} @ {result.get('avg_price')}")
     return verify_order(exchange, plan, result, proof, say)
 
@@ -257,9 +270,10 @@ def order_entry(order: OrderResult, plan: TestPlan) -> dict[str, Any]:
             "timestamp": order.update_time_ms, "plan_id": plan.plan_id, "message_id": plan.message_id}
 
 
-def close_plan_for(order: dict[str, Any]) -> TestPlan:
-    side = "SELL" if order["side"] == "BUY" else "BUY"
-    return TestPlan(f"{order['plan_id']}-close", order["symbol"], side, order["executedQty"], True)
+def close_plan_for(plan: TestPlan, result: dict[str, str]) -> TestPlan:
+    """The reduce-only close of what an open's result says filled."""
+    side = "SELL" if plan.side == "BUY" else "BUY"
+    return TestPlan(f"{plan.plan_id}-close", plan.symbol, side, result.get("filled_qty") or plan.qty, True)
 
 
 def proof_document(proof: Proof, mode: str, exchange: ExchangeClient, endpoint: str) -> dict[str, Any]:
