@@ -132,7 +132,14 @@ verify_test_plan() {
     return 0
   fi
   if [ "${OPS_ENTRY[executed]:-}" = false ]; then
-    echo "  refused with ${OPS_ENTRY[reason]:-?} before reaching the dry-run check: try --symbol on a symbol without a position"
+    case "${OPS_ENTRY[reason]:-}" in
+      kill_switch|execution_disabled|auto_disarmed)
+        echo "  refused with ${OPS_ENTRY[reason]} before reaching the dry-run check: the fleet is halted or reduce-only,"
+        echo "  so no open can reach it now (the switch of step 1 holds); verify again after 'quantum kill off' or"
+        echo "  'quantum execution enable'" ;;
+      *)
+        echo "  refused with ${OPS_ENTRY[reason]:-?} before reaching the dry-run check: try --symbol on a symbol without a position" ;;
+    esac
   else
     echo "  THE TEST PLAN EXECUTED: dry run is NOT in force"
   fi

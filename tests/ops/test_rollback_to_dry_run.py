@@ -30,7 +30,8 @@ def test_a_test_plan_refused_before_the_dry_run_check_does_not_verify(order_path
     done = run_script(SCRIPT, env=script_env)
 
     assert done.returncode == 1
-    assert "refused with kill_switch before reaching the dry-run check" in done.stdout
+    assert "refused with kill_switch before reaching the dry-run check: the fleet is halted" in done.stdout
+    assert "try --symbol" not in done.stdout  # found in a review: it advised another symbol, which cannot help
     assert "ROLLBACK NOT VERIFIED" in done.stdout
 
 
