@@ -68,6 +68,18 @@ def entries(reply: dict | list | None) -> list[tuple[str, dict[str, str] | None]
     return [(entry_id, _fields(flat)) for _stream, stream_entries in streams for entry_id, flat in stream_entries]
 
 
+def xautoclaim(stream: str, group: str, consumer: str, min_idle_ms: int, start_id: str, count: int) -> tuple:
+    return ("XAUTOCLAIM", stream, group, consumer, min_idle_ms, start_id, "COUNT", count)
+
+
+def claimed(reply: list) -> tuple[str, list[tuple[str, dict[str, str] | None]], int]:
+    """An XAUTOCLAIM reply: (where the next call goes on, the entries claimed, how many it answered nil for).
+    Redis 6.2 answers an entry deleted while pending as nil and leaves it pending; 7 drops it itself."""
+    listed = reply[1] or []
+    claimed_entries = [(entry[0], _fields(entry[1])) for entry in listed if entry and entry[0] and entry[1] is not None]
+    return reply[0], claimed_entries, len(listed) - len(claimed_entries)
+
+
 class Fields(dict):
     """An entry's fields. XADD keeps every pair it is given, a dict the last of each name: `duplicated` names
     those given more than once with different values (`XADD ... reduceOnly true ... reduceOnly false`)."""

@@ -219,19 +219,14 @@ class StreamConsumer(Generic[T]):
             return 0
         self._state.last_claim = now
         self._flush_acks()
-        response = self.client.xautoclaim(
-            self.config.stream,
-            self.config.group,
-            self.config.consumer,
-            min_idle_time=self.config.claim_idle_ms,
-            start_id=self._state.claim_from,
-            count=self.config.batch,
-        )
+        # Read through redis_wire, as XREADGROUP is: an entry's fields are told apart when one is given twice.
+        next_id, batch, deleted = redis_wire.claimed(redis_wire.call(self.client, *redis_wire.xautoclaim(
+            self.config.stream, self.config.group, self.config.consumer, self.config.claim_idle_ms,
+            self._state.claim_from, self.config.batch)))
         # XAUTOCLAIM looks at no more than COUNT x 10 pending entries a call: go on where it stopped ("0-0": from
         # the start again), or entries further on would never be claimed.
-        self._state.claim_from = response[0] or "0-0"
-        batch = [(entry_id, fields) for entry_id, fields in response[1] if entry_id]
-        if len(batch) < len(response[1]):
+        self._state.claim_from = next_id or "0-0"
+        if deleted:
             self._ack_deleted()
         if not batch:
             return 0

@@ -231,6 +231,22 @@ def test_a_field_given_twice_with_different_values_is_dead_lettered_naming_it(r:
     assert handled == [(same_twice, 1)]  # the same value twice says one thing: handled
 
 
+def test_a_field_given_twice_is_dead_lettered_also_when_the_entry_is_claimed_from_a_dead_consumer(r: redis.Redis) -> None:
+    # Found in a review: XAUTOCLAIM went through redis-py's parse, which keeps the last value of a field.
+    flat = [item for pair in {**SELL_PLAN, "reduceOnly": "true"}.items() for item in pair]
+    r.execute_command("XADD", STREAM, "*", *flat, "reduceOnly", "false")
+    r.xgroup_create(STREAM, "g", id="0")
+    r.xreadgroup("g", "dead-consumer", {STREAM: ">"}, count=1)
+    time.sleep(0.05)
+    handled: list = []
+
+    StreamConsumer(r, config(consumer="alive"), Plan.from_fields, record_into(handled)).run(burst=True)
+
+    (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
+    assert (dead["reason"], handled) == ("duplicate_field", [])
+    assert r.xpending(STREAM, "g")["pending"] == 0
+
+
 def test_a_second_instance_in_the_group_shares_the_work_without_processing_twice(redis_url: str, r: redis.Redis) -> None:
     total = 600
     pipe = r.pipeline()
