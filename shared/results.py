@@ -8,6 +8,7 @@ ledger; callers that read it earlier (the executor, with the permits) pass it in
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -24,20 +25,29 @@ LEDGER_ATTEMPTS = 5  # the ledger moving under us more often than this is not co
 _log = get_logger(component="results")
 
 # KEYS: result-marker result-stream ledger cooldown sending-hash release...
-# ARGV: now-ms marker-ttl-s result-field-count result-fields... ledger-mode expected-field-count expected-fields...
-#       new-field-count new-fields... cooldown(0|1) sending-field('' for none)
+# ARGV: now-ms marker-ttl-s call-token result-field-count result-fields... ledger-mode expected-field-count
+#       expected-fields... new-field-count new-fields... cooldown(0|1) sending-field('' for none)
 # ledger-mode: '-' leaves the ledger alone (no fill, or a ledger that does not parse: reconcile rewrites it from the
 # exchange); 'w' checks it against the expected fields and writes the new ones (none: the position is flat).
 # `release`: keys deleted once the plan has its result (the caller's claims), and the plan's own field of the
 # symbol's sending hash (shared.sending).
-# Reply: 1 written, 0 the plan already has a result, -1 the ledger changed (nothing written or released).
+# The result marker holds now-ms and the call's token: the same call sent again (redis-py retries a command whose
+# reply was lost) finds its own marker and answers 1, as the first run did, not "already had a result".
+# Reply: 1 written (by this call), 0 the plan already has a result, -1 the ledger changed (nothing written or
+# released).
 FINISH = LuaScript(SAFE_READS + """
 local function release()
   for j = 6, #KEYS do redis.call('DEL', KEYS[j]) end
   if ARGV[#ARGV] ~= '' then redis.call('HDEL', KEYS[5], ARGV[#ARGV]) end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then release() return 0 end
-local i = 3
+local own = ARGV[1] .. ' ' .. ARGV[3]
+local marker = text_of(KEYS[1])
+if marker then
+  release()
+  if marker == own then return 1 end
+  return 0
+end
+local i = 4
 local function take()
   local n = tonumber(ARGV[i]); local items = {}
   for j = i + 1, i + n do items[#items + 1] = ARGV[j] end
@@ -57,7 +67,7 @@ if mode == 'w' then
     if want[current[j]] ~= current[j + 1] then return -1 end
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[1], own, 'EX', ARGV[2])
 result[#result + 1] = 'ts_ms'
 result[#result + 1] = ARGV[1]
 redis.call('XADD', KEYS[2], '*', unpack(result))
@@ -86,6 +96,13 @@ def has_result(client: redis.Redis, plan_id: str) -> bool:
     return bool(client.exists(keys.plan_result_marker(plan_id)))
 
 
+def marker_ms(raw: str | None) -> int | None:
+    """When a result marker says its result was written (ms; FINISH writes `<ms> <call token>`); None when absent
+    or unreadable."""
+    head = (raw or "").split(" ", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
 def with_results(client: redis.Redis, plan_ids: list[str]) -> set[str]:
     """Those of these plans that have their result, in one read."""
     if not plan_ids:
@@ -103,13 +120,14 @@ def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effe
     `release`: keys to delete in the same call once the plan has its result (written now or before);
     `sending`: the symbol's sending hash, whose field for this plan goes too."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    token = secrets.token_hex(8)  # this call's, in its result marker: a resent FINISH knows its own write
     fill = effects.fill
     seen = ledger.parse(fill.symbol, ledger_seen) if fill is not None and ledger_seen is not None else None
     for _attempt in range(LEDGER_ATTEMPTS):
         if fill is not None and seen is None:
             seen = ledger.read_entry(client, fill.symbol)
         written = FINISH(client, [*_keys(result, effects), sending or keys.executor_sending(result.symbol), *release],
-                         [*_args(result, effects, seen, now_ms), result.plan_id if sending else ""])
+                         [*_args(result, effects, seen, now_ms, token), result.plan_id if sending else ""])
         if written != -1:
             if written == 1 and seen is not None and seen.unreadable:
                 _log.warning("ledger_unreadable_fill_not_recorded", plan_id=result.plan_id, symbol=seen.symbol,
@@ -125,8 +143,8 @@ def _keys(result: PlanResult, effects: Effects) -> list[str]:
             keys.cooldown_last_exec(effects.cooldown_symbol or result.symbol)]
 
 
-def _args(result: PlanResult, effects: Effects, seen: ledger.LedgerEntry | None, now_ms: int) -> list[str]:
-    args: list[str] = [str(now_ms), str(RESULT_MARKER_TTL_S)]
+def _args(result: PlanResult, effects: Effects, seen: ledger.LedgerEntry | None, now_ms: int, token: str) -> list[str]:
+    args: list[str] = [str(now_ms), str(RESULT_MARKER_TTL_S), token]
     args += _counted(result.to_fields())
     if effects.fill is None or seen is None or seen.raw is None or seen.unreadable:
         # No fill; or a ledger no fill can be added to: the order happened all the same, its result is written.

@@ -25,6 +25,7 @@ from microservices.governor.writes import Writes
 from shared import keys
 from shared import snapshot as exchange_snapshot
 from shared import permits
+from shared.results import marker_ms
 from shared.permits import PermitKind
 from shared.schema import P32Permit
 from shared.lua import NOT_TEXT
@@ -206,12 +207,14 @@ class GovernorStore:
         return _inflight(self.r.hgetall(keys.GOVERNOR_INFLIGHT))
 
     def read_results(self, plan_ids: Iterable[str]) -> dict[str, int]:
-        """When each of these plans got its result (ms), for those that have one."""
+        """When each of these plans got its result (ms), for those that have one. A marker whose time does not
+        read is left out: its open stays counted in flight until its record expires, never dropped early."""
         plan_ids = list(plan_ids)
         if not plan_ids:
             return {}
         found = self.r.mget([keys.plan_result_marker(plan_id) for plan_id in plan_ids])
-        return {plan_id: _int_or(raw, 0) for plan_id, raw in zip(plan_ids, found) if raw is not None}
+        written = {plan_id: marker_ms(raw) for plan_id, raw in zip(plan_ids, found)}
+        return {plan_id: ms for plan_id, ms in written.items() if ms is not None}
 
     def commit_round(self, round_writes: list[Writes], token: str) -> int:
         """Each decision's permit and bookkeeping, one script call each, all in one round trip; the last

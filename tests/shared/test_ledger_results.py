@@ -109,7 +109,25 @@ def test_a_refusal_writes_no_ledger_and_no_cooldown(r: redis.Redis) -> None:
 
     assert results.finish_plan(r, refused, now_ms=5) and not results.finish_plan(r, refused, now_ms=6)
     assert r.exists(keys.position_ledger("BTCUSDT"), keys.cooldown_last_exec("BTCUSDT")) == 0
-    assert r.get(keys.plan_result_marker("p2")) == "5" and r.xlen(keys.Stream.APPLY_RESULT) == 1
+    assert r.get(keys.plan_result_marker("p2")).startswith("5 ") and r.xlen(keys.Stream.APPLY_RESULT) == 1
+
+
+def test_a_finish_sent_again_after_its_reply_was_lost_knows_its_own_write(r: redis.Redis, monkeypatch) -> None:
+    """Found in a review: redis-py sends a command again when its reply is lost; the second run found the result
+    marker and answered 0, so the executor logged its own fill as duplicate_result_suppressed and left it out of
+    quantum_executor_results_total."""
+    real = results.FINISH
+
+    def sent_twice(client, script_keys, args=()):
+        real(client, script_keys, args)
+        return real(client, script_keys, args)
+
+    monkeypatch.setattr(results, "FINISH", sent_twice)
+    assert results.finish_plan(r, result("twice"), results.Effects(fill=fill(Side.BUY, "0.002", "88000")), now_ms=7)
+    assert r.xlen(keys.Stream.APPLY_RESULT) == 1 and ledger.read(r, "BTCUSDT").amount == D("0.002")
+
+    monkeypatch.setattr(results, "FINISH", real)  # another call for the same plan, even in the same ms: not its own
+    assert not results.finish_plan(r, result("twice"), now_ms=7)
 
 
 def test_the_callers_claims_are_released_with_the_result_and_with_a_duplicate(r: redis.Redis) -> None:
