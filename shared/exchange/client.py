@@ -50,6 +50,7 @@ from shared.exchange.translate import LIBRARY_ERRORS, translate
 from shared.schema.fields import MAX_LEVERAGE
 
 ORDER_DOES_NOT_EXIST = -2013
+INVALID_TIMESTAMP = -1021  # outside recvWindow, or ahead of the server: our clock offset has drifted
 RATE_LIMIT_PAUSE_S = 1.0  # after a 429 or 418 that named no Retry-After
 RATE_LIMIT_WAIT_MAX_S = 2.0  # a read waits out this much of a rate limit's Retry-After; longer, it is refused
 PARSE_ERRORS = (KeyError, TypeError, ValueError, InvalidOperation, AttributeError)
@@ -268,8 +269,19 @@ class ExchangeClient:
             return self._parse(operation, parse, payload, side_effect)
         if isinstance(error, RateLimited):
             self._quiet_until = self._monotonic() + (error.retry_after_s or RATE_LIMIT_PAUSE_S)
+        if isinstance(error, ExchangeRejected) and error.code == INVALID_TIMESTAMP and operation != "server_time":
+            self._resync_clock()
         # Raised outside the except block so no __context__ keeps the library's signed URL.
         raise error
+
+    def _resync_clock(self) -> None:
+        """After a -1021 the offset taken at start no longer holds (the host's clock stepped or drifted): this
+        request stays refused (nothing was executed), the next ones are signed on the exchange's time again.
+        Before, only a restart re-synced, so every order was refused until then."""
+        try:
+            self.sync_clock()
+        except ExchangeError:
+            pass  # the next -1021 tries again
 
     def _parse(self, operation: str, parse: Callable[[Any], T], payload: Any, side_effect: bool) -> T:
         try:

@@ -31,7 +31,9 @@ from shared.exchange.errors import (
 
 LIBRARY_ERRORS = (BinanceAPIException, BinanceRequestException, requests.exceptions.RequestException)
 
-RATE_LIMIT_STATUSES = frozenset({418, 429})
+# 403: Binance's web application firewall (its limits, often a rate), before the request is processed: not
+# executed, and sending more soon makes it worse. Before, it read as a rejection that retrying cannot cure.
+RATE_LIMIT_STATUSES = frozenset({403, 418, 429})
 RATE_LIMIT_CODES = frozenset({-1003, -1015})
 # -1000: "An unknown error occurred while processing the request."
 # -1006: "An unexpected response was received from the message bus. Execution status unknown."

@@ -90,6 +90,20 @@ def test_rejection_keeps_the_binance_code(client):
     assert caught.value.code == -4164
 
 
+def test_a_drifted_clock_costs_one_refused_request_not_every_one_until_a_restart(client):
+    """Found in a review (simulator fidelity): the offset to the exchange's time was taken only at start, so after
+    the host's clock stepped every signed request was refused -1021 until the daemon restarted."""
+    client.sync_clock()
+    client._client.timestamp_offset -= 120_000  # as if the host's clock jumped two minutes ahead
+
+    with pytest.raises(ExchangeRejected) as caught:
+        client.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "t-drift-1")
+    order = client.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "t-drift-2")
+
+    assert caught.value.code == -1021 and order.filled
+    assert client.get_order("BTCUSDT", "t-drift-1") is None  # refused means not executed
+
+
 def test_open_query_and_reduce_only_close(client):
     rules = parse_exchange_info(client.exchange_info())["BTCUSDT"]
     qty = round_qty_down(rules, D("0.0023"))

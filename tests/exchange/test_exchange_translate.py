@@ -92,6 +92,7 @@ def tls_failed(cause: Exception) -> requests.exceptions.SSLError:
         (api_error(502, None, "<html>Bad Gateway</html>"), True, OutcomeUnknown),
         (api_error(429, -1003, "Too many requests."), True, RateLimited),
         (api_error(418, -1003, "Way too many requests; IP banned."), False, RateLimited),
+        (api_error(403, None, "<html>403 Forbidden</html>"), True, RateLimited),  # the WAF: not executed, back off
         (api_error(400, -4164, "Order's notional must be no smaller than 100 (unless you choose reduce only)."),
          True, ExchangeRejected),
         (api_error(400, -2019, "Margin is insufficient."), True, ExchangeRejected),
