@@ -35,6 +35,8 @@ from shared.snapshot import ExchangeSnapshot
 HEALS = Counter("quantum_reconcile_heals_total", "Ledger entries healed from the exchange", ["kind"])
 MISMATCHES = Gauge("quantum_reconcile_mismatches", "Symbols whose ledger and exchange disagree now")
 PASSES = Counter("quantum_reconcile_passes_total", "Reconcile passes by outcome", ["outcome"])
+for _outcome in ("done", "weight_budget", "exchange_error"):  # each at 0 from the start, so the first one is a rise
+    PASSES.labels(outcome=_outcome)
 SYMBOL_ERRORS = Counter("quantum_reconcile_symbol_errors_total", "Symbols a pass could not reconcile (logged; next pass)")
 ZERO = Decimal(0)
 POSITIONS_WEIGHT = 5

@@ -63,8 +63,10 @@ def subclasses(*bases: type) -> set[type]:
         ("microservices.intent_bridge.bridge", "quantum_bridge_intents_total",
          {("outcome", o) for o in ("planned", "duplicate", "symbol_not_allowed", "below_confidence_floor",
                                    "intent_expired")}),
+        ("microservices.reconcile.reconciler", "quantum_reconcile_passes_total",
+         {("outcome", o) for o in ("done", "weight_budget", "exchange_error")}),  # QuantumReconcileFailing
     ],
-    ids=["exchange-error-kinds", "fills-and-dry-run", "apply-modes", "intent-outcomes"],
+    ids=["exchange-error-kinds", "fills-and-dry-run", "apply-modes", "intent-outcomes", "reconcile-passes"],
 )
 def test_the_series_alerts_count_with_increase_exist_at_zero_from_the_start(
     module: str, name: str, expected: set
