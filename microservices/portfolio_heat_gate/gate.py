@@ -32,12 +32,15 @@ CALIBRATIONS = Counter(
     ["original", "calibrated"],
 )
 MODE = Gauge("quantum_p26_mode", "P2.6 mode: 1 for the active mode (shadow or enforce)", ["mode"])
+WARM_MAX = Gauge("quantum_p26_warm_max", "P26_WARM_MAX: heat at or above it is HOT (alerts compare)")
 HEAT_UNAVAILABLE = Counter("quantum_p26_heat_unavailable_total", "Proposals published uncalibrated: heat unreadable")
 COMPARE_EVENT = "SHADOW-COMPARE"
 
 
-def expose_mode(mode: P26Mode) -> None:
-    metrics.set_mode(MODE, P26Mode, mode)
+def expose_settings(settings: HeatGateSettings) -> None:
+    """The mode and the HOT threshold, for the alerts (P26ModeDisagrees, PortfolioHeatHot) to compare with."""
+    metrics.set_mode(MODE, P26Mode, settings.p26_mode)
+    WARM_MAX.set(float(settings.p26_warm_max))
 
 
 def compare_line(calibrated: CalibratedProposal) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from microservices.portfolio_heat_gate.account import AccountCache, HeatSource
-from microservices.portfolio_heat_gate.gate import HeatGate, expose_mode
+from microservices.portfolio_heat_gate.gate import HeatGate, expose_settings
 from microservices.portfolio_heat_gate.settings import HeatGateSettings
 from shared import keys
 from shared.runtime import daemon
@@ -21,7 +21,7 @@ def main() -> int:
     settings = load_settings(HeatGateSettings)
     ctx = daemon.start(NAME, settings)
     access = open_exchange_or_exit(NAME, ctx.redis, ctx.log)
-    expose_mode(settings.p26_mode)
+    expose_settings(settings)
     account = AccountCache(access.client, settings.p26_account_max_age_sec, settings.p26_account_stale_sec)
     heat = HeatSource(ctx.redis, account, settings)
     ctx.log.info(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from microservices.position_state_brain import metrics
 from microservices.position_state_brain.brain import PositionStateBrain
 from microservices.position_state_brain.keeper import SnapshotKeeper
 from microservices.position_state_brain.settings import PositionStateSettings
@@ -42,6 +43,7 @@ def main() -> int:
 
 
 def log_startup(log, settings: PositionStateSettings) -> None:
+    metrics.STALE_THRESHOLD.set(settings.p33_stale_threshold_sec)
     log.info("p33_ready", allowlist=",".join(sorted(settings.allowlist)), poll_sec=settings.p33_poll_sec,
              stale_threshold_sec=settings.p33_stale_threshold_sec, cooldown_sec=settings.p33_cooldown_sec,
              permit_ttl_sec=settings.p33_permit_ttl, qty_tolerance_steps=settings.p33_qty_tolerance_steps,

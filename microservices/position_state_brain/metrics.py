@@ -11,6 +11,9 @@ PLANS_SKIPPED = Counter("quantum_p33_plans_skipped", "Plans acknowledged without
 SNAPSHOT_AGE = Gauge(
     "quantum_p33_snapshot_age_seconds", "Age of the exchange snapshot in memory (+Inf before the first good refresh)"
 )
+STALE_THRESHOLD = Gauge(
+    "quantum_p33_stale_threshold_seconds", "P33_STALE_THRESHOLD_SEC: older snapshots deny every plan (alerts compare)"
+)
 REFRESH_SKIPPED = Counter(
     "quantum_p33_snapshot_refresh_skipped", "Scheduled refreshes skipped to keep exchange weight for orders"
 )

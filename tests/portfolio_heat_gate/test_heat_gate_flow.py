@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY, generate_latest
 from structlog.testing import capture_logs
 
 from microservices.portfolio_heat_gate.account import AccountCache, HeatSource, HeatUnavailable
-from microservices.portfolio_heat_gate.gate import HeatGate, expose_mode
+from microservices.portfolio_heat_gate.gate import HeatGate, expose_settings
 from microservices.portfolio_heat_gate.settings import HeatGateSettings, P26Mode
 from shared import keys, snapshot
 from shared.exchange.errors import ExchangeUnavailable
@@ -183,13 +183,14 @@ def test_heat_mode_and_calibrations_are_exposed_and_pass_promtool(r, access) -> 
     publish_snapshot(r, BTCUSDT="880", ETHUSDT="880")
     r.xadd(keys.Stream.HARVEST_PROPOSAL, PROPOSAL)
 
-    expose_mode(P26Mode.ENFORCE)
+    expose_settings(HeatGateSettings(p26_mode=P26Mode.ENFORCE, p26_warm_max="0.7"))
     run_gate(r, access)
 
     assert calibrations("PARTIAL_75", "PARTIAL_50") == before + 1
     assert REGISTRY.get_sample_value("quantum_p26_heat") == pytest.approx(0.1176)
     assert REGISTRY.get_sample_value("quantum_p26_mode", {"mode": "enforce"}) == 1
     assert REGISTRY.get_sample_value("quantum_p26_mode", {"mode": "shadow"}) == 0
+    assert REGISTRY.get_sample_value("quantum_p26_warm_max") == pytest.approx(0.7)  # QuantumPortfolioHeatHot's line
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed")
