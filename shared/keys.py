@@ -131,12 +131,6 @@ def executor_sending(symbol: str) -> str:
     return f"quantum:executor:sending:{symbol}"
 
 
-def exchange_leverage(symbol: str) -> str:
-    """Internal: the leverage the executor last set on a symbol (whole number, with a TTL): set again when a plan
-    asks for another, or once the TTL has passed (a change made by hand is seen then)."""
-    return f"quantum:exchange:leverage:{symbol}"
-
-
 def reconcile_mismatch(symbol: str) -> str:
     """Internal: a ledger/exchange disagreement reconcile has seen (hash: first_seen_ms, amounts)."""
     return f"quantum:reconcile:mismatch:{symbol}"

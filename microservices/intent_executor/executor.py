@@ -26,7 +26,7 @@ from microservices.intent_executor import scripts
 from shared import keys, lua, permits, results
 from shared.incarnation import RedisIncarnation
 from shared import snapshot as exchange_snapshot
-from shared.exchange.errors import ExchangeRejected, ExchangeUnavailable, OutcomeUnknown
+from shared.exchange.errors import ExchangeError, ExchangeRejected, ExchangeUnavailable, OutcomeUnknown
 from shared.logging import get_logger
 from shared.orders import client_order_id_for
 from shared.runtime.consumer import Entry, GiveUpLater, Rejected
@@ -35,7 +35,6 @@ from shared.schema import EntryError, P32Permit, P33Permit, Plan, Reason
 from shared.trading_state import Switches, TradingState, forced_dry_run, read_switches
 
 DRY_RUN_GAUGE_EVERY_S = 1.0  # the gauge follows `quantum dry-run on|off` within a second while idle
-LEVERAGE_KNOWN_TTL_S = 3600  # a leverage set by hand on the exchange is seen (and set back) within this
 WAKE_UP_EVERY_S = 1.0  # the longest single BLPOP: a retried call never blocks past the deadline by more
 
 @dataclass(frozen=True)
@@ -286,26 +285,24 @@ class Executor:
         return self.exchange.client.mark_price(symbol).mark_price
 
     def _set_leverage(self, plan: Plan) -> dict[str, str] | None:
-        """An open that names its leverage goes out at it: set on the exchange first, unless the fleet set that
-        value on the symbol within LEVERAGE_KNOWN_TTL_S. None when the order may go; else why not (nothing sent).
-        Closes never ask: reducing does not depend on it, and nothing may hold up a close."""
+        """An open that names its leverage goes out at it: set on the exchange just before the order, every time
+        (one request of weight 1). Remembering the value set would go wrong whenever the exchange side changes
+        under the memory (another target or account, a hand-made change, a simulator reset). None when the order
+        may go; else why not (nothing is sent). Closes never ask: reducing does not depend on it, and nothing may
+        hold up a close."""
         if plan.is_close or plan.leverage is None:
             return None
-        wanted, key = int(plan.leverage), keys.exchange_leverage(plan.symbol)
-        known = self.r.mget([key])[0]  # MGET: a key of another type reads as not known
-        if known == str(wanted):
-            return None
+        wanted = int(plan.leverage)
         try:
             result = self.exchange.client.set_leverage(plan.symbol, wanted)
-        except ExchangeRejected as exc:
-            unset = {"leverage": str(wanted), "code": str(exc.code), "msg": exc.msg}
-        except (OutcomeUnknown, ExchangeUnavailable) as exc:
+        except (ExchangeRejected, ExchangeUnavailable, OutcomeUnknown) as exc:
+            outcomes.order_error(self.log, plan, exc)  # counted with the orders' errors: opens cannot go out
+            unset = ({"leverage": str(wanted), "code": str(exc.code), "msg": exc.msg} if isinstance(exc, ExchangeRejected)
+                     else {"leverage": str(wanted), "error": exc.message})
+        except ExchangeError as exc:  # a reply that does not read
             unset = {"leverage": str(wanted), "error": exc.message}
         else:
-            self.r.set(key, str(result.leverage), ex=LEVERAGE_KNOWN_TTL_S)
             if result.leverage == wanted:
-                self.log.info("leverage_set", plan_id=plan.plan_id, symbol=plan.symbol, leverage=wanted,
-                              was=known)
                 return None
             unset = {"leverage": str(wanted), "exchange_leverage": str(result.leverage)}
         self.log.warning("leverage_not_set", plan_id=plan.plan_id, symbol=plan.symbol, **unset)

@@ -59,7 +59,7 @@ def test_plan_open_prints_a_fill_and_status_shows_it(redis_url, r, tmp_path) -> 
     assert opened.returncode == 0, opened.stdout + opened.stderr
     assert "FILLED   BTCUSDT BUY 0.002" in opened.stdout
     assert "BTCUSDT       0.002" in status.stdout and "FILLED   BTCUSDT BUY 0.002" in status.stdout
-    assert r.get(keys.exchange_leverage("BTCUSDT")) == "3"  # set on the exchange before the order
+    assert [fields.get("leverage") for _, fields in r.xrange(keys.Stream.APPLY_PLAN)] == ["3"]
     assert code == 0
 
 
