@@ -19,7 +19,6 @@ from shared.schema import Action, Decision, Plan, Side
 from shared.trading_state import read_switches
 
 SNAPSHOT_MAX_AGE_S = 10.0
-CONFIRM_WAIT_S = 5.0  # P3.3 publishes a snapshot about every P33_POLL_SEC (1 s by default)
 
 
 def register(commands: Any) -> None:
@@ -27,7 +26,8 @@ def register(commands: Any) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("symbol", nargs="?", help="the symbol to close, e.g. BTCUSDT")
     target.add_argument("--all", action="store_true", help="close every open position")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the results (default 30)")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for the results, then for a snapshot after them (default 30 each)")
     add_redis_argument(parser)
     parser.set_defaults(run=run)
 
@@ -58,7 +58,7 @@ def _flatten(args: argparse.Namespace) -> int:
         print(f"sent    {plan.plan_id}: {plan.side.value} {plan.qty} {plan.symbol} reduceOnly")
     results = wait_for_results(client, [p.plan_id for p in plans], args.timeout, since)
     _report(plans, results)
-    return _confirm(client, [p.symbol for p in plans], args.all, int(time.time() * 1000))
+    return _confirm(client, [p.symbol for p in plans], args.all, int(time.time() * 1000), wait_s=args.timeout)
 
 
 def closing_plans(seen: exchange_snapshot.ExchangeSnapshot, symbol: str | None, now_ms: int) -> list[Plan]:
@@ -77,10 +77,11 @@ def _report(plans: list[Plan], results: dict[str, dict]) -> None:
         print(format_result(result) if result else f"TIMEOUT  {plan.plan_id}: no result yet (check `quantum status`)")
 
 
-def _confirm(client, symbols: list[str], every: bool, after_ms: int, wait_s: float = CONFIRM_WAIT_S) -> int:
+def _confirm(client, symbols: list[str], every: bool, after_ms: int, wait_s: float) -> int:
     """Flat is what the exchange shows, not what the results say: a position that grew after the snapshot the
     plans were sized on, or one opened meanwhile (--all), is still open. Read the first snapshot fetched after the
-    results and name what is left; 0 only when nothing is."""
+    results (P3.3 publishes one every P33_POLL_SEC, 1 s by default; --timeout bounds the wait) and name what is
+    left; 0 only when nothing is."""
     deadline = time.monotonic() + wait_s
     while True:
         [raw] = lua.texts(client, [keys.EXCHANGE_POSITIONS])
