@@ -135,7 +135,7 @@ def run_timer(ctx: DaemonContext, interval_s: float, tick: Callable[[], None]) -
         if time.monotonic() < due:  # a long interval (HARVEST_POLL_SEC up to 60 s) is waited in beats
             _between_ticks(ctx, liveness, healthy)
             continue
-        due, healthy = time.monotonic() + interval_s, False
+        healthy = False
         try:
             tick()
             liveness.beat()
@@ -150,6 +150,7 @@ def run_timer(ctx: DaemonContext, interval_s: float, tick: Callable[[], None]) -
             metrics.HANDLER_ERRORS.labels(stream="timer", group=ctx.name).inc()
             ctx.log.exception("tick_failed")
             liveness.waiting()
+        due = time.monotonic() + interval_s  # a full pause after each tick, however long it took
     liveness.stopping()
     ctx.log.info("daemon_stopped")
     return 0
@@ -163,8 +164,8 @@ def _between_ticks(ctx: DaemonContext, liveness: Liveness, healthy: bool) -> Non
         return
     try:
         liveness.beat()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        ctx.log.warning("redis_unavailable", error=exc.__class__.__name__)
+    except redis.RedisError as exc:  # down, read-only after a failover, out of memory: alive all the same
+        ctx.log.warning("heartbeat_not_written", error=exc.__class__.__name__)
         liveness.waiting()
 
 

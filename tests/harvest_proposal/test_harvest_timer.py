@@ -116,3 +116,28 @@ def test_after_a_failing_tick_the_waits_feed_the_watchdog_but_leave_the_heartbea
     first = liveness_calls.index("tick")
     between = liveness_calls[first + 1:liveness_calls.index("tick", first + 1)]
     assert between and set(between) == {"waiting"}
+
+
+def test_a_heartbeat_redis_refuses_between_ticks_does_not_end_the_loop(r, monkeypatch) -> None:
+    """Found in a review: only connection errors were caught while waiting; a READONLY or OOM reply to the
+    heartbeat's HSET ended the daemon."""
+    from shared.runtime import daemon, liveness
+
+    monkeypatch.setattr(daemon, "QUIET_MAX_S", 0.05)
+    monkeypatch.setattr(liveness, "BEAT_EVERY_S", 0.0)
+    real_beat = liveness.Liveness.beat
+    refusals = iter([redis.ResponseError("READONLY You can't write against a read only replica.")] * 3)
+
+    def beat(self, force: bool = False) -> None:
+        if not force and (refusal := next(refusals, None)) is not None:
+            raise refusal
+        real_beat(self, force)
+
+    monkeypatch.setattr(liveness.Liveness, "beat", beat)
+    ticks = Ticks()
+
+    with capture_logs() as logs:
+        assert run_timer(context(r), 0.3, ticks) == 0
+
+    assert ticks.calls == 1
+    assert [line["event"] for line in logs].count("heartbeat_not_written") == 3
