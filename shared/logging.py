@@ -53,14 +53,14 @@ def register_secrets(values: Iterable[str | None]) -> None:
         _secrets = (frozenset(registered), _screen_for(registered))
 
 
-def register_url_secrets(url: str) -> None:
-    """A connection URL and the password in it (which may also appear on its own, or in another spelling of the
-    URL) are never written."""
+def register_url_password(url: str) -> None:
+    """The password in a connection URL is never written, also on its own or in another spelling of the URL (the
+    URL itself may be shown with the password redacted: which Redis a command reached)."""
     try:
         password = urlsplit(url).password
     except ValueError:
         password = None
-    register_secrets([url, password and unquote(password)])
+    register_secrets([password and unquote(password)])
 
 
 def redact_text(text: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import redis
 
 from shared import keys
-from shared.logging import redact_text, register_url_secrets
+from shared.logging import redact_text, register_url_password
 from shared.redis_conn import RedisUnavailable, connect_checked
 from shared.settings import DEFAULT_REDIS_URL
 
@@ -36,7 +36,7 @@ def redis_from(args: argparse.Namespace) -> redis.Redis:
     if not args.redis_url:
         load_fleet_env()
         args.redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    register_url_secrets(args.redis_url)  # its password is never printed, however a message spells it
+    register_url_password(args.redis_url)  # never printed, however spelt; the URL is shown with it redacted
     try:
         return connect_checked(args.redis_url, socket_timeout=10)
     except RedisUnavailable as exc:

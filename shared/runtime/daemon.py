@@ -49,8 +49,8 @@ def start(name: str, settings: CommonSettings, extra_secrets: tuple[str, ...] = 
     # file and function names only, no values, so nothing secret.
     faulthandler.enable()
     redis_url = settings.redis_url.get_secret_value()
-    qlog.register_url_secrets(redis_url)
-    qlog.register_secrets(extra_secrets)
+    qlog.register_secrets([redis_url, *extra_secrets])
+    qlog.register_url_password(redis_url)
     log = qlog.configure(name, settings.log_level)
     socket_timeout = settings.stream_block_ms / 1000 + 10
     # A daemon talks to Redis from its loop's thread only: one dedicated connection for direct commands. Down or
