@@ -312,6 +312,7 @@ class Executor:
         p32, p33 = taken.p32, taken.p33  # the order marker was written with the taking (TAKE)
         self.log.info("ORDER_SUBMIT", plan_id=plan.plan_id, symbol=plan.symbol, side=plan.side.value, qty=str(sized.qty),
                       type="MARKET", reduce_only=plan.is_close, client_order_id=client_order_id,
+                      leverage=None if plan.is_close or plan.leverage is None else int(plan.leverage),
                       endpoint=self.exchange.settings.root_url, mode=self.settings.apply_mode.value)
         started, sent_at_ms = time.perf_counter(), self._now_ms()
         try:

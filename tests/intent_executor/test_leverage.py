@@ -7,6 +7,7 @@ import json
 from decimal import Decimal as D
 
 import pytest
+from structlog.testing import capture_logs
 
 from shared import keys
 from shared.modes import ApplyMode
@@ -36,9 +37,11 @@ def initial_margin(sim, symbol: str) -> D:
 def test_an_open_goes_out_at_its_leverage(r, access, sim, asked) -> None:
     grant(r, "lev-1")
     plan(r, "lev-1", "BUY", "0.002", leverage="4")
-    run_executor(r, access)
+    with capture_logs() as logs:
+        run_executor(r, access)
 
     assert the_result(r, "lev-1")["order_status"] == "FILLED"
+    assert [line["leverage"] for line in logs if line["event"] == "ORDER_SUBMIT"] == [4]  # the journal says it
     assert asked == [("BTCUSDT", 4)]
     assert initial_margin(sim, "BTCUSDT") == D("0.002") * 88000 / 4  # the simulator's default is 20
 
