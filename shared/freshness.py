@@ -20,6 +20,21 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+MAX_MS_DIGITS = 15  # ms since 1970 fit in 13 digits until the year 2286
+FUTURE_SKEW_MS = 60_000  # a time stored by a daemon of this host this far ahead of now is not a time it wrote
+
+
+def stored_ms(raw: str | None, now_ms: int | None = None) -> int | None:
+    """A millisecond time a daemon stored in Redis (plain digits, as FINISH writes the last execution); None when
+    absent or garbled: `1e999999999` would otherwise be an int of a billion digits (a frozen daemon), and a time far
+    in the future (given now_ms) would hold a cooldown until then."""
+    text = (raw or "").strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_MS_DIGITS:
+        return None
+    value = int(text)
+    return None if now_ms is not None and value - now_ms > FUTURE_SKEW_MS else value
+
+
 def entry_id_ms(entry_id: str) -> int | None:
     """The millisecond part of a stream entry id: when Redis added the entry."""
     millis, _, _ = entry_id.partition("-")

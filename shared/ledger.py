@@ -7,7 +7,7 @@ updates it with each fill, reconcile adopts the exchange amount when they disagr
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import redis
@@ -15,7 +15,7 @@ import redis
 from shared import keys
 from shared.redis_conn import wrong_type
 from shared.exchange.filters import SymbolRules
-from shared.schema.fields import Side, format_decimal
+from shared.schema.fields import Side, format_decimal, parse_decimal
 
 ZERO = Decimal(0)
 
@@ -28,13 +28,13 @@ class LedgerUnreadable(ValueError, ArithmeticError):
 
 
 def _decimal(name: str, text: str) -> Decimal:
+    """As every entry's decimals are read (parse_decimal): finite, |x| < 1e15, writable out. 1e999999999 parsed as
+    Decimal, and comparing it with an amount raised Overflow in P3.3 and reconcile alike: the symbol's closes were
+    then never decided, nor the ledger ever healed."""
     try:
-        value = Decimal(text)
-    except (InvalidOperation, ValueError, TypeError):
-        raise LedgerUnreadable(f"{name} is not a decimal") from None
-    if not value.is_finite():
-        raise LedgerUnreadable(f"{name} is not finite")
-    return value
+        return parse_decimal(text)
+    except ValueError as exc:
+        raise LedgerUnreadable(f"{name}: {exc}") from None
 
 
 def _integer(name: str, text: str) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import redis
 
 from shared import keys, ledger
+from shared.freshness import stored_ms
 from shared.logging import get_logger
 from shared.lua import SAFE_READS, LuaScript
 from shared.schema.result import PlanResult
@@ -99,8 +100,7 @@ def has_result(client: redis.Redis, plan_id: str) -> bool:
 def marker_ms(raw: str | None) -> int | None:
     """When a result marker says its result was written (ms; FINISH writes `<ms> <call token>`); None when absent
     or unreadable."""
-    head = (raw or "").split(" ", 1)[0]
-    return int(head) if head.isdigit() else None
+    return stored_ms((raw or "").split(" ", 1)[0])
 
 
 def with_results(client: redis.Redis, plan_ids: list[str]) -> set[str]:

@@ -25,6 +25,7 @@ from microservices.governor.writes import Writes
 from shared import keys
 from shared import snapshot as exchange_snapshot
 from shared import permits
+from shared.freshness import stored_ms
 from shared.results import marker_ms
 from shared.permits import PermitKind
 from shared.schema import P32Permit
@@ -322,7 +323,7 @@ def round_read(values: list[Any], token: str, now_ms: int, trips_since: int) -> 
 
 def _own_read(values: list[Any], now_ms: int, trips_since: int) -> OwnRead:
     cooldown, has_result, own_record, hour, five_min, own_open, own_trip = values
-    last_exec_ms = _int_or(cooldown, None)
+    last_exec_ms = stored_ms(cooldown, now_ms)
     return OwnRead(
         last_exec_ms=last_exec_ms,
         cooldown_raw=cooldown if cooldown is not None and last_exec_ms is None else None,
@@ -375,12 +376,5 @@ def _decode_inflight(plan_id: str, value: str) -> InFlight:
 def _none_executed_since(last_exec_raw: str | None, since_ms: int) -> bool:
     if last_exec_raw is None:
         return True
-    last_exec = _int_or(last_exec_raw, None)
+    last_exec = stored_ms(last_exec_raw)
     return last_exec is not None and last_exec < since_ms
-
-
-def _int_or(raw: str | None, default: int | None) -> int | None:
-    try:
-        return int(float(raw)) if raw is not None else default
-    except (ValueError, OverflowError):
-        return default

@@ -25,7 +25,7 @@ from microservices.position_state_brain.gates import GatePolicy, Verdict, decide
 from microservices.position_state_brain.fills import ConfirmedFills
 from microservices.position_state_brain.keeper import SnapshotKeeper
 from microservices.position_state_brain.permitted import PermittedOpens
-from shared import keys, ledger, permits, results
+from shared import freshness, keys, ledger, permits, results
 from shared.exchange.filters import SymbolRules
 from shared.ledger import LedgerPosition
 from shared.logging import get_logger
@@ -320,13 +320,10 @@ class PositionStateBrain:
         return entry.position, not entry.unreadable
 
     def _last_exec_ms(self, symbol: str, raw: str | None) -> int | None:
-        if raw is None:
-            return None
-        try:
-            return int(Decimal(raw))
-        except (ArithmeticError, ValueError):
-            self.log.warning("cooldown_key_unreadable", symbol=symbol)
-            return None
+        last_exec_ms = freshness.stored_ms(raw, self._now_ms())
+        if raw is not None and last_exec_ms is None:  # garbled, or far in the future: as absent, said in the log
+            self.log.warning("cooldown_key_unreadable", symbol=symbol, value=raw[:40])
+        return last_exec_ms
 
     def _verdict(self, plan: Plan, reads: PlanReads) -> Verdict:
         if not reads.ledger_readable:

@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge
 
 from microservices.reconcile.decide import Observation, Verdict, decide
 from microservices.reconcile.settings import ReconcileSettings
-from shared import keys, ledger, sending
+from shared import freshness, keys, ledger, sending
 from shared import snapshot as exchange_snapshot
 from shared.exchange.errors import ExchangeError
 from shared.exchange.models import Position
@@ -211,10 +211,7 @@ def _observe(symbol: str, position: Position | None, recorded: LedgerEntry, tole
 def _stored_ms(raw: str | None) -> int | None:
     """A time stored in Redis; None when absent or garbled (a mismatch is then recorded afresh; a last-execution
     time does not count, the ledger's own time still does)."""
-    try:
-        return int(raw) if raw else None
-    except ValueError:
-        return None
+    return freshness.stored_ms(raw)
 
 
 def _adopted(observation: Observation, recorded: ledger.LedgerPosition | None, position: Position | None,

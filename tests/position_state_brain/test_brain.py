@@ -482,6 +482,21 @@ def test_a_ledger_of_another_type_holds_its_symbol_and_no_other(r, brain, arriva
     assert permits.peek(r, PermitKind.P33, "on-eth").reason is Reason.SANITY_CHECKS_PASSED
 
 
+@pytest.mark.parametrize("stored", ["1e999999999", "99999999999999999999", "4102444800000"])
+def test_a_garbled_or_far_future_cooldown_reads_as_absent_and_decides_at_once(r, brain, stored):
+    """Found in a review: int(Decimal("1e999999999")) builds a billion-digit int, so P3.3 froze on the batch (no
+    permit for any symbol, closes included, again after each restart); a time in 2100 held opens until then."""
+    r.set(keys.cooldown_last_exec("BTCUSDT"), stored)
+    started = time.monotonic()
+
+    with capture_logs() as logs:
+        brain.handle_batch([(plan(plan_id="cool-odd"), None)])
+
+    assert time.monotonic() - started < 5
+    assert permits.peek(r, PermitKind.P33, "cool-odd").reason is Reason.SANITY_CHECKS_PASSED
+    assert any(line["event"] == "cooldown_key_unreadable" for line in logs)
+
+
 def test_a_cooldown_key_of_another_type_does_not_fail_the_batch(r, brain):
     r.hset(keys.cooldown_last_exec("BTCUSDT"), "ts", "1")
 

@@ -14,6 +14,10 @@ UNREADABLE = [
     ("infinite", {"position_amt": "0.062", "entry_price": "Infinity"}),
     ("text", {"position_amt": "lots"}),
     ("timestamp not an integer", {"position_amt": "0.062", "updated_at_ms": "yesterday"}),
+    # Found in a review: parsed as Decimal, comparing it with an amount raised Overflow in P3.3 and reconcile, so
+    # the symbol's closes were never decided and its ledger never healed.
+    ("huge exponent", {"position_amt": "1e999999999", "entry_price": "88000"}),
+    ("beyond any amount", {"position_amt": "1e20", "entry_price": "88000"}),
 ]
 
 
