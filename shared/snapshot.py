@@ -7,6 +7,7 @@ read that copy, so the exchange is asked once for all symbols, not once per symb
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -56,7 +57,12 @@ class ExchangeSnapshot:
         return len(self.positions)
 
     def age_s(self, now_ms: int) -> float:
-        return (now_ms - self.fetched_at_ms) / 1000
+        """Seconds since it was fetched. A snapshot from more than FUTURE_SKEW_S ahead (the clock stepped back
+        since) has no known age: +Inf, stale everywhere, instead of a negative age every freshness check passes."""
+        age = (now_ms - self.fetched_at_ms) / 1000
+        if age >= 0:
+            return age
+        return 0.0 if -age <= FUTURE_SKEW_S else math.inf
 
     def to_json(self) -> str:
         return json.dumps(
@@ -100,6 +106,8 @@ def read(client: redis.Redis) -> ExchangeSnapshot | None:
     raw = client.get(keys.EXCHANGE_POSITIONS)
     return None if raw is None else decode(raw)
 
+
+FUTURE_SKEW_S = 1.0  # processes of one host read the same clock; a hair apart at most
 
 DECODE_ERRORS = (ValueError, KeyError, TypeError, ArithmeticError, AttributeError)
 

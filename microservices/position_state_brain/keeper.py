@@ -40,6 +40,7 @@ class SnapshotKeeper:
         clock: Callable[[], float] = time.time,
         perf_counter: Callable[[], float] = time.perf_counter,
         must_refresh_after_s: float = math.inf,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.exchange = exchange
         self.r = client
@@ -47,6 +48,7 @@ class SnapshotKeeper:
         self.must_refresh_after_s = must_refresh_after_s
         self.clock = clock
         self.perf_counter = perf_counter
+        self.monotonic = monotonic  # schedules refreshes: a wall clock stepped back would make none due for that long
         self.log = get_logger(component="p33_snapshot")
         self._snapshot: ExchangeSnapshot | None = None
         self._last_attempt_s: float | None = None
@@ -63,7 +65,7 @@ class SnapshotKeeper:
 
     def maybe_refresh(self) -> bool:
         """Refresh when the poll interval has passed since the last attempt (the consumer's on_tick)."""
-        now = self.clock()
+        now = self.monotonic()
         due = self._last_attempt_s is None or now - self._last_attempt_s >= self.poll_s
         refreshed = self.refresh() if due and self._affordable() else False
         metrics.SNAPSHOT_AGE.set(self.age_s())
@@ -79,7 +81,7 @@ class SnapshotKeeper:
         return False
 
     def refresh(self) -> bool:
-        self._last_attempt_s = self.clock()
+        self._last_attempt_s = self.monotonic()
         fetched = self._fetch()
         if fetched is None:
             return False

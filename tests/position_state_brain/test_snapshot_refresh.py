@@ -57,7 +57,7 @@ def test_the_snapshot_holds_signed_amounts_and_is_published(r, exchange):
 
 def test_refreshes_follow_the_poll_interval_on_ticks(r, exchange):
     clock = FakeClock(1_769_442_764.0)
-    keeper = SnapshotKeeper(exchange, r, poll_s=1.0, clock=clock)
+    keeper = SnapshotKeeper(exchange, r, poll_s=1.0, clock=clock, monotonic=clock)
     seen = count_requests(exchange)
 
     ticks = [keeper.maybe_refresh() for _ in range(3)]
@@ -76,7 +76,7 @@ def test_a_failed_refresh_keeps_the_last_snapshot_until_it_goes_stale(r, monkeyp
         exchange = exchange_for(doomed, monkeypatch)
         rules = FilterCache(exchange.exchange_info)
         rules.load()
-        keeper = SnapshotKeeper(exchange, r, poll_s=1.0, clock=clock)
+        keeper = SnapshotKeeper(exchange, r, poll_s=1.0, clock=clock, monotonic=clock)
         assert keeper.refresh() is True
     good = keeper.snapshot
     brain = PositionStateBrain(r, keeper, rules, policy(stale_threshold_s=10.0, cooldown_s=0), 60, clock=clock)
@@ -99,7 +99,7 @@ def test_a_failed_refresh_keeps_the_last_snapshot_until_it_goes_stale(r, monkeyp
 
 def test_the_age_gauge_reports_infinity_before_the_first_snapshot(r, exchange):
     clock = FakeClock(1_769_442_764.0)
-    keeper = SnapshotKeeper(exchange, r, poll_s=1.0, clock=clock)
+    keeper = SnapshotKeeper(exchange, r, poll_s=1.0, clock=clock, monotonic=clock)
 
     before = keeper.age_s()
     keeper.refresh()
@@ -130,7 +130,8 @@ class Budget:
 
 def test_a_scheduled_refresh_yields_to_orders_when_the_weight_budget_is_low(r, exchange) -> None:
     clock = FakeClock(1_800_000_000.0)
-    keeper = SnapshotKeeper(Budget(exchange, affordable=True), r, poll_s=1.0, clock=clock, must_refresh_after_s=5.0)
+    keeper = SnapshotKeeper(Budget(exchange, affordable=True), r, poll_s=1.0, clock=clock, must_refresh_after_s=5.0,
+                            monotonic=clock)
     assert keeper.maybe_refresh()
     keeper.exchange.affordable = False
 
@@ -140,3 +141,20 @@ def test_a_scheduled_refresh_yields_to_orders_when_the_weight_budget_is_low(r, e
     forced = keeper.maybe_refresh()
 
     assert (skipped, forced) == (False, True)
+
+
+def test_after_the_wall_clock_steps_back_refreshes_stay_on_schedule_and_an_older_view_is_stale(r, exchange):
+    """Found in a review: refreshes were scheduled on the wall clock, so after a step back of an hour none was due
+    for an hour, and the snapshot's negative age passed every freshness check: a close was allowed against an
+    hour-old position."""
+    wall, ticking = FakeClock(1_800_000_000.0), FakeClock(50.0)
+    keeper = SnapshotKeeper(exchange, r, poll_s=1.0, clock=wall, monotonic=ticking)
+    assert keeper.refresh()
+
+    wall.advance(-3600)
+    stale_age = keeper.age_s()
+    ticking.advance(1.0)
+    refreshed = keeper.maybe_refresh()
+
+    assert stale_age == float("inf")  # fetched "in the future": its age is not known
+    assert refreshed and keeper.age_s() == 0.0
