@@ -123,6 +123,7 @@ GOVERNOR_LOCK = "quantum:governor:lock"  # serialises open decisions across gove
 # Internal: the Redis server the fleet last saw (run_id) and since when (ms); see shared.incarnation.
 REDIS_INCARNATION = "quantum:redis:incarnation"
 GOVERNOR_DISARMED = "quantum:governor:auto_disarmed"  # why and when the governor disarmed itself
+P33_INSTANCE = "quantum:p33:instance"  # the one running position-state-brain (shared.runtime.liveness.SoleInstance)
 
 
 def executor_sending(symbol: str) -> str:

@@ -12,6 +12,7 @@ import time
 import redis
 
 from shared import keys
+from shared.lua import NOT_TEXT, SAFE_READS, LuaScript
 
 HEARTBEAT_TTL_S = 30
 BEAT_EVERY_S = 1.0
@@ -66,4 +67,45 @@ class Liveness:
         try:
             self.client.delete(self.key)
         except redis.RedisError:  # stopping during an outage: the heartbeat expires by itself
+            pass
+
+
+# KEYS: the instance key; ARGV: consumer ttl-s. Reply: the other holder, or nil when this one holds it now (taken or
+# renewed). A value of another type is no holder.
+_CLAIM = LuaScript(SAFE_READS + """
+local holder = text_of(KEYS[1])
+if holder and holder ~= ARGV[1] and holder ~= NOT_TEXT then return holder end
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
+""".replace("NOT_TEXT", repr(NOT_TEXT)))
+_LET_GO = LuaScript("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1")
+
+
+class SoleInstance:
+    """For a daemon of which one instance only may run against a Redis (P3.3 keeps the opens it permitted in
+    memory: a second instance would permit an open on a symbol the first just permitted one on). A key names the
+    running instance; taken at start, renewed about once a second, let go at stop, and gone HEARTBEAT_TTL_S after a
+    crash, so the same instance restarting (same consumer name) takes it back at once."""
+
+    def __init__(self, client: redis.Redis, key: str, consumer: str, ttl_s: int = HEARTBEAT_TTL_S,
+                 monotonic=time.monotonic):
+        self.client, self.key, self.consumer, self.ttl_s, self.monotonic = client, key, consumer, ttl_s, monotonic
+        self._renewed = float("-inf")
+
+    def claim(self) -> str | None:
+        """None when this instance holds the key now; else the instance that does."""
+        self._renewed = self.monotonic()
+        return _CLAIM(self.client, [self.key], [self.consumer, self.ttl_s])
+
+    def renew(self) -> str | None:
+        """claim() at most once a second (called after every batch)."""
+        if self.monotonic() - self._renewed < BEAT_EVERY_S:
+            return None
+        return self.claim()
+
+    def let_go(self) -> None:
+        try:
+            _LET_GO(self.client, [self.key], [self.consumer])
+        except redis.RedisError:  # stopping during an outage: the key expires by itself
             pass

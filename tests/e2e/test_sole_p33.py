@@ -1,0 +1,42 @@
+"""Only one position-state-brain runs against a Redis: it keeps the opens it permitted in memory, and a second
+instance would permit an open on a symbol the first just permitted one on (found in a review of P3.3)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from shared import keys
+from shared.runtime.liveness import SoleInstance
+
+
+def test_a_second_position_state_brain_refuses_to_start_naming_the_first(make_fleet) -> None:
+    first = make_fleet().start("position-state-brain")
+    holder = first.client.get(keys.P33_INSTANCE)
+
+    second = subprocess.run([sys.executable, "-m", "microservices.position_state_brain"],
+                            env={**first.env, "QUANTUM_INSTANCE": "1"}, capture_output=True, text=True, timeout=90)
+
+    assert holder is not None and holder.startswith("position-state-brain@") and holder.endswith("#0")
+    assert second.returncode != 0
+    assert f"another position-state-brain ({holder}) runs against this Redis" in second.stderr
+
+
+def test_the_same_instance_takes_its_key_back_and_a_stop_lets_it_go(r) -> None:
+    first = SoleInstance(r, keys.P33_INSTANCE, "p33@h#0")
+    other = SoleInstance(r, keys.P33_INSTANCE, "p33@h#1")
+
+    assert first.claim() is None and other.claim() == "p33@h#0"
+    assert SoleInstance(r, keys.P33_INSTANCE, "p33@h#0").claim() is None  # restarted after a crash: same name
+    assert 0 < r.ttl(keys.P33_INSTANCE) <= 30  # a crashed one's key goes by itself
+    other.let_go()  # not its key: nothing happens
+    assert r.get(keys.P33_INSTANCE) == "p33@h#0"
+    first.let_go()
+    assert other.claim() is None and r.get(keys.P33_INSTANCE) == "p33@h#1"
+
+
+def test_a_key_of_another_type_is_no_holder(r) -> None:
+    r.hset(keys.P33_INSTANCE, "who", "x")
+
+    assert SoleInstance(r, keys.P33_INSTANCE, "p33@h#0").claim() is None
+    assert r.get(keys.P33_INSTANCE) == "p33@h#0"
