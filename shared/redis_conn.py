@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import redis
@@ -18,6 +19,26 @@ except ImportError:  # redis[hiredis] is a dependency; without it redis-py packs
     hiredis = None
 
 ENCODING, ENCODING_ERRORS = "utf-8", "replace"
+
+
+# Redis answered, but cannot serve writes (or anything) now: a replica after a failover, maxmemory with noeviction,
+# a failed RDB save, a busy script, a cluster resharding, a server loading its data. Like a lost connection: wait
+# and retry, never count it against the entry in hand (its deliveries) or end the daemon.
+REFUSALS = ("READONLY", "OOM", "MISCONF", "BUSY", "TRYAGAIN", "MASTERDOWN", "NOREPLICAS", "LOADING")
+_REFUSAL_IN_SCRIPT = re.compile(r"@user_script:\d+:.*?-?\b(" + "|".join(REFUSALS) + r")\b")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Redis cannot serve us now: unreachable, or answering with one of REFUSALS (redis-py strips the code from
+    the message and keeps it in the class or status_code; Redis 6.2 wraps one raised inside a script)."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return True
+    if not isinstance(exc, redis.ResponseError):
+        return False
+    if isinstance(exc, (redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError,
+                        redis.exceptions.TryAgainError)):
+        return True
+    return getattr(exc, "status_code", None) in REFUSALS or bool(_REFUSAL_IN_SCRIPT.search(str(exc)))
 
 
 def wrong_type(exc: BaseException) -> bool:

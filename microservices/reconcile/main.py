@@ -21,7 +21,7 @@ def main() -> int:
     ctx.log.info("reconcile_ready", interval_sec=settings.reconcile_interval_sec, grace_sec=settings.reconcile_grace_sec,
                  tolerance_steps=settings.heal_tolerance_steps)
     reconciler = Reconciler(ctx.redis, access, settings)
-    block_ms = min(settings.stream_block_ms, int(settings.reconcile_interval_sec * 1000))
+    block_ms = max(1, min(settings.stream_block_ms, int(settings.reconcile_interval_sec * 1000)))  # 0 blocks forever
     config = daemon.consumer_config(settings, NAME, keys.Stream.APPLY_RESULT, keys.Group.RECONCILE, block_ms=block_ms)
     consumer = StreamConsumer(ctx.redis, config, PlanResult.from_fields, reconciler.on_result, on_tick=reconciler.tick)
     return daemon.run(ctx, consumer)

@@ -10,6 +10,7 @@ one read (parse, handle, settle, dead-letter) is shared.runtime.handling.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import redis
 
 from shared import metrics, redis_wire
 from shared.logging import get_logger, redact_text
+from shared.redis_conn import unavailable
 from shared.lua import LuaScript
 from shared.runtime import maintenance
 from shared.runtime.arrival import ArrivalReader, sent as arrival_sent
@@ -73,11 +75,15 @@ return kept
 """)
 
 
+_NOGROUP_IN_SCRIPT = re.compile(r"@user_script:\d+:.*?-?\bNOGROUP\b")
+
+
 def _stream_or_group_gone(exc: redis.ResponseError) -> bool:
     """The group (NOGROUP) or the whole stream was deleted: a blocked read is unblocked (Redis 7: UNBLOCKED)
     and XINFO answers "no such key" (6.2). Both mean: create them again and go on."""
     text = str(exc)
-    return text.startswith(("NOGROUP", "UNBLOCKED")) or text == "no such key"
+    # Redis 6.2 wraps an error raised inside a script: "Error running script (...): @user_script:6: NOGROUP ..."
+    return text.startswith(("NOGROUP", "UNBLOCKED")) or text == "no such key" or bool(_NOGROUP_IN_SCRIPT.search(text))
 
 
 @dataclass
@@ -164,10 +170,13 @@ class StreamConsumer(Generic[T]):
                     self._survive_redis_error(exc)
                     continue
                 except redis.ResponseError as exc:
+                    if unavailable(exc):  # READONLY after a failover, OOM, MISCONF, ...: as if unreachable
+                        self._survive_redis_error(exc)
+                        continue
                     if not _stream_or_group_gone(exc):
                         raise
                     self.log.warning("group_recreated", error=redact_text(str(exc))[:120])
-                    self.ensure_group()
+                    started = False  # the group again, inside this guard (it may fail as Redis does), then ours
                     continue
                 processed += done
                 if burst and done == 0:
@@ -344,7 +353,9 @@ class StreamConsumer(Generic[T]):
             self.on_tick()
         except (Shutdown, redis.ConnectionError, redis.TimeoutError):
             raise
-        except Exception:  # a failing periodic task must not end the loop that serves plans
+        except Exception as exc:  # a failing periodic task must not end the loop that serves plans
+            if unavailable(exc):
+                raise
             metrics.HANDLER_ERRORS.labels(**self._labels).inc()
             self.log.exception("tick_failed")
 

@@ -21,7 +21,7 @@ import redis
 
 from shared import logging as qlog
 from shared import metrics
-from shared.redis_conn import OnConnect, RedisUnavailable, connect_checked
+from shared.redis_conn import OnConnect, RedisUnavailable, connect_checked, unavailable
 from shared.runtime.consumer import ConsumerConfig, Shutdown, StreamConsumer
 from shared.runtime.liveness import QUIET_MAX_S, Liveness
 from shared.settings import CommonSettings
@@ -143,12 +143,12 @@ def run_timer(ctx: DaemonContext, interval_s: float, tick: Callable[[], None]) -
             healthy = True
         except Shutdown:
             raise
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            ctx.log.warning("redis_unavailable", error=exc.__class__.__name__)
-            liveness.waiting()
-        except Exception:
-            metrics.HANDLER_ERRORS.labels(stream="timer", group=ctx.name).inc()
-            ctx.log.exception("tick_failed")
+        except Exception as exc:
+            if unavailable(exc):  # unreachable, or refusing (READONLY, OOM, ...): skip the tick, uncounted
+                ctx.log.warning("redis_unavailable", error=exc.__class__.__name__)
+            else:
+                metrics.HANDLER_ERRORS.labels(stream="timer", group=ctx.name).inc()
+                ctx.log.exception("tick_failed")
             liveness.waiting()
         due = time.monotonic() + interval_s  # a full pause after each tick, however long it took
     liveness.stopping()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import redis
 
 from shared import metrics
+from shared.redis_conn import unavailable
 from shared.runtime.deadletter import dead_letter_and_ack, dead_letter_fields
 from shared.schema.entry import EntryError
 
@@ -195,9 +196,12 @@ class EntryHandling(Generic[T]):
         return self._settle(entry, failure)
 
     def _settle(self, entry: Entry, failure: BaseException | None) -> bool:
-        """What one entry's outcome means: True to ack it."""
+        """What one entry's outcome means: True to ack it. Redis refusing to serve (redis_conn.unavailable) is not
+        the entry's failure: raised, so the loop waits for Redis and the entry keeps its deliveries."""
         if failure is None:
             return True
+        if unavailable(failure):
+            raise failure
         if isinstance(failure, Rejected):
             self._dead_letter(entry, failure.reason, failure.detail)
             return False

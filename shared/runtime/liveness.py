@@ -13,6 +13,7 @@ import redis
 
 from shared import keys
 from shared.lua import NOT_TEXT, SAFE_READS, LuaScript
+from shared.redis_conn import unavailable
 
 HEARTBEAT_TTL_S = 30
 BEAT_EVERY_S = 1.0
@@ -54,7 +55,11 @@ class Liveness:
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.key, mapping={"daemon": self.daemon, "pid": str(os.getpid()), "ts_ms": str(int(time.time() * 1000))})
         pipe.expire(self.key, HEARTBEAT_TTL_S)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.ResponseError as exc:  # Redis refuses writes (OOM, READONLY): alive all the same; the beat
+            if not unavailable(exc):       # in Redis goes stale, which says so
+                raise
 
     def waiting(self) -> None:
         """Redis is down and the loop waits for it: alive, not hung, so systemd's watchdog is fed (else it would

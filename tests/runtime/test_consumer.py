@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from shared import keys
 from shared.redis_conn import connect
@@ -245,6 +246,36 @@ def test_a_field_given_twice_is_dead_lettered_also_when_the_entry_is_claimed_fro
     (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
     assert (dead["reason"], handled) == ("duplicate_field", [])
     assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_redis_refusing_writes_in_a_handler_is_waited_out_not_counted_against_the_entry(r: redis.Redis) -> None:
+    # Found in a review: OOM or READONLY raised by a handler counted as its failure: the plan burned a delivery per
+    # claim_idle_ms and was dead-lettered, and writing the dead letter failed the same way and ended the daemon.
+    entry_id = r.xadd(STREAM, {"n": "1"})
+    seen: list = []
+    refusals = [redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")]
+
+    def handler(item, entry):
+        seen.append((entry.entry_id, entry.deliveries))
+        if refusals:
+            raise refusals.pop()
+
+    errors_before = REGISTRY.get_sample_value("quantum_stream_handler_errors_total",
+                                              {"stream": STREAM, "group": "g"}) or 0
+    StreamConsumer(r, config(), dict, handler).run(burst=True)
+
+    assert [e for e, _ in seen] == [entry_id, entry_id] and r.xlen(keys.Stream.DEAD_LETTER) == 0
+    assert r.xpending(STREAM, "g")["pending"] == 0
+    assert (REGISTRY.get_sample_value("quantum_stream_handler_errors_total", {"stream": STREAM, "group": "g"}) or 0) \
+        == errors_before
+
+
+def test_a_nogroup_raised_inside_a_script_is_the_group_gone_on_redis_6_2() -> None:
+    from shared.runtime.consumer import _stream_or_group_gone
+
+    wrapped = "Error running script (call to f_ab): @user_script:6: @user_script: 6: -NOGROUP No such key 'st'"
+    assert _stream_or_group_gone(redis.ResponseError(wrapped))
+    assert not _stream_or_group_gone(redis.ResponseError("ERR something else"))
 
 
 def test_a_second_instance_in_the_group_shares_the_work_without_processing_twice(redis_url: str, r: redis.Redis) -> None:

@@ -125,3 +125,22 @@ def test_a_signal_handler_that_raises_while_a_command_is_packed_raises_there_and
     finally:
         if child.poll() is None:
             child.kill()
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    (redis.ConnectionError("gone"), True),
+    (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), True),
+    (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), True),
+    (redis.ResponseError("Errors trying to SHUTDOWN.", status_code="MISCONF"), True),
+    (redis.ResponseError("Error running script (call to f_1): @user_script:6: @user_script: 6: -READONLY You can't "
+                         "write against a read only replica."), True),  # Redis 6.2 wraps it
+    (redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
+    (redis.ResponseError("unknown command 'FOO'", status_code="ERR"), False),
+    (ValueError("not Redis"), False),
+])
+def test_redis_refusing_to_serve_is_unavailable_like_a_lost_connection(exc, expected) -> None:
+    """Found in a review: only connection errors were waited out; READONLY after a failover, or OOM, ended every
+    consumer daemon (a crash loop until systemd gave up), or burned the deliveries of the plan in hand."""
+    from shared.redis_conn import unavailable
+
+    assert unavailable(exc) is expected
