@@ -112,7 +112,7 @@ def connect(url: str, socket_timeout: float | None = 30.0, retries: int = 6,
         encoding_errors=ENCODING_ERRORS,
         command_packer=PACKER,
         socket_timeout=socket_timeout,
-        socket_connect_timeout=5.0,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
@@ -121,13 +121,23 @@ def connect(url: str, socket_timeout: float | None = 30.0, retries: int = 6,
     )
 
 
+CONNECT_TIMEOUT_S = 5.0
+
+
+def worst_call_s(socket_timeout: float, retries: int) -> float:
+    """The longest one command can take before its error reaches the caller: every attempt timing out (connecting
+    or reading), with the backoff between them (ExponentialBackoff(cap=2.0, base=0.05))."""
+    backoff = sum(min(2.0, 0.05 * 2 ** attempt) for attempt in range(retries))
+    return (retries + 1) * max(socket_timeout, CONNECT_TIMEOUT_S) + backoff
+
+
 def connect_checked(url: str, socket_timeout: float | None = 30.0, single_connection: bool = False,
-                    on_connect: OnConnect | None = None) -> redis.Redis:
+                    on_connect: OnConnect | None = None, retries: int = 6) -> redis.Redis:
     """Connect and PING, translating failures into RedisUnavailable with a redacted URL."""
     try:
         # A single-connection client connects while it is built, so building it can fail too.
         client = connect(url, socket_timeout=socket_timeout, single_connection=single_connection,
-                         on_connect=on_connect)
+                         on_connect=on_connect, retries=retries)
         client.ping()
     except redis.AuthenticationError:
         raise RedisUnavailable(f"Redis at {redact_text(url)} refused the credentials (check REDIS_URL)") from None

@@ -38,6 +38,11 @@ class DaemonContext:
     log: Any
 
 
+SOCKET_MARGIN_S = 3.0  # a blocked read's reply, past its BLOCK, on a busy host
+DAEMON_RETRIES = 2
+DAEMON_CALL_BUDGET_S = 25.0  # under WatchdogSec (30 s, shared.deploy): tests/deploy/test_units.py ties them
+
+
 def fail(message: str, code: int = EXIT_UNAVAILABLE) -> None:
     print(qlog.redact_text(message), file=sys.stderr)
     raise SystemExit(code)
@@ -52,13 +57,17 @@ def start(name: str, settings: CommonSettings, extra_secrets: tuple[str, ...] = 
     qlog.register_secrets([redis_url, *extra_secrets])
     qlog.register_url_password(redis_url)
     log = qlog.configure(name, settings.log_level)
-    socket_timeout = settings.stream_block_ms / 1000 + 10
+    # A stalled Redis (it accepts, never answers) must not starve systemd's watchdog: one command, all its attempts
+    # timing out, returns its error within DAEMON_CALL_BUDGET_S, and the loop then waits for Redis feeding the
+    # watchdog. A blocked read waits STREAM_BLOCK_MS (at most 5 s) plus a margin; a Redis restart is waited out by
+    # the loops, not by retrying one command for long.
+    socket_timeout = settings.stream_block_ms / 1000 + SOCKET_MARGIN_S
     # A daemon talks to Redis from its loop's thread only: one dedicated connection for direct commands. Down or
     # restarting, Redis is waited for (REDIS_STARTUP_WAIT_S), so an outage longer than systemd's few quick restarts
     # (StartLimitBurst) does not leave the unit failed for good; refused credentials fail at once.
     client = retry_at_start(
         name, lambda: connect_checked(redis_url, socket_timeout=socket_timeout, single_connection=True,
-                                      on_connect=on_connect),
+                                      on_connect=on_connect, retries=DAEMON_RETRIES),
         RedisUnavailable, settings.redis_startup_wait_s, log, "redis_unavailable_at_start")
     _serve_metrics(name, settings)
     log.info("daemon_started", metrics=f"{settings.metrics_host}:{settings.metrics_port}")

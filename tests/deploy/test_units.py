@@ -89,3 +89,18 @@ def test_no_loop_is_quiet_longer_than_its_watchdog_heartbeat_or_status_allow(nam
     assert watchdog is None or 2 * QUIET_MAX_S <= int(watchdog.group(1))
     assert 2 * QUIET_MAX_S <= min(HEARTBEAT_TTL_S, STALE_AFTER_MS / 1000)
     assert CommonSettings.model_fields["stream_block_ms"].metadata[-1].le <= QUIET_MAX_S * 1000
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_one_redis_command_gives_up_before_the_watchdog_would_kill_a_daemon_waiting_on_it(name: str) -> None:
+    """Found in a review of the runtime: against a stalled Redis one command retried 6 times at a 12 s socket
+    timeout, ~88 s with the watchdog unfed (WatchdogSec=30): systemd restarted daemons during the very outages the
+    loops wait through, and a SIGTERM then outlasted TimeoutStopSec."""
+    from shared.redis_conn import worst_call_s
+    from shared.runtime import daemon
+    from shared.runtime.liveness import QUIET_MAX_S
+
+    watchdog = re.search(r"^WatchdogSec=(\d+)$", render_all()[name], re.MULTILINE)
+    worst = worst_call_s(QUIET_MAX_S + daemon.SOCKET_MARGIN_S, daemon.DAEMON_RETRIES)
+    assert worst <= daemon.DAEMON_CALL_BUDGET_S
+    assert watchdog is None or daemon.DAEMON_CALL_BUDGET_S < int(watchdog.group(1))
