@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import redis
 
 from shared import redis_wire
+from shared.redis_conn import wrong_type
 
 
 NOT_TEXT = "(not a string)"
@@ -82,15 +83,20 @@ class LuaScript:
         return redis_wire.send(client, [self.command(keys, args) for keys, args in calls])
 
 
-# GET of each key as the scripts read it (text_of): a key of another type comes back as NOT_TEXT, not an error.
-_TEXTS = LuaScript(SAFE_READS + """
-local out = {}
-for i, key in ipairs(KEYS) do out[i] = text_of(key) or false end
-return out
-""")
+def text_reply(value: object) -> object:
+    """A pipelined GET's reply read as text_of reads it in a script: WRONGTYPE (a key of another type) is NOT_TEXT,
+    any other error is raised."""
+    if wrong_type(value):
+        return NOT_TEXT
+    if isinstance(value, redis.ResponseError):
+        raise value
+    return value
 
 
 def texts(client: redis.Redis, names: Sequence[str]) -> list[str | None]:
-    """What Python readers outside the scripts see of string keys an operator may have mistyped (status,
-    flatten, the executor's idle gauge): each value, None when absent, NOT_TEXT for a key of another type."""
-    return list(_TEXTS(client, names)) if names else []
+    """String keys an operator may have mistyped, read outside the scripts (status, flatten, the executor's idle
+    gauge): each value, None when absent, NOT_TEXT for a key of another type; one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.get(name)
+    return [text_reply(value) for value in pipe.execute(raise_on_error=False)]  # type: ignore[misc]

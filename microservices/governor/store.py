@@ -29,8 +29,7 @@ from shared.freshness import stored_ms
 from shared.results import marker_ms
 from shared.permits import PermitKind
 from shared.schema import P32Permit
-from shared.lua import NOT_TEXT
-from shared.redis_conn import wrong_type
+from shared.lua import text_reply
 from shared.snapshot import ExchangeSnapshot
 
 LOCK_TTL_MS = 2_000  # a decision holds it for well under a millisecond; a crashed holder frees it by expiry
@@ -138,7 +137,7 @@ class GovernorStore:
         pipe = self.r.pipeline(transaction=False)
         pipe.get(keys.KILL).get(keys.GOVERNOR_EXECUTION).exists(keys.plan_result_marker(plan_id))
         pipe.exists(keys.GOVERNOR_DISARMED)
-        kill, execution, has_result, disarmed = (_text(value) for value in pipe.execute(raise_on_error=False))
+        kill, execution, has_result, disarmed = map(text_reply, pipe.execute(raise_on_error=False))
         return GovernorState(switches=read_switches(kill, execution), auto_disarmed=bool(disarmed)), bool(has_result)
 
     def issue(self, permit: P32Permit) -> None:
@@ -257,7 +256,7 @@ class GovernorStore:
             pipe = self.r.pipeline(transaction=False)
             inflight_raw, snapshot_raw = pipe.hgetall(keys.GOVERNOR_INFLIGHT).get(keys.EXCHANGE_POSITIONS).execute()
             inflight, _ = _inflight(inflight_raw)
-            snapshot, _ = _snapshot(snapshot_raw)
+            snapshot, _ = exchange_snapshot.checked(snapshot_raw)
             if not inflight or snapshot is None:
                 return []
             results = self.read_results(entry.plan_id for entry in inflight)
@@ -290,23 +289,14 @@ class GovernorStore:
         pipe = self.r.pipeline(transaction=False)
         pipe.get(keys.KILL).get(keys.GOVERNOR_EXECUTION).exists(keys.GOVERNOR_DISARMED).hlen(keys.GOVERNOR_INFLIGHT)
         pipe.get(keys.EXCHANGE_POSITIONS)
-        kill, execution, disarmed, inflight, snapshot_raw = (_text(value) for value in pipe.execute(raise_on_error=False))
-        return read_switches(kill, execution), bool(disarmed), int(inflight), _snapshot(snapshot_raw)[0]
-
-
-def _text(value: Any) -> Any:
-    """A pipelined reply; a switch of another Redis type (WRONGTYPE) reads as unreadable text, as in the scripts."""
-    if wrong_type(value):
-        return NOT_TEXT
-    if isinstance(value, redis.ResponseError):
-        raise value
-    return value
+        kill, execution, disarmed, inflight, snapshot_raw = map(text_reply, pipe.execute(raise_on_error=False))
+        return read_switches(kill, execution), bool(disarmed), int(inflight), exchange_snapshot.checked(snapshot_raw)[0]
 
 
 def round_read(values: list[Any], token: str, now_ms: int, trips_since: int) -> RoundRead:
     """A RoundRead from the read script's reply (READ_OPENS', or what governor.arrival makes of its own)."""
     kill, execution, snapshot_raw, totals_raw, trips, disarmed, corrupt, *per_plan = values
-    snapshot, snapshot_problem = _snapshot(snapshot_raw)
+    snapshot, snapshot_problem = exchange_snapshot.checked(snapshot_raw)
     unreadable = {"snapshot": snapshot_problem, "inflight": f"{corrupt} unreadable record(s)" if corrupt else None}
     shared = GovernorState(
         switches=read_switches(kill, execution),
@@ -345,9 +335,6 @@ def _pairs(flat: list[str] | dict[str, str]) -> dict[str, str]:
 def _within(score: str | None, since_ms: int) -> int:
     """1 when the plan's own member is inside the window (a replay), so it is not counted twice."""
     return 1 if score is not None and float(score) > since_ms else 0
-
-
-_snapshot = exchange_snapshot.checked
 
 
 def _inflight(raw: dict[str, str]) -> tuple[tuple[InFlight, ...], tuple[str, ...]]:

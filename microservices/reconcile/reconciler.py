@@ -150,7 +150,7 @@ class Reconciler:
         """When the mismatch was first seen; None when unrecorded or garbled (it is then recorded afresh). A
         record of another type (an operator's SET) is deleted, or every pass would fail on it and never heal."""
         try:
-            return _stored_ms(self.r.hget(mismatch_key, "first_seen_ms"))
+            return freshness.stored_ms(self.r.hget(mismatch_key, "first_seen_ms"))
         except redis.ResponseError as exc:
             if not wrong_type(exc):
                 raise
@@ -199,19 +199,13 @@ class Reconciler:
             return True
         # MGET, not GET: a key of another type reads as absent instead of failing every pass (the next fill's SET
         # replaces it); the ledger's own time still counts then.
-        return (_stored_ms(pipe.mget([keys.cooldown_last_exec(symbol)])[0]) or 0) >= self._observed_at_ms
+        return (freshness.stored_ms(pipe.mget([keys.cooldown_last_exec(symbol)])[0]) or 0) >= self._observed_at_ms
 
 
 def _observe(symbol: str, position: Position | None, recorded: LedgerEntry, tolerance: Decimal) -> Observation:
     held = recorded.position
     return Observation(symbol, position.amount if position else ZERO, held.amount if held else None, tolerance,
                        ledger_unreadable=recorded.unreadable)
-
-
-def _stored_ms(raw: str | None) -> int | None:
-    """A time stored in Redis; None when absent or garbled (a mismatch is then recorded afresh; a last-execution
-    time does not count, the ledger's own time still does)."""
-    return freshness.stored_ms(raw)
 
 
 def _adopted(observation: Observation, recorded: ledger.LedgerPosition | None, position: Position | None,

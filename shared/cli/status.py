@@ -13,6 +13,7 @@ from shared import fleet, keys, ledger, lua
 from shared import snapshot as exchange_snapshot
 from shared.cli.common import CommandError, add_redis_argument, fail, redis_from
 from shared.cli.up import format_result
+from shared.freshness import stored_ms
 from shared.redis_conn import wrong_type
 from shared.runtime import maintenance
 from shared.trading_state import forced_dry_run, read_switches
@@ -56,7 +57,7 @@ def daemons(client: redis.Redis) -> list[str]:
         if not own and not spec.demo:  # a dev-only daemon that is not running is not a fault
             lines.append(f"{spec.name:<23} DOWN")
         for beat in own:
-            beat_ms = _int(beat.get("ts_ms"))
+            beat_ms = stored_ms(beat.get("ts_ms"))
             if beat_ms is None:
                 lines.append(f"{spec.name:<23} {'?':<9} {beat.get('pid', '?'):<8} unreadable beat {beat['key']}")
                 continue
@@ -142,10 +143,3 @@ def _fields(client: redis.Redis, key: str) -> dict[str, str]:
         if not wrong_type(exc):
             raise
         return {}
-
-
-def _int(raw: str | None) -> int | None:
-    try:
-        return int(raw) if raw is not None else None
-    except ValueError:
-        return None
