@@ -12,7 +12,7 @@ import time
 import redis
 
 from shared import keys
-from shared.lua import NOT_TEXT, SAFE_READS, LuaScript
+from shared.lua import LuaScript
 from shared.redis_conn import unavailable
 
 HEARTBEAT_TTL_S = 30
@@ -77,13 +77,13 @@ class Liveness:
 
 # KEYS: the instance key; ARGV: consumer ttl-s. Reply: the other holder, or nil when this one holds it now (taken or
 # renewed). A value of another type is no holder.
-_CLAIM = LuaScript(SAFE_READS + """
-local holder = text_of(KEYS[1])
-if holder and holder ~= ARGV[1] and holder ~= NOT_TEXT then return holder end
+_CLAIM = LuaScript("""
+local holder = redis.pcall('GET', KEYS[1])
+if type(holder) == 'string' and holder ~= ARGV[1] then return holder end
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return false
-""".replace("NOT_TEXT", repr(NOT_TEXT)))
+""")
 _LET_GO = LuaScript("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1")
 
 
