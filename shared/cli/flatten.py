@@ -92,7 +92,7 @@ def _confirm(client, symbols: list[str], every: bool, after_ms: int, wait_s: flo
             print(f"could not confirm: no exchange snapshot newer than the results within {wait_s:g}s "
                   "(check `quantum status`)")
             return 1
-        time.sleep(0.2)
+        time.sleep(0.2)  # deliberate: a CLI polling P3.3's SET of the snapshot, which notifies nobody
     closed = sum(1 for symbol in symbols if not seen.amount(symbol))
     left = {s: seen.amount(s) for s in sorted(set(symbols) | (set(seen.positions) if every else set())) if seen.amount(s)}
     for symbol, amount in left.items():
