@@ -31,7 +31,8 @@ SOURCE = "intent_bridge"
 # Every outcome (handle's, and to_plan's Skipped reasons) at 0 from the start: increase() cannot count the sample
 # a series is born with, and QuantumIntentsWithoutPlans reads the first plan after a start that way.
 INTENT_EXPIRED, INTENT_TIME_INVALID = "intent_expired", "intent_time_invalid"
-INTENT_OUTCOMES = ("planned", "duplicate", "symbol_not_allowed", "below_confidence_floor", INTENT_EXPIRED)
+INTENT_OUTCOMES = ("planned", "duplicate", "symbol_not_allowed", "below_confidence_floor", INTENT_EXPIRED,
+                   INTENT_TIME_INVALID)
 for _outcome in INTENT_OUTCOMES:
     INTENTS.labels(outcome=_outcome)
 

@@ -62,7 +62,7 @@ def subclasses(*bases: type) -> set[type]:
          {("mode", "dry_run"), ("mode", "testnet"), ("mode", "live")}),
         ("microservices.intent_bridge.bridge", "quantum_bridge_intents_total",
          {("outcome", o) for o in ("planned", "duplicate", "symbol_not_allowed", "below_confidence_floor",
-                                   "intent_expired")}),
+                                   "intent_expired", "intent_time_invalid")}),
         ("microservices.reconcile.reconciler", "quantum_reconcile_passes_total",
          {("outcome", o) for o in ("done", "weight_budget", "exchange_error")}),  # QuantumReconcileFailing
     ],
@@ -80,7 +80,9 @@ def test_every_error_sending_can_raise_is_a_kind_exported_from_the_start() -> No
 
 def test_every_outcome_the_bridge_counts_is_exported_from_the_start() -> None:
     code = (ROOT / "microservices" / "intent_bridge" / "bridge.py").read_text()
-    counted = {"planned", "duplicate", bridge.INTENT_EXPIRED} | set(re.findall(r'\bSkipped\(\s*"(\w+)"', code))
+    # _check_fresh counts both of its refusals (expired, time invalid) under their own reason
+    counted = {"planned", "duplicate", bridge.INTENT_EXPIRED, bridge.INTENT_TIME_INVALID} | set(
+        re.findall(r'\bSkipped\(\s*"(\w+)"', code))
 
     assert set(bridge.INTENT_OUTCOMES) == counted
 
