@@ -10,6 +10,8 @@ from enum import Enum
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from shared.runtime.maintenance import LAG_COUNT_CAP
+
 # Handler latency buckets reach down to 100 µs: the plan path is expected to sit near 1 ms.
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -33,7 +35,10 @@ HANDLER_SECONDS = Histogram(
     "quantum_stream_handler_seconds", "Time spent in the handler per entry", ["stream", "group"], buckets=LATENCY_BUCKETS
 )
 GROUP_LAG = Gauge(
-    "quantum_stream_group_lag_entries", "Entries in the stream not yet delivered to the group", ["stream", "group"]
+    "quantum_stream_group_lag_entries",
+    f"Entries in the stream not yet delivered to the group (Redis < 7 has no lag field: counted up to {LAG_COUNT_CAP}, "
+    f"so {LAG_COUNT_CAP} there means at least that many)",
+    ["stream", "group"],
 )
 GROUP_PENDING = Gauge(
     "quantum_stream_group_pending_entries", "Entries delivered to the group but not yet acknowledged", ["stream", "group"]

@@ -10,6 +10,7 @@ import redis
 from prometheus_client import REGISTRY, generate_latest
 
 from shared.runtime.consumer import ConsumerConfig, StreamConsumer
+from shared.runtime.maintenance import LAG_COUNT_CAP
 
 STREAM = "quantum:stream:metrics-test"
 
@@ -39,3 +40,12 @@ def test_metric_names_pass_promtool(r: redis.Redis) -> None:
     checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_lag_gauge_says_its_count_stops_at_the_cap_on_redis_before_7(r: redis.Redis) -> None:
+    """Redis 6.2 has no lag field: the lag is counted by reading, up to LAG_COUNT_CAP, and the gauge's help says
+    that the cap there means at least that many (a dashboard reader cannot tell otherwise)."""
+    text = exposition_after_some_work(r)
+
+    help_line = next(line for line in text.splitlines() if line.startswith("# HELP quantum_stream_group_lag_entries "))
+    assert f"counted up to {LAG_COUNT_CAP}" in help_line and "at least" in help_line
