@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,6 +33,7 @@ from bench.stats import summary
 from microservices.governor.settings import Limits
 from microservices.governor.store import GovernorStore
 from shared import keys
+from shared.orders import client_order_id_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = keys.Stream.APPLY_PLAN
@@ -54,14 +56,22 @@ class Peer:
         log = open(log_dir / f"peer-{role}.log", "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "bench.peer", role, redis_url],
                                         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        ready = r.blpop([peer.READY], timeout=20)
-        if ready is None or ready[1] != role:
-            raise RuntimeError(f"bench peer {role} did not start")
+        try:
+            ready = r.blpop([peer.READY], timeout=20)
+            if ready is None or ready[1] != role:
+                raise RuntimeError(f"bench peer {role} did not start")
+        except BaseException:
+            self.stop()  # the caller never gets the peer to stop it
+            raise
 
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 class Watcher(Peer):
@@ -83,10 +93,12 @@ class Watcher(Peer):
         return seen
 
     def stop(self) -> None:
-        self.r.publish(peer.CTL, "quit")
         try:
+            self.r.publish(peer.CTL, "quit")
             self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        except (redis.RedisError, subprocess.TimeoutExpired):
+            pass  # Redis gone, or the watcher deaf: terminated below
+        finally:
             super().stop()
 
 
@@ -199,16 +211,24 @@ def decision_only(r: redis.Redis, tag: str, plans: list[tuple[str, str]], warmup
 @dataclass
 class Outcomes:
     executed: int = 0
+    not_filled: int = 0  # executed, yet the order's status is not FILLED (a partial fill)
     refused: Counter = field(default_factory=Counter)
 
     def add(self, fields: dict[str, str]) -> None:
         if fields.get("executed") == "true":
             self.executed += 1
+            self.not_filled += not filled(fields)
         else:
             self.refused[fields.get("reason", "?")] += 1
 
     def as_dict(self) -> dict:
-        return {"executed": self.executed, "refused": sum(self.refused.values()), "refused_by_reason": dict(self.refused)}
+        return {"executed": self.executed, "not_filled": self.not_filled, "refused": sum(self.refused.values()),
+                "refused_by_reason": dict(self.refused)}
+
+
+def filled(result: dict[str, str]) -> bool:
+    """A result with the order FILLED: what the end-to-end figure is measured to."""
+    return result.get("executed") == "true" and result.get("order_status") == "FILLED"
 
 
 def last_result_id(r: redis.Redis) -> str:
@@ -281,7 +301,8 @@ def sequential_plans(r: redis.Redis, watcher: Watcher | None, tag: str, plans: l
             continue
         if i >= warmup:
             sent[plan_id] = t0
-            e2e.append(t1 - t0)
+            if filled(found):  # end-to-end is to a FILLED result; the others are counted in the outcomes
+                e2e.append(t1 - t0)
             outcomes.add(found)
     measured_s = time.monotonic() - measured_from
     calls = _calls_per_plan(calls_before, _command_calls(r), len(sent)) if calls_before else {}
@@ -349,11 +370,13 @@ def merge(rounds: list[dict]) -> dict:
 
 
 def burst(r: redis.Redis, watcher: Watcher, tag: str, plans: list[tuple[str, str]], timeout_s: float,
-          overtime_s: float = 0.0, pids: dict[str, int] | None = None) -> dict:
+          overtime_s: float = 0.0, pids: dict[str, int] | None = None, sim_url: str | None = None) -> dict:
     """XADD every plan at once, then read apply.result until each plan has a result.
 
     Past `timeout_s` the burst has failed; it is still followed for `overtime_s` more seconds to
-    see when (and whether) it drains, so the report can say how far off it is.
+    see when (and whether) it drains, so the report can say how far off it is. With `sim_url`, the
+    simulator's orders are counted too: a result is written once per plan whatever happens (its
+    marker), so only the exchange shows an order sent twice.
     """
     cursor = last_result_id(r)
     ids = [f"{tag}-{i:06d}" for i in range(len(plans))]
@@ -417,7 +440,9 @@ def burst(r: redis.Redis, watcher: Watcher, tag: str, plans: list[tuple[str, str
     half = len(arrivals) // 2
     rates = [round(half / ((b - a) / 1e9), 1) if b > a else None
              for a, b in ((t0, arrivals[half - 1]), (arrivals[half - 1], arrivals[-1]))] if half > 1 else [None, None]
+    orders = exchange_orders(sim_url, ids, outcomes.executed) if sim_url else {}
     return {
+        **orders,
         "plans": len(ids),
         "symbols": len({symbol for symbol, _ in plans}),
         "inject_s": round((injected - t0) / 1e9, 3),
@@ -434,6 +459,21 @@ def burst(r: redis.Redis, watcher: Watcher, tag: str, plans: list[tuple[str, str
         "eventually_drained_s": round((last - t0) / 1e9, 3) if eventually else None,
         "cpu_ms_per_plan": cpu,
     }
+
+
+def exchange_orders(sim_url: str, plan_ids: list[str], executed: int) -> dict:
+    """The simulator's orders for these plans (by the client order id each plan's order carries): how many,
+    how many plans have more than one, and how many orders more than executed results there are."""
+    with urllib.request.urlopen(f"{sim_url}/_sim/orders", timeout=60) as response:
+        return count_orders(json.loads(response.read()), plan_ids, executed)
+
+
+def count_orders(listed: list[dict], plan_ids: list[str], executed: int) -> dict:
+    plan_of = {client_order_id_for(plan_id): plan_id for plan_id in plan_ids}
+    per_plan = Counter(plan_of[o["clientOrderId"]] for o in listed if o.get("clientOrderId") in plan_of)
+    total = sum(per_plan.values())
+    return {"exchange_orders": total, "plans_with_several_orders": sum(1 for n in per_plan.values() if n > 1),
+            "orders_beyond_executed": total - executed}
 
 
 # ---------------------------------------------------------------------------------------------

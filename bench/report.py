@@ -32,36 +32,68 @@ def _ratio(a, b) -> float | None:
 
 
 def _burst_ok(b: dict) -> bool:
-    return (not b["timed_out"]) and b["lost"] == 0 and b["duplicates"] == 0 and b["drain_s"] <= b["timeout_s"]
+    return ((not b["timed_out"]) and b["lost"] == 0 and b["duplicates"] == 0 and b["drain_s"] <= b["timeout_s"]
+            and not b.get("plans_with_several_orders") and not b.get("orders_beyond_executed"))
+
+
+def _unclean(phase: dict, watched: bool) -> str:
+    """What keeps a sequential phase's figures from counting: plans without a result (or, watched, without both
+    permits seen), plans refused or not filled. Empty when every plan filled."""
+    o = phase["outcomes"]
+    problems = {"missing": phase["missing_results"], "refused": o["refused"], "not filled": o.get("not_filled", 0),
+                "without both permits": phase["permits_missing"] if watched else 0}
+    return ", ".join(f"{n} {what}" for what, n in problems.items() if n)
+
+
+def _burst_measured(b: dict) -> str:
+    if not b["timed_out"]:
+        measured = f"{b['drain_s']:.2f} s, lost {b['lost']}, dup {b['duplicates']}"
+    else:
+        measured = f"{b['results_at_timeout']:,}/{b['plans']:,} results at {b['timeout_s']:.0f} s"
+    o = b["outcomes"]
+    if o["refused"]:
+        measured += f"; {o['executed']:,} executed, {o['refused']:,} refused"
+    if "exchange_orders" in b:
+        measured += f"; {b['exchange_orders']:,} orders, {b['plans_with_several_orders']} plans with several"
+    return measured
 
 
 def targets(res: dict) -> list[tuple[str, str, str, bool | None]]:
     """(what, measured, target, passed) — passed None when the figure was not measured or has no target."""
     rows: list[tuple[str, str, str, bool | None]] = []
     hop = res["floor"]["hop"]["p50_ms"]
-    d, e = res["main"]["decision"], res.get("main_unwatched", res["main"])["e2e"]
-    rows.append(("decision p50", f"{d['p50_ms']:.3f} ms", "<= 1 ms", d["p50_ms"] <= 1.0))
-    rows.append(("decision p99", f"{d['p99_ms']:.3f} ms", "<= 5 ms", d["p99_ms"] <= 5.0))
-    rows.append(("end-to-end p50", f"{e['p50_ms']:.3f} ms", "<= 3 ms", e["p50_ms"] <= 3.0))
-    rows.append(("end-to-end p99", f"{e['p99_ms']:.3f} ms", "<= 15 ms", e["p99_ms"] <= 15.0))
-    rows.append(("end-to-end p50 / stream hop p50", f"{e['p50_ms'] / hop:.1f}x", "<= 10x", e["p50_ms"] / hop <= 10))
+    watched, unwatched = res["main"], res.get("main_unwatched", res["main"])
+    d, e = watched["decision"], unwatched["e2e"]
+    # A figure counts only when every plan of its phase filled: a fleet refusing fast would otherwise pass.
+    d_bad, e_bad = _unclean(watched, watched=True), _unclean(unwatched, watched=False)
+    d_note, e_note = (f" ({d_bad})" if d_bad else ""), (f" ({e_bad})" if e_bad else "")
+    rows.append(("decision p50", f"{d['p50_ms']:.3f} ms{d_note}", "<= 1 ms", d["p50_ms"] <= 1.0 and not d_bad))
+    rows.append(("decision p99", f"{d['p99_ms']:.3f} ms{d_note}", "<= 5 ms", d["p99_ms"] <= 5.0 and not d_bad))
+    rows.append(("end-to-end p50", f"{e['p50_ms']:.3f} ms{e_note}", "<= 3 ms", e["p50_ms"] <= 3.0 and not e_bad))
+    rows.append(("end-to-end p99", f"{e['p99_ms']:.3f} ms{e_note}", "<= 15 ms", e["p99_ms"] <= 15.0 and not e_bad))
+    rows.append(("end-to-end p50 / stream hop p50", f"{e['p50_ms'] / hop:.1f}x", "<= 10x",
+                 e["p50_ms"] / hop <= 10 and not e_bad))
     for label in res.get("bursts", []):
         b = res[label]
-        if not b["timed_out"]:
-            measured = f"{b['drain_s']:.2f} s, lost {b['lost']}, dup {b['duplicates']}"
-        else:
-            measured = f"{b['results_at_timeout']:,}/{b['plans']:,} results at {b['timeout_s']:.0f} s"
+        measured = _burst_measured(b)
         what = f"{label.replace('_', ' ')}: {b['plans']:,} plans drained"
         if label.endswith("_tradeable"):  # every plan fills: bound by the exchange path, beside the issue's burst
             rows.append((what, measured, "extra: no target", None))
         else:
             rows.append((what, measured, "<= 10 s, nothing lost", _burst_ok(b)))
-    for label, what, against in (("allowlist_50", "50 symbols / 3 symbols", "allowlist_3"),
-                                 ("allowlist_500", "500 symbols / 3 symbols", "allowlist_3"),
-                                 ("history_1m", "1M old entries / none", "history_baseline")):
+    # The issue's reference is the 3-symbol figure; the 1M rounds are also set against a baseline round taken
+    # beside them (before the fill and after its trim), which the host's drift over the run does not move.
+    for label, what, against, target in (
+            ("allowlist_50", "50 symbols / 3 symbols", "allowlist_3", True),
+            ("allowlist_500", "500 symbols / 3 symbols", "allowlist_3", True),
+            ("history_1m", "1M old entries / 3 symbols", "allowlist_3", True),
+            ("history_1m", "1M old entries / its baseline rounds", "history_baseline", False)):
         if label in res and against in res:
             p50, base = res[label]["decision"]["p50_ms"], res[against]["decision"]["p50_ms"]
-            rows.append((f"decision p50 at {what}", f"{p50 / base:.2f}x", "<= 1.2x", p50 / base <= 1.2))
+            if target:
+                rows.append((f"decision p50 at {what}", f"{p50 / base:.2f}x", "<= 1.2x", p50 / base <= 1.2))
+            else:
+                rows.append((f"decision p50 at {what}", f"{p50 / base:.2f}x", "extra: no target", None))
     for name in DAEMON_NAMES:
         cost = res["idle_cost"].get(name, {})
         rows.append((f"{name} RSS", f"{cost.get('rss_mb')} MB", "< 80 MB", cost.get("rss_mb", 1e9) < 80))
@@ -213,6 +245,9 @@ def table(res: dict) -> str:
         w(f"  results {b['results']:,}/{b['plans']:,}  lost {lost}  duplicates {b['duplicates']}  "
           f"both permits {b['plans_with_both_permits']:,}  executed {o['executed']:,}  refused {o['refused']:,} "
           f"{o['refused_by_reason']}")
+        if "exchange_orders" in b:
+            w(f"  orders at the exchange for these plans {b['exchange_orders']:,}  plans with more than one "
+              f"{b['plans_with_several_orders']}  orders beyond the executed results {b['orders_beyond_executed']}")
         cpu = b.get("cpu_ms_per_plan") or {}
         if cpu:
             w("  CPU ms per plan over the burst: " + "  ".join(f"{CPU_NAMES.get(n, n)} {v:.2f}" for n, v in cpu.items())

@@ -207,7 +207,7 @@ class Bench:
             say(f"{label}: {s.burst} plans at once over {len(pool)} symbols")
             burst_plans = [pool[i % len(pool)] for i in range(s.burst)]
             result = measure.burst(self.r, self.watcher, label, burst_plans, s.burst_timeout_s, s.burst_overtime_s,
-                                   pids=self.stack.pids())
+                                   pids=self.stack.pids(), sim_url=self.stack.sim_url)
             result["tradeable_symbols"] = sum(1 for sym, _ in pool if sym in self.quantities)
             self.results[label] = result
             self.results["bursts"].append(label)

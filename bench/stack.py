@@ -155,9 +155,10 @@ class Stack:
                 continue
             try:
                 daemon.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                daemon.process.kill()
-                daemon.process.wait()
+            finally:  # not stopped in time, or interrupted while waiting: killed, never left running
+                if daemon.process.poll() is None:
+                    daemon.process.kill()
+                    daemon.process.wait()
 
     def restart(self, *names: str, **overrides: str) -> None:
         self.stop(*names)
@@ -185,7 +186,17 @@ class Stack:
         return counts
 
     def close(self) -> None:
-        self.stop()
+        """Everything stopped, each part even when stopping an earlier one failed (no process left behind)."""
+        try:
+            self.stop()
+        finally:
+            try:
+                self._stop_sim()
+            finally:
+                if self.redis_server is not None:
+                    self.redis_server.stop()
+
+    def _stop_sim(self) -> None:
         if self.sim is not None:
             self.sim.terminate()
             try:
@@ -194,5 +205,3 @@ class Stack:
                 self.sim.kill()
                 self.sim.wait()
             self.sim = None
-        if self.redis_server is not None:
-            self.redis_server.stop()
