@@ -29,6 +29,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+case "$prefix" in
+  /*) ;;
+  *) echo "install: --prefix must be an absolute path" >&2; exit 2 ;;
+esac
+case "$prefix" in
+  *[!A-Za-z0-9/._-]*) echo "install: --prefix may hold only letters, digits and / . _ -" >&2; exit 2 ;;
+esac
+prefix=${prefix%/}
+
 src=$(cd "$(dirname "$0")/.." && pwd)
 dest() { printf '%s%s' "${root%/}" "$1"; }
 say() { printf 'install: %s\n' "$*"; }
@@ -53,8 +62,12 @@ if [ "$make_venv" = 1 ]; then
 fi
 install -m 0644 "$src/README.md" "$(dest "$prefix/README.md")"
 
+# The committed units name the default prefix (shared/deploy.py renders them); another prefix is put in its place.
 for unit in "$src"/deploy/systemd/*.service "$src"/deploy/systemd/*.target; do
-  install -m 0644 "$unit" "$(dest /etc/systemd/system)/$(basename "$unit")"
+  installed=$(dest /etc/systemd/system)/$(basename "$unit")
+  sed "s#/opt/quantum/#$prefix/#g" "$unit" > "$installed.tmp"
+  chmod 0644 "$installed.tmp"
+  mv -f "$installed.tmp" "$installed"
 done
 say "installed $(find "$src/deploy/systemd" -name 'quantum*' | wc -l) systemd units"
 

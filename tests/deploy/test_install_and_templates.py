@@ -92,6 +92,33 @@ def test_install_into_a_temporary_root_is_runnable_private_and_idempotent(tmp_pa
         assert subprocess.run([str(python), "-c", runnable]).returncode == 0, spec.module
 
 
+def test_install_under_another_prefix_points_every_unit_there(tmp_path: Path) -> None:
+    """The committed units name /opt/quantum; installed with --prefix, each unit runs the venv under that prefix
+    (they once kept /opt/quantum and every unit failed with 203/EXEC)."""
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not available")
+    install = [str(ROOT / "deploy" / "install.sh"), "--root", str(tmp_path), "--prefix", "/srv/quantum/", "--no-venv"]
+
+    subprocess.run(install, check=True, capture_output=True, text=True, timeout=120)
+
+    for spec in fleet.installed():
+        unit = (tmp_path / "etc/systemd/system" / spec.unit).read_text()
+        assert f"ExecStart=/srv/quantum/venv/bin/python -m {spec.module}" in unit
+        assert "/opt/quantum" not in unit
+        assert mode(tmp_path / "etc/systemd/system" / spec.unit) == 0o644
+    assert (tmp_path / "srv/quantum/README.md").exists()
+
+
+@pytest.mark.parametrize("prefix", ["relative/dir", "/srv/my quantum", "/srv/q#x"])
+def test_install_refuses_a_prefix_a_unit_cannot_hold(tmp_path: Path, prefix: str) -> None:
+    install = [str(ROOT / "deploy" / "install.sh"), "--root", str(tmp_path), "--prefix", prefix, "--no-venv"]
+
+    refused = subprocess.run(install, capture_output=True, text=True, timeout=60)
+
+    assert refused.returncode == 2 and "--prefix" in refused.stderr
+    assert not (tmp_path / "etc/systemd/system").exists()
+
+
 def test_install_script_is_shellcheck_clean() -> None:
     tool = shutil.which("shellcheck")
     if tool is None:
