@@ -110,8 +110,12 @@ class SelfTestReport:
 
 class ExchangeClient:
     def __init__(self, settings: ExchangeSettings, binance_client: Client | None = None,
-                 monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 alive: Callable[[], object] = lambda: None) -> None:
         self._settings = settings
+        # Called before and after each request (a daemon feeds systemd's watchdog): a tick of several requests to a
+        # slow exchange is progress, not a hang, however long they take together.
+        self._alive = alive
         self._client = binance_client if binance_client is not None else build_binance_client(settings)
         self._secrets = (settings.api_key.get_secret_value(), settings.api_secret.get_secret_value())
         self._used_weight: int | None = None
@@ -259,6 +263,7 @@ class ExchangeClient:
         if quiet_s > 0:
             raise RateLimited(f"{operation}: not sent: backing off after a rate limit, {quiet_s:.1f} s more",
                               retry_after_s=quiet_s)
+        self._alive()
         try:
             payload = call(**params)
         except LIBRARY_ERRORS as exc:
@@ -267,6 +272,8 @@ class ExchangeClient:
         else:
             self._note_weight()
             return self._parse(operation, parse, payload, side_effect)
+        finally:
+            self._alive()
         if isinstance(error, RateLimited):
             self._quiet_until = self._monotonic() + (error.retry_after_s or RATE_LIMIT_PAUSE_S)
         if isinstance(error, ExchangeRejected) and error.code == INVALID_TIMESTAMP and operation != "server_time":

@@ -30,6 +30,11 @@ MAINNET_CONFIRM_PHRASE = "I_UNDERSTAND_THIS_TRADES_REAL_MONEY"
 DEFAULT_SIM_URL = f"http://{SIM_DEFAULT_HOST}:{SIM_DEFAULT_PORT}"
 TESTNET_ROOT_URL = "https://testnet.binancefuture.com"
 MAINNET_ROOT_URL = "https://fapi.binance.com"
+# One request takes at most a connect and a read of this each. Kept well inside what waits on a request: systemd's
+# WatchdogSec (30 s; the watchdog is fed before and after every request) and the intent executor's claim on a plan
+# (CLAIM_TTL_S, 60 s), which must outlast its send deadline (two requests + 1 s, intent_executor.resolve). Up to
+# 120 s was allowed: a daemon's tick could outlast the watchdog and a claim could expire before the order was sent.
+MAX_REQUEST_TIMEOUT_S = 10.0
 CREDENTIAL_KEY_FILE = "binance_api_key"
 CREDENTIAL_SECRET_FILE = "binance_api_secret"
 
@@ -108,7 +113,7 @@ class ExchangeSettings(FleetSettings):
     sim_api_secret: Credential = _env("EXCHANGE_SIM_API_SECRET", default=SecretStr(SIM_DEV_API_SECRET))
     sim_url: str = _env("EXCHANGE_SIM_URL", default=DEFAULT_SIM_URL)
     credentials_directory: Path | None = _env("CREDENTIALS_DIRECTORY", default=None)
-    request_timeout_s: float = _env("EXCHANGE_REQUEST_TIMEOUT_S", default=5.0, gt=0, le=120)
+    request_timeout_s: float = _env("EXCHANGE_REQUEST_TIMEOUT_S", default=5.0, gt=0, le=MAX_REQUEST_TIMEOUT_S)
     # How long after its timestamp the exchange may accept a signed request: an order the executor could not
     # see the end of is believed absent only this long after it was sent (intent_executor.resolve).
     recv_window_ms: int = _env("EXCHANGE_RECV_WINDOW_MS", default=5000, ge=1, le=60000)

@@ -18,6 +18,7 @@ from shared.exchange.filter_cache import FilterCache
 from shared.exchange.target import ExchangeSettings, load_exchange_settings
 from shared.logging import register_secrets
 from shared.runtime.daemon import fail, retry_at_start
+from shared.runtime.liveness import watchdog_alive
 from shared.settings import EXIT_CONFIG
 
 
@@ -40,7 +41,7 @@ def exchange_settings_or_exit(name: str) -> ExchangeSettings:
 def open_exchange_or_exit(name: str, client: redis.Redis, log, settings: ExchangeSettings | None = None,
                           wait: Callable[[float], object] = time.sleep) -> ExchangeAccess:
     settings = settings or exchange_settings_or_exit(name)
-    exchange = ExchangeClient(settings)
+    exchange = ExchangeClient(settings, alive=watchdog_alive)
     # Retried while it may pass (429, 503, refused) for a bounded time; a wrong key or URL fails at once.
     report = retry_at_start(name, exchange.self_test, ExchangeError, settings.startup_wait_s, log,
                             "exchange_not_ready_retrying", wait)

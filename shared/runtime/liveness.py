@@ -35,6 +35,12 @@ def sd_notify(message: str) -> bool:
     return True
 
 
+def watchdog_alive() -> None:
+    """Feed systemd's watchdog only (no heartbeat in Redis): for steps that make progress between a loop's beats,
+    such as each exchange request of a tick."""
+    sd_notify("WATCHDOG=1")
+
+
 class Liveness:
     def __init__(self, client: redis.Redis, daemon: str, consumer: str):
         self.client = client
@@ -65,7 +71,7 @@ class Liveness:
         """Redis is down and the loop waits for it: alive, not hung, so systemd's watchdog is fed (else it would
         kill and restart the daemon every WatchdogSec until the start limit leaves the unit failed); the heartbeat
         in Redis cannot be written and goes stale, which `quantum status` shows."""
-        sd_notify("WATCHDOG=1")
+        watchdog_alive()
 
     def stopping(self) -> None:
         sd_notify("STOPPING=1")

@@ -104,3 +104,14 @@ def test_one_redis_command_gives_up_before_the_watchdog_would_kill_a_daemon_wait
     worst = worst_call_s(QUIET_MAX_S + daemon.SOCKET_MARGIN_S, daemon.DAEMON_RETRIES)
     assert worst <= daemon.DAEMON_CALL_BUDGET_S
     assert watchdog is None or daemon.DAEMON_CALL_BUDGET_S < int(watchdog.group(1))
+
+
+@pytest.mark.parametrize("name", [spec.unit for spec in fleet.installed() if spec.exchange])
+def test_one_exchange_request_ends_before_the_watchdog_would_kill_a_daemon_waiting_on_it(name: str) -> None:
+    """Found in a review: EXCHANGE_REQUEST_TIMEOUT_S went up to 120 s and a tick's requests did not feed the
+    watchdog, so a slow exchange got the exchange daemons killed and restarted during the very incident. Each
+    request now feeds it before and after (ExchangeClient's `alive`); one request (connect + read) fits inside."""
+    from shared.exchange.target import MAX_REQUEST_TIMEOUT_S
+
+    watchdog = re.search(r"^WatchdogSec=(\d+)$", render_all()[name], re.MULTILINE)
+    assert watchdog is not None and 2 * MAX_REQUEST_TIMEOUT_S < int(watchdog.group(1))

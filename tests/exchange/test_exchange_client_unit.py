@@ -198,3 +198,23 @@ def test_signed_requests_carry_the_configured_recv_window(env, expected) -> None
 
     assert build_binance_client(settings).REQUEST_RECVWINDOW == expected
     assert ExchangeClient(settings).recv_window_ms == expected
+
+
+def test_each_request_says_the_daemon_is_alive_before_and_after_it_even_when_it_fails():
+    """A tick of several requests to a slow exchange outlasted systemd's WatchdogSec with the watchdog unfed: each
+    request now feeds it on the way in and out (shared.runtime.exchange wires watchdog_alive)."""
+    events: list[str] = []
+
+    class Traced(StubBinance):
+        def __getattr__(self, name):
+            call = super().__getattr__(name)
+            return lambda **params: (events.append(name), call(**params))[1]
+
+    stub = Traced(futures_time={"serverTime": 1}, futures_position_information=api_error(500, -1000, "boom"))
+    client = ExchangeClient(sim_settings(), binance_client=stub, alive=lambda: events.append("alive"))
+
+    client.server_time()
+    with pytest.raises(ExchangeError):
+        client.positions()
+
+    assert events == ["alive", "futures_time", "alive", "alive", "futures_position_information", "alive"]
