@@ -156,6 +156,8 @@ class Executor:
 
     def give_up(self, entry: Entry, reason: str) -> None:
         """A plan the runtime is about to dead-letter still ends in one result, saying what is known."""
+        if reason == Reason.DUPLICATE_PLAN.value:
+            return  # its plan_id is another entry's (ended, or to be resolved by that entry): not this one's to end
         try:
             plan = Plan.from_fields(entry.fields)
         except EntryError:
@@ -180,7 +182,15 @@ class Executor:
             return outcomes.refused(plan, Reason.DECISION_NOT_EXECUTE, {"decision": plan.decision.value})
         client_order_id = client_order_id_for(plan.plan_id)
         if ahead.earlier_marker:
-            return self.resolver.after_earlier_attempt(plan, Marker.parse(ahead.earlier_marker))
+            marker = Marker.parse(ahead.earlier_marker)
+            marked_for = self.resolver.marked_digests(marker) - {plan.digest}
+            if marked_for:
+                # Another plan under this plan_id took its permits (and may have sent): its entry resolves that order
+                # with its own side and symbol. This entry is a retype or a resend with other content: not executed.
+                raise Rejected(Reason.DUPLICATE_PLAN.value, {
+                    "plan_id": plan.plan_id, "plan_digest": plan.digest, "marked_plan_digest": sorted(marked_for)[0],
+                    "detail": "this plan_id's order marker belongs to a plan with other content"})
+            return self.resolver.after_earlier_attempt(plan, marker)
         if older_than_redis:
             since_ms = self.incarnation.since_ms if self.incarnation is not None else None
             found = self.resolver.before_sending(plan, client_order_id, since_ms)

@@ -101,6 +101,13 @@ class Resolver:
             return outcomes.refused(plan, Reason.ORDER_NOT_FOUND, {"client_order_id": marker.client_order_id}, p32, p33)
         return self.known(plan, order, p32, p33)
 
+    def marked_digests(self, marker: Marker) -> set[str]:
+        """The digests of the plan whose permits the marker carries (empty when it carries none, or none that
+        read): which plan the order it stands for was sent for."""
+        carried = zip((PermitKind.P32, PermitKind.P33), marker.permits or ())
+        decoded = (_context_permit(kind, raw) for kind, raw in carried)
+        return {permit.plan_digest for permit in decoded if permit is not None and permit.plan_digest}
+
     def permits_of(self, plan: Plan, marker: Marker | None) -> tuple[P32Permit | None, P33Permit | None]:
         """The permits an earlier attempt took, for the context of the result this one writes: as its order marker
         carries them, else as their keys still hold them (until their TTL); None for one that is gone or garbled."""

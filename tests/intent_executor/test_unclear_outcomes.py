@@ -12,10 +12,12 @@ import redis
 from microservices.intent_executor.executor import Executor
 from microservices.intent_executor.resolve import Marker
 from microservices.intent_executor.settings import ExecutorSettings
-from shared import keys
+from shared import keys, ledger
+from shared.exchange.errors import ExchangeUnavailable, OutcomeUnknown
 from shared.modes import ApplyMode
 from shared.orders import client_order_id_for
 from shared.runtime.consumer import ConsumerConfig, StreamConsumer
+from shared.runtime.exchange import ExchangeAccess
 from shared.schema import Plan
 from tests.intent_executor.test_executor_sim import grant, orders_for, plan, results_of, the_result
 
@@ -109,3 +111,55 @@ def test_a_result_written_after_a_crash_carries_both_permits_though_their_keys_e
     assert json.loads(result["p32_permit"])["allow"] is True
     assert json.loads(result["p33_permit"])["reason"] == "sanity_checks_passed"
     assert len(orders_for(sim, "crash-1")) == 1
+
+
+class _LostReplyLookupsDown:
+    """The order executes but its reply is lost, and every lookup fails: the plan stays pending with its marker."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def create_market_order(self, *args, **kwargs):
+        self.real.create_market_order(*args, **kwargs)
+        raise OutcomeUnknown("read timed out (test)")
+
+    def get_order(self, *_args, **_kwargs):
+        raise ExchangeUnavailable("get_order: connection refused (test)")
+
+
+def test_a_plan_id_retyped_with_other_content_is_not_resolved_against_the_first_plans_order(r, access, sim) -> None:
+    """Found in a review: while the first plan's order was unresolved, a second entry under its plan_id (a SELL)
+    was resolved against the BUY order: a result saying SELL executed and a ledger short 0.002 while the exchange
+    held +0.002. The marker carries the permits taken, bound to the first plan's digest: the second entry is
+    dead-lettered as duplicate_plan without a result, and the first entry resolves its own order."""
+    grant(r, "retyped-1")
+    plan(r, "retyped-1", "BUY", "0.002")
+    flaky = ExchangeAccess(access.settings, _LostReplyLookupsDown(access.client), access.filters)
+    consumer(r, flaky).run(burst=True)
+    assert results_of(r, "retyped-1") == [] and [o["status"] for o in orders_for(sim, "retyped-1")] == ["FILLED"]
+
+    first = r.xrange(keys.Stream.APPLY_PLAN)[-1][1]
+    r.xadd(keys.Stream.APPLY_PLAN, {**first, "side": "SELL"})  # an operator's retype, first delivered elsewhere
+    raw = r.get(keys.plan_order_marker("retyped-1"))
+    head, carried = raw.split("\n", 1)
+    words = head.split(" ")
+    r.set(keys.plan_order_marker("retyped-1"), f"{words[0]} {words[1]} {int(words[2]) - 60_000}\n{carried}")
+    other = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET, executor_permit_wait_ms=300),
+                     consumer_name="other-executor", wait=lambda _s: None)
+    config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.INTENT_EXECUTOR, consumer="other-executor",
+                            block_ms=50, claim_idle_ms=60_000)
+    StreamConsumer(r, config, Plan.from_fields, other.handle, on_give_up=other.give_up).run(burst=True)
+
+    assert results_of(r, "retyped-1") == []  # the plan_id is the first entry's to end
+    [(_id, dead)] = r.xrange(keys.Stream.DEAD_LETTER)
+    assert dead["reason"] == "duplicate_plan" and "other content" in dead["detail"]
+    assert len(orders_for(sim, "retyped-1")) == 1
+
+    consumer(r, access).run(burst=True)  # the first entry, delivered again, finds its order
+
+    result = the_result(r, "retyped-1")
+    assert (result["side"], result["executed"], result["filled_qty"]) == ("BUY", "true", "0.002")
+    assert ledger.read(r, "BTCUSDT").amount == D("0.002")
