@@ -95,7 +95,7 @@ class Executor:
         # Called while one plan takes long (waits, lookups): liveness must not read a slow exchange as a hang.
         self.progress: Callable[[], object] = lambda: None
         self.resolver = Resolver(client, exchange, settings.executor_resolve_attempts, self.log, wait,
-                                 now_ms=self._now_ms, beat=lambda: self.progress())
+                                 beat=lambda: self.progress(), monotonic=monotonic)
 
     def handle(self, plan: Plan, entry: Entry) -> None:
         older_than_redis = self._older_than_redis(entry)
@@ -324,7 +324,7 @@ class Executor:
                       type="MARKET", reduce_only=plan.is_close, client_order_id=client_order_id,
                       leverage=None if plan.is_close or plan.leverage is None else int(plan.leverage),
                       endpoint=self.exchange.settings.root_url, mode=self.settings.apply_mode.value)
-        started, sent_at_ms = time.perf_counter(), self._now_ms()
+        started, sent_at = time.perf_counter(), self.monotonic()
         try:
             order = self.exchange.client.create_market_order(
                 plan.symbol, plan.side.value, sized.qty, plan.is_close, client_order_id)
@@ -334,7 +334,7 @@ class Executor:
         except (OutcomeUnknown, ExchangeUnavailable) as exc:
             outcomes.order_error(self.log, plan, exc)
             return self.resolver.after_unclear_send(plan, client_order_id, exc, p32, p33, sized.qty, taken.ledger,
-                                                    sent_at_ms)
+                                                    sent_at)
         outcomes.ORDER_SECONDS.observe(time.perf_counter() - started)
         self.log.info("ORDER_RESPONSE", plan_id=plan.plan_id, order_id=order.order_id, status=order.status,
                       filled=str(order.executed_qty), avg_price=str(order.avg_price), symbol=plan.symbol)

@@ -11,6 +11,7 @@ the plan stays pending and is looked at again on its next delivery; nothing is e
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -55,9 +56,12 @@ class Marker:
 
 class Resolver:
     def __init__(self, client: redis.Redis, exchange: ExchangeAccess, attempts: int, log,
-                 wait: Callable[[float], object], now_ms: Callable[[], int], beat: Callable[[], object] = lambda: None):
+                 wait: Callable[[float], object], beat: Callable[[], object] = lambda: None,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.r = client
-        self.now_ms = now_ms  # the executor's (injectable) wall clock, on which a send's start is taken
+        # The executor's (injectable) monotonic clock, on which a send's start is taken: a step of the wall clock
+        # (NTP) while the exchange may still accept the request must not make "no such order" believed sooner.
+        self.monotonic = monotonic
         self.exchange = exchange
         self.attempts = attempts
         self.log = log
@@ -143,15 +147,15 @@ class Resolver:
         return seconds * 1000 + micros // 1000
 
     def after_unclear_send(self, plan: Plan, client_order_id: str, exc: ExchangeError, p32: P32Permit,
-                           p33: P33Permit, qty: Decimal, ledger: dict[str, str] | None, sent_at_ms: int) -> outcomes.Outcome:
+                           p33: P33Permit, qty: Decimal, ledger: dict[str, str] | None, sent_at: float) -> outcomes.Outcome:
         """The send failed without an answer (OutcomeUnknown: it may have executed) or with 'not executed': what
-        the exchange holds. sent_at_ms: the executor's clock just before it signed."""
+        the exchange holds. sent_at: the executor's monotonic clock just before it signed."""
         order = self.look_up(plan.symbol, client_order_id)
         if order is not None:
             return self.known(plan, order, p32, p33, ledger)
         maybe_sent = isinstance(exc, OutcomeUnknown)
         if maybe_sent:
-            self.check_final_absence(client_order_id, sent_at_ms, self.now_ms())
+            self.check_final_absence(client_order_id, int(sent_at * 1000), int(self.monotonic() * 1000))
         reason = Reason.ORDER_NOT_FOUND if maybe_sent else Reason.EXCHANGE_UNAVAILABLE
         return outcomes.refused(plan, reason, {"error": exc.message, "client_order_id": client_order_id},
                                 p32, p33, qty=qty)

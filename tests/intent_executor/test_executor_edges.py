@@ -59,7 +59,7 @@ def test_each_lookup_attempt_tells_liveness_the_executor_is_not_hung(r) -> None:
         raise ExchangeUnavailable("get_order: connection refused")
 
     exchange = SimpleNamespace(client=SimpleNamespace(get_order=unavailable))
-    resolver = Resolver(r, exchange, attempts=4, log=get_logger(), wait=lambda _s: None, now_ms=lambda: 0,
+    resolver = Resolver(r, exchange, attempts=4, log=get_logger(), wait=lambda _s: None,
                         beat=lambda: beats.append(1))
 
     with pytest.raises(OutcomeStillUnknown):

@@ -4,6 +4,7 @@ only in a final state, and never sent again. Real Redis, the simulator over HTTP
 from __future__ import annotations
 
 import itertools
+import time
 import json
 from decimal import Decimal as D
 
@@ -163,3 +164,28 @@ def test_a_plan_id_retyped_with_other_content_is_not_resolved_against_the_first_
     result = the_result(r, "retyped-1")
     assert (result["side"], result["executed"], result["filled_qty"]) == ("BUY", "true", "0.002")
     assert ledger.read(r, "BTCUSDT").amount == D("0.002")
+
+
+def test_a_wall_clock_step_during_an_unclear_send_does_not_make_no_order_believed_sooner(r, access, sim) -> None:
+    """Found in a review: the window after an unclear send ran on the wall clock, so an NTP step forward while the
+    exchange could still accept the request made "no such order" believed at once. It runs on the monotonic clock."""
+    stepped = [0.0]
+
+    class StepsTheClockWhileSending:
+        def __init__(self, real) -> None:
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def create_market_order(self, *args, **kwargs):
+            stepped[0] = 3600.0  # the wall clock jumps an hour while the request is out
+            raise OutcomeUnknown("read timed out (test)")  # and it never reached the exchange
+
+    grant(r, "stepped-1")
+    plan(r, "stepped-1", "BUY", "0.002")
+    stepping = ExchangeAccess(access.settings, StepsTheClockWhileSending(access.client), access.filters)
+    consumer(r, stepping, clock=lambda: time.time() + stepped[0]).run(burst=True)
+
+    assert results_of(r, "stepped-1") == []  # still pending: a request sent a moment ago may yet land
+    assert orders_for(sim, "stepped-1") == []
