@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from microservices.intent_executor.executor import Executor
+from microservices.intent_executor.resolve import redelivered_too_soon
 from microservices.intent_executor.settings import ExecutorSettings
 from shared.modes import fleet_mode, mode_mismatch
 from shared import keys
@@ -19,7 +20,8 @@ NAME = "intent-executor"
 def main() -> int:
     settings = load_settings(ExecutorSettings)
     exchange_settings = exchange_settings_or_exit(NAME)
-    mismatch = mode_mismatch(settings.apply_mode, exchange_settings.target)
+    mismatch = mode_mismatch(settings.apply_mode, exchange_settings.target) or redelivered_too_soon(
+        settings.stream_claim_idle_ms, settings.stream_max_deliveries, exchange_settings)
     if mismatch:
         daemon.fail(f"{NAME}: configuration error: {mismatch}", code=EXIT_CONFIG)
     incarnation = RedisIncarnation()  # which Redis, since when: older plans are looked up before sending

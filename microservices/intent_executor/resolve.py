@@ -22,6 +22,7 @@ from microservices.intent_executor import outcomes
 from shared import permits
 from shared.exchange.errors import ExchangeError, OutcomeUnknown
 from shared.exchange.models import OrderResult
+from shared.exchange.target import ExchangeSettings
 from shared.runtime.exchange import ExchangeAccess
 from shared.permits import Permit, PermitKind
 from shared.schema import P32Permit, P33Permit, Plan, Reason
@@ -29,6 +30,26 @@ from shared.schema import P32Permit, P33Permit, Plan, Reason
 SEND_MARGIN_S = 1.0  # besides the requests below, nothing lies between taking the permits and signing
 REQUESTS_BEFORE_SENDING = 2  # at most a mark price and setting the open's leverage, each within the timeout
 FINALITY_MARGIN_MS = 1000  # clock differences between Redis and the exchange, and the request's own travel
+
+
+def send_within_s(exchange: ExchangeSettings) -> float:
+    """The longest the executor may take from taking the permits to sending (a mark price request, setting the
+    leverage)."""
+    return REQUESTS_BEFORE_SENDING * exchange.request_timeout_s + SEND_MARGIN_S
+
+
+def redelivered_too_soon(claim_idle_ms: int, max_deliveries: int, exchange: ExchangeSettings) -> str | None:
+    """Why a plan whose order may exist would be given up before "no such order" can be believed, or None. Until
+    then its entry stays pending and is delivered again every STREAM_CLAIM_IDLE_MS; its deliveries must outlast the
+    wait (send deadline + recvWindow + margin), else it ends as gave_up_after_retries with order_may_exist=true and
+    only reconcile learns what the exchange holds."""
+    window_s = send_within_s(exchange) + exchange.recv_window_ms / 1000 + FINALITY_MARGIN_MS / 1000
+    redelivered_s = claim_idle_ms / 1000 * (max_deliveries - 1)
+    if redelivered_s > window_s:
+        return None
+    return (f"STREAM_CLAIM_IDLE_MS x (STREAM_MAX_DELIVERIES - 1) = {redelivered_s:g} s must exceed the {window_s:g} s "
+            "after an unclear send before 'no such order' can be believed (2 x EXCHANGE_REQUEST_TIMEOUT_S + 1 s + "
+            "EXCHANGE_RECV_WINDOW_MS + 1 s): else such plans are given up unresolved")
 
 
 class OutcomeStillUnknown(RuntimeError):
@@ -70,9 +91,7 @@ class Resolver:
 
     @property
     def send_within_s(self) -> float:
-        """The longest the executor may take from taking the permits to sending (a mark price request, setting
-        the leverage)."""
-        return REQUESTS_BEFORE_SENDING * self.exchange.settings.request_timeout_s + SEND_MARGIN_S
+        return send_within_s(self.exchange.settings)
 
     def look_up(self, symbol: str, client_order_id: str) -> OrderResult | None:
         """Ask the exchange for the order; None only when it answered that there is none."""

@@ -82,8 +82,12 @@ def settled(fleet) -> bool:
     return True
 
 
+# Retried every 0.5 s: 14 deliveries outlast the executor's 6 s wait after an unclear send (it checks at start).
+QUICK_RETRIES = {"STREAM_CLAIM_IDLE_MS": "500", "STREAM_MAX_DELIVERIES": "14"}
+
+
 def test_garbage_on_every_stream_is_dead_lettered_and_the_fleet_carries_on(make_fleet, sim) -> None:
-    fleet = make_fleet(STREAM_CLAIM_IDLE_MS="500", STREAM_MAX_DELIVERIES="3").start(*FLEET)
+    fleet = make_fleet(**QUICK_RETRIES).start(*FLEET)
     rng = random.Random(11)
     expected_dead: set[tuple[str, str]] = set()
     for stream, (model, _reader) in STREAMS.items():
@@ -111,7 +115,7 @@ VALID_PLAN = {"decision": "EXECUTE", "symbol": "BTCUSDT", "side": "BUY", "type":
 
 
 def test_near_valid_plans_end_in_one_result_or_a_dead_letter(make_fleet, sim) -> None:
-    fleet = make_fleet(STREAM_CLAIM_IDLE_MS="500", STREAM_MAX_DELIVERIES="3").start(
+    fleet = make_fleet(**QUICK_RETRIES).start(
         "position-state-brain", "governor", "intent-executor")
     rng = random.Random(5)
     accepted, refused = [], set()

@@ -9,7 +9,10 @@ from shared.redis_server import EmbeddedRedis
 from tests.faults.chaos import Chaos, full_scenarios
 
 PLANS = 150
-SCENARIOS = full_scenarios(PLANS, rate=60.0)
+# 20 plans/s: at make chaos's 60/s a run of 150 is injected in 2.5 s, while the opens allowed first count against
+# the 1,500 USDT cap until their orders settle (an unclear one ~6 s): the executed count then measured the host's
+# speed (19-38 on a fast one, against > 50 asserted) more than the fleet. The safety figures are the same at any rate.
+SCENARIOS = full_scenarios(PLANS, rate=20.0)
 
 
 @pytest.mark.parametrize(("title", "scenario"), SCENARIOS, ids=["crash", "exchange-faults", "redis-restart"])
