@@ -176,6 +176,11 @@ def heartbeat_pattern() -> str:
     return "quantum:daemon:heartbeat:*"
 
 
+def consumer_owner(consumer: str) -> str:
+    """Internal: the one process running under a consumer name (shared.runtime.liveness.ConsumerOwner)."""
+    return f"quantum:daemon:owner:{consumer}"
+
+
 def symbol_from_key(key: str) -> str:
     """The trailing symbol of a per-symbol key such as the ledger or cooldown key."""
     return key.rsplit(":", 1)[-1]

@@ -6,6 +6,7 @@ A hung handler stops both, so `quantum status` shows the daemon stale and system
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
 
@@ -41,16 +42,33 @@ def watchdog_alive() -> None:
     sd_notify("WATCHDOG=1")
 
 
+class ConsumerNameInUse(SystemExit):
+    """Another live process runs under this consumer name: this one exits (status 1, the message on stderr). A
+    SystemExit, so that no handler's `except Exception` takes it for one plan's failure and carries on."""
+
+
 class Liveness:
     def __init__(self, client: redis.Redis, daemon: str, consumer: str):
         self.client = client
         self.daemon = daemon
+        self.consumer = consumer
         self.key = keys.heartbeat(consumer)
+        self.owner = ConsumerOwner(client, consumer)
         self._last = 0.0
 
     def ready(self) -> None:
+        """Take the consumer name (ConsumerNameInUse when a live process has it), then tell systemd."""
+        self._own()
         sd_notify("READY=1")
         self.beat(force=True)
+
+    def _own(self, renewing: bool = False) -> None:
+        holder = self.owner.renew() if renewing else self.owner.take()
+        if holder is not None:
+            host, pid = (holder.split(" ") + ["?", "?"])[:2]
+            raise ConsumerNameInUse(
+                f"{self.daemon}: the consumer name {self.consumer} is in use by pid {pid} on {host}: two processes "
+                "under one name would take each other's entries and claims (give each its own QUANTUM_INSTANCE)")
 
     def beat(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -62,6 +80,7 @@ class Liveness:
         pipe.hset(self.key, mapping={"daemon": self.daemon, "pid": str(os.getpid()), "ts_ms": str(int(time.time() * 1000))})
         pipe.expire(self.key, HEARTBEAT_TTL_S)
         try:
+            self._own(renewing=True)  # lost only if this process stalled past its TTL and another took the name
             pipe.execute()
         except redis.ResponseError as exc:  # Redis refuses writes (OOM, READONLY): alive all the same; the beat
             if not unavailable(exc):       # in Redis goes stale, which says so
@@ -79,6 +98,7 @@ class Liveness:
             self.client.delete(self.key)
         except redis.RedisError:  # stopping during an outage: the heartbeat expires by itself
             pass
+        self.owner.let_go()
 
 
 # KEYS: the instance key; ARGV: consumer ttl-s. Reply: the other holder, or nil when this one holds it now (taken or
@@ -120,3 +140,60 @@ class SoleInstance:
             _LET_GO(self.client, [self.key], [self.consumer])
         except redis.RedisError:  # stopping during an outage: the key expires by itself
             pass
+
+
+# KEYS: the owner key; ARGV: the dead holder's token, this process's token, ttl-s. Reply: nil when taken over, else the
+# holder now (another process came first).
+_TAKE_OVER = LuaScript("""
+local holder = redis.pcall('GET', KEYS[1])
+if type(holder) == 'string' and holder ~= ARGV[1] and holder ~= ARGV[2] then return holder end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return false
+""")
+
+
+class ConsumerOwner:
+    """One process per consumer name. Two processes under one name (a copy started by hand beside the unit, two
+    units with the same QUANTUM_INSTANCE) share the group's pending entries and the executor's plan claims, which are
+    held by name: each takes the other's work (one took a plan's permits and sent its order while the other found
+    them used and ended the plan as permit_timeout, so the fill went unrecorded). A key names the process holding the
+    name (`<host> <pid> <random>`): taken at start, renewed with each heartbeat, let go at stop, and gone
+    HEARTBEAT_TTL_S after a crash. A holder on this host whose pid no longer runs (or is this process's own pid: a
+    restart in a fresh PID namespace) is a crashed predecessor: taken over at once."""
+
+    def __init__(self, client: redis.Redis, consumer: str, ttl_s: int = HEARTBEAT_TTL_S,
+                 host: str | None = None, pid: int | None = None):
+        self.client, self.key, self.ttl_s = client, keys.consumer_owner(consumer), ttl_s
+        self.host, self.pid = host or socket.gethostname(), pid if pid is not None else os.getpid()
+        self.token = f"{self.host} {self.pid} {secrets.token_hex(4)}"
+
+    def take(self) -> str | None:
+        """None when this process holds the name now; else the live process that does."""
+        holder = self.renew()
+        if holder is not None and self._gone(holder):
+            holder = _TAKE_OVER(self.client, [self.key], [holder, self.token, self.ttl_s])
+        return holder
+
+    def renew(self) -> str | None:
+        return _CLAIM(self.client, [self.key], [self.token, self.ttl_s])
+
+    def let_go(self) -> None:
+        try:
+            _LET_GO(self.client, [self.key], [self.token])
+        except redis.RedisError:  # stopping during an outage: the key expires by itself
+            pass
+
+    def _gone(self, holder: str) -> bool:
+        host, _, rest = holder.partition(" ")
+        pid = rest.partition(" ")[0]
+        if host != self.host or not pid.isdigit():
+            return False  # another host's process (or an unreadable holder): only its key's expiry says it is gone
+        if int(pid) == self.pid:
+            return True
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # runs, as another user
+        return False

@@ -40,3 +40,18 @@ def test_a_key_of_another_type_is_no_holder(r) -> None:
 
     assert SoleInstance(r, keys.P33_INSTANCE, "p33@h#0").claim() is None
     assert r.get(keys.P33_INSTANCE) == "p33@h#0"
+
+
+def test_a_second_process_under_a_running_daemons_consumer_name_exits_naming_it(make_fleet) -> None:
+    """Any daemon: a copy started by hand beside the unit, under the same QUANTUM_INSTANCE, would share its pending
+    entries and claims (shared.runtime.liveness.ConsumerOwner)."""
+    first = make_fleet().start("governor")
+    [owner_key] = list(first.client.scan_iter(keys.consumer_owner("governor@*")))
+    host, pid, _token = first.client.get(owner_key).split(" ")
+
+    second = subprocess.run([sys.executable, "-m", "microservices.governor"], env=first.env, capture_output=True,
+                            text=True, timeout=90)
+
+    assert second.returncode == 1
+    assert f"is in use by pid {pid} on {host}" in second.stderr and "QUANTUM_INSTANCE" in second.stderr
+    assert first.client.get(owner_key).split(" ")[1] == pid  # the first keeps its name

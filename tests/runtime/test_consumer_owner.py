@@ -1,0 +1,86 @@
+"""One process per consumer name (shared.runtime.liveness.ConsumerOwner): found in a review of the executor, where two
+processes under one name shared the plan claims (held by name), so one sent an order while the other ended the plan
+as permit_timeout and the fill went unrecorded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from shared import keys
+from shared.runtime.liveness import ConsumerNameInUse, ConsumerOwner, Liveness
+
+NAME = "intent-executor@host#0"
+
+
+def a_dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_second_live_process_under_the_name_is_refused_naming_the_first(r) -> None:
+    first = Liveness(r, "intent-executor", NAME)
+    first.ready()
+    holder = r.get(keys.consumer_owner(NAME))
+
+    second = Liveness(r, "intent-executor", NAME)
+    second.owner = ConsumerOwner(r, NAME, pid=os.getppid())  # another live process on this host
+    with pytest.raises(ConsumerNameInUse) as refused:
+        second.ready()
+
+    assert holder.startswith(f"{second.owner.host} {os.getpid()} ")
+    assert f"in use by pid {os.getpid()} on {second.owner.host}" in str(refused.value)
+    assert refused.value.code is not None and not isinstance(refused.value, Exception)  # no handler swallows it
+    assert r.get(keys.consumer_owner(NAME)) == holder
+
+
+def test_a_crashed_predecessor_on_this_host_is_taken_over_at_once(r) -> None:
+    r.set(keys.consumer_owner(NAME), f"{ConsumerOwner(r, NAME).host} {a_dead_pid()} 0badc0de", ex=30)
+
+    restarted = ConsumerOwner(r, NAME, pid=os.getppid())
+
+    assert restarted.take() is None and r.get(keys.consumer_owner(NAME)) == restarted.token
+
+
+def test_a_holder_with_this_process_pid_is_a_predecessor_in_an_earlier_pid_namespace(r) -> None:
+    owner = ConsumerOwner(r, NAME)
+    r.set(keys.consumer_owner(NAME), f"{owner.host} {owner.pid} 0badc0de", ex=30)
+
+    assert owner.take() is None
+
+
+def test_a_holder_on_another_host_waits_for_its_key_to_expire(r) -> None:
+    r.set(keys.consumer_owner(NAME), "elsewhere 1 0badc0de", ex=30)
+
+    assert ConsumerOwner(r, NAME).take() == "elsewhere 1 0badc0de"
+    r.delete(keys.consumer_owner(NAME))  # expired
+    assert ConsumerOwner(r, NAME).take() is None
+
+
+def test_a_process_whose_name_was_taken_while_it_stalled_exits_at_its_next_beat(r) -> None:
+    stalled = Liveness(r, "governor", NAME)
+    stalled.ready()
+    r.set(keys.consumer_owner(NAME), "elsewhere 1 0badc0de", ex=30)  # its key expired and another took the name
+    heartbeat = {"daemon": "governor", "pid": "1", "ts_ms": "1"}
+    r.hset(keys.heartbeat(NAME), mapping=heartbeat)
+
+    with pytest.raises(ConsumerNameInUse):
+        stalled.beat(force=True)
+
+    assert r.hgetall(keys.heartbeat(NAME)) == heartbeat  # the other's heartbeat is left as it wrote it
+
+
+def test_a_clean_stop_lets_the_name_go(r) -> None:
+    first = Liveness(r, "governor", NAME)
+    first.ready()
+    first.stopping()
+
+    second = Liveness(r, "governor", NAME)
+    second.owner = ConsumerOwner(r, NAME, pid=os.getppid())
+    second.ready()
+
+    assert r.get(keys.consumer_owner(NAME)) == second.owner.token
