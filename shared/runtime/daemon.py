@@ -84,10 +84,12 @@ def retry_at_start(name: str, attempt: Callable[[], T], failure: type[Exception]
         try:
             return attempt()
         except failure as exc:
-            if not getattr(exc, "retryable", False) or time.monotonic() + delay > deadline:
+            left = deadline - time.monotonic()
+            if not getattr(exc, "retryable", False) or left <= 0:
                 fail(f"{name}: {exc}")
-            log.warning(event, error=str(exc), retry_in_s=delay)
-            wait(delay)  # deliberate: start-up backoff; nothing to block on while the service is not there
+            pause = min(delay, left)  # the last attempt comes at the deadline, not a backoff step before it
+            log.warning(event, error=str(exc), retry_in_s=round(pause, 3))
+            wait(pause)  # deliberate: start-up backoff; nothing to block on while the service is not there
             delay = min(delay * 2, 10.0)
 
 

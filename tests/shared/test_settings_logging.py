@@ -275,3 +275,24 @@ def test_a_malformed_redis_url_is_one_line_at_start_without_its_password(monkeyp
     err = capsys.readouterr().err.strip()
     assert stopped.value.code == 2 and "REDIS_URL: not a Redis URL" in err
     assert "pw-typo-secret" not in err and len(err.splitlines()) == 1
+
+
+def test_start_up_retries_last_until_their_patience_is_spent_not_a_backoff_step_before() -> None:
+    """Seen on a fast host: with REDIS_STARTUP_WAIT_S=2 a daemon gave up after 1.9 s, since the next 2 s backoff step
+    would have passed the deadline; the last attempt now comes at the deadline."""
+    from shared.runtime.daemon import retry_at_start
+
+    class Down(Exception):
+        retryable = True
+
+    attempts: list[float] = []
+
+    def attempt() -> None:
+        attempts.append(time.monotonic())
+        raise Down("down")
+
+    started = time.monotonic()
+    with pytest.raises(SystemExit):
+        retry_at_start("probe", attempt, Down, 0.3, structlog.get_logger(), "probe_retrying")
+
+    assert len(attempts) == 2 and attempts[-1] - started >= 0.3
