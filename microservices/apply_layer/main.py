@@ -18,7 +18,7 @@ NAME = "apply-layer"
 def main() -> int:
     settings = load_settings(ApplySettings)
     ctx = daemon.start(NAME, settings)
-    access = open_exchange_or_exit(NAME, ctx.redis, ctx.log)
+    access = open_exchange_or_exit(ctx)
     stream = settings.p26_mode.input_stream
     parse = CalibratedProposal.from_fields if settings.p26_mode is P26Mode.ENFORCE else HarvestProposal.from_fields
     ctx.log.info("apply_layer_ready", apply_mode=settings.apply_mode.value, p26_mode=settings.p26_mode.value,

@@ -17,7 +17,7 @@ NAME = "intent-bridge"
 def main() -> int:
     settings = load_settings(BridgeSettings)
     ctx = daemon.start(NAME, settings)
-    access = open_exchange_or_exit(NAME, ctx.redis, ctx.log)
+    access = open_exchange_or_exit(ctx)
     ctx.log.info("bridge_ready", allowlist=sorted(settings.allowlist), min_confidence=str(settings.bridge_min_confidence))
     bridge = IntentBridge(ctx.redis, access.filters, settings)
     config = daemon.consumer_config(settings, NAME, keys.Stream.TRADE_INTENT, keys.Group.INTENT_BRIDGE)

@@ -26,7 +26,7 @@ def main() -> int:
         daemon.fail(f"{NAME}: configuration error: {mismatch}", code=EXIT_CONFIG)
     incarnation = RedisIncarnation()  # which Redis, since when: older plans are looked up before sending
     ctx = daemon.start(NAME, settings, on_connect=incarnation.on_connect)
-    access = open_exchange_or_exit(NAME, ctx.redis, ctx.log, exchange_settings)
+    access = open_exchange_or_exit(ctx, exchange_settings)
     ctx.redis.set(keys.MODE, fleet_mode(settings.apply_mode, access.settings.target))
     ctx.log.info("executor_ready", apply_mode=settings.apply_mode.value, permit_wait_ms=settings.executor_permit_wait_ms,
                  allow_upsize=settings.allow_upsize)

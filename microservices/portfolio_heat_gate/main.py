@@ -20,7 +20,7 @@ NAME = "portfolio-heat-gate"
 def main() -> int:
     settings = load_settings(HeatGateSettings)
     ctx = daemon.start(NAME, settings)
-    access = open_exchange_or_exit(NAME, ctx.redis, ctx.log)
+    access = open_exchange_or_exit(ctx)
     expose_settings(settings)
     account = AccountCache(access.client, settings.p26_account_max_age_sec, settings.p26_account_stale_sec)
     heat = HeatSource(ctx.redis, account, settings)

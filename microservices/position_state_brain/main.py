@@ -20,7 +20,7 @@ NAME = "position-state-brain"
 def main() -> int:
     settings = load_settings(PositionStateSettings)
     ctx = daemon.start(NAME, settings)
-    access = open_exchange_or_exit(NAME, ctx.redis, ctx.log)
+    access = open_exchange_or_exit(ctx)
     keeper = SnapshotKeeper(access.client, ctx.redis, settings.p33_poll_sec,
                             must_refresh_after_s=settings.p33_stale_threshold_sec / 2)
     if not keeper.refresh():

@@ -17,7 +17,7 @@ NAME = "reconcile"
 def main() -> int:
     settings = load_settings(ReconcileSettings)
     ctx = daemon.start(NAME, settings)
-    access = open_exchange_or_exit(NAME, ctx.redis, ctx.log)
+    access = open_exchange_or_exit(ctx)
     ctx.log.info("reconcile_ready", interval_sec=settings.reconcile_interval_sec, grace_sec=settings.reconcile_grace_sec,
                  tolerance_steps=settings.heal_tolerance_steps)
     reconciler = Reconciler(ctx.redis, access, settings)

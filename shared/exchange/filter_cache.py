@@ -22,16 +22,18 @@ Clock = Callable[[], float]
 log = structlog.get_logger(__name__)
 
 
-def encode_snapshot(fetched_at: float, rules: Mapping[str, SymbolRules]) -> str:
-    """The JSON stored at keys.EXCHANGE_FILTERS: {fetched_at, symbols: {SYMBOL: rules}}."""
+def encode_snapshot(fetched_at: float, rules: Mapping[str, SymbolRules], source: str | None = None) -> str:
+    """The JSON stored at keys.EXCHANGE_FILTERS: {fetched_at, source, symbols: {SYMBOL: rules}}; source names the
+    exchange the rules came from (shared.runtime.exchange.exchange_identity)."""
     symbols = {name: r.to_json_dict() for name, r in rules.items()}
-    return json.dumps({"fetched_at": fetched_at, "symbols": symbols}, separators=(",", ":"))
+    return json.dumps({"fetched_at": fetched_at, "source": source, "symbols": symbols}, separators=(",", ":"))
 
 
-def decode_snapshot(raw: str | bytes) -> tuple[float, dict[str, SymbolRules]]:
+def decode_snapshot(raw: str | bytes) -> tuple[float, dict[str, SymbolRules], str | None]:
     data = json.loads(raw)
     rules = {name: SymbolRules.from_json_dict(v) for name, v in data["symbols"].items()}
-    return float(data["fetched_at"]), rules
+    source = data.get("source")
+    return float(data["fetched_at"]), rules, source if isinstance(source, str) else None
 
 
 class FilterCache:
@@ -44,8 +46,12 @@ class FilterCache:
         clock: Clock = time.time,
         refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
         retry_after_failure_s: float = DEFAULT_RETRY_AFTER_FAILURE_S,
+        source: str | None = None,
     ) -> None:
         self._fetcher = fetcher
+        # The exchange this cache fetches from: a shared copy from another (written before EXCHANGE_TARGET was
+        # switched) is never adopted. None (no exchange access): the fleet's copy, whichever.
+        self._source = source
         self._redis = redis
         self._clock = clock
         self.refresh_interval_s = refresh_interval_s
@@ -164,17 +170,22 @@ class FilterCache:
             return None
         try:
             raw = self._redis.get(keys.EXCHANGE_FILTERS)
-            return None if raw is None else decode_snapshot(raw)
+            if raw is None:
+                return None
+            fetched_at, rules, source = decode_snapshot(raw)
         except Exception as exc:  # a broken shared copy only costs one fetch
             log.warning("exchange_filters_shared_read_failed", error=type(exc).__name__,
                         detail=sanitize(str(exc)))
             return None
+        if self._source is not None and source != self._source:
+            return None  # another exchange's rules (or an unlabelled copy): fetched from ours instead
+        return fetched_at, rules
 
     def _publish(self) -> None:
         if self._redis is None or self.fetched_at is None:
             return
         try:
-            self._redis.set(keys.EXCHANGE_FILTERS, encode_snapshot(self.fetched_at, self._rules))
+            self._redis.set(keys.EXCHANGE_FILTERS, encode_snapshot(self.fetched_at, self._rules, self._source))
         except Exception as exc:  # the local copy is good; other daemons will fetch their own
             log.warning("exchange_filters_shared_write_failed", error=type(exc).__name__,
                         detail=sanitize(str(exc)))

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -36,6 +36,8 @@ class DaemonContext:
     settings: CommonSettings
     redis: redis.Redis
     log: Any
+    # What the daemon's heartbeat says of it besides liveness (the exchange it trades on: shared.runtime.exchange).
+    facts: dict[str, str] = field(default_factory=dict)
 
 
 SOCKET_MARGIN_S = 3.0  # a blocked read's reply, past its BLOCK, on a busy host
@@ -139,7 +141,7 @@ def run_timer(ctx: DaemonContext, interval_s: float, tick: Callable[[], None]) -
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    liveness = Liveness(ctx.redis, ctx.name, ctx.settings.consumer_name(ctx.name))
+    liveness = Liveness(ctx.redis, ctx.name, ctx.settings.consumer_name(ctx.name), ctx.facts)
     liveness.ready()
     due, healthy = time.monotonic() + interval_s, True
     while not stopping.wait(min(max(due - time.monotonic(), 0.0), QUIET_MAX_S)):
@@ -182,7 +184,7 @@ def _between_ticks(ctx: DaemonContext, liveness: Liveness, healthy: bool) -> Non
 
 def run(ctx: DaemonContext, consumer: StreamConsumer) -> int:
     """Run the loop until SIGTERM; systemd hears READY now and WATCHDOG while the loop progresses."""
-    liveness = Liveness(ctx.redis, ctx.name, consumer.config.consumer)
+    liveness = Liveness(ctx.redis, ctx.name, consumer.config.consumer, ctx.facts)
     consumer.on_progress = liveness.beat
     consumer.on_redis_wait = liveness.waiting
     install_signal_handlers(consumer)

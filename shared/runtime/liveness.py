@@ -48,10 +48,11 @@ class ConsumerNameInUse(SystemExit):
 
 
 class Liveness:
-    def __init__(self, client: redis.Redis, daemon: str, consumer: str):
+    def __init__(self, client: redis.Redis, daemon: str, consumer: str, facts: dict[str, str] | None = None):
         self.client = client
         self.daemon = daemon
         self.consumer = consumer
+        self.facts = facts or {}  # written with each heartbeat (the exchange an exchange daemon trades on)
         self.key = keys.heartbeat(consumer)
         self.owner = ConsumerOwner(client, consumer)
         self._last = 0.0
@@ -77,7 +78,8 @@ class Liveness:
         self._last = now
         sd_notify("WATCHDOG=1")
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(self.key, mapping={"daemon": self.daemon, "pid": str(os.getpid()), "ts_ms": str(int(time.time() * 1000))})
+        pipe.hset(self.key, mapping={**self.facts, "daemon": self.daemon, "pid": str(os.getpid()),
+                                     "ts_ms": str(int(time.time() * 1000))})
         pipe.expire(self.key, HEARTBEAT_TTL_S)
         try:
             self._own(renewing=True)  # lost only if this process stalled past its TTL and another took the name

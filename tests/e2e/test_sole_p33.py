@@ -55,3 +55,13 @@ def test_a_second_process_under_a_running_daemons_consumer_name_exits_naming_it(
     assert second.returncode == 1
     assert f"is in use by pid {pid} on {host}" in second.stderr and "QUANTUM_INSTANCE" in second.stderr
     assert first.client.get(owner_key).split(" ")[1] == pid  # the first keeps its name
+
+
+def test_an_exchange_daemons_heartbeat_names_the_exchange_it_trades_on(make_fleet) -> None:
+    """What a daemon started on another target compares with (shared.runtime.exchange.refuse_a_mixed_fleet)."""
+    fleet = make_fleet().start("position-state-brain", "governor")
+    beats = {key.rsplit(":", 1)[-1].split("@")[0]: fleet.client.hgetall(key)
+             for key in fleet.client.scan_iter(keys.heartbeat_pattern())}
+
+    assert beats["position-state-brain"]["exchange"] == f"simulator {fleet.env['EXCHANGE_SIM_URL'].rstrip('/')}"
+    assert "exchange" not in beats["governor"]

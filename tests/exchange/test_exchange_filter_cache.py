@@ -223,3 +223,19 @@ def test_a_cache_without_a_fetcher_catches_up_with_the_shared_copy_on_a_miss() -
     shared_redis.set(keys.EXCHANGE_FILTERS, encode_snapshot(time.time(), rules))
 
     assert follower.find("BTCUSDT") is not None
+
+
+def test_a_shared_copy_from_another_exchange_is_never_adopted(clock):
+    """Found in a review: after EXCHANGE_TARGET was switched (simulator to testnet), load() adopted the simulator's
+    rules from Redis while they were under FILTERS_REFRESH_S old: step sizes and minimums of another exchange."""
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    FilterCache(Fetcher(SAMPLE), redis, clock, source="simulator http://127.0.0.1:8090").refresh()
+    fetcher = Fetcher(SAMPLE)
+
+    testnet = FilterCache(fetcher, redis, clock, source="testnet https://testnet.binancefuture.com")
+
+    assert testnet.load() is True and fetcher.calls == 1  # fetched its own, then shared it
+    assert json.loads(redis.get(keys.EXCHANGE_FILTERS))["source"] == "testnet https://testnet.binancefuture.com"
+    same = Fetcher(RuntimeError("unused"))
+    assert FilterCache(same, redis, clock, source="testnet https://testnet.binancefuture.com").load() is True
+    assert FilterCache(None, redis=redis).load() is True  # no exchange access (the governor): the fleet's copy
