@@ -114,14 +114,18 @@ def test_a_result_written_after_a_crash_carries_both_permits_though_their_keys_e
     assert len(orders_for(sim, "crash-1")) == 1
 
 
-class _LostReplyLookupsDown:
-    """The order executes but its reply is lost, and every lookup fails: the plan stays pending with its marker."""
+class _Wrapped:
+    """The fleet's exchange client, with what a test overrides."""
 
     def __init__(self, real) -> None:
         self.real = real
 
     def __getattr__(self, name):
         return getattr(self.real, name)
+
+
+class _LostReplyLookupsDown(_Wrapped):
+    """The order executes but its reply is lost, and every lookup fails: the plan stays pending with its marker."""
 
     def create_market_order(self, *args, **kwargs):
         self.real.create_market_order(*args, **kwargs)
@@ -171,13 +175,7 @@ def test_a_wall_clock_step_during_an_unclear_send_does_not_make_no_order_believe
     exchange could still accept the request made "no such order" believed at once. It runs on the monotonic clock."""
     stepped = [0.0]
 
-    class StepsTheClockWhileSending:
-        def __init__(self, real) -> None:
-            self.real = real
-
-        def __getattr__(self, name):
-            return getattr(self.real, name)
-
+    class StepsTheClockWhileSending(_Wrapped):
         def create_market_order(self, *args, **kwargs):
             stepped[0] = 3600.0  # the wall clock jumps an hour while the request is out
             raise OutcomeUnknown("read timed out (test)")  # and it never reached the exchange
