@@ -29,6 +29,11 @@ MAX_FLOAT_SETTING = 1e9
 
 S = TypeVar("S", bound=BaseSettings)
 
+# The longest a daemon waits at start for Redis (REDIS_STARTUP_WAIT_S) or the exchange (EXCHANGE_STARTUP_WAIT_S): both,
+# and the wait for a fleet on another exchange to stop, fit in the units' TimeoutStartSec (shared.deploy); longer,
+# systemd would cut the start short and the setting would not do what it says.
+MAX_STARTUP_WAIT_S = 120.0
+
 
 class FleetSettings(BaseSettings):
     """The base of every settings class: inf, nan and absurd floats are refused (they turn checks off or overflow)."""
@@ -53,7 +58,7 @@ class CommonSettings(FleetSettings):
     namespaces: ClassVar[tuple[str, ...]] = ("STREAM_", "METRICS_")  # not REDIS_: shells carry other tools' ones
 
     redis_url: SecretStr = Field(default=SecretStr(DEFAULT_REDIS_URL))
-    redis_startup_wait_s: float = Field(default=60.0, ge=0, le=600)
+    redis_startup_wait_s: float = Field(default=60.0, ge=0, le=MAX_STARTUP_WAIT_S)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_enabled: StrictBool = True

@@ -24,7 +24,7 @@ from shared.exchange.sim_defaults import (
     SIM_DEV_API_KEY,
     SIM_DEV_API_SECRET,
 )
-from shared.settings import FleetSettings
+from shared.settings import MAX_STARTUP_WAIT_S, FleetSettings
 
 MAINNET_CONFIRM_PHRASE = "I_UNDERSTAND_THIS_TRADES_REAL_MONEY"
 DEFAULT_SIM_URL = f"http://{SIM_DEFAULT_HOST}:{SIM_DEFAULT_PORT}"
@@ -119,7 +119,7 @@ class ExchangeSettings(FleetSettings):
     recv_window_ms: int = _env("EXCHANGE_RECV_WINDOW_MS", default=5000, ge=1, le=60000)
     filters_refresh_s: float = _env("EXCHANGE_FILTERS_REFRESH_S", default=300.0, gt=0)
     weight_limit_1m: int = _env("EXCHANGE_WEIGHT_LIMIT_1M", default=2400, gt=0)
-    startup_wait_s: float = _env("EXCHANGE_STARTUP_WAIT_S", default=60.0, ge=0)
+    startup_wait_s: float = _env("EXCHANGE_STARTUP_WAIT_S", default=60.0, ge=0, le=MAX_STARTUP_WAIT_S)
 
     _target: Target = PrivateAttr(default=Target.SIMULATOR)
     _api_key: SecretStr = PrivateAttr(default=SecretStr(""))

@@ -23,6 +23,9 @@ from shared.runtime.liveness import HEARTBEAT_TTL_S, QUIET_MAX_S, watchdog_alive
 from shared.settings import EXIT_CONFIG
 
 
+MIXED_FLEET_PATIENCE_S = HEARTBEAT_TTL_S + QUIET_MAX_S  # a stopped daemon's heartbeat is gone by then
+
+
 @dataclass
 class ExchangeAccess:
     settings: ExchangeSettings
@@ -58,7 +61,7 @@ def other_exchanges(client: redis.Redis, identity: str, own_consumer: str) -> li
     return others
 
 
-def refuse_a_mixed_fleet(ctx: DaemonContext, identity: str, patience_s: float = HEARTBEAT_TTL_S + QUIET_MAX_S,
+def refuse_a_mixed_fleet(ctx: DaemonContext, identity: str, patience_s: float = MIXED_FLEET_PATIENCE_S,
                          wait: Callable[[float], object] = time.sleep) -> None:
     """The daemons on one Redis trade on one exchange: P3.3's snapshot and the trading rules they share, the permits,
     caps and ledger all describe one account. A daemon started on another target while others run (a partial restart
@@ -77,7 +80,7 @@ def refuse_a_mixed_fleet(ctx: DaemonContext, identity: str, patience_s: float = 
 
 def open_exchange_or_exit(ctx: DaemonContext, settings: ExchangeSettings | None = None,
                           wait: Callable[[float], object] = time.sleep,
-                          conflict_patience_s: float = HEARTBEAT_TTL_S + QUIET_MAX_S) -> ExchangeAccess:
+                          conflict_patience_s: float = MIXED_FLEET_PATIENCE_S) -> ExchangeAccess:
     name, client, log = ctx.name, ctx.redis, ctx.log
     settings = settings or exchange_settings_or_exit(name)
     identity = exchange_identity(settings)

@@ -115,3 +115,18 @@ def test_one_exchange_request_ends_before_the_watchdog_would_kill_a_daemon_waiti
 
     watchdog = re.search(r"^WatchdogSec=(\d+)$", render_all()[name], re.MULTILINE)
     assert watchdog is not None and 2 * MAX_REQUEST_TIMEOUT_S < int(watchdog.group(1))
+
+
+@pytest.mark.parametrize("name", [spec.unit for spec in fleet.installed() if spec.exchange])
+def test_the_longest_start_up_waits_fit_in_the_start_timeout(name: str) -> None:
+    """Found in a review: REDIS_STARTUP_WAIT_S went up to 600 s and EXCHANGE_STARTUP_WAIT_S had no bound while
+    TimeoutStartSec was 180 s: systemd cut such starts short, so the settings did not do what they said."""
+    from shared.runtime.exchange import MIXED_FLEET_PATIENCE_S
+    from shared.settings import MAX_STARTUP_WAIT_S, CommonSettings
+    from shared.exchange.target import ExchangeSettings
+
+    start = re.search(r"^TimeoutStartSec=(\d+)$", render_all()[name], re.MULTILINE)
+    assert CommonSettings.model_fields["redis_startup_wait_s"].metadata[-1].le == MAX_STARTUP_WAIT_S
+    assert ExchangeSettings.model_fields["startup_wait_s"].metadata[-1].le == MAX_STARTUP_WAIT_S
+    margin_s = 20  # the self-test, the trading rules, the first snapshot
+    assert start is not None and 2 * MAX_STARTUP_WAIT_S + MIXED_FLEET_PATIENCE_S + margin_s <= int(start.group(1))
