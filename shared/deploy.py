@@ -68,12 +68,21 @@ def _nice(spec: DaemonSpec) -> str:
     return f"Nice={spec.nice}\n" if spec.nice else ""
 
 
+def _after(spec: DaemonSpec) -> str:
+    """Started after Redis (and, talking to the exchange, after the simulator when it is installed: ordering only),
+    so stopped before them: an order in hand when quantum.target stops is finished, not cut off."""
+    units = ["network-online.target", "redis-server.service"]
+    if spec.exchange:
+        units.append(SIMULATOR.unit)
+    return " ".join(units)
+
+
 def render_unit(spec: DaemonSpec) -> str:
     return f"""\
 [Unit]
 Description=Quantum Trader {spec.description}
 Documentation=file://{PREFIX}/README.md
-After=network-online.target redis-server.service
+After={_after(spec)}
 Wants=network-online.target
 PartOf=quantum.target
 StartLimitIntervalSec=300

@@ -130,3 +130,13 @@ def test_the_longest_start_up_waits_fit_in_the_start_timeout(name: str) -> None:
     assert ExchangeSettings.model_fields["startup_wait_s"].metadata[-1].le == MAX_STARTUP_WAIT_S
     margin_s = 20  # the self-test, the trading rules, the first snapshot
     assert start is not None and 2 * MAX_STARTUP_WAIT_S + MIXED_FLEET_PATIENCE_S + margin_s <= int(start.group(1))
+
+
+@pytest.mark.parametrize("name", [spec.unit for spec in fleet.installed() if spec.exchange])
+def test_exchange_daemons_stop_before_the_simulator(name: str) -> None:
+    """From a review: without ordering, stopping quantum.target could stop the simulator first and cut off the order
+    the executor had in hand. Ordering only (After=): without the simulator installed it orders nothing."""
+    unit = render_all()[name]
+
+    assert re.search(rf"^After=.*\b{re.escape(fleet.SIMULATOR.unit)}\b", unit, re.MULTILINE)
+    assert fleet.SIMULATOR.unit not in re.search(r"^Wants=(.*)$", unit, re.MULTILINE).group(1)
