@@ -23,7 +23,7 @@ from shared import logging as qlog
 from shared import metrics
 from shared.redis_conn import OnConnect, RedisUnavailable, connect_checked, unavailable
 from shared.runtime.consumer import ConsumerConfig, Shutdown, StreamConsumer
-from shared.runtime.liveness import QUIET_MAX_S, Liveness
+from shared.runtime.liveness import QUIET_MAX_S, ConsumerOwner, Liveness
 from shared.settings import CommonSettings
 
 EXIT_UNAVAILABLE = 1
@@ -38,6 +38,7 @@ class DaemonContext:
     log: Any
     # What the daemon's heartbeat says of it besides liveness (the exchange it trades on: shared.runtime.exchange).
     facts: dict[str, str] = field(default_factory=dict)
+    owner: ConsumerOwner | None = None  # its consumer name, held from start (shared.runtime.liveness)
 
 
 SOCKET_MARGIN_S = 3.0  # a blocked read's reply, past its BLOCK, on a busy host
@@ -71,9 +72,13 @@ def start(name: str, settings: CommonSettings, extra_secrets: tuple[str, ...] = 
         name, lambda: connect_checked(redis_url, socket_timeout=socket_timeout, single_connection=True,
                                       on_connect=on_connect, retries=DAEMON_RETRIES),
         RedisUnavailable, settings.redis_startup_wait_s, log, "redis_unavailable_at_start")
+    # Before anything it writes (P3.3's instance key, the executor's quantum:mode): a second process under this
+    # consumer name exits here, naming the first, and changes nothing.
+    owner = ConsumerOwner(client, settings.consumer_name(name), name)
+    owner.hold(first=True)
     _serve_metrics(name, settings)
     log.info("daemon_started", metrics=f"{settings.metrics_host}:{settings.metrics_port}")
-    return DaemonContext(name=name, settings=settings, redis=client, log=log)
+    return DaemonContext(name=name, settings=settings, redis=client, log=log, owner=owner)
 
 
 def retry_at_start(name: str, attempt: Callable[[], T], failure: type[Exception], patience_s: float, log, event: str,
@@ -141,7 +146,7 @@ def run_timer(ctx: DaemonContext, interval_s: float, tick: Callable[[], None]) -
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    liveness = Liveness(ctx.redis, ctx.name, ctx.settings.consumer_name(ctx.name), ctx.facts)
+    liveness = Liveness(ctx.redis, ctx.name, ctx.settings.consumer_name(ctx.name), ctx.facts, ctx.owner)
     liveness.ready()
     due, healthy = time.monotonic() + interval_s, True
     while not stopping.wait(min(max(due - time.monotonic(), 0.0), QUIET_MAX_S)):
@@ -184,7 +189,8 @@ def _between_ticks(ctx: DaemonContext, liveness: Liveness, healthy: bool) -> Non
 
 def run(ctx: DaemonContext, consumer: StreamConsumer) -> int:
     """Run the loop until SIGTERM; systemd hears READY now and WATCHDOG while the loop progresses."""
-    liveness = Liveness(ctx.redis, ctx.name, consumer.config.consumer, ctx.facts)
+    owner = ctx.owner if ctx.owner is not None and ctx.owner.consumer == consumer.config.consumer else None
+    liveness = Liveness(ctx.redis, ctx.name, consumer.config.consumer, ctx.facts, owner)
     consumer.on_progress = liveness.beat
     consumer.on_redis_wait = liveness.waiting
     install_signal_handlers(consumer)

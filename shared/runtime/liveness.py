@@ -48,28 +48,21 @@ class ConsumerNameInUse(SystemExit):
 
 
 class Liveness:
-    def __init__(self, client: redis.Redis, daemon: str, consumer: str, facts: dict[str, str] | None = None):
+    def __init__(self, client: redis.Redis, daemon: str, consumer: str, facts: dict[str, str] | None = None,
+                 owner: "ConsumerOwner | None" = None):
         self.client = client
         self.daemon = daemon
         self.consumer = consumer
         self.facts = facts or {}  # written with each heartbeat (the exchange an exchange daemon trades on)
         self.key = keys.heartbeat(consumer)
-        self.owner = ConsumerOwner(client, consumer)
+        self.owner = owner or ConsumerOwner(client, consumer, daemon)  # taken in daemon.start, normally
         self._last = 0.0
 
     def ready(self) -> None:
-        """Take the consumer name (ConsumerNameInUse when a live process has it), then tell systemd."""
-        self._own()
+        """Hold the consumer name (ConsumerNameInUse when a live process has it), then tell systemd."""
+        self.owner.hold(first=True)
         sd_notify("READY=1")
         self.beat(force=True)
-
-    def _own(self, renewing: bool = False) -> None:
-        holder = self.owner.renew() if renewing else self.owner.take()
-        if holder is not None:
-            host, pid = (holder.split(" ") + ["?", "?"])[:2]
-            raise ConsumerNameInUse(
-                f"{self.daemon}: the consumer name {self.consumer} is in use by pid {pid} on {host}: two processes "
-                "under one name would take each other's entries and claims (give each its own QUANTUM_INSTANCE)")
 
     def beat(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -82,7 +75,7 @@ class Liveness:
                                      "ts_ms": str(int(time.time() * 1000))})
         pipe.expire(self.key, HEARTBEAT_TTL_S)
         try:
-            self._own(renewing=True)  # lost only if this process stalled past its TTL and another took the name
+            self.owner.hold()  # lost only if this process stalled past its TTL and another took the name
             pipe.execute()
         except redis.ResponseError as exc:  # Redis refuses writes (OOM, READONLY): alive all the same; the beat
             if not unavailable(exc):       # in Redis goes stale, which says so
@@ -96,11 +89,7 @@ class Liveness:
 
     def stopping(self) -> None:
         sd_notify("STOPPING=1")
-        try:
-            self.client.delete(self.key)
-        except redis.RedisError:  # stopping during an outage: the heartbeat expires by itself
-            pass
-        self.owner.let_go()
+        self.owner.let_go(self.key)  # the heartbeat too, unless another process holds the name (and writes it) now
 
 
 # KEYS: the instance key; ARGV: consumer ttl-s. Reply: the other holder, or nil when this one holds it now (taken or
@@ -113,6 +102,15 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return false
 """)
 _LET_GO = LuaScript("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1")
+# KEYS: the owner key, then keys of the holder's (its heartbeat); ARGV: token. Deletes them all when the name is this
+# process's or nobody's (its key expired while it stalled); nothing when another process holds it now.
+_LET_GO_WITH = LuaScript("""
+local holder = redis.pcall('GET', KEYS[1])
+if type(holder) == 'string' and holder ~= ARGV[1] then return 0 end
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+if holder == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+""")
 
 
 class SoleInstance:
@@ -163,11 +161,28 @@ class ConsumerOwner:
     HEARTBEAT_TTL_S after a crash. A holder on this host whose pid no longer runs (or is this process's own pid: a
     restart in a fresh PID namespace) is a crashed predecessor: taken over at once."""
 
-    def __init__(self, client: redis.Redis, consumer: str, ttl_s: int = HEARTBEAT_TTL_S,
+    def __init__(self, client: redis.Redis, consumer: str, daemon: str = "daemon", ttl_s: int = HEARTBEAT_TTL_S,
                  host: str | None = None, pid: int | None = None):
-        self.client, self.key, self.ttl_s = client, keys.consumer_owner(consumer), ttl_s
+        self.client, self.consumer, self.daemon = client, consumer, daemon
+        self.key, self.ttl_s = keys.consumer_owner(consumer), ttl_s
         self.host, self.pid = host or socket.gethostname(), pid if pid is not None else os.getpid()
         self.token = f"{self.host} {self.pid} {secrets.token_hex(4)}"
+
+    def hold(self, first: bool = False) -> None:
+        """Take (first) or renew the name; ConsumerNameInUse when another live process has it. A Redis that refuses
+        writes (read-only after a failover, out of memory) lets nothing be held and nothing taken: this process goes
+        on, and its next beat holds the name again."""
+        try:
+            holder = self.take() if first else self.renew()
+        except redis.ResponseError as exc:
+            if unavailable(exc):
+                return
+            raise
+        if holder is not None:
+            host, pid = (holder.split(" ") + ["?", "?"])[:2]
+            raise ConsumerNameInUse(
+                f"{self.daemon}: the consumer name {self.consumer} is in use by pid {pid} on {host}: two processes "
+                "under one name would take each other's entries and claims (give each its own QUANTUM_INSTANCE)")
 
     def take(self) -> str | None:
         """None when this process holds the name now; else the live process that does."""
@@ -179,10 +194,11 @@ class ConsumerOwner:
     def renew(self) -> str | None:
         return _CLAIM(self.client, [self.key], [self.token, self.ttl_s])
 
-    def let_go(self) -> None:
+    def let_go(self, *with_keys: str) -> None:
+        """Let the name go, and delete `with_keys` (the heartbeat) unless another process holds the name now."""
         try:
-            _LET_GO(self.client, [self.key], [self.token])
-        except redis.RedisError:  # stopping during an outage: the key expires by itself
+            _LET_GO_WITH(self.client, [self.key, *with_keys], [self.token])
+        except redis.RedisError:  # stopping during an outage: the keys expire by themselves
             pass
 
     def _gone(self, holder: str) -> bool:

@@ -65,3 +65,16 @@ def test_an_exchange_daemons_heartbeat_names_the_exchange_it_trades_on(make_flee
 
     assert beats["position-state-brain"]["exchange"] == f"simulator {fleet.env['EXCHANGE_SIM_URL'].rstrip('/')}"
     assert "exchange" not in beats["governor"]
+
+
+def test_a_second_p33_under_the_same_name_changes_nothing_before_it_exits(make_fleet) -> None:
+    """Found in a review: the copy passed P3.3's instance claim (same name), then died at its first beat and, on the
+    way out, deleted the running P3.3's instance key. The name is now held from daemon.start, before any write."""
+    first = make_fleet().start("position-state-brain")
+    holder = first.client.get(keys.P33_INSTANCE)
+
+    second = subprocess.run([sys.executable, "-m", "microservices.position_state_brain"], env=first.env,
+                            capture_output=True, text=True, timeout=90)
+
+    assert second.returncode == 1 and "is in use by pid" in second.stderr
+    assert first.client.get(keys.P33_INSTANCE) == holder

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import redis
 
 from shared import keys
 from shared.runtime.liveness import ConsumerNameInUse, ConsumerOwner, Liveness
@@ -84,3 +85,28 @@ def test_a_clean_stop_lets_the_name_go(r) -> None:
     second.ready()
 
     assert r.get(keys.consumer_owner(NAME)) == second.owner.token
+
+
+def test_a_redis_refusing_writes_at_start_is_waited_out_not_a_crash(r, monkeypatch) -> None:
+    """Found in a review: taking the name at start is a write; against a replica (READONLY after a failover) it
+    crashed every daemon into its start limit, where before they started and their loops waited for Redis."""
+    owner = ConsumerOwner(r, NAME)
+
+    def read_only(*_args):
+        raise redis.exceptions.ReadOnlyError("You can't write against a read only replica.")
+    monkeypatch.setattr(owner, "take", read_only)
+    monkeypatch.setattr(owner, "renew", read_only)
+
+    owner.hold(first=True)  # carries on: the next beat holds it
+    owner.hold()
+
+
+def test_a_stop_after_the_name_was_lost_leaves_the_new_holders_heartbeat(r) -> None:
+    lost = Liveness(r, "governor", NAME)
+    lost.ready()
+    r.set(keys.consumer_owner(NAME), "elsewhere 1 0badc0de", ex=30)
+    r.hset(keys.heartbeat(NAME), mapping={"daemon": "governor", "pid": "1", "ts_ms": "1"})
+
+    lost.stopping()
+
+    assert r.hget(keys.heartbeat(NAME), "pid") == "1" and r.get(keys.consumer_owner(NAME)) == "elsewhere 1 0badc0de"
