@@ -360,7 +360,8 @@ def merge(rounds: list[dict]) -> dict:
         "cpu_ms_per_plan": {name: round(sum(one["cpu_ms_per_plan"][name] * one["plans"] for one in rounds)
                                         / max(plans, 1), 3) for name in cpu_names},
         "redis_calls_per_plan": rounds[-1]["redis_calls_per_plan"],
-        "outcomes": {"executed": executed, "refused": sum(refused.values()), "refused_by_reason": dict(refused)},
+        "outcomes": {"executed": executed, "not_filled": sum(one["outcomes"].get("not_filled", 0) for one in rounds),
+                     "refused": sum(refused.values()), "refused_by_reason": dict(refused)},
         "missing_results": sum(one["missing_results"] for one in rounds),
         "unexpected_results": sum(one["unexpected_results"] for one in rounds),
         "permits_missing": sum(one["permits_missing"] for one in rounds),

@@ -76,3 +76,19 @@ def test_orders_are_counted_per_plan_by_their_client_order_id():
 
     assert count_orders(listed, plans, executed=2) == {
         "exchange_orders": 3, "plans_with_several_orders": 1, "orders_beyond_executed": 1}
+
+
+def test_phases_merged_from_rounds_keep_every_count_the_verdict_reads():
+    """Found in a review: merge() dropped not_filled, so a partly filled phase (measured in rounds) passed."""
+    from bench.measure import merge
+
+    def round_of(not_filled: int) -> dict:
+        return {**_phase(0.8), "_samples": {"decision": [1], "e2e": [1]}, "cpu_ms_per_plan": {}, "plans": 100,
+                "warmup": 10, "capped_after_s": None, "elapsed_s": 1.0, "redis_calls_per_plan": {},
+                "unexpected_results": 0, "outcomes": {**_phase(0.8)["outcomes"], "not_filled": not_filled}}
+
+    merged = merge([round_of(0), round_of(1)])
+    results = {**copy.deepcopy(RESULTS), "main": {**merged, "decision": _phase(0.8)["decision"]}}
+
+    assert merged["outcomes"]["not_filled"] == 1
+    assert _verdicts(results)["decision p50"] is False
