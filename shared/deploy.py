@@ -97,7 +97,7 @@ EnvironmentFile={ETC}/{spec.name}.env
 {_credential(spec)}{_nice(spec)}Restart=on-failure
 RestartSec=2
 # Start-up may wait REDIS_STARTUP_WAIT_S for Redis, then for a fleet on another exchange to stop (35 s), then
-# EXCHANGE_STARTUP_WAIT_S for the exchange (at most 120 s each; tests/deploy/test_units.py ties them).
+# EXCHANGE_STARTUP_WAIT_S for the exchange (at most 90 s each, and their last attempts; tests/deploy/test_units.py).
 TimeoutStartSec=300
 WatchdogSec=30
 TimeoutStopSec={spec.stop_timeout_s}

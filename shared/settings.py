@@ -32,7 +32,7 @@ S = TypeVar("S", bound=BaseSettings)
 # The longest a daemon waits at start for Redis (REDIS_STARTUP_WAIT_S) or the exchange (EXCHANGE_STARTUP_WAIT_S): both,
 # and the wait for a fleet on another exchange to stop, fit in the units' TimeoutStartSec (shared.deploy); longer,
 # systemd would cut the start short and the setting would not do what it says.
-MAX_STARTUP_WAIT_S = 120.0
+MAX_STARTUP_WAIT_S = 90.0
 
 
 class FleetSettings(BaseSettings):

@@ -21,7 +21,7 @@ def main() -> int:
     settings = load_settings(ExecutorSettings)
     exchange_settings = exchange_settings_or_exit(NAME)
     mismatch = mode_mismatch(settings.apply_mode, exchange_settings.target) or redelivered_too_soon(
-        settings.stream_claim_idle_ms, settings.stream_max_deliveries, exchange_settings)
+        settings.stream_claim_idle_ms, settings.stream_max_deliveries, settings.executor_permit_wait_ms, exchange_settings)
     if mismatch:
         daemon.fail(f"{NAME}: configuration error: {mismatch}", code=EXIT_CONFIG)
     incarnation = RedisIncarnation()  # which Redis, since when: older plans are looked up before sending

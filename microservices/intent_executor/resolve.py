@@ -38,18 +38,22 @@ def send_within_s(exchange: ExchangeSettings) -> float:
     return REQUESTS_BEFORE_SENDING * exchange.request_timeout_s + SEND_MARGIN_S
 
 
-def redelivered_too_soon(claim_idle_ms: int, max_deliveries: int, exchange: ExchangeSettings) -> str | None:
+def redelivered_too_soon(claim_idle_ms: int, max_deliveries: int, permit_wait_ms: int,
+                         exchange: ExchangeSettings) -> str | None:
     """Why a plan whose order may exist would be given up before "no such order" can be believed, or None. Until
     then its entry stays pending and is delivered again every STREAM_CLAIM_IDLE_MS; its deliveries must outlast the
-    wait (send deadline + recvWindow + margin), else it ends as gave_up_after_retries with order_may_exist=true and
-    only reconcile learns what the exchange holds."""
-    window_s = send_within_s(exchange) + exchange.recv_window_ms / 1000 + FINALITY_MARGIN_MS / 1000
+    wait from its first delivery (the permits taken up to the permit wait later, then the send deadline, recvWindow
+    and a margin), else it ends as gave_up_after_retries with order_may_exist=true and only reconcile learns what
+    the exchange holds."""
+    window_s = (permit_wait_ms / 1000 + send_within_s(exchange) + exchange.recv_window_ms / 1000
+                + FINALITY_MARGIN_MS / 1000)
     redelivered_s = claim_idle_ms / 1000 * (max_deliveries - 1)
     if redelivered_s > window_s:
         return None
     return (f"STREAM_CLAIM_IDLE_MS x (STREAM_MAX_DELIVERIES - 1) = {redelivered_s:g} s must exceed the {window_s:g} s "
-            "after an unclear send before 'no such order' can be believed (2 x EXCHANGE_REQUEST_TIMEOUT_S + 1 s + "
-            "EXCHANGE_RECV_WINDOW_MS + 1 s): else such plans are given up unresolved")
+            "from a plan's delivery until 'no such order' can be believed after an unclear send "
+            "(EXECUTOR_PERMIT_WAIT_MS + 2 x EXCHANGE_REQUEST_TIMEOUT_S + 1 s + EXCHANGE_RECV_WINDOW_MS + 1 s): else "
+            "such plans are given up unresolved")
 
 
 class OutcomeStillUnknown(RuntimeError):

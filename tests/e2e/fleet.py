@@ -42,8 +42,8 @@ class Fleet:
         self.env = {
             **os.environ, **exchange_env, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url, "APPLY_MODE": "testnet",
             "METRICS_PORT": "0", "STREAM_BLOCK_MS": "200", "STREAM_CLAIM_IDLE_MS": "3000", "P33_POLL_SEC": "0.2",
-            # Redelivered every 3 s: an unclear send must be resolvable within 4 x 3 s (the executor checks at start):
-            # 2 x 1 + 1 + 2 + 1 = 6 s. The simulator answers in milliseconds.
+            # Redelivered every 3 s: an unclear send must be resolvable within 4 x 3 s of the delivery (the executor
+            # checks at start): a 3 s permit wait + 2 x 1 + 1 + 2 + 1 = 9 s. The simulator answers in milliseconds.
             "EXCHANGE_REQUEST_TIMEOUT_S": "1", "EXCHANGE_RECV_WINDOW_MS": "2000",
             "GOV_SYMBOL_COOLDOWN_SECONDS": "0", "P33_COOLDOWN_SEC": "0", "EXECUTOR_PERMIT_WAIT_MS": "3000",
             "PYTHONUNBUFFERED": "1", **overrides,

@@ -252,9 +252,10 @@ def _fleet_env(scenario: Scenario) -> dict[str, str]:
         "GOV_MAX_NOTIONAL_PER_TRADE_USDT": "200", "GOV_MAX_EXEC_PER_HOUR": "100000", "GOV_MAX_EXEC_PER_5MIN": "100000",
         "GOV_AUTO_DISARM": "false", "P33_OPEN_ON_POSITION": "scale_in", "STREAM_CLAIM_IDLE_MS": "2000",
         "RECONCILE_INTERVAL_SEC": "0.5", "RECONCILE_GRACE_SEC": "2", "EXECUTOR_PERMIT_WAIT_MS": "2000",
-        # Redelivered every 2 s, 5 deliveries: an unclear send must be resolvable within 8 s (the executor refuses
-        # to start otherwise): 2 x 1 + 1 + 2 + 1 = 6 s. The simulator answers in ~20 ms.
-        "EXCHANGE_REQUEST_TIMEOUT_S": "1", "EXCHANGE_RECV_WINDOW_MS": "2000",
+        # Redelivered every 2 s, 5 deliveries: an unclear send must be resolvable within 8 s of the delivery (the
+        # executor refuses to start otherwise): a 2 s permit wait + 2 x 1 + 1 + 1 + 1 = 7 s. The simulator answers in
+        # ~20 ms.
+        "EXCHANGE_REQUEST_TIMEOUT_S": "1", "EXCHANGE_RECV_WINDOW_MS": "1000",
         "LOG_LEVEL": "INFO",
     }
 

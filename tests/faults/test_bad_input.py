@@ -82,8 +82,9 @@ def settled(fleet) -> bool:
     return True
 
 
-# Retried every 0.5 s: 14 deliveries outlast the executor's 6 s wait after an unclear send (it checks at start).
-QUICK_RETRIES = {"STREAM_CLAIM_IDLE_MS": "500", "STREAM_MAX_DELIVERIES": "14"}
+# Retried every 0.5 s: 20 deliveries outlast the executor's 9 s from a delivery until an unclear send is resolved
+# (it checks at start).
+QUICK_RETRIES = {"STREAM_CLAIM_IDLE_MS": "500", "STREAM_MAX_DELIVERIES": "20"}
 
 
 def test_garbage_on_every_stream_is_dead_lettered_and_the_fleet_carries_on(make_fleet, sim) -> None:
