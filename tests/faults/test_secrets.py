@@ -85,7 +85,8 @@ def run_with_wrong_secret(redis_url: str, sim_url: str) -> subprocess.CompletedP
     """A daemon whose secret is wrong fails its self-test: the failure line must not carry the secret."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url, "EXCHANGE_TARGET": "simulator",
            "EXCHANGE_SIM_URL": sim_url, "EXCHANGE_SIM_API_KEY": API_KEY, "EXCHANGE_SIM_API_SECRET": API_SECRET + "x",
-           "METRICS_PORT": "0", "LOG_LEVEL": "DEBUG", "APPLY_MODE": "testnet"}
+           "METRICS_PORT": "0", "LOG_LEVEL": "DEBUG", "APPLY_MODE": "testnet",
+           "QUANTUM_INSTANCE": "9"}  # beside the fleet's own executor: another consumer name
     done = subprocess.run([sys.executable, "-m", "microservices.intent_executor"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert "self-test failed" in done.stderr, done.stderr
