@@ -6,11 +6,13 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-usage: deploy/install.sh [--root DIR] [--prefix DIR] [--python PYTHON] [--no-venv]
+usage: deploy/install.sh [--root DIR] [--prefix DIR] [--python PYTHON] [--no-venv] [--restart]
   --root DIR      install below DIR instead of / (tests, packaging); no user, no systemctl
   --prefix DIR    where the venv and docs go (default /opt/quantum)
   --python PY     interpreter for the venv (default python3; 3.11 or newer)
   --no-venv       lay out units and configuration only
+  --restart       with fleet units running: stop them, install, start them again (without it the
+                  installer refuses: a running daemon would load new modules beside its old ones)
 USAGE
 }
 
@@ -18,12 +20,14 @@ root=/
 prefix=/opt/quantum
 python=python3
 make_venv=1
+restart=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --root) root="$2"; shift 2 ;;
     --prefix) prefix="$2"; shift 2 ;;
     --python) python="$2"; shift 2 ;;
     --no-venv) make_venv=0; shift ;;
+    --restart) restart=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -44,6 +48,27 @@ say() { printf 'install: %s\n' "$*"; }
 
 "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
   || { echo "install: $python is older than 3.11" >&2; exit 1; }
+
+# The host's systemd: only when installing on it (SYSTEMCTL names another binary, for tests).
+systemctl=${SYSTEMCTL:-}
+if [ -z "$systemctl" ] && [ "$root" = / ] && command -v systemctl >/dev/null 2>&1; then
+  systemctl=systemctl
+fi
+running=""
+if [ -n "$systemctl" ]; then
+  running=$("$systemctl" list-units --type=service --state=active --plain --no-legend 'quantum-*' \
+    | awk '{print $1}' | tr '\n' ' ')
+fi
+if [ -n "${running// /}" ]; then
+  if [ "$restart" = 0 ]; then
+    echo "install: fleet units are running (${running% }): stop them first (systemctl stop quantum.target" \
+      "quantum-exchange-sim), or pass --restart; a running daemon would load new modules beside its old ones" >&2
+    exit 1
+  fi
+  # shellcheck disable=SC2086  # one word per unit
+  "$systemctl" stop $running
+  say "stopped ${running% }"
+fi
 
 if [ "$root" = / ] && ! id quantum >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin quantum
@@ -89,7 +114,13 @@ if [ ! -e "$secret" ]; then
 fi
 chmod 0600 "$secret"
 
-if [ "$root" = / ] && command -v systemctl >/dev/null 2>&1; then
-  systemctl daemon-reload
-  say "systemd reloaded: systemctl enable --now quantum.target quantum-exchange-sim  (the simulator: the default target)"
+if [ -n "$systemctl" ]; then
+  "$systemctl" daemon-reload
+  if [ -n "${running// /}" ]; then
+    # shellcheck disable=SC2086  # one word per unit
+    "$systemctl" start $running
+    say "started ${running% } again"
+  else
+    say "systemd reloaded: systemctl enable --now quantum.target quantum-exchange-sim  (the simulator: the default target)"
+  fi
 fi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import os
 import shutil
 import stat
 import subprocess
@@ -117,6 +118,45 @@ def test_install_refuses_a_prefix_a_unit_cannot_hold(tmp_path: Path, prefix: str
 
     assert refused.returncode == 2 and "--prefix" in refused.stderr
     assert not (tmp_path / "etc/systemd/system").exists()
+
+
+def fake_systemctl(tmp_path: Path, active: list[str]) -> tuple[Path, Path]:
+    """A systemctl that lists `active` as running and records every call."""
+    calls = tmp_path / "systemctl.calls"
+    tool = tmp_path / "systemctl"
+    listing = "".join(f"{unit} loaded active running Quantum\n" for unit in active)
+    tool.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> {calls}
+if [ "$1" = list-units ]; then printf '%s' '{listing}'; fi
+""")
+    tool.chmod(0o755)
+    return tool, calls
+
+
+def test_install_refuses_to_upgrade_under_running_daemons_without_restart(tmp_path: Path) -> None:
+    """From a review: pip installed a new version over running daemons, which could then import new modules beside
+    their old ones (the README asked for the governors to be stopped; nothing enforced it)."""
+    tool, calls = fake_systemctl(tmp_path, ["quantum-governor.service", "quantum-intent-executor.service"])
+    root = tmp_path / "root"
+    install = [str(ROOT / "deploy" / "install.sh"), "--root", str(root), "--no-venv"]
+
+    refused = subprocess.run(install, capture_output=True, text=True, timeout=120, env={**os.environ, "SYSTEMCTL": str(tool)})
+
+    assert refused.returncode == 1 and "--restart" in refused.stderr and "quantum-governor.service" in refused.stderr
+    assert not (root / "etc/systemd/system").exists()
+    assert calls.read_text().splitlines()[-1].startswith("list-units")
+
+
+def test_install_with_restart_stops_the_running_units_first_and_starts_them_after(tmp_path: Path) -> None:
+    tool, calls = fake_systemctl(tmp_path, ["quantum-governor.service", "quantum-exchange-sim.service"])
+    install = [str(ROOT / "deploy" / "install.sh"), "--root", str(tmp_path / "root"), "--no-venv", "--restart"]
+
+    done = subprocess.run(install, capture_output=True, text=True, timeout=120, env={**os.environ, "SYSTEMCTL": str(tool)})
+
+    assert done.returncode == 0, done.stderr
+    assert [line.split(" ")[0] for line in calls.read_text().splitlines()] == [
+        "list-units", "stop", "daemon-reload", "start"]
+    assert calls.read_text().splitlines()[1] == "stop quantum-governor.service quantum-exchange-sim.service"
 
 
 def test_install_script_is_shellcheck_clean() -> None:
