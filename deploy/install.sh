@@ -100,6 +100,11 @@ for template in "$src"/etc/quantum/*.env; do
   target=$(dest "/etc/quantum/$(basename "$template")")
   if [ -e "$target" ]; then
     chmod 0600 "$target"
+    # The operator's file stays; this version's template goes beside it, so new settings can be seen (diff them).
+    if ! cmp -s "$template" "$target"; then
+      install -m 0600 "$template" "$target.dist"
+      say "kept $target; this version's template is $target.dist"
+    fi
   else
     install -m 0600 "$template" "$target"
     say "wrote $target"

@@ -81,6 +81,10 @@ def test_install_into_a_temporary_root_is_runnable_private_and_idempotent(tmp_pa
 
     assert again.returncode == 0, again.stderr
     assert edited.read_text() == "GOV_MAX_OPEN_POSITIONS=3\n"
+    # This version's template beside the operator's file (from a review: new settings never reached it).
+    assert (tmp_path / "etc/quantum/governor.env.dist").read_text() == (ETC / "governor.env").read_text()
+    assert mode(tmp_path / "etc/quantum/governor.env.dist") == 0o600
+    assert not (tmp_path / "etc/quantum/common.env.dist").exists()  # unedited: nothing to compare
     for env_file in (tmp_path / "etc/quantum").glob("*.env"):
         assert mode(env_file) == 0o600, env_file
     assert mode(tmp_path / "etc/quantum/credentials") == 0o700
