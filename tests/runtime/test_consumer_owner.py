@@ -110,3 +110,32 @@ def test_a_stop_after_the_name_was_lost_leaves_the_new_holders_heartbeat(r) -> N
     lost.stopping()
 
     assert r.hget(keys.heartbeat(NAME), "pid") == "1" and r.get(keys.consumer_owner(NAME)) == "elsewhere 1 0badc0de"
+
+
+def test_the_watchdog_is_fed_at_most_once_a_second_however_often_it_is_asked(tmp_path, monkeypatch) -> None:
+    """Each exchange request asks twice (shared.runtime.exchange); under systemd each feed was a socket and a
+    datagram on the order path. Found in a read-back of the change."""
+    import socket
+
+    from shared.runtime import liveness
+
+    path = str(tmp_path / "notify")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    receiver.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setattr(liveness, "_watchdog_fed_at", float("-inf"))
+    now = [100.0]
+
+    fed = [liveness.watchdog_alive(lambda: now[0]) for _ in range(50)]
+    now[0] += liveness.BEAT_EVERY_S
+    fed.append(liveness.watchdog_alive(lambda: now[0]))
+
+    datagrams = []
+    while True:
+        try:
+            datagrams.append(receiver.recv(64))
+        except BlockingIOError:
+            break
+    receiver.close()
+    assert fed.count(True) == 2 and datagrams == [b"WATCHDOG=1", b"WATCHDOG=1"]
