@@ -25,7 +25,12 @@ ENCODING, ENCODING_ERRORS = "utf-8", "replace"
 # a failed RDB save, a busy script, a cluster resharding, a server loading its data. Like a lost connection: wait
 # and retry, never count it against the entry in hand (its deliveries) or end the daemon.
 REFUSALS = ("READONLY", "OOM", "MISCONF", "BUSY", "TRYAGAIN", "MASTERDOWN", "NOREPLICAS", "LOADING")
-_REFUSAL_IN_SCRIPT = re.compile(r"@user_script:\d+:.*?-?\b(" + "|".join(REFUSALS) + r")\b")
+
+
+def raised_in_script(exc: BaseException, codes: tuple[str, ...]) -> bool:
+    """An error Redis 6.2 wrapped when a script's redis.call failed with one of these codes: "Error running script
+    (...): @user_script:6: NOGROUP ..." (7 passes the code through, as a plain command's)."""
+    return bool(re.search(r"@user_script:\d+:.*?-?\b(" + "|".join(codes) + r")\b", str(exc)))
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -38,7 +43,7 @@ def unavailable(exc: BaseException) -> bool:
     if isinstance(exc, (redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError,
                         redis.exceptions.TryAgainError)):
         return True
-    return getattr(exc, "status_code", None) in REFUSALS or bool(_REFUSAL_IN_SCRIPT.search(str(exc)))
+    return getattr(exc, "status_code", None) in REFUSALS or raised_in_script(exc, REFUSALS)
 
 
 def wrong_type(exc: BaseException) -> bool:

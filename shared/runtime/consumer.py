@@ -10,7 +10,6 @@ one read (parse, handle, settle, dead-letter) is shared.runtime.handling.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import redis
 
 from shared import metrics, redis_wire
 from shared.logging import get_logger, redact_text
-from shared.redis_conn import unavailable
+from shared.redis_conn import raised_in_script, unavailable
 from shared.lua import LuaScript
 from shared.runtime import maintenance
 from shared.runtime.arrival import ArrivalReader, sent as arrival_sent
@@ -75,15 +74,11 @@ return kept
 """)
 
 
-_NOGROUP_IN_SCRIPT = re.compile(r"@user_script:\d+:.*?-?\bNOGROUP\b")
-
-
 def _stream_or_group_gone(exc: redis.ResponseError) -> bool:
     """The group (NOGROUP) or the whole stream was deleted: a blocked read is unblocked (Redis 7: UNBLOCKED)
     and XINFO answers "no such key" (6.2). Both mean: create them again and go on."""
     text = str(exc)
-    # Redis 6.2 wraps an error raised inside a script: "Error running script (...): @user_script:6: NOGROUP ..."
-    return text.startswith(("NOGROUP", "UNBLOCKED")) or text == "no such key" or bool(_NOGROUP_IN_SCRIPT.search(text))
+    return text.startswith(("NOGROUP", "UNBLOCKED")) or text == "no such key" or raised_in_script(exc, ("NOGROUP",))
 
 
 @dataclass
