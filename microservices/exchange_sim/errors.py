@@ -27,6 +27,12 @@ def too_many_requests(limit: int, retry_after_s: int) -> ApiError:
     return ApiError(-1003, msg, 429, {"Retry-After": str(retry_after_s)})
 
 
+def ip_banned(until_ms: int, retry_after_s: int) -> ApiError:
+    msg = (f"Way too much request weight used; IP banned until {until_ms}. "
+           "Please use WebSocket Streams for live updates to avoid bans.")
+    return ApiError(-1003, msg, 418, {"Retry-After": str(retry_after_s)})
+
+
 def too_many_orders(limit: int) -> ApiError:
     return ApiError(-1015, f"Too many new orders; current limit is {limit} orders per MINUTE.", 429)
 
@@ -215,3 +221,14 @@ def unknown_after_execute() -> ApiError:
 
 def service_unavailable() -> ApiError:
     return ApiError(-1001, "Service Unavailable.", 503)
+
+
+def server_overloaded() -> ApiError:
+    return ApiError(-1008, "Server is currently overloaded with other requests. Please try again in a few minutes.",
+                    503)
+
+
+# Not a Binance JSON error: the firewall in front of the API answers with a page of its own.
+WAF_PAGE = ("<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01 Transitional//EN\">\n<HTML><HEAD><TITLE>ERROR: The "
+            "request could not be satisfied</TITLE></HEAD><BODY><H1>403 ERROR</H1><H2>The request could not be "
+            "satisfied.</H2>Request blocked.</BODY></HTML>\n")

@@ -1,12 +1,34 @@
-"""Injected failures for POST /fapi/v1/order, chosen by a seeded RNG."""
+"""Injected failures: for POST /fapi/v1/order, chosen by a seeded RNG; and outages of whole endpoints.
+
+An outage answers every request to one endpoint ("GET /fapi/v1/premiumIndex") as Binance does when it will
+not serve it, before anything is executed:
+  service_unavailable  HTTP 503 {"code": -1001, "msg": "Service Unavailable."}
+  overloaded           HTTP 503 {"code": -1008, "msg": "Server is currently overloaded with other requests. ..."}
+  rate_limited         HTTP 429 {"code": -1003, ...} with Retry-After
+  ip_banned            HTTP 418 {"code": -1003, "msg": "Way too much request weight used; IP banned until ..."}
+                       with Retry-After
+  waf_blocked          HTTP 403 with an HTML page (the web application firewall; not JSON)
+"""
 
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 SHARE_FIELDS = ("rate_limited", "unavailable_no_execute", "unknown_after_execute", "drop_connection")
+
+
+class Outage(StrEnum):
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    OVERLOADED = "overloaded"
+    RATE_LIMITED = "rate_limited"
+    IP_BANNED = "ip_banned"
+    WAF_BLOCKED = "waf_blocked"
+
+
+ENDPOINT = re.compile(r"(GET|POST|PUT|DELETE) /fapi/\S+")
 
 
 class Fault(StrEnum):
@@ -28,6 +50,8 @@ class FaultConfig:
     drop_after_execute: bool = True
     # The Retry-After (s) of an injected rate limit (a real one says when its minute window ends)
     rate_limited_retry_after_s: int = 1
+    # "METHOD /fapi/path" -> Outage: every request to that endpoint answered with that error, nothing executed
+    outages: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -48,6 +72,7 @@ def parse_config(body: dict, current: FaultConfig | None = None) -> FaultConfig:
         latency_ms=_int(merged["latency_ms"], "latency_ms"),
         rate_limited_retry_after_s=_int(merged["rate_limited_retry_after_s"], "rate_limited_retry_after_s"),
         drop_after_execute=_bool(merged["drop_after_execute"]),
+        outages=_outages(merged["outages"]),
         **{name: _share(merged[name], name) for name in SHARE_FIELDS},
     )
     if sum(getattr(config, name) for name in SHARE_FIELDS) > 1.0 + 1e-9:
@@ -65,6 +90,18 @@ def _bool(value) -> bool:
     if not isinstance(value, bool):
         raise FaultConfigError("drop_after_execute must be a boolean")
     return value
+
+
+def _outages(value) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise FaultConfigError('outages must be an object {"METHOD /fapi/path": kind}')
+    kinds = [kind.value for kind in Outage]
+    for endpoint, kind in value.items():
+        if not isinstance(endpoint, str) or not ENDPOINT.fullmatch(endpoint):
+            raise FaultConfigError(f"outage endpoint {endpoint!r} is not 'METHOD /fapi/path' (GET, POST, PUT, DELETE)")
+        if kind not in kinds:
+            raise FaultConfigError(f"outage kind {kind!r} for {endpoint} is not one of {kinds}")
+    return dict(value)
 
 
 def _share(value, name: str) -> float:
@@ -88,6 +125,10 @@ class FaultInjector:
     def configure(self, config: FaultConfig) -> None:
         self.config = config
         self._rng = random.Random(self.seed)
+
+    def outage(self, method: str, path: str) -> Outage | None:
+        kind = self.config.outages.get(f"{method} {path}")
+        return Outage(kind) if kind is not None else None
 
     def draw(self) -> Fault:
         config = self.config

@@ -13,7 +13,7 @@ from aiohttp import web
 from . import errors, routes_account, routes_market, routes_trade
 from .admin import build_admin_app
 from .engine import Engine
-from .faults import FaultInjector
+from .faults import FaultInjector, Outage
 from .ratelimit import MinuteCounter
 from .replay import load_replay
 from .settings import SimSettings
@@ -34,7 +34,8 @@ async def binance_envelope(request: web.Request, handler):
         return await handler(request)
     state = state_of(request)
     try:
-        response = await handler(request)
+        outage = state.faults.outage(request.method, request.path)
+        response = _outage_reply(state, outage, request.path) if outage else await handler(request)
     except errors.ApiError as exc:
         response = error_reply(exc)
     response.headers["X-MBX-USED-WEIGHT-1M"] = str(state.weight.current())
@@ -43,6 +44,20 @@ async def binance_envelope(request: web.Request, handler):
     # the path only: query strings carry signatures, which must never reach the logs
     log.info("request", method=request.method, path=request.path, status=response.status)
     return response
+
+
+def _outage_reply(state: SimState, outage: Outage, path: str) -> web.Response:
+    """An injected outage of this endpoint: answered before anything is read or executed."""
+    log.info("fault_injected", fault=f"outage:{outage.value}", path=path)
+    retry_after_s = state.faults.config.rate_limited_retry_after_s
+    if outage is Outage.WAF_BLOCKED:
+        return web.Response(status=403, text=errors.WAF_PAGE, content_type="text/html")
+    raise {
+        Outage.SERVICE_UNAVAILABLE: errors.service_unavailable,
+        Outage.OVERLOADED: errors.server_overloaded,
+        Outage.RATE_LIMITED: lambda: errors.too_many_requests(state.settings.weight_limit_per_minute, retry_after_s),
+        Outage.IP_BANNED: lambda: errors.ip_banned(state.clock() + retry_after_s * 1000, retry_after_s),
+    }[outage]()
 
 
 def build_app(settings: SimSettings, clock: Callable[[], int] | None = None) -> web.Application:

@@ -8,6 +8,7 @@ import pytest
 
 from shared.exchange.client import ExchangeClient, open_exchange
 from shared.exchange.errors import (
+    ExchangeError,
     ExchangeRejected,
     ExchangeStartupError,
     ExchangeUnavailable,
@@ -236,3 +237,66 @@ def test_unreachable_target_fails_self_test_naming_target_and_step():
     assert "target=simulator" in line and "step=server_time" in line
     assert SECRET not in line and "\n" not in line
     assert caught.value.__context__ is None
+
+
+def fake_clock_client(sim) -> tuple[ExchangeClient, list[float]]:
+    now = [1000.0]
+    settings = ExchangeSettings(EXCHANGE_TARGET="simulator", EXCHANGE_SIM_URL=sim.base_url,
+                                EXCHANGE_SIM_API_KEY=sim.api_key, EXCHANGE_SIM_API_SECRET=sim.api_secret)
+    return ExchangeClient(settings, monotonic=lambda: now[0], sleep=lambda _s: None), now
+
+
+@pytest.mark.parametrize("kind, read_error", [
+    ("service_unavailable", ExchangeUnavailable),
+    ("overloaded", ExchangeUnavailable),
+    ("rate_limited", RateLimited),
+    ("ip_banned", RateLimited),
+    ("waf_blocked", RateLimited),
+])
+def test_each_outage_on_the_wire_reads_as_its_error(client, sim, kind, read_error):
+    """The simulator answers as Binance does (503 -1001 / 503 -1008 / 429 / 418 / the firewall's 403 page);
+    the client tells "not served, try later" (and for limits, "stop sending") from a rejection."""
+    sim.set_faults(outages={"GET /fapi/v1/premiumIndex": kind})
+
+    with pytest.raises(ExchangeError) as caught:
+        client.mark_price("BTCUSDT")
+
+    assert type(caught.value) is read_error and caught.value.retryable
+    assert not isinstance(caught.value, ExchangeRejected)
+
+
+def test_an_order_answered_overloaded_is_looked_up_not_believed_unsent(client, sim):
+    """503 with -1008 is documented as "not executed", yet reports tell of orders that executed after it: only
+    Binance's own "Service Unavailable." is read as unsent; this one is an unknown outcome (looked up)."""
+    sim.set_faults(outages={"POST /fapi/v1/order": "overloaded"})
+
+    with pytest.raises(OutcomeUnknown):
+        client.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "t-overloaded-1")
+    sim.set_faults(outages={})
+
+    assert client.get_order("BTCUSDT", "t-overloaded-1") is None
+
+
+@pytest.mark.parametrize("kind, quiet_s", [("ip_banned", 120), ("waf_blocked", 1.0)])
+def test_after_a_ban_or_the_firewall_nothing_is_sent_until_it_is_over(sim, kind, quiet_s):
+    """A 418 says how long in Retry-After; the firewall's 403 page says nothing, so the pause is the default.
+    Meanwhile no request leaves, whatever its endpoint: sending during a ban lengthens it."""
+    sim.reset()
+    sim.set_faults(outages={"GET /fapi/v1/premiumIndex": kind}, rate_limited_retry_after_s=120)
+    client, now = fake_clock_client(sim)
+    with pytest.raises(RateLimited) as caught:
+        client.mark_price("BTCUSDT")
+    assert caught.value.retry_after_s == (120 if kind == "ip_banned" else None)
+    sim.set_faults(outages={})
+    sent = count_requests(client)
+
+    with pytest.raises(RateLimited, match="not sent"):
+        client.create_market_order("BTCUSDT", "BUY", D("0.002"), False, "t-banned-1")
+    now[0] += quiet_s - 0.1
+    with pytest.raises(RateLimited, match="not sent"):
+        client.account()
+    assert sent == [] and sim.orders() == []
+
+    now[0] += 0.2
+    assert client.mark_price("BTCUSDT").mark_price == D("88000")
+    assert sent == ["GET " + sim.base_url + "/fapi/v1/premiumIndex"]
