@@ -260,8 +260,11 @@ class Executor:
         halted = _trading_state_refusal(plan, taken.switches)
         if halted is not None:
             return outcomes.refused(plan, halted, {"checked": "at send time"}, p32, p33)
-        seen = exchange_snapshot.decode(taken.snapshot_raw) if taken.snapshot_raw else None
-        sized = self._size(plan, p33, p32, seen)
+        seen, _unreadable = exchange_snapshot.checked(taken.snapshot_raw)  # unreadable: the mark is asked for
+        try:
+            sized = self._size(plan, p33, p32, seen)
+        except ExchangeError as exc:  # the mark price request: nothing was sent, and the plan ends saying so
+            return outcomes.refused(plan, *self._unsent(plan, exc, "mark_price"), p32, p33)
         if isinstance(sized, Refused):
             return outcomes.refused(plan, sized.reason, sized.detail, p32, p33)
         dry_run = self.settings.apply_mode is ApplyMode.DRY_RUN or forced_dry_run(taken.forced_dry_run)
@@ -305,18 +308,24 @@ class Executor:
         wanted = int(plan.leverage)
         try:
             result = self.exchange.client.set_leverage(plan.symbol, wanted)
-        except (ExchangeRejected, ExchangeUnavailable, OutcomeUnknown) as exc:
-            outcomes.order_error(self.log, plan, exc)  # counted with the orders' errors: opens cannot go out
-            unset = ({"leverage": str(wanted), "code": str(exc.code), "msg": exc.msg} if isinstance(exc, ExchangeRejected)
-                     else {"leverage": str(wanted), "error": exc.message})
-        except ExchangeError as exc:  # a reply that does not read
-            unset = {"leverage": str(wanted), "error": exc.message}
+        except ExchangeError as exc:
+            unset = {"leverage": str(wanted), **self._unsent(plan, exc, "set_leverage")[1]}
         else:
             if result.leverage == wanted:
                 return None
             unset = {"leverage": str(wanted), "exchange_leverage": str(result.leverage)}
         self.log.warning("leverage_not_set", plan_id=plan.plan_id, symbol=plan.symbol, **unset)
         return unset
+
+    def _unsent(self, plan: Plan, exc: ExchangeError, step: str) -> tuple[Reason, dict[str, str]]:
+        """A request before the order failed (nothing was sent): counted with the orders' errors (opens cannot go
+        out) unless it is a reply that does not read, and said in the result. Before, a failing mark price left
+        the plan pending, to end as order_not_found on a later delivery."""
+        if isinstance(exc, (ExchangeRejected, ExchangeUnavailable, OutcomeUnknown)):
+            outcomes.order_error(self.log, plan, exc)
+        if isinstance(exc, ExchangeRejected):
+            return Reason.EXCHANGE_REJECTED, {"before_sending": step, "code": str(exc.code), "msg": exc.msg}
+        return Reason.EXCHANGE_UNAVAILABLE, {"before_sending": step, "error": exc.message}
 
     def _send(self, plan: Plan, client_order_id: str, sized: Sized, taken: Taken) -> outcomes.Outcome:
         p32, p33 = taken.p32, taken.p33  # the order marker was written with the taking (TAKE)
