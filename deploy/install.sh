@@ -2,17 +2,22 @@
 # Install the Quantum Trader fleet: a venv under the prefix, systemd units, /etc/quantum templates
 # (mode 0600, never overwriting an operator's edits), a credential placeholder, a system user.
 # Idempotent. Testable without touching the host: deploy/install.sh --root /tmp/somewhere
+# --uninstall takes away what it installed (units, venv); --purge also /etc/quantum.
 set -euo pipefail
 
 usage() {
   cat <<'USAGE'
 usage: deploy/install.sh [--root DIR] [--prefix DIR] [--python PYTHON] [--no-venv] [--restart]
+       deploy/install.sh --uninstall [--purge] [--root DIR] [--prefix DIR]
   --root DIR      install below DIR instead of / (tests, packaging); no user, no systemctl
   --prefix DIR    where the venv and docs go (default /opt/quantum)
   --python PY     interpreter for the venv (default python3; 3.11 or newer)
   --no-venv       lay out units and configuration only
   --restart       with fleet units running: stop them, install, start them again (without it the
                   installer refuses: a running daemon would load new modules beside its old ones)
+  --uninstall     stop and disable the fleet's units, remove them and the prefix (venv, README);
+                  /etc/quantum (settings, credentials), the user and Redis' data stay
+  --purge         with --uninstall: remove /etc/quantum too
 USAGE
 }
 
@@ -21,6 +26,8 @@ prefix=/opt/quantum
 python=python3
 make_venv=1
 restart=0
+uninstall=0
+purge=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --root) root="$2"; shift 2 ;;
@@ -28,6 +35,8 @@ while [ $# -gt 0 ]; do
     --python) python="$2"; shift 2 ;;
     --no-venv) make_venv=0; shift ;;
     --restart) restart=1; shift ;;
+    --uninstall) uninstall=1; shift ;;
+    --purge) purge=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -42,9 +51,20 @@ case "$prefix" in
 esac
 prefix=${prefix%/}
 
+if [ "$purge" = 1 ] && [ "$uninstall" = 0 ]; then
+  echo "install: --purge goes with --uninstall" >&2; exit 2
+fi
+
 src=$(cd "$(dirname "$0")/.." && pwd)
 dest() { printf '%s%s' "${root%/}" "$1"; }
 say() { printf 'install: %s\n' "$*"; }
+units_dir=$(dest /etc/systemd/system)
+# What this installer wrote into each unit (sha256), so that a unit edited in place is noticed, not overwritten.
+manifest=$(dest "$prefix/units.sha256")
+units=()
+for unit in "$src"/deploy/systemd/*.service "$src"/deploy/systemd/*.target; do
+  units+=("$(basename "$unit")")
+done
 
 "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
   || { echo "install: $python is older than 3.11" >&2; exit 1; }
@@ -54,6 +74,29 @@ systemctl=${SYSTEMCTL:-}
 if [ -z "$systemctl" ] && [ "$root" = / ] && command -v systemctl >/dev/null 2>&1; then
   systemctl=systemctl
 fi
+if [ "$uninstall" = 1 ]; then
+  if [ -n "$systemctl" ]; then
+    "$systemctl" disable --now "${units[@]}" || true  # units never installed or enabled are not an error
+    say "stopped and disabled the fleet's units (positions on the exchange are not touched)"
+  fi
+  for unit in "${units[@]}"; do
+    rm -f "$units_dir/$unit"
+    if [ -d "$units_dir/$unit.d" ]; then say "left your drop-ins in $units_dir/$unit.d"; fi
+  done
+  rm -rf "$(dest "$prefix/venv")"
+  rm -f "$(dest "$prefix/README.md")" "$manifest"
+  rmdir "$(dest "$prefix")" 2>/dev/null || say "left $(dest "$prefix"): it holds files this installer did not write"
+  say "removed ${#units[@]} systemd units and $(dest "$prefix")"
+  if [ "$purge" = 1 ]; then
+    rm -rf "$(dest /etc/quantum)"
+    say "removed $(dest /etc/quantum) (settings and credentials)"
+  else
+    say "kept $(dest /etc/quantum) (settings and credentials; --purge removes it)"
+  fi
+  if [ -n "$systemctl" ]; then "$systemctl" daemon-reload; fi
+  exit 0
+fi
+
 running=""
 if [ -n "$systemctl" ]; then
   running=$("$systemctl" list-units --type=service --state=active --plain --no-legend 'quantum-*' \
@@ -88,13 +131,27 @@ fi
 install -m 0644 "$src/README.md" "$(dest "$prefix/README.md")"
 
 # The committed units name the default prefix (shared/deploy.py renders them); another prefix is put in its place.
-for unit in "$src"/deploy/systemd/*.service "$src"/deploy/systemd/*.target; do
-  installed=$(dest /etc/systemd/system)/$(basename "$unit")
-  sed "s#/opt/quantum/#$prefix/#g" "$unit" > "$installed.tmp"
+# A unit edited in place since the last install (its sha256 is not the one recorded) is kept beside the new one as
+# <unit>.edited, which systemd does not load: edits belong in a drop-in (systemctl edit), which an install leaves.
+sums=""
+for unit in "${units[@]}"; do
+  installed=$units_dir/$unit
+  if [ -e "$installed" ] && [ -e "$manifest" ]; then
+    recorded=$(awk -v u="$unit" '$2 == u {print $1}' "$manifest")
+    current=$(sha256sum "$installed" | cut -d' ' -f1)
+    if [ -n "$recorded" ] && [ "$recorded" != "$current" ]; then
+      cp -p "$installed" "$installed.edited"
+      say "$installed was edited since it was installed: kept as $installed.edited; put the change in a drop-in" \
+        "(systemctl edit ${unit%.*})"
+    fi
+  fi
+  sed "s#/opt/quantum/#$prefix/#g" "$src/deploy/systemd/$unit" > "$installed.tmp"
   chmod 0644 "$installed.tmp"
   mv -f "$installed.tmp" "$installed"
+  sums+="$(sha256sum "$installed" | cut -d' ' -f1) $unit"$'\n'
 done
-say "installed $(find "$src/deploy/systemd" -name 'quantum*' | wc -l) systemd units"
+printf '%s' "$sums" > "$manifest"
+say "installed ${#units[@]} systemd units"
 
 for template in "$src"/etc/quantum/*.env; do
   target=$(dest "/etc/quantum/$(basename "$template")")

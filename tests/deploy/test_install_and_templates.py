@@ -163,6 +163,62 @@ def test_install_with_restart_stops_the_running_units_first_and_starts_them_afte
     assert calls.read_text().splitlines()[1] == "stop quantum-governor.service quantum-exchange-sim.service"
 
 
+def test_a_unit_edited_in_place_is_kept_beside_the_new_one_not_lost(tmp_path: Path) -> None:
+    """From a review: a reinstall overwrote units edited in place without a word. The edit is kept as <unit>.edited
+    (systemd does not load it) and named; a drop-in, where such edits belong, is left alone."""
+    install = [str(ROOT / "deploy" / "install.sh"), "--root", str(tmp_path), "--no-venv"]
+    subprocess.run(install, check=True, capture_output=True, text=True, timeout=120)
+    units = tmp_path / "etc/systemd/system"
+    edited = units / "quantum-governor.service"
+    mine = edited.read_text() + "# my edit\n"
+    edited.write_text(mine)
+    (units / "quantum-governor.service.d").mkdir()
+    (units / "quantum-governor.service.d/override.conf").write_text("[Service]\nCPUQuota=50%\n")
+
+    again = subprocess.run(install, capture_output=True, text=True, timeout=120)
+
+    assert again.returncode == 0, again.stderr
+    assert (units / "quantum-governor.service.edited").read_text() == mine
+    assert edited.read_text() == (ROOT / "deploy/systemd/quantum-governor.service").read_text()
+    assert "quantum-governor.service was edited" in again.stdout and "systemctl edit quantum-governor" in again.stdout
+    assert (units / "quantum-governor.service.d/override.conf").exists()
+    assert not (units / "quantum-intent-executor.service.edited").exists()  # untouched units: nothing kept
+
+    third = subprocess.run(install, capture_output=True, text=True, timeout=120)
+    assert "was edited" not in third.stdout  # the new unit is what the manifest now records
+
+
+@pytest.mark.parametrize("purge", [False, True])
+def test_uninstall_stops_disables_and_removes_what_install_wrote(tmp_path: Path, purge: bool) -> None:
+    tool, calls = fake_systemctl(tmp_path, [])
+    root = tmp_path / "root"
+    env = {**os.environ, "SYSTEMCTL": str(tool)}
+    subprocess.run([str(ROOT / "deploy/install.sh"), "--root", str(root), "--no-venv"], check=True, env=env,
+                   capture_output=True, text=True, timeout=120)
+    (root / "etc/quantum/governor.env").write_text("GOV_MAX_OPEN_POSITIONS=3\n")
+
+    done = subprocess.run([str(ROOT / "deploy/install.sh"), "--uninstall", "--root", str(root),
+                           *(["--purge"] if purge else [])], capture_output=True, text=True, timeout=120, env=env)
+
+    assert done.returncode == 0, done.stderr
+    disable = [line for line in calls.read_text().splitlines() if line.startswith("disable")]
+    assert disable and disable[0].startswith("disable --now ") and "quantum-intent-executor.service" in disable[0]
+    assert calls.read_text().splitlines()[-1] == "daemon-reload"
+    assert list((root / "etc/systemd/system").glob("quantum*")) == []
+    assert not (root / "opt/quantum").exists()
+    assert (root / "etc/quantum").exists() is not purge
+    if not purge:  # settings and credentials are the operator's: kept unless asked
+        assert (root / "etc/quantum/governor.env").read_text() == "GOV_MAX_OPEN_POSITIONS=3\n"
+        assert (root / "etc/quantum/credentials/binance_api_secret").exists()
+
+
+def test_purge_without_uninstall_is_refused(tmp_path: Path) -> None:
+    refused = subprocess.run([str(ROOT / "deploy/install.sh"), "--purge", "--root", str(tmp_path)],
+                             capture_output=True, text=True, timeout=60)
+
+    assert refused.returncode == 2 and "--uninstall" in refused.stderr and not any(tmp_path.iterdir())
+
+
 def test_install_script_is_shellcheck_clean() -> None:
     tool = shutil.which("shellcheck")
     if tool is None:
