@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from shared.fleet import SIMULATOR, DaemonSpec, installed
+from shared.exchange.target import CREDENTIAL_PLACEHOLDER
 
 PREFIX = "/opt/quantum"
 ETC = "/etc/quantum"
@@ -61,7 +62,10 @@ def _credential(spec: DaemonSpec) -> str:
     if not spec.exchange:
         return ""
     return (f"# The API secret arrives as $CREDENTIALS_DIRECTORY/{CREDENTIAL} (fallback: BINANCE_API_SECRET in an env file).\n"
-            f"LoadCredential={CREDENTIAL}:{ETC}/credentials/{CREDENTIAL}\n")
+            f"LoadCredential={CREDENTIAL}:{ETC}/credentials/{CREDENTIAL}\n"
+            "# Its default when that file is missing (systemd 250+): the install's placeholder, which reads as absent, so\n"
+            "# the fallback applies, and on the simulator nothing is needed; without it the unit failed (243/CREDENTIALS).\n"
+            f"SetCredential={CREDENTIAL}:{CREDENTIAL_PLACEHOLDER}\n")
 
 
 def _nice(spec: DaemonSpec) -> str:

@@ -142,3 +142,19 @@ def test_exchange_daemons_stop_before_the_simulator(name: str) -> None:
 
     assert re.search(rf"^After=.*\b{re.escape(fleet.SIMULATOR.unit)}\b", unit, re.MULTILINE)
     assert fleet.SIMULATOR.unit not in re.search(r"^Wants=(.*)$", unit, re.MULTILINE).group(1)
+
+
+@pytest.mark.parametrize("name", [spec.unit for spec in fleet.installed() if spec.exchange])
+def test_a_missing_credential_file_gives_the_placeholder_not_a_failed_unit(name: str, tmp_path: Path) -> None:
+    """From a review: an operator who deleted the credential file (the simulator needs none, or the secret sits in an
+    env file) found every exchange unit failing with 243/CREDENTIALS. SetCredential= is LoadCredential='s default
+    for the same name (systemd 250+): the install's placeholder, which the daemon reads as absent."""
+    from shared.exchange.target import CREDENTIAL_PLACEHOLDER, ExchangeSettings
+
+    unit = render_all()[name]
+    [loaded] = re.findall(r"^LoadCredential=([^:\n]+):", unit, re.M)
+    [default] = re.findall(r"^SetCredential=(.*)$", unit, re.M)
+    assert default == f"{loaded}:{CREDENTIAL_PLACEHOLDER}"
+    (tmp_path / loaded).write_text(CREDENTIAL_PLACEHOLDER)  # what systemd puts there: the text, no line end
+    settings = ExchangeSettings(EXCHANGE_TARGET="simulator", CREDENTIALS_DIRECTORY=str(tmp_path))
+    assert settings.api_secret.get_secret_value()  # the simulator's own credentials; nothing refused
