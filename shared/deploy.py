@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from shared.fleet import SIMULATOR, DaemonSpec, installed
-from shared.exchange.target import CREDENTIAL_PLACEHOLDER
+from shared.exchange.target import CREDENTIAL_PLACEHOLDER, REAL_CREDENTIAL_VARIABLES
 
 PREFIX = "/opt/quantum"
 ETC = "/etc/quantum"
@@ -59,8 +59,9 @@ def _network(spec: DaemonSpec) -> str:
 
 
 def _credential(spec: DaemonSpec) -> str:
-    if not spec.exchange:
-        return ""
+    if not spec.exchange:  # an API secret put in common.env (the documented fallback) must not reach this process
+        return (f"# Never talks to the exchange: its credentials are not passed, whichever env file holds them.\n"
+                f"UnsetEnvironment={' '.join(REAL_CREDENTIAL_VARIABLES)}\n")
     return (f"# The API secret arrives as $CREDENTIALS_DIRECTORY/{CREDENTIAL} (fallback: BINANCE_API_SECRET in an env file).\n"
             f"LoadCredential={CREDENTIAL}:{ETC}/credentials/{CREDENTIAL}\n"
             "# Its default when that file is missing (systemd 250+): the install's placeholder, which reads as absent, so\n"

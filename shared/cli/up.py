@@ -23,6 +23,7 @@ import redis
 
 from shared import fleet, keys
 from shared.exchange.sim_defaults import SIM_DEFAULT_HOST, SIM_DEFAULT_PORT
+from shared.exchange.target import REAL_CREDENTIAL_VARIABLES
 from shared.logging import redact_text
 from shared.redis_conn import RedisUnavailable, connect_checked
 from shared.redis_server import EmbeddedRedis, port_is_free
@@ -147,10 +148,17 @@ class Stack:
         env.update(REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1")
         return env
 
-    def _start_child(self, spec: fleet.DaemonSpec) -> None:
+    def env_for(self, spec: fleet.DaemonSpec) -> dict[str, str]:
         env = dict(self.env)
         if spec is not fleet.SIMULATOR:
             env["METRICS_PORT"] = str(spec.metrics_port)
+        if not spec.exchange:  # as the units do (UnsetEnvironment=): no real credentials where they are not used
+            for name in REAL_CREDENTIAL_VARIABLES:
+                env.pop(name, None)
+        return env
+
+    def _start_child(self, spec: fleet.DaemonSpec) -> None:
+        env = self.env_for(spec)
         log_path = self.log_dir / f"{spec.name}.log"
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(

@@ -231,6 +231,10 @@ def pick_credential(
                      f" (or $CREDENTIALS_DIRECTORY/{name.lower()})")
 
 
+# The real exchange's credentials: only daemons that talk to the exchange are given them (shared.deploy unsets them
+# for the others, whatever env file holds them).
+REAL_CREDENTIAL_VARIABLES = ("BINANCE_API_KEY", "BINANCE_API_SECRET", "BINANCE_TESTNET_API_KEY",
+                             "BINANCE_TESTNET_API_SECRET")
 # What deploy/install.sh writes into the credential file until the operator puts the secret there.
 CREDENTIAL_PLACEHOLDER = "REPLACE_WITH_YOUR_BINANCE_API_SECRET"
 

@@ -62,3 +62,19 @@ def test_the_embedded_redis_leaves_no_data_behind_when_the_stack_stops(tmp_path)
     stack.stop()
 
     assert not data_dir.exists()
+
+
+def test_real_exchange_credentials_reach_only_the_daemons_that_talk_to_the_exchange(clean_env, monkeypatch) -> None:
+    """From a review: a BINANCE_API_SECRET given to the fleet (the shell here, common.env under systemd) reached
+    every process, the governor and the simulator too. The units unset them (UnsetEnvironment=), and so does up."""
+    from shared import fleet
+    from shared.exchange.target import REAL_CREDENTIAL_VARIABLES
+
+    for name in REAL_CREDENTIAL_VARIABLES:
+        monkeypatch.setenv(name, "A1b2C3d4")
+    stack = Stack(Path("unused"))
+    stack.env = stack._child_env()
+
+    for spec in (fleet.SIMULATOR, *fleet.FLEET):
+        passed = {name for name in REAL_CREDENTIAL_VARIABLES if name in stack.env_for(spec)}
+        assert passed == (set(REAL_CREDENTIAL_VARIABLES) if spec.exchange else set()), spec.name

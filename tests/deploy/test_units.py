@@ -158,3 +158,16 @@ def test_a_missing_credential_file_gives_the_placeholder_not_a_failed_unit(name:
     (tmp_path / loaded).write_text(CREDENTIAL_PLACEHOLDER)  # what systemd puts there: the text, no line end
     settings = ExchangeSettings(EXCHANGE_TARGET="simulator", CREDENTIALS_DIRECTORY=str(tmp_path))
     assert settings.api_secret.get_secret_value()  # the simulator's own credentials; nothing refused
+
+
+@pytest.mark.parametrize("name", [u for u in UNITS if u.endswith(".service")])
+def test_real_credentials_are_unset_for_every_daemon_that_never_talks_to_the_exchange(name: str) -> None:
+    """From a review: BINANCE_API_SECRET in common.env (the documented fallback) reached every process.
+    UnsetEnvironment= applies after EnvironmentFile=, so whichever file holds it, only exchange daemons see it."""
+    from shared.exchange.target import REAL_CREDENTIAL_VARIABLES
+
+    unit = render_all()[name]
+    unset = " ".join(re.findall(r"^UnsetEnvironment=(.*)$", unit, re.M)).split()
+    talks_to_exchange = "LoadCredential=" in unit
+    assert talks_to_exchange == any(spec.exchange and spec.unit == name for spec in fleet.installed())
+    assert set(unset) == (set() if talks_to_exchange else set(REAL_CREDENTIAL_VARIABLES))
