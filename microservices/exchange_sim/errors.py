@@ -223,9 +223,10 @@ def service_unavailable() -> ApiError:
     return ApiError(-1001, "Service Unavailable.", 503)
 
 
-def server_overloaded() -> ApiError:
-    return ApiError(-1008, "Server is currently overloaded with other requests. Please try again in a few minutes.",
-                    503)
+def order_throttled() -> ApiError:
+    # The wording since 2025-10-23 (before: "Server is currently overloaded with other requests. ...").
+    msg = "Request throttled by system-level protection. Reduce-only/close-position orders are exempt. Please try again."
+    return ApiError(-1008, msg, 503)
 
 
 # Not a Binance JSON error: the firewall in front of the API answers with a page of its own.

@@ -3,7 +3,8 @@
 An outage answers every request to one endpoint ("GET /fapi/v1/premiumIndex") as Binance does when it will
 not serve it, before anything is executed:
   service_unavailable  HTTP 503 {"code": -1001, "msg": "Service Unavailable."}
-  overloaded           HTTP 503 {"code": -1008, "msg": "Server is currently overloaded with other requests. ..."}
+  overloaded           HTTP 503 {"code": -1008, "msg": "Request throttled by system-level protection. ..."}; order
+                       placement only (ORDER_ENDPOINTS), and reduce-only / close-position orders are exempt, as on Binance
   rate_limited         HTTP 429 {"code": -1003, ...} with Retry-After
   ip_banned            HTTP 418 {"code": -1003, "msg": "Way too much request weight used; IP banned until ..."}
                        with Retry-After
@@ -29,6 +30,8 @@ class Outage(StrEnum):
 
 
 ENDPOINT = re.compile(r"(GET|POST|PUT|DELETE) /fapi/\S+")
+ORDER_ENDPOINTS = ("POST /fapi/v1/order", "PUT /fapi/v1/order", "POST /fapi/v1/batchOrders", "PUT /fapi/v1/batchOrders",
+                   "POST /fapi/v1/order/test")
 
 
 class Fault(StrEnum):
@@ -101,6 +104,9 @@ def _outages(value) -> dict[str, str]:
             raise FaultConfigError(f"outage endpoint {endpoint!r} is not 'METHOD /fapi/path' (GET, POST, PUT, DELETE)")
         if kind not in kinds:
             raise FaultConfigError(f"outage kind {kind!r} for {endpoint} is not one of {kinds}")
+        if kind == Outage.OVERLOADED and endpoint not in ORDER_ENDPOINTS:
+            raise FaultConfigError(f"Binance throttles only order placement with -1008: {endpoint} is not one of "
+                                   f"{list(ORDER_ENDPOINTS)}")
     return dict(value)
 
 

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from . import errors, routes_account, routes_market, routes_trade
 from .admin import build_admin_app
+from .auth import request_params
 from .engine import Engine
 from .faults import FaultInjector, Outage
 from .ratelimit import MinuteCounter
@@ -33,8 +34,13 @@ async def binance_envelope(request: web.Request, handler):
     if not request.path.startswith("/fapi/"):
         return await handler(request)
     state = state_of(request)
+    outage = state.faults.outage(request.method, request.path)
+    if outage is Outage.OVERLOADED and await _exempt_from_throttling(request):
+        outage = None
+    if outage is Outage.WAF_BLOCKED:  # the firewall's own page, before the API: none of its headers
+        log.info("fault_injected", fault=f"outage:{outage.value}", path=request.path)
+        return web.Response(status=403, text=errors.WAF_PAGE, content_type="text/html")
     try:
-        outage = state.faults.outage(request.method, request.path)
         response = _outage_reply(state, outage, request.path) if outage else await handler(request)
     except errors.ApiError as exc:
         response = error_reply(exc)
@@ -46,15 +52,19 @@ async def binance_envelope(request: web.Request, handler):
     return response
 
 
+async def _exempt_from_throttling(request: web.Request) -> bool:
+    """-1008 spares orders that reduce exposure (reduceOnly=true, closePosition=true)."""
+    params = request_params(request.rel_url.raw_query_string, await request.text() if request.can_read_body else "")
+    return any(params.get(name, "").lower() == "true" for name in ("reduceOnly", "closePosition"))
+
+
 def _outage_reply(state: SimState, outage: Outage, path: str) -> web.Response:
     """An injected outage of this endpoint: answered before anything is read or executed."""
     log.info("fault_injected", fault=f"outage:{outage.value}", path=path)
     retry_after_s = state.faults.config.rate_limited_retry_after_s
-    if outage is Outage.WAF_BLOCKED:
-        return web.Response(status=403, text=errors.WAF_PAGE, content_type="text/html")
     raise {
         Outage.SERVICE_UNAVAILABLE: errors.service_unavailable,
-        Outage.OVERLOADED: errors.server_overloaded,
+        Outage.OVERLOADED: errors.order_throttled,
         Outage.RATE_LIMITED: lambda: errors.too_many_requests(state.settings.weight_limit_per_minute, retry_after_s),
         Outage.IP_BANNED: lambda: errors.ip_banned(state.clock() + retry_after_s * 1000, retry_after_s),
     }[outage]()

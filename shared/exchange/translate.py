@@ -3,9 +3,12 @@
 `side_effect` says whether the request could have changed state on the exchange (an order, a cancel).
 For those, an ambiguous failure is OutcomeUnknown; for reads the same failure is just ExchangeUnavailable.
 A 503 on an order means "not executed" only when it is Binance's own "Service Unavailable." error. Any
-other 5xx (whatever its code: a real order executed after a 503 with -1008), a 408 ("timeout while
-waiting for a response from the backend server"), an "unknown error" code, or a page from a proxy on
-the way may all follow an order that executed.
+other 5xx (whatever its code: a real order executed after a 503 with -1008, banbox/banbot#114 in 2025-09,
+though the docs call -1008 and "Internal error; unable to process your request" failures), a 408
+("timeout while waiting for a response from the backend server"), an "unknown error" code, or a page
+from a proxy on the way may all follow an order that executed. Reading them as unknown costs a lookup
+and a wait before the plan ends `order_not_found`; reading one wrongly as unsent could let a plan end
+while its order stands.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-OVERLOADED = "Server is currently overloaded with other requests. Please try again in a few minutes."
+THROTTLED = "Request throttled by system-level protection. Reduce-only/close-position orders are exempt. Please try again."
 
 
 def outage(sim, endpoint: str, kind: str, retry_after_s: int = 1) -> None:
@@ -19,7 +19,6 @@ def premium_index(sim) -> httpx.Response:
 
 @pytest.mark.parametrize("kind, status, code, msg", [
     ("service_unavailable", 503, -1001, "Service Unavailable."),
-    ("overloaded", 503, -1008, OVERLOADED),
     ("rate_limited", 429, -1003, "Too much request weight used; current limit is"),
     ("ip_banned", 418, -1003, "Way too much request weight used; IP banned until"),
 ])
@@ -49,19 +48,40 @@ def test_the_firewall_answers_with_a_page_not_json(sim) -> None:
     response = premium_index(sim)
 
     assert response.status_code == 403 and response.headers["Content-Type"].startswith("text/html")
-    assert "403 ERROR" in response.text
+    assert "403 ERROR" in response.text and "X-MBX-USED-WEIGHT-1M" not in response.headers  # not the API's answer
     with pytest.raises(ValueError):
         response.json()
 
 
-def test_an_order_endpoint_down_executes_nothing(sim, signed) -> None:
+def order(signed, client_order_id: str, **extra: str):
+    return signed("POST", "/fapi/v1/order", {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.002",
+                                             "newClientOrderId": client_order_id, "newOrderRespType": "RESULT", **extra})
+
+
+def test_a_throttled_order_endpoint_executes_nothing(sim, signed) -> None:
     outage(sim, "POST /fapi/v1/order", "overloaded")
 
-    response = signed("POST", "/fapi/v1/order", {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
-                                                 "quantity": "0.002", "newClientOrderId": "down-1"})
+    response = order(signed, "down-1")
 
-    assert response.status_code == 503 and response.json()["code"] == -1008
+    assert response.status_code == 503 and response.json() == {"code": -1008, "msg": THROTTLED}
     assert sim.orders() == []
+
+
+def test_orders_that_reduce_exposure_are_exempt_from_throttling(sim, signed) -> None:
+    assert order(signed, "open-1").status_code == 200
+    outage(sim, "POST /fapi/v1/order", "overloaded")
+
+    closed = order(signed, "close-1", side="SELL", reduceOnly="true")
+
+    assert closed.status_code == 200 and closed.json()["status"] == "FILLED"
+    assert order(signed, "open-2").json()["code"] == -1008
+
+
+def test_only_order_placement_can_be_throttled(sim) -> None:
+    response = httpx.post(f"{sim.base_url}/_sim/faults", json={"outages": {"GET /fapi/v1/premiumIndex": "overloaded"}},
+                          timeout=10)
+
+    assert response.status_code == 400 and "only order placement" in response.text
 
 
 def test_only_the_named_endpoint_and_method_are_down_until_cleared(sim, signed) -> None:

@@ -18,7 +18,7 @@ def outage(sim):
     sim.set_faults(outages={})
 
 
-@pytest.mark.parametrize("kind", ["service_unavailable", "overloaded", "ip_banned", "waf_blocked"])
+@pytest.mark.parametrize("kind", ["service_unavailable", "rate_limited", "ip_banned", "waf_blocked"])
 def test_no_mark_price_ends_the_plan_unsent_and_says_why(r, access, sim, outage, kind) -> None:
     outage("GET /fapi/v1/premiumIndex", kind)  # no snapshot in Redis: the executor asks for the mark
     grant(r, "no-mark")
