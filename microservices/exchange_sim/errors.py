@@ -33,8 +33,8 @@ def ip_banned(until_ms: int, retry_after_s: int) -> ApiError:
     return ApiError(-1003, msg, 418, {"Retry-After": str(retry_after_s)})
 
 
-def too_many_orders(limit: int) -> ApiError:
-    return ApiError(-1015, f"Too many new orders; current limit is {limit} orders per MINUTE.", 429)
+def too_many_orders(limit: int, interval: str) -> ApiError:
+    return ApiError(-1015, f"Too many new orders; current limit is {limit} orders per {interval}.", 429)
 
 
 def timestamp_outside_window() -> ApiError:

@@ -1,17 +1,21 @@
-"""Per-minute request weight and order counters, as in X-MBX-USED-WEIGHT-1M / X-MBX-ORDER-COUNT-1M."""
+"""Request weight and order counters over fixed windows, as in X-MBX-USED-WEIGHT-1M, X-MBX-ORDER-COUNT-1M and
+X-MBX-ORDER-COUNT-10S."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 MINUTE_MS = 60_000
+TEN_SECONDS_MS = 10_000
 
 
 class MinuteCounter:
-    """A counter that resets at each wall-clock minute boundary, like Binance's fixed windows."""
+    """A counter that resets at each wall-clock window boundary (a minute unless told), like Binance's fixed
+    windows."""
 
-    def __init__(self, clock: Callable[[], int]):
+    def __init__(self, clock: Callable[[], int], window_ms: int = MINUTE_MS):
         self.clock = clock
+        self.window_ms = window_ms
         self.window = -1
         self.used = 0
 
@@ -29,9 +33,9 @@ class MinuteCounter:
 
     def seconds_left(self) -> int:
         """Whole seconds until the current window ends (at least 1)."""
-        return max(1, -(-(MINUTE_MS - self.clock() % MINUTE_MS) // 1000))
+        return max(1, -(-(self.window_ms - self.clock() % self.window_ms) // 1000))
 
     def _roll(self) -> None:
-        window = self.clock() // MINUTE_MS
+        window = self.clock() // self.window_ms
         if window != self.window:
             self.window, self.used = window, 0

@@ -27,7 +27,8 @@ async def exchange_information(request: web.Request) -> web.Response:
     charge(request, 1)
     state = state_of(request)
     s = state.settings
-    return reply(exchange_info(state.clock(), s.weight_limit_per_minute, s.order_limit_per_minute))
+    return reply(exchange_info(state.clock(), s.weight_limit_per_minute, s.order_limit_per_minute,
+                                       s.order_limit_per_10s))
 
 
 def _symbols_or_all(request: web.Request, single: int, every: int) -> tuple[list[str], bool]:

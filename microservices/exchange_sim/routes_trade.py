@@ -19,9 +19,12 @@ DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
 
 
 def _count_order(state: SimState) -> None:
-    used = state.orders.add(1)
-    if used > state.settings.order_limit_per_minute:
-        raise errors.too_many_orders(state.settings.order_limit_per_minute)
+    """Each order placed counts in both windows (a refused one too, as on Binance)."""
+    per_10s, per_minute = state.orders_10s.add(1), state.orders.add(1)
+    if per_10s > state.settings.order_limit_per_10s:
+        raise errors.too_many_orders(state.settings.order_limit_per_10s, "TEN_SECONDS")
+    if per_minute > state.settings.order_limit_per_minute:
+        raise errors.too_many_orders(state.settings.order_limit_per_minute, "MINUTE")
 
 
 def _execute(state: SimState, params: dict[str, str]) -> web.Response:

@@ -15,7 +15,7 @@ from .admin import build_admin_app
 from .auth import request_params
 from .engine import Engine
 from .faults import FaultInjector, Outage
-from .ratelimit import MinuteCounter
+from .ratelimit import TEN_SECONDS_MS, MinuteCounter
 from .replay import load_replay
 from .settings import SimSettings
 from .state import STATE, SimState, error_reply, state_of
@@ -46,6 +46,7 @@ async def binance_envelope(request: web.Request, handler):
         response = error_reply(exc)
     response.headers["X-MBX-USED-WEIGHT-1M"] = str(state.weight.current())
     if request.path == "/fapi/v1/order" and request.method == "POST":
+        response.headers["X-MBX-ORDER-COUNT-10S"] = str(state.orders_10s.current())
         response.headers["X-MBX-ORDER-COUNT-1M"] = str(state.orders.current())
     # the path only: query strings carry signatures, which must never reach the logs
     log.info("request", method=request.method, path=request.path, status=response.status)
@@ -74,7 +75,7 @@ def build_app(settings: SimSettings, clock: Callable[[], int] | None = None) -> 
     clock = clock or wall_clock_ms
     engine = Engine(settings, clock, load_replay(settings.klines_csv))
     state = SimState(settings, clock, engine, FaultInjector(settings.seed), MinuteCounter(clock),
-                     MinuteCounter(clock))
+                     MinuteCounter(clock), MinuteCounter(clock, TEN_SECONDS_MS))
     app = web.Application(middlewares=[binance_envelope])
     app[STATE] = state
     routes_market.add_routes(app)

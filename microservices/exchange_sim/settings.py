@@ -36,6 +36,7 @@ class SimSettings(FleetSettings):
     walk_bps_per_tick: Decimal = Field(default=Decimal("1.5"), ge=0, le=1000)
     weight_limit_per_minute: int = Field(default=2400, gt=0)
     order_limit_per_minute: int = Field(default=1200, gt=0)
+    order_limit_per_10s: int = Field(default=300, gt=0)
     default_leverage: int = Field(default=20, ge=1, le=125)
     klines_csv: Path | None = None
     log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")

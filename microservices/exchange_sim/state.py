@@ -28,6 +28,7 @@ class SimState:
     faults: FaultInjector
     weight: MinuteCounter
     orders: MinuteCounter
+    orders_10s: MinuteCounter
     listen_keys: set[str] = field(default_factory=set)
 
     def reset(self) -> None:
@@ -35,6 +36,7 @@ class SimState:
         self.faults = FaultInjector(self.settings.seed)
         self.weight.reset()
         self.orders.reset()
+        self.orders_10s.reset()
         self.listen_keys.clear()
 
 

@@ -111,7 +111,7 @@ def symbol_info(spec: SymbolSpec) -> dict:
     }
 
 
-def exchange_info(server_time: int, weight_limit: int, order_limit: int) -> dict:
+def exchange_info(server_time: int, weight_limit: int, order_limit: int, order_limit_10s: int) -> dict:
     return {
         "timezone": "UTC",
         "serverTime": server_time,
@@ -119,7 +119,7 @@ def exchange_info(server_time: int, weight_limit: int, order_limit: int) -> dict
         "rateLimits": [
             {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": weight_limit},
             {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": order_limit},
-            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": order_limit_10s},
         ],
         "exchangeFilters": [],
         "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],

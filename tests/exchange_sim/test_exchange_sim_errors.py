@@ -1,5 +1,7 @@
 """Every Binance error the simulator promises, produced by a request that should produce it."""
 
+import time
+
 import pytest
 from binance.client import Client
 from binance.exceptions import BinanceAPIException
@@ -93,6 +95,17 @@ def _weight_limit(sim, client, signed):
             limited.futures_exchange_info()
 
 
+def _orders_beyond(limits: dict[str, int]):
+    def action(sim, client, signed):
+        with running_simulator(**limits) as small:
+            limited = small.binance_client()
+            small.set_price("TRXUSDT", "0.3")
+            for _ in range(4):
+                limited.futures_create_order(symbol="TRXUSDT", side="BUY", type="MARKET", quantity="100")
+    action.__name__ = "_orders_beyond_" + "_".join(limits)
+    return action
+
+
 def _conditional_order(sim, client, signed):
     # python-binance reroutes STOP_MARKET to the Algo API itself, so send the raw request
     return signed("POST", "/fapi/v1/order", {"symbol": "BTCUSDT", "side": "SELL", "type": "STOP_MARKET",
@@ -120,6 +133,9 @@ CASES = [
                  "Please use the websocket for live updates to avoid polling the API.", _weight_limit),
     (-4120, 400, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead.",
      _conditional_order),
+    (-1015, 429, "Too many new orders; current limit is 3 orders per TEN_SECONDS.",
+     _orders_beyond({"order_limit_per_10s": 3})),
+    (-1015, 429, "Too many new orders; current limit is 3 orders per MINUTE.", _orders_beyond({"order_limit_per_minute": 3})),
 ]
 
 
@@ -161,3 +177,29 @@ def test_duplicate_client_order_id_is_allowed_once_the_first_is_closed(sim, clie
     client.futures_create_order(**MARKET_BTC, quantity="0.002", newClientOrderId="reuse-1")
     client.futures_create_order(**MARKET_BTC, quantity="0.002", newClientOrderId="reuse-1")
     assert [o["clientOrderId"] for o in sim.orders()] == ["reuse-1", "reuse-1"]
+
+
+def test_the_ten_second_order_window_opens_again_and_both_counts_are_in_the_headers():
+    """Binance counts orders per 10 s (300) and per minute (1,200) and says both counts on each order's answer; the
+    simulator enforced only the minute, while its exchangeInfo advertised the 10 s limit too."""
+    now = [int(time.time() * 1000) // 60_000 * 60_000 + 1_000]  # 1 s into a minute and into its first 10 s
+    with running_simulator(clock=lambda: now[0], order_limit_per_10s=2) as small:
+        limited = small.binance_client()
+        limited.timestamp_offset = now[0] - int(time.time() * 1000)
+        small.set_price("TRXUSDT", "0.3")
+        for _ in range(2):
+            limited.futures_create_order(symbol="TRXUSDT", side="BUY", type="MARKET", quantity="100")
+        headers = limited.response.headers
+        assert (headers["X-MBX-ORDER-COUNT-10S"], headers["X-MBX-ORDER-COUNT-1M"]) == ("2", "2")
+        with pytest.raises(BinanceAPIException) as caught:
+            limited.futures_create_order(symbol="TRXUSDT", side="BUY", type="MARKET", quantity="100")
+        assert caught.value.code == -1015
+
+        now[0] += 9_000  # the next window
+        limited.timestamp_offset += 9_000
+        limited.futures_create_order(symbol="TRXUSDT", side="BUY", type="MARKET", quantity="100")
+        headers = limited.response.headers
+        assert (headers["X-MBX-ORDER-COUNT-10S"], headers["X-MBX-ORDER-COUNT-1M"]) == ("1", "4")
+        limits = {(limit["interval"], limit["intervalNum"]): limit["limit"]
+                  for limit in limited.futures_exchange_info()["rateLimits"] if limit["rateLimitType"] == "ORDERS"}
+        assert limits == {("SECOND", 10): 2, ("MINUTE", 1): 1200}
