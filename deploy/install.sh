@@ -2,12 +2,14 @@
 # Install the Quantum Trader fleet: a venv under the prefix, systemd units, /etc/quantum templates
 # (mode 0600, never overwriting an operator's edits), a credential placeholder, a system user.
 # Idempotent. Testable without touching the host: deploy/install.sh --root /tmp/somewhere
-# --uninstall takes away what it installed (units, venv); --purge also /etc/quantum.
+# --uninstall takes away what it installed (units, venv); --purge also /etc/quantum. A record of the units
+# written (/etc/quantum/.installed-units.sha256) tells an operator's edit from an older version.
 set -euo pipefail
 
 usage() {
   cat <<'USAGE'
 usage: deploy/install.sh [--root DIR] [--prefix DIR] [--python PYTHON] [--no-venv] [--restart]
+                         [--discard-unit-edits]
        deploy/install.sh --uninstall [--purge] [--root DIR] [--prefix DIR]
   --root DIR      install below DIR instead of / (tests, packaging); no user, no systemctl
   --prefix DIR    where the venv and docs go (default /opt/quantum)
@@ -15,6 +17,8 @@ usage: deploy/install.sh [--root DIR] [--prefix DIR] [--python PYTHON] [--no-ven
   --no-venv       lay out units and configuration only
   --restart       with fleet units running: stop them, install, start them again (without it the
                   installer refuses: a running daemon would load new modules beside its old ones)
+  --discard-unit-edits  a unit edited in place since the last install is replaced (a copy of it is kept
+                  as <unit>.edited.N); without it the installer refuses and changes nothing
   --uninstall     stop and disable the fleet's units, remove them and the prefix (venv, README);
                   /etc/quantum (settings, credentials), the user and Redis' data stay
   --purge         with --uninstall: remove /etc/quantum too
@@ -26,6 +30,7 @@ prefix=/opt/quantum
 python=python3
 make_venv=1
 restart=0
+discard_edits=0
 uninstall=0
 purge=0
 while [ $# -gt 0 ]; do
@@ -35,6 +40,7 @@ while [ $# -gt 0 ]; do
     --python) python="$2"; shift 2 ;;
     --no-venv) make_venv=0; shift ;;
     --restart) restart=1; shift ;;
+    --discard-unit-edits) discard_edits=1; shift ;;
     --uninstall) uninstall=1; shift ;;
     --purge) purge=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -49,7 +55,15 @@ esac
 case "$prefix" in
   *[!A-Za-z0-9/._-]*) echo "install: --prefix may hold only letters, digits and / . _ -" >&2; exit 2 ;;
 esac
-prefix=${prefix%/}
+while [ "${prefix%/}" != "$prefix" ]; do prefix=${prefix%/}; done
+case "$prefix/" in
+  *//*|*/./*|*/../*) echo "install: --prefix must be a plain path (no //, . or ..)" >&2; exit 2 ;;
+esac
+# The prefix holds the venv and nothing else of the host's: uninstall removes what it wrote there.
+case "$prefix" in
+  ""|/usr|/usr/local|/opt|/srv|/etc|/var|/var/lib|/home|/root|/bin|/sbin|/lib|/lib64|/tmp|/boot|/run)
+    echo "install: --prefix must be a directory of its own, such as /opt/quantum, not ${prefix:-/}" >&2; exit 2 ;;
+esac
 
 if [ "$purge" = 1 ] && [ "$uninstall" = 0 ]; then
   echo "install: --purge goes with --uninstall" >&2; exit 2
@@ -60,14 +74,18 @@ dest() { printf '%s%s' "${root%/}" "$1"; }
 say() { printf 'install: %s\n' "$*"; }
 units_dir=$(dest /etc/systemd/system)
 # What this installer wrote into each unit (sha256), so that a unit edited in place is noticed, not overwritten.
-manifest=$(dest "$prefix/units.sha256")
+manifest=$(dest /etc/quantum/.installed-units.sha256)
 units=()
 for unit in "$src"/deploy/systemd/*.service "$src"/deploy/systemd/*.target; do
   units+=("$(basename "$unit")")
 done
-
-"$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
-  || { echo "install: $python is older than 3.11" >&2; exit 1; }
+# A free name beside a unit for a copy of the operator's version of it: systemd loads no such file.
+keep_copy() {
+  local n=1
+  while [ -e "$1.edited.$n" ]; do n=$((n + 1)); done
+  cp -p "$1" "$1.edited.$n"
+  printf '%s' "$1.edited.$n"
+}
 
 # The host's systemd: only when installing on it (SYSTEMCTL names another binary, for tests).
 systemctl=${SYSTEMCTL:-}
@@ -75,18 +93,42 @@ if [ -z "$systemctl" ] && [ "$root" = / ] && command -v systemctl >/dev/null 2>&
   systemctl=systemctl
 fi
 if [ "$uninstall" = 1 ]; then
-  if [ -n "$systemctl" ]; then
-    "$systemctl" disable --now "${units[@]}" || true  # units never installed or enabled are not an error
-    say "stopped and disabled the fleet's units (positions on the exchange are not touched)"
-  fi
+  present=()
   for unit in "${units[@]}"; do
+    if [ -e "$units_dir/$unit" ]; then present+=("$unit"); fi
+  done
+  if [ -n "$systemctl" ] && [ "${#present[@]}" -gt 0 ]; then
+    # Each step on the installed units only (one unknown unit fails a whole systemctl call), and checked: the
+    # units and the venv a daemon runs from are not removed while it may still be sending orders.
+    "$systemctl" stop "${present[@]}"
+    "$systemctl" disable "${present[@]}"
+    still=()
+    for unit in "${present[@]}"; do
+      if "$systemctl" is-active --quiet "$unit"; then still+=("$unit"); fi
+    done
+    if [ "${#still[@]}" -gt 0 ]; then
+      echo "install: still running after stop: ${still[*]}; nothing removed" >&2
+      exit 1
+    fi
+    say "stopped and disabled ${present[*]} (positions on the exchange are not touched)"
+  fi
+  for unit in "${present[@]}"; do
     rm -f "$units_dir/$unit"
     if [ -d "$units_dir/$unit.d" ]; then say "left your drop-ins in $units_dir/$unit.d"; fi
   done
+  for copy in "$units_dir"/quantum*.edited.*; do
+    if [ -e "$copy" ]; then say "left your copy $copy"; fi
+  done
   rm -rf "$(dest "$prefix/venv")"
   rm -f "$(dest "$prefix/README.md")" "$manifest"
-  rmdir "$(dest "$prefix")" 2>/dev/null || say "left $(dest "$prefix"): it holds files this installer did not write"
-  say "removed ${#units[@]} systemd units and $(dest "$prefix")"
+  say "removed ${#present[@]} systemd units"
+  if [ -d "$(dest "$prefix")" ]; then
+    if rmdir "$(dest "$prefix")" 2>/dev/null; then
+      say "removed $(dest "$prefix")"
+    else
+      say "left $(dest "$prefix"): it holds files this installer did not write"
+    fi
+  fi
   if [ "$purge" = 1 ]; then
     rm -rf "$(dest /etc/quantum)"
     say "removed $(dest /etc/quantum) (settings and credentials)"
@@ -95,6 +137,27 @@ if [ "$uninstall" = 1 ]; then
   fi
   if [ -n "$systemctl" ]; then "$systemctl" daemon-reload; fi
   exit 0
+fi
+
+"$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+  || { echo "install: $python is older than 3.11" >&2; exit 1; }
+
+# Units edited in place since the last install (their sha256 is not the one recorded): refused before anything
+# changes, unless --discard-unit-edits. An edit such as Environment=APPLY_MODE=dry_run must not vanish in an
+# upgrade that restarts the fleet. Edits belong in a drop-in (systemctl edit), which an install leaves alone.
+edited=()
+for unit in "${units[@]}"; do
+  installed=$units_dir/$unit
+  if [ -e "$installed" ] && [ -e "$manifest" ]; then
+    recorded=$(awk -v u="$unit" '$2 == u {print $1}' "$manifest")
+    current=$(sha256sum "$installed" | cut -d' ' -f1)
+    if [ -n "$recorded" ] && [ "$recorded" != "$current" ]; then edited+=("$unit"); fi
+  fi
+done
+if [ "${#edited[@]}" -gt 0 ] && [ "$discard_edits" = 0 ]; then
+  echo "install: edited in place since the last install: ${edited[*]}; nothing changed. Move the changes into" \
+    "drop-ins (systemctl edit <unit>) and restore the units, or pass --discard-unit-edits (a copy of each is kept)" >&2
+  exit 1
 fi
 
 running=""
@@ -131,26 +194,27 @@ fi
 install -m 0644 "$src/README.md" "$(dest "$prefix/README.md")"
 
 # The committed units name the default prefix (shared/deploy.py renders them); another prefix is put in its place.
-# A unit edited in place since the last install (its sha256 is not the one recorded) is kept beside the new one as
-# <unit>.edited, which systemd does not load: edits belong in a drop-in (systemctl edit), which an install leaves.
+# A unit that differs from this version with no record of what was installed (an install before the record
+# existed) may hold an edit too: a copy is kept beside it, as for an edit discarded with --discard-unit-edits.
 sums=""
 for unit in "${units[@]}"; do
   installed=$units_dir/$unit
-  if [ -e "$installed" ] && [ -e "$manifest" ]; then
-    recorded=$(awk -v u="$unit" '$2 == u {print $1}' "$manifest")
+  sed "s#/opt/quantum/#$prefix/#g" "$src/deploy/systemd/$unit" > "$installed.tmp"
+  if [ -e "$installed" ] && ! cmp -s "$installed" "$installed.tmp"; then
+    recorded=""
+    if [ -e "$manifest" ]; then recorded=$(awk -v u="$unit" '$2 == u {print $1}' "$manifest"); fi
     current=$(sha256sum "$installed" | cut -d' ' -f1)
-    if [ -n "$recorded" ] && [ "$recorded" != "$current" ]; then
-      cp -p "$installed" "$installed.edited"
-      say "$installed was edited since it was installed: kept as $installed.edited; put the change in a drop-in" \
-        "(systemctl edit ${unit%.*})"
+    if [ -z "$recorded" ] || [ "$recorded" != "$current" ]; then
+      copy=$(keep_copy "$installed")
+      say "$installed differs from what was installed: a copy is kept as $copy"
     fi
   fi
-  sed "s#/opt/quantum/#$prefix/#g" "$src/deploy/systemd/$unit" > "$installed.tmp"
   chmod 0644 "$installed.tmp"
   mv -f "$installed.tmp" "$installed"
   sums+="$(sha256sum "$installed" | cut -d' ' -f1) $unit"$'\n'
 done
 printf '%s' "$sums" > "$manifest"
+chmod 0644 "$manifest"
 say "installed ${#units[@]} systemd units"
 
 for template in "$src"/etc/quantum/*.env; do

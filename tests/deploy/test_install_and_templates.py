@@ -114,7 +114,8 @@ def test_install_under_another_prefix_points_every_unit_there(tmp_path: Path) ->
     assert (tmp_path / "srv/quantum/README.md").exists()
 
 
-@pytest.mark.parametrize("prefix", ["relative/dir", "/srv/my quantum", "/srv/q#x"])
+@pytest.mark.parametrize("prefix", ["relative/dir", "/srv/my quantum", "/srv/q#x", "/", "//", "/usr/local/",
+                                    "/opt/quantum/../../etc", "/opt"])
 def test_install_refuses_a_prefix_a_unit_cannot_hold(tmp_path: Path, prefix: str) -> None:
     install = [str(ROOT / "deploy" / "install.sh"), "--root", str(tmp_path), "--prefix", prefix, "--no-venv"]
 
@@ -124,14 +125,16 @@ def test_install_refuses_a_prefix_a_unit_cannot_hold(tmp_path: Path, prefix: str
     assert not (tmp_path / "etc/systemd/system").exists()
 
 
-def fake_systemctl(tmp_path: Path, active: list[str]) -> tuple[Path, Path]:
-    """A systemctl that lists `active` as running and records every call."""
+def fake_systemctl(tmp_path: Path, active: list[str], stays_active: list[str] = ()) -> tuple[Path, Path]:
+    """A systemctl that lists `active` as running, says `stays_active` is active whatever it is told, and records
+    every call."""
     calls = tmp_path / "systemctl.calls"
     tool = tmp_path / "systemctl"
     listing = "".join(f"{unit} loaded active running Quantum\n" for unit in active)
     tool.write_text(f"""#!/usr/bin/env bash
 echo "$*" >> {calls}
 if [ "$1" = list-units ]; then printf '%s' '{listing}'; fi
+if [ "$1" = is-active ]; then case " {' '.join(stays_active)} " in *" $3 "*) exit 0 ;; *) exit 3 ;; esac; fi
 """)
     tool.chmod(0o755)
     return tool, calls
@@ -163,29 +166,60 @@ def test_install_with_restart_stops_the_running_units_first_and_starts_them_afte
     assert calls.read_text().splitlines()[1] == "stop quantum-governor.service quantum-exchange-sim.service"
 
 
-def test_a_unit_edited_in_place_is_kept_beside_the_new_one_not_lost(tmp_path: Path) -> None:
-    """From a review: a reinstall overwrote units edited in place without a word. The edit is kept as <unit>.edited
-    (systemd does not load it) and named; a drop-in, where such edits belong, is left alone."""
+def edit_unit(root: Path, unit: str, text: str) -> str:
+    path = root / "etc/systemd/system" / unit
+    mine = path.read_text() + text
+    path.write_text(mine)
+    return mine
+
+
+def test_a_unit_edited_in_place_is_refused_unless_its_edit_is_discarded_with_a_copy_kept(tmp_path: Path) -> None:
+    """From reviews: a reinstall overwrote units edited in place without a word, so an edit such as
+    Environment=APPLY_MODE=dry_run vanished in an upgrade that restarted the fleet. Now nothing changes until the
+    operator moves the edit into a drop-in or discards it (a copy is kept, each in a file of its own)."""
     install = [str(ROOT / "deploy" / "install.sh"), "--root", str(tmp_path), "--no-venv"]
     subprocess.run(install, check=True, capture_output=True, text=True, timeout=120)
     units = tmp_path / "etc/systemd/system"
-    edited = units / "quantum-governor.service"
-    mine = edited.read_text() + "# my edit\n"
-    edited.write_text(mine)
+    mine = edit_unit(tmp_path, "quantum-governor.service", "# my edit\n")
     (units / "quantum-governor.service.d").mkdir()
     (units / "quantum-governor.service.d/override.conf").write_text("[Service]\nCPUQuota=50%\n")
+
+    refused = subprocess.run(install, capture_output=True, text=True, timeout=120)
+
+    assert refused.returncode == 1 and "quantum-governor.service" in refused.stderr
+    assert "--discard-unit-edits" in refused.stderr and "systemctl edit" in refused.stderr
+    assert (units / "quantum-governor.service").read_text() == mine and not list(units.glob("*.edited*"))
+
+    discarded = subprocess.run([*install, "--discard-unit-edits"], capture_output=True, text=True, timeout=120)
+
+    assert discarded.returncode == 0, discarded.stderr
+    assert (units / "quantum-governor.service.edited.1").read_text() == mine
+    assert "a copy is kept as" in discarded.stdout
+    assert (units / "quantum-governor.service").read_text() == (ROOT / "deploy/systemd/quantum-governor.service").read_text()
+    assert (units / "quantum-governor.service.d/override.conf").exists()
+    assert [p.name for p in units.glob("*.edited*")] == ["quantum-governor.service.edited.1"]
+    assert "copy" not in subprocess.run(install, capture_output=True, text=True, timeout=120, check=True).stdout
+
+    second = edit_unit(tmp_path, "quantum-governor.service", "# another edit\n")
+    subprocess.run([*install, "--discard-unit-edits"], check=True, capture_output=True, text=True, timeout=120)
+    assert (units / "quantum-governor.service.edited.1").read_text() == mine  # the first copy stays
+    assert (units / "quantum-governor.service.edited.2").read_text() == second
+
+
+def test_an_install_without_a_record_keeps_a_copy_of_each_unit_it_replaces(tmp_path: Path) -> None:
+    """An install from before the record (or whose record was lost) cannot tell an edit from an older version: each
+    unit that differs is replaced with a copy kept; one equal to this version's is not copied."""
+    install = [str(ROOT / "deploy" / "install.sh"), "--root", str(tmp_path), "--no-venv"]
+    subprocess.run(install, check=True, capture_output=True, text=True, timeout=120)
+    (tmp_path / "etc/quantum/.installed-units.sha256").unlink()
+    mine = edit_unit(tmp_path, "quantum-intent-executor.service", "Environment=APPLY_MODE=dry_run\n")
 
     again = subprocess.run(install, capture_output=True, text=True, timeout=120)
 
     assert again.returncode == 0, again.stderr
-    assert (units / "quantum-governor.service.edited").read_text() == mine
-    assert edited.read_text() == (ROOT / "deploy/systemd/quantum-governor.service").read_text()
-    assert "quantum-governor.service was edited" in again.stdout and "systemctl edit quantum-governor" in again.stdout
-    assert (units / "quantum-governor.service.d/override.conf").exists()
-    assert not (units / "quantum-intent-executor.service.edited").exists()  # untouched units: nothing kept
-
-    third = subprocess.run(install, capture_output=True, text=True, timeout=120)
-    assert "was edited" not in third.stdout  # the new unit is what the manifest now records
+    units = tmp_path / "etc/systemd/system"
+    assert [p.name for p in units.glob("*.edited*")] == ["quantum-intent-executor.service.edited.1"]
+    assert (units / "quantum-intent-executor.service.edited.1").read_text() == mine
 
 
 @pytest.mark.parametrize("purge", [False, True])
@@ -196,20 +230,50 @@ def test_uninstall_stops_disables_and_removes_what_install_wrote(tmp_path: Path,
     subprocess.run([str(ROOT / "deploy/install.sh"), "--root", str(root), "--no-venv"], check=True, env=env,
                    capture_output=True, text=True, timeout=120)
     (root / "etc/quantum/governor.env").write_text("GOV_MAX_OPEN_POSITIONS=3\n")
+    (root / "etc/systemd/system/quantum-reconcile.service").unlink()  # removed by hand: not named to systemctl
+    calls.write_text("")
 
     done = subprocess.run([str(ROOT / "deploy/install.sh"), "--uninstall", "--root", str(root),
                            *(["--purge"] if purge else [])], capture_output=True, text=True, timeout=120, env=env)
 
     assert done.returncode == 0, done.stderr
-    disable = [line for line in calls.read_text().splitlines() if line.startswith("disable")]
-    assert disable and disable[0].startswith("disable --now ") and "quantum-intent-executor.service" in disable[0]
-    assert calls.read_text().splitlines()[-1] == "daemon-reload"
+    made = calls.read_text().splitlines()
+    assert [line.split(" ")[0] for line in made if not line.startswith("is-active")] == ["stop", "disable", "daemon-reload"]
+    assert "quantum-intent-executor.service" in made[0] and "quantum-reconcile.service" not in made[0]
     assert list((root / "etc/systemd/system").glob("quantum*")) == []
     assert not (root / "opt/quantum").exists()
     assert (root / "etc/quantum").exists() is not purge
     if not purge:  # settings and credentials are the operator's: kept unless asked
         assert (root / "etc/quantum/governor.env").read_text() == "GOV_MAX_OPEN_POSITIONS=3\n"
         assert (root / "etc/quantum/credentials/binance_api_secret").exists()
+
+
+def test_uninstall_removes_nothing_while_a_daemon_is_still_running(tmp_path: Path) -> None:
+    """From a review: `disable --now ... || true` could fail as a whole (one unit not installed) and the units and the
+    venv were removed under a daemon still sending orders."""
+    tool, _calls = fake_systemctl(tmp_path, [], stays_active=["quantum-intent-executor.service"])
+    root = tmp_path / "root"
+    env = {**os.environ, "SYSTEMCTL": str(tool)}
+    subprocess.run([str(ROOT / "deploy/install.sh"), "--root", str(root), "--no-venv"], check=True, env=env,
+                   capture_output=True, text=True, timeout=120)
+
+    refused = subprocess.run([str(ROOT / "deploy/install.sh"), "--uninstall", "--root", str(root)],
+                             capture_output=True, text=True, timeout=120, env=env)
+
+    assert refused.returncode == 1 and "quantum-intent-executor.service" in refused.stderr
+    assert (root / "etc/systemd/system/quantum-intent-executor.service").exists()
+    assert (root / "opt/quantum/README.md").exists()
+
+
+def test_uninstall_needs_no_python(tmp_path: Path) -> None:
+    subprocess.run([str(ROOT / "deploy/install.sh"), "--root", str(tmp_path), "--no-venv"], check=True,
+                   capture_output=True, text=True, timeout=120)
+
+    done = subprocess.run([str(ROOT / "deploy/install.sh"), "--uninstall", "--root", str(tmp_path), "--python", "false"],
+                          capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "etc/systemd/system/quantum-governor.service").exists()
 
 
 def test_purge_without_uninstall_is_refused(tmp_path: Path) -> None:
