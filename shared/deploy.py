@@ -64,7 +64,7 @@ def _credential(spec: DaemonSpec) -> str:
                 f"UnsetEnvironment={' '.join(REAL_CREDENTIAL_VARIABLES)}\n")
     return (f"# The API secret arrives as $CREDENTIALS_DIRECTORY/{CREDENTIAL} (fallback: BINANCE_API_SECRET in an env file).\n"
             f"LoadCredential={CREDENTIAL}:{ETC}/credentials/{CREDENTIAL}\n"
-            "# Its default when that file is missing (systemd 250+): the install's placeholder, which reads as absent, so\n"
+            "# Its default when that file is missing (systemd 247+): the install's placeholder, which reads as absent, so\n"
             "# the fallback applies, and on the simulator nothing is needed; without it the unit failed (243/CREDENTIALS).\n"
             f"SetCredential={CREDENTIAL}:{CREDENTIAL_PLACEHOLDER}\n")
 

@@ -29,9 +29,8 @@ class Outage(StrEnum):
     WAF_BLOCKED = "waf_blocked"
 
 
-ENDPOINT = re.compile(r"(GET|POST|PUT|DELETE) /fapi/\S+")
-ORDER_ENDPOINTS = ("POST /fapi/v1/order", "PUT /fapi/v1/order", "POST /fapi/v1/batchOrders", "PUT /fapi/v1/batchOrders",
-                   "POST /fapi/v1/order/test")
+ENDPOINT = re.compile(r"(GET|POST|PUT|DELETE) /fapi/[^\s?#]+")  # a path: requests are matched on it, not their query
+ORDER_ENDPOINTS = ("POST /fapi/v1/order",)  # the order placement the simulator serves (no batchOrders, no modify)
 
 
 class Fault(StrEnum):
@@ -101,7 +100,8 @@ def _outages(value) -> dict[str, str]:
     kinds = [kind.value for kind in Outage]
     for endpoint, kind in value.items():
         if not isinstance(endpoint, str) or not ENDPOINT.fullmatch(endpoint):
-            raise FaultConfigError(f"outage endpoint {endpoint!r} is not 'METHOD /fapi/path' (GET, POST, PUT, DELETE)")
+            raise FaultConfigError(f"outage endpoint {endpoint!r} is not 'METHOD /fapi/path' (GET, POST, PUT, DELETE; "
+                                   "no query)")
         if kind not in kinds:
             raise FaultConfigError(f"outage kind {kind!r} for {endpoint} is not one of {kinds}")
         if kind == Outage.OVERLOADED and endpoint not in ORDER_ENDPOINTS:

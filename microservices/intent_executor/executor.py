@@ -260,7 +260,9 @@ class Executor:
         halted = _trading_state_refusal(plan, taken.switches)
         if halted is not None:
             return outcomes.refused(plan, halted, {"checked": "at send time"}, p32, p33)
-        seen, _unreadable = exchange_snapshot.checked(taken.snapshot_raw)  # unreadable: the mark is asked for
+        seen, unreadable = exchange_snapshot.checked(taken.snapshot_raw)
+        if unreadable is not None:  # the mark is asked of the exchange instead
+            self.log.warning("exchange_snapshot_unreadable", plan_id=plan.plan_id, problem=unreadable)
         try:
             sized = self._size(plan, p33, p32, seen)
         except ExchangeError as exc:  # the mark price request: nothing was sent, and the plan ends saying so

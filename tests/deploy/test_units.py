@@ -148,7 +148,7 @@ def test_exchange_daemons_stop_before_the_simulator(name: str) -> None:
 def test_a_missing_credential_file_gives_the_placeholder_not_a_failed_unit(name: str, tmp_path: Path) -> None:
     """From a review: an operator who deleted the credential file (the simulator needs none, or the secret sits in an
     env file) found every exchange unit failing with 243/CREDENTIALS. SetCredential= is LoadCredential='s default
-    for the same name (systemd 250+): the install's placeholder, which the daemon reads as absent."""
+    for the same name (systemd 247+): the install's placeholder, which the daemon reads as absent."""
     from shared.exchange.target import CREDENTIAL_PLACEHOLDER, ExchangeSettings
 
     unit = render_all()[name]
@@ -156,8 +156,10 @@ def test_a_missing_credential_file_gives_the_placeholder_not_a_failed_unit(name:
     [default] = re.findall(r"^SetCredential=(.*)$", unit, re.M)
     assert default == f"{loaded}:{CREDENTIAL_PLACEHOLDER}"
     (tmp_path / loaded).write_text(CREDENTIAL_PLACEHOLDER)  # what systemd puts there: the text, no line end
-    settings = ExchangeSettings(EXCHANGE_TARGET="simulator", CREDENTIALS_DIRECTORY=str(tmp_path))
-    assert settings.api_secret.get_secret_value()  # the simulator's own credentials; nothing refused
+    secret = "Fallback0Secret0In0An0Env0File"
+    settings = ExchangeSettings(EXCHANGE_TARGET="testnet", BINANCE_API_KEY="Key0Of0The0Testnet",
+                                BINANCE_API_SECRET=secret, CREDENTIALS_DIRECTORY=str(tmp_path))
+    assert settings.api_secret.get_secret_value() == secret  # the placeholder read as absent: the fallback applies
 
 
 @pytest.mark.parametrize("name", [u for u in UNITS if u.endswith(".service")])

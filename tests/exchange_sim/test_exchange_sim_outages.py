@@ -107,6 +107,7 @@ def test_a_reset_ends_every_outage(sim) -> None:
 @pytest.mark.parametrize("outages, error", [
     ({"/fapi/v1/premiumIndex": "overloaded"}, "is not 'METHOD /fapi/path'"),
     ({"GET /_sim/price": "overloaded"}, "is not 'METHOD /fapi/path'"),
+    ({"GET /fapi/v1/premiumIndex?symbol=BTCUSDT": "service_unavailable"}, "no query"),
     ({"GET /fapi/v1/premiumIndex": "down"}, "is not one of"),
     (["GET /fapi/v1/premiumIndex"], "outages must be an object"),
 ])
