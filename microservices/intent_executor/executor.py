@@ -289,7 +289,9 @@ class Executor:
         rules = self.exchange.filters.find(plan.symbol)
         if rules is None:
             return Refused(Reason.UNKNOWN_SYMBOL, {"symbol": plan.symbol})
-        mark = self._mark(plan.symbol, seen)
+        # A close's size does not depend on a price (reduce-only is exempt from the notional filter): it never waits
+        # for, or fails on, a mark price request.
+        mark = None if plan.is_close else self._mark(plan.symbol, seen)
         max_notional = p32.context.get("max_notional_per_trade")
         return size_order(plan, p33.safe_qty, rules, mark, self.settings.allow_upsize,
                           Decimal(str(max_notional)) if max_notional is not None else None, _room_in_total(p32))

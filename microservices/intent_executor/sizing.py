@@ -1,8 +1,10 @@
 """Order sizing before anything is sent: pure, so every rule is unit-tested without Redis.
 
-Opens use the plan quantity; closes use min(plan qty, P3.3's safe_qty). Both round down to
-the step and must pass the exchange's filters (reduce-only exempt from min notional).
-Fail closed: a quantity too small is refused, and raised only when ALLOW_UPSIZE is set.
+Opens use the plan quantity; closes use min(plan qty, P3.3's safe_qty, the MARKET order's maximum
+quantity): a position larger than one order may hold is closed in parts, each plan one order, rather
+than refused every time. Both round down to the step and must pass the exchange's filters (reduce-only
+exempt from min notional, so a close needs no mark price). Fail closed: a quantity too small is
+refused, and raised only when ALLOW_UPSIZE is set.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ _UPSIZABLE = frozenset({FilterReason.BELOW_MIN_QTY, FilterReason.BELOW_MIN_NOTIO
 @dataclass(frozen=True)
 class Sized:
     qty: Decimal
-    notional: Decimal
+    notional: Decimal | None  # None for a close, sized without a mark
     upsized: bool = False
 
 
@@ -39,19 +41,28 @@ def size_order(
     plan: Plan,
     safe_qty: Decimal,
     rules: SymbolRules,
-    mark: Decimal,
+    mark: Decimal | None,
     allow_upsize: bool,
     max_notional: Decimal | None,
     room_in_total: Decimal | None = None,
 ) -> Sized | Refused:
     """`room_in_total`: the most this open may be worth under the total notional cap, as the governor counted
-    the other exposure when it allowed it; an upsized order must fit it as it must fit the per-trade cap."""
-    wanted = min(plan.qty, safe_qty) if plan.is_close else plan.qty
-    qty = round_qty_down(rules, wanted, market=True)
-    verdict = validate_order(rules, qty, mark, reduce_only=plan.is_close, market=True)
+    the other exposure when it allowed it; an upsized order must fit it as it must fit the per-trade cap.
+    `mark`: needed for an open (its notional); a close is sized without one (None)."""
+    if plan.is_close:
+        _, max_qty, _ = rules.lot(True)
+        qty = round_qty_down(rules, min(plan.qty, safe_qty, *([max_qty] if max_qty > 0 else [])), market=True)
+        verdict = validate_order(rules, qty, Decimal(0), reduce_only=True, market=True)  # no notional filter
+        if verdict is None:
+            return Sized(qty, None)
+        return Refused(_FILTER_REASONS[verdict.reason], {k: str(v) for k, v in verdict.detail.items()})
+    if mark is None:
+        raise ValueError("an open is sized against a mark price")
+    qty = round_qty_down(rules, plan.qty, market=True)
+    verdict = validate_order(rules, qty, mark, reduce_only=False, market=True)
     if verdict is None:
         return Sized(qty, qty * mark)
-    if allow_upsize and not plan.is_close and verdict.reason in _UPSIZABLE:
+    if allow_upsize and verdict.reason in _UPSIZABLE:
         return _upsize(rules, mark, max_notional, room_in_total)
     return Refused(_FILTER_REASONS[verdict.reason], {k: str(v) for k, v in verdict.detail.items()})
 
