@@ -177,8 +177,10 @@ class Reconciler:
                 # Compared as stored (raw), so an unreadable ledger is compare-and-set like any other.
                 if sending.busy(pipe, symbol) or ledger.read_entry(pipe, symbol) != recorded:
                     return False  # the executor moved: look again next pass
-                if self._moved_since_observed(pipe, symbol, recorded):
-                    return False  # a fill was recorded after the exchange was looked at: look again
+                moved = self._moved_since_observed(pipe, symbol, recorded, now_ms)
+                if moved is not None:  # a fill was recorded after the exchange was looked at: look again
+                    self.log.info("heal_deferred", symbol=symbol, reason=moved, observed_at_ms=self._observed_at_ms)
+                    return False
                 pipe.multi()
                 ledger.queue_write(pipe, symbol, _adopted(observation, recorded.position, position, now_ms))
                 pipe.xadd(keys.Stream.RECONCILE_EVENT, {**described, "action": "adopted_exchange"})
@@ -191,15 +193,24 @@ class Reconciler:
         self.log.warning("RECONCILE_HEALED", **described)
         return True
 
-    def _moved_since_observed(self, pipe: redis.client.Pipeline, symbol: str, recorded: LedgerEntry) -> bool:
-        """Whether the ledger may hold a fill the exchange view does not: one written at or after the view's time.
-        The ledger's own time says so for a position; a fill that closed one deleted the hash, so the symbol's
-        last-execution time (set by the same script call as every fill) says it for both."""
-        if recorded.position is not None and recorded.position.updated_at_ms >= self._observed_at_ms:
-            return True
+    def _moved_since_observed(self, pipe: redis.client.Pipeline, symbol: str, recorded: LedgerEntry,
+                              now_ms: int) -> str | None:
+        """Why the ledger may hold a fill the exchange view does not (one written at or after the view's time), or
+        None. The ledger's own time says so for a position; a fill that closed one deleted the hash, so the symbol's
+        last-execution time (set by the same script call as every fill) says it for both. A time further ahead of
+        now than any clock of this host (freshness.FUTURE_SKEW_MS: a hand-written time in µs, a clock since
+        stepped back) was not written by a fill just now: read as absent. Before, such a time held off every heal
+        of the symbol, and P3.3 refused its closes, without a word."""
+        if recorded.position is not None:
+            updated = freshness.stored_ms(str(recorded.position.updated_at_ms), now_ms)
+            if updated is not None and updated >= self._observed_at_ms:
+                return "ledger_updated_after_observation"
         # MGET, not GET: a key of another type reads as absent instead of failing every pass (the next fill's SET
         # replaces it); the ledger's own time still counts then.
-        return (freshness.stored_ms(pipe.mget([keys.cooldown_last_exec(symbol)])[0]) or 0) >= self._observed_at_ms
+        last_exec = freshness.stored_ms(pipe.mget([keys.cooldown_last_exec(symbol)])[0], now_ms)
+        if last_exec is not None and last_exec >= self._observed_at_ms:
+            return "executed_after_observation"
+        return None
 
 
 def _observe(symbol: str, position: Position | None, recorded: LedgerEntry, tolerance: Decimal) -> Observation:

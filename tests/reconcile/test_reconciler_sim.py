@@ -173,3 +173,40 @@ def test_a_last_execution_key_of_another_type_does_not_stop_the_heal(r, access, 
     heal.run_pass()
 
     assert ledger.read(r, "TRXUSDT").amount == D("700")
+
+
+def test_a_time_far_in_the_future_does_not_hold_off_every_heal(r, access, sim) -> None:
+    """From a review: the seed's hand fix with its time typed in µs (or a last execution written before the clock
+    was stepped back) read as "a fill after the exchange was looked at" on every pass: the symbol never healed and
+    P3.3 refused its closes. Such a time is not a fill of just now; the heal goes ahead."""
+    clock = Clock()
+    buy(access, "BTCUSDT", "0.062", "manual-btc-future")
+    now_us = int(clock.now * 1_000_000)
+    r.hset(keys.position_ledger("BTCUSDT"), mapping={"position_amt": "0.002", "entry_price": "88000",
+                                                     "updated_at_ms": str(now_us)})
+    r.set(keys.cooldown_last_exec("BTCUSDT"), str(int(clock.now * 1000) + 3_600_000))  # an hour ahead
+    heal = reconciler(r, access, clock)
+
+    heal.run_pass()
+    clock.now += 6
+    heal.run_pass()
+
+    assert ledger.read(r, "BTCUSDT").amount == D("0.062")
+
+
+def test_a_fill_just_recorded_still_defers_the_heal_and_says_so(r, access, sim) -> None:
+    from structlog.testing import capture_logs
+
+    clock = Clock()
+    buy(access, "BTCUSDT", "0.062", "manual-btc-now")
+    r.hset(keys.position_ledger("BTCUSDT"), mapping={"position_amt": "0.002", "entry_price": "88000"})
+    heal = reconciler(r, access, clock)
+    heal.run_pass()
+    clock.now += 6
+    r.set(keys.cooldown_last_exec("BTCUSDT"), str(int(clock.now * 1000) + 500))  # a fill a moment after the look
+
+    with capture_logs() as logs:
+        heal.run_pass()
+
+    assert ledger.read(r, "BTCUSDT").amount == D("0.002")
+    assert [line["reason"] for line in logs if line["event"] == "heal_deferred"] == ["executed_after_observation"]
