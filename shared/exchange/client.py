@@ -198,6 +198,11 @@ class ExchangeClient:
     def account(self) -> AccountSummary:
         return self._request("account", self._client.futures_account, parse_account)
 
+    def hedge_mode(self) -> bool:
+        """Whether the account holds long and short positions apart (dualSidePosition), which the fleet does not
+        trade: its orders are one-way (positionSide BOTH) and it reads a symbol's position as one net amount."""
+        return self._request("position_mode", self._client.futures_get_position_mode, _dual_side)
+
     def balance(self) -> dict[str, AssetBalance]:
         return self._request("balance", self._client.futures_account_balance, _balance_map)
 
@@ -208,12 +213,16 @@ class ExchangeClient:
                              symbol=symbol, leverage=int(leverage))
 
     def self_test(self) -> SelfTestReport:
-        """Server time, exchangeInfo, account; any failure raises ExchangeStartupError naming the step."""
+        """Server time, exchangeInfo, account, position mode; any failure raises ExchangeStartupError naming the step."""
         server_ms = self._startup_step("server_time", self.sync_clock)
         info = self._startup_step("exchange_info", self.exchange_info)
         if not info.get("symbols"):
             raise self._startup_error("exchange_info", "exchangeInfo lists no symbols")
         account = self._startup_step("account", self.account)
+        if self._startup_step("position_mode", self.hedge_mode):
+            # Every close would be refused (-4061) and the positions misread: said at start, not found in trading.
+            raise self._startup_error("position_mode", "the account is in hedge mode (dualSidePosition=true); the fleet"
+                                      " trades one-way mode only: switch the account to one-way mode")
         return SelfTestReport(
             target=self.target.value, root_url=self.root_url, server_time_ms=server_ms,
             clock_offset_ms=int(self._client.timestamp_offset), symbol_count=len(info["symbols"]),
@@ -320,6 +329,13 @@ def market_order_params(
     else:
         params["positionSide"] = hedge_side.value
     return params
+
+
+def _dual_side(payload: Any) -> bool:
+    value = _as_dict(payload)["dualSidePosition"]
+    if not isinstance(value, bool):
+        raise TypeError(f"dualSidePosition is not a JSON boolean: {value!r}")
+    return value
 
 
 def _as_dict(payload: Any) -> dict[str, Any]:

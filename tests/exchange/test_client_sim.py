@@ -300,3 +300,18 @@ def test_after_a_ban_or_the_firewall_nothing_is_sent_until_it_is_over(sim, kind,
     now[0] += 0.2
     assert client.mark_price("BTCUSDT").mark_price == D("88000")
     assert sent == ["GET " + sim.base_url + "/fapi/v1/premiumIndex"]
+
+
+def test_an_account_in_hedge_mode_fails_the_self_test_naming_it(client, sim):
+    """From a review: in hedge mode every one-way close is refused (-4061) and the snapshot nets the two legs, so a
+    fleet started on such an account could never close anything. Said at start, naming the setting to change."""
+    assert client.hedge_mode() is False
+    sim.binance_client().futures_change_position_mode(dualSidePosition="true")
+
+    with pytest.raises(ExchangeStartupError) as caught:
+        client.self_test()
+
+    assert caught.value.step == "position_mode" and not caught.value.retryable
+    assert "hedge mode" in str(caught.value) and "one-way" in str(caught.value)
+    sim.reset()
+    assert client.self_test().symbol_count > 0
