@@ -29,6 +29,10 @@ def main() -> int:
         # The executor decides what is sent; an APPLY_MODE set for this daemon alone changes nothing of that.
         ctx.log.warning("apply_mode_disagrees_with_executor", apply_mode=settings.apply_mode.value,
                         executor_mode=executor_mode, hint="set APPLY_MODE in common.env only")
+    if settings.apply_kill_switch:
+        # The seed's switch of the layer that published every plan; here it holds back exits only, while the intent
+        # bridge's opens still flow. Said at start so that no one takes it for a halt.
+        ctx.log.warning("apply_kill_switch_stops_exits_only", hint="to halt opens and closes: quantum kill on")
     expose_p26_mode(settings.p26_mode)
     layer = ApplyLayer(ctx.redis, access.filters, settings)
     config = daemon.consumer_config(settings, NAME, stream, keys.Group.APPLY_LAYER)

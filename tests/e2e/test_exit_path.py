@@ -150,3 +150,12 @@ def test_flatten_refuses_when_halted(make_fleet, sim, redis_url) -> None:
     refused = subprocess.run([*cli, "flatten", "--all"], env=env, capture_output=True, text=True, timeout=60)
 
     assert refused.returncode == 1 and "halted" in refused.stderr
+
+
+def test_the_apply_kill_switch_says_at_start_that_it_holds_back_exits_only(make_fleet) -> None:
+    """From a review: APPLY_KILL_SWITCH (the seed's switch of the layer that published every plan) stops only exits
+    here, while the intent bridge's opens flow on: the daemon says so, and names the halt, rather than be taken for
+    one."""
+    fleet = make_fleet(APPLY_KILL_SWITCH="true").start("apply-layer")
+
+    assert '"apply_kill_switch_stops_exits_only"' in fleet.log("apply-layer") and "quantum kill on" in fleet.log("apply-layer")
