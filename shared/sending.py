@@ -11,9 +11,22 @@ writes to it; a write never shortens it).
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import redis
 
 from shared import keys
+from shared.lua import LuaScript
+
+if TYPE_CHECKING:
+    from shared.exchange.target import ExchangeSettings
+
+SEND_MARGIN_S = 1.0  # besides the requests below, nothing lies between taking the permits and signing
+REQUESTS_BEFORE_SENDING = 2  # at most a mark price and setting the open's leverage, each within the timeout
+FINALITY_MARGIN_MS = 1000  # clock differences between Redis and the exchange, and the request's own travel
+PENDING_SCAN = 1000  # the executor's pending entries read to tell an orphan; more than this: none is told
 
 # Lua: mark_sending(hash, plan id, seconds): the plan counts for at least `seconds` from now. A mark never
 # shortens one already there (a plan picked up again keeps the time its order marker gave it) nor the hash's
@@ -37,3 +50,122 @@ def busy(client: redis.Redis, symbol: str) -> bool:
     seconds, micros = client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     return any(not until.isdigit() or int(until) > now_ms for until in fields.values())  # unreadable: busy
+
+
+def send_within_s(exchange: "ExchangeSettings") -> float:
+    """The longest the executor may take from taking the permits to sending (a mark price request, setting the
+    leverage)."""
+    return REQUESTS_BEFORE_SENDING * exchange.request_timeout_s + SEND_MARGIN_S
+
+
+def unclear_window_ms(exchange: "ExchangeSettings") -> int:
+    """From an order marker's time until the exchange can no longer accept the order it stands for: the send
+    deadline, then recvWindow after signing, and a margin."""
+    return int(send_within_s(exchange) * 1000) + exchange.recv_window_ms + FINALITY_MARGIN_MS
+
+
+@dataclass(frozen=True)
+class Marker:
+    """An order marker: `<client order id> <attempt> <Redis ms when the permits were taken>`, then on a line each
+    the two permits taken (P3.2's, P3.3's), for the result of whichever attempt learns the order's outcome."""
+
+    client_order_id: str
+    attempt: str
+    marked_ms: int  # 0 when the marker does not say (written by an earlier version: long ago)
+    permits: tuple[str, str] | None = None  # as taken (JSON); None in a marker of an earlier version
+
+    @classmethod
+    def parse(cls, raw: str) -> "Marker":
+        head, *carried = raw.split("\n", 2)
+        words = head.split(" ")
+        marked = words[2] if len(words) > 2 and words[2].isdigit() else "0"
+        return cls(words[0], words[1] if len(words) > 1 else "", int(marked),
+                   (carried[0], carried[1]) if len(carried) == 2 else None)
+
+
+# KEYS: sending hash, claim, result marker, dead-letter stream; ARGV: plan id, then the dead letter's fields (flat).
+# Lets go of a plan's mark only while no executor holds the plan and it has no result; says so in a dead letter.
+_RELEASE_ORPHAN = LuaScript("""
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[4], '*', unpack(ARGV, 2))
+return 1
+""")
+ORPHAN_REASON = "plan_entry_deleted"
+
+
+def release_orphans(client: redis.Redis, symbol: str, window_ms: int) -> list[str]:
+    """Let go of the sending marks of plans on `symbol` that no executor will ever end: an order marker (an order
+    may be out), no result, no executor holding the plan, the exchange past accepting its order, and no pending
+    entry of the executor's group for it (its apply.plan entry was deleted or trimmed while pending; the consumer
+    acked it, having nothing to handle). Such a mark would last the marker's 7 days, and reconcile would leave the
+    symbol's ledger unhealed so long. Each is said in a dead letter (reason plan_entry_deleted); reconcile then
+    adopts what the exchange holds. Returns the plan ids let go."""
+    marks = client.hgetall(keys.executor_sending(symbol))
+    if not marks:
+        return []
+    plan_ids = list(marks)
+    pipe = client.pipeline(transaction=False)
+    for plan_id in plan_ids:
+        pipe.exists(keys.plan_claim(plan_id), keys.plan_result_marker(plan_id))
+        pipe.get(keys.plan_order_marker(plan_id))
+    replies = pipe.execute()
+    seconds, micros = client.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    candidates: dict[str, Marker] = {}
+    for plan_id, held, raw in zip(plan_ids, replies[0::2], replies[1::2]):
+        if held or raw is None:
+            continue  # being worked on, ended, or no order out (that mark ends with the claim's TTL)
+        marker = Marker.parse(raw)
+        if marker.marked_ms and marker.marked_ms + window_ms <= now_ms:
+            candidates[plan_id] = marker
+    if not candidates:
+        return []
+    pending = _pending_plan_ids(client)
+    if pending is None:
+        return []
+    released = []
+    for plan_id, marker in candidates.items():
+        if plan_id in pending:
+            continue  # its entry is delivered again: the executor resolves it
+        detail = {"plan_id": plan_id, "symbol": symbol, "client_order_id": marker.client_order_id,
+                  "detail": "its apply.plan entry was deleted while its order's outcome was unknown; reconcile "
+                            "adopts what the exchange holds"}
+        dead = {"source_stream": keys.Stream.APPLY_PLAN, "entry_id": "", "reason": ORPHAN_REASON,
+                "detail": json.dumps(detail), "fields": "{}", "group": keys.Group.INTENT_EXECUTOR,
+                "consumer": "", "ts_ms": str(now_ms)}
+        if _RELEASE_ORPHAN(client, [keys.executor_sending(symbol), keys.plan_claim(plan_id),
+                                    keys.plan_result_marker(plan_id), keys.Stream.DEAD_LETTER],
+                           [plan_id, *[item for pair in dead.items() for item in pair]]):
+            released.append(plan_id)
+    return released
+
+
+def _pending_plan_ids(client: redis.Redis) -> set[str] | None:
+    """The plan ids of the executor group's pending entries; None when that cannot be told (too many, or one whose
+    plan id does not read)."""
+    from shared.schema import EntryError, Plan  # the schema imports more than this module needs elsewhere
+
+    try:
+        pending = client.xpending_range(keys.Stream.APPLY_PLAN, keys.Group.INTENT_EXECUTOR, min="-", max="+",
+                                        count=PENDING_SCAN)
+    except redis.ResponseError:  # no such stream or group: nothing is pending
+        return set()
+    if len(pending) >= PENDING_SCAN:
+        return None
+    pipe = client.pipeline(transaction=False)
+    for item in pending:
+        pipe.xrange(keys.Stream.APPLY_PLAN, item["message_id"], item["message_id"])
+    plan_ids = set()
+    for found in pipe.execute():
+        if not found:
+            continue  # deleted: it stands for no plan any more
+        [(_entry_id, fields)] = found
+        try:
+            plan_ids.add(Plan.from_fields(fields).plan_id)
+        except EntryError:
+            plan_id = fields.get("plan_id")
+            if not plan_id:
+                return None
+            plan_ids.add(plan_id.strip())
+    return plan_ids

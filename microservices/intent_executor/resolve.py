@@ -13,30 +13,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 
 import redis
 
 from microservices.intent_executor import outcomes
 from shared import permits
+from shared.sending import (FINALITY_MARGIN_MS, REQUESTS_BEFORE_SENDING, SEND_MARGIN_S, Marker, send_within_s,
+                            unclear_window_ms)
 from shared.exchange.errors import ExchangeError, OutcomeUnknown
 from shared.exchange.models import OrderResult
 from shared.exchange.target import ExchangeSettings
 from shared.runtime.exchange import ExchangeAccess
 from shared.permits import Permit, PermitKind
 from shared.schema import P32Permit, P33Permit, Plan, Reason
-
-SEND_MARGIN_S = 1.0  # besides the requests below, nothing lies between taking the permits and signing
-REQUESTS_BEFORE_SENDING = 2  # at most a mark price and setting the open's leverage, each within the timeout
-FINALITY_MARGIN_MS = 1000  # clock differences between Redis and the exchange, and the request's own travel
-
-
-def send_within_s(exchange: ExchangeSettings) -> float:
-    """The longest the executor may take from taking the permits to sending (a mark price request, setting the
-    leverage)."""
-    return REQUESTS_BEFORE_SENDING * exchange.request_timeout_s + SEND_MARGIN_S
-
 
 def redelivered_too_soon(claim_idle_ms: int, max_deliveries: int, permit_wait_ms: int,
                          exchange: ExchangeSettings) -> str | None:
@@ -45,8 +35,7 @@ def redelivered_too_soon(claim_idle_ms: int, max_deliveries: int, permit_wait_ms
     wait from its first delivery (the permits taken up to the permit wait later, then the send deadline, recvWindow
     and a margin), else it ends as gave_up_after_retries with order_may_exist=true and only reconcile learns what
     the exchange holds."""
-    window_s = (permit_wait_ms / 1000 + send_within_s(exchange) + exchange.recv_window_ms / 1000
-                + FINALITY_MARGIN_MS / 1000)
+    window_s = permit_wait_ms / 1000 + unclear_window_ms(exchange) / 1000
     redelivered_s = claim_idle_ms / 1000 * (max_deliveries - 1)
     if redelivered_s > window_s:
         return None
@@ -56,27 +45,12 @@ def redelivered_too_soon(claim_idle_ms: int, max_deliveries: int, permit_wait_ms
             "such plans are given up unresolved")
 
 
+__all__ = ["FINALITY_MARGIN_MS", "REQUESTS_BEFORE_SENDING", "SEND_MARGIN_S", "Marker", "OutcomeStillUnknown", "Resolver",
+           "redelivered_too_soon", "send_within_s"]
+
+
 class OutcomeStillUnknown(RuntimeError):
     """Whether the order exists, or how it ends, is not known yet: retry later, never resend."""
-
-
-@dataclass(frozen=True)
-class Marker:
-    """An order marker: `<client order id> <attempt> <Redis ms when the permits were taken>`, then on a line each
-    the two permits taken (P3.2's, P3.3's), for the result of whichever attempt learns the order's outcome."""
-
-    client_order_id: str
-    attempt: str
-    marked_ms: int  # 0 when the marker does not say (written by an earlier version: long ago)
-    permits: tuple[str, str] | None = None  # as taken (JSON); None in a marker of an earlier version
-
-    @classmethod
-    def parse(cls, raw: str) -> "Marker":
-        head, *carried = raw.split("\n", 2)
-        words = head.split(" ")
-        marked = words[2] if len(words) > 2 and words[2].isdigit() else "0"
-        return cls(words[0], words[1] if len(words) > 1 else "", int(marked),
-                   (carried[0], carried[1]) if len(carried) == 2 else None)
 
 
 class Resolver:

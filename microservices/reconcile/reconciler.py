@@ -37,6 +37,8 @@ MISMATCHES = Gauge("quantum_reconcile_mismatches", "Symbols whose ledger and exc
 PASSES = Counter("quantum_reconcile_passes_total", "Reconcile passes by outcome", ["outcome"])
 for _outcome in ("done", "weight_budget", "exchange_error"):  # each at 0 from the start, so the first one is a rise
     PASSES.labels(outcome=_outcome)
+ORPHANS = Counter("quantum_reconcile_orphaned_plans_released_total",
+                  "Sending marks of plans whose apply.plan entry was deleted while their order's outcome was unknown")
 SYMBOL_ERRORS = Counter("quantum_reconcile_symbol_errors_total", "Symbols a pass could not reconcile (logged; next pass)")
 ZERO = Decimal(0)
 POSITIONS_WEIGHT = 5
@@ -134,6 +136,8 @@ class Reconciler:
         first_seen = self._first_seen_ms(mismatch_key)
         now_ms = int(self.clock() * 1000)
         in_flight = sending.busy(self.r, symbol)
+        if in_flight and not observation.agrees and self._released_orphans(symbol):
+            in_flight = sending.busy(self.r, symbol)
         verdict = decide(observation, first_seen, in_flight, now_ms, int(self.settings.reconcile_grace_sec * 1000))
         if verdict is Verdict.AGREE:
             self.r.delete(mismatch_key)
@@ -145,6 +149,16 @@ class Reconciler:
         if verdict is Verdict.HEAL:
             return self._heal(observation, recorded, position, now_ms)
         return False
+
+    def _released_orphans(self, symbol: str) -> bool:
+        """Sending marks of plans whose apply.plan entry is gone (shared.sending.release_orphans): let go, so that
+        the symbol heals now rather than when the marks expire in 7 days."""
+        released = sending.release_orphans(self.r, symbol, sending.unclear_window_ms(self.access.settings))
+        for plan_id in released:
+            ORPHANS.inc()
+            self.log.warning("ORPHANED_PLAN_RELEASED", symbol=symbol, plan_id=plan_id, reason=sending.ORPHAN_REASON,
+                             detail="its entry was deleted while its order's outcome was unknown: the exchange decides")
+        return bool(released)
 
     def _first_seen_ms(self, mismatch_key: str) -> int | None:
         """When the mismatch was first seen; None when unrecorded or garbled (it is then recorded afresh). A

@@ -10,6 +10,7 @@ one read (parse, handle, settle, dead-letter) is shared.runtime.handling.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -18,13 +19,14 @@ from typing import Generic, TypeVar
 
 import redis
 
-from shared import metrics, redis_wire
+from shared import keys, metrics, redis_wire
 from shared.logging import get_logger, redact_text
 from shared.redis_conn import raised_in_script, unavailable
 from shared.lua import LuaScript
 from shared.runtime import maintenance
 from shared.runtime.arrival import ArrivalReader, sent as arrival_sent
-from shared.runtime.handling import BatchHandler, Entry, EntryHandling, GiveUpLater, Rejected, Shutdown
+from shared.runtime.handling import (DELETED_DETAIL, DELETED_REASON, BatchHandler, Entry, EntryHandling, GiveUpLater,
+                                     Rejected, Shutdown)
 
 __all__ = ["BatchHandler", "ConsumerConfig", "Entry", "GiveUpLater", "Rejected", "Shutdown", "StreamConsumer"]
 T = TypeVar("T")
@@ -47,11 +49,17 @@ class ConsumerConfig:
 
 # KEYS: the stream; ARGV: group, consumer, how many of its pending entries to look at. Acks those no longer in the
 # stream; returns how many.
+# KEYS: the stream, the dead-letter stream; ARGV: group, consumer, how many pending entries to look at, the dead
+# letter's reason and detail. Each entry acked gets its dead letter (as shared.runtime.deadletter writes them).
 ACK_DELETED = LuaScript("""
 local acked = 0
 for _, pending in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[3], ARGV[2])) do
-  if #redis.call('XRANGE', KEYS[1], pending[1], pending[1]) == 0 then
-    acked = acked + redis.call('XACK', KEYS[1], ARGV[1], pending[1])
+  if #redis.call('XRANGE', KEYS[1], pending[1], pending[1]) == 0 and redis.call('XACK', KEYS[1], ARGV[1], pending[1]) == 1 then
+    local now = redis.call('TIME')
+    redis.call('XADD', KEYS[2], '*', 'source_stream', KEYS[1], 'entry_id', pending[1], 'reason', ARGV[4],
+               'detail', ARGV[5], 'fields', '{}', 'group', ARGV[1], 'consumer', ARGV[2],
+               'ts_ms', string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000)))
+    acked = acked + 1
   end
 end
 return acked
@@ -271,7 +279,9 @@ class StreamConsumer(Generic[T]):
     def _ack_deleted(self) -> None:
         """Redis 6.2 claims an entry deleted while pending and answers nil for it, id and all, leaving it in our
         pending list for good (Redis 7 drops it itself): it would hold back trimming. Ack ours that are gone."""
-        acked = ACK_DELETED(self.client, [self.config.stream], [self.config.group, self.config.consumer, DELETED_SCAN])
+        acked = ACK_DELETED(self.client, [self.config.stream, keys.Stream.DEAD_LETTER],
+                            [self.config.group, self.config.consumer, DELETED_SCAN, DELETED_REASON,
+                             json.dumps({"detail": DELETED_DETAIL})])
         if acked:
             self.log.warning("deleted_pending_entries_acked", count=int(acked))
 

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 DUPLICATE_FIELD_REASON = "duplicate_field"
 MAX_DELIVERIES_REASON = "max_deliveries_exceeded"
+DELETED_REASON = "entry_deleted_while_pending"  # deleted or trimmed from its stream before it was handled
+DELETED_DETAIL = "the entry was deleted from its stream (XDEL, XTRIM, MAXLEN) while pending: it was never handled"
 PARSE_FAILED_REASON = "parse_failed"
 
 
@@ -160,8 +162,10 @@ class EntryHandling(Generic[T]):
     def _prepare(self, entry_id: str, fields: dict | None, deliveries: int) -> tuple[T, Entry] | bool:
         """(item, entry) to handle; True: nothing to do but ack; False: dead-lettered (acked with it)."""
         self._read.inc()
-        if not fields:  # Deleted or trimmed while pending: nothing left to process.
-            return True
+        if not fields:  # Deleted or trimmed while pending: nothing left to process, and said so (not a silent drop).
+            self._dead_letter(Entry(self.config.stream, entry_id, {}, deliveries), DELETED_REASON,
+                              {"detail": DELETED_DETAIL})
+            return False
         entry = Entry(self.config.stream, entry_id, dict(fields), deliveries)
         if deliveries > self.config.max_deliveries:
             self._dead_letter(entry, MAX_DELIVERIES_REASON, {"deliveries": str(deliveries)})

@@ -508,6 +508,28 @@ def test_a_pending_entry_deleted_from_the_stream_is_acked_when_claimed_not_held_
 
     assert seen == [(kept, 1)]
     assert r.xpending(STREAM, "g")["pending"] == 0
+    assert deleted_letters(r) == [gone]  # not a silent drop: said in the dead-letter stream
+
+
+def deleted_letters(r: redis.Redis) -> list[str]:
+    return [fields["entry_id"] for _, fields in r.xrange(keys.Stream.DEAD_LETTER)
+            if fields["reason"] == "entry_deleted_while_pending" and fields["source_stream"] == STREAM]
+
+
+def test_an_own_pending_entry_deleted_from_the_stream_is_dead_lettered_once(r: redis.Redis) -> None:
+    """From a review: an entry deleted while pending (an operator's XDEL, a producer's MAXLEN) was acked with no
+    trace; for a plan whose order's outcome was still unknown nothing said it was gone."""
+    r.xgroup_create(STREAM, "g", id="0", mkstream=True)
+    gone = r.xadd(STREAM, {"n": "gone"})
+    r.xreadgroup("g", "c1", {STREAM: ">"})  # ours, pending: read again from 0 on start
+    r.xdel(STREAM, gone)
+    seen: list = []
+
+    StreamConsumer(r, config(), dict, record_into(seen)).run(burst=True)
+    StreamConsumer(r, config(), dict, record_into(seen)).run(burst=True)
+
+    assert seen == [] and r.xpending(STREAM, "g")["pending"] == 0
+    assert deleted_letters(r) == [gone]
 
 
 def _many_busy_then_one_idle(r: redis.Redis, busy: int, idle_deliveries: int) -> tuple[list[str], str]:
