@@ -72,12 +72,14 @@ def xautoclaim(stream: str, group: str, consumer: str, min_idle_ms: int, start_i
     return ("XAUTOCLAIM", stream, group, consumer, min_idle_ms, start_id, "COUNT", count)
 
 
-def claimed(reply: list) -> tuple[str, list[tuple[str, dict[str, str] | None]], int]:
-    """An XAUTOCLAIM reply: (where the next call goes on, the entries claimed, how many it answered nil for).
-    Redis 6.2 answers an entry deleted while pending as nil and leaves it pending; 7 drops it itself."""
+def claimed(reply: list) -> tuple[str, list[tuple[str, dict[str, str] | None]], int, list[str]]:
+    """An XAUTOCLAIM reply: (where the next call goes on, the entries claimed, how many it answered nil for, the ids
+    of entries it dropped). Redis 6.2 answers an entry deleted while pending as nil and leaves it pending; 7 drops
+    it from the pending list itself and names it in a third element."""
     listed = reply[1] or []
     claimed_entries = [(entry[0], _fields(entry[1])) for entry in listed if entry and entry[0] and entry[1] is not None]
-    return reply[0], claimed_entries, len(listed) - len(claimed_entries)
+    dropped = [entry_id for entry_id in (reply[2] if len(reply) > 2 and reply[2] else [])]
+    return reply[0], claimed_entries, len(listed) - len(claimed_entries), dropped
 
 
 class Fields(dict):

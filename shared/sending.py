@@ -83,24 +83,39 @@ class Marker:
                    (carried[0], carried[1]) if len(carried) == 2 else None)
 
 
-# KEYS: sending hash, claim, result marker, dead-letter stream; ARGV: plan id, then the dead letter's fields (flat).
-# Lets go of a plan's mark only while no executor holds the plan and it has no result; says so in a dead letter.
+# KEYS: sending hash, claim, result marker, dead-letter stream; ARGV: plan id, result marker value, its TTL (s), then
+# the dead letter's fields (flat). Only while no executor holds the plan and it has no result: ends the plan (its
+# result marker: a later entry under its plan id is a duplicate_plan, and a late FINISH records no fill over the
+# ledger reconcile adopts from the exchange), lets go of its mark, and says so in a dead letter.
 _RELEASE_ORPHAN = LuaScript("""
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('XADD', KEYS[4], '*', unpack(ARGV, 2))
+redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
+redis.call('XADD', KEYS[4], '*', unpack(ARGV, 4))
 return 1
 """)
+
 ORPHAN_REASON = "plan_entry_deleted"
+
+
+def max_unclear_window_ms() -> int:
+    """unclear_window_ms at the largest settings any daemon may run with (EXCHANGE_REQUEST_TIMEOUT_S and
+    EXCHANGE_RECV_WINDOW_MS are bounded): the executor's may differ from the caller's."""
+    from shared.exchange.target import MAX_RECV_WINDOW_MS, MAX_REQUEST_TIMEOUT_S
+
+    return int((REQUESTS_BEFORE_SENDING * MAX_REQUEST_TIMEOUT_S + SEND_MARGIN_S) * 1000) + MAX_RECV_WINDOW_MS + \
+        FINALITY_MARGIN_MS
 
 
 def release_orphans(client: redis.Redis, symbol: str, window_ms: int) -> list[str]:
     """Let go of the sending marks of plans on `symbol` that no executor will ever end: an order marker (an order
-    may be out), no result, no executor holding the plan, the exchange past accepting its order, and no pending
-    entry of the executor's group for it (its apply.plan entry was deleted or trimmed while pending; the consumer
-    acked it, having nothing to handle). Such a mark would last the marker's 7 days, and reconcile would leave the
-    symbol's ledger unhealed so long. Each is said in a dead letter (reason plan_entry_deleted); reconcile then
-    adopts what the exchange holds. Returns the plan ids let go."""
+    may be out, written by a version that dates it), no result, no executor holding the plan, the exchange past
+    accepting its order (`window_ms` after the marker), and no pending entry of the executor's group for it (its
+    apply.plan entry was deleted or trimmed while pending; the consumer dead-lettered it, having nothing to
+    handle). Such a mark would last the marker's 7 days, and reconcile would leave the symbol's ledger unhealed so
+    long. Each plan is ended (its result marker, no result entry: nothing is known of its side or size here) and
+    said in a dead letter (reason plan_entry_deleted); reconcile then adopts what the exchange holds. Returns the
+    plan ids let go."""
     marks = client.hgetall(keys.executor_sending(symbol))
     if not marks:
         return []
@@ -121,6 +136,8 @@ def release_orphans(client: redis.Redis, symbol: str, window_ms: int) -> list[st
             candidates[plan_id] = marker
     if not candidates:
         return []
+    from shared.results import RESULT_MARKER_TTL_S  # a plan ended here is marked as long as one with its result
+
     pending = _pending_plan_ids(client)
     if pending is None:
         return []
@@ -136,7 +153,8 @@ def release_orphans(client: redis.Redis, symbol: str, window_ms: int) -> list[st
                 "consumer": "", "ts_ms": str(now_ms)}
         if _RELEASE_ORPHAN(client, [keys.executor_sending(symbol), keys.plan_claim(plan_id),
                                     keys.plan_result_marker(plan_id), keys.Stream.DEAD_LETTER],
-                           [plan_id, *[item for pair in dead.items() for item in pair]]):
+                           [plan_id, f"{now_ms} {ORPHAN_REASON}", RESULT_MARKER_TTL_S,
+                            *[item for pair in dead.items() for item in pair]]):
             released.append(plan_id)
     return released
 
@@ -145,6 +163,7 @@ def _pending_plan_ids(client: redis.Redis) -> set[str] | None:
     """The plan ids of the executor group's pending entries; None when that cannot be told (too many, or one whose
     plan id does not read)."""
     from shared.schema import EntryError, Plan  # the schema imports more than this module needs elsewhere
+
 
     try:
         pending = client.xpending_range(keys.Stream.APPLY_PLAN, keys.Group.INTENT_EXECUTOR, min="-", max="+",

@@ -29,6 +29,7 @@ class Sized:
     qty: Decimal
     notional: Decimal | None  # None for a close, sized without a mark
     upsized: bool = False
+    capped_at: Decimal | None = None  # a close cut to one MARKET order's maxQty (the rest stays open)
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,12 @@ def size_order(
     `mark`: needed for an open (its notional); a close is sized without one (None)."""
     if plan.is_close:
         _, max_qty, _ = rules.lot(True)
-        qty = round_qty_down(rules, min(plan.qty, safe_qty, *([max_qty] if max_qty > 0 else [])), market=True)
+        wanted = min(plan.qty, safe_qty)
+        capped = max_qty > 0 and wanted > max_qty
+        qty = round_qty_down(rules, max_qty if capped else wanted, market=True)
         verdict = validate_order(rules, qty, Decimal(0), reduce_only=True, market=True)  # no notional filter
         if verdict is None:
-            return Sized(qty, None)
+            return Sized(qty, None, capped_at=max_qty if capped else None)
         return Refused(_FILTER_REASONS[verdict.reason], {k: str(v) for k, v in verdict.detail.items()})
     if mark is None:
         raise ValueError("an open is sized against a mark price")

@@ -153,7 +153,8 @@ class Reconciler:
     def _released_orphans(self, symbol: str) -> bool:
         """Sending marks of plans whose apply.plan entry is gone (shared.sending.release_orphans): let go, so that
         the symbol heals now rather than when the marks expire in 7 days."""
-        released = sending.release_orphans(self.r, symbol, sending.unclear_window_ms(self.access.settings))
+        # The window at the largest settings: the executor's timeout and recvWindow may be set apart from ours.
+        released = sending.release_orphans(self.r, symbol, sending.max_unclear_window_ms())
         for plan_id in released:
             ORPHANS.inc()
             self.log.warning("ORPHANED_PLAN_RELEASED", symbol=symbol, plan_id=plan_id, reason=sending.ORPHAN_REASON,

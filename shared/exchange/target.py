@@ -35,6 +35,7 @@ MAINNET_ROOT_URL = "https://fapi.binance.com"
 # (CLAIM_TTL_S, 60 s), which must outlast its send deadline (two requests + 1 s, intent_executor.resolve). Up to
 # 120 s was allowed: a daemon's tick could outlast the watchdog and a claim could expire before the order was sent.
 MAX_REQUEST_TIMEOUT_S = 10.0
+MAX_RECV_WINDOW_MS = 60_000  # Binance refuses a larger recvWindow
 CREDENTIAL_KEY_FILE = "binance_api_key"
 CREDENTIAL_SECRET_FILE = "binance_api_secret"
 
@@ -116,7 +117,7 @@ class ExchangeSettings(FleetSettings):
     request_timeout_s: float = _env("EXCHANGE_REQUEST_TIMEOUT_S", default=5.0, gt=0, le=MAX_REQUEST_TIMEOUT_S)
     # How long after its timestamp the exchange may accept a signed request: an order the executor could not
     # see the end of is believed absent only this long after it was sent (intent_executor.resolve).
-    recv_window_ms: int = _env("EXCHANGE_RECV_WINDOW_MS", default=5000, ge=1, le=60000)
+    recv_window_ms: int = _env("EXCHANGE_RECV_WINDOW_MS", default=5000, ge=1, le=MAX_RECV_WINDOW_MS)
     filters_refresh_s: float = _env("EXCHANGE_FILTERS_REFRESH_S", default=300.0, gt=0)
     weight_limit_1m: int = _env("EXCHANGE_WEIGHT_LIMIT_1M", default=2400, gt=0)
     startup_wait_s: float = _env("EXCHANGE_STARTUP_WAIT_S", default=60.0, ge=0, le=MAX_STARTUP_WAIT_S)

@@ -25,6 +25,7 @@ from shared.redis_conn import raised_in_script, unavailable
 from shared.lua import LuaScript
 from shared.runtime import maintenance
 from shared.runtime.arrival import ArrivalReader, sent as arrival_sent
+from shared.runtime.deadletter import dead_letter_fields
 from shared.runtime.handling import (DELETED_DETAIL, DELETED_REASON, BatchHandler, Entry, EntryHandling, GiveUpLater,
                                      Rejected, Shutdown)
 
@@ -232,9 +233,11 @@ class StreamConsumer(Generic[T]):
         self._state.last_claim = now
         self._flush_acks()
         # Read through redis_wire, as XREADGROUP is: an entry's fields are told apart when one is given twice.
-        next_id, batch, deleted = redis_wire.claimed(redis_wire.call(self.client, *redis_wire.xautoclaim(
+        next_id, batch, deleted, dropped = redis_wire.claimed(redis_wire.call(self.client, *redis_wire.xautoclaim(
             self.config.stream, self.config.group, self.config.consumer, self.config.claim_idle_ms,
             self._state.claim_from, self.config.batch)))
+        if dropped:
+            self._dead_letter_dropped(dropped)
         # XAUTOCLAIM looks at no more than COUNT x 10 pending entries a call: go on where it stopped ("0-0": from
         # the start again), or entries further on would never be claimed.
         self._state.claim_from = next_id or "0-0"
@@ -283,7 +286,20 @@ class StreamConsumer(Generic[T]):
                             [self.config.group, self.config.consumer, DELETED_SCAN, DELETED_REASON,
                              json.dumps({"detail": DELETED_DETAIL})])
         if acked:
-            self.log.warning("deleted_pending_entries_acked", count=int(acked))
+            metrics.ENTRIES_DEAD_LETTERED.labels(reason=DELETED_REASON, **self._labels).inc(int(acked))
+            self.log.warning("deleted_pending_entries_acked", count=int(acked), reason=DELETED_REASON)
+
+    def _dead_letter_dropped(self, entry_ids: list[str]) -> None:
+        """Redis 7 drops an entry deleted while pending from the pending list as XAUTOCLAIM meets it, naming it to
+        this claimer alone: its dead letter is written here (no ack is left to make)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for entry_id in entry_ids:
+                pipe.xadd(keys.Stream.DEAD_LETTER, dead_letter_fields(
+                    self.config.stream, entry_id, {}, DELETED_REASON, {"detail": DELETED_DETAIL}, self.config.group,
+                    self.config.consumer))
+            pipe.execute()
+        metrics.ENTRIES_DEAD_LETTERED.labels(reason=DELETED_REASON, **self._labels).inc(len(entry_ids))
+        self.log.warning("deleted_pending_entries_dropped", count=len(entry_ids), reason=DELETED_REASON)
 
     def _delivery_counts(self, batch: list[tuple[str, dict | None]]) -> dict[str, int]:
         """Each entry's delivery count, asked one by one: a claimed batch is not contiguous in our pending list."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from structlog.testing import capture_logs
 
 from shared import keys
 from tests.intent_executor.test_executor_sim import grant, orders_for, plan, run_executor, the_result
@@ -91,7 +92,10 @@ def test_a_position_larger_than_one_market_order_is_closed_in_orders_the_exchang
 
     grant(r, "close-1", safe_qty="150")
     plan(r, "close-1", "SELL", "150", reduce_only="true")
-    run_executor(r, access)
+    with capture_logs() as logs:
+        run_executor(r, access)
+    assert [(line["qty"], line["max_qty"]) for line in logs if line["event"] == "close_capped_at_max_qty"] == [
+        ("120.000", "120")]
     grant(r, "close-2", safe_qty="30")
     plan(r, "close-2", "SELL", "30", reduce_only="true")
     run_executor(r, access)

@@ -50,7 +50,7 @@ def stranded(r, access, sim):
 def test_a_deleted_plan_entry_lets_go_of_its_mark_and_the_symbol_heals_from_the_exchange(r, access, stranded) -> None:
     r.xdel(keys.Stream.APPLY_PLAN, stranded)
     run(r, access)  # the executor meets the deleted entry: acked, with a dead letter of its own
-    age_marker(r, "strand-1", by_ms=120_000)
+    age_marker(r, "strand-1", by_ms=90_000)
 
     passes(r, access)
 
@@ -61,8 +61,26 @@ def test_a_deleted_plan_entry_lets_go_of_its_mark_and_the_symbol_heals_from_the_
     assert r.exists(keys.plan_order_marker("strand-1"))  # kept: a resend of the plan id is looked up, never sent
 
 
+def test_a_plan_let_go_is_ended_so_a_resend_of_its_plan_id_counts_no_fill_twice(r, access, sim, stranded) -> None:
+    """From a review: the plan was let go but not ended, so the same plan id sent again was resolved as an earlier
+    attempt and its fill added to the ledger reconcile had just adopted from the exchange: 0.004 against 0.002."""
+    [(_id, fields)] = r.xrange(keys.Stream.APPLY_PLAN)
+    r.xdel(keys.Stream.APPLY_PLAN, stranded)
+    run(r, access)
+    age_marker(r, "strand-1", by_ms=90_000)
+    passes(r, access)
+
+    r.xadd(keys.Stream.APPLY_PLAN, fields)  # the same plan again, as a producer's resend
+    run(r, access)
+
+    assert ledger.read(r, "BTCUSDT").amount == D("0.002")
+    assert results_of(r, "strand-1") == []
+    [(_dead_id, refused)] = [e for e in r.xrange(keys.Stream.DEAD_LETTER) if e[1]["reason"] == "duplicate_plan"]
+    assert json.loads(refused["fields"])["plan_id"] == "strand-1"
+
+
 def test_a_plan_still_pending_keeps_its_mark(r, access, stranded) -> None:
-    age_marker(r, "strand-1", by_ms=120_000)
+    age_marker(r, "strand-1", by_ms=90_000)
 
     passes(r, access)
 
@@ -81,7 +99,7 @@ def test_a_deleted_plan_whose_order_may_still_land_keeps_its_mark(r, access, str
 def test_a_plan_an_executor_holds_keeps_its_mark(r, access, stranded) -> None:
     r.xdel(keys.Stream.APPLY_PLAN, stranded)
     run(r, access)
-    age_marker(r, "strand-1", by_ms=120_000)
+    age_marker(r, "strand-1", by_ms=90_000)
     r.set(keys.plan_claim("strand-1"), "another-executor", ex=60)
 
     passes(r, access)

@@ -516,6 +516,25 @@ def deleted_letters(r: redis.Redis) -> list[str]:
             if fields["reason"] == "entry_deleted_while_pending" and fields["source_stream"] == STREAM]
 
 
+def test_an_entry_redis_7_dropped_while_claiming_is_dead_lettered(r: redis.Redis, monkeypatch) -> None:
+    """From a review: Redis 7 drops an entry deleted while pending from the pending list itself and names it in
+    XAUTOCLAIM's third element, so the 6.2 path (ack what is gone) never met it. The reply is Redis 7's; the suite's
+    server is 6.2, so its answer is given here as 7 would give it."""
+    from shared import redis_wire
+
+    r.xgroup_create(STREAM, "g", id="0", mkstream=True)
+    real = redis_wire.call
+
+    def as_redis_7(client, *command):
+        reply = real(client, *command)
+        return [*reply[:2], ["1-1"]] if command[0] == "XAUTOCLAIM" else reply
+
+    monkeypatch.setattr(redis_wire, "call", as_redis_7)
+    StreamConsumer(r, config(claim_idle_ms=30), dict, record_into([])).run(burst=True)
+
+    assert deleted_letters(r) == ["1-1"]
+
+
 def test_an_own_pending_entry_deleted_from_the_stream_is_dead_lettered_once(r: redis.Redis) -> None:
     """From a review: an entry deleted while pending (an operator's XDEL, a producer's MAXLEN) was acked with no
     trace; for a plan whose order's outcome was still unknown nothing said it was gone."""

@@ -82,3 +82,11 @@ def test_replies_left_unread_by_an_interruption_never_answer_later_commands(redi
     monkeypatch.undo()
 
     assert redis_wire.call(client, "ECHO", "mine") == "mine"
+
+
+def test_an_xautoclaim_reply_names_what_redis_6_left_nil_and_what_redis_7_dropped() -> None:
+    # Redis 6.2: [next, [[id, fields] | nil...]]; Redis 7: a third element, the ids of deleted entries it dropped.
+    assert redis_wire.claimed(["0-0", [["1-0", ["a", "1"]], None]]) == ("0-0", [("1-0", {"a": "1"})], 1, [])
+    assert redis_wire.claimed(["0-0", [["1-0", ["a", "1"]]], ["2-0", "3-0"]]) == ("0-0", [("1-0", {"a": "1"})], 0,
+                                                                                 ["2-0", "3-0"])
+    assert redis_wire.claimed(["0-0", [], []]) == ("0-0", [], 0, [])
