@@ -1,5 +1,6 @@
 """`quantum flatten SYMBOL|--all`: full-close plans for open positions, their results, then what the exchange
-shows: it exits 0 only when a snapshot fetched after the results shows the positions flat.
+shows: it exits 0 only when a snapshot fetched after the results shows the positions flat. A position larger than
+one MARKET order may hold closes over rounds, each sent once the one before closed something.
 
 Closes pass in reduce-only state (execution DISABLED) but not when halted (quantum:kill=1):
 flatten says so up front rather than sending plans that must be refused.
@@ -19,6 +20,7 @@ from shared.schema import Action, Decision, Plan, Side
 from shared.trading_state import read_switches
 
 SNAPSHOT_MAX_AGE_S = 10.0
+MAX_ROUNDS = 20  # a position closes by one MARKET order's maxQty a plan: 20 rounds close 20 x maxQty
 
 
 def register(commands: Any) -> None:
@@ -52,19 +54,40 @@ def _flatten(args: argparse.Namespace) -> int:
     if not plans:
         print("nothing to flatten: no open position" + ("" if args.all else f" on {args.symbol.upper()}"))
         return 0
+    symbols = [p.symbol for p in plans]
+    for round_no in range(1, MAX_ROUNDS + 1):
+        results = _send(client, plans, args.timeout)
+        # A close goes out at most one MARKET order's maxQty at a time (the executor cuts it): while a round closed
+        # something and a symbol is still open, the next round closes more of it.
+        closed_some = {p.symbol for p in plans if (results.get(p.plan_id) or {}).get("executed") == "true"}
+        if not closed_some or round_no == MAX_ROUNDS:
+            break
+        seen = _snapshot_after(client, int(time.time() * 1000), args.timeout)
+        if seen is None:
+            break
+        plans = [p for p in closing_plans(seen, None, int(time.time() * 1000), round_no + 1) if p.symbol in closed_some]
+        if not plans:
+            break
+        print(f"round {round_no + 1}: {len(plans)} still open after a partial close, closing more")
+    return _confirm(client, symbols, args.all, int(time.time() * 1000), wait_s=args.timeout)
+
+
+def _send(client, plans: list[Plan], timeout_s: float) -> dict[str, dict]:
     since = client.xinfo_stream(keys.Stream.APPLY_RESULT)["last-generated-id"] if client.exists(keys.Stream.APPLY_RESULT) else "0"
     for plan in plans:
         client.xadd(keys.Stream.APPLY_PLAN, plan.to_fields())
         print(f"sent    {plan.plan_id}: {plan.side.value} {plan.qty} {plan.symbol} reduceOnly")
-    results = wait_for_results(client, [p.plan_id for p in plans], args.timeout, since)
+    results = wait_for_results(client, [p.plan_id for p in plans], timeout_s, since)
     _report(plans, results)
-    return _confirm(client, [p.symbol for p in plans], args.all, int(time.time() * 1000), wait_s=args.timeout)
+    return results
 
 
-def closing_plans(seen: exchange_snapshot.ExchangeSnapshot, symbol: str | None, now_ms: int) -> list[Plan]:
+def closing_plans(seen: exchange_snapshot.ExchangeSnapshot, symbol: str | None, now_ms: int,
+                  round_no: int = 1) -> list[Plan]:
     symbols = sorted(seen.positions) if symbol is None else [symbol] if symbol in seen.positions else []
+    suffix = "" if round_no == 1 else f"-{round_no}"
     return [
-        Plan(plan_id=f"flatten-{s}-{now_ms}", decision=Decision.EXECUTE, symbol=s,
+        Plan(plan_id=f"flatten-{s}-{now_ms}{suffix}", decision=Decision.EXECUTE, symbol=s,
              side=Side.SELL if seen.amount(s) > 0 else Side.BUY, qty=abs(seen.amount(s)), reduce_only=True,
              action=Action.FULL_CLOSE_PROPOSED, source="flatten")
         for s in symbols
@@ -82,20 +105,28 @@ def _confirm(client, symbols: list[str], every: bool, after_ms: int, wait_s: flo
     plans were sized on, or one opened meanwhile (--all), is still open. Read the first snapshot fetched after the
     results (P3.3 publishes one every P33_POLL_SEC, 1 s by default; --timeout bounds the wait) and name what is
     left; 0 only when nothing is."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        [raw] = lua.texts(client, [keys.EXCHANGE_POSITIONS])
-        seen, _why = exchange_snapshot.checked(raw)
-        if seen is not None and seen.fetched_at_ms > after_ms:
-            break
-        if time.monotonic() >= deadline:
-            print(f"could not confirm: no exchange snapshot newer than the results within {wait_s:g}s "
-                  "(check `quantum status`)")
-            return 1
-        time.sleep(0.2)  # deliberate: a CLI polling P3.3's SET of the snapshot, which notifies nobody
+    seen = _snapshot_after(client, after_ms, wait_s)
+    if seen is None:
+        print(f"could not confirm: no exchange snapshot newer than the results within {wait_s:g}s "
+              "(check `quantum status`)")
+        return 1
     closed = sum(1 for symbol in symbols if not seen.amount(symbol))
     left = {s: seen.amount(s) for s in sorted(set(symbols) | (set(seen.positions) if every else set())) if seen.amount(s)}
     for symbol, amount in left.items():
         print(f"still open: {symbol} {amount} (run flatten again, or see `quantum status`)")
     print(f"{closed}/{len(symbols)} positions closed" + (f", {len(left)} still open" if left else ""))
     return 1 if left else 0
+
+
+def _snapshot_after(client, after_ms: int, wait_s: float) -> exchange_snapshot.ExchangeSnapshot | None:
+    """The first exchange snapshot fetched after `after_ms` (P3.3 publishes one every P33_POLL_SEC, 1 s by default),
+    or None after `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        [raw] = lua.texts(client, [keys.EXCHANGE_POSITIONS])
+        seen, _why = exchange_snapshot.checked(raw)
+        if seen is not None and seen.fetched_at_ms > after_ms:
+            return seen
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)  # deliberate: a CLI polling P3.3's SET of the snapshot, which notifies nobody

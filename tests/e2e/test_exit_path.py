@@ -159,3 +159,24 @@ def test_the_apply_kill_switch_says_at_start_that_it_holds_back_exits_only(make_
     fleet = make_fleet(APPLY_KILL_SWITCH="true").start("apply-layer")
 
     assert '"apply_kill_switch_stops_exits_only"' in fleet.log("apply-layer") and "quantum kill on" in fleet.log("apply-layer")
+
+
+def test_flatten_closes_a_position_larger_than_one_market_order_over_rounds(make_fleet, sim, redis_url) -> None:
+    """The executor cuts a close to one MARKET order's maxQty (120 BTC here): flatten goes on while a round closes
+    something, so "close every position" holds for a position above it (it took one run per 120 BTC)."""
+    sim.set_price("BTCUSDT", D("10"))  # 150 BTC worth 1,500 USDT: within the simulated account's margin
+    fleet = make_fleet(GOV_MAX_NOTIONAL_PER_TRADE_USDT="10000", GOV_MAX_TOTAL_NOTIONAL_USDT="10000",
+                       P33_OPEN_ON_POSITION="scale_in").start(
+        "position-state-brain", "governor", "intent-executor")
+    for plan_id, qty in (("big-1", "100"), ("big-2", "50")):
+        fleet.plan(plan_id, "BTCUSDT", "BUY", qty)
+        assert fleet.wait_result(plan_id)["executed"] == "true", fleet.results(plan_id)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url}
+    time.sleep(1.5)  # let the snapshot show the whole position
+
+    flattened = subprocess.run([sys.executable, "-m", "shared.cli.main", "flatten", "BTCUSDT"], env=env,
+                               capture_output=True, text=True, timeout=90)
+
+    assert flattened.returncode == 0, flattened.stdout + flattened.stderr
+    assert "round 2: 1 still open after a partial close" in flattened.stdout
+    assert "1/1 positions closed" in flattened.stdout and exchange_amount(sim, "BTCUSDT") == 0
