@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from shared import keys, lua
@@ -21,6 +22,9 @@ from shared.trading_state import read_switches
 
 SNAPSHOT_MAX_AGE_S = 10.0
 MAX_ROUNDS = 20  # a position closes by one MARKET order's maxQty a plan: 20 rounds close 20 x maxQty
+# A fill shows in a snapshot asked for this long after it (as P3.3 counts it, position_state_brain.fills): a
+# snapshot asked for sooner may still show the amount before the close.
+SURELY_SHOWN_MS = 1_000
 
 
 def register(commands: Any) -> None:
@@ -29,7 +33,8 @@ def register(commands: Any) -> None:
     target.add_argument("symbol", nargs="?", help="the symbol to close, e.g. BTCUSDT")
     target.add_argument("--all", action="store_true", help="close every open position")
     parser.add_argument("--timeout", type=float, default=30.0,
-                        help="seconds to wait for the results, then for a snapshot after them (default 30 each)")
+                        help="seconds to wait for the results, then for a snapshot after them (default 30 each; "
+                             "each round of a position closed over several orders waits as long)")
     add_redis_argument(parser)
     parser.set_defaults(run=run)
 
@@ -57,19 +62,31 @@ def _flatten(args: argparse.Namespace) -> int:
     symbols = [p.symbol for p in plans]
     for round_no in range(1, MAX_ROUNDS + 1):
         results = _send(client, plans, args.timeout)
-        # A close goes out at most one MARKET order's maxQty at a time (the executor cuts it): while a round closed
-        # something and a symbol is still open, the next round closes more of it.
-        closed_some = {p.symbol for p in plans if (results.get(p.plan_id) or {}).get("executed") == "true"}
-        if not closed_some or round_no == MAX_ROUNDS:
+        # A close goes out at most one MARKET order's maxQty at a time (the executor cuts it): a plan whose order
+        # was cut (executed for less than the plan asked) leaves the rest open, which the next round closes, as long
+        # as the position is still the one being closed (same side, smaller). Anything else is left to the report.
+        cut = {p.symbol: p for p in plans if _cut_short(p, results.get(p.plan_id))}
+        if not cut or round_no == MAX_ROUNDS:
             break
-        seen = _snapshot_after(client, int(time.time() * 1000), args.timeout)
+        seen = _snapshot_after(client, int(time.time() * 1000) + SURELY_SHOWN_MS, args.timeout)
         if seen is None:
             break
-        plans = [p for p in closing_plans(seen, None, int(time.time() * 1000), round_no + 1) if p.symbol in closed_some]
+        plans = [p for p in closing_plans(seen, None, int(time.time() * 1000), round_no + 1)
+                 if p.symbol in cut and p.side is cut[p.symbol].side and p.qty < cut[p.symbol].qty]
         if not plans:
             break
-        print(f"round {round_no + 1}: {len(plans)} still open after a partial close, closing more")
-    return _confirm(client, symbols, args.all, int(time.time() * 1000), wait_s=args.timeout)
+        print(f"round {round_no + 1}: {len(plans)} still open after a close cut to one order's maximum, closing more")
+    return _confirm(client, symbols, args.all, int(time.time() * 1000) + SURELY_SHOWN_MS, wait_s=args.timeout)
+
+
+def _cut_short(plan: Plan, result: dict | None) -> bool:
+    """The plan's order executed for less than the plan asked (the executor cut the close to maxQty)."""
+    if result is None or result.get("executed") != "true":
+        return False
+    try:
+        return Decimal(result.get("qty") or "0") < plan.qty
+    except InvalidOperation:
+        return False
 
 
 def _send(client, plans: list[Plan], timeout_s: float) -> dict[str, dict]:

@@ -4,6 +4,7 @@ such in its own line instead of ending the command (found in a review of the CLI
 from __future__ import annotations
 
 import argparse
+import time
 
 import pytest
 
@@ -126,3 +127,40 @@ def test_flatten_does_not_confirm_on_a_snapshot_older_than_its_results(r, capsys
 
     assert flatten._confirm(r, ["BTCUSDT"], False, after_ms=1_000, wait_s=0.3) == 1
     assert "could not confirm" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("after, rounds", [
+    ("SELL:0.100", 2),    # the close was cut and the same long is left: the next round closes it
+    ("BUY:0.100", 1),     # flipped (someone else's order): reported, not chased
+    ("SELL:0.300", 1),    # grew: not the position being closed
+])
+def test_flatten_goes_on_only_for_a_close_cut_short_of_the_same_position(r, redis_url, monkeypatch, after, rounds) -> None:
+    """From a review: the rounds went on whenever a round executed and the symbol was still open, so a position
+    someone opened, flipped or grew meanwhile was closed round after round. Only an order cut short of its plan
+    (the executor's maxQty cut) leaves a rest that is the same position, smaller."""
+    from decimal import Decimal
+
+    from shared import snapshot as snap
+
+    now = int(time.time() * 1000)
+    snap.publish(r, snap.ExchangeSnapshot(now, {"BTCUSDT": snap.PositionState("BTCUSDT", Decimal("0.250"), Decimal(1))},
+                                          {}))
+    side, amount = after.split(":")
+    later = snap.ExchangeSnapshot(now + 5_000, {"BTCUSDT": snap.PositionState(
+        "BTCUSDT", Decimal(amount) * (1 if side == "SELL" else -1), Decimal(1))}, {})
+    sent: list = []
+
+    def send(_client, plans, _timeout):
+        sent.append(plans)
+        return {p.plan_id: {"executed": "true", "qty": "0.150"} for p in plans}
+
+    monkeypatch.setattr(flatten, "_send", send)
+    monkeypatch.setattr(flatten, "_snapshot_after", lambda *_a: later)
+    monkeypatch.setattr(flatten, "_confirm", lambda *_a, **_k: 0)
+
+    flatten._flatten(argparse.Namespace(redis_url=redis_url, all=False, symbol="BTCUSDT", timeout=1.0))
+
+    assert len(sent) == rounds
+    if rounds == 2:
+        [again] = sent[1]
+        assert (again.side.value, again.qty) == ("SELL", Decimal("0.100"))

@@ -178,5 +178,5 @@ def test_flatten_closes_a_position_larger_than_one_market_order_over_rounds(make
                                capture_output=True, text=True, timeout=90)
 
     assert flattened.returncode == 0, flattened.stdout + flattened.stderr
-    assert "round 2: 1 still open after a partial close" in flattened.stdout
+    assert "round 2: 1 still open after a close cut to one order's maximum" in flattened.stdout
     assert "1/1 positions closed" in flattened.stdout and exchange_amount(sim, "BTCUSDT") == 0
