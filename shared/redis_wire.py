@@ -68,10 +68,6 @@ def entries(reply: dict | list | None) -> list[tuple[str, dict[str, str] | None]
     return [(entry_id, _fields(flat)) for _stream, stream_entries in streams for entry_id, flat in stream_entries]
 
 
-def xautoclaim(stream: str, group: str, consumer: str, min_idle_ms: int, start_id: str, count: int) -> tuple:
-    return ("XAUTOCLAIM", stream, group, consumer, min_idle_ms, start_id, "COUNT", count)
-
-
 def claimed(reply: list) -> tuple[str, list[tuple[str, dict[str, str] | None]], int, list[str]]:
     """An XAUTOCLAIM reply: (where the next call goes on, the entries claimed, how many it answered nil for, the ids
     of entries it dropped). Redis 6.2 answers an entry deleted while pending as nil and leaves it pending; 7 drops

@@ -22,7 +22,7 @@ from microservices.governor.settings import Limits
 from microservices.governor.state import GovernorState, InFlight, Pending
 from shared.trading_state import DISABLED, Switches, read_switches
 from microservices.governor.writes import Writes
-from shared import keys
+from shared import keys, sending
 from shared import snapshot as exchange_snapshot
 from shared import permits
 from shared.freshness import stored_ms
@@ -277,7 +277,12 @@ class GovernorStore:
         if not ended:
             return
         last_exec = self.r.mget([keys.cooldown_last_exec(entry.symbol) for entry in ended])
-        refunded = [entry for entry, raw in zip(ended, last_exec) if _none_executed_since(raw, entry.allowed_at_ms)]
+        # A plan ended by reconcile as orphaned (shared.sending.release_orphans) may have filled without any
+        # last-execution time written: its place stays counted.
+        markers = self.r.mget([keys.plan_result_marker(entry.plan_id) for entry in ended])
+        refunded = [entry for entry, raw, marker in zip(ended, last_exec, markers)
+                    if _none_executed_since(raw, entry.allowed_at_ms)
+                    and not (marker or "").endswith(" " + sending.ORPHAN_REASON)]
         if refunded:
             pipe = self.r.pipeline(transaction=False)
             for entry in refunded:

@@ -270,7 +270,8 @@ class Executor:
         if isinstance(sized, Refused):
             return outcomes.refused(plan, sized.reason, sized.detail, p32, p33)
         if sized.capped_at is not None:
-            self.log.warning("close_capped_at_max_qty", plan_id=plan.plan_id, symbol=plan.symbol, wanted=str(plan.qty),
+            self.log.warning("close_capped_at_max_qty", plan_id=plan.plan_id, symbol=plan.symbol,
+                             wanted=str(min(plan.qty, p33.safe_qty)),
                              qty=str(sized.qty), max_qty=str(sized.capped_at), detail="the rest stays open")
         dry_run = self.settings.apply_mode is ApplyMode.DRY_RUN or forced_dry_run(taken.forced_dry_run)
         outcomes.DRY_RUN.set(int(dry_run))

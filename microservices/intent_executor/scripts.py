@@ -85,16 +85,17 @@ return 1
 # Earlier marker: an order marker written by another attempt (nil if none): this attempt's own marker (the
 # client sent the call again after a lost reply) is not a sign of an earlier order.
 LOOK_AHEAD = LuaScript(_TAKE_FUNCTION + """
+local has_result = redis.call('EXISTS', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
 local holder = redis.call('GET', KEYS[2])
 local ours = holder == ARGV[1]
-if ours then  -- possibly from before a restart: renewed, and the plan marked as being sent
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-  mark_sending(KEYS[3], ARGV[3], tonumber(ARGV[2]))
+if ours then  -- possibly from before a restart: renewed, and the plan marked as being sent (unless it has ended:
+  redis.call('EXPIRE', KEYS[2], ARGV[2])  -- a duplicate must not hold reconcile off the symbol)
+  if has_result == 0 then mark_sending(KEYS[3], ARGV[3], tonumber(ARGV[2])) end
 end
 local marker = redis.call('GET', KEYS[4])
 local earlier = marker and string.sub(marker, 1, #ARGV[5] + 1) ~= ARGV[5] .. ' ' and marker or false
-local seen = {redis.call('EXISTS', KEYS[1]), holder, earlier, redis.call('EXISTS', KEYS[6]), redis.call('EXISTS', KEYS[8])}
+local seen = {has_result, holder, earlier, redis.call('EXISTS', KEYS[6]), redis.call('EXISTS', KEYS[8])}
 if ARGV[9] == '1' and seen[1] == 0 and ours and not earlier and seen[4] == 1 and seen[5] == 1 then
   for _, reply in ipairs(take(4, 4, KEYS[3], ARGV[3])) do seen[#seen + 1] = reply end
 end

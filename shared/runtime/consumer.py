@@ -25,7 +25,6 @@ from shared.redis_conn import raised_in_script, unavailable
 from shared.lua import LuaScript
 from shared.runtime import maintenance
 from shared.runtime.arrival import ArrivalReader, sent as arrival_sent
-from shared.runtime.deadletter import dead_letter_fields
 from shared.runtime.handling import (DELETED_DETAIL, DELETED_REASON, BatchHandler, Entry, EntryHandling, GiveUpLater,
                                      Rejected, Shutdown)
 
@@ -66,6 +65,22 @@ end
 return acked
 """)
 DELETED_SCAN = 1000
+# KEYS: the stream, the dead-letter stream; ARGV: group, consumer, min idle ms, start id, count, the dead letter's
+# reason and detail. XAUTOCLAIM; the entries Redis 7 drops from the pending list
+# as deleted (its reply's third element, named to this call alone) get their dead letters in the same call, so a
+# reply lost with the connection loses none and a retry writes none twice. The reply is XAUTOCLAIM's own.
+CLAIM_IDLE = LuaScript("""
+local reply = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
+if reply[3] then
+  local now = redis.call('TIME')
+  local ts = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
+  for _, entry_id in ipairs(reply[3]) do
+    redis.call('XADD', KEYS[2], '*', 'source_stream', KEYS[1], 'entry_id', entry_id, 'reason', ARGV[6],
+               'detail', ARGV[7], 'fields', '{}', 'group', ARGV[1], 'consumer', ARGV[2], 'ts_ms', ts)
+  end
+end
+return reply
+""")
 # KEYS: the stream; ARGV: group, consumer, n, n entry ids to ack, then entry ids to keep. Acks the first, then
 # re-claims each of the others still pending to this consumer (JUSTID: the delivery count stays); returns those.
 KEEP_CLAIM = LuaScript("""
@@ -232,12 +247,14 @@ class StreamConsumer(Generic[T]):
             return 0
         self._state.last_claim = now
         self._flush_acks()
-        # Read through redis_wire, as XREADGROUP is: an entry's fields are told apart when one is given twice.
-        next_id, batch, deleted, dropped = redis_wire.claimed(redis_wire.call(self.client, *redis_wire.xautoclaim(
-            self.config.stream, self.config.group, self.config.consumer, self.config.claim_idle_ms,
-            self._state.claim_from, self.config.batch)))
-        if dropped:
-            self._dead_letter_dropped(dropped)
+        # Read raw, as XREADGROUP is: an entry's fields are told apart when one is given twice.
+        next_id, batch, deleted, dropped = redis_wire.claimed(CLAIM_IDLE(
+            self.client, [self.config.stream, keys.Stream.DEAD_LETTER],
+            [self.config.group, self.config.consumer, self.config.claim_idle_ms, self._state.claim_from,
+             self.config.batch, DELETED_REASON, json.dumps({"detail": DELETED_DETAIL})]))
+        if dropped:  # dead-lettered by the claim itself
+            metrics.ENTRIES_DEAD_LETTERED.labels(reason=DELETED_REASON, **self._labels).inc(len(dropped))
+            self.log.warning("deleted_pending_entries_dropped", count=len(dropped), reason=DELETED_REASON)
         # XAUTOCLAIM looks at no more than COUNT x 10 pending entries a call: go on where it stopped ("0-0": from
         # the start again), or entries further on would never be claimed.
         self._state.claim_from = next_id or "0-0"
@@ -289,17 +306,6 @@ class StreamConsumer(Generic[T]):
             metrics.ENTRIES_DEAD_LETTERED.labels(reason=DELETED_REASON, **self._labels).inc(int(acked))
             self.log.warning("deleted_pending_entries_acked", count=int(acked), reason=DELETED_REASON)
 
-    def _dead_letter_dropped(self, entry_ids: list[str]) -> None:
-        """Redis 7 drops an entry deleted while pending from the pending list as XAUTOCLAIM meets it, naming it to
-        this claimer alone: its dead letter is written here (no ack is left to make)."""
-        with self.client.pipeline(transaction=False) as pipe:
-            for entry_id in entry_ids:
-                pipe.xadd(keys.Stream.DEAD_LETTER, dead_letter_fields(
-                    self.config.stream, entry_id, {}, DELETED_REASON, {"detail": DELETED_DETAIL}, self.config.group,
-                    self.config.consumer))
-            pipe.execute()
-        metrics.ENTRIES_DEAD_LETTERED.labels(reason=DELETED_REASON, **self._labels).inc(len(entry_ids))
-        self.log.warning("deleted_pending_entries_dropped", count=len(entry_ids), reason=DELETED_REASON)
 
     def _delivery_counts(self, batch: list[tuple[str, dict | None]]) -> dict[str, int]:
         """Each entry's delivery count, asked one by one: a claimed batch is not contiguous in our pending list."""

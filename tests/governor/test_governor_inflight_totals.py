@@ -174,3 +174,20 @@ def test_an_open_that_executed_keeps_its_place_in_the_rate_windows(r: redis.Redi
     assert governor.store.prune_settled() == ["filled"]
 
     assert governor.handle(plan("second", "BTCUSDT")).reason is Reason.RATE_LIMIT_5MIN
+
+
+def test_an_open_ended_as_orphaned_keeps_its_place_in_the_rate_windows(r: redis.Redis, clock: Clock) -> None:
+    """From a review: reconcile ends a plan whose entry was deleted while its order's outcome was unknown
+    (shared.sending.release_orphans) with a result marker but no last-execution time, though its order may have
+    filled: it read as "ended unexecuted" and gave back its place."""
+    from shared import sending
+
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    governor = Governor(r, Limits(max_exec_per_5min=1, max_exec_per_hour=10, symbol_cooldown_ms=0), clock=clock)
+    assert governor.handle(plan("orphan", "BTCUSDT")).allow
+    r.set(keys.plan_result_marker("orphan"), f"{NOW_MS + 10} {sending.ORPHAN_REASON}")
+    exchange_snapshot.publish(r, snapshot({"BTCUSDT": "0.001"}, MARKS, fetched_at_ms=NOW_MS + 20))
+
+    assert governor.store.prune_settled() == ["orphan"]
+
+    assert governor.handle(plan("second", "BTCUSDT")).reason is Reason.RATE_LIMIT_5MIN

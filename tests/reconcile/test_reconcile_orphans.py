@@ -75,6 +75,7 @@ def test_a_plan_let_go_is_ended_so_a_resend_of_its_plan_id_counts_no_fill_twice(
 
     assert ledger.read(r, "BTCUSDT").amount == D("0.002")
     assert results_of(r, "strand-1") == []
+    assert not sending.busy(r, "BTCUSDT")  # the duplicate took no sending mark: reconcile is not held off 60 s
     [(_dead_id, refused)] = [e for e in r.xrange(keys.Stream.DEAD_LETTER) if e[1]["reason"] == "duplicate_plan"]
     assert json.loads(refused["fields"])["plan_id"] == "strand-1"
 
