@@ -37,6 +37,8 @@ class SimSettings(FleetSettings):
     weight_limit_per_minute: int = Field(default=2400, gt=0)
     order_limit_per_minute: int = Field(default=1200, gt=0)
     order_limit_per_10s: int = Field(default=300, gt=0)
+    ban_after_429s: int = Field(default=10, ge=1)
+    ban_seconds: int = Field(default=120, ge=1)
     default_leverage: int = Field(default=20, ge=1, le=125)
     klines_csv: Path | None = None
     log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")

@@ -30,6 +30,9 @@ class SimState:
     orders: MinuteCounter
     orders_10s: MinuteCounter
     listen_keys: set[str] = field(default_factory=set)
+    limited: int = 0  # requests answered 429 for the weight limit in the current minute window
+    limited_window: int = -1
+    banned_until_ms: int = 0
 
     def reset(self) -> None:
         self.engine.reset()
@@ -37,6 +40,7 @@ class SimState:
         self.weight.reset()
         self.orders.reset()
         self.orders_10s.reset()
+        self.limited, self.limited_window, self.banned_until_ms = 0, -1, 0
         self.listen_keys.clear()
 
 
@@ -50,11 +54,25 @@ def state_of(request: web.Request) -> SimState:
 
 
 def charge(request: web.Request, weight: int) -> None:
-    """Count request weight against the per-minute IP limit, rejecting with -1003 beyond it."""
+    """Count request weight against the per-minute IP limit, rejecting with -1003 beyond it. A client that keeps
+    sending past the limit (more than EXCHANGE_SIM_BAN_AFTER_429S requests answered 429 in one window) is banned
+    for EXCHANGE_SIM_BAN_SECONDS: every request is then answered 418, as Binance bans an IP that does not back off
+    ("from 2 minutes to 3 days"; its threshold is not published, so this one is a setting)."""
     state = state_of(request)
+    now_ms = state.clock()
+    if now_ms < state.banned_until_ms:
+        raise errors.ip_banned(state.banned_until_ms, -(-(state.banned_until_ms - now_ms) // 1000))
     used = state.weight.add(weight)
-    if used > state.settings.weight_limit_per_minute:  # Retry-After: until the minute window ends, as Binance says
-        raise errors.too_many_requests(state.settings.weight_limit_per_minute, state.weight.seconds_left())
+    if used <= state.settings.weight_limit_per_minute:
+        return
+    if state.limited_window != state.weight.window:
+        state.limited, state.limited_window = 0, state.weight.window
+    state.limited += 1
+    if state.limited > state.settings.ban_after_429s:
+        state.banned_until_ms = now_ms + state.settings.ban_seconds * 1000
+        raise errors.ip_banned(state.banned_until_ms, state.settings.ban_seconds)
+    # Retry-After: until the minute window ends, as Binance says
+    raise errors.too_many_requests(state.settings.weight_limit_per_minute, state.weight.seconds_left())
 
 
 def client_ip(request: web.Request) -> str:

@@ -315,3 +315,24 @@ def test_an_account_in_hedge_mode_fails_the_self_test_naming_it(client, sim):
     assert "hedge mode" in str(caught.value) and "one-way" in str(caught.value)
     sim.reset()
     assert client.self_test().symbol_count > 0
+
+
+def test_the_fleets_client_backs_off_after_a_429_so_the_ip_is_never_banned():
+    """The simulator bans (418) a client that goes on sending past the weight limit (here after 2 more 429s); the
+    fleet's client sends nothing until the 429's Retry-After is over, so it meets one 429 and no ban."""
+    testing = pytest.importorskip("microservices.exchange_sim.testing")
+    with testing.running_simulator(weight_limit_per_minute=5, ban_after_429s=2) as small:
+        client, _now = fake_clock_client(small)
+        sent = count_requests(client)
+        errors = []
+        for _ in range(20):
+            try:
+                client.mark_price("BTCUSDT")
+            except RateLimited as exc:
+                errors.append(exc.message)
+
+        assert len(sent) == 6 and sum("not sent" in e for e in errors) == 14  # one 429, then nothing sent
+        raw = small.binance_client()
+        with pytest.raises(Exception) as still:
+            raw.futures_mark_price(symbol="BTCUSDT")
+        assert getattr(still.value, "status_code", None) == 429  # limited, not banned

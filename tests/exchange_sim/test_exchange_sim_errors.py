@@ -203,3 +203,30 @@ def test_the_ten_second_order_window_opens_again_and_both_counts_are_in_the_head
         limits = {(limit["interval"], limit["intervalNum"]): limit["limit"]
                   for limit in limited.futures_exchange_info()["rateLimits"] if limit["rateLimitType"] == "ORDERS"}
         assert limits == {("SECOND", 10): 2, ("MINUTE", 1): 1200}
+
+
+def test_a_client_that_keeps_sending_past_the_weight_limit_is_banned_with_418():
+    """Binance bans an IP that does not back off after 429s (418, "from 2 minutes to 3 days"); the simulator only
+    ever answered 429, so a client regression there would pass every test. Past EXCHANGE_SIM_BAN_AFTER_429S 429s in
+    one window, every request is answered 418 until the ban ends."""
+    now = [int(time.time() * 1000) // 60_000 * 60_000 + 1_000]
+    with running_simulator(clock=lambda: now[0], weight_limit_per_minute=5, ban_after_429s=2, ban_seconds=120) as small:
+        limited = small.binance_client()
+        statuses = []
+        for _ in range(9):
+            try:
+                limited.futures_exchange_info()
+                statuses.append(200)
+            except BinanceAPIException as exc:
+                statuses.append(exc.status_code)
+                last = exc
+        assert statuses == [200] * 5 + [429, 429, 418, 418]
+        assert last.code == -1003 and "IP banned until" in last.message
+        assert 110 <= int(last.response.headers["Retry-After"]) <= 120
+
+        now[0] += 60_000  # a new minute window: still banned
+        with pytest.raises(BinanceAPIException) as banned:
+            limited.futures_exchange_info()
+        assert banned.value.status_code == 418
+        now[0] += 61_000  # the ban is over
+        assert limited.futures_exchange_info()["symbols"]
