@@ -66,7 +66,8 @@ def test_a_batch_is_acked_in_one_xack_with_the_next_read_without_the_entries_tha
         if item["n"] == "3":
             raise RuntimeError("boom")
 
-    consumer = StreamConsumer(r, config(), dict, handler)
+    # claim_idle_ms long: a batch slower than a third of it (a loaded host) would renew its claim, acking on the way
+    consumer = StreamConsumer(r, config(claim_idle_ms=60_000), dict, handler)
     consumer.ensure_group()
     r.config_resetstat()
     consumer._read_new(block_ms=None)
