@@ -74,7 +74,7 @@ def claimed(reply: list) -> tuple[str, list[tuple[str, dict[str, str] | None]], 
     it from the pending list itself and names it in a third element."""
     listed = reply[1] or []
     claimed_entries = [(entry[0], _fields(entry[1])) for entry in listed if entry and entry[0] and entry[1] is not None]
-    dropped = [entry_id for entry_id in (reply[2] if len(reply) > 2 and reply[2] else [])]
+    dropped = list(reply[2] or []) if len(reply) > 2 else []
     return reply[0], claimed_entries, len(listed) - len(claimed_entries), dropped
 
 

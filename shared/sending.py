@@ -11,7 +11,6 @@ writes to it; a write never shortens it).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ import redis
 
 from shared import keys
 from shared.lua import LuaScript
+from shared.runtime.deadletter import dead_letter_fields
 
 if TYPE_CHECKING:
     from shared.exchange.target import ExchangeSettings
@@ -55,13 +55,29 @@ def busy(client: redis.Redis, symbol: str) -> bool:
 def send_within_s(exchange: "ExchangeSettings") -> float:
     """The longest the executor may take from taking the permits to sending (a mark price request, setting the
     leverage)."""
-    return REQUESTS_BEFORE_SENDING * exchange.request_timeout_s + SEND_MARGIN_S
+    return _send_within_s(exchange.request_timeout_s)
 
 
 def unclear_window_ms(exchange: "ExchangeSettings") -> int:
     """From an order marker's time until the exchange can no longer accept the order it stands for: the send
     deadline, then recvWindow after signing, and a margin."""
-    return int(send_within_s(exchange) * 1000) + exchange.recv_window_ms + FINALITY_MARGIN_MS
+    return _window_ms(exchange.request_timeout_s, exchange.recv_window_ms)
+
+
+def max_unclear_window_ms() -> int:
+    """unclear_window_ms at the largest settings any daemon may run with (EXCHANGE_REQUEST_TIMEOUT_S and
+    EXCHANGE_RECV_WINDOW_MS are bounded): the executor's may differ from the caller's."""
+    from shared.exchange.target import MAX_RECV_WINDOW_MS, MAX_REQUEST_TIMEOUT_S
+
+    return _window_ms(MAX_REQUEST_TIMEOUT_S, MAX_RECV_WINDOW_MS)
+
+
+def _send_within_s(request_timeout_s: float) -> float:
+    return REQUESTS_BEFORE_SENDING * request_timeout_s + SEND_MARGIN_S
+
+
+def _window_ms(request_timeout_s: float, recv_window_ms: int) -> int:
+    return int(_send_within_s(request_timeout_s) * 1000) + recv_window_ms + FINALITY_MARGIN_MS
 
 
 @dataclass(frozen=True)
@@ -96,15 +112,6 @@ return 1
 """)
 
 ORPHAN_REASON = "plan_entry_deleted"
-
-
-def max_unclear_window_ms() -> int:
-    """unclear_window_ms at the largest settings any daemon may run with (EXCHANGE_REQUEST_TIMEOUT_S and
-    EXCHANGE_RECV_WINDOW_MS are bounded): the executor's may differ from the caller's."""
-    from shared.exchange.target import MAX_RECV_WINDOW_MS, MAX_REQUEST_TIMEOUT_S
-
-    return int((REQUESTS_BEFORE_SENDING * MAX_REQUEST_TIMEOUT_S + SEND_MARGIN_S) * 1000) + MAX_RECV_WINDOW_MS + \
-        FINALITY_MARGIN_MS
 
 
 def release_orphans(client: redis.Redis, symbol: str, window_ms: int) -> list[str]:
@@ -148,9 +155,7 @@ def release_orphans(client: redis.Redis, symbol: str, window_ms: int) -> list[st
         detail = {"plan_id": plan_id, "symbol": symbol, "client_order_id": marker.client_order_id,
                   "detail": "its apply.plan entry was deleted while its order's outcome was unknown; reconcile "
                             "adopts what the exchange holds"}
-        dead = {"source_stream": keys.Stream.APPLY_PLAN, "entry_id": "", "reason": ORPHAN_REASON,
-                "detail": json.dumps(detail), "fields": "{}", "group": keys.Group.INTENT_EXECUTOR,
-                "consumer": "", "ts_ms": str(now_ms)}
+        dead = dead_letter_fields(keys.Stream.APPLY_PLAN, "", {}, ORPHAN_REASON, detail, keys.Group.INTENT_EXECUTOR, "")
         if _RELEASE_ORPHAN(client, [keys.executor_sending(symbol), keys.plan_claim(plan_id),
                                     keys.plan_result_marker(plan_id), keys.Stream.DEAD_LETTER],
                            [plan_id, f"{now_ms} {ORPHAN_REASON}", RESULT_MARKER_TTL_S,
@@ -163,7 +168,6 @@ def _pending_plan_ids(client: redis.Redis) -> set[str] | None:
     """The plan ids of the executor group's pending entries; None when that cannot be told (too many, or one whose
     plan id does not read)."""
     from shared.schema import EntryError, Plan  # the schema imports more than this module needs elsewhere
-
 
     try:
         pending = client.xpending_range(keys.Stream.APPLY_PLAN, keys.Group.INTENT_EXECUTOR, min="-", max="+",

@@ -47,38 +47,37 @@ class ConsumerConfig:
     housekeeping_every_s: float = 5.0
 
 
-# KEYS: the stream; ARGV: group, consumer, how many of its pending entries to look at. Acks those no longer in the
-# stream; returns how many.
-# KEYS: the stream, the dead-letter stream; ARGV: group, consumer, how many pending entries to look at, the dead
-# letter's reason and detail. Each entry acked gets its dead letter (as shared.runtime.deadletter writes them).
-ACK_DELETED = LuaScript("""
+# deleted(entry id): the dead letter of an entry deleted from the stream while pending, with the fields
+# shared.runtime.deadletter writes. KEYS[1] the stream, KEYS[2] the dead-letter stream; ARGV[1] group, ARGV[2]
+# consumer, ARGV[3] and ARGV[4] the dead letter's reason and detail.
+_DELETED_LETTER = """
+local function deleted(entry_id)
+  local now = redis.call('TIME')
+  redis.call('XADD', KEYS[2], '*', 'source_stream', KEYS[1], 'entry_id', entry_id, 'reason', ARGV[3],
+             'detail', ARGV[4], 'fields', '{}', 'group', ARGV[1], 'consumer', ARGV[2],
+             'ts_ms', string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000)))
+end
+"""
+# KEYS, ARGV[1..4] as _DELETED_LETTER; ARGV[5]: how many of the consumer's pending entries to look at. Acks those
+# no longer in the stream, each with its dead letter; returns how many.
+ACK_DELETED = LuaScript(_DELETED_LETTER + """
 local acked = 0
-for _, pending in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[3], ARGV[2])) do
+for _, pending in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[5], ARGV[2])) do
   if #redis.call('XRANGE', KEYS[1], pending[1], pending[1]) == 0 and redis.call('XACK', KEYS[1], ARGV[1], pending[1]) == 1 then
-    local now = redis.call('TIME')
-    redis.call('XADD', KEYS[2], '*', 'source_stream', KEYS[1], 'entry_id', pending[1], 'reason', ARGV[4],
-               'detail', ARGV[5], 'fields', '{}', 'group', ARGV[1], 'consumer', ARGV[2],
-               'ts_ms', string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000)))
+    deleted(pending[1])
     acked = acked + 1
   end
 end
 return acked
 """)
 DELETED_SCAN = 1000
-# KEYS: the stream, the dead-letter stream; ARGV: group, consumer, min idle ms, start id, count, the dead letter's
-# reason and detail. XAUTOCLAIM; the entries Redis 7 drops from the pending list
-# as deleted (its reply's third element, named to this call alone) get their dead letters in the same call, so a
-# reply lost with the connection loses none and a retry writes none twice. The reply is XAUTOCLAIM's own.
-CLAIM_IDLE = LuaScript("""
-local reply = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
-if reply[3] then
-  local now = redis.call('TIME')
-  local ts = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
-  for _, entry_id in ipairs(reply[3]) do
-    redis.call('XADD', KEYS[2], '*', 'source_stream', KEYS[1], 'entry_id', entry_id, 'reason', ARGV[6],
-               'detail', ARGV[7], 'fields', '{}', 'group', ARGV[1], 'consumer', ARGV[2], 'ts_ms', ts)
-  end
-end
+# KEYS, ARGV[1..4] as _DELETED_LETTER; ARGV[5..7]: min idle ms, start id, count. XAUTOCLAIM; the entries Redis 7
+# drops from the pending list as deleted (its reply's third element, named to this call alone) get their dead
+# letters in the same call, so a reply lost with the connection loses none and a retry writes none twice. The reply
+# is XAUTOCLAIM's own.
+CLAIM_IDLE = LuaScript(_DELETED_LETTER + """
+local reply = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], ARGV[6], 'COUNT', ARGV[7])
+for _, entry_id in ipairs(reply[3] or {}) do deleted(entry_id) end
 return reply
 """)
 # KEYS: the stream; ARGV: group, consumer, n, n entry ids to ack, then entry ids to keep. Acks the first, then
@@ -250,8 +249,7 @@ class StreamConsumer(Generic[T]):
         # Read raw, as XREADGROUP is: an entry's fields are told apart when one is given twice.
         next_id, batch, deleted, dropped = redis_wire.claimed(CLAIM_IDLE(
             self.client, [self.config.stream, keys.Stream.DEAD_LETTER],
-            [self.config.group, self.config.consumer, self.config.claim_idle_ms, self._state.claim_from,
-             self.config.batch, DELETED_REASON, json.dumps({"detail": DELETED_DETAIL})]))
+            [*self._deleted_letter_args(), self.config.claim_idle_ms, self._state.claim_from, self.config.batch]))
         if dropped:  # dead-lettered by the claim itself
             metrics.ENTRIES_DEAD_LETTERED.labels(reason=DELETED_REASON, **self._labels).inc(len(dropped))
             self.log.warning("deleted_pending_entries_dropped", count=len(dropped), reason=DELETED_REASON)
@@ -300,12 +298,14 @@ class StreamConsumer(Generic[T]):
         """Redis 6.2 claims an entry deleted while pending and answers nil for it, id and all, leaving it in our
         pending list for good (Redis 7 drops it itself): it would hold back trimming. Ack ours that are gone."""
         acked = ACK_DELETED(self.client, [self.config.stream, keys.Stream.DEAD_LETTER],
-                            [self.config.group, self.config.consumer, DELETED_SCAN, DELETED_REASON,
-                             json.dumps({"detail": DELETED_DETAIL})])
+                            [*self._deleted_letter_args(), DELETED_SCAN])
         if acked:
             metrics.ENTRIES_DEAD_LETTERED.labels(reason=DELETED_REASON, **self._labels).inc(int(acked))
             self.log.warning("deleted_pending_entries_acked", count=int(acked), reason=DELETED_REASON)
 
+    def _deleted_letter_args(self) -> list[str]:
+        """ARGV[1..4] of the scripts built on _DELETED_LETTER."""
+        return [self.config.group, self.config.consumer, DELETED_REASON, json.dumps({"detail": DELETED_DETAIL})]
 
     def _delivery_counts(self, batch: list[tuple[str, dict | None]]) -> dict[str, int]:
         """Each entry's delivery count, asked one by one: a claimed batch is not contiguous in our pending list."""
