@@ -21,6 +21,12 @@ from shared.schema.fields import format_decimal
 ZERO = Decimal(0)
 
 
+# A fill whose result was written this long before a snapshot was asked for is in it, whatever the two update
+# times say. The comparison of an order's updateTime with its position's assumes Binance stamps both alike; were
+# the order's ever later, the fill would otherwise count on top of every later snapshot until the position
+# changed again. The margin leaves room for the exchange's position view to lag its matching engine.
+SURELY_SHOWN_MS = 1_000
+
 @dataclass(frozen=True)
 class PositionState:
     symbol: str

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 import structlog
 from aiohttp import web
@@ -41,7 +42,9 @@ async def binance_envelope(request: web.Request, handler):
         log.info("fault_injected", fault=f"outage:{outage.value}", path=request.path)
         return web.Response(status=403, text=errors.WAF_PAGE, content_type="text/html")
     try:
-        response = _outage_reply(state, outage, request.path) if outage else await handler(request)
+        if outage is not None:
+            _raise_outage(state, outage, request.path)
+        response = await handler(request)
     except errors.ApiError as exc:
         response = error_reply(exc)
     response.headers["X-MBX-USED-WEIGHT-1M"] = str(state.weight.current())
@@ -59,8 +62,8 @@ async def _exempt_from_throttling(request: web.Request) -> bool:
     return any(params.get(name, "").lower() == "true" for name in ("reduceOnly", "closePosition"))
 
 
-def _outage_reply(state: SimState, outage: Outage, path: str) -> web.Response:
-    """An injected outage of this endpoint: answered before anything is read or executed."""
+def _raise_outage(state: SimState, outage: Outage, path: str) -> NoReturn:
+    """An injected outage of this endpoint (a Binance JSON error): raised before anything is read or executed."""
     log.info("fault_injected", fault=f"outage:{outage.value}", path=path)
     retry_after_s = state.faults.config.rate_limited_retry_after_s
     raise {

@@ -276,10 +276,11 @@ class GovernorStore:
         sets, is absent or older) says so; a garbled time keeps the place (the safe side)."""
         if not ended:
             return
-        last_exec = self.r.mget([keys.cooldown_last_exec(entry.symbol) for entry in ended])
-        # A plan ended by reconcile as orphaned (shared.sending.release_orphans) may have filled without any
-        # last-execution time written: its place stays counted.
-        markers = self.r.mget([keys.plan_result_marker(entry.plan_id) for entry in ended])
+        # One read: each symbol's last execution, then each plan's result marker. A plan ended by reconcile as orphaned
+        # (shared.sending.release_orphans) may have filled without any last-execution time written: its place stays.
+        read = self.r.mget([*(keys.cooldown_last_exec(entry.symbol) for entry in ended),
+                            *(keys.plan_result_marker(entry.plan_id) for entry in ended)])
+        last_exec, markers = read[:len(ended)], read[len(ended):]
         refunded = [entry for entry, raw, marker in zip(ended, last_exec, markers)
                     if _none_executed_since(raw, entry.allowed_at_ms)
                     and not (marker or "").endswith(" " + sending.ORPHAN_REASON)]

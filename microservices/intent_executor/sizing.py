@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import ROUND_UP, Decimal
 
-from shared.exchange.filters import FilterReason, SymbolRules, round_qty_down, round_to_step, validate_order
+from shared.exchange.filters import FilterReason, FilterVerdict, SymbolRules, round_qty_down, round_to_step, validate_order
 from shared.schema import Plan, Reason
 
 _FILTER_REASONS = {
@@ -58,7 +58,7 @@ def size_order(
         verdict = validate_order(rules, qty, Decimal(0), reduce_only=True, market=True)  # no notional filter
         if verdict is None:
             return Sized(qty, None, capped_at=max_qty if capped else None)
-        return Refused(_FILTER_REASONS[verdict.reason], {k: str(v) for k, v in verdict.detail.items()})
+        return _refused(verdict)
     if mark is None:
         raise ValueError("an open is sized against a mark price")
     qty = round_qty_down(rules, plan.qty, market=True)
@@ -67,6 +67,10 @@ def size_order(
         return Sized(qty, qty * mark)
     if allow_upsize and verdict.reason in _UPSIZABLE:
         return _upsize(rules, mark, max_notional, room_in_total)
+    return _refused(verdict)
+
+
+def _refused(verdict: FilterVerdict) -> Refused:
     return Refused(_FILTER_REASONS[verdict.reason], {k: str(v) for k, v in verdict.detail.items()})
 
 
@@ -83,5 +87,5 @@ def _upsize(rules: SymbolRules, mark: Decimal, max_notional: Decimal | None,
         return Refused(Reason.TOTAL_NOTIONAL_EXCEEDED, {"upsized_notional": str(notional), "room": str(room_in_total)})
     verdict = validate_order(rules, qty, mark, reduce_only=False, market=True)
     if verdict is not None:
-        return Refused(_FILTER_REASONS[verdict.reason], {k: str(v) for k, v in verdict.detail.items()})
+        return _refused(verdict)
     return Sized(qty, notional, upsized=True)

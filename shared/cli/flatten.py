@@ -22,9 +22,6 @@ from shared.trading_state import read_switches
 
 SNAPSHOT_MAX_AGE_S = 10.0
 MAX_ROUNDS = 20  # a position closes by one MARKET order's maxQty a plan: 20 rounds close 20 x maxQty
-# A fill shows in a snapshot asked for this long after it (as P3.3 counts it, position_state_brain.fills): a
-# snapshot asked for sooner may still show the amount before the close.
-SURELY_SHOWN_MS = 1_000
 
 
 def register(commands: Any) -> None:
@@ -59,7 +56,7 @@ def _flatten(args: argparse.Namespace) -> int:
     if not plans:
         print("nothing to flatten: no open position" + ("" if args.all else f" on {args.symbol.upper()}"))
         return 0
-    symbols = [p.symbol for p in plans]
+    symbols, seen_after = [p.symbol for p in plans], None
     for round_no in range(1, MAX_ROUNDS + 1):
         results = _send(client, plans, args.timeout)
         # A close goes out at most one MARKET order's maxQty at a time (the executor cuts it): a plan whose order
@@ -68,15 +65,17 @@ def _flatten(args: argparse.Namespace) -> int:
         cut = {p.symbol: p for p in plans if _cut_short(p, results.get(p.plan_id))}
         if not cut or round_no == MAX_ROUNDS:
             break
-        seen = _snapshot_after(client, int(time.time() * 1000) + SURELY_SHOWN_MS, args.timeout)
-        if seen is None:
+        seen_after = _snapshot_after(client, int(time.time() * 1000) + exchange_snapshot.SURELY_SHOWN_MS, args.timeout)
+        if seen_after is None:
             break
-        plans = [p for p in closing_plans(seen, None, int(time.time() * 1000), round_no + 1)
+        plans = [p for p in closing_plans(seen_after, None, int(time.time() * 1000), round_no + 1)
                  if p.symbol in cut and p.side is cut[p.symbol].side and p.qty < cut[p.symbol].qty]
         if not plans:
-            break
+            break  # the snapshot just read, after this round's results, is the one to report from
+        seen_after = None
         print(f"round {round_no + 1}: {len(plans)} still open after a close cut to one order's maximum, closing more")
-    return _confirm(client, symbols, args.all, int(time.time() * 1000) + SURELY_SHOWN_MS, wait_s=args.timeout)
+    return _confirm(client, symbols, args.all, int(time.time() * 1000) + exchange_snapshot.SURELY_SHOWN_MS,
+                    wait_s=args.timeout, seen=seen_after)
 
 
 def _cut_short(plan: Plan, result: dict | None) -> bool:
@@ -117,12 +116,13 @@ def _report(plans: list[Plan], results: dict[str, dict]) -> None:
         print(format_result(result) if result else f"TIMEOUT  {plan.plan_id}: no result yet (check `quantum status`)")
 
 
-def _confirm(client, symbols: list[str], every: bool, after_ms: int, wait_s: float) -> int:
+def _confirm(client, symbols: list[str], every: bool, after_ms: int, wait_s: float,
+             seen: exchange_snapshot.ExchangeSnapshot | None = None) -> int:
     """Flat is what the exchange shows, not what the results say: a position that grew after the snapshot the
     plans were sized on, or one opened meanwhile (--all), is still open. Read the first snapshot fetched after the
     results (P3.3 publishes one every P33_POLL_SEC, 1 s by default; --timeout bounds the wait) and name what is
-    left; 0 only when nothing is."""
-    seen = _snapshot_after(client, after_ms, wait_s)
+    left; 0 only when nothing is. `seen`: such a snapshot already read."""
+    seen = seen or _snapshot_after(client, after_ms, wait_s)
     if seen is None:
         print(f"could not confirm: no exchange snapshot newer than the results within {wait_s:g}s "
               "(check `quantum status`)")
