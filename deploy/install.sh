@@ -79,6 +79,9 @@ units=()
 for unit in "$src"/deploy/systemd/*.service "$src"/deploy/systemd/*.target; do
   units+=("$(basename "$unit")")
 done
+sum_of() { sha256sum "$1" | cut -d' ' -f1; }
+# The sha256 the record holds for a unit (nothing when there is no record of it).
+recorded_sum() { if [ -e "$manifest" ]; then awk -v u="$1" '$2 == u {print $1}' "$manifest"; fi; }
 # A free name beside a unit for a copy of the operator's version of it: systemd loads no such file.
 keep_copy() {
   local n=1
@@ -148,10 +151,9 @@ fi
 edited=()
 for unit in "${units[@]}"; do
   installed=$units_dir/$unit
-  if [ -e "$installed" ] && [ -e "$manifest" ]; then
-    recorded=$(awk -v u="$unit" '$2 == u {print $1}' "$manifest")
-    current=$(sha256sum "$installed" | cut -d' ' -f1)
-    if [ -n "$recorded" ] && [ "$recorded" != "$current" ]; then edited+=("$unit"); fi
+  recorded=$(recorded_sum "$unit")
+  if [ -e "$installed" ] && [ -n "$recorded" ] && [ "$recorded" != "$(sum_of "$installed")" ]; then
+    edited+=("$unit")
   fi
 done
 if [ "${#edited[@]}" -gt 0 ] && [ "$discard_edits" = 0 ]; then
@@ -200,18 +202,15 @@ sums=""
 for unit in "${units[@]}"; do
   installed=$units_dir/$unit
   sed "s#/opt/quantum/#$prefix/#g" "$src/deploy/systemd/$unit" > "$installed.tmp"
-  if [ -e "$installed" ] && ! cmp -s "$installed" "$installed.tmp"; then
-    recorded=""
-    if [ -e "$manifest" ]; then recorded=$(awk -v u="$unit" '$2 == u {print $1}' "$manifest"); fi
-    current=$(sha256sum "$installed" | cut -d' ' -f1)
-    if [ -z "$recorded" ] || [ "$recorded" != "$current" ]; then
-      copy=$(keep_copy "$installed")
-      say "$installed differs from what was installed: a copy is kept as $copy"
-    fi
+  # Differs from this version and from the record (or has none): a copy first.
+  if [ -e "$installed" ] && ! cmp -s "$installed" "$installed.tmp" \
+    && [ "$(recorded_sum "$unit")" != "$(sum_of "$installed")" ]; then
+    copy=$(keep_copy "$installed")
+    say "$installed differs from what was installed: a copy is kept as $copy"
   fi
   chmod 0644 "$installed.tmp"
   mv -f "$installed.tmp" "$installed"
-  sums+="$(sha256sum "$installed" | cut -d' ' -f1) $unit"$'\n'
+  sums+="$(sum_of "$installed") $unit"$'\n'
 done
 printf '%s' "$sums" > "$manifest"
 chmod 0644 "$manifest"
