@@ -142,7 +142,8 @@ def reconcile_mismatch_pattern() -> str:
 
 
 def apply_proposal(proposal_id: str) -> str:
-    """Internal: set when the apply layer has turned a proposal into its plan."""
+    """Internal: what became of a proposal, written once (shared.proposals): planned or skipped by the apply layer,
+    or superseded by harvest before it proposed the rung again."""
     return f"quantum:apply:proposal:{proposal_id}"
 
 
@@ -150,7 +151,8 @@ HARVEST_TRACKED = "quantum:harvest:tracked"  # set of symbols with a harvest lif
 
 
 def harvest_position(symbol: str) -> str:
-    """Internal: harvest's record of a position's lifecycle (hash: fingerprint, peak R, rungs done, attempts)."""
+    """Internal: harvest's record of a position's lifecycle (hash: fingerprint, peak R, rungs done, attempts, the
+    pending rung)."""
     return f"quantum:harvest:position:{symbol}"
 
 

@@ -22,6 +22,7 @@ from shared.schema.result import PlanResult
 
 RESULT_MARKER_TTL_S = 7 * 24 * 3600
 NO_LEDGER_WRITE = "-"
+EXECUTED = "executed"  # a result marker's outcome for a plan whose order executed (else the reason)
 LEDGER_ATTEMPTS = 5  # the ledger moving under us more often than this is not contention but a value we misread
 _log = get_logger(component="results")
 
@@ -32,8 +33,9 @@ _log = get_logger(component="results")
 # exchange); 'w' checks it against the expected fields and writes the new ones (none: the position is flat).
 # `release`: keys deleted once the plan has its result (the caller's claims), and the plan's own field of the
 # symbol's sending hash (shared.sending).
-# The result marker holds now-ms and the call's token: the same call sent again (redis-py retries a command whose
-# reply was lost) finds its own marker and answers 1, as the first run did, not "already had a result".
+# The result marker holds now-ms and the call's token (`<hex> <outcome>`, see marker_outcome): the same call sent
+# again (redis-py retries a command whose reply was lost) finds its own marker and answers 1, as the first run did,
+# not "already had a result".
 # Reply: 1 written (by this call), 0 the plan already has a result, -1 the ledger changed (nothing written or
 # released).
 FINISH = LuaScript(SAFE_READS + """
@@ -103,6 +105,14 @@ def marker_ms(raw: str | None) -> int | None:
     return stored_ms((raw or "").split(" ", 1)[0])
 
 
+def marker_outcome(raw: str | None) -> str | None:
+    """What a result marker says the plan came to: EXECUTED, or the reason it did not execute. None when absent, or
+    a marker that does not say (one written before markers said, or by shared.sending's orphan release, whose order
+    may or may not have filled)."""
+    words = (raw or "").split(" ")
+    return words[2] if len(words) == 3 and words[2] else None
+
+
 def with_results(client: redis.Redis, plan_ids: list[str]) -> set[str]:
     """Those of these plans that have their result, in one read."""
     if not plan_ids:
@@ -120,7 +130,8 @@ def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effe
     `release`: keys to delete in the same call once the plan has its result (written now or before);
     `sending`: the symbol's sending hash, whose field for this plan goes too."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    token = secrets.token_hex(8)  # this call's, in its result marker: a resent FINISH knows its own write
+    # This call's token, in its result marker: a resent FINISH knows its own write; readers learn the outcome.
+    token = f"{secrets.token_hex(8)} {EXECUTED if result.executed else result.reason.value if result.reason else '-'}"
     fill = effects.fill
     seen = ledger.parse(fill.symbol, ledger_seen) if fill is not None and ledger_seen is not None else None
     for _attempt in range(LEDGER_ATTEMPTS):

@@ -16,7 +16,6 @@ by harvest every HARVEST_REPROPOSE_SEC with a new id and time, so refusing an ol
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,13 +23,14 @@ import redis
 from prometheus_client import Counter, Gauge
 
 from microservices.apply_layer.settings import ApplySettings
-from shared import freshness, keys, metrics
+from shared import freshness, keys, metrics, proposals
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import SymbolRules, round_qty_down
 from shared.freshness import wall_ms
 from shared.logging import get_logger
 from shared.modes import FLEET_MODE_DRY_RUN, P26Mode
 from shared.once import xadd_once
+from shared.proposals import plan_id_for
 from shared.runtime.consumer import Entry, Rejected
 from shared.schema import Action, Decision, HarvestProposal, Plan, Side
 
@@ -46,10 +46,6 @@ PROPOSAL_TIME_INVALID = "proposal_time_invalid"
 @dataclass(frozen=True)
 class Skip:
     reason: str
-
-
-def plan_id_for(proposal_id: str) -> str:
-    return "ap-" + hashlib.sha256(proposal_id.encode()).hexdigest()[:20]
 
 
 def to_plan(proposal: HarvestProposal, rules: SymbolRules | None, settings: ApplySettings) -> Plan | Skip:
@@ -116,6 +112,10 @@ class ApplyLayer:
         self.log = get_logger(component="apply_layer")
 
     def handle(self, proposal: HarvestProposal, entry: Entry) -> None:
+        earlier = proposals.decided(self.r, proposal.proposal_id)
+        if earlier is not None:  # read again (a redelivery, the other stream) or superseded: decided, before its age
+            self._already_decided(proposal, earlier, entry)
+            return
         try:
             check_fresh(proposal, entry.entry_id, self.clock(), self.settings.proposal_max_age_ms)
         except Rejected as refused:
@@ -123,13 +123,29 @@ class ApplyLayer:
             raise
         plan = to_plan(proposal, self.filters.find(proposal.symbol), self.settings)
         if isinstance(plan, Skip):
+            # Said in the proposal's marker, so harvest knows no plan will come (and whether to propose again).
+            if not proposals.decide(self.r, proposal.proposal_id, proposals.skipped(plan.reason)):
+                self._already_decided(proposal, proposals.decided(self.r, proposal.proposal_id), entry)
+                return
             PROPOSALS.labels(outcome=plan.reason).inc()
             self.log.info("PROPOSAL_SKIPPED", proposal_id=proposal.proposal_id, symbol=proposal.symbol, reason=plan.reason)
             return
         written = xadd_once(self.r, keys.apply_proposal(proposal.proposal_id), keys.Stream.APPLY_PLAN, plan.to_fields())
-        PROPOSALS.labels(outcome="planned" if written else "duplicate").inc()
-        event = "PLAN_PUBLISHED" if written else "PLAN_ALREADY_PUBLISHED"
-        if written and fleet_dry_run(self.r)[0]:
-            event = "DRY_RUN_PLAN_PUBLISHED"  # the executor runs dry: it records the plan without sending
+        if not written:
+            self._already_decided(proposal, proposals.decided(self.r, proposal.proposal_id), entry)
+            return
+        PROPOSALS.labels(outcome="planned").inc()
+        event = "DRY_RUN_PLAN_PUBLISHED" if fleet_dry_run(self.r)[0] else "PLAN_PUBLISHED"
+        # DRY_RUN_: the executor runs dry, it records the plan without sending.
         self.log.info(event, plan_id=plan.plan_id, proposal_id=proposal.proposal_id, symbol=plan.symbol,
                       action=plan.action.value, side=plan.side.value, qty=str(plan.qty), entry_id=entry.entry_id)
+
+    def _already_decided(self, proposal: HarvestProposal, decided: str | None, entry: Entry) -> None:
+        """A proposal decided before: planned (counted `duplicate`: one plan, however often read), skipped, or
+        superseded by harvest (its rung proposed again under a new id: this one must never become a plan)."""
+        stage = proposals.fate_of(decided, None).stage
+        superseded = stage is proposals.Stage.SUPERSEDED
+        PROPOSALS.labels(outcome="superseded" if superseded else "duplicate").inc()
+        event = {proposals.Stage.SUPERSEDED: "PROPOSAL_SUPERSEDED", proposals.Stage.SKIPPED: "PROPOSAL_ALREADY_SKIPPED"}
+        self.log.info(event.get(stage, "PLAN_ALREADY_PUBLISHED"), plan_id=plan_id_for(proposal.proposal_id),
+                      proposal_id=proposal.proposal_id, symbol=proposal.symbol, decided=decided, entry_id=entry.entry_id)

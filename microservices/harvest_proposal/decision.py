@@ -16,8 +16,20 @@ Actions, one per position per cycle, full close first
     FULL_CLOSE_PROPOSED  stop hit (long: mark <= stop, short: mark >= stop)   reason stop_loss_hit
                          or kill_score >= HARVEST_KILL_SCORE_CRITICAL          reason kill_score_critical
     ladder rung action   R >= rung level, rung not yet done                    reason tp_ladder_<level>R
-    Only the highest newly crossed rung is proposed; every crossed rung is then marked done.
+    Only the highest newly crossed rung is proposed; it covers every crossed rung.
     A full close is proposed again (attempt + 1) only after HARVEST_REPROPOSE_SEC.
+
+A rung's proposal stays pending until its fate is known (shared.proposals; judge_rung), and no other rung is
+proposed meanwhile (its fraction is of the position it saw: two in flight would close more than the ladder says):
+    executed, or ended in a way that does not say (it may have filled)        its rungs are done
+    planned and no result yet; or not yet planned, younger than the interval    wait
+    ended unexecuted or skipped for a reason that can clear (a stale snapshot, P3.3's mismatch, the exchange,
+      APPLY_KILL_SWITCH), once HARVEST_REPROPOSE_SEC after its proposal       its rungs may be proposed again
+      (attempt + 1, a new id), if R still crosses them
+    ended for a reason retrying cannot change in this position (dry run, below the minimum, no position)
+                                                                              its rungs are done (given up)
+    not planned HARVEST_REPROPOSE_SEC after its proposal (dead-lettered, held upstream): superseded, so it can never
+      become a plan, then as a clearable refusal
 """
 
 from __future__ import annotations
@@ -29,7 +41,8 @@ from enum import Enum
 
 from microservices.harvest_proposal.settings import HarvestSettings, Rung
 from shared.ledger import LedgerPosition
-from shared.schema import Action, format_decimal
+from shared.proposals import Fate, Stage
+from shared.schema import Action, Reason, format_decimal
 from shared.snapshot import PositionState
 
 ZERO = Decimal(0)
@@ -37,6 +50,15 @@ ONE = Decimal(1)
 PLACES = Decimal("0.0001")
 MAX_R = Decimal(10**6)  # past a million R nothing is decided differently
 FULL_CLOSE_KEY = "full_close"
+RUNG_KEY_PREFIX = "rung:"
+# Why a rung's plan ended unexecuted, or the apply layer skipped it, that proposing it again in the same position
+# would not change: the rung is given up (its rungs are done). Any other reason can clear.
+FINAL_REASONS = frozenset({
+    Reason.DRY_RUN.value,  # the fleet runs dry: the rung was taken, on paper
+    Reason.BELOW_MIN_QTY.value, Reason.BELOW_MIN_NOTIONAL.value, "fraction_below_one_step",  # too small a part
+    Reason.NO_POSITION.value, Reason.SIDE_MISMATCH.value,  # the position is gone or flipped: a new lifecycle
+    Reason.UNKNOWN_SYMBOL.value, Reason.DUPLICATE_PLAN.value,
+})
 
 
 class HarvestReason(str, Enum):
@@ -63,13 +85,22 @@ class Assessment:
 
 @dataclass(frozen=True)
 class Choice:
-    """What to propose now: the action, why, the identity key, and the rungs to mark done."""
+    """What to propose now: the action, why, the identity key, and (a rung) the rungs done once it executes."""
 
     action: Action
     reason: str
     key: str
     attempt: int = 1
-    rungs_done: frozenset[str] = frozenset()
+    covers: frozenset[str] = frozenset()
+    rung: str | None = None
+
+
+class RungVerdict(str, Enum):
+    WAIT = "wait"  # its proposal may still become a partial close: propose no other rung
+    SETTLED = "settled"  # executed (or may have): its rungs are done
+    GIVEN_UP = "given_up"  # ended for a reason that stays in this position: its rungs are done
+    RETRY = "retry"  # ended unexecuted for a reason that can clear: its rungs may be proposed again
+    SUPERSEDE = "supersede"  # never planned: retire it (then RETRY), or wait if it was planned meanwhile
 
 
 def clamp(value: Decimal, low: Decimal = ZERO, high: Decimal = ONE) -> Decimal:
@@ -157,18 +188,42 @@ def next_full_close_attempt(last_attempt: int, last_ms: int | None, now_ms: int,
     return last_attempt + 1 if now_ms - last_ms >= repropose_ms else None
 
 
+def judge_rung(fate: Fate, proposed_ms: int, now_ms: int, repropose_ms: int) -> RungVerdict:
+    """What a pending rung's proposal came to, and so what harvest may do about its rungs now."""
+    due = now_ms - proposed_ms >= repropose_ms
+    if fate.stage in (Stage.EXECUTED, Stage.UNKNOWN):
+        return RungVerdict.SETTLED
+    if fate.stage in (Stage.REFUSED, Stage.SKIPPED):
+        if fate.reason in FINAL_REASONS:
+            return RungVerdict.GIVEN_UP
+        return RungVerdict.RETRY if due else RungVerdict.WAIT
+    if fate.stage is Stage.SUPERSEDED:
+        return RungVerdict.RETRY
+    if fate.stage is Stage.UNDECIDED and due:
+        return RungVerdict.SUPERSEDE
+    return RungVerdict.WAIT  # in flight, or not planned yet
+
+
+def rung_key(label: str) -> str:
+    return RUNG_KEY_PREFIX + label
+
+
 def choose(assessment: Assessment, done: frozenset[str], last_attempt: int, last_full_ms: int | None,
-           now_ms: int, settings: HarvestSettings) -> Choice | None:
+           now_ms: int, settings: HarvestSettings, rung_attempts: dict[str, int] | None = None,
+           rung_pending: bool = False) -> Choice | None:
+    """`rung_attempts`: proposals made so far per rung label; `rung_pending`: a rung's proposal is unresolved."""
     if assessment.full_close is not None:
         attempt = next_full_close_attempt(last_attempt, last_full_ms, now_ms, settings.repropose_ms)
         if attempt is None:
             return None
         return Choice(Action.FULL_CLOSE_PROPOSED, assessment.full_close.value, FULL_CLOSE_KEY, attempt)
-    rung = next_rung(assessment.crossed, done)
+    rung = None if rung_pending else next_rung(assessment.crossed, done)
     if rung is None:
         return None
     reason = f"{HarvestReason.TP_LADDER.value}_{rung.label}R"
-    return Choice(rung.action, reason, f"rung:{rung.label}", 1, frozenset(r.label for r in assessment.crossed))
+    attempt = (rung_attempts or {}).get(rung.label, 0) + 1
+    return Choice(rung.action, reason, rung_key(rung.label), attempt, frozenset(r.label for r in assessment.crossed),
+                  rung.label)
 
 
 def proposal_id(fingerprint_text: str, opened_ms: int, key: str, attempt: int) -> str:

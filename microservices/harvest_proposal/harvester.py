@@ -14,16 +14,18 @@ from prometheus_client import Counter, Gauge
 
 from microservices.harvest_proposal import state
 from microservices.harvest_proposal.decision import (
-    FULL_CLOSE_KEY,
     Assessment,
     Choice,
+    RungVerdict,
     assess,
     choose,
     fingerprint,
+    judge_rung,
     proposal_id,
+    rung_key,
 )
 from microservices.harvest_proposal.settings import HarvestSettings
-from shared import ledger, snapshot
+from shared import ledger, proposals, snapshot
 from shared.freshness import wall_ms
 from shared.ledger import LedgerPosition
 from shared.logging import get_logger
@@ -35,6 +37,11 @@ WATCHED = Gauge("quantum_harvest_positions_watched", "Open positions evaluated i
 # Harvest proposes nothing from a stale snapshot while its heartbeat stays green: these make that visible.
 SNAPSHOT_AGE = Gauge("quantum_harvest_snapshot_age_seconds",
                      "Age of the exchange snapshot at the last cycle, seconds (+Inf when there is none)")
+# A take-profit rung's proposal, once its fate is known: settled (executed), given_up (a reason that stays), retry.
+RUNG_OUTCOMES = Counter("quantum_harvest_rung_outcomes_total",
+                        "Take-profit rung proposals whose fate is known, by what harvest made of it", ["outcome"])
+for _outcome in (RungVerdict.SETTLED, RungVerdict.GIVEN_UP, RungVerdict.RETRY):
+    RUNG_OUTCOMES.labels(outcome=_outcome.value)
 STALE_CYCLES = Counter("quantum_harvest_stale_snapshot_cycles_total",
                        "Cycles that proposed nothing because the snapshot was missing or older than the maximum age")
 
@@ -50,9 +57,9 @@ def to_proposal(position: PositionState, mark: Decimal, lifecycle: state.Lifecyc
 
 
 def lifecycle_updates(lifecycle: state.Lifecycle, choice: Choice, now_ms: int) -> dict[str, str]:
-    if choice.key == FULL_CLOSE_KEY:
+    if choice.rung is None:
         return {"full_attempt": str(choice.attempt), "full_proposed_ms": str(now_ms)}
-    return {"rungs_done": ",".join(sorted(lifecycle.rungs_done | choice.rungs_done))}
+    return state.rung_updates(lifecycle, choice.rung, choice.attempt, choice.covers, now_ms)
 
 
 class Harvester:
@@ -104,14 +111,37 @@ class Harvester:
         lifecycle = state.begin_or_resume(self.r, position.symbol, fingerprint(position), now_ms, ttl_s)
         assessment = assess(position, self._ledger(position.symbol), mark, lifecycle.peak_r, self.settings)
         state.keep_peak(self.r, lifecycle, assessment.peak_r, ttl_s)
+        lifecycle = self._resolve_pending_rung(lifecycle, now_ms)
         choice = choose(assessment, lifecycle.rungs_done, lifecycle.full_attempt, lifecycle.full_proposed_ms,
-                        now_ms, self.settings)
+                        now_ms, self.settings, lifecycle.rung_attempts, lifecycle.pending is not None)
         if choice is None:
             return None
         proposal = to_proposal(position, mark, lifecycle, assessment, choice, now_ms)
         written = state.publish_once(self.r, proposal, lifecycle, lifecycle_updates(lifecycle, choice, now_ms), ttl_s)
         self._report(proposal, written, choice)
         return proposal if written else None
+
+    def _resolve_pending_rung(self, lifecycle: state.Lifecycle, now_ms: int) -> state.Lifecycle:
+        """Learn what the pending rung's proposal came to; the lifecycle without it once that is known."""
+        pending = lifecycle.pending
+        if pending is None:
+            return lifecycle
+        attempt = lifecycle.rung_attempts.get(pending.label, 1)
+        pending_id = proposal_id(lifecycle.fingerprint, lifecycle.opened_ms, rung_key(pending.label), attempt)
+        fate = proposals.read_fate(self.r, pending_id)
+        verdict = judge_rung(fate, pending.proposed_ms, now_ms, self.settings.repropose_ms)
+        if verdict is RungVerdict.SUPERSEDE:
+            if not proposals.decide(self.r, pending_id, proposals.SUPERSEDED):
+                return lifecycle  # planned (or skipped) just now: its fate is read next cycle
+            fate, verdict = proposals.Fate(proposals.Stage.SUPERSEDED), RungVerdict.RETRY
+        if verdict is RungVerdict.WAIT:
+            return lifecycle
+        RUNG_OUTCOMES.labels(outcome=verdict.value).inc()
+        say = self.log.info if verdict is RungVerdict.SETTLED else self.log.warning
+        say("RUNG_" + verdict.value.upper(), symbol=lifecycle.symbol, rung=pending.label, attempt=attempt,
+            proposal_id=pending_id, plan_id=proposals.plan_id_for(pending_id), stage=fate.stage.value,
+            reason=fate.reason, covers=",".join(sorted(pending.covers)))
+        return state.end_pending(self.r, lifecycle, done=verdict is not RungVerdict.RETRY)
 
     def _ledger(self, symbol: str) -> LedgerPosition | None:
         """The ledger's position; one that cannot be read (a field that does not parse, a key that is not a hash)

@@ -7,7 +7,7 @@ reopened at the same entry gets fresh ids (the apply layer dedupes plans by prop
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 
 import redis
@@ -15,6 +15,18 @@ import redis
 from shared import keys
 from shared.once import xadd_once
 from shared.schema import HarvestProposal, format_decimal
+
+
+PENDING_FIELDS = ("rung_pending", "rung_covers", "rung_proposed_ms")
+
+
+@dataclass(frozen=True)
+class PendingRung:
+    """The last rung proposal whose fate is not known yet: its rung, the rungs it covers, when it was proposed."""
+
+    label: str
+    covers: frozenset[str]
+    proposed_ms: int
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,8 @@ class Lifecycle:
     rungs_done: frozenset[str] = frozenset()
     full_attempt: int = 0
     full_proposed_ms: int | None = None
+    rung_attempts: dict[str, int] = field(default_factory=dict)
+    pending: PendingRung | None = None
 
     @classmethod
     def from_hash(cls, symbol: str, data: dict[str, str]) -> "Lifecycle | None":
@@ -33,15 +47,46 @@ class Lifecycle:
             return cls(
                 symbol, data["fingerprint"], int(data["opened_ms"]),
                 Decimal(data["peak_r"]) if data.get("peak_r") else None,
-                frozenset(label for label in data.get("rungs_done", "").split(",") if label),
+                labels(data.get("rungs_done", "")),
                 int(data.get("full_attempt") or 0),
                 int(data["full_proposed_ms"]) if data.get("full_proposed_ms") else None,
+                {label: int(count) for label, _, count in (part.rpartition(":") for part in
+                                                           data.get("rung_attempts", "").split(",") if part)},
+                PendingRung(data["rung_pending"], labels(data.get("rung_covers", "")), int(data["rung_proposed_ms"]))
+                if data.get("rung_pending") else None,
             )
         except (KeyError, ValueError, InvalidOperation):
             return None  # Unreadable memory starts a new lifecycle rather than stopping the position.
 
     def to_hash(self) -> dict[str, str]:
         return {"fingerprint": self.fingerprint, "opened_ms": str(self.opened_ms), "full_attempt": str(self.full_attempt)}
+
+
+def labels(text: str) -> frozenset[str]:
+    return frozenset(label for label in text.split(",") if label)
+
+
+def rung_updates(lifecycle: Lifecycle, label: str, attempt: int, covers: frozenset[str], now_ms: int) -> dict[str, str]:
+    """The lifecycle fields a rung proposal writes: it is pending, and its attempt is counted."""
+    attempts = {**lifecycle.rung_attempts, label: attempt}
+    return {"rung_pending": label, "rung_covers": ",".join(sorted(covers)), "rung_proposed_ms": str(now_ms),
+            "rung_attempts": ",".join(f"{name}:{count}" for name, count in sorted(attempts.items()))}
+
+
+def end_pending(client: redis.Redis, lifecycle: Lifecycle, done: bool) -> Lifecycle:
+    """The pending rung's fate is known: `done` adds the rungs it covers to the rungs done; either way no rung is
+    pending any more."""
+    pending = lifecycle.pending
+    if pending is None:
+        return lifecycle
+    rungs_done = lifecycle.rungs_done | pending.covers if done else lifecycle.rungs_done
+    key = keys.harvest_position(lifecycle.symbol)
+    with client.pipeline(transaction=True) as pipe:
+        if done:
+            pipe.hset(key, "rungs_done", ",".join(sorted(rungs_done)))
+        pipe.hdel(key, *PENDING_FIELDS)
+        pipe.execute()
+    return replace(lifecycle, rungs_done=rungs_done, pending=None)
 
 
 def begin_or_resume(client: redis.Redis, symbol: str, fingerprint: str, now_ms: int, ttl_s: int) -> Lifecycle:

@@ -95,6 +95,24 @@ def test_the_seed_mismatch_heals_on_its_own_and_the_next_close_executes(make_fle
     assert fleet.client.xlen(keys.Stream.RECONCILE_EVENT) >= 1
 
 
+def test_a_take_profit_rung_refused_downstream_is_proposed_again_and_executes(make_fleet, sim) -> None:
+    """Before, a rung was done once published: refused by P3.3 (here the seed's ledger mismatch), its take-profit
+    was never proposed again in that position."""
+    fleet = make_fleet(HARVEST_REPROPOSE_SEC="3", **FAST).start(*FLEET)
+    open_by_intent(fleet, sim, "TRXUSDT", "0.2966", "0.2900")
+    wait_for(lambda: getattr(ledger.read(fleet.client, "TRXUSDT"), "amount", None) == D("606"), "the ledger", fleet)
+    fleet.client.hset(keys.position_ledger("TRXUSDT"), "position_amt", "500")  # the stop and entry stay
+
+    sim.set_price("TRXUSDT", D("0.3033"))  # 1R
+    refused = wait_for(lambda: [e for e in exits(fleet, "TRXUSDT") if e["executed"] == "false"], "the refusal", fleet)
+    executed = wait_for(lambda: [e for e in exits(fleet, "TRXUSDT") if e["executed"] == "true"], "the retry", fleet)
+
+    assert refused[0]["reason"] == "reconcile_required_qty_mismatch"
+    assert D(executed[0]["filled_qty"]) == D("151") and exchange_amount(sim, "TRXUSDT") == D("455")
+    retried = [json.loads(line) for line in fleet.log("harvest-proposal").splitlines() if "RUNG_RETRY" in line]
+    assert [(line["rung"], line["reason"]) for line in retried] == [("1.0", "reconcile_required_qty_mismatch")]
+
+
 def test_a_position_opened_by_hand_on_the_exchange_is_adopted(make_fleet, sim) -> None:
     fleet = make_fleet(**FAST).start(*FLEET)
 

@@ -12,9 +12,10 @@ from structlog.testing import capture_logs
 
 from microservices.harvest_proposal.harvester import Harvester
 from microservices.harvest_proposal.settings import HarvestSettings
-from shared import keys, snapshot
+from shared import keys, proposals as fates, results, snapshot
 from shared.ledger import LedgerPosition
-from shared.schema import Action, HarvestProposal
+from shared.proposals import plan_id_for
+from shared.schema import Action, HarvestProposal, PlanResult, Side
 from shared.snapshot import ExchangeSnapshot, PositionState
 
 T0 = 1_769_000_000_000
@@ -55,11 +56,31 @@ def proposals(r) -> list[HarvestProposal]:
     return [HarvestProposal.from_fields(fields) for _, fields in r.xrange(keys.Stream.HARVEST_PROPOSAL)]
 
 
-def run_at(harvester: Harvester, r, clock: Clock, mark: str, times: int = 2, **position) -> None:
+def end_plans(r, outcome: str = results.EXECUTED) -> None:
+    """What the apply layer and the executor do: plan each proposal not decided yet, and end its plan with `outcome`
+    (executed, or the reason it did not), through the executor's own FINISH."""
+    for proposal in proposals(r):
+        if r.set(keys.apply_proposal(proposal.proposal_id), fates.PLANNED, nx=True):
+            end_plans_of(r, proposal, outcome)
+
+
+def end_plans_of(r, proposal: HarvestProposal, outcome: str = results.EXECUTED) -> None:
+    executed = outcome == results.EXECUTED
+    results.finish_plan(r, PlanResult(
+        plan_id=plan_id_for(proposal.proposal_id), executed=executed, symbol=proposal.symbol, side=Side.SELL,
+        qty=D("0.0025"), reduce_only=True, source="apply_layer", order_id="1" if executed else None,
+        reason=None if executed else outcome))
+
+
+def run_at(harvester: Harvester, r, clock: Clock, mark: str, times: int = 2, outcome: str | None = results.EXECUTED,
+           **position) -> None:
+    """`times` cycles, a second apart, at `mark`; after each, every new plan ends with `outcome` (None: no plan)."""
     for _ in range(times):
         clock.now_ms += 1000
         see(r, clock, D(mark), **position)
         harvester.tick()
+        if outcome is not None:
+            end_plans(r, outcome)
 
 
 def test_one_tick_publishes_the_expected_proposal(r, clock, harvester) -> None:
@@ -246,3 +267,117 @@ def test_proposals_are_counted_and_the_exposition_passes_promtool(r, clock, harv
     checked = subprocess.run([promtool, "check", "metrics"], input=generate_latest(REGISTRY).decode(),
                              capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def rung_events(logs: list[dict]) -> list[tuple[str, str, str | None]]:
+    return [(line["event"], line["rung"], line["reason"]) for line in logs if line["event"].startswith("RUNG_")]
+
+
+@pytest.mark.parametrize("reason", ["reconcile_required_qty_mismatch", "stale_snapshot", "exchange_unavailable"])
+def test_a_rung_refused_for_a_reason_that_clears_is_proposed_again_after_the_interval(r, clock, harvester,
+                                                                                      reason) -> None:
+    """Before, a rung was done once published: refused downstream (P3.3's mismatch, a stale snapshot, the exchange
+    down), its take-profit was never proposed again in that position."""
+    write_ledger(r)
+    run_at(harvester, r, clock, "88880", times=1, outcome=reason)
+
+    with capture_logs() as logs:
+        run_at(harvester, r, clock, "88880", times=28)  # T0 + 29 s: within the interval
+        held = proposals(r)
+        run_at(harvester, r, clock, "88880", times=1)  # T0 + 30 s: the retry, which executes
+        run_at(harvester, r, clock, "88880", times=40)
+
+    first, second = proposals(r)
+    assert len(held) == 1
+    assert (first.action, second.action) == (Action.PARTIAL_25, Action.PARTIAL_25)
+    assert second.proposal_id != first.proposal_id and second.ts_ms - first.ts_ms == 30_000
+    assert rung_events(logs) == [("RUNG_RETRY", "1.0", reason), ("RUNG_SETTLED", "1.0", None)]
+
+
+@pytest.mark.parametrize("reason", ["dry_run", "below_min_qty", "no_position"])
+def test_a_rung_refused_for_a_reason_that_stays_is_given_up(r, clock, harvester, reason) -> None:
+    write_ledger(r)
+
+    with capture_logs() as logs:
+        run_at(harvester, r, clock, "88880", times=90, outcome=reason)
+
+    assert len(proposals(r)) == 1
+    assert rung_events(logs) == [("RUNG_GIVEN_UP", "1.0", reason)]
+
+
+def test_no_other_rung_is_proposed_while_one_is_in_flight(r, clock, harvester) -> None:
+    """A partial is a fraction of the position its proposal saw: two in flight would close more than the ladder."""
+    write_ledger(r)
+    run_at(harvester, r, clock, "88880", times=1, outcome=None)
+    r.set(keys.apply_proposal(proposals(r)[0].proposal_id), fates.PLANNED)  # planned; its result not yet written
+
+    run_at(harvester, r, clock, "89760", times=60, outcome=None)  # 2R for a minute
+    in_flight = len(proposals(r))
+    end_plans_of(r, proposals(r)[0])
+    run_at(harvester, r, clock, "89760", times=2)
+
+    assert in_flight == 1
+    assert [(p.action, p.position_amt) for p in proposals(r)] == [(Action.PARTIAL_25, D("0.01")),
+                                                                   (Action.PARTIAL_50, D("0.01"))]
+
+
+def test_a_rung_never_planned_is_superseded_then_proposed_again(r, clock, harvester) -> None:
+    """Dead-lettered (proposal_expired) or held upstream past the interval: the old proposal is retired first, so
+    it can never become a plan beside its successor."""
+    write_ledger(r)
+    run_at(harvester, r, clock, "88880", times=1, outcome=None)
+    [first] = proposals(r)
+
+    run_at(harvester, r, clock, "88880", times=30, outcome=None)
+
+    first_again, second = proposals(r)
+    assert first_again == first and second.proposal_id != first.proposal_id
+    assert r.get(keys.apply_proposal(first.proposal_id)) == fates.SUPERSEDED
+    assert r.get(keys.apply_proposal(second.proposal_id)) is None
+
+
+def test_a_rung_planned_just_as_it_would_be_superseded_is_waited_for(r, clock, harvester, monkeypatch) -> None:
+    write_ledger(r)
+    run_at(harvester, r, clock, "88880", times=1, outcome=None)
+    [first] = proposals(r)
+    decide = fates.decide
+
+    def planned_first(client, proposal_id, value):  # the apply layer's write lands between the read and this one
+        client.set(keys.apply_proposal(proposal_id), fates.PLANNED, nx=True)
+        return decide(client, proposal_id, value)
+
+    monkeypatch.setattr(fates, "decide", planned_first)
+    run_at(harvester, r, clock, "88880", times=40, outcome=None)
+    monkeypatch.undo()
+    end_plans_of(r, first)
+    run_at(harvester, r, clock, "90640", times=2)
+
+    assert [p.action for p in proposals(r)] == [Action.PARTIAL_25, Action.PARTIAL_75]
+    assert r.get(keys.apply_proposal(first.proposal_id)) == fates.PLANNED
+
+
+def test_a_plan_whose_outcome_is_unknown_settles_its_rung(r, clock, harvester) -> None:
+    """An orphaned plan (shared.sending) may have filled: its rung is not proposed again, which could over-close."""
+    write_ledger(r)
+    run_at(harvester, r, clock, "88880", times=1, outcome=None)
+    [first] = proposals(r)
+    r.set(keys.apply_proposal(first.proposal_id), fates.PLANNED)
+    r.set(keys.plan_result_marker(plan_id_for(first.proposal_id)), f"{T0} plan_entry_deleted")
+
+    run_at(harvester, r, clock, "88880", times=60)
+
+    assert len(proposals(r)) == 1
+    assert r.hget(keys.harvest_position("BTCUSDT"), "rungs_done") == "1.0"
+
+
+def test_rung_outcomes_are_counted(r, clock, harvester) -> None:
+    def counted(outcome: str) -> float:
+        return REGISTRY.get_sample_value("quantum_harvest_rung_outcomes_total", {"outcome": outcome}) or 0.0
+
+    before = {outcome: counted(outcome) for outcome in ("settled", "given_up", "retry")}
+    write_ledger(r)
+    run_at(harvester, r, clock, "88880", times=1, outcome="stale_snapshot")
+    run_at(harvester, r, clock, "88880", times=31)
+
+    assert {outcome: counted(outcome) - before[outcome] for outcome in before} == {"settled": 1, "given_up": 0,
+                                                                                    "retry": 1}

@@ -1,4 +1,4 @@
-"""Pure exit decisions: R, kill_score, stop hits, the take-profit ladder, re-proposal timing."""
+"""Pure exit decisions: R, kill_score, stop hits, the take-profit ladder, re-proposal timing, a pending rung's fate."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import pytest
 from microservices.harvest_proposal.decision import (
     FULL_CLOSE_KEY,
     HarvestReason,
+    RungVerdict,
     assess,
     choose,
     fingerprint,
+    judge_rung,
     kill_score,
     next_full_close_attempt,
     next_rung,
@@ -21,6 +23,7 @@ from microservices.harvest_proposal.decision import (
 )
 from microservices.harvest_proposal.settings import HarvestSettings, parse_ladder
 from shared.ledger import LedgerPosition
+from shared.proposals import Fate, Stage, fate_of
 from shared.schema import Action
 from shared.snapshot import PositionState
 
@@ -126,7 +129,7 @@ def test_ladder_proposes_the_highest_newly_crossed_rung(mark, done, expected_act
 
     assert (choice.action if choice else None) is expected_action
     if choice:
-        assert choice.rungs_done == expected_done
+        assert choice.covers == expected_done
         assert choice.reason == f"tp_ladder_{max(expected_done - done, key=D)}R"
 
 
@@ -193,3 +196,34 @@ def test_a_stop_a_hair_below_entry_is_still_proposed_when_hit() -> None:
 
     choice = choose(assessment, frozenset(), 0, None, 0, SETTINGS)
     assert (choice.action, choice.reason) == (Action.FULL_CLOSE_PROPOSED, "stop_loss_hit")
+
+
+@pytest.mark.parametrize(("fate", "age_ms", "verdict"), [
+    (Fate(Stage.EXECUTED), 0, RungVerdict.SETTLED),
+    (Fate(Stage.UNKNOWN), 0, RungVerdict.SETTLED),  # may have filled: never a second partial
+    (Fate(Stage.IN_FLIGHT), 10**9, RungVerdict.WAIT),  # planned: its result will come
+    (Fate(Stage.REFUSED, "stale_snapshot"), 29_999, RungVerdict.WAIT),
+    (Fate(Stage.REFUSED, "stale_snapshot"), 30_000, RungVerdict.RETRY),
+    (Fate(Stage.SKIPPED, "apply_kill_switch"), 30_000, RungVerdict.RETRY),
+    (Fate(Stage.REFUSED, "dry_run"), 0, RungVerdict.GIVEN_UP),
+    (Fate(Stage.SKIPPED, "fraction_below_one_step"), 0, RungVerdict.GIVEN_UP),
+    (Fate(Stage.UNDECIDED), 29_999, RungVerdict.WAIT),
+    (Fate(Stage.UNDECIDED), 30_000, RungVerdict.SUPERSEDE),
+    (Fate(Stage.SUPERSEDED), 0, RungVerdict.RETRY),
+])
+def test_a_pending_rung_is_judged_by_its_proposal_fate(fate, age_ms, verdict) -> None:
+    assert judge_rung(fate, 1_000, 1_000 + age_ms, 30_000) is verdict
+
+
+@pytest.mark.parametrize(("decided", "marker", "fate"), [
+    (None, None, Fate(Stage.UNDECIDED)),
+    ("1", None, Fate(Stage.IN_FLIGHT)),
+    ("1", "1769000000000 0a1b2c3d4e5f6a7b executed", Fate(Stage.EXECUTED)),
+    ("1", "1769000000000 0a1b2c3d4e5f6a7b stale_snapshot", Fate(Stage.REFUSED, "stale_snapshot")),
+    ("1", "1769000000000 0a1b2c3d4e5f6a7b", Fate(Stage.UNKNOWN)),  # written before markers said
+    ("1", "1769000000000 plan_entry_deleted", Fate(Stage.UNKNOWN)),  # an orphan: it may have filled
+    ("skipped apply_kill_switch", None, Fate(Stage.SKIPPED, "apply_kill_switch")),
+    ("superseded", None, Fate(Stage.SUPERSEDED)),
+])
+def test_the_fate_of_a_proposal_is_read_from_its_two_markers(decided, marker, fate) -> None:
+    assert fate_of(decided, marker) == fate
