@@ -101,6 +101,9 @@ EnvironmentFile={ETC}/common.env
 EnvironmentFile={ETC}/{spec.name}.env
 {_credential(spec)}{_nice(spec)}Restart=on-failure
 RestartSec=2
+# Exit 2 is a setting, a credential or the account's position mode: it fails the same way until an operator
+# changes it, so it is not restarted (five restarts would spend the exchange's request weight for nothing).
+RestartPreventExitStatus=2
 # Start-up may wait REDIS_STARTUP_WAIT_S for Redis, then for a fleet on another exchange to stop (35 s), then
 # EXCHANGE_STARTUP_WAIT_S for the exchange (at most 90 s each, and their last attempts; tests/deploy/test_units.py).
 TimeoutStartSec=300

@@ -66,6 +66,16 @@ def test_each_unit_is_hardened(name: str) -> None:
     assert score <= MAX_EXPOSURE, checked.stdout[-2000:]
 
 
+@pytest.mark.parametrize("name", [u for u in UNITS if u.endswith(".service")])
+def test_a_daemon_is_restarted_after_exit_1_but_not_after_exit_2(name: str) -> None:
+    """Exit 2 (shared.settings.EXIT_CONFIG) is a setting, a credential or a hedge-mode account: before, systemd
+    restarted it five times, each start spending its self-test's request weight on the same refusal."""
+    text = render_all()[name]
+
+    assert re.search(r"^Restart=on-failure$", text, re.MULTILINE)
+    assert re.search(r"^RestartPreventExitStatus=2$", text, re.MULTILINE)
+
+
 def test_the_target_pulls_in_every_fleet_daemon_but_not_the_simulator() -> None:
     """Seen by review: with the simulator in the target's Wants=, the README's testnet step (disable the simulator,
     restart the target) started the simulator again."""

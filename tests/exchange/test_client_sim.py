@@ -2,6 +2,8 @@
 
 import os
 import socket
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -18,6 +20,7 @@ from shared.exchange.errors import (
 from shared.exchange.filters import parse_exchange_info, round_qty_down, validate_order
 from shared.exchange.models import Side
 from shared.exchange.target import ExchangeSettings
+from tests.e2e.fleet import ROOT
 
 D = Decimal
 SECRET = "SECRETVALUE9d8c7b6a5f4e"
@@ -336,3 +339,17 @@ def test_the_fleets_client_backs_off_after_a_429_so_the_ip_is_never_banned():
         with pytest.raises(Exception) as still:
             raw.futures_mark_price(symbol="BTCUSDT")
         assert getattr(still.value, "status_code", None) == 429  # limited, not banned
+
+
+def test_an_exchange_daemon_on_a_hedge_mode_account_exits_2_in_one_line(sim, exchange_env, redis_url):
+    """A refusal that repeats on every start is a setting to fix (exit 2, which the units do not restart), not an
+    outage to wait out (exit 1)."""
+    sim.binance_client().futures_change_position_mode(dualSidePosition="true")
+    env = {**os.environ, **exchange_env, "PYTHONPATH": str(ROOT), "METRICS_PORT": "0", "APPLY_MODE": "dry_run",
+           "REDIS_URL": redis_url}
+
+    done = subprocess.run([sys.executable, "-m", "microservices.apply_layer"], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "position_mode" in done.stderr and "hedge mode" in done.stderr

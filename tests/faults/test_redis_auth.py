@@ -53,7 +53,7 @@ def test_a_wrong_password_is_one_clear_line_at_startup(protected_redis, exchange
 
     done = subprocess.run([sys.executable, "-m", daemon], env=env, capture_output=True, text=True, timeout=60)
 
-    assert done.returncode == 1
+    assert done.returncode == 2  # a setting to fix: the units do not restart on 2
     assert done.stderr.strip().count("\n") == 0 and "refused the credentials" in done.stderr
     assert "wrong-Password-3" not in done.stdout + done.stderr
 
@@ -68,6 +68,6 @@ def test_an_executor_whose_user_may_not_read_info_says_so_at_startup(protected_r
     done = subprocess.run([sys.executable, "-m", "microservices.intent_executor"], env=env, capture_output=True,
                           text=True, timeout=60)
 
-    assert done.returncode == 1
+    assert done.returncode == 2  # the user's permissions to fix: not restarted
     assert done.stderr.strip().count("\n") == 0 and "+info" in done.stderr
     assert ACL_PASSWORD not in done.stdout + done.stderr
