@@ -1,8 +1,12 @@
-"""apply-layer: harvest proposals (P26_MODE=shadow) or calibrated proposals (enforce) → reduce-only plans."""
+"""apply-layer: harvest proposals (P26_MODE=shadow) or calibrated proposals (enforce; and those the heat gate has not
+calibrated in time, microservices.apply_layer.bypass) → reduce-only plans."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from microservices.apply_layer.apply import ApplyLayer, expose_p26_mode, fleet_dry_run
+from microservices.apply_layer.bypass import CalibrationBypass
 from microservices.apply_layer.settings import ApplySettings
 from shared.modes import ApplyMode, P26Mode
 from shared import keys
@@ -23,7 +27,8 @@ def main() -> int:
     parse = CalibratedProposal.from_fields if settings.p26_mode is P26Mode.ENFORCE else HarvestProposal.from_fields
     ctx.log.info("apply_layer_ready", apply_mode=settings.apply_mode.value, p26_mode=settings.p26_mode.value,
                  input=stream, kill_switch=settings.apply_kill_switch,
-                 proposal_max_age_sec=settings.apply_proposal_max_age_sec)
+                 proposal_max_age_sec=settings.apply_proposal_max_age_sec,
+                 calibration_wait_sec=settings.apply_calibration_wait_sec)
     executor_dry, executor_mode = fleet_dry_run(ctx.redis)
     if executor_mode is not None and executor_dry != (settings.apply_mode is ApplyMode.DRY_RUN):
         # The executor decides what is sent; an APPLY_MODE set for this daemon alone changes nothing of that.
@@ -35,6 +40,16 @@ def main() -> int:
         ctx.log.warning("apply_kill_switch_stops_exits_only", hint="to halt opens and closes: quantum kill on")
     expose_p26_mode(settings.p26_mode)
     layer = ApplyLayer(ctx.redis, access.filters, settings)
+    ticks: list[Callable[[], object]] = [access.filters.maybe_refresh]
+    if settings.p26_mode is P26Mode.ENFORCE:
+        # An exit the heat gate has not calibrated in time is planned as proposed: a stopped gate holds back none.
+        bypass = CalibrationBypass(ctx.redis, layer, settings.calibration_wait_ms, settings.proposal_max_age_ms)
+        ticks.insert(0, bypass.tick)
+
+    def on_tick() -> None:
+        for tick in ticks:
+            tick()
+
     config = daemon.consumer_config(settings, NAME, stream, keys.Group.APPLY_LAYER)
-    consumer = StreamConsumer(ctx.redis, config, parse, layer.handle, on_tick=access.filters.maybe_refresh)
+    consumer = StreamConsumer(ctx.redis, config, parse, layer.handle, on_tick=on_tick)
     return daemon.run(ctx, consumer)

@@ -78,6 +78,21 @@ def test_shadow_executes_the_proposal_and_enforce_the_calibrated_one(make_fleet,
     assert any("proposal=PARTIAL_50 vs calibrated=PARTIAL_25" in c.get("line", "") for c in compares), compares
 
 
+def test_in_enforce_mode_a_stop_is_closed_while_the_heat_gate_is_stopped(make_fleet, sim) -> None:
+    """Before, the apply layer read only harvest.calibrated in enforce mode: with the heat gate stopped (or
+    crash-looping), no automated exit executed, stop-loss hits included."""
+    without_gate = tuple(name for name in FLEET if name != "portfolio-heat-gate")
+    fleet = make_fleet(P26_MODE="enforce", APPLY_CALIBRATION_WAIT_SEC="1", **FAST).start(*without_gate)
+    open_by_intent(fleet, sim, "TRXUSDT", "0.2966", "0.2900")
+
+    sim.set_price("TRXUSDT", D("0.2890"))  # below the stop
+    wait_for(lambda: exchange_amount(sim, "TRXUSDT") == 0, "the stop to close", fleet)
+
+    [closed] = [e for e in exits(fleet, "TRXUSDT") if e["executed"] == "true"]
+    assert D(closed["filled_qty"]) == D("606")
+    assert "P26_BYPASSED" in fleet.log("apply-layer")
+
+
 def test_the_seed_mismatch_heals_on_its_own_and_the_next_close_executes(make_fleet, sim) -> None:
     fleet = make_fleet(**FAST).start(*FLEET)
     sim.binance_client().futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.062")

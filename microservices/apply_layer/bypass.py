@@ -1,0 +1,97 @@
+"""P26_MODE=enforce without a working heat gate: an exit the gate has not calibrated in time is planned as proposed.
+
+In enforce mode the apply layer acts on harvest.calibrated, which only the portfolio heat gate writes. A gate that
+is stopped, crash-looping or stuck would hold back every automated exit, stop-loss hits included; the gate itself
+already publishes a proposal uncalibrated when it cannot read heat, since an exit must not wait for heat.
+
+So the apply layer also looks at harvest.proposal, without consuming it (the stream and its group are the gate's):
+from a cursor, each entry once, APPLY_CALIBRATION_WAIT_SEC after Redis added it. An entry that has neither a
+calibrated copy (the gate's marker) nor a decision of its own (shared.proposals) is planned as it stands, logged
+P26_BYPASSED and counted. Both copies of a proposal derive the same plan id, and its marker is written once: the
+gate's calibrated copy, arriving later, is a duplicate, never a second plan. Entries older than
+APPLY_PROPOSAL_MAX_AGE_SEC when the daemon starts are not looked at: they would be refused as expired.
+An entry that does not parse is left to the gate, whose group dead-letters it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+from prometheus_client import Counter
+
+from microservices.apply_layer.apply import ApplyLayer
+from shared import keys
+from shared.freshness import wall_ms
+from shared.logging import get_logger
+from shared.runtime.consumer import Entry, Rejected
+from shared.schema import EntryError, HarvestProposal
+
+BYPASSED = Counter("quantum_apply_calibration_bypassed_total",
+                   "Exit proposals handled uncalibrated in P26_MODE=enforce: no calibrated copy in time")
+BATCH = 100
+EVERY_MS = 1000  # looked at once a second at most
+
+
+class CalibrationBypass:
+    def __init__(self, client: redis.Redis, layer: ApplyLayer, wait_ms: int, max_age_ms: int,
+                 clock: Callable[[], int] = wall_ms):
+        self.r = client
+        self.layer = layer
+        self.wait_ms = wait_ms
+        self.max_age_ms = max_age_ms
+        self.clock = clock
+        self.cursor: str | None = None  # the last entry id looked at
+        self.last_ms: int | None = None
+        self.log = get_logger(component="apply_layer")
+
+    def tick(self) -> int:
+        """Plan the proposals that waited past the wait uncalibrated; returns how many were planned."""
+        now_ms = self.clock()
+        if self.last_ms is not None and now_ms - self.last_ms < EVERY_MS:
+            return 0
+        self.last_ms = now_ms
+        if self.cursor is None:
+            self.cursor = f"{max(now_ms - self.max_age_ms, 0)}-0"
+        planned = 0
+        while True:
+            entries = self.r.xrange(keys.Stream.HARVEST_PROPOSAL, min=f"({self.cursor}",
+                                    max=str(now_ms - self.wait_ms), count=BATCH)
+            for (entry_id, fields), waiting in zip(entries, self._undecided(entries)):
+                if waiting:
+                    planned += self._plan(entry_id, fields, now_ms)
+                self.cursor = entry_id
+            if len(entries) < BATCH:
+                return planned
+
+    def _undecided(self, entries: list[tuple[str, dict[str, str]]]) -> list[bool]:
+        """For each entry: neither calibrated by the gate nor decided here (planned, skipped, superseded)."""
+        if not entries:
+            return []
+        ids = [fields.get("proposal_id", "") for _, fields in entries]
+        found = self.r.mget([key for proposal_id in ids
+                             for key in (keys.p26_calibrated(proposal_id), keys.apply_proposal(proposal_id))])
+        return [calibrated is None and decided is None for calibrated, decided in zip(found[0::2], found[1::2])]
+
+    def _plan(self, entry_id: str, fields: dict[str, str], now_ms: int) -> int:
+        try:
+            proposal = HarvestProposal.from_fields(fields)
+        except EntryError:
+            return 0  # the gate's group dead-letters it
+        self.log.warning("P26_BYPASSED", proposal_id=proposal.proposal_id, symbol=proposal.symbol,
+                         action=proposal.action.value, reason=proposal.reason, entry_id=entry_id,
+                         waited_ms=now_ms - int(entry_id.split("-")[0]),
+                         detail="no calibrated copy from the portfolio heat gate: planned as proposed")
+        try:
+            self.layer.handle(proposal, Entry(keys.Stream.HARVEST_PROPOSAL, entry_id, fields, 1))
+        except Rejected as refused:  # expired, unknown symbol: the gate's group still has the entry
+            self.log.warning("P26_BYPASS_REFUSED", proposal_id=proposal.proposal_id, reason=refused.reason,
+                             detail=refused.detail)
+            return 0
+        except redis.RedisError:
+            raise  # looked at again (the cursor stays before it) once Redis answers
+        except Exception:  # one entry's failure must not hold back the entries after it, every second
+            self.log.exception("P26_BYPASS_FAILED", proposal_id=proposal.proposal_id, entry_id=entry_id)
+            return 0
+        BYPASSED.inc()
+        return 1
