@@ -20,15 +20,18 @@ never raised here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import redis
 
 Command = Sequence[object]
 
 
-def send(client: redis.Redis, commands: Sequence[Command]) -> list:
-    """Each command's reply (or ResponseError), all sent in one write and read in order."""
+def send(client: redis.Redis, commands: Sequence[Command],
+         on_retry: Callable[[Exception], object] | None = None) -> list:
+    """Each command's reply (or ResponseError), all sent in one write and read in order. `on_retry` hears each
+    failed exchange, which may have run in Redis with its replies lost (an XREADGROUP's entries then sit in the
+    consumer's pending list, delivered to no one)."""
     conn = client.connection
     pool = client.connection_pool if conn is None else None
     if pool is not None:
@@ -37,12 +40,19 @@ def send(client: redis.Redis, commands: Sequence[Command]) -> list:
     if lock is not None:
         lock.acquire()
     try:
-        return conn.retry.call_with_retry(lambda: _exchange(conn, commands), lambda _error: conn.disconnect())
+        return conn.retry.call_with_retry(lambda: _exchange(conn, commands), lambda error: _failed(conn, error, on_retry))
     finally:
         if lock is not None:
             lock.release()
         if pool is not None:
             pool.release(conn)
+
+
+def _failed(conn: redis.connection.AbstractConnection, error: Exception,
+            on_retry: Callable[[Exception], object] | None) -> None:
+    conn.disconnect()
+    if on_retry is not None:
+        on_retry(error)
 
 
 def call(client: redis.Redis, *command: object) -> object:

@@ -197,7 +197,7 @@ class StreamConsumer(Generic[T]):
                     started = False  # the group again, inside this guard (it may fail as Redis does), then ours
                     continue
                 processed += done
-                if burst and done == 0:
+                if burst and done == 0 and not self._state.redrain:  # nothing left, none of ours unread
                     break
         finally:
             self._flush_acks_on_exit()
@@ -329,7 +329,9 @@ class StreamConsumer(Generic[T]):
         sent = arrival_sent(call, self.config.stream, self._state.last_new, self.config.batch) if call else None
         if sent is not None:
             commands.append(sent.command)
-        replies = redis_wire.send(self.client, commands)
+        # A read sent again (its reply lost: a dropped connection, a Redis restart) may have delivered entries no one
+        # received: they are in our pending list, read back at once (the next loop's redrain), not after claim_idle_ms.
+        replies = redis_wire.send(self.client, commands, on_retry=self._read_may_be_lost)
         for reply in replies[:2 if acks else 1]:
             if isinstance(reply, Exception):
                 raise reply
@@ -338,6 +340,9 @@ class StreamConsumer(Generic[T]):
         if sent is None:
             return replies[-1], None
         return replies[-2], self._arrival_reply(sent.reply(self.client, replies[-1]))
+
+    def _read_may_be_lost(self, _error: Exception) -> None:
+        self._state.redrain = True
 
     def _arrival_reply(self, reply: object) -> object | None:
         """The arrival script's reply; None when it failed (the handler then reads for itself)."""

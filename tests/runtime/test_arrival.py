@@ -146,7 +146,7 @@ def test_after_a_start_the_first_read_is_read_for_from_the_groups_last_delivered
 def test_a_read_that_fails_still_ends_with_none(r: redis.Redis, monkeypatch) -> None:
     recorder = Recorder()
     reader = warmed(r, recorder)
-    monkeypatch.setattr(redis_wire, "send", lambda *_: (_ for _ in ()).throw(redis.ConnectionError("gone")))
+    monkeypatch.setattr(redis_wire, "send", lambda *_, **_kw: (_ for _ in ()).throw(redis.ConnectionError("gone")))
 
     try:
         reader._read_new(block_ms=None)

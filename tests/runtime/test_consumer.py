@@ -663,3 +663,29 @@ def test_while_redis_is_down_the_loop_says_it_is_waiting_not_hung(r: redis.Redis
     consumer.run(burst=True)
 
     assert len(waits) == 2
+
+
+def test_entries_of_a_read_whose_reply_was_lost_are_handled_at_once_not_after_the_claim_idle(r: redis.Redis,
+                                                                                             monkeypatch) -> None:
+    """Before, redis-py sent the lost XREADGROUP again, which read past the entries the lost reply carried: they sat
+    in our pending list until claim_idle_ms (30 s by default) had passed."""
+    from shared import redis_wire
+
+    ids = [r.xadd(STREAM, {"n": str(i)}) for i in range(3)]
+    real, lost = redis_wire._exchange, []
+
+    def reply_lost_once(conn, commands):
+        replies = real(conn, commands)
+        if not lost and any(command[0] == "XREADGROUP" and command[-1] == ">" for command in commands):
+            lost.append(replies)
+            raise redis.ConnectionError("Connection closed by server.")  # Redis ran it; its reply never came
+        return replies
+
+    monkeypatch.setattr(redis_wire, "_exchange", reply_lost_once)
+    seen: list = []
+
+    StreamConsumer(r, config(claim_idle_ms=60_000), dict, record_into(seen)).run(burst=True)
+
+    assert lost and redis_wire.entries(lost[0][-1])  # the lost reply carried the entries
+    assert sorted(entry_id for entry_id, _ in seen) == ids
+    assert r.xpending(STREAM, "g")["pending"] == 0
