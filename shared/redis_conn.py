@@ -54,12 +54,14 @@ def wrong_type(exc: BaseException) -> bool:
 
 class RedisUnavailable(RuntimeError):
     """Redis cannot be reached or refused our credentials; the message carries no password. `retryable`: it
-    could not be reached (down, restarting, loading its data), which waiting may cure; credentials refused or an
-    error answered will not."""
+    could not be reached (down, restarting, loading its data) or refused to serve now (READONLY after a failover,
+    OOM, MISCONF: `unavailable`), which waiting may cure. `misconfigured`: it refused our credentials or a
+    command our user may not run, the same on every start until an operator changes them."""
 
-    def __init__(self, message: str, retryable: bool = False):
+    def __init__(self, message: str, retryable: bool = False, misconfigured: bool = False):
         super().__init__(message)
         self.retryable = retryable
+        self.misconfigured = misconfigured
 
 
 OnConnect = Callable[[redis.connection.AbstractConnection], None]
@@ -145,9 +147,12 @@ def connect_checked(url: str, socket_timeout: float | None = 30.0, single_connec
                          on_connect=on_connect, retries=retries)
         client.ping()
     except redis.AuthenticationError:
-        raise RedisUnavailable(f"Redis at {redact_text(url)} refused the credentials (check REDIS_URL)") from None
+        raise RedisUnavailable(f"Redis at {redact_text(url)} refused the credentials (check REDIS_URL)",
+                               misconfigured=True) from None
     except redis.ResponseError as exc:
-        raise RedisUnavailable(f"Redis at {redact_text(url)} answered an error: {redact_text(str(exc))}") from None
+        raise RedisUnavailable(f"Redis at {redact_text(url)} answered an error: {redact_text(str(exc))}",
+                               retryable=unavailable(exc),
+                               misconfigured=isinstance(exc, redis.exceptions.NoPermissionError)) from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise RedisUnavailable(f"cannot reach Redis at {redact_text(url)}: {exc.__class__.__name__}",
                                retryable=True) from None

@@ -24,6 +24,7 @@ from shared.exchange.errors import (
     ExchangeStartupError,
     OutcomeUnknown,
     RateLimited,
+    refuses_credentials,
     sanitize,
 )
 from shared.exchange.models import (
@@ -222,7 +223,8 @@ class ExchangeClient:
         if self._startup_step("position_mode", self.hedge_mode):
             # Every close would be refused (-4061) and the positions misread: said at start, not found in trading.
             raise self._startup_error("position_mode", "the account is in hedge mode (dualSidePosition=true); the fleet"
-                                      " trades one-way mode only: switch the account to one-way mode")
+                                      " trades one-way mode only: switch the account to one-way mode",
+                                      misconfigured=True)
         return SelfTestReport(
             target=self.target.value, root_url=self.root_url, server_time_ms=server_ms,
             clock_offset_ms=int(self._client.timestamp_offset), symbol_count=len(info["symbols"]),
@@ -233,12 +235,13 @@ class ExchangeClient:
         try:
             return call()
         except ExchangeError as exc:
-            error = self._startup_error(step, f"{type(exc).__name__}: {exc}")
+            error = self._startup_error(step, f"{type(exc).__name__}: {exc}", misconfigured=refuses_credentials(exc))
             error.retryable = exc.retryable
         raise error
 
-    def _startup_error(self, step: str, detail: str) -> ExchangeStartupError:
-        return ExchangeStartupError(self.target.value, step, sanitize(f"url={self.root_url} {detail}", self._secrets))
+    def _startup_error(self, step: str, detail: str, misconfigured: bool = False) -> ExchangeStartupError:
+        return ExchangeStartupError(self.target.value, step, sanitize(f"url={self.root_url} {detail}", self._secrets),
+                                    misconfigured)
 
     @property
     def used_weight(self) -> int | None:

@@ -74,13 +74,24 @@ class UnknownSymbol(ExchangeError):
         self.symbol = symbol
 
 
-class ExchangeStartupError(ExchangeError):
-    """The startup self-test failed; `str()` is the one line the daemon prints before exiting."""
+# What the exchange answers to credentials or a signature it refuses: the same on every start until they change.
+CREDENTIAL_CODES = frozenset({-1002, -1022, -2014, -2015})
 
-    def __init__(self, target: str, step: str, detail: str) -> None:
+
+class ExchangeStartupError(ExchangeError):
+    """The startup self-test failed; `str()` is the one line the daemon prints before exiting. `misconfigured`:
+    it fails the same way on every start until an operator changes something (a refused key, hedge mode)."""
+
+    def __init__(self, target: str, step: str, detail: str, misconfigured: bool = False) -> None:
         super().__init__(f"exchange self-test failed: target={target} step={step}: {detail}")
         self.target = target
         self.step = step
+        self.misconfigured = misconfigured
+
+
+def refuses_credentials(error: ExchangeError) -> bool:
+    """The exchange refused our key or signature (-2015, -2014, -1022, -1002, or HTTP 401)."""
+    return isinstance(error, ExchangeRejected) and (error.code in CREDENTIAL_CODES or error.http_status == 401)
 
 
 class ExchangeSettingsError(ExchangeError):

@@ -85,9 +85,10 @@ def retry_at_start(name: str, attempt: Callable[[], T], failure: type[Exception]
                    wait: Callable[[float], object] = time.sleep) -> T:
     """attempt() until it succeeds. A `failure` that says it is retryable (down, busy, restarting) is tried again
     with a backoff (1 s doubling to 10 s) for up to patience_s, then exits 1 (EXIT_UNAVAILABLE: systemd restarts the
-    unit). Any other (refused credentials, a hedge-mode account, a rejected key) exits 2 (EXIT_CONFIG) at once:
-    it fails the same way until the operator changes something, and the units do not restart on 2
-    (RestartPreventExitStatus=2), where five restarts would only spend the exchange's request weight."""
+    unit); so does any other failure, at once. One that says it is `misconfigured` (refused credentials, a user
+    without a command it needs, a hedge-mode account) exits 2 (EXIT_CONFIG): it fails the same way until an
+    operator changes something, and the units do not restart on 2 (RestartPreventExitStatus=2), where five
+    restarts would only spend the exchange's request weight."""
     deadline = time.monotonic() + patience_s
     delay = 1.0
     while True:
@@ -95,9 +96,9 @@ def retry_at_start(name: str, attempt: Callable[[], T], failure: type[Exception]
             return attempt()
         except failure as exc:
             left = deadline - time.monotonic()
-            if not getattr(exc, "retryable", False):
+            if getattr(exc, "misconfigured", False):
                 fail(f"{name}: {exc}", code=EXIT_CONFIG)
-            if left <= 0:
+            if not getattr(exc, "retryable", False) or left <= 0:
                 fail(f"{name}: {exc}")
             pause = min(delay, left)  # the last attempt comes at the deadline, not a backoff step before it
             log.warning(event, error=str(exc), retry_in_s=round(pause, 3))

@@ -144,3 +144,27 @@ def test_redis_refusing_to_serve_is_unavailable_like_a_lost_connection(exc, expe
     from shared.redis_conn import unavailable
 
     assert unavailable(exc) is expected
+
+
+def test_a_redis_out_of_memory_at_connect_is_waited_for_and_refused_credentials_are_a_setting(tmp_path) -> None:
+    """Found in review: every error Redis answered at connect was final; the executor's connect hook writes, and a
+    Redis at maxmemory (or READONLY after a failover) for a moment made the daemon exit for good."""
+    from shared.redis_conn import RedisUnavailable, connect_checked
+
+    def writes(connection) -> None:
+        connection.on_connect()
+        connection.send_command("SET", "quantum:probe", "x")
+        connection.read_response()
+
+    with EmbeddedRedis(data_dir=str(tmp_path)) as server:
+        admin = redis.Redis.from_url(server.url)
+        admin.config_set("maxmemory", "1")
+        admin.config_set("maxmemory-policy", "noeviction")
+        with pytest.raises(RedisUnavailable) as full:
+            connect_checked(server.url, on_connect=writes, retries=0)
+        admin.config_set("requirepass", "right-one")
+        with pytest.raises(RedisUnavailable) as refused:
+            connect_checked(server.url.replace("redis://", "redis://:wrong-one@"), retries=0)
+
+    assert (full.value.retryable, full.value.misconfigured) == (True, False)
+    assert (refused.value.retryable, refused.value.misconfigured) == (False, True)

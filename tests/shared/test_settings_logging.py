@@ -296,3 +296,32 @@ def test_start_up_retries_last_until_their_patience_is_spent_not_a_backoff_step_
         retry_at_start("probe", attempt, Down, 0.3, structlog.get_logger(), "probe_retrying")
 
     assert len(attempts) == 2 and attempts[-1] - started >= 0.3
+
+
+@pytest.mark.parametrize(("retryable", "misconfigured", "attempts", "code"), [
+    (True, False, 2, 1),  # an outage past its patience: exit 1, systemd restarts the unit
+    (False, False, 1, 1),  # something else, at once: restarted as before
+    (False, True, 1, 2),  # refused credentials, hedge mode: exit 2, which the units do not restart
+])
+def test_start_up_exits_2_only_for_what_fails_the_same_until_an_operator_acts(retryable, misconfigured, attempts,
+                                                                                code) -> None:
+    """Found in review: a Redis answering OOM or READONLY for a moment at start (after a failover) exited 2 and,
+    under RestartPreventExitStatus=2, stayed down for good; only a setting to change may exit 2."""
+    from shared.runtime.daemon import retry_at_start
+
+    class Refused(Exception):
+        pass
+
+    tried: list[int] = []
+
+    def attempt() -> None:
+        tried.append(1)
+        error = Refused("refused")
+        error.retryable, error.misconfigured = retryable, misconfigured
+        raise error
+
+    with pytest.raises(SystemExit) as stopped:
+        retry_at_start("probe", attempt, Refused, 0.2, structlog.get_logger(), "probe_retrying", wait=lambda _s: None)
+
+    assert stopped.value.code == code
+    assert len(tried) >= attempts if retryable else len(tried) == attempts
