@@ -19,7 +19,11 @@ import redis
 
 from shared import keys, results
 from shared.once import MARKER_TTL_S
+from shared.schema.reasons import Reason
 
+# Results that end a plan unexecuted while its order may exist (the executor gave up without learning its fate):
+# read as UNKNOWN, like a marker that does not say.
+MAY_HAVE_EXECUTED = frozenset({Reason.GAVE_UP.value})
 PLANNED = "1"
 SUPERSEDED = "superseded"
 SKIPPED = "skipped"
@@ -32,7 +36,7 @@ class Stage(str, Enum):
     IN_FLIGHT = "in_flight"  # planned, no result yet
     EXECUTED = "executed"  # its plan's order executed
     REFUSED = "refused"  # its plan ended without executing (reason)
-    UNKNOWN = "unknown"  # its plan ended, and the marker does not say how (it may have executed)
+    UNKNOWN = "unknown"  # its plan ended, and may have executed (the marker does not say, or the executor gave up)
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,9 @@ def fate_of(decided: str | None, result_marker: str | None) -> Fate:
     outcome = results.marker_outcome(result_marker)
     if outcome == results.EXECUTED:
         return Fate(Stage.EXECUTED)
-    return Fate(Stage.UNKNOWN) if outcome in (None, "-") else Fate(Stage.REFUSED, outcome)
+    if outcome in (None, "-") or outcome in MAY_HAVE_EXECUTED:
+        return Fate(Stage.UNKNOWN, outcome)
+    return Fate(Stage.REFUSED, outcome)
 
 
 def read_fate(client: redis.Redis, proposal_id: str) -> Fate:

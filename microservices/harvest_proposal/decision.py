@@ -28,6 +28,7 @@ proposed meanwhile (its fraction is of the position it saw: two in flight would 
       (attempt + 1, a new id), if R still crosses them
     ended for a reason retrying cannot change in this position (dry run, below the minimum, no position)
                                                                               its rungs are done (given up)
+    would be proposed again, but the position is smaller than its proposal saw   its rungs are done
     not planned HARVEST_REPROPOSE_SEC after its proposal (dead-lettered, held upstream): superseded, so it can never
       become a plan, then as a clearable refusal
 """
@@ -188,9 +189,19 @@ def next_full_close_attempt(last_attempt: int, last_ms: int | None, now_ms: int,
     return last_attempt + 1 if now_ms - last_ms >= repropose_ms else None
 
 
-def judge_rung(fate: Fate, proposed_ms: int, now_ms: int, repropose_ms: int) -> RungVerdict:
-    """What a pending rung's proposal came to, and so what harvest may do about its rungs now."""
-    due = now_ms - proposed_ms >= repropose_ms
+def judge_rung(fate: Fate, proposed_ms: int, now_ms: int, repropose_ms: int, position_reduced: bool = False
+               ) -> RungVerdict:
+    """What a pending rung's proposal came to, and so what harvest may do about its rungs now. A position smaller
+    than the proposal saw settles a rung that would be proposed again: something closed part of it, perhaps this
+    very proposal with its markers lost (a Redis restarted from an older file), and a second partial would
+    close more than the ladder says."""
+    verdict = _judge_rung(fate, now_ms - proposed_ms >= repropose_ms)
+    if position_reduced and verdict in (RungVerdict.RETRY, RungVerdict.SUPERSEDE):
+        return RungVerdict.SETTLED
+    return verdict
+
+
+def _judge_rung(fate: Fate, due: bool) -> RungVerdict:
     if fate.stage in (Stage.EXECUTED, Stage.UNKNOWN):
         return RungVerdict.SETTLED
     if fate.stage in (Stage.REFUSED, Stage.SKIPPED):

@@ -56,10 +56,11 @@ def to_proposal(position: PositionState, mark: Decimal, lifecycle: state.Lifecyc
     )
 
 
-def lifecycle_updates(lifecycle: state.Lifecycle, choice: Choice, now_ms: int) -> dict[str, str]:
+def lifecycle_updates(lifecycle: state.Lifecycle, choice: Choice, position: PositionState,
+                      now_ms: int) -> dict[str, str]:
     if choice.rung is None:
         return {"full_attempt": str(choice.attempt), "full_proposed_ms": str(now_ms)}
-    return state.rung_updates(lifecycle, choice.rung, choice.attempt, choice.covers, now_ms)
+    return state.rung_updates(lifecycle, choice.rung, choice.attempt, choice.covers, now_ms, position.amount)
 
 
 class Harvester:
@@ -111,17 +112,18 @@ class Harvester:
         lifecycle = state.begin_or_resume(self.r, position.symbol, fingerprint(position), now_ms, ttl_s)
         assessment = assess(position, self._ledger(position.symbol), mark, lifecycle.peak_r, self.settings)
         state.keep_peak(self.r, lifecycle, assessment.peak_r, ttl_s)
-        lifecycle = self._resolve_pending_rung(lifecycle, now_ms)
+        lifecycle = self._resolve_pending_rung(lifecycle, position, now_ms)
         choice = choose(assessment, lifecycle.rungs_done, lifecycle.full_attempt, lifecycle.full_proposed_ms,
                         now_ms, self.settings, lifecycle.rung_attempts, lifecycle.pending is not None)
         if choice is None:
             return None
         proposal = to_proposal(position, mark, lifecycle, assessment, choice, now_ms)
-        written = state.publish_once(self.r, proposal, lifecycle, lifecycle_updates(lifecycle, choice, now_ms), ttl_s)
+        written = state.publish_once(self.r, proposal, lifecycle, lifecycle_updates(lifecycle, choice, position, now_ms), ttl_s)
         self._report(proposal, written, choice)
         return proposal if written else None
 
-    def _resolve_pending_rung(self, lifecycle: state.Lifecycle, now_ms: int) -> state.Lifecycle:
+    def _resolve_pending_rung(self, lifecycle: state.Lifecycle, position: PositionState,
+                              now_ms: int) -> state.Lifecycle:
         """Learn what the pending rung's proposal came to; the lifecycle without it once that is known."""
         pending = lifecycle.pending
         if pending is None:
@@ -129,7 +131,8 @@ class Harvester:
         attempt = lifecycle.rung_attempts.get(pending.label, 1)
         pending_id = proposal_id(lifecycle.fingerprint, lifecycle.opened_ms, rung_key(pending.label), attempt)
         fate = proposals.read_fate(self.r, pending_id)
-        verdict = judge_rung(fate, pending.proposed_ms, now_ms, self.settings.repropose_ms)
+        reduced = pending.reduced(position.amount)
+        verdict = judge_rung(fate, pending.proposed_ms, now_ms, self.settings.repropose_ms, reduced)
         if verdict is RungVerdict.SUPERSEDE:
             if not proposals.decide(self.r, pending_id, proposals.SUPERSEDED):
                 return lifecycle  # planned (or skipped) just now: its fate is read next cycle
@@ -140,7 +143,8 @@ class Harvester:
         say = self.log.info if verdict is RungVerdict.SETTLED else self.log.warning
         say("RUNG_" + verdict.value.upper(), symbol=lifecycle.symbol, rung=pending.label, attempt=attempt,
             proposal_id=pending_id, plan_id=proposals.plan_id_for(pending_id), stage=fate.stage.value,
-            reason=fate.reason, covers=",".join(sorted(pending.covers)))
+            reason=fate.reason, covers=",".join(sorted(pending.covers)), position_reduced=reduced,
+            position_amt=format_decimal(position.amount))
         return state.end_pending(self.r, lifecycle, done=verdict is not RungVerdict.RETRY)
 
     def _ledger(self, symbol: str) -> LedgerPosition | None:

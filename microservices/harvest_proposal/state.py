@@ -17,16 +17,22 @@ from shared.once import xadd_once
 from shared.schema import HarvestProposal, format_decimal
 
 
-PENDING_FIELDS = ("rung_pending", "rung_covers", "rung_proposed_ms")
+PENDING_FIELDS = ("rung_pending", "rung_covers", "rung_proposed_ms", "rung_seen_amt")
 
 
 @dataclass(frozen=True)
 class PendingRung:
-    """The last rung proposal whose fate is not known yet: its rung, the rungs it covers, when it was proposed."""
+    """The last rung proposal whose fate is not known yet: its rung, the rungs it covers, when it was proposed, and
+    the position amount it saw (None: recorded before it was kept)."""
 
     label: str
     covers: frozenset[str]
     proposed_ms: int
+    seen_amt: Decimal | None = None
+
+    def reduced(self, amount: Decimal) -> bool:
+        """Whether the position is smaller now than when this rung was proposed."""
+        return self.seen_amt is not None and abs(amount) < abs(self.seen_amt)
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,8 @@ class Lifecycle:
                 int(data["full_proposed_ms"]) if data.get("full_proposed_ms") else None,
                 {label: int(count) for label, _, count in (part.rpartition(":") for part in
                                                            data.get("rung_attempts", "").split(",") if part)},
-                PendingRung(data["rung_pending"], labels(data.get("rung_covers", "")), int(data["rung_proposed_ms"]))
+                PendingRung(data["rung_pending"], labels(data.get("rung_covers", "")), int(data["rung_proposed_ms"]),
+                            Decimal(data["rung_seen_amt"]) if data.get("rung_seen_amt") else None)
                 if data.get("rung_pending") else None,
             )
         except (KeyError, ValueError, InvalidOperation):
@@ -66,10 +73,12 @@ def labels(text: str) -> frozenset[str]:
     return frozenset(label for label in text.split(",") if label)
 
 
-def rung_updates(lifecycle: Lifecycle, label: str, attempt: int, covers: frozenset[str], now_ms: int) -> dict[str, str]:
+def rung_updates(lifecycle: Lifecycle, label: str, attempt: int, covers: frozenset[str], now_ms: int,
+                 seen_amt: Decimal) -> dict[str, str]:
     """The lifecycle fields a rung proposal writes: it is pending, and its attempt is counted."""
     attempts = {**lifecycle.rung_attempts, label: attempt}
     return {"rung_pending": label, "rung_covers": ",".join(sorted(covers)), "rung_proposed_ms": str(now_ms),
+            "rung_seen_amt": format_decimal(seen_amt),
             "rung_attempts": ",".join(f"{name}:{count}" for name, count in sorted(attempts.items()))}
 
 

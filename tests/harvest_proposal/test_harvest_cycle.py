@@ -381,3 +381,19 @@ def test_rung_outcomes_are_counted(r, clock, harvester) -> None:
 
     assert {outcome: counted(outcome) - before[outcome] for outcome in before} == {"settled": 1, "given_up": 0,
                                                                                     "retry": 1}
+
+
+def test_a_rung_whose_markers_were_lost_is_not_proposed_again_once_the_position_shrank(r, clock, harvester) -> None:
+    """Found in review: a Redis restarted from an older file keeps harvest's pending rung but loses the apply
+    layer's marker and the result while the partial close did fill: read as never planned, it was proposed again."""
+    write_ledger(r)
+    run_at(harvester, r, clock, "88880", times=1, outcome=None)
+
+    with capture_logs() as logs:
+        run_at(harvester, r, clock, "88880", times=60, outcome=None, amount="0.0075")  # 25 % closed meanwhile
+
+    [only] = proposals(r)
+    assert r.get(keys.apply_proposal(only.proposal_id)) is None  # not superseded: if it ever comes, it is the one
+    assert [(line["event"], line["position_reduced"]) for line in logs if line["event"].startswith("RUNG_")] == [
+        ("RUNG_SETTLED", True)]
+    assert r.hget(keys.harvest_position("BTCUSDT"), "rungs_done") == "1.0"

@@ -215,6 +215,17 @@ def test_a_pending_rung_is_judged_by_its_proposal_fate(fate, age_ms, verdict) ->
     assert judge_rung(fate, 1_000, 1_000 + age_ms, 30_000) is verdict
 
 
+@pytest.mark.parametrize(("fate", "age_ms", "verdict"), [
+    (Fate(Stage.REFUSED, "stale_snapshot"), 30_000, RungVerdict.SETTLED),
+    (Fate(Stage.UNDECIDED), 30_000, RungVerdict.SETTLED),  # not superseded either: if it comes, it is the one
+    (Fate(Stage.IN_FLIGHT), 30_000, RungVerdict.WAIT),
+    (Fate(Stage.REFUSED, "stale_snapshot"), 1_000, RungVerdict.WAIT),
+])
+def test_a_rung_is_never_proposed_again_once_the_position_is_smaller_than_its_proposal_saw(fate, age_ms,
+                                                                                            verdict) -> None:
+    assert judge_rung(fate, 1_000, 1_000 + age_ms, 30_000, position_reduced=True) is verdict
+
+
 @pytest.mark.parametrize(("decided", "marker", "fate"), [
     (None, None, Fate(Stage.UNDECIDED)),
     ("1", None, Fate(Stage.IN_FLIGHT)),
@@ -222,6 +233,9 @@ def test_a_pending_rung_is_judged_by_its_proposal_fate(fate, age_ms, verdict) ->
     ("1", "1769000000000 0a1b2c3d4e5f6a7b stale_snapshot", Fate(Stage.REFUSED, "stale_snapshot")),
     ("1", "1769000000000 0a1b2c3d4e5f6a7b", Fate(Stage.UNKNOWN)),  # written before markers said
     ("1", "1769000000000 plan_entry_deleted", Fate(Stage.UNKNOWN)),  # an orphan: it may have filled
+    # Found in review: the executor gives up on a plan whose order's fate it could not learn; retried, a filled
+    # partial would be closed twice.
+    ("1", "1769000000000 0a1b2c3d4e5f6a7b gave_up_after_retries", Fate(Stage.UNKNOWN, "gave_up_after_retries")),
     ("skipped apply_kill_switch", None, Fate(Stage.SKIPPED, "apply_kill_switch")),
     ("superseded", None, Fate(Stage.SUPERSEDED)),
 ])
