@@ -5,12 +5,14 @@ is stopped, crash-looping or stuck would hold back every automated exit, stop-lo
 already publishes a proposal uncalibrated when it cannot read heat, since an exit must not wait for heat.
 
 So the apply layer also looks at harvest.proposal, without consuming it (the stream and its group are the gate's):
-from a cursor, each entry once, APPLY_CALIBRATION_WAIT_SEC after Redis added it. An entry that has neither a
+from a cursor, each entry once, APPLY_CALIBRATION_WAIT_SEC after Redis added it (by Redis's clock). An entry that has neither a
 calibrated copy (the gate's marker) nor a decision of its own (shared.proposals) is planned as it stands, logged
 P26_BYPASSED and counted. Both copies of a proposal derive the same plan id, and its marker is written once: the
 gate's calibrated copy, arriving later, is a duplicate, never a second plan. Entries older than
 APPLY_PROPOSAL_MAX_AGE_SEC when the daemon starts are not looked at: they would be refused as expired.
 An entry that does not parse is left to the gate, whose group dead-letters it.
+Keep the wait below HARVEST_REPROPOSE_SEC (30): harvest supersedes a take-profit rung proposal still unplanned
+then, and proposes it again; a longer wait would reach none of them while the gate is down.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from prometheus_client import Counter
 
 from microservices.apply_layer.apply import ApplyLayer
 from shared import keys
-from shared.freshness import wall_ms
 from shared.logging import get_logger
+from shared.redis_conn import unavailable
 from shared.runtime.consumer import Entry, Rejected
 from shared.schema import EntryError, HarvestProposal
 
@@ -35,15 +37,21 @@ EVERY_MS = 1000  # looked at once a second at most
 
 class CalibrationBypass:
     def __init__(self, client: redis.Redis, layer: ApplyLayer, wait_ms: int, max_age_ms: int,
-                 clock: Callable[[], int] = wall_ms):
+                 clock: Callable[[], int] | None = None):
         self.r = client
         self.layer = layer
         self.wait_ms = wait_ms
         self.max_age_ms = max_age_ms
-        self.clock = clock
+        # Redis's clock by default, the one its entry ids carry: a Redis on another host whose clock is behind
+        # would otherwise have every entry look old enough at once.
+        self.clock = clock or self._redis_ms
         self.cursor: str | None = None  # the last entry id looked at
         self.last_ms: int | None = None
         self.log = get_logger(component="apply_layer")
+
+    def _redis_ms(self) -> int:
+        seconds, micros = self.r.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     def tick(self) -> int:
         """Plan the proposals that waited past the wait uncalibrated; returns how many were planned."""
@@ -88,10 +96,17 @@ class CalibrationBypass:
             self.log.warning("P26_BYPASS_REFUSED", proposal_id=proposal.proposal_id, reason=refused.reason,
                              detail=refused.detail)
             return 0
-        except redis.RedisError:
-            raise  # looked at again (the cursor stays before it) once Redis answers
+        except redis.RedisError as exc:
+            if unavailable(exc):
+                raise  # looked at again (the cursor stays before it) once Redis answers
+            self._failed(proposal, entry_id)  # WRONGTYPE on one of its keys: it would fail again, every second
+            return 0
         except Exception:  # one entry's failure must not hold back the entries after it, every second
-            self.log.exception("P26_BYPASS_FAILED", proposal_id=proposal.proposal_id, entry_id=entry_id)
+            self._failed(proposal, entry_id)
             return 0
         BYPASSED.inc()
         return 1
+
+    def _failed(self, proposal: HarvestProposal, entry_id: str) -> None:
+        self.log.exception("P26_BYPASS_FAILED", proposal_id=proposal.proposal_id, entry_id=entry_id,
+                           detail="left to the heat gate's group")

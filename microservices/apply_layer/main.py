@@ -3,8 +3,6 @@ calibrated in time, microservices.apply_layer.bypass) → reduce-only plans."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from microservices.apply_layer.apply import ApplyLayer, expose_p26_mode, fleet_dry_run
 from microservices.apply_layer.bypass import CalibrationBypass
 from microservices.apply_layer.settings import ApplySettings
@@ -40,15 +38,17 @@ def main() -> int:
         ctx.log.warning("apply_kill_switch_stops_exits_only", hint="to halt opens and closes: quantum kill on")
     expose_p26_mode(settings.p26_mode)
     layer = ApplyLayer(ctx.redis, access.filters, settings)
-    ticks: list[Callable[[], object]] = [access.filters.maybe_refresh]
+    bypass = None
     if settings.p26_mode is P26Mode.ENFORCE:
         # An exit the heat gate has not calibrated in time is planned as proposed: a stopped gate holds back none.
         bypass = CalibrationBypass(ctx.redis, layer, settings.calibration_wait_ms, settings.proposal_max_age_ms)
-        ticks.insert(0, bypass.tick)
 
     def on_tick() -> None:
-        for tick in ticks:
-            tick()
+        try:
+            if bypass is not None:
+                bypass.tick()
+        finally:  # the trading rules are refreshed whatever the bypass met, and the bypass runs whatever they do
+            access.filters.maybe_refresh()
 
     config = daemon.consumer_config(settings, NAME, stream, keys.Group.APPLY_LAYER)
     consumer = StreamConsumer(ctx.redis, config, parse, layer.handle, on_tick=on_tick)

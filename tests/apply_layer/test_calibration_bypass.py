@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal as D
 
 import pytest
@@ -144,3 +145,32 @@ def test_a_refused_proposal_is_said_and_not_dead_lettered_here(r, clock, bypass)
 def test_the_wait_must_be_below_the_maximum_age() -> None:
     with pytest.raises(ValueError, match="APPLY_CALIBRATION_WAIT_SEC"):
         ApplySettings(apply_mode=ApplyMode.DRY_RUN, apply_calibration_wait_sec=60, apply_proposal_max_age_sec=60)
+
+
+def test_an_entry_that_fails_the_same_way_each_time_is_said_once_and_the_next_is_planned(r, clock, bypass) -> None:
+    """Found in review: WRONGTYPE on one proposal's marker (an operator's HSET) was re-raised with the cursor held,
+    so that entry failed every second and no later one was ever looked at."""
+    propose(r, "wrong-type", clock.now_ms - 20_000)
+    propose(r, "sound", clock.now_ms - 20_000 + 1)
+    r.hset(keys.apply_proposal("wrong-type"), "by", "hand")
+
+    with capture_logs() as logs:
+        first = bypass.tick()
+        clock.now_ms += 1_000
+        second = bypass.tick()
+
+    assert (first, second) == (1, 0)
+    assert [plan.proposal_id for plan in plans(r)] == ["sound"]
+    assert [line["proposal_id"] for line in logs if line["event"] == "P26_BYPASS_FAILED"] == ["wrong-type"]
+
+
+def test_the_wait_is_measured_by_redis_s_clock_the_one_entry_ids_carry(r, layer, monkeypatch) -> None:
+    """Found in review: by this host's clock, a Redis on another host whose clock is behind would have every entry
+    look old enough at once, and no exit would wait for its calibration."""
+    seconds, micros = r.time()
+    propose(r, "just-now", seconds * 1000 + micros // 1000 - 1_000)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 30)  # this host 30 s ahead of Redis
+    bypass = CalibrationBypass(r, layer, WAIT_MS, MAX_AGE_MS)  # the default clock
+
+    assert bypass.tick() == 0 and plans(r) == []
