@@ -121,7 +121,11 @@ class ApplyLayer:
         except Rejected as refused:
             PROPOSALS.labels(outcome=refused.reason).inc()
             raise
-        plan = to_plan(proposal, self.filters.find(proposal.symbol), self.settings)
+        try:
+            plan = to_plan(proposal, self.filters.find(proposal.symbol), self.settings)
+        except Rejected as refused:  # dead-lettered; decided too, so that harvest does not propose it again
+            proposals.decide(self.r, proposal.proposal_id, proposals.skipped(refused.reason))
+            raise
         if isinstance(plan, Skip):
             # Said in the proposal's marker, so harvest knows no plan will come (and whether to propose again).
             if not proposals.decide(self.r, proposal.proposal_id, proposals.skipped(plan.reason)):

@@ -16,7 +16,7 @@ from microservices.harvest_proposal.settings import HarvestSettings
 from shared import keys
 from shared.modes import ApplyMode
 from shared.proposals import SUPERSEDED
-from shared.runtime.consumer import Entry
+from shared.runtime.consumer import Entry, Rejected
 from shared.schema import Action, HarvestProposal, Plan
 from tests.harvest_proposal.test_harvest_cycle import Clock, proposals, see, write_ledger
 
@@ -30,6 +30,7 @@ class Fleet:
         self.r, self.access, self.clock = r, access, clock
         self.harvester = Harvester(r, HarvestSettings(), clock)
         self.handled = 0
+        self.symbol = "BTCUSDT"
         self.apply_layer = self.with_apply(apply_kill_switch="false")
 
     def with_apply(self, **values: str) -> ApplyLayer:
@@ -40,7 +41,7 @@ class Fleet:
     def run(self, seconds: int, amount: str = "0.01", handle: bool = True) -> None:
         for _ in range(seconds):
             self.clock.now_ms += 1000
-            see(self.r, self.clock, MARK_1R, amount=amount)
+            see(self.r, self.clock, MARK_1R, amount=amount, symbol=self.symbol)
             self.harvester.tick()
             if handle:
                 self.handle_new()
@@ -48,8 +49,11 @@ class Fleet:
     def handle_new(self) -> None:
         entries = self.r.xrange(keys.Stream.HARVEST_PROPOSAL)[self.handled:]
         for entry_id, fields in entries:
-            self.apply_layer.handle(HarvestProposal.from_fields(fields), Entry(keys.Stream.HARVEST_PROPOSAL,
-                                                                               entry_id, fields, 1))
+            try:
+                self.apply_layer.handle(HarvestProposal.from_fields(fields), Entry(keys.Stream.HARVEST_PROPOSAL,
+                                                                                   entry_id, fields, 1))
+            except Rejected:
+                pass  # the consumer dead-letters it
         self.handled += len(entries)
 
 
@@ -83,6 +87,19 @@ def test_a_rung_whose_fraction_is_below_one_step_is_given_up(fleet, r) -> None:
 
     assert len(proposals(r)) == 1 and plans(r) == []
     assert [line["reason"] for line in logs if line["event"] == "RUNG_GIVEN_UP"] == ["fraction_below_one_step"]
+
+
+def test_a_rung_on_a_symbol_without_trading_rules_is_refused_once_and_given_up(fleet, r) -> None:
+    """Found in review: the apply layer refused it (unknown_symbol) without deciding it, so harvest superseded and
+    proposed the rung again every 30 s, a dead letter each time."""
+    write_ledger(r, symbol="NOSUCHUSDT")
+    fleet.symbol = "NOSUCHUSDT"
+
+    with capture_logs() as logs:
+        fleet.run(120)
+
+    assert len(proposals(r)) == 1 and plans(r) == []
+    assert [line["reason"] for line in logs if line["event"] == "RUNG_GIVEN_UP"] == ["unknown_symbol"]
 
 
 def superseded_count() -> float:
