@@ -19,11 +19,7 @@ import redis
 
 from shared import keys, results
 from shared.once import MARKER_TTL_S
-from shared.schema.reasons import Reason
 
-# Results that end a plan unexecuted while its order may exist (the executor gave up without learning its fate):
-# read as UNKNOWN, like a marker that does not say.
-MAY_HAVE_EXECUTED = frozenset({Reason.GAVE_UP.value})
 PLANNED = "1"
 SUPERSEDED = "superseded"
 SKIPPED = "skipped"
@@ -62,9 +58,9 @@ def fate_of(decided: str | None, result_marker: str | None) -> Fate:
     outcome = results.marker_outcome(result_marker)
     if outcome == results.EXECUTED:
         return Fate(Stage.EXECUTED)
-    if outcome in (None, "-") or outcome in MAY_HAVE_EXECUTED:
-        return Fate(Stage.UNKNOWN, outcome)
-    return Fate(Stage.REFUSED, outcome)
+    if results.ended_unexecuted(result_marker):
+        return Fate(Stage.REFUSED, outcome)
+    return Fate(Stage.UNKNOWN, outcome)  # a marker that does not say, or a give-up: it may have filled
 
 
 def read_fate(client: redis.Redis, proposal_id: str) -> Fate:

@@ -18,11 +18,14 @@ from shared import keys, ledger
 from shared.freshness import stored_ms
 from shared.logging import get_logger
 from shared.lua import SAFE_READS, LuaScript
+from shared.schema.reasons import Reason
 from shared.schema.result import PlanResult
 
 RESULT_MARKER_TTL_S = 7 * 24 * 3600
 NO_LEDGER_WRITE = "-"
 EXECUTED = "executed"  # a result marker's outcome for a plan whose order executed (else the reason)
+# Reasons that end a plan unexecuted while its order may exist (the executor gave up without learning its fate).
+MAY_HAVE_EXECUTED = frozenset({Reason.GAVE_UP.value})
 LEDGER_ATTEMPTS = 5  # the ledger moving under us more often than this is not contention but a value we misread
 _log = get_logger(component="results")
 
@@ -111,6 +114,13 @@ def marker_outcome(raw: str | None) -> str | None:
     may or may not have filled)."""
     words = (raw or "").split(" ")
     return words[2] if len(words) == 3 and words[2] else None
+
+
+def ended_unexecuted(raw: str | None) -> bool:
+    """Whether a result marker says its plan ended with no order executed: a refusal's reason. Not a give-up (its
+    order may exist: MAY_HAVE_EXECUTED), nor a marker that does not say (an orphan's, an earlier version's)."""
+    outcome = marker_outcome(raw)
+    return outcome not in (None, "-", EXECUTED) and outcome not in MAY_HAVE_EXECUTED
 
 
 def with_results(client: redis.Redis, plan_ids: list[str]) -> set[str]:

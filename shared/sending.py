@@ -27,6 +27,10 @@ SEND_MARGIN_S = 1.0  # besides the requests below, nothing lies between taking t
 REQUESTS_BEFORE_SENDING = 2  # at most a mark price and setting the open's leverage, each within the timeout
 FINALITY_MARGIN_MS = 1000  # clock differences between Redis and the exchange, and the request's own travel
 PENDING_SCAN = 1000  # the executor's pending entries read to tell an orphan; more than this: none is told
+# After a permit's TTL, how long the governor and P3.3 still count an open they permitted: a permit taken just
+# before its TTL may still be sent, and accepted, an unclear window later (ExchangeSettings refuses settings whose
+# window is longer), and the snapshot shows the fill a moment after.
+INFLIGHT_GRACE_MS = 60_000
 
 # Lua: mark_sending(hash, plan id, seconds): the plan counts for at least `seconds` from now. A mark never
 # shortens one already there (a plan picked up again keeps the time its order marker gave it) nor the hash's
@@ -62,6 +66,17 @@ def unclear_window_ms(exchange: "ExchangeSettings") -> int:
     """From an order marker's time until the exchange can no longer accept the order it stands for: the send
     deadline, then recvWindow after signing, and a margin."""
     return _window_ms(exchange.request_timeout_s, exchange.recv_window_ms)
+
+
+def check_within_grace(request_timeout_s: float, recv_window_ms: int) -> None:
+    """Refuse exchange settings under which an order could still be accepted after the governor and P3.3 stopped
+    counting its open (INFLIGHT_GRACE_MS after the permit's TTL): the caps would then be exceeded."""
+    window_ms = _window_ms(request_timeout_s, recv_window_ms)
+    if window_ms > INFLIGHT_GRACE_MS:
+        raise ValueError(
+            f"EXCHANGE_RECV_WINDOW_MS ({recv_window_ms}) + 2 x EXCHANGE_REQUEST_TIMEOUT_S ({request_timeout_s:g} s) + 2 s "
+            f"= {window_ms / 1000:g} s must be at most {INFLIGHT_GRACE_MS // 1000} s: an order could still be accepted "
+            "after the governor and P3.3 stopped counting its open against the caps")
 
 
 def max_unclear_window_ms() -> int:

@@ -8,10 +8,11 @@ from decimal import Decimal
 from pydantic import Field
 
 from shared.schema.fields import PositiveDec, StrictBool, format_decimal
+from shared.sending import INFLIGHT_GRACE_MS
 from shared.settings import CommonSettings
 
-# An allowed open still counts after its permit expired, until the executor surely gave up on it.
-INFLIGHT_GRACE_S = 60
+# An allowed open still counts after its permit expired, until its order can no longer be accepted (shared.sending).
+INFLIGHT_GRACE_S = INFLIGHT_GRACE_MS // 1000
 
 
 class GovernorSettings(CommonSettings):

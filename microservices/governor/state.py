@@ -10,7 +10,7 @@ from decimal import Decimal
 from microservices.governor.lua import to_units
 from shared.schema.fields import format_decimal
 from shared.trading_state import Switches
-from shared.snapshot import ExchangeSnapshot
+from shared.snapshot import SURELY_SHOWN_MS, ExchangeSnapshot
 
 @dataclass(frozen=True)
 class InFlight:
@@ -66,9 +66,12 @@ class GovernorState:
     _pending: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # several gates ask the same
 
     def is_settled(self, entry: InFlight) -> bool:
-        """Settled: the plan has a result and the snapshot was taken after it."""
+        """Settled: the plan has a result and the snapshot was taken surely after the exchange's position view shows
+        it (SURELY_SHOWN_MS, as P3.3 reads fills): a snapshot started just after a fill may not show it yet, and the
+        open would count nowhere while another took its room under the caps."""
         result_ms = (self.result_ms or {}).get(entry.plan_id)
-        return result_ms is not None and self.snapshot is not None and self.snapshot.fetched_at_ms > result_ms
+        return (result_ms is not None and self.snapshot is not None
+                and self.snapshot.fetched_at_ms > result_ms + SURELY_SHOWN_MS)
 
     def is_expired(self, entry: InFlight, now_ms: int, expiry_ms: int) -> bool:
         return now_ms - entry.allowed_at_ms >= expiry_ms

@@ -22,7 +22,7 @@ from microservices.governor.settings import Limits
 from microservices.governor.state import GovernorState, InFlight, Pending
 from shared.trading_state import DISABLED, Switches, read_switches
 from microservices.governor.writes import Writes
-from shared import keys, sending
+from shared import keys, results
 from shared import snapshot as exchange_snapshot
 from shared import permits
 from shared.freshness import stored_ms
@@ -276,14 +276,14 @@ class GovernorStore:
         sets, is absent or older) says so; a garbled time keeps the place (the safe side)."""
         if not ended:
             return
-        # One read: each symbol's last execution, then each plan's result marker. A plan ended by reconcile as orphaned
-        # (shared.sending.release_orphans) may have filled without any last-execution time written: its place stays.
+        # One read: each symbol's last execution, then each plan's result marker. Only a marker that says the plan
+        # was refused gives the place back: a plan ended by reconcile as orphaned (shared.sending.release_orphans), or
+        # given up by the executor, may have filled without any last-execution time written.
         read = self.r.mget([*(keys.cooldown_last_exec(entry.symbol) for entry in ended),
                             *(keys.plan_result_marker(entry.plan_id) for entry in ended)])
         last_exec, markers = read[:len(ended)], read[len(ended):]
         refunded = [entry for entry, raw, marker in zip(ended, last_exec, markers)
-                    if _none_executed_since(raw, entry.allowed_at_ms)
-                    and not (marker or "").endswith(" " + sending.ORPHAN_REASON)]
+                    if _none_executed_since(raw, entry.allowed_at_ms) and results.ended_unexecuted(marker)]
         if refunded:
             pipe = self.r.pipeline(transaction=False)
             for entry in refunded:

@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.schema import Side
+from shared.sending import INFLIGHT_GRACE_MS
 
-GRACE_MS = 60_000
+GRACE_MS = INFLIGHT_GRACE_MS  # the exchange settings are refused unless every order is accepted or not by then
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,9 @@ class ExchangeSettings(FleetSettings):
     def _resolve(self) -> ExchangeSettings:
         # Runs after field parsing, so a failure's input is this model, whose repr masks the secrets.
         check_no_paper_mode(self.paper_trading)
+        from shared.sending import check_within_grace  # shared.sending reads these settings' type
+
+        check_within_grace(self.request_timeout_s, self.recv_window_ms)
         self._target = resolve_target(self.exchange_target, self.binance_use_testnet)
         check_legacy_flags(self._target, self._legacy_flags())
         if self._target is Target.MAINNET:

@@ -5,10 +5,17 @@ from __future__ import annotations
 from decimal import Decimal
 
 from shared.schema import Plan
-from shared.snapshot import ExchangeSnapshot, PositionState
+from shared.snapshot import SURELY_SHOWN_MS, ExchangeSnapshot, PositionState
 
 NOW_MS = 1_769_463_652_000
 NOW_S = NOW_MS / 1000
+SHOWN_MS = SURELY_SHOWN_MS + 1  # a snapshot fetched this long after a result surely shows its fill
+
+
+def result_marker(at_ms: int, outcome: str = "executed") -> str:
+    """A plan's result marker as shared.results' FINISH writes it: when, its call's token, what the plan came to
+    (executed, or the reason it did not)."""
+    return f"{at_ms} 0123456789abcdef {outcome}"
 
 
 def plan(plan_id: str = "test_open_005", symbol: str = "BTCUSDT", qty: str = "0.001", reduce_only: str = "false",

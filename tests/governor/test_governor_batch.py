@@ -6,7 +6,7 @@ import json
 from decimal import Decimal
 
 import redis
-from governor_support import NOW_MS, Clock, close_plan, plan, snapshot
+from governor_support import NOW_MS, SHOWN_MS, Clock, close_plan, plan, result_marker, snapshot
 
 from microservices.governor.governor import Governor
 from microservices.governor.settings import Limits
@@ -47,8 +47,8 @@ def prepare(r: redis.Redis, clock: Clock) -> Governor:
     exchange_snapshot.publish(r, snapshot(marks=MARKS))
     governor = Governor(r, LIMITS, clock=clock)
     assert governor.handle(plan("settled", "BTCUSDT", qty="0.015")).allow  # 1200 USDT
-    r.set(keys.plan_result_marker("settled"), str(NOW_MS + 1))
-    exchange_snapshot.publish(r, snapshot({"BTCUSDT": "0.015"}, MARKS, fetched_at_ms=NOW_MS + 2))
+    r.set(keys.plan_result_marker("settled"), result_marker(NOW_MS + 1))
+    exchange_snapshot.publish(r, snapshot({"BTCUSDT": "0.015"}, MARKS, fetched_at_ms=NOW_MS + 1 + SHOWN_MS))
     clock.advance(0.01)
     return governor
 

@@ -6,7 +6,7 @@ import threading
 from decimal import Decimal
 
 import redis
-from governor_support import NOW_MS, Clock, plan, snapshot
+from governor_support import NOW_MS, SHOWN_MS, Clock, plan, result_marker, snapshot
 
 from microservices.governor.governor import Governor
 from microservices.governor.settings import Limits
@@ -80,13 +80,13 @@ def test_a_prune_by_another_governor_waits_while_a_decision_reads_the_records(r:
     a, b = Governor(r, limits, clock=clock), Governor(r, limits, clock=clock)
     exchange_snapshot.publish(r, snapshot(marks=marks))  # S1: no positions
     assert a.handle(plan("p", "ETHUSDT", qty="1.2")).allow  # 1200 in flight
-    r.set(keys.plan_result_marker("p"), str(NOW_MS + 100))  # p filled
+    r.set(keys.plan_result_marker("p"), result_marker(NOW_MS + 100))  # p filled
     clock.advance(0.3)
     pruned: list = []
     read_inflight = a.store.read_inflight
 
     def b_prunes_meanwhile():
-        exchange_snapshot.publish(r, snapshot({"ETHUSDT": "1.2"}, marks, fetched_at_ms=NOW_MS + 200))  # S2 shows p
+        exchange_snapshot.publish(r, snapshot({"ETHUSDT": "1.2"}, marks, fetched_at_ms=NOW_MS + 100 + SHOWN_MS))  # S2 shows p
         pruned.append(b.store.prune_settled())
         return read_inflight()
 

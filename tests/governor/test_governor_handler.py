@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 import redis
-from governor_support import NOW_MS, Clock, close_plan, plan, positions_worth, snapshot
+from governor_support import NOW_MS, SHOWN_MS, Clock, close_plan, plan, positions_worth, result_marker, snapshot
 
 from microservices.governor.governor import Governor
 from microservices.governor.settings import Limits
@@ -201,9 +201,9 @@ def test_an_in_flight_open_counts_until_a_snapshot_after_its_result_shows_it(r: 
     publish(r)
     governor.handle(plan("a", "ETHUSDT", qty="1.2"))
     before = governor.handle(plan("b", "ETHUSDT", qty="0.9"))
-    r.set(keys.plan_result_marker("a"), str(NOW_MS + 100))
-    publish(r, {"ETHUSDT": "1.2"}, at_ms=NOW_MS + 200)
-    clock.advance(0.3)
+    r.set(keys.plan_result_marker("a"), result_marker(NOW_MS + 100))
+    publish(r, {"ETHUSDT": "1.2"}, at_ms=NOW_MS + 100 + SHOWN_MS)
+    clock.advance(1.2)
 
     after = governor.handle(plan("c", "ETHUSDT", qty="0.6"))
 
@@ -245,8 +245,8 @@ def test_the_tick_drops_settled_in_flight_opens(r: redis.Redis, governor: Govern
     governor.handle(plan("c", "SOLUSDT", qty="0.1"))
     assert sorted(r.hkeys(keys.GOVERNOR_INFLIGHT)) == ["a", "b", "c"]
     _result_written(r, "a", "BTCUSDT", NOW_MS + 100)
-    _result_written(r, "c", "SOLUSDT", NOW_MS + 300)  # after the snapshot: its fill may not be in it yet
-    publish(r, {"BTCUSDT": "0.001"}, marks={"SOLUSDT": "100"}, at_ms=NOW_MS + 200)
+    _result_written(r, "c", "SOLUSDT", NOW_MS + 300)  # too close before the snapshot: its fill may not be in it yet
+    publish(r, {"BTCUSDT": "0.001"}, marks={"SOLUSDT": "100"}, at_ms=NOW_MS + 100 + SHOWN_MS)
 
     governor.on_tick()
 

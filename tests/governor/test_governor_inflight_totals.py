@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 import redis
-from governor_support import NOW_MS, Clock, plan, snapshot
+from governor_support import NOW_MS, SHOWN_MS, Clock, plan, result_marker, snapshot
 
 from microservices.governor.governor import Governor
 from microservices.governor.lua import from_units, to_units
@@ -64,8 +64,8 @@ def test_totals_follow_allows_replays_prunes_and_expiry(r: redis.Redis, governor
     governor.handle(plan("p1", "ETHUSDT", qty="0.6"))  # a replay counts once
     assert totals(r) == from_records(r) and totals(r)["n:ETHUSDT"] == "2"
 
-    r.set(keys.plan_result_marker("p0"), str(NOW_MS + 10))
-    exchange_snapshot.publish(r, snapshot({"BTCUSDT": "0.001"}, MARKS, fetched_at_ms=NOW_MS + 20))
+    r.set(keys.plan_result_marker("p0"), result_marker(NOW_MS + 10))
+    exchange_snapshot.publish(r, snapshot({"BTCUSDT": "0.001"}, MARKS, fetched_at_ms=NOW_MS + 10 + SHOWN_MS))
     assert governor.store.prune_settled() == ["p0"]
     assert totals(r) == from_records(r) and "n:BTCUSDT" not in totals(r)
 
@@ -127,8 +127,9 @@ def test_the_exact_look_still_lifts_a_denial_the_totals_caused(r: redis.Redis, c
     exchange_snapshot.publish(r, snapshot(marks=MARKS))
     governor = Governor(r, Limits(max_notional_per_trade=Decimal(1500), symbol_cooldown_ms=0), clock=clock)
     governor.handle(plan("a", "ETHUSDT", qty="1.5"))
-    r.set(keys.plan_result_marker("a"), str(NOW_MS + 1))
-    exchange_snapshot.publish(r, snapshot({"ETHUSDT": "1.5"}, MARKS, fetched_at_ms=NOW_MS + 2))
+    r.set(keys.plan_result_marker("a"), result_marker(NOW_MS + 1))
+    exchange_snapshot.publish(r, snapshot({"ETHUSDT": "1.5"}, MARKS, fetched_at_ms=NOW_MS + 1 + SHOWN_MS))
+    clock.advance(SHOWN_MS / 1000)
 
     verdict = governor.handle(plan("b", "ETHUSDT", qty="0.5"))
 
@@ -154,9 +155,11 @@ def test_an_open_that_ended_unexecuted_gives_back_its_place_in_the_rate_windows(
     governor = Governor(r, Limits(max_exec_per_5min=2, max_exec_per_hour=10, symbol_cooldown_ms=0), clock=clock)
     for i in range(2):
         assert governor.handle(plan(f"refused-{i}", "BTCUSDT")).allow
-        r.set(keys.plan_result_marker(f"refused-{i}"), str(NOW_MS + 10))  # ended: P3.3 refused it, nothing sent
+        # ended: P3.3 refused it, nothing sent
+        r.set(keys.plan_result_marker(f"refused-{i}"), result_marker(NOW_MS + 10, "reconcile_required_qty_mismatch"))
     r.set(keys.cooldown_last_exec("ETHUSDT"), str(NOW_MS + 5))  # an execution elsewhere does not count here
-    exchange_snapshot.publish(r, snapshot(marks=MARKS, fetched_at_ms=NOW_MS + 20))
+    exchange_snapshot.publish(r, snapshot(marks=MARKS, fetched_at_ms=NOW_MS + 10 + SHOWN_MS))
+    clock.advance(SHOWN_MS / 1000)
 
     assert sorted(governor.store.prune_settled()) == ["refused-0", "refused-1"]
 
@@ -167,9 +170,10 @@ def test_an_open_that_executed_keeps_its_place_in_the_rate_windows(r: redis.Redi
     exchange_snapshot.publish(r, snapshot(marks=MARKS))
     governor = Governor(r, Limits(max_exec_per_5min=1, max_exec_per_hour=10, symbol_cooldown_ms=0), clock=clock)
     assert governor.handle(plan("filled", "BTCUSDT")).allow
-    r.set(keys.plan_result_marker("filled"), str(NOW_MS + 10))
+    r.set(keys.plan_result_marker("filled"), result_marker(NOW_MS + 10))
     r.set(keys.cooldown_last_exec("BTCUSDT"), str(NOW_MS + 10))  # FINISH sets it with every fill
-    exchange_snapshot.publish(r, snapshot({"BTCUSDT": "0.001"}, MARKS, fetched_at_ms=NOW_MS + 20))
+    exchange_snapshot.publish(r, snapshot({"BTCUSDT": "0.001"}, MARKS, fetched_at_ms=NOW_MS + 10 + SHOWN_MS))
+    clock.advance(SHOWN_MS / 1000)
 
     assert governor.store.prune_settled() == ["filled"]
 
@@ -186,8 +190,30 @@ def test_an_open_ended_as_orphaned_keeps_its_place_in_the_rate_windows(r: redis.
     governor = Governor(r, Limits(max_exec_per_5min=1, max_exec_per_hour=10, symbol_cooldown_ms=0), clock=clock)
     assert governor.handle(plan("orphan", "BTCUSDT")).allow
     r.set(keys.plan_result_marker("orphan"), f"{NOW_MS + 10} {sending.ORPHAN_REASON}")
-    exchange_snapshot.publish(r, snapshot({"BTCUSDT": "0.001"}, MARKS, fetched_at_ms=NOW_MS + 20))
+    exchange_snapshot.publish(r, snapshot({"BTCUSDT": "0.001"}, MARKS, fetched_at_ms=NOW_MS + 10 + SHOWN_MS))
+    clock.advance(SHOWN_MS / 1000)
 
     assert governor.store.prune_settled() == ["orphan"]
+
+    assert governor.handle(plan("second", "BTCUSDT")).reason is Reason.RATE_LIMIT_5MIN
+
+
+@pytest.mark.parametrize("marker", [
+    result_marker(NOW_MS + 10, "gave_up_after_retries"),  # the executor never learnt its order's fate
+    str(NOW_MS + 10),  # a marker that does not say (an earlier version's)
+])
+def test_an_open_whose_order_may_have_filled_keeps_its_place_in_the_rate_windows(r: redis.Redis, clock: Clock,
+                                                                                 marker: str) -> None:
+    """From a review: only the orphan's marker kept the place; a plan the executor gave up on (its order may have
+    filled, with no last-execution time written) gave it back, and the symbol could execute once more than
+    GOV_MAX_EXEC_PER_5MIN allows. Only a marker that says the plan was refused gives the place back now."""
+    exchange_snapshot.publish(r, snapshot(marks=MARKS))
+    governor = Governor(r, Limits(max_exec_per_5min=1, max_exec_per_hour=10, symbol_cooldown_ms=0), clock=clock)
+    assert governor.handle(plan("gave-up", "BTCUSDT")).allow
+    r.set(keys.plan_result_marker("gave-up"), marker)
+    exchange_snapshot.publish(r, snapshot({"BTCUSDT": "0.001"}, MARKS, fetched_at_ms=NOW_MS + 10 + SHOWN_MS))
+    clock.advance(SHOWN_MS / 1000)
+
+    assert governor.store.prune_settled() == ["gave-up"]
 
     assert governor.handle(plan("second", "BTCUSDT")).reason is Reason.RATE_LIMIT_5MIN
