@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 
@@ -26,6 +26,7 @@ NO_LEDGER_WRITE = "-"
 EXECUTED = "executed"  # a result marker's outcome for a plan whose order executed (else the reason)
 # Reasons that end a plan unexecuted while its order may exist (the executor gave up without learning its fate).
 MAY_HAVE_EXECUTED = frozenset({Reason.GAVE_UP.value})
+UNDECODABLE = "it does not read back as stored (bytes that are not UTF-8)"
 LEDGER_ATTEMPTS = 5  # the ledger moving under us more often than this is not contention but a value we misread
 _log = get_logger(component="results")
 
@@ -144,9 +145,15 @@ def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effe
     token = f"{secrets.token_hex(8)} {EXECUTED if result.executed else result.reason.value if result.reason else '-'}"
     fill = effects.fill
     seen = ledger.parse(fill.symbol, ledger_seen) if fill is not None and ledger_seen is not None else None
+    failed_against: dict[str, str] | None = None  # the ledger as read for the last write it refused
     for _attempt in range(LEDGER_ATTEMPTS):
         if fill is not None and seen is None:
             seen = ledger.read_entry(client, fill.symbol)
+            if failed_against is not None and seen.raw == failed_against and not seen.unreadable:
+                # Read the same again: the ledger never holds what it reads as (bytes that do not decode, made
+                # readable on the way): no compare can ever pass. Written as for an unreadable ledger: the result
+                # without the fill; reconcile rewrites the ledger from the exchange.
+                seen = replace(seen, error=UNDECODABLE)
         written = FINISH(client, [*_keys(result, effects), sending or keys.executor_sending(result.symbol), *release],
                          [*_args(result, effects, seen, now_ms, token), result.plan_id if sending else ""])
         if written != -1:
@@ -154,7 +161,8 @@ def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effe
                 _log.warning("ledger_unreadable_fill_not_recorded", plan_id=result.plan_id, symbol=seen.symbol,
                              error=seen.error, detail="the result is written; reconcile rewrites the ledger")
             return bool(written)
-        seen = None  # the ledger moved between our read and the write: read it again
+        failed_against = seen.raw if seen is not None else None
+        seen = None  # the ledger moved between our read and the write (or never held what we read): read it again
     raise LedgerUnstable(f"the {fill.symbol} ledger changed on each of {LEDGER_ATTEMPTS} writes of plan {result.plan_id}")
 
 

@@ -13,6 +13,7 @@ from decimal import Decimal as D
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from microservices.intent_executor import executor as executor_module
 from microservices.intent_executor import scripts
@@ -522,6 +523,28 @@ def test_a_fill_on_a_spoiled_ledger_is_still_its_result_and_the_ledger_is_left_t
     assert ledger.read_entry(r, "BTCUSDT").unreadable  # untouched: reconcile adopts the exchange's amount
     assert not r.exists(keys.executor_sending("BTCUSDT"), keys.plan_claim("spoiled-1"))
     assert r.get(keys.cooldown_last_exec("BTCUSDT")) is not None  # so reconcile heals only from a later view
+
+
+def test_a_fill_on_a_ledger_holding_bytes_that_are_not_utf8_is_still_its_result(r, access, sim, redis_url) -> None:
+    """Found in review: the client reads such a ledger with the bytes replaced, so FINISH's compare against what was
+    read failed on every try; the filled order got no result, and past its deliveries it ended executed=false."""
+    key = keys.position_ledger("BTCUSDT")
+    r.hset(key, mapping={"position_amt": "0.002", "entry_price": "88000", "note": b"\xff by hand"})
+    raw = redis.Redis.from_url(redis_url)  # bytes as stored
+    stored = raw.hgetall(key)
+    grant(r, "undecodable-1")
+    plan(r, "undecodable-1", "BUY", "0.002")
+
+    with capture_logs() as logs:
+        run_executor(r, access)
+
+    result = the_result(r, "undecodable-1")
+    assert (result["executed"], result["order_status"]) == ("true", "FILLED")
+    assert len(orders_for(sim, "undecodable-1")) == 1
+    assert raw.hgetall(key) == stored  # untouched: reconcile adopts the exchange's amount
+    assert [line["event"] for line in logs if line["event"] == "ledger_unreadable_fill_not_recorded"] == [
+        "ledger_unreadable_fill_not_recorded"]
+    assert not r.exists(keys.executor_sending("BTCUSDT"), keys.plan_claim("undecodable-1"))
 
 
 def test_a_kill_switch_of_another_type_halts_the_send_without_failing_the_taking(r, access, sim) -> None:
