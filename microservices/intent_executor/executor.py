@@ -169,6 +169,11 @@ class Executor:
         if holder is not None:  # it may be taking its permits or sending: its result ends the plan
             raise GiveUpLater(f"plan {plan.plan_id} is held by {holder}")
         order_marker = Marker.parse(marker) if marker is not None else None
+        if order_marker is not None and self.resolver.marked_digests(order_marker) - {plan.digest}:
+            # The marker is another plan's under this plan_id (a retype with other content): that plan's entry ends it,
+            # with its own order's outcome; this one's dead letter is its only record.
+            scripts.RELEASE(self.r, scripts.release_keys(plan), [self.consumer_name, plan.plan_id])
+            return
         detail = {"runtime_reason": reason, "deliveries": str(entry.deliveries),
                   "order_may_exist": str(order_marker is not None).lower(),
                   "client_order_id": client_order_id_for(plan.plan_id)}
@@ -178,9 +183,9 @@ class Executor:
         outcomes.record(self.log, outcome, written)
 
     def decide(self, plan: Plan, ahead: "LookAhead", older_than_redis: bool = False) -> outcomes.Outcome:
-        if not plan.is_executable:
-            return outcomes.refused(plan, Reason.DECISION_NOT_EXECUTE, {"decision": plan.decision.value})
         client_order_id = client_order_id_for(plan.plan_id)
+        # An earlier attempt's order marker first: a retype of its plan_id (even with decision HOLD) must not end the
+        # plan whose order may be out (found in review: it was ended decision_not_execute while its order filled).
         if ahead.earlier_marker:
             marker = Marker.parse(ahead.earlier_marker)
             marked_for = self.resolver.marked_digests(marker) - {plan.digest}
@@ -191,6 +196,8 @@ class Executor:
                     "plan_id": plan.plan_id, "plan_digest": plan.digest, "marked_plan_digest": sorted(marked_for)[0],
                     "detail": "this plan_id's order marker belongs to a plan with other content"})
             return self.resolver.after_earlier_attempt(plan, marker)
+        if not plan.is_executable:
+            return outcomes.refused(plan, Reason.DECISION_NOT_EXECUTE, {"decision": plan.decision.value})
         if older_than_redis:
             since_ms = self.incarnation.since_ms if self.incarnation is not None else None
             found = self.resolver.before_sending(plan, client_order_id, since_ms)

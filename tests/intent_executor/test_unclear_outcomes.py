@@ -8,6 +8,7 @@ import time
 import json
 from decimal import Decimal as D
 
+import pytest
 import redis
 
 from microservices.intent_executor.executor import Executor
@@ -135,11 +136,14 @@ class _LostReplyLookupsDown(_Wrapped):
         raise ExchangeUnavailable("get_order: connection refused (test)")
 
 
-def test_a_plan_id_retyped_with_other_content_is_not_resolved_against_the_first_plans_order(r, access, sim) -> None:
+@pytest.mark.parametrize("retype", [{"side": "SELL"}, {"decision": "HOLD"}], ids=["other side", "not execute"])
+def test_a_plan_id_retyped_with_other_content_is_not_resolved_against_the_first_plans_order(r, access, sim,
+                                                                                           retype) -> None:
     """Found in a review: while the first plan's order was unresolved, a second entry under its plan_id (a SELL)
     was resolved against the BUY order: a result saying SELL executed and a ledger short 0.002 while the exchange
     held +0.002. The marker carries the permits taken, bound to the first plan's digest: the second entry is
-    dead-lettered as duplicate_plan without a result, and the first entry resolves its own order."""
+    dead-lettered as duplicate_plan without a result, and the first entry resolves its own order. A later review:
+    a retype with decision HOLD was ended decision_not_execute before the marker was looked at."""
     grant(r, "retyped-1")
     plan(r, "retyped-1", "BUY", "0.002")
     flaky = ExchangeAccess(access.settings, _LostReplyLookupsDown(access.client), access.filters)
@@ -147,7 +151,7 @@ def test_a_plan_id_retyped_with_other_content_is_not_resolved_against_the_first_
     assert results_of(r, "retyped-1") == [] and [o["status"] for o in orders_for(sim, "retyped-1")] == ["FILLED"]
 
     first = r.xrange(keys.Stream.APPLY_PLAN)[-1][1]
-    r.xadd(keys.Stream.APPLY_PLAN, {**first, "side": "SELL"})  # an operator's retype, first delivered elsewhere
+    r.xadd(keys.Stream.APPLY_PLAN, {**first, **retype})  # an operator's retype, first delivered elsewhere
     raw = r.get(keys.plan_order_marker("retyped-1"))
     head, carried = raw.split("\n", 1)
     words = head.split(" ")
@@ -187,3 +191,25 @@ def test_a_wall_clock_step_during_an_unclear_send_does_not_make_no_order_believe
 
     assert results_of(r, "stepped-1") == []  # still pending: a request sent a moment ago may yet land
     assert orders_for(sim, "stepped-1") == []
+
+
+def test_giving_up_a_retyped_entry_leaves_the_first_plans_order_to_its_own_entry(r, access, sim) -> None:
+    """Found in review: giving up an entry (past its deliveries) wrote gave_up_after_retries for its plan_id
+    without looking whose order marker it was: a retype with other content ended the first plan, whose order
+    filled, and the ledger never recorded the fill."""
+    from shared.runtime.consumer import Entry
+
+    grant(r, "retyped-2")
+    plan(r, "retyped-2", "BUY", "0.002")
+    flaky = ExchangeAccess(access.settings, _LostReplyLookupsDown(access.client), access.filters)
+    consumer(r, flaky).run(burst=True)
+    first = r.xrange(keys.Stream.APPLY_PLAN)[-1][1]
+    other = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET), consumer_name="other-executor",
+                     wait=lambda _s: None)
+
+    other.give_up(Entry(keys.Stream.APPLY_PLAN, "1-1", {**first, "side": "SELL"}, 6), "max_deliveries_exceeded")
+
+    assert results_of(r, "retyped-2") == [] and not r.exists(keys.plan_claim("retyped-2"))
+    consumer(r, access).run(burst=True)  # the first entry, delivered again, finds its order
+    result = the_result(r, "retyped-2")
+    assert (result["side"], result["executed"], result["filled_qty"]) == ("BUY", "true", "0.002")
