@@ -7,6 +7,8 @@ while the plan's stream entry, written earlier, is not: its consumer group deliv
 executor's guard against sending twice is that marker, so for an entry older than the Redis it now
 talks to it asks the exchange first (shared.exchange: the order's client id derives from the plan).
 
+Every connection also checks that the server cannot evict keys (check_no_eviction).
+
 Every connection the client opens reads the server's run_id (a new process, or another server after
 a failover, has a new one). The first time a run_id is seen its time is recorded in Redis
 (`keys.REDIS_INCARNATION`), so a restarted executor that finds the same run_id keeps the earlier
@@ -23,6 +25,7 @@ import threading
 import redis
 
 from shared import keys
+from shared.redis_conn import RedisMisconfigured
 
 
 class RedisIncarnation:
@@ -51,6 +54,7 @@ class RedisIncarnation:
             raise redis.exceptions.NoPermissionError(
                 f"{exc} (the executor reads INFO server to tell when Redis restarted: give its user +info)") from None
         run_id = _info_field(info, "run_id")
+        check_no_eviction(_command(connection, "INFO", "memory"))
         seconds, micros = _command(connection, "TIME")
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         record = _pairs(_command(connection, "HGETALL", keys.REDIS_INCARNATION))
@@ -62,6 +66,17 @@ class RedisIncarnation:
         with self._lock:
             self.run_id = run_id
             self._since_ms = since_ms if self._since_ms is None else max(self._since_ms, since_ms)
+
+
+def check_no_eviction(memory_info: str | bytes) -> None:
+    """Refuse a Redis that may evict keys: the guard against sending an order twice is a set of keys with a TTL
+    (the order marker, the permits' used markers, the claim, the result marker), and a `volatile-*` or `allkeys-*`
+    policy under maxmemory may drop one; a redelivered plan could then be sent again (Binance accepts a client
+    order id again once its order is filled)."""
+    limit, policy = _info_field(memory_info, "maxmemory"), _info_field(memory_info, "maxmemory_policy")
+    if limit not in ("", "0") and policy != "noeviction":
+        raise RedisMisconfigured(f"Redis may evict keys (maxmemory {limit}, maxmemory-policy {policy}): the executor "
+                                 "needs maxmemory-policy noeviction (or no maxmemory) so that no order marker is lost")
 
 
 def _command(connection: redis.connection.AbstractConnection, *args: str):
@@ -82,7 +97,7 @@ def _info_field(info: str | bytes, name: str) -> str:
         key, _, value = line.partition(":")
         if key == name:
             return value.strip()
-    raise redis.ResponseError(f"INFO server has no {name}")
+    raise redis.ResponseError(f"INFO has no {name}")
 
 
 def _pairs(flat) -> dict[str, str]:

@@ -52,6 +52,10 @@ def wrong_type(exc: BaseException) -> bool:
     return isinstance(exc, redis.ResponseError) and str(exc).startswith("WRONGTYPE")
 
 
+class RedisMisconfigured(redis.ResponseError):
+    """A Redis set up so that the fleet must not run on it (raised by a connect hook): a setting to change."""
+
+
 class RedisUnavailable(RuntimeError):
     """Redis cannot be reached or refused our credentials; the message carries no password. `retryable`: it
     could not be reached (down, restarting, loading its data) or refused to serve now (READONLY after a failover,
@@ -152,7 +156,8 @@ def connect_checked(url: str, socket_timeout: float | None = 30.0, single_connec
     except redis.ResponseError as exc:
         raise RedisUnavailable(f"Redis at {redact_text(url)} answered an error: {redact_text(str(exc))}",
                                retryable=unavailable(exc),
-                               misconfigured=isinstance(exc, redis.exceptions.NoPermissionError)) from None
+                               misconfigured=isinstance(exc, (redis.exceptions.NoPermissionError,
+                                                              RedisMisconfigured))) from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise RedisUnavailable(f"cannot reach Redis at {redact_text(url)}: {exc.__class__.__name__}",
                                retryable=True) from None

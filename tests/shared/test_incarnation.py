@@ -70,3 +70,30 @@ def test_entries_stamped_by_a_clock_ahead_of_the_new_servers_still_predate_it() 
 
         assert incarnation.predates(ahead_id)
         assert incarnation.predates(later)  # the same millisecond or later: looked up first, which is safe
+
+
+def test_a_redis_that_may_evict_keys_is_refused_as_a_setting_to_change(redis_url) -> None:
+    """Found in review: the guard against sending twice is a set of keys with a TTL; under maxmemory with a
+    volatile-* or allkeys-* policy Redis may evict one, and a redelivered plan could be sent again."""
+    import pytest
+
+    from shared.redis_conn import RedisUnavailable, connect_checked
+
+    admin = connect(redis_url)
+    admin.config_set("maxmemory", "1gb")
+    try:
+        for policy, refused in (("volatile-lru", True), ("allkeys-lfu", True), ("noeviction", False)):
+            admin.config_set("maxmemory-policy", policy)
+            if refused:
+                with pytest.raises(RedisUnavailable) as caught:
+                    connect_checked(redis_url, on_connect=RedisIncarnation().on_connect, retries=0)
+                assert caught.value.misconfigured and not caught.value.retryable
+                assert f"maxmemory-policy {policy}" in str(caught.value) and "noeviction" in str(caught.value)
+            else:
+                connect_checked(redis_url, on_connect=RedisIncarnation().on_connect, retries=0).close()
+        admin.config_set("maxmemory", "0")  # no limit: nothing is evicted whatever the policy
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        connect_checked(redis_url, on_connect=RedisIncarnation().on_connect, retries=0).close()
+    finally:
+        admin.config_set("maxmemory", "0")
+        admin.config_set("maxmemory-policy", "noeviction")
