@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
+from shared.schema.fields import parse_decimal
 from shared.snapshot import SURELY_SHOWN_MS, ExchangeSnapshot, PositionState
 
 ZERO = Decimal(0)
@@ -37,9 +38,13 @@ def fill_from(entry_id: str, fields: dict[str, str]) -> ConfirmedFill | None:
     if fields.get("executed") != "true":
         return None
     try:
-        qty = Decimal(fields["filled_qty"])
+        # Strictly: Decimal() takes NaN and Infinity, with which every comparison on the symbol would raise (a result
+        # XADDed by hand is read here as the executor's are).
+        qty = parse_decimal(fields["filled_qty"])
         exchange_ts = int(fields.get("exchange_ts_ms") or 0)
     except (KeyError, InvalidOperation, ValueError):
+        return None
+    if qty < 0:
         return None
     signed = qty if fields.get("side") == "BUY" else -qty
     return ConfirmedFill(fields.get("symbol", ""), signed, exchange_ts, int(entry_id.split("-")[0]),

@@ -115,3 +115,10 @@ def test_the_view_kept_up_as_fills_arrive_equals_folding_them_all_again() -> Non
         same_content = ExchangeSnapshot(snapshot.fetched_at_ms, dict(snapshot.positions), {})
 
         assert fills.view(snapshot, "BTCUSDT").amount("BTCUSDT") == fills.view(same_content, "BTCUSDT").amount("BTCUSDT")
+
+
+@pytest.mark.parametrize("qty", ["NaN", "sNaN", "Infinity", "-0.001", "1e999999999", "lots"])
+def test_a_result_whose_filled_qty_is_not_a_quantity_is_no_fill(qty) -> None:
+    """Found in review: Decimal() took NaN and Infinity from a result XADDed by hand, and every comparison on the
+    symbol then raised until the next snapshot."""
+    assert fill_from(f"{SNAPSHOT_MS + 5}-0", result("BUY", qty, SNAPSHOT_MS)) is None
