@@ -4,7 +4,7 @@ Sent through shared.redis_wire, so replies are as Redis gives them (no redis-py 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import redis
 
@@ -39,10 +39,12 @@ class LuaScript:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    def __call__(self, client: redis.Redis, keys: Sequence[str], args: Sequence[object] = ()):
-        reply = redis_wire.send(client, [self.command(keys, args)])[0]
+    def __call__(self, client: redis.Redis, keys: Sequence[str], args: Sequence[object] = (),
+                 on_retry: Callable[[Exception], object] | None = None):
+        """`on_retry`: as redis_wire.send's."""
+        reply = redis_wire.send(client, [self.command(keys, args)], on_retry)[0]
         if isinstance(reply, redis.exceptions.NoScriptError):  # a restarted Redis lost its scripts
-            return redis_wire.call(client, "EVAL", self.source, len(keys), *keys, *args)
+            return redis_wire.call(client, "EVAL", self.source, len(keys), *keys, *args, on_retry=on_retry)
         if isinstance(reply, redis.ResponseError):
             raise reply
         return reply

@@ -30,8 +30,9 @@ Command = Sequence[object]
 def send(client: redis.Redis, commands: Sequence[Command],
          on_retry: Callable[[Exception], object] | None = None) -> list:
     """Each command's reply (or ResponseError), all sent in one write and read in order. `on_retry` hears each
-    failed exchange, which may have run in Redis with its replies lost (an XREADGROUP's entries then sit in the
-    consumer's pending list, delivered to no one)."""
+    failed exchange whose commands were on their way to Redis, which may have run them with the replies lost (an
+    XREADGROUP's entries then sit in the consumer's pending list, delivered to no one); not one that failed while
+    connecting or checking the connection, before anything was sent."""
     conn = client.connection
     pool = client.connection_pool if conn is None else None
     if pool is not None:
@@ -40,7 +41,9 @@ def send(client: redis.Redis, commands: Sequence[Command],
     if lock is not None:
         lock.acquire()
     try:
-        return conn.retry.call_with_retry(lambda: _exchange(conn, commands), lambda error: _failed(conn, error, on_retry))
+        sent: list[bool] = []
+        return conn.retry.call_with_retry(lambda: _exchange(conn, commands, sent),
+                                          lambda error: _failed(conn, error, on_retry if sent else None))
     finally:
         if lock is not None:
             lock.release()
@@ -55,9 +58,9 @@ def _failed(conn: redis.connection.AbstractConnection, error: Exception,
         on_retry(error)
 
 
-def call(client: redis.Redis, *command: object) -> object:
+def call(client: redis.Redis, *command: object, on_retry: Callable[[Exception], object] | None = None) -> object:
     """One command's reply; an error reply is raised."""
-    reply = send(client, [command])[0]
+    reply = send(client, [command], on_retry)[0]
     if isinstance(reply, redis.ResponseError):
         raise reply
     return reply
@@ -106,8 +109,13 @@ def _fields(flat: list[str] | None) -> dict[str, str] | None:
     return fields
 
 
-def _exchange(conn: redis.connection.AbstractConnection, commands: Sequence[Command]) -> list:
-    conn.send_packed_command(conn.pack_commands(commands))
+def _exchange(conn: redis.connection.AbstractConnection, commands: Sequence[Command], sent: list[bool]) -> list:
+    sent.clear()
+    packed = conn.pack_commands(commands)
+    conn.connect()  # a no-op when connected
+    conn.check_health()
+    sent.append(True)  # from here Redis may receive the commands, and run them
+    conn.send_packed_command(packed, check_health=False)
     replies: list = []
     try:
         for _ in commands:

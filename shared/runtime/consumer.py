@@ -247,9 +247,11 @@ class StreamConsumer(Generic[T]):
         self._state.last_claim = now
         self._flush_acks()
         # Read raw, as XREADGROUP is: an entry's fields are told apart when one is given twice.
+        # A claim sent again after its reply was lost finds the entries it claimed no longer idle: read back at once.
         next_id, batch, deleted, dropped = redis_wire.claimed(CLAIM_IDLE(
             self.client, [self.config.stream, keys.Stream.DEAD_LETTER],
-            [*self._deleted_letter_args(), self.config.claim_idle_ms, self._state.claim_from, self.config.batch]))
+            [*self._deleted_letter_args(), self.config.claim_idle_ms, self._state.claim_from, self.config.batch],
+            on_retry=self._read_may_be_lost))
         if dropped:  # dead-lettered by the claim itself
             metrics.ENTRIES_DEAD_LETTERED.labels(reason=DELETED_REASON, **self._labels).inc(len(dropped))
             self.log.warning("deleted_pending_entries_dropped", count=len(dropped), reason=DELETED_REASON)

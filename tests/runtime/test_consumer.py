@@ -674,8 +674,8 @@ def test_entries_of_a_read_whose_reply_was_lost_are_handled_at_once_not_after_th
     ids = [r.xadd(STREAM, {"n": str(i)}) for i in range(3)]
     real, lost = redis_wire._exchange, []
 
-    def reply_lost_once(conn, commands):
-        replies = real(conn, commands)
+    def reply_lost_once(conn, commands, sent):
+        replies = real(conn, commands, sent)
         if not lost and any(command[0] == "XREADGROUP" and command[-1] == ">" for command in commands):
             lost.append(replies)
             raise redis.ConnectionError("Connection closed by server.")  # Redis ran it; its reply never came
@@ -689,3 +689,30 @@ def test_entries_of_a_read_whose_reply_was_lost_are_handled_at_once_not_after_th
     assert lost and redis_wire.entries(lost[0][-1])  # the lost reply carried the entries
     assert sorted(entry_id for entry_id, _ in seen) == ids
     assert r.xpending(STREAM, "g")["pending"] == 0
+
+
+def test_entries_of_a_claim_whose_reply_was_lost_are_handled_at_once(r: redis.Redis, monkeypatch) -> None:
+    """From a review: the claim of idle entries (XAUTOCLAIM in a script) sent again after its reply was lost found
+    the entries it had claimed no longer idle: they waited claim_idle_ms more."""
+    from shared import redis_wire
+
+    r.xgroup_create(STREAM, "g", id="0", mkstream=True)
+    ids = [r.xadd(STREAM, {"n": str(i)}) for i in range(2)]
+    r.xreadgroup("g", "gone", {STREAM: ">"})  # delivered to a consumer that died
+    time.sleep(0.45)
+    real, lost = redis_wire._exchange, []
+
+    def reply_lost_once(conn, commands, sent):
+        replies = real(conn, commands, sent)
+        if not lost and commands[0][0] in ("EVALSHA", "EVAL") and not isinstance(replies[0], Exception):
+            lost.append(replies)
+            raise redis.ConnectionError("Connection closed by server.")
+        return replies
+
+    monkeypatch.setattr(redis_wire, "_exchange", reply_lost_once)
+    seen: list = []
+
+    # Longer than redis-py's backoff before it sends the claim again, which then finds nothing idle.
+    StreamConsumer(r, config(claim_idle_ms=400), dict, record_into(seen)).run(burst=True)
+
+    assert lost and sorted(entry_id for entry_id, _ in seen) == ids

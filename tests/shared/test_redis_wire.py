@@ -90,3 +90,35 @@ def test_an_xautoclaim_reply_names_what_redis_6_left_nil_and_what_redis_7_droppe
     assert redis_wire.claimed(["0-0", [["1-0", ["a", "1"]]], ["2-0", "3-0"]]) == ("0-0", [("1-0", {"a": "1"})], 0,
                                                                                  ["2-0", "3-0"])
     assert redis_wire.claimed(["0-0", [], []]) == ("0-0", [], 0, [])
+
+
+def test_on_retry_hears_a_failure_after_sending_not_one_before(redis_url, monkeypatch) -> None:
+    """A failure while connecting or checking the connection sent nothing: nothing can have run in Redis, and the
+    consumer need not read back its pending entries (each read-back counts a delivery)."""
+    client = connect(redis_url, single_connection=True)
+    heard: list = []
+    client.ping()
+    conn = client.connection
+    real_check, checks = conn.check_health, []
+
+    def fails_once() -> None:
+        if not checks:
+            checks.append(1)
+            raise redis.ConnectionError("health check failed")
+        real_check()
+
+    monkeypatch.setattr(conn, "check_health", fails_once)
+    assert redis_wire.send(client, [("PING",)], on_retry=heard.append) == ["PONG"]
+    assert heard == [] and checks == [1]
+
+    real_exchange = redis_wire._exchange
+
+    def reply_lost_once(conn_, commands, sent):
+        replies = real_exchange(conn_, commands, sent)
+        if len(heard) == 0:
+            raise redis.ConnectionError("reply lost")
+        return replies
+
+    monkeypatch.setattr(redis_wire, "_exchange", reply_lost_once)
+    redis_wire.send(client, [("PING",)], on_retry=heard.append)
+    assert [type(error) for error in heard] == [redis.ConnectionError]
