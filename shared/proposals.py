@@ -60,7 +60,7 @@ def fate_of(decided: str | None, result_marker: str | None) -> Fate:
         return Fate(Stage.EXECUTED)
     if results.ended_unexecuted(result_marker):
         return Fate(Stage.REFUSED, outcome)
-    return Fate(Stage.UNKNOWN, outcome)  # a marker that does not say, or a give-up: it may have filled
+    return Fate(Stage.UNKNOWN, outcome)  # a marker that does not say, or UNKNOWN (a give-up): it may have filled
 
 
 def read_fate(client: redis.Redis, proposal_id: str) -> Fate:

@@ -18,14 +18,12 @@ from shared import keys, ledger
 from shared.freshness import stored_ms
 from shared.logging import get_logger
 from shared.lua import SAFE_READS, LuaScript
-from shared.schema.reasons import Reason
 from shared.schema.result import PlanResult
 
 RESULT_MARKER_TTL_S = 7 * 24 * 3600
 NO_LEDGER_WRITE = "-"
 EXECUTED = "executed"  # a result marker's outcome for a plan whose order executed (else the reason)
-# Reasons that end a plan unexecuted while its order may exist (the executor gave up without learning its fate).
-MAY_HAVE_EXECUTED = frozenset({Reason.GAVE_UP.value})
+UNKNOWN = "-"  # ... for a plan ended unexecuted while its order may exist (given up before its fate was learnt)
 UNDECODABLE = "it does not read back as stored (bytes that are not UTF-8)"
 LEDGER_ATTEMPTS = 5  # the ledger moving under us more often than this is not contention but a value we misread
 _log = get_logger(component="results")
@@ -118,10 +116,9 @@ def marker_outcome(raw: str | None) -> str | None:
 
 
 def ended_unexecuted(raw: str | None) -> bool:
-    """Whether a result marker says its plan ended with no order executed: a refusal's reason. Not a give-up (its
-    order may exist: MAY_HAVE_EXECUTED), nor a marker that does not say (an orphan's, an earlier version's)."""
-    outcome = marker_outcome(raw)
-    return outcome not in (None, "-", EXECUTED) and outcome not in MAY_HAVE_EXECUTED
+    """Whether a result marker says its plan ended with no order executed: a refusal's reason. Not UNKNOWN (given up
+    while its order may exist), nor a marker that does not say (an orphan's, an earlier version's)."""
+    return marker_outcome(raw) not in (None, UNKNOWN, EXECUTED)
 
 
 def with_results(client: redis.Redis, plan_ids: list[str]) -> set[str]:
@@ -134,22 +131,23 @@ def with_results(client: redis.Redis, plan_ids: list[str]) -> set[str]:
 
 def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effects(), now_ms: int | None = None,
                 ledger_seen: dict[str, str] | None = None, release: list[str] | tuple[str, ...] = (),
-                sending: str | None = None) -> bool:
+                sending: str | None = None, order_may_exist: bool = False) -> bool:
     """Write the plan's one result; False (and nothing written) when it already has one.
 
     `ledger_seen`: the fill's ledger hash as the caller read it earlier; re-read only if it changed.
     `release`: keys to delete in the same call once the plan has its result (written now or before);
-    `sending`: the symbol's sending hash, whose field for this plan goes too."""
+    `sending`: the symbol's sending hash, whose field for this plan goes too.
+    `order_may_exist`: the plan ends unexecuted while an order sent for it may have filled (its marker says UNKNOWN)."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     # This call's token, in its result marker: a resent FINISH knows its own write; readers learn the outcome.
-    token = f"{secrets.token_hex(8)} {EXECUTED if result.executed else result.reason.value if result.reason else '-'}"
+    token = f"{secrets.token_hex(8)} {_outcome(result, order_may_exist)}"
     fill = effects.fill
     seen = ledger.parse(fill.symbol, ledger_seen) if fill is not None and ledger_seen is not None else None
     failed_against: dict[str, str] | None = None  # the ledger as read for the last write it refused
     for _attempt in range(LEDGER_ATTEMPTS):
         if fill is not None and seen is None:
             seen = ledger.read_entry(client, fill.symbol)
-            if failed_against is not None and seen.raw == failed_against and not seen.unreadable:
+            if failed_against and seen.raw == failed_against and not seen.unreadable:  # ({} is absent: no bytes)
                 # Read the same again: the ledger never holds what it reads as (bytes that do not decode, made
                 # readable on the way): no compare can ever pass. Written as for an unreadable ledger: the result
                 # without the fill; reconcile rewrites the ledger from the exchange.
@@ -164,6 +162,14 @@ def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effe
         failed_against = seen.raw if seen is not None else None
         seen = None  # the ledger moved between our read and the write (or never held what we read): read it again
     raise LedgerUnstable(f"the {fill.symbol} ledger changed on each of {LEDGER_ATTEMPTS} writes of plan {result.plan_id}")
+
+
+def _outcome(result: PlanResult, order_may_exist: bool) -> str:
+    """What the result marker says the plan came to: EXECUTED, UNKNOWN (`order_may_exist`: ended unexecuted while an
+    order sent for it may have filled), or the reason it did not execute."""
+    if result.executed:
+        return EXECUTED
+    return UNKNOWN if order_may_exist or result.reason is None else result.reason.value
 
 
 def _keys(result: PlanResult, effects: Effects) -> list[str]:

@@ -31,6 +31,9 @@ PENDING_SCAN = 1000  # the executor's pending entries read to tell an orphan; mo
 # before its TTL may still be sent, and accepted, an unclear window later (ExchangeSettings refuses settings whose
 # window is longer), and the snapshot shows the fill a moment after.
 INFLIGHT_GRACE_MS = 60_000
+# Of that grace, what the snapshot needs to show a fill accepted at the window's end: the exchange's view catching
+# up (SURELY_SHOWN_MS) and a snapshot fetched after it, within GOV_SNAPSHOT_MAX_AGE_SEC's default (older: no open).
+FILL_SHOWN_WITHIN_MS = 11_000
 
 # Lua: mark_sending(hash, plan id, seconds): the plan counts for at least `seconds` from now. A mark never
 # shortens one already there (a plan picked up again keeps the time its order marker gave it) nor the hash's
@@ -72,11 +75,12 @@ def check_within_grace(request_timeout_s: float, recv_window_ms: int) -> None:
     """Refuse exchange settings under which an order could still be accepted after the governor and P3.3 stopped
     counting its open (INFLIGHT_GRACE_MS after the permit's TTL): the caps would then be exceeded."""
     window_ms = _window_ms(request_timeout_s, recv_window_ms)
-    if window_ms > INFLIGHT_GRACE_MS:
+    longest_ms = INFLIGHT_GRACE_MS - FILL_SHOWN_WITHIN_MS
+    if window_ms > longest_ms:
         raise ValueError(
             f"EXCHANGE_RECV_WINDOW_MS ({recv_window_ms}) + 2 x EXCHANGE_REQUEST_TIMEOUT_S ({request_timeout_s:g} s) + 2 s "
-            f"= {window_ms / 1000:g} s must be at most {INFLIGHT_GRACE_MS // 1000} s: an order could still be accepted "
-            "after the governor and P3.3 stopped counting its open against the caps")
+            f"= {window_ms / 1000:g} s must be at most {longest_ms // 1000} s: an order could still be accepted, or not "
+            "yet be in the snapshot, after the governor and P3.3 stopped counting its open against the caps")
 
 
 def max_unclear_window_ms() -> int:

@@ -179,7 +179,8 @@ class Executor:
                   "client_order_id": client_order_id_for(plan.plan_id)}
         outcome = outcomes.refused(plan, Reason.GAVE_UP, detail, *self.resolver.permits_of(plan, order_marker))
         written = results.finish_plan(self.r, outcome.result, now_ms=self._now_ms(), release=[claim],
-                                      sending=keys.executor_sending(plan.symbol))
+                                      sending=keys.executor_sending(plan.symbol),
+                                      order_may_exist=order_marker is not None)
         outcomes.record(self.log, outcome, written)
 
     def decide(self, plan: Plan, ahead: "LookAhead", older_than_redis: bool = False) -> outcomes.Outcome:

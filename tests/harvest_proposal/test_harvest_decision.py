@@ -235,7 +235,9 @@ def test_a_rung_is_never_proposed_again_once_the_position_is_smaller_than_its_pr
     ("1", "1769000000000 plan_entry_deleted", Fate(Stage.UNKNOWN)),  # an orphan: it may have filled
     # Found in review: the executor gives up on a plan whose order's fate it could not learn; retried, a filled
     # partial would be closed twice.
-    ("1", "1769000000000 0a1b2c3d4e5f6a7b gave_up_after_retries", Fate(Stage.UNKNOWN, "gave_up_after_retries")),
+    ("1", "1769000000000 0a1b2c3d4e5f6a7b -", Fate(Stage.UNKNOWN, "-")),
+    # given up with no order out: nothing was sent, the rung may be proposed again
+    ("1", "1769000000000 0a1b2c3d4e5f6a7b gave_up_after_retries", Fate(Stage.REFUSED, "gave_up_after_retries")),
     ("skipped apply_kill_switch", None, Fate(Stage.SKIPPED, "apply_kill_switch")),
     ("superseded", None, Fate(Stage.SUPERSEDED)),
 ])

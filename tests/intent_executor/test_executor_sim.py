@@ -298,6 +298,8 @@ def test_a_plan_the_runtime_gives_up_on_still_ends_in_one_result(r, access, sim)
     result = the_result(r, "stuck-1")
     assert (result["executed"], result["reason"]) == ("false", "gave_up_after_retries")
     assert json.loads(result["detail"])["order_may_exist"] == "true"
+    # Its marker says what the governor and harvest must assume: it may have filled (not a refusal).
+    assert r.get(keys.plan_result_marker("stuck-1")).endswith(" -")
     assert r.xlen(keys.Stream.DEAD_LETTER) == 1
     # the marker (of an earlier version) carries no permits: their keys, still there, give the context
     assert json.loads(result["p32_permit"])["allow"] is True and json.loads(result["p33_permit"])["allow"] is True
