@@ -349,3 +349,39 @@ def test_an_intent_timestamp_in_epoch_ms_is_accepted() -> None:
     payload = {**SEED_INTENT_PAYLOAD, "timestamp": 1767295800000}
 
     assert TradeIntent.from_fields({"payload": json.dumps(payload)}).timestamp == 1767295800000
+
+
+@pytest.mark.parametrize(("payload", "reason", "field"), [
+    # Found in review: Decimal cannot hold it (InvalidOperation, not ValueError): the executor's give-up raised
+    # out of the runtime on every start, and the entry was never dead-lettered.
+    ('{"plan_id": "p1", "decision": "EXECUTE", "symbol": "BTCUSDT", "side": "BUY", "qty": 1.5e99999999999999999999}',
+     "invalid_json", "plan_data"),
+    # A key given twice with different values: the last won (a SELL close read as a BUY open); flat fields given
+    # twice are refused as duplicate_field, and so is this now.
+    ('{"plan_id": "p1", "decision": "EXECUTE", "symbol": "BTCUSDT", "side": "SELL", "qty": "0.001", '
+     '"reduceOnly": true, "reduceOnly": false}', "duplicate_field", "reduceOnly"),
+])
+def test_a_json_payload_that_cannot_be_one_plan_is_refused_naming_why(payload, reason, field) -> None:
+    with pytest.raises(EntryError) as refused:
+        Plan.from_fields({"plan_data": payload})
+
+    assert refused.value.reason == reason and field in refused.value.fields
+
+
+def test_a_key_repeated_with_the_same_value_in_a_json_payload_is_one_field() -> None:
+    plan = Plan.from_fields({"plan_data": json.dumps(SEED_TEST_OPEN_005)[:-1] + ', "side": "BUY"}'})
+
+    assert plan.side is Side.BUY
+
+
+@pytest.mark.parametrize("proposal_id", ["", "   ", "two words"])
+def test_a_proposal_without_a_usable_id_is_refused(proposal_id: str) -> None:
+    """Found in review: an empty id made every such proposal the same plan; the second, on any symbol, was acked
+    as a duplicate with no dead letter."""
+    fields = {"proposal_id": proposal_id, "symbol": "ETHUSDT", "action": "PARTIAL_50", "kill_score": "0.5",
+              "r_multiple": "1", "reason": "x", "position_amt": "0.1", "entry_price": "1", "mark_price": "1"}
+
+    with pytest.raises(EntryError) as refused:
+        HarvestProposal.from_fields(fields)
+
+    assert "proposal_id" in refused.value.fields

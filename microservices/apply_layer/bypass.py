@@ -27,12 +27,21 @@ from shared import keys
 from shared.logging import get_logger
 from shared.redis_conn import unavailable
 from shared.runtime.consumer import Entry, Rejected
-from shared.schema import EntryError, HarvestProposal
+from shared.schema import HarvestProposal
 
 BYPASSED = Counter("quantum_apply_calibration_bypassed_total",
                    "Exit proposals handled uncalibrated in P26_MODE=enforce: no calibrated copy in time")
 BATCH = 100
 EVERY_MS = 1000  # looked at once a second at most
+
+
+def _parsed(fields: dict[str, str]) -> HarvestProposal | None:
+    """The entry's proposal, or None when it does not parse (the gate's group dead-letters it): whatever its parse
+    raises, a bad entry must not hold the cursor, or no exit after it would ever be bypassed."""
+    try:
+        return HarvestProposal.from_fields(fields)
+    except Exception:
+        return None
 
 
 class CalibrationBypass:
@@ -65,27 +74,28 @@ class CalibrationBypass:
         while True:
             entries = self.r.xrange(keys.Stream.HARVEST_PROPOSAL, min=f"({self.cursor}",
                                     max=str(now_ms - self.wait_ms), count=BATCH)
-            for (entry_id, fields), waiting in zip(entries, self._undecided(entries)):
-                if waiting:
-                    planned += self._plan(entry_id, fields, now_ms)
+            parsed = [(entry_id, fields, _parsed(fields)) for entry_id, fields in entries]
+            for entry_id, fields, proposal in self._undecided(parsed):
+                planned += self._plan(entry_id, fields, proposal, now_ms)
                 self.cursor = entry_id
+            if entries:
+                self.cursor = entries[-1][0]
             if len(entries) < BATCH:
                 return planned
 
-    def _undecided(self, entries: list[tuple[str, dict[str, str]]]) -> list[bool]:
-        """For each entry: neither calibrated by the gate nor decided here (planned, skipped, superseded)."""
-        if not entries:
+    def _undecided(self, parsed: list[tuple[str, dict[str, str], HarvestProposal | None]]
+                   ) -> list[tuple[str, dict[str, str], HarvestProposal]]:
+        """The entries that parse and are neither calibrated by the gate nor decided here (planned, skipped,
+        superseded), by their proposal's id (flat, or in a JSON payload)."""
+        proposals = [(entry_id, fields, proposal) for entry_id, fields, proposal in parsed if proposal is not None]
+        if not proposals:
             return []
-        ids = [fields.get("proposal_id", "") for _, fields in entries]
-        found = self.r.mget([key for proposal_id in ids
-                             for key in (keys.p26_calibrated(proposal_id), keys.apply_proposal(proposal_id))])
-        return [calibrated is None and decided is None for calibrated, decided in zip(found[0::2], found[1::2])]
+        found = self.r.mget([key for _, _, proposal in proposals for key in (keys.p26_calibrated(proposal.proposal_id),
+                                                                               keys.apply_proposal(proposal.proposal_id))])
+        return [each for each, calibrated, decided in zip(proposals, found[0::2], found[1::2])
+                if calibrated is None and decided is None]
 
-    def _plan(self, entry_id: str, fields: dict[str, str], now_ms: int) -> int:
-        try:
-            proposal = HarvestProposal.from_fields(fields)
-        except EntryError:
-            return 0  # the gate's group dead-letters it
+    def _plan(self, entry_id: str, fields: dict[str, str], proposal: HarvestProposal, now_ms: int) -> int:
         self.log.warning("P26_BYPASSED", proposal_id=proposal.proposal_id, symbol=proposal.symbol,
                          action=proposal.action.value, reason=proposal.reason, entry_id=entry_id,
                          waited_ms=now_ms - int(entry_id.split("-")[0]),

@@ -160,8 +160,8 @@ class Executor:
             return  # its plan_id is another entry's (ended, or to be resolved by that entry): not this one's to end
         try:
             plan = Plan.from_fields(entry.fields)
-        except EntryError:
-            return  # not a plan: the dead letter is its only record
+        except Exception:  # not a plan (whatever its parse raised: this runs while the entry is dead-lettered)
+            return  # the dead letter is its only record
         claim = keys.plan_claim(plan.plan_id)
         reply = scripts.CLAIM_TO_END(self.r, [claim, keys.plan_order_marker(plan.plan_id)],
                                      [self.consumer_name, scripts.CLAIM_TTL_S])

@@ -54,12 +54,27 @@ def _unfold_json(fields: dict[str, str]) -> dict[str, Any]:
         raise EntryError("ambiguous_json", {name: "only one JSON field is allowed" for name in json_names})
     name = json_names[0]
     try:
-        document = json.loads(fields[name], parse_float=Decimal)
-    except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, or an integer past 4300 digits
+        document = json.loads(fields[name], parse_float=Decimal, object_pairs_hook=_object_without_repeats)
+    except EntryError:
+        raise
+    # ValueError: JSONDecodeError, or an integer past 4300 digits; ArithmeticError: a float Decimal cannot hold
+    # (1.5e99999999999999999999999 raises InvalidOperation, found in review: it crashed the executor's give-up)
+    except (ValueError, RecursionError, ArithmeticError) as exc:
         raise EntryError("invalid_json", {name: f"not valid JSON ({exc.__class__.__name__})"}) from None
     if not isinstance(document, dict):
         raise EntryError("invalid_json", {name: "must be a JSON object"})
     return _merge_flat(fields, name, document)
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when it names a key twice with different values (plain json.loads keeps the last, as
+    a flat entry's repeated field would be: that is refused as duplicate_field, and so is this)."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document and document[key] != value:
+            raise EntryError("duplicate_field", {key: "given twice with different values"})
+        document[key] = value
+    return document
 
 
 def _merge_flat(fields: dict[str, str], json_name: str, document: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from shared.schema.entry import EntryModel
 from shared.schema.fields import (
     ActionField,
     Dec,
+    PlanId,
     PositiveDec,
     ShortText,
     StrictBool,
@@ -30,7 +31,9 @@ HeatBucketField = Annotated[HeatBucket, BeforeValidator(upper_enum_input)]
 
 
 class HarvestProposal(EntryModel):
-    proposal_id: ShortText
+    # Like a plan id (found in review: an empty or blank one made every such proposal the same plan, and the second,
+    # on any symbol, was acked as a duplicate).
+    proposal_id: PlanId
     symbol: Symbol
     action: ActionField
     kill_score: UnitDec

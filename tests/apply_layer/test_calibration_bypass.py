@@ -174,3 +174,31 @@ def test_the_wait_is_measured_by_redis_s_clock_the_one_entry_ids_carry(r, layer,
     bypass = CalibrationBypass(r, layer, WAIT_MS, MAX_AGE_MS)  # the default clock
 
     assert bypass.tick() == 0 and plans(r) == []
+
+
+def test_a_proposal_sent_as_json_is_told_by_its_own_id(r, clock, bypass) -> None:
+    """Found in review: the markers were looked up by the flat proposal_id field, empty for a JSON payload: every
+    JSON proposal looked undecided, and one already calibrated and planned was bypassed again (a false alert)."""
+    import json
+
+    entry_id = r.xadd(keys.Stream.HARVEST_PROPOSAL, {"payload": json.dumps({
+        "proposal_id": "as-json", "symbol": "BTCUSDT", "action": "FULL_CLOSE_PROPOSED", "kill_score": "0.9",
+        "r_multiple": "-1.1", "reason": "stop_loss_hit", "position_amt": "0.01", "entry_price": "88000",
+        "mark_price": "87000", "ts_ms": clock.now_ms - 20_000})}, id=f"{clock.now_ms - 20_000}-0")
+    gate_publishes(r, entry_id)
+
+    with capture_logs() as logs:
+        assert bypass.tick() == 0
+
+    assert [line for line in logs if line["event"] == "P26_BYPASSED"] == []
+
+
+def test_an_entry_whose_parse_raises_anything_is_passed_and_the_next_is_planned(r, clock, bypass) -> None:
+    """Found in review: a float Decimal cannot hold raised InvalidOperation, not EntryError; the cursor stayed on
+    that entry and no exit after it was ever bypassed."""
+    r.xadd(keys.Stream.HARVEST_PROPOSAL, {"payload": '{"proposal_id": "huge", "kill_score": 1.5e99999999999999999999}'},
+           id=f"{clock.now_ms - 20_000}-0")
+    propose(r, "after-it", clock.now_ms - 20_000 + 1)
+
+    assert bypass.tick() == 1
+    assert [plan.proposal_id for plan in plans(r)] == ["after-it"]
