@@ -164,7 +164,7 @@ class EntryHandling(Generic[T]):
         self._read.inc()
         if not fields:  # Deleted or trimmed while pending: nothing left to process, and said so (not a silent drop).
             self._dead_letter(Entry(self.config.stream, entry_id, {}, deliveries), DELETED_REASON,
-                              {"detail": DELETED_DETAIL})
+                              {"detail": DELETED_DETAIL}, handled=False)
             return False
         entry = Entry(self.config.stream, entry_id, dict(fields), deliveries)
         if deliveries > self.config.max_deliveries:
@@ -173,17 +173,18 @@ class EntryHandling(Generic[T]):
         duplicated = getattr(fields, "duplicated", ())
         if duplicated:  # which of the values was meant cannot be told: refused, as aliases that disagree are
             self._dead_letter(entry, DUPLICATE_FIELD_REASON, {name: "given more than once with different values"
-                                                              for name in duplicated})
+                                                              for name in duplicated}, handled=False)
             return False
         try:
             return self.parse(entry.fields), entry
         except EntryError as exc:
-            self._dead_letter(entry, exc.reason, exc.fields)
+            self._dead_letter(entry, exc.reason, exc.fields, handled=False)
             return False
         except Exception as exc:  # a parser must name what is wrong (EntryError); an input it did not foresee
             # still never crashes the daemon (the restarts would re-deliver the whole read until it was dead-lettered)
             self.log.error("parse_failed", entry_id=entry_id, exc_info=exc)
-            self._dead_letter(entry, PARSE_FAILED_REASON, {"entry": f"could not be parsed ({exc.__class__.__name__})"})
+            self._dead_letter(entry, PARSE_FAILED_REASON, {"entry": f"could not be parsed ({exc.__class__.__name__})"},
+                              handled=False)
             return False
 
     def _handle(self, item: T, entry: Entry) -> bool:
@@ -213,9 +214,12 @@ class EntryHandling(Generic[T]):
         self.log.error("handler_failed", entry_id=entry.entry_id, deliveries=entry.deliveries, exc_info=failure)
         return False
 
-    def _dead_letter(self, entry: Entry, reason: str, detail: dict[str, str]) -> None:
-        """The entry to the dead-letter stream, acked with it; left pending when the give-up hook says later."""
-        if self.on_give_up is not None:
+    def _dead_letter(self, entry: Entry, reason: str, detail: dict[str, str], handled: bool = True) -> None:
+        """The entry to the dead-letter stream, acked with it; left pending when the give-up hook says later. The hook
+        hears only entries the handler had (past their deliveries, or rejected by it): one that never parsed was never
+        worked on, and its plan_id, read from fields that do not make a plan, is not its to end (found in review: a
+        plan with a field given twice got a gave_up result, and its corrected resend was refused duplicate_plan)."""
+        if self.on_give_up is not None and handled:
             try:
                 self.on_give_up(entry, reason)  # the daemon ends what it can (a plan's terminal result) first
             except GiveUpLater as exc:

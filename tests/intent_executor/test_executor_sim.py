@@ -34,7 +34,7 @@ def run_executor(r: redis.Redis, access: ExchangeAccess, **overrides) -> None:
     executor = Executor(r, access, ExecutorSettings(**values), consumer_name="test-executor", wait=lambda _s: None)
     config = ConsumerConfig(stream=keys.Stream.APPLY_PLAN, group=keys.Group.INTENT_EXECUTOR, consumer="test-executor",
                             block_ms=50, claim_idle_ms=60_000)
-    StreamConsumer(r, config, Plan.from_fields, executor.handle).run(burst=True)
+    StreamConsumer(r, config, Plan.from_fields, executor.handle, on_give_up=executor.give_up).run(burst=True)
 
 
 # The gates bind each permit to the plan they decided (Plan.digest). Tests often write the permits before
@@ -559,3 +559,23 @@ def test_a_kill_switch_of_another_type_halts_the_send_without_failing_the_taking
     run_executor(r, access)
 
     assert (the_result(r, "kill-hash-1")["reason"], orders_for(sim, "kill-hash-1")) == ("kill_switch", [])
+
+
+def test_a_plan_with_a_field_given_twice_is_dead_lettered_without_a_result_and_its_resend_executes(r, access,
+                                                                                                   sim) -> None:
+    """Found in review: the executor's give-up read the entry's last values as a plan and wrote it a
+    gave_up_after_retries result: the plan was never tried, and the corrected resend under the same plan_id was
+    refused as duplicate_plan."""
+    grant(r, "twice-1")
+    fields = {**PLAN, "plan_id": "twice-1", "side": "BUY", "qty": "0.002"}
+    flat = [item for pair in fields.items() for item in pair]
+    r.execute_command("XADD", keys.Stream.APPLY_PLAN, "*", *flat, "qty", "0.004")
+
+    run_executor(r, access)
+
+    assert results_of(r, "twice-1") == []
+    [(_id, dead)] = r.xrange(keys.Stream.DEAD_LETTER)
+    assert dead["reason"] == "duplicate_field"
+    plan(r, "twice-1", "BUY", "0.002")  # sent again, corrected
+    run_executor(r, access)
+    assert the_result(r, "twice-1")["executed"] == "true"
