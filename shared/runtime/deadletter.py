@@ -11,6 +11,7 @@ import redis
 from shared import keys
 from shared.logging import redact
 from shared.lua import LuaScript
+from shared.schema.entry import JSON_FIELDS
 
 MAX_FIELDS_JSON = 16 * 1024
 
@@ -24,7 +25,7 @@ def dead_letter_fields(
     group: str,
     consumer: str,
 ) -> dict[str, str]:
-    fields_json = json.dumps(redact(dict(fields)), ensure_ascii=False)
+    fields_json = json.dumps(_redacted(fields), ensure_ascii=False)
     if len(fields_json) > MAX_FIELDS_JSON:
         fields_json = fields_json[:MAX_FIELDS_JSON] + "...(truncated)"
     detail_text = detail if isinstance(detail, str) else json.dumps(redact(dict(detail)), ensure_ascii=False)
@@ -38,6 +39,23 @@ def dead_letter_fields(
         "consumer": consumer,
         "ts_ms": str(int(time.time() * 1000)),
     }
+
+
+def _redacted(fields: Mapping[str, str]) -> dict[str, object]:
+    """The entry's fields with secrets masked, inside a JSON payload too (found in review: an `api_key` among a
+    payload's keys was copied verbatim, where the same flat field is masked)."""
+    masked = redact(dict(fields))
+    for name in JSON_FIELDS:
+        value = fields.get(name)
+        if not isinstance(value, str):
+            continue
+        try:
+            document = json.loads(value)
+        except (ValueError, RecursionError):
+            continue  # not JSON: masked as text already
+        if isinstance(document, (dict, list)):
+            masked[name] = json.dumps(redact(document), ensure_ascii=False)
+    return masked
 
 
 # KEYS: source stream, dead-letter stream; ARGV: group, entry id, then the dead letter's fields (flat). The ack

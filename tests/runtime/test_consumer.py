@@ -716,3 +716,15 @@ def test_entries_of_a_claim_whose_reply_was_lost_are_handled_at_once(r: redis.Re
     StreamConsumer(r, config(claim_idle_ms=400), dict, record_into(seen)).run(burst=True)
 
     assert lost and sorted(entry_id for entry_id, _ in seen) == ids
+
+
+def test_a_dead_letter_masks_secrets_inside_a_json_payload_as_in_flat_fields() -> None:
+    """Found in review: a flat api_key was masked, the same key inside a payload's JSON copied verbatim."""
+    from shared.runtime.deadletter import dead_letter_fields
+
+    payload = json.dumps({"symbol": "BTCUSDT", "api_key": "k3y-in-payload", "auth": {"secret": "s3cr3t-nested"}})
+
+    dead = dead_letter_fields(STREAM, "1-0", {"payload": payload, "api_secret": "flat-s3cr3t"}, "invalid", {}, "g", "c")
+
+    assert not any(secret in dead["fields"] for secret in ("k3y-in-payload", "s3cr3t-nested", "flat-s3cr3t"))
+    assert json.loads(json.loads(dead["fields"])["payload"])["symbol"] == "BTCUSDT"
