@@ -46,11 +46,14 @@ POSITIONS_WEIGHT = 5
 
 class Reconciler:
     def __init__(self, client: redis.Redis, access: ExchangeAccess, settings: ReconcileSettings,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
         self.r = client
         self.access = access
         self.settings = settings
-        self.clock = clock
+        self.clock = clock  # wall time: compared with times other processes wrote
+        # The interval between passes (found in review: on the wall clock, a step back of an hour ran no interval
+        # pass for an hour; a position opened or closed by hand went unseen meanwhile).
+        self.monotonic = monotonic
         self.log = get_logger(component="reconcile")
         self._due_at = 0.0
         self._last_result_ms = 0
@@ -59,14 +62,18 @@ class Reconciler:
         self._observed_at_ms = 0  # when the exchange positions of the current pass were taken
 
     def on_result(self, result: PlanResult, entry: Entry) -> None:
-        # A result may have moved a position: compare as soon as the exchange view postdates it.
-        self._last_result_ms = max(self._last_result_ms, int(entry.entry_id.split("-")[0]))
-        self._result_unseen = True
+        # A result that may have moved a position (a fill, or a give-up whose order may exist): compare as soon as the
+        # exchange view postdates it. A refusal moved nothing: the fleet's snapshot stays good for the next pass
+        # (found in review: each one sent reconcile to the exchange itself, ~150 weight a minute while plans were
+        # denied every few seconds, the seeds' pattern).
+        if result.executed or result.reason is Reason.GAVE_UP:
+            self._last_result_ms = max(self._last_result_ms, int(entry.entry_id.split("-")[0]))
+            self._result_unseen = True
         if result.reason is Reason.RECONCILE_REQUIRED_QTY_MISMATCH:
             self._held_by_p33.add(result.symbol)
 
     def tick(self) -> None:
-        now = self.clock()
+        now = self.monotonic()
         if now >= self._due_at or (self._result_unseen and self._fresh_snapshot() is not None):
             self._due_at = now + self.settings.reconcile_interval_sec
             self.run_pass()
@@ -133,8 +140,8 @@ class Reconciler:
         recorded = ledger.read_entry(self.r, symbol)
         observation = _observe(symbol, position, recorded, self._tolerance(symbol))
         mismatch_key = keys.reconcile_mismatch(symbol)
-        first_seen = self._first_seen_ms(mismatch_key)
         now_ms = int(self.clock() * 1000)
+        first_seen = self._first_seen_ms(mismatch_key, now_ms)
         in_flight = sending.busy(self.r, symbol)
         if in_flight and not observation.agrees and self._released_orphans(symbol):
             in_flight = sending.busy(self.r, symbol)
@@ -147,7 +154,7 @@ class Reconciler:
             self._record(observation, recorded, now_ms)
             return False
         if verdict is Verdict.HEAL:
-            return self._heal(observation, recorded, position, now_ms)
+            return self._heal(observation, recorded, position, now_ms, first_seen)
         return False
 
     def _released_orphans(self, symbol: str) -> bool:
@@ -161,11 +168,13 @@ class Reconciler:
                              detail="its entry was deleted while its order's outcome was unknown: the exchange decides")
         return bool(released)
 
-    def _first_seen_ms(self, mismatch_key: str) -> int | None:
+    def _first_seen_ms(self, mismatch_key: str, now_ms: int) -> int | None:
         """When the mismatch was first seen; None when unrecorded or garbled (it is then recorded afresh). A
-        record of another type (an operator's SET) is deleted, or every pass would fail on it and never heal."""
+        record of another type (an operator's SET) is deleted, or every pass would fail on it and never heal. A time
+        further ahead than any clock of this host (a clock since stepped back, a hand-typed value) reads as absent:
+        found in review, it held the heal off, and P3.3 refused the symbol's closes, until the clock caught up."""
         try:
-            return freshness.stored_ms(self.r.hget(mismatch_key, "first_seen_ms"))
+            return freshness.stored_ms(self.r.hget(mismatch_key, "first_seen_ms"), now_ms)
         except redis.ResponseError as exc:
             if not wrong_type(exc):
                 raise
@@ -183,9 +192,12 @@ class Reconciler:
         self.r.hset(keys.reconcile_mismatch(observation.symbol), mapping=described)
         self.log.warning("RECONCILE_MISMATCH", **described, grace_sec=self.settings.reconcile_grace_sec)
 
-    def _heal(self, observation: Observation, recorded: LedgerEntry, position: Position | None, now_ms: int) -> bool:
+    def _heal(self, observation: Observation, recorded: LedgerEntry, position: Position | None, now_ms: int,
+              first_seen_ms: int | None) -> bool:
         symbol = observation.symbol
-        described = _describe(observation, recorded, now_ms)
+        # Says when the mismatch was first seen, not when it healed (found in review: operators could not tell how
+        # long the symbol had been held).
+        described = _describe(observation, recorded, first_seen_ms if first_seen_ms is not None else now_ms)
         with self.r.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(keys.position_ledger(symbol), keys.executor_sending(symbol))

@@ -54,6 +54,7 @@ ORDER_DOES_NOT_EXIST = -2013
 INVALID_TIMESTAMP = -1021  # outside recvWindow, or ahead of the server: our clock offset has drifted
 RATE_LIMIT_PAUSE_S = 1.0  # after a 429 or 418 that named no Retry-After
 RATE_LIMIT_WAIT_MAX_S = 2.0  # a read waits out this much of a rate limit's Retry-After; longer, it is refused
+WEIGHT_WINDOW_S = 60.0  # X-MBX-USED-WEIGHT-1M counts the current minute
 PARSE_ERRORS = (KeyError, TypeError, ValueError, InvalidOperation, AttributeError)
 
 T = TypeVar("T")
@@ -120,6 +121,7 @@ class ExchangeClient:
         self._client = binance_client if binance_client is not None else build_binance_client(settings)
         self._secrets = (settings.api_key.get_secret_value(), settings.api_secret.get_secret_value())
         self._used_weight: int | None = None
+        self._weight_seen_at = float("-inf")  # when the exchange last said the used weight (monotonic)
         self._monotonic = monotonic
         self._sleep = sleep
         self._quiet_until = float("-inf")  # after a rate limit: no request before this (monotonic)
@@ -249,8 +251,11 @@ class ExchangeClient:
         return self._used_weight
 
     def can_spend(self, weight: int, reserve: float = 0.25) -> bool:
-        """Whether a request of this weight keeps `reserve` of the limit free for orders and lookups."""
-        used = self._used_weight or 0
+        """Whether a request of this weight keeps `reserve` of the limit free for orders and lookups. The weight is
+        counted per minute: a figure older than that says nothing of now (found in review: a client that rarely
+        asks kept the figure of a busy minute and never asked again)."""
+        fresh = self._monotonic() - self._weight_seen_at < WEIGHT_WINDOW_S
+        used = (self._used_weight or 0) if fresh else 0
         return used + weight <= self._settings.weight_limit_1m * (1 - reserve)
 
     def _note_weight(self) -> None:
@@ -258,6 +263,7 @@ class ExchangeClient:
         header = headers.get("X-MBX-USED-WEIGHT-1M") if isinstance(headers, Mapping) else None
         if isinstance(header, str) and header.isdigit():
             self._used_weight = int(header)
+            self._weight_seen_at = self._monotonic()
 
     def _request(
         self, operation: str, call: Callable[..., Any], parse: Callable[[Any], T],

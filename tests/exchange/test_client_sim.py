@@ -353,3 +353,18 @@ def test_an_exchange_daemon_on_a_hedge_mode_account_exits_2_in_one_line(sim, exc
 
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "position_mode" in done.stderr and "hedge mode" in done.stderr
+
+
+def test_the_weight_a_request_reported_counts_for_its_minute_only(sim, monkeypatch):
+    """Found in review: reconcile, which rarely asks, kept the used weight of a busy minute and, with nothing to
+    refresh it, refused itself every own fetch for the life of the process."""
+    client, now = fake_clock_client(sim)
+    client.server_time()
+    limit = client._settings.weight_limit_1m
+    monkeypatch.setattr(client, "_used_weight", limit - 1)  # as a busy minute's header said
+
+    busy_now = client.can_spend(5)
+    now[0] += 61
+    later = client.can_spend(5)
+
+    assert (busy_now, later) == (False, True)
