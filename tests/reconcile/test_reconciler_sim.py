@@ -24,6 +24,13 @@ def reconciler(r: redis.Redis, access, clock: Clock) -> Reconciler:
     return Reconciler(r, access, ReconcileSettings(reconcile_grace_sec=5), clock=clock)
 
 
+def passes_apart(heal: Reconciler, clock: Clock, seconds: float) -> None:
+    """A pass, then another `seconds` later (past the grace: a mismatch the first recorded heals in the second)."""
+    heal.run_pass()
+    clock.now += seconds
+    heal.run_pass()
+
+
 def buy(access, symbol: str, qty: str, client_order_id: str) -> None:
     access.client.create_market_order(symbol, "BUY", D(qty), False, client_order_id)
 
@@ -57,9 +64,7 @@ def test_a_position_opened_outside_the_fleet_is_adopted(r, access, sim) -> None:
     buy(access, "TRXUSDT", "700", "manual-trx")
     heal = reconciler(r, access, clock)
 
-    heal.run_pass()
-    clock.now += 6
-    heal.run_pass()
+    passes_apart(heal, clock, 6)
 
     assert ledger.read(r, "TRXUSDT").amount == D("700")
 
@@ -69,9 +74,7 @@ def test_a_position_closed_outside_the_fleet_clears_the_ledger(r, access, sim) -
     r.hset(keys.position_ledger("LINKUSDT"), mapping={"position_amt": "20", "entry_price": "11.9"})
     heal = reconciler(r, access, clock)
 
-    heal.run_pass()
-    clock.now += 6
-    heal.run_pass()
+    passes_apart(heal, clock, 6)
 
     assert ledger.read(r, "LINKUSDT") is None
 
@@ -82,9 +85,7 @@ def test_a_plan_in_flight_holds_the_heal(r, access, sim) -> None:
     r.hset(keys.executor_sending("BTCUSDT"), "plan-x", str(10**15))  # being sent, for a long while yet
     heal = reconciler(r, access, clock)
 
-    heal.run_pass()
-    clock.now += 60
-    heal.run_pass()
+    passes_apart(heal, clock, 60)
 
     assert ledger.read(r, "BTCUSDT") is None
     r.delete(keys.executor_sending("BTCUSDT"))
@@ -170,9 +171,7 @@ def test_a_last_execution_key_of_another_type_does_not_stop_the_heal(r, access, 
     r.hset(keys.cooldown_last_exec("TRXUSDT"), "ts", "1")  # an operator's HSET where FINISH SETs
     heal = reconciler(r, access, clock)
 
-    heal.run_pass()
-    clock.now += 6
-    heal.run_pass()
+    passes_apart(heal, clock, 6)
 
     assert ledger.read(r, "TRXUSDT").amount == D("700")
 
@@ -189,9 +188,7 @@ def test_a_time_far_in_the_future_does_not_hold_off_every_heal(r, access, sim) -
     r.set(keys.cooldown_last_exec("BTCUSDT"), str(int(clock.now * 1000) + 3_600_000))  # an hour ahead
     heal = reconciler(r, access, clock)
 
-    heal.run_pass()
-    clock.now += 6
-    heal.run_pass()
+    passes_apart(heal, clock, 6)
 
     assert ledger.read(r, "BTCUSDT").amount == D("0.062")
 
@@ -223,9 +220,7 @@ def test_a_mismatch_first_seen_in_the_future_is_recorded_again_and_heals_after_t
     r.hset(keys.reconcile_mismatch("BTCUSDT"), mapping={"first_seen_ms": str(int((clock.now + 3600) * 1000))})
     heal = reconciler(r, access, clock)
 
-    heal.run_pass()
-    clock.now += 5
-    heal.run_pass()
+    passes_apart(heal, clock, 5)
 
     assert ledger.read(r, "BTCUSDT").amount == D("0.062")
 
