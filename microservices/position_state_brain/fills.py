@@ -44,11 +44,11 @@ def fill_from(entry_id: str, fields: dict[str, str]) -> ConfirmedFill | None:
         exchange_ts = int(fields.get("exchange_ts_ms") or 0)
     except (KeyError, InvalidOperation, ValueError):
         return None
-    if qty < 0:
+    side = fields.get("side", "").strip().upper()  # as the schema reads it (a hand-written "buy" is a buy)
+    if qty < 0 or side not in ("BUY", "SELL"):
         return None
-    signed = qty if fields.get("side") == "BUY" else -qty
-    return ConfirmedFill(fields.get("symbol", ""), signed, exchange_ts, int(entry_id.split("-")[0]),
-                         fields.get("reduceOnly") == "true")
+    return ConfirmedFill(fields.get("symbol", ""), qty if side == "BUY" else -qty, exchange_ts,
+                         int(entry_id.split("-")[0]), fields.get("reduceOnly", "").strip().lower() == "true")
 
 
 def moved(amount: Decimal, fill: ConfirmedFill) -> Decimal:

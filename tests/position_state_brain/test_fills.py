@@ -122,3 +122,10 @@ def test_a_result_whose_filled_qty_is_not_a_quantity_is_no_fill(qty) -> None:
     """Found in review: Decimal() took NaN and Infinity from a result XADDed by hand, and every comparison on the
     symbol then raised until the next snapshot."""
     assert fill_from(f"{SNAPSHOT_MS + 5}-0", result("BUY", qty, SNAPSHOT_MS)) is None
+
+
+def test_a_hand_written_result_s_side_is_read_as_the_schema_reads_it() -> None:
+    """Found in review: any side but exactly BUY was a sell, so a hand-written "buy" counted the wrong way."""
+    assert fill_from(f"{SNAPSHOT_MS + 5}-0", result("buy", "0.001", SNAPSHOT_MS)).signed_qty == D("0.001")
+    assert fill_from(f"{SNAPSHOT_MS + 5}-0", result("sideways", "0.001", SNAPSHOT_MS)) is None
+    assert fill_from(f"{SNAPSHOT_MS + 5}-0", result("SELL", "0.001", SNAPSHOT_MS, reduce_only="True")).reduce_only
