@@ -42,6 +42,7 @@ ORPHANS = Counter("quantum_reconcile_orphaned_plans_released_total",
 SYMBOL_ERRORS = Counter("quantum_reconcile_symbol_errors_total", "Symbols a pass could not reconcile (logged; next pass)")
 ZERO = Decimal(0)
 POSITIONS_WEIGHT = 5
+FULL_SCAN_EVERY_S = 60.0
 
 
 class Reconciler:
@@ -60,8 +61,11 @@ class Reconciler:
         self._result_unseen = False
         self._held_by_p33: set[str] = set()
         self._observed_at_ms = 0  # when the exchange positions of the current pass were taken
+        self._recorded: set[str] = set()  # symbols with a ledger or a mismatch record, as last scanned and since
+        self._scanned_at = float("-inf")
 
     def on_result(self, result: PlanResult, entry: Entry) -> None:
+        self._recorded.add(result.symbol)  # its ledger may be new: looked at from the next pass, before any scan
         # A result that may have moved a position (a fill, or a give-up whose order may exist): compare as soon as the
         # exchange view postdates it. A refusal moved nothing: the fleet's snapshot stays good for the next pass
         # (found in review: each one sent reconcile to the exchange itself, ~150 weight a minute while plans were
@@ -83,8 +87,8 @@ class Reconciler:
         if positions is None:
             return
         self._result_unseen = False
-        symbols = set(positions) | self._symbols_under(keys.position_ledger_pattern())
-        symbols |= self._symbols_under(keys.reconcile_mismatch_pattern())  # so that a record goes once both agree
+        symbols = set(positions) | self._recorded_symbols()
+        self._recorded |= set(positions)  # a position's ledger stays after it closes: looked at without a scan
         disagreeing = sum(not self._reconcile_isolated(symbol, positions.get(symbol)) for symbol in sorted(symbols))
         MISMATCHES.set(disagreeing)
         PASSES.labels(outcome="done").inc()
@@ -131,6 +135,19 @@ class Reconciler:
             held = by_symbol.get(position.symbol)
             by_symbol[position.symbol] = position if held is None else replace(held, amount=held.amount + position.amount)
         return by_symbol
+
+    def _recorded_symbols(self) -> set[str]:
+        """Symbols with a ledger or a mismatch record (so that a record goes once both agree). The keyspace is
+        scanned for them at most every FULL_SCAN_EVERY_S: it holds every plan's markers for days, and a SCAN of it
+        each pass (every RECONCILE_INTERVAL_SEC and after results) grew with the plans ever made, not with the
+        positions (found in review: 0.43 s of Redis per pass at 300k keys). Between scans, the symbols of the last
+        scan and of every result since; a ledger written by hand on another symbol is found at the next scan."""
+        now = self.monotonic()
+        if now - self._scanned_at >= FULL_SCAN_EVERY_S:
+            self._recorded = (self._symbols_under(keys.position_ledger_pattern())
+                              | self._symbols_under(keys.reconcile_mismatch_pattern()))
+            self._scanned_at = now
+        return set(self._recorded)
 
     def _symbols_under(self, pattern: str) -> set[str]:
         return {keys.symbol_from_key(key) for key in self.r.scan_iter(pattern, count=500)}

@@ -258,3 +258,37 @@ def test_a_refused_result_leaves_the_fleets_snapshot_good_for_the_next_pass(r, a
     heal.run_pass()
 
     assert fetched == []
+
+
+def test_the_keyspace_is_scanned_once_a_minute_not_every_pass(r, access, sim, monkeypatch) -> None:
+    """Found in review: each pass SCANned the whole keyspace twice, which holds every plan's markers for days: Redis
+    work grew with the plans ever made. A result's symbol is looked at from the next pass; a ledger written by hand
+    on another symbol at the next scan."""
+    from shared.runtime.consumer import Entry
+
+    clock, ticks = Clock(), [0.0]
+    heal = Reconciler(r, access, ReconcileSettings(reconcile_grace_sec=5), clock=clock, monotonic=lambda: ticks[0])
+    scans: list[str] = []
+    real_scan = r.scan_iter
+    monkeypatch.setattr(r, "scan_iter", lambda pattern, **kw: scans.append(pattern) or real_scan(pattern, **kw))
+    r.hset(keys.position_ledger("LINKUSDT"), mapping={"position_amt": "20", "entry_price": "11.9"})
+
+    heal.run_pass()
+    r.hset(keys.position_ledger("LTCUSDT"), mapping={"position_amt": "1", "entry_price": "80"})  # by hand, unseen
+    done = PlanResult(plan_id="filled-1", executed=True, symbol="SOLUSDT", side=Side.BUY, qty=D("1"),
+                      reduce_only=False, source="test", order_id="1", filled_qty=D("1"), avg_price=D("100"))
+    r.hset(keys.position_ledger("SOLUSDT"), mapping={"position_amt": "1", "entry_price": "100"})
+    heal.on_result(done, Entry(keys.Stream.APPLY_RESULT, f"{int(clock.now * 1000) - 10_000}-0", {}, 1))
+    for _ in range(5):
+        clock.now += 2
+        ticks[0] += 2
+        heal.run_pass()
+    # The result's symbol was looked at (its ledger, for a position the exchange does not hold, healed to flat); the
+    # hand-written one waits for the scan.
+    before_the_scan = (ledger.read(r, "SOLUSDT"), r.exists(keys.reconcile_mismatch("LTCUSDT")))
+    ticks[0] += 60
+    heal.run_pass()
+
+    assert len(scans) == 4  # the first pass and the one a minute later, two patterns each
+    assert before_the_scan == (None, 0)
+    assert r.exists(keys.reconcile_mismatch("LTCUSDT"))
