@@ -35,9 +35,9 @@ _log = get_logger(component="results")
 # exchange); 'w' checks it against the expected fields and writes the new ones (none: the position is flat).
 # `release`: keys deleted once the plan has its result (the caller's claims), and the plan's own field of the
 # symbol's sending hash (shared.sending).
-# The result marker holds now-ms and the call's token (`<hex> <outcome>`, see marker_outcome): the same call sent
-# again (redis-py retries a command whose reply was lost) finds its own marker and answers 1, as the first run did,
-# not "already had a result".
+# The result marker holds now-ms and the call's token (`<hex> <outcome> [<plan digest>]`, see marker_outcome): the
+# same call sent again (redis-py retries a command whose reply was lost) finds its own marker and answers 1, as the
+# first run did, not "already had a result".
 # Reply: 1 written (by this call), 0 the plan already has a result, -1 the ledger changed (nothing written or
 # released).
 FINISH = LuaScript(SAFE_READS + """
@@ -112,7 +112,13 @@ def marker_outcome(raw: str | None) -> str | None:
     a marker that does not say (one written before markers said, or by shared.sending's orphan release, whose order
     may or may not have filled)."""
     words = (raw or "").split(" ")
-    return words[2] if len(words) == 3 and words[2] else None
+    return words[2] if len(words) in (3, 4) and words[2] else None
+
+
+def marker_digest(raw: str | None) -> str | None:
+    """The digest of the plan a result marker ended (`<ms> <token> <outcome> <digest>`); None when it does not say."""
+    words = (raw or "").split(" ")
+    return words[3] if len(words) == 4 and words[3] else None
 
 
 def ended_unexecuted(raw: str | None) -> bool:
@@ -131,16 +137,18 @@ def with_results(client: redis.Redis, plan_ids: list[str]) -> set[str]:
 
 def finish_plan(client: redis.Redis, result: PlanResult, effects: Effects = Effects(), now_ms: int | None = None,
                 ledger_seen: dict[str, str] | None = None, release: list[str] | tuple[str, ...] = (),
-                sending: str | None = None, order_may_exist: bool = False) -> bool:
+                sending: str | None = None, order_may_exist: bool = False, plan_digest: str = "") -> bool:
     """Write the plan's one result; False (and nothing written) when it already has one.
 
     `ledger_seen`: the fill's ledger hash as the caller read it earlier; re-read only if it changed.
     `release`: keys to delete in the same call once the plan has its result (written now or before);
     `sending`: the symbol's sending hash, whose field for this plan goes too.
-    `order_may_exist`: the plan ends unexecuted while an order sent for it may have filled (its marker says UNKNOWN)."""
+    `order_may_exist`: the plan ends unexecuted while an order sent for it may have filled (its marker says UNKNOWN).
+    `plan_digest`: the plan's (Plan.digest), which the marker carries: another entry under the plan_id with other
+    content is told from a redelivery of this one (marker_digest)."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     # This call's token, in its result marker: a resent FINISH knows its own write; readers learn the outcome.
-    token = f"{secrets.token_hex(8)} {_outcome(result, order_may_exist)}"
+    token = f"{secrets.token_hex(8)} {_outcome(result, order_may_exist)}" + (f" {plan_digest}" if plan_digest else "")
     fill = effects.fill
     seen = ledger.parse(fill.symbol, ledger_seen) if fill is not None and ledger_seen is not None else None
     failed_against: dict[str, str] | None = None  # the ledger as read for the last write it refused

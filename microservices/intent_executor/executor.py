@@ -39,7 +39,7 @@ WAKE_UP_EVERY_S = 1.0  # the longest single BLPOP: a retried call never blocks p
 
 @dataclass(frozen=True)
 class LookAhead:
-    has_result: bool
+    result_marker: str | None  # the plan's result marker: it has ended (shared.results: it names the plan it ended)
     claim_holder: str | None
     earlier_marker: str | None  # an order marker of another attempt: an order may exist
     attempt: str  # this handling of the plan: the token its permit takes and order marker carry
@@ -103,11 +103,14 @@ class Executor:
         # The look-ahead may have been the command that reconnected, to a server that came up since the entry was
         # read: then the plan is looked up on the exchange before sending, even with its permits taken.
         older_than_redis = older_than_redis or self._older_than_redis(entry)
-        if ahead.has_result:
+        if ahead.result_marker is not None:
             self._release(plan, ahead)
-            if entry.deliveries <= 1:
-                # Its first delivery, and its plan_id already ended: another entry under a plan_id used before (an
-                # operator's retype, a producer's resend). Not executed; said in a dead letter, not only a log line.
+            ended_for = results.marker_digest(ahead.result_marker)
+            if entry.deliveries <= 1 or (ended_for is not None and ended_for != plan.digest):
+                # Its plan_id already ended, on this entry's first delivery or for a plan of other content: another
+                # entry under a plan_id used before (an operator's retype, a producer's resend). Not executed; said in
+                # a dead letter, not only a log line. Found in review: a retype whose first delivery failed (another
+                # executor held the claim) was skipped with a log line only on its next.
                 raise Rejected(Reason.DUPLICATE_PLAN.value, {"plan_id": plan.plan_id,
                                                             "detail": "this plan_id already has its result"})
             self.log.info("duplicate_plan_skipped", plan_id=plan.plan_id, entry_id=entry.entry_id)  # redelivered
@@ -119,7 +122,7 @@ class Executor:
             outcome = self.decide(plan, ahead, older_than_redis)
             written = results.finish_plan(self.r, outcome.result, outcome.effects, now_ms=self._now_ms(),
                                           ledger_seen=outcome.ledger_seen, release=[keys.plan_claim(plan.plan_id)],
-                                          sending=keys.executor_sending(plan.symbol))
+                                          sending=keys.executor_sending(plan.symbol), plan_digest=plan.digest)
             released = True
             outcomes.record(self.log, outcome, written)
         except PlanEnded:
@@ -133,10 +136,10 @@ class Executor:
         and when both permits are already there (and take_now), the taking too."""
         attempt = permits.new_attempt(self.consumer_name)
         asked_at = self.monotonic()
-        has_result, holder, earlier_marker, *rest = scripts.LOOK_AHEAD(
+        result_marker, holder, earlier_marker, *rest = scripts.LOOK_AHEAD(
             self.r, *scripts.look_ahead_call(plan, attempt, self.consumer_name, take_now))
         taken = rest[2:] or None  # rest[:2]: whether each permit is present
-        return LookAhead(bool(has_result), holder, earlier_marker, attempt, asked_at, taken)
+        return LookAhead(result_marker or None, holder, earlier_marker, attempt, asked_at, taken)
 
     def _release(self, plan: Plan, ahead: "LookAhead") -> None:
         if ahead.claim_holder == self.consumer_name:  # and still is: another executor may hold it by now
@@ -180,7 +183,7 @@ class Executor:
         outcome = outcomes.refused(plan, Reason.GAVE_UP, detail, *self.resolver.permits_of(plan, order_marker))
         written = results.finish_plan(self.r, outcome.result, now_ms=self._now_ms(), release=[claim],
                                       sending=keys.executor_sending(plan.symbol),
-                                      order_may_exist=order_marker is not None)
+                                      order_may_exist=order_marker is not None, plan_digest=plan.digest)
         outcomes.record(self.log, outcome, written)
 
     def decide(self, plan: Plan, ahead: "LookAhead", older_than_redis: bool = False) -> outcomes.Outcome:

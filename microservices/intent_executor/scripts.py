@@ -80,12 +80,14 @@ return 1
 """)
 # KEYS: result-marker claim symbol-sending, then TAKE's; ARGV: consumer claim-ttl-s plan-id, then TAKE's, then
 # whether it may take now (1; 0 for a plan to look up on the exchange first).
-# Reply: has-result, claim holder, earlier marker, p32 present, p33 present, and when this executor holds the
+# Reply: the result marker (0 when the plan has no result), claim holder, earlier marker, p32 present, p33 present,
+# and when this executor holds the
 # claim of a plan with both permits present and nothing sent yet, what TAKE replies (taken in the same call).
 # Earlier marker: an order marker written by another attempt (nil if none): this attempt's own marker (the
 # client sent the call again after a lost reply) is not a sign of an earlier order.
 LOOK_AHEAD = LuaScript(_TAKE_FUNCTION + """
-local has_result = redis.call('EXISTS', KEYS[1])
+local result_marker = redis.call('GET', KEYS[1])
+local has_result = result_marker and 1 or 0
 redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
 local holder = redis.call('GET', KEYS[2])
 local ours = holder == ARGV[1]
@@ -95,8 +97,8 @@ if ours then  -- possibly from before a restart: renewed, and the plan marked as
 end
 local marker = redis.call('GET', KEYS[4])
 local earlier = marker and string.sub(marker, 1, #ARGV[5] + 1) ~= ARGV[5] .. ' ' and marker or false
-local seen = {has_result, holder, earlier, redis.call('EXISTS', KEYS[6]), redis.call('EXISTS', KEYS[8])}
-if ARGV[9] == '1' and seen[1] == 0 and ours and not earlier and seen[4] == 1 and seen[5] == 1 then
+local seen = {result_marker or 0, holder, earlier, redis.call('EXISTS', KEYS[6]), redis.call('EXISTS', KEYS[8])}
+if ARGV[9] == '1' and has_result == 0 and ours and not earlier and seen[4] == 1 and seen[5] == 1 then
   for _, reply in ipairs(take(4, 4, KEYS[3], ARGV[3])) do seen[#seen + 1] = reply end
 end
 return seen

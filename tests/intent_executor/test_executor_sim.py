@@ -20,7 +20,7 @@ from microservices.intent_executor import scripts
 from microservices.intent_executor.executor import Executor
 from microservices.intent_executor.settings import ExecutorSettings
 from shared.modes import ApplyMode
-from shared import keys, ledger, permits
+from shared import keys, ledger, permits, results
 from shared.orders import client_order_id_for
 from shared.runtime.consumer import ConsumerConfig, StreamConsumer
 from shared.runtime.exchange import ExchangeAccess
@@ -299,7 +299,7 @@ def test_a_plan_the_runtime_gives_up_on_still_ends_in_one_result(r, access, sim)
     assert (result["executed"], result["reason"]) == ("false", "gave_up_after_retries")
     assert json.loads(result["detail"])["order_may_exist"] == "true"
     # Its marker says what the governor and harvest must assume: it may have filled (not a refusal).
-    assert r.get(keys.plan_result_marker("stuck-1")).endswith(" -")
+    assert results.marker_outcome(r.get(keys.plan_result_marker("stuck-1"))) == results.UNKNOWN
     assert r.xlen(keys.Stream.DEAD_LETTER) == 1
     # the marker (of an earlier version) carries no permits: their keys, still there, give the context
     assert json.loads(result["p32_permit"])["allow"] is True and json.loads(result["p33_permit"])["allow"] is True
@@ -486,7 +486,7 @@ def test_a_take_reaching_redis_after_the_claim_passed_on_takes_nothing(r, access
 
     executor = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET, executor_permit_wait_ms=300),
                         consumer_name="executor-a")
-    ahead = executor_module.LookAhead(False, "executor-a", None, "executor-a/x", 0.0)
+    ahead = executor_module.LookAhead(None, "executor-a", None, "executor-a/x", 0.0)
     with pytest.raises(executor_module.PlanBusy):
         executor._wait_and_take(late, ahead.attempt)
     executor._release(late, ahead)
@@ -579,3 +579,25 @@ def test_a_plan_with_a_field_given_twice_is_dead_lettered_without_a_result_and_i
     plan(r, "twice-1", "BUY", "0.002")  # sent again, corrected
     run_executor(r, access)
     assert the_result(r, "twice-1")["executed"] == "true"
+
+
+def test_a_retype_found_ended_on_a_later_delivery_is_dead_lettered_and_a_redelivery_is_not(r, access, sim) -> None:
+    """Found in review: only a first delivery that found its plan_id ended was dead-lettered duplicate_plan; a retype
+    whose first delivery failed (another executor held the claim) was skipped on its next with a log line only. The
+    result marker now names the plan it ended (its digest): other content is a duplicate whatever the delivery."""
+    from shared.runtime.consumer import Entry, Rejected
+
+    grant(r, "ended-1")
+    plan(r, "ended-1", "BUY", "0.002")
+    run_executor(r, access)
+    assert the_result(r, "ended-1")["executed"] == "true"
+    executor = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET), consumer_name="test-executor")
+    same = {**PLAN, "plan_id": "ended-1", "side": "BUY", "qty": "0.002"}
+    retyped = {**same, "side": "SELL"}
+
+    executor.handle(Plan.from_fields(same), Entry(keys.Stream.APPLY_PLAN, "1-1", same, 2))  # a redelivery: skipped
+    with pytest.raises(Rejected) as refused:
+        executor.handle(Plan.from_fields(retyped), Entry(keys.Stream.APPLY_PLAN, "1-2", retyped, 2))
+
+    assert refused.value.reason == "duplicate_plan"
+    assert len(orders_for(sim, "ended-1")) == 1
