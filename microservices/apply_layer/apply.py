@@ -30,6 +30,7 @@ from shared.freshness import wall_ms
 from shared.logging import get_logger
 from shared.modes import FLEET_MODE_DRY_RUN, P26Mode
 from shared.once import xadd_once
+from shared.trading_state import forced_dry_run
 from shared.proposals import plan_id_for
 from shared.runtime.consumer import Entry, Rejected
 from shared.schema import Action, Decision, HarvestProposal, Plan, Side
@@ -99,7 +100,7 @@ def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:
     fleet-wide switch. Not this daemon's own APPLY_MODE: set in apply-layer.env alone (as the seed's rollback did),
     it would have this log say dry run while the executor sends."""
     mode, forced = client.mget(keys.MODE, keys.FORCE_DRY_RUN)
-    return mode == FLEET_MODE_DRY_RUN or forced == "1", mode
+    return mode == FLEET_MODE_DRY_RUN or forced_dry_run(forced), mode  # the switch read as the executor reads it
 
 
 class ApplyLayer:

@@ -70,6 +70,8 @@ def test_the_apply_kill_switch_still_stops_every_exit(access) -> None:
     ("dry_run", "TESTNET", None, "PLAN_PUBLISHED"),  # the executor sends: no 'dry run' in this log
     ("testnet", "DRY_RUN", None, "DRY_RUN_PLAN_PUBLISHED"),
     ("testnet", "TESTNET", "1", "DRY_RUN_PLAN_PUBLISHED"),  # the fleet-wide switch
+    ("testnet", "TESTNET", "on", "DRY_RUN_PLAN_PUBLISHED"),  # read as the executor reads it (found in review)
+    ("testnet", "TESTNET", "off", "PLAN_PUBLISHED"),
 ])
 def test_the_published_event_says_dry_run_only_when_the_executor_runs_dry(r, access, own, executor_mode, forced,
                                                                          event) -> None:
