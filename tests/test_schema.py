@@ -385,3 +385,13 @@ def test_a_proposal_without_a_usable_id_is_refused(proposal_id: str) -> None:
         HarvestProposal.from_fields(fields)
 
     assert "proposal_id" in refused.value.fields
+
+
+def test_an_intent_s_fractional_timestamp_reads_alike_flat_or_in_json() -> None:
+    """Found in review: the flat form was accepted and the JSON number refused (a Decimal, neither text nor int)."""
+    base = {"symbol": "BTCUSDT", "side": "BUY", "position_size_usd": "100", "entry_price": "88000", "confidence": "0.9"}
+
+    in_json = TradeIntent.from_fields({"payload": json.dumps({**base, "timestamp": 1712345678.5})})
+    flat = TradeIntent.from_fields({**base, "timestamp": "1712345678.5"})
+
+    assert in_json.timestamp == flat.timestamp == "1712345678.5"

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BeforeValidator, model_validator
 
 from shared.schema.entry import EntryModel
-from shared.schema.fields import IntentLeverage, PositiveDec, ShortText, Side, SideField, Symbol, UnitDec
+from shared.schema.fields import (IntentLeverage, PositiveDec, ShortText, Side, SideField, Symbol, UnitDec,
+                                  format_decimal)
+
+# A JSON number with a fraction arrives as a Decimal: read as the same text a flat field gives (found in review: it
+# was refused in JSON form while the flat form was accepted).
+ProducerTime = Annotated[ShortText | int | None,
+                         BeforeValidator(lambda value: format_decimal(value) if isinstance(value, Decimal) else value)]
 
 
 class TradeIntent(EntryModel):
@@ -17,7 +26,7 @@ class TradeIntent(EntryModel):
     stop_loss: PositiveDec | None = None
     take_profit: PositiveDec | None = None
     confidence: UnitDec
-    timestamp: ShortText | int | None = None  # the producer's (ISO text or epoch ms); age is taken from the entry id
+    timestamp: ProducerTime = None  # the producer's (ISO text or epoch ms); age is taken from the entry id
     intent_id: ShortText | None = None
     source: ShortText = "intent"
 
