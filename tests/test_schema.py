@@ -395,3 +395,15 @@ def test_an_intent_s_fractional_timestamp_reads_alike_flat_or_in_json() -> None:
     flat = TradeIntent.from_fields({**base, "timestamp": "1712345678.5"})
 
     assert in_json.timestamp == flat.timestamp == "1712345678.5"
+
+
+@pytest.mark.parametrize("timestamp", ["1e999999999", "1e-999999999"])
+def test_an_intent_timestamp_no_decimal_can_write_out_is_refused_at_once(timestamp: str) -> None:
+    """Found in review: written out as text first, it took 4 s and 2 GB before the length check refused it."""
+    payload = ('{"symbol": "BTCUSDT", "side": "BUY", "position_size_usd": "100", "entry_price": "88000", '
+               f'"confidence": "0.9", "timestamp": {timestamp}}}')
+
+    with pytest.raises(EntryError) as refused:
+        TradeIntent.from_fields({"payload": payload})
+
+    assert "timestamp" in refused.value.fields

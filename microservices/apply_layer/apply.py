@@ -23,7 +23,7 @@ import redis
 from prometheus_client import Counter, Gauge
 
 from microservices.apply_layer.settings import ApplySettings
-from shared import freshness, keys, metrics, proposals
+from shared import freshness, keys, lua, metrics, proposals
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import SymbolRules, round_qty_down
 from shared.freshness import wall_ms
@@ -99,7 +99,7 @@ def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:
     """(whether the executor, which decides what is sent, runs dry; its quantum:mode): dry is its mode, or the
     fleet-wide switch. Not this daemon's own APPLY_MODE: set in apply-layer.env alone (as the seed's rollback did),
     it would have this log say dry run while the executor sends."""
-    mode, forced = client.mget(keys.MODE, keys.FORCE_DRY_RUN)
+    mode, forced = lua.texts(client, [keys.MODE, keys.FORCE_DRY_RUN])  # a key of another type: unreadable, as there
     return mode == FLEET_MODE_DRY_RUN or forced_dry_run(forced), mode  # the switch read as the executor reads it
 
 

@@ -139,7 +139,9 @@ class Executor:
         result_marker, holder, earlier_marker, *rest = scripts.LOOK_AHEAD(
             self.r, *scripts.look_ahead_call(plan, attempt, self.consumer_name, take_now))
         taken = rest[2:] or None  # rest[:2]: whether each permit is present
-        return LookAhead(result_marker or None, holder, earlier_marker, attempt, asked_at, taken)
+        # 0 when the plan has no result; its marker's text (an empty one included) when it has.
+        return LookAhead(result_marker if isinstance(result_marker, str) else None, holder, earlier_marker, attempt,
+                         asked_at, taken)
 
     def _release(self, plan: Plan, ahead: "LookAhead") -> None:
         if ahead.claim_holder == self.consumer_name:  # and still is: another executor may hold it by now
@@ -177,13 +179,16 @@ class Executor:
             # with its own order's outcome; this one's dead letter is its only record.
             scripts.RELEASE(self.r, scripts.release_keys(plan), [self.consumer_name, plan.plan_id])
             return
+        # An order may exist behind a marker, or behind an entry older than the Redis in use (found in review: a
+        # failover may have lost the marker, and the plan's lookups kept failing until its deliveries ran out).
+        may_exist = order_marker is not None or self._older_than_redis(entry)
         detail = {"runtime_reason": reason, "deliveries": str(entry.deliveries),
-                  "order_may_exist": str(order_marker is not None).lower(),
+                  "order_may_exist": str(may_exist).lower(),
                   "client_order_id": client_order_id_for(plan.plan_id)}
         outcome = outcomes.refused(plan, Reason.GAVE_UP, detail, *self.resolver.permits_of(plan, order_marker))
         written = results.finish_plan(self.r, outcome.result, now_ms=self._now_ms(), release=[claim],
                                       sending=keys.executor_sending(plan.symbol),
-                                      order_may_exist=order_marker is not None, plan_digest=plan.digest)
+                                      order_may_exist=may_exist, plan_digest=plan.digest)
         outcomes.record(self.log, outcome, written)
 
     def decide(self, plan: Plan, ahead: "LookAhead", older_than_redis: bool = False) -> outcomes.Outcome:

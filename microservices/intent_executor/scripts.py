@@ -86,7 +86,7 @@ return 1
 # Earlier marker: an order marker written by another attempt (nil if none): this attempt's own marker (the
 # client sent the call again after a lost reply) is not a sign of an earlier order.
 LOOK_AHEAD = LuaScript(_TAKE_FUNCTION + """
-local result_marker = redis.call('GET', KEYS[1])
+local result_marker = text_of(KEYS[1])  -- a key of another type (by hand) still says the plan ended
 local has_result = result_marker and 1 or 0
 redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
 local holder = redis.call('GET', KEYS[2])

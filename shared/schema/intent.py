@@ -9,12 +9,13 @@ from pydantic import BeforeValidator, model_validator
 
 from shared.schema.entry import EntryModel
 from shared.schema.fields import (IntentLeverage, PositiveDec, ShortText, Side, SideField, Symbol, UnitDec,
-                                  format_decimal)
+                                  format_decimal, parse_decimal)
 
 # A JSON number with a fraction arrives as a Decimal: read as the same text a flat field gives (found in review: it
 # was refused in JSON form while the flat form was accepted).
-ProducerTime = Annotated[ShortText | int | None,
-                         BeforeValidator(lambda value: format_decimal(value) if isinstance(value, Decimal) else value)]
+ProducerTime = Annotated[ShortText | int | None, BeforeValidator(
+    lambda value: format_decimal(parse_decimal(value)) if isinstance(value, Decimal) else value)]
+# parse_decimal first: 1e999999999 (or 1e-999999999) written out is a billion characters (found in review).
 
 
 class TradeIntent(EntryModel):

@@ -601,3 +601,44 @@ def test_a_retype_found_ended_on_a_later_delivery_is_dead_lettered_and_a_redeliv
 
     assert refused.value.reason == "duplicate_plan"
     assert len(orders_for(sim, "ended-1")) == 1
+
+
+@pytest.mark.parametrize("spoil", [
+    pytest.param(lambda r, key: r.hset(key, "by", "hand"), id="a hash"),
+    pytest.param(lambda r, key: r.set(key, ""), id="empty"),
+])
+def test_a_result_marker_spoiled_by_hand_still_says_the_plan_ended(r, access, sim, spoil) -> None:
+    """Found in review: read with a plain GET, a marker of another type failed every delivery until the entry was
+    dead-lettered max_deliveries_exceeded; an empty one read as no result. Either way the plan ended: its entry is a
+    duplicate, nothing is sent."""
+    spoil(r, keys.plan_result_marker("spoiled-marker-1"))
+    grant(r, "spoiled-marker-1")
+    plan(r, "spoiled-marker-1", "BUY", "0.002")
+
+    run_executor(r, access)
+
+    [(_id, dead)] = r.xrange(keys.Stream.DEAD_LETTER)
+    assert dead["reason"] == "duplicate_plan" and orders_for(sim, "spoiled-marker-1") == []
+
+
+def test_giving_up_a_plan_older_than_the_redis_in_use_says_its_order_may_exist(r, access, sim) -> None:
+    """Found in review: a failover may lose the order marker while the plan's entry survives; giving up found no
+    marker and said refused, so the governor gave its rate place back and harvest could propose its rung again."""
+    from shared.runtime.consumer import Entry
+
+    class AfterAFailover:
+        since_ms = None
+
+        def predates(self, _entry_id: str) -> bool:
+            return True
+
+    grant(r, "old-1")
+    entry_id = plan(r, "old-1", "BUY", "0.002")
+    executor = Executor(r, access, ExecutorSettings(apply_mode=ApplyMode.TESTNET), consumer_name="test-executor",
+                        incarnation=AfterAFailover())
+
+    executor.give_up(Entry(keys.Stream.APPLY_PLAN, entry_id, {**PLAN, "plan_id": "old-1", "side": "BUY", "qty": "0.002"},
+                           6), "max_deliveries_exceeded")
+
+    assert json.loads(the_result(r, "old-1")["detail"])["order_may_exist"] == "true"
+    assert results.marker_outcome(r.get(keys.plan_result_marker("old-1"))) == results.UNKNOWN
