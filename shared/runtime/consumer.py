@@ -5,12 +5,12 @@ left idle by any consumer (XAUTOCLAIM), then new entries, blocking in XREADGROUP
 is acked only after its handler returned; a handler that raised leaves it pending, so it is
 claimed again after `claim_idle_ms`; past `max_deliveries`, or when it does not parse, it
 goes to the dead-letter stream with the reason and is acked. What happens to the entries of
-one read (parse, handle, settle, dead-letter) is shared.runtime.handling.
+one read (parse, handle, settle, dead-letter) is shared.runtime.handling; the scripts that claim pending entries
+and end those deleted while pending are shared.runtime.pending.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -19,14 +19,14 @@ from typing import Generic, TypeVar
 
 import redis
 
-from shared import keys, metrics, redis_wire
+from shared import metrics, redis_wire
 from shared.logging import get_logger, redact_text
 from shared.redis_conn import raised_in_script, unavailable
-from shared.lua import LuaScript
 from shared.runtime import maintenance
+from shared.runtime import pending
 from shared.runtime.arrival import ArrivalReader, sent as arrival_sent
-from shared.runtime.handling import (DELETED_DETAIL, DELETED_REASON, BatchHandler, Entry, EntryHandling, GiveUpLater,
-                                     Rejected, Shutdown)
+from shared.runtime.handling import (DELETED_REASON, BatchHandler, Entry, EntryHandling, GiveUpLater, Rejected,
+                                     Shutdown)
 
 __all__ = ["BatchHandler", "ConsumerConfig", "Entry", "GiveUpLater", "Rejected", "Shutdown", "StreamConsumer"]
 T = TypeVar("T")
@@ -45,56 +45,6 @@ class ConsumerConfig:
     start_id: str = "0"
     retention_ms: int = 72 * 3600 * 1000
     housekeeping_every_s: float = 5.0
-
-
-# deleted(entry id): the dead letter of an entry deleted from the stream while pending, with the fields
-# shared.runtime.deadletter writes. KEYS[1] the stream, KEYS[2] the dead-letter stream; ARGV[1] group, ARGV[2]
-# consumer, ARGV[3] and ARGV[4] the dead letter's reason and detail.
-_DELETED_LETTER = """
-local function deleted(entry_id)
-  local now = redis.call('TIME')
-  redis.call('XADD', KEYS[2], '*', 'source_stream', KEYS[1], 'entry_id', entry_id, 'reason', ARGV[3],
-             'detail', ARGV[4], 'fields', '{}', 'group', ARGV[1], 'consumer', ARGV[2],
-             'ts_ms', string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000)))
-end
-"""
-# KEYS, ARGV[1..4] as _DELETED_LETTER; ARGV[5]: how many of the consumer's pending entries to look at. Acks those
-# no longer in the stream, each with its dead letter; returns how many.
-ACK_DELETED = LuaScript(_DELETED_LETTER + """
-local acked = 0
-for _, pending in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[5], ARGV[2])) do
-  if #redis.call('XRANGE', KEYS[1], pending[1], pending[1]) == 0 and redis.call('XACK', KEYS[1], ARGV[1], pending[1]) == 1 then
-    deleted(pending[1])
-    acked = acked + 1
-  end
-end
-return acked
-""")
-DELETED_SCAN = 1000
-# KEYS, ARGV[1..4] as _DELETED_LETTER; ARGV[5..7]: min idle ms, start id, count. XAUTOCLAIM; the entries Redis 7
-# drops from the pending list as deleted (its reply's third element, named to this call alone) get their dead
-# letters in the same call, so a reply lost with the connection loses none and a retry writes none twice. The reply
-# is XAUTOCLAIM's own.
-CLAIM_IDLE = LuaScript(_DELETED_LETTER + """
-local reply = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], ARGV[6], 'COUNT', ARGV[7])
-for _, entry_id in ipairs(reply[3] or {}) do deleted(entry_id) end
-return reply
-""")
-# KEYS: the stream; ARGV: group, consumer, n, n entry ids to ack, then entry ids to keep. Acks the first, then
-# re-claims each of the others still pending to this consumer (JUSTID: the delivery count stays); returns those.
-KEEP_CLAIM = LuaScript("""
-local group, me, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-if n > 0 then redis.call('XACK', KEYS[1], group, unpack(ARGV, 4, 3 + n)) end
-local kept = {}
-for i = 4 + n, #ARGV do
-  local pending = redis.call('XPENDING', KEYS[1], group, ARGV[i], ARGV[i], 1)[1]
-  if pending and pending[2] == me then
-    redis.call('XCLAIM', KEYS[1], group, me, 0, ARGV[i], 'JUSTID')
-    kept[#kept + 1] = ARGV[i]
-  end
-end
-return kept
-""")
 
 
 def _stream_or_group_gone(exc: redis.ResponseError) -> bool:
@@ -246,12 +196,9 @@ class StreamConsumer(Generic[T]):
             return 0
         self._state.last_claim = now
         self._flush_acks()
-        # Read raw, as XREADGROUP is: an entry's fields are told apart when one is given twice.
         # A claim sent again after its reply was lost finds the entries it claimed no longer idle: read back at once.
-        next_id, batch, deleted, dropped = redis_wire.claimed(CLAIM_IDLE(
-            self.client, [self.config.stream, keys.Stream.DEAD_LETTER],
-            [*self._deleted_letter_args(), self.config.claim_idle_ms, self._state.claim_from, self.config.batch],
-            on_retry=self._read_may_be_lost))
+        next_id, batch, deleted, dropped = pending.claim_idle(self.client, self.config, self._state.claim_from,
+                                                              on_retry=self._read_may_be_lost)
         if dropped:  # dead-lettered by the claim itself
             metrics.ENTRIES_DEAD_LETTERED.labels(reason=DELETED_REASON, **self._labels).inc(len(dropped))
             self.log.warning("deleted_pending_entries_dropped", count=len(dropped), reason=DELETED_REASON)
@@ -290,8 +237,7 @@ class StreamConsumer(Generic[T]):
         """During a long batch: ack what it has done so far, and renew our hold on these entries (their idle time
         starts again, their delivery count stays). Returns those still ours."""
         acks = self._state.acks
-        kept = KEEP_CLAIM(self.client, [self.config.stream],
-                          [self.config.group, self.config.consumer, len(acks), *acks, *entry_ids])
+        kept = pending.keep_claim(self.client, self.config, acks, entry_ids)
         if acks:
             self._acked_now(len(acks))
         return set(kept)
@@ -299,23 +245,13 @@ class StreamConsumer(Generic[T]):
     def _ack_deleted(self) -> None:
         """Redis 6.2 claims an entry deleted while pending and answers nil for it, id and all, leaving it in our
         pending list for good (Redis 7 drops it itself): it would hold back trimming. Ack ours that are gone."""
-        acked = ACK_DELETED(self.client, [self.config.stream, keys.Stream.DEAD_LETTER],
-                            [*self._deleted_letter_args(), DELETED_SCAN])
+        acked = pending.ack_deleted(self.client, self.config)
         if acked:
             metrics.ENTRIES_DEAD_LETTERED.labels(reason=DELETED_REASON, **self._labels).inc(int(acked))
             self.log.warning("deleted_pending_entries_acked", count=int(acked), reason=DELETED_REASON)
 
-    def _deleted_letter_args(self) -> list[str]:
-        """ARGV[1..4] of the scripts built on _DELETED_LETTER."""
-        return [self.config.group, self.config.consumer, DELETED_REASON, json.dumps({"detail": DELETED_DETAIL})]
-
     def _delivery_counts(self, batch: list[tuple[str, dict | None]]) -> dict[str, int]:
-        """Each entry's delivery count, asked one by one: a claimed batch is not contiguous in our pending list."""
-        pipe = self.client.pipeline(transaction=False)
-        for entry_id, _fields in batch:
-            pipe.xpending_range(self.config.stream, self.config.group, min=entry_id, max=entry_id, count=1,
-                                consumername=self.config.consumer)
-        return {item["message_id"]: int(item["times_delivered"]) for details in pipe.execute() for item in details}
+        return pending.delivery_counts(self.client, self.config, batch)
 
     def _ack_and_read(self, block_ms: int | None) -> tuple[list | None, object | None]:
         """XACK of the last batch, the next XREADGROUP, and the handler's arrival read, in one round trip:
