@@ -20,6 +20,13 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+def redis_ms(client) -> int:
+    """Redis's clock in ms (TIME): the clock of stream entry ids and of the times the fleet's scripts write, where the
+    readers may run on another host."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 MAX_MS_DIGITS = 15  # ms since 1970 fit in 13 digits until the year 2286
 FUTURE_SKEW_MS = 60_000  # a time stored by a daemon of this host this far ahead of now is not a time it wrote
 

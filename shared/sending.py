@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from shared import keys
+from shared.freshness import redis_ms
 from shared.lua import LuaScript
 from shared.runtime.deadletter import dead_letter_fields
 
@@ -54,8 +55,7 @@ def busy(client: redis.Redis, symbol: str) -> bool:
     fields = client.hgetall(keys.executor_sending(symbol))
     if not fields:
         return False
-    seconds, micros = client.time()
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    now_ms = redis_ms(client)
     return any(not until.isdigit() or int(until) > now_ms for until in fields.values())  # unreadable: busy
 
 
@@ -151,8 +151,7 @@ def release_orphans(client: redis.Redis, symbol: str, window_ms: int) -> list[st
         pipe.exists(keys.plan_claim(plan_id), keys.plan_result_marker(plan_id))
         pipe.get(keys.plan_order_marker(plan_id))
     replies = pipe.execute()
-    seconds, micros = client.time()
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    now_ms = redis_ms(client)
     candidates: dict[str, Marker] = {}
     for plan_id, held, raw in zip(plan_ids, replies[0::2], replies[1::2]):
         if held or raw is None:

@@ -30,10 +30,10 @@ from shared.freshness import wall_ms
 from shared.logging import get_logger
 from shared.modes import FLEET_MODE_DRY_RUN, P26Mode
 from shared.once import xadd_once
-from shared.trading_state import forced_dry_run
 from shared.proposals import plan_id_for
 from shared.runtime.consumer import Entry, Rejected
 from shared.schema import Action, Decision, HarvestProposal, Plan, Side
+from shared.trading_state import forced_dry_run
 
 PROPOSALS = Counter("quantum_apply_proposals_total", "Exit proposals by outcome", ["outcome"])
 # Beside the heat gate's quantum_p26_mode: the P26_MODE this daemon acts on (QuantumP26ModeDisagrees).
@@ -153,4 +153,5 @@ class ApplyLayer:
         PROPOSALS.labels(outcome="superseded" if superseded else "duplicate").inc()
         event = {proposals.Stage.SUPERSEDED: "PROPOSAL_SUPERSEDED", proposals.Stage.SKIPPED: "PROPOSAL_ALREADY_SKIPPED"}
         self.log.info(event.get(stage, "PLAN_ALREADY_PUBLISHED"), plan_id=plan_id_for(proposal.proposal_id),
-                      proposal_id=proposal.proposal_id, symbol=proposal.symbol, decided=decided, entry_id=entry.entry_id)
+                      proposal_id=proposal.proposal_id, symbol=proposal.symbol, decided=decided,
+                      entry_id=entry.entry_id)

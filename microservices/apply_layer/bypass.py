@@ -5,9 +5,9 @@ is stopped, crash-looping or stuck would hold back every automated exit, stop-lo
 already publishes a proposal uncalibrated when it cannot read heat, since an exit must not wait for heat.
 
 So the apply layer also looks at harvest.proposal, without consuming it (the stream and its group are the gate's):
-from a cursor, each entry once, APPLY_CALIBRATION_WAIT_SEC after Redis added it (by Redis's clock). An entry that has neither a
-calibrated copy (the gate's marker) nor a decision of its own (shared.proposals) is planned as it stands, logged
-P26_BYPASSED and counted. Both copies of a proposal derive the same plan id, and its marker is written once: the
+from a cursor, each entry once, APPLY_CALIBRATION_WAIT_SEC after Redis added it (by Redis's clock). An entry that
+has neither a calibrated copy (the gate's marker) nor a decision of its own (shared.proposals) is planned as it
+stands, logged P26_BYPASSED and counted. Both copies of a proposal derive the same plan id, and its marker is written once: the
 gate's calibrated copy, arriving later, is a duplicate, never a second plan. Entries older than
 APPLY_PROPOSAL_MAX_AGE_SEC when the daemon starts are not looked at: they would be refused as expired.
 An entry that does not parse is left to the gate, whose group dead-letters it.
@@ -24,6 +24,7 @@ from prometheus_client import Counter
 
 from microservices.apply_layer.apply import ApplyLayer
 from shared import keys
+from shared.freshness import redis_ms
 from shared.logging import get_logger
 from shared.redis_conn import unavailable
 from shared.runtime.consumer import Entry, Rejected
@@ -53,14 +54,10 @@ class CalibrationBypass:
         self.max_age_ms = max_age_ms
         # Redis's clock by default, the one its entry ids carry: a Redis on another host whose clock is behind
         # would otherwise have every entry look old enough at once.
-        self.clock = clock or self._redis_ms
+        self.clock = clock or (lambda: redis_ms(client))
         self.cursor: str | None = None  # the last entry id looked at
         self.last_ms: int | None = None
         self.log = get_logger(component="apply_layer")
-
-    def _redis_ms(self) -> int:
-        seconds, micros = self.r.time()
-        return int(seconds) * 1000 + int(micros) // 1000
 
     def tick(self) -> int:
         """Plan the proposals that waited past the wait uncalibrated; returns how many were planned."""
@@ -90,8 +87,8 @@ class CalibrationBypass:
         proposals = [(entry_id, fields, proposal) for entry_id, fields, proposal in parsed if proposal is not None]
         if not proposals:
             return []
-        found = self.r.mget([key for _, _, proposal in proposals for key in (keys.p26_calibrated(proposal.proposal_id),
-                                                                               keys.apply_proposal(proposal.proposal_id))])
+        ids = [proposal.proposal_id for _, _, proposal in proposals]
+        found = self.r.mget([key for each in ids for key in (keys.p26_calibrated(each), keys.apply_proposal(each))])
         return [each for each, calibrated, decided in zip(proposals, found[0::2], found[1::2])
                 if calibrated is None and decided is None]
 

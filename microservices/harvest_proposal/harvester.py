@@ -118,7 +118,8 @@ class Harvester:
         if choice is None:
             return None
         proposal = to_proposal(position, mark, lifecycle, assessment, choice, now_ms)
-        written = state.publish_once(self.r, proposal, lifecycle, lifecycle_updates(lifecycle, choice, position, now_ms), ttl_s)
+        updates = lifecycle_updates(lifecycle, choice, position, now_ms)
+        written = state.publish_once(self.r, proposal, lifecycle, updates, ttl_s)
         self._report(proposal, written, choice)
         return proposal if written else None
 

@@ -19,6 +19,7 @@ import redis
 
 from microservices.intent_executor import outcomes
 from shared import permits
+from shared.freshness import redis_ms
 from shared.sending import (FINALITY_MARGIN_MS, REQUESTS_BEFORE_SENDING, SEND_MARGIN_S, Marker, send_within_s,
                             unclear_window_ms)
 from shared.exchange.errors import ExchangeError, OutcomeUnknown
@@ -140,8 +141,7 @@ class Resolver:
 
     def redis_ms(self) -> int:
         """Redis time: the clock of order markers and of the server's start (shared.incarnation)."""
-        seconds, micros = self.r.time()
-        return seconds * 1000 + micros // 1000
+        return redis_ms(self.r)
 
     def after_unclear_send(self, plan: Plan, client_order_id: str, exc: ExchangeError, p32: P32Permit,
                            p33: P33Permit, qty: Decimal, ledger: dict[str, str] | None, sent_at: float) -> outcomes.Outcome:

@@ -87,8 +87,9 @@ class Reconciler:
         if positions is None:
             return
         self._result_unseen = False
-        symbols = set(positions) | self._recorded_symbols()
-        self._recorded |= set(positions)  # a position's ledger stays after it closes: looked at without a scan
+        held = set(positions)
+        symbols = held | self._recorded_symbols()
+        self._recorded |= held  # a position's ledger stays after it closes: looked at without a scan
         disagreeing = sum(not self._reconcile_isolated(symbol, positions.get(symbol)) for symbol in sorted(symbols))
         MISMATCHES.set(disagreeing)
         PASSES.labels(outcome="done").inc()
