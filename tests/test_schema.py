@@ -223,6 +223,21 @@ def test_a_plan_digest_is_the_same_for_both_wire_forms_and_survives_a_copy() -> 
     assert flat.model_copy(update={"qty": Decimal("0.002")}).digest == flat.digest  # the governor's rounded copy
 
 
+def test_a_plan_digest_survives_a_release_that_adds_a_field_with_a_default() -> None:
+    """The daemons are restarted one at a time: an older governor's permits must still bind a newer executor's plan
+    (and a newer executor must know a redelivery of a plan an older one ended) when the plan has grown a field."""
+
+    class NextRelease(Plan):
+        trailing_stop: Decimal | None = None
+        venue: str = "binance"
+
+    old, new = Plan.from_fields(plan()), NextRelease.from_fields(plan())
+    assert new.digest == old.digest
+    assert NextRelease.from_fields(plan(venue="other")).digest != old.digest  # a plan that uses it is another plan
+    stated = Plan.from_fields(plan(type="MARKET", source=old.source))  # a default said out loud is the same plan
+    assert stated.digest == old.digest
+
+
 def test_a_plan_digest_is_not_part_of_the_plan_it_describes() -> None:
     """Held beside the fields: never dumped, written to a stream or compared; the same value when a plan is
     built without validation, or read again."""

@@ -69,8 +69,13 @@ class Plan(EntryModel):
         return self._digest_of_fields()  # reached only by an instance built without validation
 
     def _digest_of_fields(self) -> str:
-        # pydantic's JSON of the fields in their declared order: the same text in every daemon of a release
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:DIGEST_CHARS]
+        # pydantic's JSON of the fields in their declared order, by their wire names, leaving out those at their
+        # default: the same text in every daemon, and across releases as long as a field added later has a default
+        # (plans that do not use it keep their digest). Daemons are restarted one at a time under systemd: with the
+        # whole model's JSON, a field added in a release changed every digest, and a new executor refused every
+        # permit of an old governor (permit_mismatch) and dead-lettered redeliveries of plans it had ended.
+        return hashlib.sha256(self.model_dump_json(by_alias=True, exclude_defaults=True).encode()).hexdigest()[
+            :DIGEST_CHARS]
 
     @property
     def is_close(self) -> bool:
