@@ -180,6 +180,8 @@ class Bench:
                 rounds[size].append(self.one_round(f"allowlist_{size}_r{round_no}", per_round, s.scale_max_s))
         for size, done in rounds.items():
             self.record(f"allowlist_{size}", measure.merge(done))
+        if s.history:  # right after the 3-symbol figure it is compared with, before the bursts change the host's state
+            self.history(per_round)
 
         self.stack.stop("intent-executor")
         self.restart(P33, **self.allowlist_env(3))
@@ -222,9 +224,6 @@ class Bench:
         say(f"cost: RSS and CPU over a {s.idle_s:.0f} s idle window (after the load)")
         time.sleep(2)  # let the last batch's housekeeping pass before the window opens
         self.results["idle_cost"] = measure.idle_cost(self.stack.pids(), s.idle_s)
-
-        if s.history:
-            self.history(per_round)
 
         self.results["snapshot_decode_us"] = snapshot_decode_cost(self.r.get(keys.EXCHANGE_POSITIONS))
         self.results["daemon_log_problems"] = self.stack.log_problems()
