@@ -81,6 +81,13 @@ def entries(reply: dict | list | None) -> list[tuple[str, dict[str, str] | None]
     return [(entry_id, _fields(flat)) for _stream, stream_entries in streams for entry_id, flat in stream_entries]
 
 
+def xrange(client: redis.Redis, stream: str, start: str, end: str, count: int) -> list[tuple[str, "Fields"]]:
+    """XRANGE with each entry's fields as Fields (`duplicated` names a field given twice with different values,
+    which redis-py's xrange hides by keeping the last)."""
+    reply = call(client, "XRANGE", stream, start, end, "COUNT", count)
+    return [(entry_id, fields) for entry_id, flat in reply or () if (fields := _fields(flat)) is not None]
+
+
 def claimed(reply: list) -> tuple[str, list[tuple[str, dict[str, str] | None]], int, list[str]]:
     """An XAUTOCLAIM reply: (where the next call goes on, the entries claimed, how many it answered nil for, the ids
     of entries it dropped). Redis 6.2 answers an entry deleted while pending as nil and leaves it pending; 7 drops
@@ -98,7 +105,7 @@ class Fields(dict):
     duplicated: tuple[str, ...] = ()
 
 
-def _fields(flat: list[str] | None) -> dict[str, str] | None:
+def _fields(flat: list[str] | None) -> Fields | None:
     if flat is None:
         return None
     fields = Fields(zip(flat[0::2], flat[1::2]))

@@ -112,11 +112,12 @@ class ApplyLayer:
         self.clock = clock
         self.log = get_logger(component="apply_layer")
 
-    def handle(self, proposal: HarvestProposal, entry: Entry) -> None:
+    def handle(self, proposal: HarvestProposal, entry: Entry) -> bool:
+        """Whether this call planned the proposal (False: decided before, or skipped)."""
         earlier = proposals.decided(self.r, proposal.proposal_id)
         if earlier is not None:  # read again (a redelivery, the other stream) or superseded: decided, before its age
             self._already_decided(proposal, earlier, entry)
-            return
+            return False
         try:
             check_fresh(proposal, entry.entry_id, self.clock(), self.settings.proposal_max_age_ms)
         except Rejected as refused:
@@ -131,19 +132,20 @@ class ApplyLayer:
             # Said in the proposal's marker, so harvest knows no plan will come (and whether to propose again).
             if not proposals.decide(self.r, proposal.proposal_id, proposals.skipped(plan.reason)):
                 self._already_decided(proposal, proposals.decided(self.r, proposal.proposal_id), entry)
-                return
+                return False
             PROPOSALS.labels(outcome=plan.reason).inc()
             self.log.info("PROPOSAL_SKIPPED", proposal_id=proposal.proposal_id, symbol=proposal.symbol, reason=plan.reason)
-            return
+            return False
         written = xadd_once(self.r, keys.apply_proposal(proposal.proposal_id), keys.Stream.APPLY_PLAN, plan.to_fields())
         if not written:
             self._already_decided(proposal, proposals.decided(self.r, proposal.proposal_id), entry)
-            return
+            return False
         PROPOSALS.labels(outcome="planned").inc()
         event = "DRY_RUN_PLAN_PUBLISHED" if fleet_dry_run(self.r)[0] else "PLAN_PUBLISHED"
         # DRY_RUN_: the executor runs dry, it records the plan without sending.
         self.log.info(event, plan_id=plan.plan_id, proposal_id=proposal.proposal_id, symbol=plan.symbol,
                       action=plan.action.value, side=plan.side.value, qty=str(plan.qty), entry_id=entry.entry_id)
+        return True
 
     def _already_decided(self, proposal: HarvestProposal, decided: str | None, entry: Entry) -> None:
         """A proposal decided before: planned (counted `duplicate`: one plan, however often read), skipped, or

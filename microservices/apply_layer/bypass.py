@@ -23,7 +23,7 @@ import redis
 from prometheus_client import Counter
 
 from microservices.apply_layer.apply import ApplyLayer
-from shared import keys
+from shared import keys, redis_wire
 from shared.freshness import redis_ms
 from shared.logging import get_logger
 from shared.redis_conn import unavailable
@@ -38,7 +38,11 @@ EVERY_MS = 1000  # looked at once a second at most
 
 def _parsed(fields: dict[str, str]) -> HarvestProposal | None:
     """The entry's proposal, or None when it does not parse (the gate's group dead-letters it): whatever its parse
-    raises, a bad entry must not hold the cursor, or no exit after it would ever be bypassed."""
+    raises, a bad entry must not hold the cursor, or no exit after it would ever be bypassed. A field given twice
+    with different values is such an entry (duplicate_field; found in review: read through redis-py's xrange, which
+    keeps the last value, an entry the gate refused was planned with the larger of two closes)."""
+    if getattr(fields, "duplicated", ()):
+        return None
     try:
         return HarvestProposal.from_fields(fields)
     except Exception:
@@ -69,8 +73,8 @@ class CalibrationBypass:
             self.cursor = f"{max(now_ms - self.max_age_ms, 0)}-0"
         planned = 0
         while True:
-            entries = self.r.xrange(keys.Stream.HARVEST_PROPOSAL, min=f"({self.cursor}",
-                                    max=str(now_ms - self.wait_ms), count=BATCH)
+            entries = redis_wire.xrange(self.r, keys.Stream.HARVEST_PROPOSAL, f"({self.cursor}",
+                                        str(now_ms - self.wait_ms), BATCH)
             parsed = [(entry_id, fields, _parsed(fields)) for entry_id, fields in entries]
             for entry_id, fields, proposal in self._undecided(parsed):
                 planned += self._plan(entry_id, fields, proposal, now_ms)
@@ -93,12 +97,8 @@ class CalibrationBypass:
                 if calibrated is None and decided is None]
 
     def _plan(self, entry_id: str, fields: dict[str, str], proposal: HarvestProposal, now_ms: int) -> int:
-        self.log.warning("P26_BYPASSED", proposal_id=proposal.proposal_id, symbol=proposal.symbol,
-                         action=proposal.action.value, reason=proposal.reason, entry_id=entry_id,
-                         waited_ms=now_ms - int(entry_id.split("-")[0]),
-                         detail="no calibrated copy from the portfolio heat gate: planned as proposed")
         try:
-            self.layer.handle(proposal, Entry(keys.Stream.HARVEST_PROPOSAL, entry_id, fields, 1))
+            planned = self.layer.handle(proposal, Entry(keys.Stream.HARVEST_PROPOSAL, entry_id, fields, 1))
         except Rejected as refused:  # expired, unknown symbol: the gate's group still has the entry
             self.log.warning("P26_BYPASS_REFUSED", proposal_id=proposal.proposal_id, reason=refused.reason,
                              detail=refused.detail)
@@ -111,7 +111,13 @@ class CalibrationBypass:
         except Exception:  # one entry's failure must not hold back the entries after it, every second
             self._failed(proposal, entry_id)
             return 0
+        if not planned:  # decided meanwhile (the gate's copy, another apply layer) or skipped: nothing bypassed
+            return 0
         BYPASSED.inc()
+        self.log.warning("P26_BYPASSED", proposal_id=proposal.proposal_id, symbol=proposal.symbol,
+                         action=proposal.action.value, reason=proposal.reason, entry_id=entry_id,
+                         waited_ms=now_ms - int(entry_id.split("-")[0]),
+                         detail="no calibrated copy from the portfolio heat gate: planned as proposed")
         return 1
 
     def _failed(self, proposal: HarvestProposal, entry_id: str) -> None:

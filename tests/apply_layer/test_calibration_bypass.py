@@ -202,3 +202,36 @@ def test_an_entry_whose_parse_raises_anything_is_passed_and_the_next_is_planned(
 
     assert bypass.tick() == 1
     assert [plan.proposal_id for plan in plans(r)] == ["after-it"]
+
+
+def test_an_entry_with_a_field_given_twice_is_left_to_the_gate(r, clock, bypass) -> None:
+    """Found in review: read through redis-py's xrange (a dict: the last value wins), an entry the gate dead-letters as
+    duplicate_field was planned here 15 s later, with the larger of its two closes."""
+    at_ms = clock.now_ms - 20_000
+    r.execute_command("XADD", keys.Stream.HARVEST_PROPOSAL, f"{at_ms}-0", "proposal_id", "twice", "symbol", "BTCUSDT",
+                      "action", "PARTIAL_25", "kill_score", "0.9", "r_multiple", "1.1", "reason", "tp", "position_amt",
+                      "0.04", "entry_price", "88000", "mark_price", "89000", "ts_ms", str(at_ms),
+                      "action", "FULL_CLOSE_PROPOSED")
+    propose(r, "sound", at_ms + 1)
+
+    assert bypass.tick() == 1
+    assert [plan.proposal_id for plan in plans(r)] == ["sound"]
+
+
+def test_a_proposal_decided_meanwhile_is_not_counted_as_bypassed(r, clock, bypass, layer, monkeypatch) -> None:
+    """The gate's copy (or another apply layer) may decide the proposal between the look and the plan: that is no
+    bypass, and the alert on the counter must not fire for it."""
+    propose(r, "raced", clock.now_ms - 20_000)
+    real = layer.handle
+
+    def gate_first(proposal, entry):
+        r.set(keys.apply_proposal(proposal.proposal_id), "1")  # planned from the calibrated copy just before
+        return real(proposal, entry)
+
+    monkeypatch.setattr(layer, "handle", gate_first)
+    before = bypassed()
+
+    with capture_logs() as logs:
+        assert bypass.tick() == 0
+
+    assert bypassed() == before and [line for line in logs if line["event"] == "P26_BYPASSED"] == []
