@@ -16,8 +16,9 @@ def xadd_once(
     fields: dict[str, str],
     ttl_s: int = MARKER_TTL_S,
     always: Callable[[redis.client.Pipeline], object] | None = None,
+    value: str = "1",
 ) -> bool:
-    """XADD unless the marker exists; True when this call wrote the entry.
+    """XADD unless the marker exists (written with `value`); True when this call wrote the entry.
 
     `always` queues writes that belong to the same transaction whether or not the entry is new.
     """
@@ -28,7 +29,7 @@ def xadd_once(
                 fresh = not pipe.exists(marker)
                 pipe.multi()
                 if fresh:
-                    pipe.set(marker, "1", ex=ttl_s)
+                    pipe.set(marker, value, ex=ttl_s)
                     pipe.xadd(stream, fields)
                 if always is not None:
                     always(pipe)

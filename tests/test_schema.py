@@ -355,15 +355,29 @@ def test_an_event_bus_envelope_beside_the_payload_is_not_a_conflict() -> None:
 
     intent = TradeIntent.from_fields(envelope)
 
-    assert (intent.timestamp, intent.source, intent.side.value) == (SEED_INTENT_PAYLOAD["timestamp"], "ai_engine", "BUY")
+    assert (intent.timestamp, intent.source, intent.side.value) == (SEED_INTENT_PAYLOAD["timestamp"], "intent", "BUY")
     with pytest.raises(EntryError, match="conflicting_fields"):  # a trade field that disagrees still is one
         TradeIntent.from_fields({**envelope, "side": "SELL"})
+
+
+def test_an_envelope_does_not_fill_in_what_the_payload_leaves_out() -> None:
+    """Found in review: the bus's publish time became the intent's timestamp when the payload had none, so the same
+    payload published twice hashed to two plan ids (two opens for one intent)."""
+    payload = {key: value for key, value in SEED_INTENT_PAYLOAD.items() if key != "timestamp"}
+
+    intent = TradeIntent.from_fields({"timestamp": "2026-01-01T18:47:39Z", "source": "bus", "payload": json.dumps(payload)})
+
+    assert (intent.timestamp, intent.source) == (None, "intent")
 
 
 def test_an_intent_timestamp_in_epoch_ms_is_accepted() -> None:
     payload = {**SEED_INTENT_PAYLOAD, "timestamp": 1767295800000}
 
-    assert TradeIntent.from_fields({"payload": json.dumps(payload)}).timestamp == 1767295800000
+    as_json = TradeIntent.from_fields({"payload": json.dumps(payload)})
+    flat = TradeIntent.from_fields({key: str(value) for key, value in payload.items()})
+
+    # One text in both forms (found in review: an int here and a str there hashed to two plan ids for one intent).
+    assert as_json.timestamp == flat.timestamp == "1767295800000"
 
 
 @pytest.mark.parametrize(("payload", "reason", "field"), [

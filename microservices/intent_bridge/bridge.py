@@ -1,8 +1,10 @@
 """Trade intent → OPEN plan. Pure translation plus one idempotent write.
 
 The plan id is a hash of the intent's content (or its intent_id), so the same intent read
-twice becomes the same plan, and the plan is written at most once. An intent that waited in
-the stream longer than BRIDGE_INTENT_MAX_AGE_SEC is dead-lettered (intent_expired), never planned.
+twice becomes the same plan, and the plan is written at most once. The plan's marker holds the
+intent's digest: another intent under an intent_id already planned is dead-lettered
+(duplicate_intent), not taken for the first. An intent not yet planned that waited in the stream
+longer than BRIDGE_INTENT_MAX_AGE_SEC is dead-lettered (intent_expired), never planned.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from microservices.intent_bridge.settings import BridgeSettings
 from shared import freshness, keys
 from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import SymbolRules, round_qty_down
-from shared.freshness import wall_ms
+from shared.freshness import redis_ms
 from shared.logging import get_logger
 from shared.once import xadd_once
 from shared.runtime.consumer import Entry, Rejected
@@ -30,9 +32,10 @@ INTENTS = Counter("quantum_bridge_intents_total", "Trade intents by outcome", ["
 SOURCE = "intent_bridge"
 # Every outcome (handle's, and to_plan's Skipped reasons) at 0 from the start: increase() cannot count the sample
 # a series is born with, and QuantumIntentsWithoutPlans reads the first plan after a start that way.
-INTENT_EXPIRED, INTENT_TIME_INVALID = "intent_expired", "intent_time_invalid"
+INTENT_EXPIRED, INTENT_TIME_INVALID, DUPLICATE_INTENT = "intent_expired", "intent_time_invalid", "duplicate_intent"
 INTENT_OUTCOMES = ("planned", "duplicate", "symbol_not_allowed", "below_confidence_floor", INTENT_EXPIRED,
-                   INTENT_TIME_INVALID)
+                   INTENT_TIME_INVALID, DUPLICATE_INTENT)
+LEGACY_MARKER = "1"  # written by versions before the marker held the intent's digest
 for _outcome in INTENT_OUTCOMES:
     INTENTS.labels(outcome=_outcome)
 
@@ -46,8 +49,21 @@ class Skipped:
 def plan_id_for(intent: TradeIntent) -> str:
     if intent.intent_id:
         return "ib-" + hashlib.sha256(intent.intent_id.encode()).hexdigest()[:20]
-    canonical = to_json(intent.model_dump(mode="python", exclude={"source"}))
-    return "ib-" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
+    return "ib-" + _sha256(_canonical(intent, {"source"}))[:20]
+
+
+def intent_digest(intent: TradeIntent) -> str:
+    """What the intent asks for (its producer's source and time left out: a resend of it under its intent_id a moment
+    later is the same intent), in 32 hex characters: the plan's marker holds it."""
+    return _sha256(_canonical(intent, {"source", "timestamp"}))[:32]
+
+
+def _canonical(intent: TradeIntent, without: set[str]) -> str:
+    return to_json(intent.model_dump(mode="python", exclude=without))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def to_plan(intent: TradeIntent, rules: SymbolRules | None, settings: BridgeSettings) -> Plan | Skipped:
@@ -81,26 +97,50 @@ def _whole_leverage(intent: TradeIntent) -> Decimal | None:
 
 class IntentBridge:
     def __init__(self, client: redis.Redis, filters: FilterCache, settings: BridgeSettings,
-                 clock: Callable[[], int] = wall_ms):
+                 clock: Callable[[], int] | None = None):
         self.r = client
         self.filters = filters
         self.settings = settings
-        self.clock = clock
+        # Redis's clock by default, the one entry ids carry (found in review: this host's clock against a Redis on
+        # another host a minute apart refused every intent, or let old ones through).
+        self.clock = clock or (lambda: redis_ms(client))
         self.log = get_logger(component="intent_bridge")
 
     def handle(self, intent: TradeIntent, entry: Entry) -> None:
         self.log.info("INTENT_RECEIVED", stream_id=entry.entry_id, symbol=intent.symbol, side=intent.side.value,
                       confidence=str(intent.confidence), size_usd=str(intent.position_size_usd))
+        plan_id, digest = plan_id_for(intent), intent_digest(intent)
+        # Planned before its age: a redelivery after a crash between the XADD and the ack must not read as an intent
+        # that expired unplanned (found in review: its dead letter said "never planned" of a plan that may execute).
+        if self._planned_before(intent, plan_id, digest, self.r.get(keys.bridge_intent(plan_id))):
+            return
         self._check_fresh(intent, entry)
         plan = to_plan(intent, self.filters.find(intent.symbol), self.settings)
         if isinstance(plan, Skipped):
             INTENTS.labels(outcome=plan.reason).inc()
             self.log.info("INTENT_SKIPPED", stream_id=entry.entry_id, reason=plan.reason, **plan.detail)
             return
-        written = publish_once(self.r, plan)
-        INTENTS.labels(outcome="planned" if written else "duplicate").inc()
-        self.log.info("PLAN_PUBLISHED" if written else "PLAN_ALREADY_PUBLISHED", plan_id=plan.plan_id,
-                      symbol=plan.symbol, side=plan.side.value, qty=str(plan.qty))
+        if not publish_once(self.r, plan, digest):  # another bridge wrote it meanwhile
+            self._planned_before(intent, plan_id, digest, self.r.get(keys.bridge_intent(plan_id)))
+            return
+        INTENTS.labels(outcome="planned").inc()
+        self.log.info("PLAN_PUBLISHED", plan_id=plan.plan_id, symbol=plan.symbol, side=plan.side.value,
+                      qty=str(plan.qty))
+
+    def _planned_before(self, intent: TradeIntent, plan_id: str, digest: str, marker: str | None) -> bool:
+        """True when the plan of this intent was published before; raises duplicate_intent when the plan_id was
+        published for another intent (an intent_id used twice). A marker from before markers held the digest (`1`)
+        says only that it was published."""
+        if marker is None:
+            return False
+        if marker not in (digest, LEGACY_MARKER):
+            INTENTS.labels(outcome=DUPLICATE_INTENT).inc()
+            raise Rejected(DUPLICATE_INTENT, {"plan_id": plan_id, "intent_id": str(intent.intent_id),
+                                              "detail": "this intent_id was planned for an intent asking for other "
+                                                        "things; nothing planned for this one"})
+        INTENTS.labels(outcome="duplicate").inc()
+        self.log.info("PLAN_ALREADY_PUBLISHED", plan_id=plan_id, symbol=intent.symbol, side=intent.side.value)
+        return True
 
     def _check_fresh(self, intent: TradeIntent, entry: Entry) -> None:
         """Its age from when Redis added it (the producer's own timestamp is another host's clock)."""
@@ -113,6 +153,7 @@ class IntentBridge:
             raise
 
 
-def publish_once(client: redis.Redis, plan: Plan) -> bool:
-    """XADD the plan unless it was already written; atomic against concurrent bridges."""
-    return xadd_once(client, keys.bridge_intent(plan.plan_id), keys.Stream.APPLY_PLAN, plan.to_fields())
+def publish_once(client: redis.Redis, plan: Plan, digest: str) -> bool:
+    """XADD the plan unless it was already written (its marker holds the intent's digest); atomic against concurrent
+    bridges."""
+    return xadd_once(client, keys.bridge_intent(plan.plan_id), keys.Stream.APPLY_PLAN, plan.to_fields(), value=digest)

@@ -20,7 +20,9 @@ from shared.schema.spelling import alias_conflicts, near_misses
 
 JSON_FIELDS = ("plan_data", "payload", "data")
 # Flat fields an event bus writes about the message beside its JSON payload (when it was published, by whom): they
-# may differ from the payload's own and are not a conflict. Anything else that disagrees with the payload is.
+# may differ from the payload's own and are not a conflict, and they are not the payload's (found in review: the bus's
+# publish time filled in an intent's missing timestamp, so the same intent published twice became two plans). Anything
+# else that disagrees with the payload is a conflict.
 ENVELOPE_FIELDS = frozenset({"timestamp", "source", "event_type", "correlation_id", "trace_id"})
 MAX_ENTRY_BYTES = 64 * 1024
 
@@ -83,8 +85,7 @@ def _merge_flat(fields: dict[str, str], json_name: str, document: dict[str, Any]
         if key == json_name:
             continue
         if key in ENVELOPE_FIELDS:
-            merged.setdefault(key, value)  # an event bus's own metadata beside the payload: the payload's wins
-            continue
+            continue  # an event bus's own metadata beside the payload: about the message, not part of what it says
         if key in merged and _text(merged[key]).lower() != value.lower():
             raise EntryError("conflicting_fields", {key: f"flat value {value!r:.40} disagrees with {json_name}"})
         merged.setdefault(key, value)

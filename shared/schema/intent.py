@@ -11,11 +11,18 @@ from shared.schema.entry import EntryModel
 from shared.schema.fields import (IntentLeverage, PositiveDec, ShortText, Side, SideField, Symbol, UnitDec,
                                   format_decimal, parse_decimal)
 
-# A JSON number with a fraction arrives as a Decimal: read as the same text a flat field gives (found in review: it
-# was refused in JSON form while the flat form was accepted).
-ProducerTime = Annotated[ShortText | int | None, BeforeValidator(
-    lambda value: format_decimal(parse_decimal(value)) if isinstance(value, Decimal) else value)]
-# parse_decimal first: 1e999999999 (or 1e-999999999) written out is a billion characters (found in review).
+ProducerTime = Annotated[ShortText | None, BeforeValidator(lambda value: _as_text(value))]
+
+
+def _as_text(value: object) -> object:
+    """A JSON number reads as the same text a flat field gives: found in review, a fraction was refused in JSON form
+    while the flat form was accepted, and 1767295800000 in JSON and "1767295800000" flat gave two plan ids for one
+    intent. parse_decimal first: 1e999999999 (or 1e-999999999) written out is a billion characters."""
+    if isinstance(value, Decimal):
+        return format_decimal(parse_decimal(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
 class TradeIntent(EntryModel):

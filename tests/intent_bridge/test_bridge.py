@@ -8,11 +8,12 @@ from decimal import Decimal as D
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from microservices.intent_bridge.bridge import IntentBridge, Skipped, plan_id_for, to_plan
 from microservices.intent_bridge.settings import BridgeSettings
 from shared import keys
-from shared.runtime.consumer import ConsumerConfig, Rejected, StreamConsumer
+from shared.runtime.consumer import ConsumerConfig, Entry, Rejected, StreamConsumer
 from shared.schema import Action, Plan, TradeIntent
 
 SEED_INTENT = {
@@ -142,3 +143,66 @@ def test_the_intent_age_limit_is_exact_on_the_injected_clock(r, access, age_ms, 
 
     (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
     assert dead["reason"] == reason and plans(r) == []
+
+
+def entry_of(r: redis.Redis, fields: dict[str, str], entry_id: str = "*") -> Entry:
+    added = r.xadd(keys.Stream.TRADE_INTENT, fields, id=entry_id)
+    return Entry(keys.Stream.TRADE_INTENT, added, fields, 1)
+
+
+def test_an_intent_planned_before_is_a_duplicate_whatever_its_age(r, access) -> None:
+    """Found in review: a crash between the XADD of the plan and the ack, and a restart a minute later; the
+    redelivered intent was dead-lettered intent_expired ("never planned") while its plan was out."""
+    entry = entry_of(r, {"payload": json.dumps(SEED_INTENT)}, "1800000000000-0")
+    IntentBridge(r, access.filters, BridgeSettings(), clock=lambda: 1_800_000_000_500).handle(intent(), entry)
+    later = IntentBridge(r, access.filters, BridgeSettings(), clock=lambda: 1_800_000_120_000)
+
+    with capture_logs() as logs:
+        later.handle(intent(), entry)
+
+    assert len(plans(r)) == 1 and r.xlen(keys.Stream.DEAD_LETTER) == 0
+    assert [line["event"] for line in logs if line["event"].startswith("PLAN_")] == ["PLAN_ALREADY_PUBLISHED"]
+
+
+def test_an_intent_id_used_again_for_another_intent_is_dead_lettered(r, access) -> None:
+    """Found in review: a second intent under an intent_id already planned (another symbol, another size) was acked
+    with a log line saying its plan was published."""
+    first = {**SEED_INTENT, "intent_id": "sig-7"}
+    resent = {**first, "timestamp": "2026-01-01T18:47:40Z"}  # the same intent, sent again a moment later
+    other = {**first, "symbol": "BTCUSDT", "position_size_usd": 500.0, "entry_price": 88000, "stop_loss": 87000,
+             "take_profit": 90000}
+    for payload in (first, resent, other):
+        r.xadd(keys.Stream.TRADE_INTENT, {"payload": json.dumps(payload)})
+
+    run_bridge(r, access)
+
+    assert [plan.symbol for plan in plans(r)] == ["AVAXUSDT"]
+    (_, dead), = r.xrange(keys.Stream.DEAD_LETTER)
+    assert dead["reason"] == "duplicate_intent" and json.loads(dead["detail"])["intent_id"] == "sig-7"
+
+
+def test_the_same_intent_in_either_form_or_beside_any_envelope_is_one_plan(r, access) -> None:
+    """Found in review: the envelope's publish time (when the payload had none) and an epoch-ms timestamp read as an
+    int in JSON and as text flat each gave the same intent another plan id."""
+    epoch = {**SEED_INTENT, "timestamp": 1767295800000}
+    untimed = {key: value for key, value in SEED_INTENT.items() if key != "timestamp"}
+    r.xadd(keys.Stream.TRADE_INTENT, {"payload": json.dumps(epoch)})
+    r.xadd(keys.Stream.TRADE_INTENT, {key: str(value) for key, value in epoch.items()})
+    for published in ("2026-01-01T18:47:39Z", "2026-01-01T18:48:39Z"):
+        r.xadd(keys.Stream.TRADE_INTENT, {"timestamp": published, "source": "bus", "payload": json.dumps(untimed)})
+
+    run_bridge(r, access)
+
+    assert len(plans(r)) == 2 and r.xlen(keys.Stream.DEAD_LETTER) == 0
+
+
+def test_an_intents_age_is_measured_by_redis_s_clock(r, access, monkeypatch) -> None:
+    """Found in review: this host's clock against the entry id Redis wrote; a Redis on another host a minute behind
+    had every intent refused as expired."""
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 120)  # this host two minutes ahead of Redis
+    r.xadd(keys.Stream.TRADE_INTENT, {"payload": json.dumps(SEED_INTENT)})
+
+    run_bridge(r, access)
+
+    assert len(plans(r)) == 1 and r.xlen(keys.Stream.DEAD_LETTER) == 0

@@ -62,7 +62,7 @@ def subclasses(*bases: type) -> set[type]:
          {("mode", "dry_run"), ("mode", "testnet"), ("mode", "live")}),
         ("microservices.intent_bridge.bridge", "quantum_bridge_intents_total",
          {("outcome", o) for o in ("planned", "duplicate", "symbol_not_allowed", "below_confidence_floor",
-                                   "intent_expired", "intent_time_invalid")}),
+                                   "intent_expired", "intent_time_invalid", "duplicate_intent")}),
         ("microservices.reconcile.reconciler", "quantum_reconcile_passes_total",
          {("outcome", o) for o in ("done", "weight_budget", "exchange_error")}),  # QuantumReconcileFailing
     ],
@@ -80,8 +80,8 @@ def test_every_error_sending_can_raise_is_a_kind_exported_from_the_start() -> No
 
 def test_every_outcome_the_bridge_counts_is_exported_from_the_start() -> None:
     code = (ROOT / "microservices" / "intent_bridge" / "bridge.py").read_text()
-    # _check_fresh counts both of its refusals (expired, time invalid) under their own reason
-    counted = {"planned", "duplicate", bridge.INTENT_EXPIRED, bridge.INTENT_TIME_INVALID} | set(
+    # _check_fresh counts both of its refusals (expired, time invalid) under their own reason, _planned_before its one
+    counted = {"planned", "duplicate", bridge.INTENT_EXPIRED, bridge.INTENT_TIME_INVALID, bridge.DUPLICATE_INTENT} | set(
         re.findall(r'\bSkipped\(\s*"(\w+)"', code))
 
     assert set(bridge.INTENT_OUTCOMES) == counted
