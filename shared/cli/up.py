@@ -98,11 +98,15 @@ class Stack:
         if redis_url:
             self._refuse_a_running_fleet()
         self.env = self._child_env()
-        if self.env["EXCHANGE_TARGET"] == "simulator":
+        on_simulator = self.env["EXCHANGE_TARGET"] == "simulator"
+        if on_simulator:
             self._start_child(fleet.SIMULATOR)
             self._wait_for_simulator()
+        elif with_demo:
+            print(f"demo signals not started: EXCHANGE_TARGET={self.env['EXCHANGE_TARGET']} (the demo trades on the "
+                  "simulator only)")
         for spec in fleet.FLEET:
-            if with_demo or not spec.demo:
+            if not spec.demo or (with_demo and on_simulator):
                 self._start_child(spec)
         self._print_table()
 
@@ -134,6 +138,11 @@ class Stack:
         """The daemons' environment: the operator's, with the dev stack's defaults where it says nothing."""
         env = dict(os.environ)
         env.setdefault("EXCHANGE_TARGET", "simulator")
+        if env["EXCHANGE_TARGET"].strip().lower() == "mainnet":
+            # Found in review: with the fleet's settings in the shell, `up` ran a second fleet (its own Redis, so no
+            # heartbeat of the first could refuse it) and the demo's random opens on the real account.
+            raise StackError("quantum up is the dev stack and does not run on mainnet: a mainnet fleet runs under "
+                             "systemd (deploy/install.sh)")
         env.setdefault("EXCHANGE_SIM_HOST", SIM_DEFAULT_HOST)
         env.setdefault("EXCHANGE_SIM_PORT", str(SIM_DEFAULT_PORT))
         env.setdefault("EXCHANGE_SIM_URL", f"http://{env['EXCHANGE_SIM_HOST']}:{env['EXCHANGE_SIM_PORT']}")

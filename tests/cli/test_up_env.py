@@ -78,3 +78,36 @@ def test_real_exchange_credentials_reach_only_the_daemons_that_talk_to_the_excha
     for spec in (fleet.SIMULATOR, *fleet.FLEET):
         passed = {name for name in REAL_CREDENTIAL_VARIABLES if name in stack.env_for(spec)}
         assert passed == (set(REAL_CREDENTIAL_VARIABLES) if spec.exchange else set()), spec.name
+
+
+def test_mainnet_is_refused_before_anything_starts(clean_env, monkeypatch) -> None:
+    """Found in review: with the fleet's settings in the shell, `up` ran a second fleet on the real account (its own
+    Redis: no heartbeat of the first to refuse it), and the demo's random opens with it."""
+    monkeypatch.setenv("EXCHANGE_TARGET", "mainnet")
+    monkeypatch.setenv("APPLY_MODE", "live")
+
+    with pytest.raises(StackError, match="does not run on mainnet"):
+        Stack(Path("unused"))._child_env()
+
+
+@pytest.mark.parametrize(("target", "demo_started"), [("simulator", True), ("testnet", False)])
+def test_the_demo_signals_run_on_the_simulator_only(clean_env, monkeypatch, capsys, target, demo_started) -> None:
+    from shared import fleet
+
+    monkeypatch.setenv("EXCHANGE_TARGET", target)
+    monkeypatch.setenv("APPLY_MODE", "dry_run")
+    stack = Stack(Path("unused"))
+    started: list[str] = []
+    monkeypatch.setattr(stack, "_connect", lambda: None)
+    monkeypatch.setattr(stack, "_refuse_a_running_fleet", lambda: None)
+    monkeypatch.setattr(stack, "_start_child", lambda spec: started.append(spec.name))
+    monkeypatch.setattr(stack, "_wait_for_simulator", lambda: None)
+    monkeypatch.setattr(stack, "_print_table", lambda: None)
+    monkeypatch.setattr(Path, "mkdir", lambda *args, **kwargs: None)
+
+    stack.start("redis://127.0.0.1:1/0", with_demo=True)
+
+    demo = [spec.name for spec in fleet.FLEET if spec.demo]
+    assert demo and all((name in started) == demo_started for name in demo)
+    assert (fleet.SIMULATOR.name in started) == (target == "simulator")
+    assert ("demo signals not started" in capsys.readouterr().out) == (not demo_started)
