@@ -34,12 +34,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     # Imported after the --host check: the operator's machine need not have the fleet installed.
+    from shared.cli.common import CommandError
     from shared.exchange.errors import ExchangeError, ExchangeSettingsError
     from shared.logging import redact_text
 
     try:
         report = read_report()
-    except (ExchangeError, ExchangeSettingsError) as exc:
+    except (CommandError, ExchangeError, ExchangeSettingsError) as exc:
         print(f"{PROG}: {redact_text(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2, default=str) if args.json else "\n".join(table(report)))

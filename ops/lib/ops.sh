@@ -26,6 +26,10 @@ ops_maybe_remote() {
 # REDIS_URL, else the fleet's common.env (an ssh session has no systemd environment), else the default.
 ops_redis_url() {
   local from_file=""
+  if [ -z "${REDIS_URL:-}" ] && [ -e "$OPS_FLEET_ENV" ] && [ ! -r "$OPS_FLEET_ENV" ]; then
+    # Found in review: the default Redis was used instead, and a check ran against a Redis the fleet does not use.
+    ops_die "cannot read the fleet's settings in $OPS_FLEET_ENV: run this as a user who can (sudo), or set REDIS_URL"
+  fi
   if [ -z "${REDIS_URL:-}" ] && [ -r "$OPS_FLEET_ENV" ]; then
     from_file=$(sed -n 's/^[[:space:]]*REDIS_URL=//p' "$OPS_FLEET_ENV" | tail -n 1)
     from_file=${from_file%\"}; from_file=${from_file#\"}; from_file=${from_file%\'}; from_file=${from_file#\'}
@@ -40,7 +44,7 @@ ops_url_decode() { printf '%b' "${1//%/\\x}"; }
 # userinfo or as ?password=, the database as /N or ?db=N. redis-cli gets -u for TCP, -s and -n for a socket.
 ops_redis_init() {
   local url rest userinfo="" scheme query="" param db=""
-  url=$(ops_redis_url)
+  url=$(ops_redis_url) || exit 1
   scheme=${url%%://*}
   rest=${url#*://}
   OPS_REDIS_USER="" OPS_REDIS_PASSWORD="" OPS_REDIS_SOCKET=""

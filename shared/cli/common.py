@@ -34,7 +34,8 @@ def redis_from(args: argparse.Namespace) -> redis.Redis:
     """The Redis the command names, else the fleet's own: an operator's `quantum kill on` over ssh has no
     systemd environment, and a switch set in another Redis (or database) than the fleet's stops nothing."""
     if not args.redis_url:
-        load_fleet_env()
+        if not os.environ.get("REDIS_URL"):
+            load_fleet_env()
         args.redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
     register_url_password(args.redis_url)  # never printed, however spelt; the URL is shown with it redacted
     try:
@@ -47,11 +48,18 @@ def load_fleet_env(path: str | None = None) -> None:
     """Read the fleet's common.env as systemd gives it to the daemons, without overriding what is set.
 
     An ops script run over ssh has no systemd environment; this gives it the same Redis and
-    exchange settings as the fleet it checks. Explicitly set variables win.
+    exchange settings as the fleet it checks. Explicitly set variables win. A file that is there but
+    cannot be read (install.sh makes it root's) is an error: found in review, the default Redis was
+    used instead, and `quantum kill on` said "all execution halted" of a Redis the fleet does not use.
     """
     env_file = Path(path or os.environ.get("QUANTUM_ENV_FILE", FLEET_ENV_FILE))
-    if env_file.is_file() and os.access(env_file, os.R_OK):
-        for name, value in parse_env_file(env_file.read_text(encoding="utf-8")).items():
+    if env_file.exists():
+        try:
+            text = env_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"cannot read the fleet's settings in {env_file} ({exc.strerror}): run this as a user "
+                               "who can (sudo), or name the Redis with --redis-url / REDIS_URL") from None
+        for name, value in parse_env_file(text).items():
             os.environ.setdefault(name, value)
     if os.access(FLEET_CREDENTIALS_DIR, os.R_OK | os.X_OK):
         os.environ.setdefault("CREDENTIALS_DIRECTORY", FLEET_CREDENTIALS_DIR)

@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     # With --out - the proof owns stdout, so the narration moves to stderr.
     say = _printer(sys.stderr if args.out == "-" else sys.stdout)
-    load_fleet_env()  # the fleet's exchange settings too; redis_from resolves the Redis the same way
     try:
+        load_fleet_env()  # the fleet's exchange settings too; redis_from resolves the Redis the same way
         opens = requested_opens(args.plan, args.count)
         client = redis_from(args)
         exchange = ExchangeClient(load_exchange_settings())

@@ -42,3 +42,15 @@ def test_an_unreachable_redis_is_named_without_its_password(tmp_path) -> None:
 
         assert done.returncode != 0
         assert "Redis" in done.stderr and password not in done.stdout + done.stderr
+
+
+def test_a_fleet_env_file_that_cannot_be_read_is_an_error_not_the_default_redis(tmp_path) -> None:
+    """Found in review: install.sh makes common.env root's; run by another user, `quantum kill on` used the default
+    Redis and said "all execution halted" of a Redis the fleet does not use. (A directory stands for the unreadable
+    file here: the tests run as root, who reads any file.)"""
+    unreadable = tmp_path / "common.env"
+    unreadable.mkdir()
+
+    done = quantum("kill", "on", env={**without_redis_url(), "QUANTUM_ENV_FILE": str(unreadable)})
+
+    assert done.returncode != 0 and f"cannot read the fleet's settings in {unreadable}" in done.stderr

@@ -21,3 +21,4 @@ def test_ops_shell_scripts_are_shellcheck_clean() -> None:
     done = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, cwd="/")
 
     assert done.returncode == 0, done.stdout + done.stderr
+

@@ -1,0 +1,34 @@
+"""ops/lib/ops.sh, the library every ops shell script sources."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.ops.conftest import OPS
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root to run as another user")
+def test_an_unreadable_fleet_env_stops_the_script_instead_of_using_the_default_redis() -> None:
+    """Found in review: as a user who cannot read common.env (install.sh makes it root's), the ops scripts used
+    redis://127.0.0.1:6379/0 without a word."""
+    home = Path(tempfile.mkdtemp(prefix="ops-lib-"))  # not pytest's tmp_path: its parents are root's alone
+    try:
+        home.chmod(0o755)
+        common = home / "common.env"
+        common.write_text("REDIS_URL=redis://127.0.0.1:6390/3\n")
+        common.chmod(0o600)
+        script = f'. {OPS / "lib" / "ops.sh"}; ops_redis_init; echo "reached, db $OPS_REDIS_DB"'
+
+        done = subprocess.run(["runuser", "-u", "nobody", "--", "bash", "-c", script], capture_output=True, text=True,
+                              env={"PATH": os.environ["PATH"], "QUANTUM_ENV_FILE": str(common)}, timeout=30)
+    finally:
+        shutil.rmtree(home)
+
+    assert done.returncode == 1 and "cannot read the fleet's settings" in done.stderr, done.stdout + done.stderr
+    assert "reached" not in done.stdout
