@@ -129,14 +129,29 @@ def parse_mark_price(p: Mapping[str, Any]) -> MarkPrice:
 
 
 def parse_order(p: Mapping[str, Any]) -> OrderResult:
+    executed = to_decimal(p.get("executedQty", "0"))
     return OrderResult(
         symbol=p["symbol"], order_id=int(p["orderId"]), client_order_id=p["clientOrderId"],
         side=Side(p["side"]), position_side=p.get("positionSide", PositionSide.BOTH.value),
         type=p.get("type", ""), status=p["status"], orig_qty=to_decimal(p["origQty"]),
-        executed_qty=to_decimal(p.get("executedQty", "0")), avg_price=to_decimal(p.get("avgPrice", "0")),
+        executed_qty=executed, avg_price=_avg_price(p, executed),
         cum_quote=_opt(p, "cumQuote"), reduce_only=_flag(p.get("reduceOnly", False)),
         update_time_ms=int(p.get("updateTime", 0)),
     )
+
+
+def _avg_price(p: Mapping[str, Any], executed: Decimal) -> Decimal:
+    """The fill's average price: avgPrice, else cumQuote / executedQty (Binance marks avgPrice and cumQuote of the
+    new-order reply "to be removed"). A fill with neither is malformed, not a fill at 0 (found in review: the ledger
+    recorded an open's entry price as 0, and reconcile, comparing amounts, never mended it): for an order the
+    caller then looks the order up (OutcomeUnknown), whose query reply carries avgPrice."""
+    avg = _opt(p, "avgPrice")
+    if executed == ZERO or (avg is not None and avg > ZERO):
+        return avg if avg is not None else ZERO
+    quote = _opt(p, "cumQuote")
+    if quote is None or quote <= ZERO:
+        raise ValueError(f"executedQty {executed} without avgPrice or cumQuote")
+    return quote / executed
 
 
 def parse_position(p: Mapping[str, Any]) -> Position:

@@ -192,6 +192,26 @@ def test_parse_order_and_positions_are_decimal_valued():
     assert [(p.symbol, p.amount) for p in positions] == [("BTCUSDT", D("0.002")), ("TRXUSDT", D("-631"))]
 
 
+FILLED_ORDER = {"symbol": "BTCUSDT", "orderId": 7, "clientOrderId": "p-1", "side": "BUY", "type": "MARKET",
+                "status": "FILLED", "origQty": "0.002", "executedQty": "0.002"}
+
+
+@pytest.mark.parametrize(("fields", "price"), [
+    ({"avgPrice": "87964.30", "cumQuote": "175.9286"}, D("87964.30")),
+    ({"cumQuote": "175.9286"}, D("87964.3")),  # avgPrice gone from the new-order reply: the quote over the quantity
+    ({"avgPrice": "0", "cumQuote": "175.9286"}, D("87964.3")),
+])
+def test_an_orders_average_price_comes_from_the_quote_when_the_reply_has_none(fields, price) -> None:
+    assert parse_order({**FILLED_ORDER, **fields}).avg_price == price
+
+
+def test_a_fill_without_any_price_is_malformed_not_a_fill_at_zero() -> None:
+    """Found in review: a reply without avgPrice recorded the open at entry price 0 in the ledger."""
+    with pytest.raises(ValueError, match="without avgPrice or cumQuote"):
+        parse_order(FILLED_ORDER)
+    assert parse_order({**FILLED_ORDER, "status": "EXPIRED", "executedQty": "0"}).avg_price == 0
+
+
 @pytest.mark.parametrize("env,expected", [({}, 5000), ({"EXCHANGE_RECV_WINDOW_MS": "2500"}, 2500)])
 def test_signed_requests_carry_the_configured_recv_window(env, expected) -> None:
     settings = sim_settings(**env)
