@@ -19,18 +19,26 @@ class ApiError(Exception):
         return {"code": self.code, "msg": self.msg}
 
 
+BAN_WITHOUT_RETRY_AFTER_S = 300  # an injected ban whose Retry-After is configured as none (0)
+
+
 def too_many_requests(limit: int, retry_after_s: int) -> ApiError:
     msg = (
         f"Too much request weight used; current limit is {limit} request weight per 1 MINUTE. "
         "Please use the websocket for live updates to avoid polling the API."
     )
-    return ApiError(-1003, msg, 429, {"Retry-After": str(retry_after_s)})
+    return ApiError(-1003, msg, 429, _retry_after(retry_after_s))
 
 
 def ip_banned(until_ms: int, retry_after_s: int) -> ApiError:
     msg = (f"Way too much request weight used; IP banned until {until_ms}. "
            "Please use WebSocket Streams for live updates to avoid bans.")
-    return ApiError(-1003, msg, 418, {"Retry-After": str(retry_after_s)})
+    return ApiError(-1003, msg, 418, _retry_after(retry_after_s))
+
+
+def _retry_after(seconds: int) -> dict[str, str]:
+    """The Retry-After header, or none for 0: Binance's futures docs do not promise one, so clients are tested without."""
+    return {"Retry-After": str(seconds)} if seconds > 0 else {}
 
 
 def too_many_orders(limit: int, interval: str) -> ApiError:

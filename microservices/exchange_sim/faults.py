@@ -50,7 +50,8 @@ class FaultConfig:
     rate_limited: float = 0.0
     # True: the order executes and then the connection is closed; False: closed before executing
     drop_after_execute: bool = True
-    # The Retry-After (s) of an injected rate limit (a real one says when its minute window ends)
+    # The Retry-After (s) of an injected rate limit (a real one says when its minute window ends); 0: no header, and
+    # an injected ban lasts BAN_WITHOUT_RETRY_AFTER_S
     rate_limited_retry_after_s: int = 1
     # "METHOD /fapi/path" -> Outage: every request to that endpoint answered with that error, nothing executed
     outages: dict[str, str] = field(default_factory=dict)

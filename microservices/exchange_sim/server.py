@@ -70,7 +70,8 @@ def _raise_outage(state: SimState, outage: Outage, path: str) -> NoReturn:
         Outage.SERVICE_UNAVAILABLE: errors.service_unavailable,
         Outage.OVERLOADED: errors.order_throttled,
         Outage.RATE_LIMITED: lambda: errors.too_many_requests(state.settings.weight_limit_per_minute, retry_after_s),
-        Outage.IP_BANNED: lambda: errors.ip_banned(state.clock() + retry_after_s * 1000, retry_after_s),
+        Outage.IP_BANNED: lambda: errors.ip_banned(state.clock() + (retry_after_s or errors.BAN_WITHOUT_RETRY_AFTER_S)
+                                                   * 1000, retry_after_s),
     }[outage]()
 
 

@@ -52,7 +52,9 @@ from shared.schema.fields import MAX_LEVERAGE
 
 ORDER_DOES_NOT_EXIST = -2013
 INVALID_TIMESTAMP = -1021  # outside recvWindow, or ahead of the server: our clock offset has drifted
-RATE_LIMIT_PAUSE_S = 1.0  # after a 429 or 418 that named no Retry-After
+RATE_LIMIT_PAUSE_S = 1.0  # the shortest pause after a rate limit
+BAN_MIN_S = 120.0  # a 418 that says neither how long nor until when: Binance's bans last 2 minutes to 3 days
+MINUTE_MS = 60_000
 RATE_LIMIT_WAIT_MAX_S = 2.0  # a read waits out this much of a rate limit's Retry-After; longer, it is refused
 WEIGHT_WINDOW_S = 60.0  # X-MBX-USED-WEIGHT-1M counts the current minute
 PARSE_ERRORS = (KeyError, TypeError, ValueError, InvalidOperation, AttributeError)
@@ -113,7 +115,7 @@ class SelfTestReport:
 class ExchangeClient:
     def __init__(self, settings: ExchangeSettings, binance_client: Client | None = None,
                  monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 alive: Callable[[], object] = lambda: None) -> None:
+                 alive: Callable[[], object] = lambda: None, wall: Callable[[], float] = time.time) -> None:
         self._settings = settings
         # Called before and after each request (a daemon feeds systemd's watchdog): a tick of several requests to a
         # slow exchange is progress, not a hang, however long they take together.
@@ -123,6 +125,7 @@ class ExchangeClient:
         self._used_weight: int | None = None
         self._weight_seen_at = float("-inf")  # when the exchange last said the used weight (monotonic)
         self._monotonic = monotonic
+        self._wall = wall  # python-binance's clock (time.time): with the offset, the exchange's time
         self._sleep = sleep
         self._quiet_until = float("-inf")  # after a rate limit: no request before this (monotonic)
 
@@ -293,11 +296,25 @@ class ExchangeClient:
         finally:
             self._alive()
         if isinstance(error, RateLimited):
-            self._quiet_until = self._monotonic() + (error.retry_after_s or RATE_LIMIT_PAUSE_S)
+            self._quiet_until = self._monotonic() + self._quiet_s(error)
         if isinstance(error, ExchangeRejected) and error.code == INVALID_TIMESTAMP and operation != "server_time":
             self._resync_clock()
         # Raised outside the except block so no __context__ keeps the library's signed URL.
         raise error
+
+    def _quiet_s(self, error: RateLimited) -> float:
+        """How long to send nothing after a rate limit: its Retry-After; else a ban's end as its message names it (or
+        BAN_MIN_S); else the rest of the exchange's minute, when its weight and order windows start again. Binance's
+        futures docs do not promise a Retry-After (found in review: one second, then every request met the same
+        limit again, the way to a ban that stops closes too)."""
+        if error.retry_after_s:
+            return max(error.retry_after_s, RATE_LIMIT_PAUSE_S)
+        now_ms = self._wall() * 1000 + int(getattr(self._client, "timestamp_offset", 0) or 0)
+        if error.banned:
+            left_s = (error.banned_until_ms - now_ms) / 1000 if error.banned_until_ms is not None else BAN_MIN_S
+        else:
+            left_s = (MINUTE_MS - now_ms % MINUTE_MS) / 1000
+        return max(left_s, RATE_LIMIT_PAUSE_S)
 
     def _resync_clock(self) -> None:
         """After a -1021 the offset taken at start no longer holds (the host's clock stepped or drifted): this

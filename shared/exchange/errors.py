@@ -41,11 +41,15 @@ class ExchangeUnavailable(ExchangeError):
 
 
 class RateLimited(ExchangeUnavailable):
-    """The exchange asked us to slow down (-1003, HTTP 429, or 418 IP ban)."""
+    """The exchange asked us to slow down (-1003, HTTP 429, or 418 IP ban). `retry_after_s`: its Retry-After header,
+    if any; `banned_until_ms`: for a ban, the end its message names (exchange time), if any."""
 
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+    def __init__(self, message: str, retry_after_s: float | None = None, banned: bool = False,
+                 banned_until_ms: int | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.banned = banned
+        self.banned_until_ms = banned_until_ms
 
 
 class OutcomeUnknown(ExchangeError):

@@ -13,6 +13,8 @@ while its order stands.
 
 from __future__ import annotations
 
+import re
+
 import ssl
 from collections.abc import Iterable
 
@@ -38,6 +40,7 @@ LIBRARY_ERRORS = (BinanceAPIException, BinanceRequestException, requests.excepti
 # executed, and sending more soon makes it worse. Before, it read as a rejection that retrying cannot cure.
 RATE_LIMIT_STATUSES = frozenset({403, 418, 429})
 RATE_LIMIT_CODES = frozenset({-1003, -1015})
+BANNED_UNTIL = re.compile(r"banned until (\d{10,16})")  # a 418's message: "... IP banned until 1767295800000. ..."
 # -1000: "An unknown error occurred while processing the request."
 # -1006: "An unexpected response was received from the message bus. Execution status unknown."
 # -1007: "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
@@ -80,7 +83,9 @@ def from_api_error(
     msg = sanitize(str(exc.message or ""), secrets)
     text = f"{operation}: HTTP {status} code={code} {msg}"
     if status in RATE_LIMIT_STATUSES or code in RATE_LIMIT_CODES:
-        return RateLimited(text, retry_after_s=_retry_after(exc))
+        until = BANNED_UNTIL.search(msg)
+        return RateLimited(text, retry_after_s=_retry_after(exc), banned=status == 418,
+                           banned_until_ms=int(until.group(1)) if until else None)
     if status == 503 and _is_service_unavailable(exc):
         return ExchangeUnavailable(text)
     if status >= 500 or status in UNKNOWN_OUTCOME_STATUSES or code in UNKNOWN_OUTCOME_CODES:

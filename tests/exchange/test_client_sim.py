@@ -246,7 +246,8 @@ def fake_clock_client(sim) -> tuple[ExchangeClient, list[float]]:
     now = [1000.0]
     settings = ExchangeSettings(EXCHANGE_TARGET="simulator", EXCHANGE_SIM_URL=sim.base_url,
                                 EXCHANGE_SIM_API_KEY=sim.api_key, EXCHANGE_SIM_API_SECRET=sim.api_secret)
-    return ExchangeClient(settings, monotonic=lambda: now[0], sleep=lambda _s: None), now
+    # The wall clock too (the exchange's minute, a ban's end): 1,000.0 s is 40 s into a minute.
+    return ExchangeClient(settings, monotonic=lambda: now[0], sleep=lambda _s: None, wall=lambda: now[0]), now
 
 
 @pytest.mark.parametrize("kind, read_error", [
@@ -280,10 +281,10 @@ def test_an_order_answered_overloaded_is_looked_up_not_believed_unsent(client, s
     assert client.get_order("BTCUSDT", "t-overloaded-1") is None
 
 
-@pytest.mark.parametrize("kind, quiet_s", [("ip_banned", 120), ("waf_blocked", 1.0)])
+@pytest.mark.parametrize("kind, quiet_s", [("ip_banned", 120), ("waf_blocked", 20.0)])
 def test_after_a_ban_or_the_firewall_nothing_is_sent_until_it_is_over(sim, kind, quiet_s):
-    """A 418 says how long in Retry-After; the firewall's 403 page says nothing, so the pause is the default.
-    Meanwhile no request leaves, whatever its endpoint: sending during a ban lengthens it."""
+    """A 418 says how long in Retry-After; the firewall's 403 page says nothing, so the pause lasts to the end of the
+    exchange's minute. Meanwhile no request leaves, whatever its endpoint: sending during a ban lengthens it."""
     sim.reset()
     sim.set_faults(outages={"GET /fapi/v1/premiumIndex": kind}, rate_limited_retry_after_s=120)
     client, now = fake_clock_client(sim)
@@ -303,6 +304,29 @@ def test_after_a_ban_or_the_firewall_nothing_is_sent_until_it_is_over(sim, kind,
     now[0] += 0.2
     assert client.mark_price("BTCUSDT").mark_price == D("88000")
     assert sent == ["GET " + sim.base_url + "/fapi/v1/premiumIndex"]
+
+
+@pytest.mark.parametrize("kind, quiet_s", [("rate_limited", 20.0), ("ip_banned", 300.0)])
+def test_a_limit_without_retry_after_holds_to_the_minutes_end_or_the_bans(sim, kind, quiet_s):
+    """Found in review: Binance's futures docs promise no Retry-After; without one the client paused a second and
+    then met the same limit again, request after request, the way to an IP ban (which stops closes too). A 429 now
+    holds to the end of the exchange's minute, a 418 to the end its message names."""
+    sim.reset()
+    sim.set_faults(outages={"GET /fapi/v1/premiumIndex": kind}, rate_limited_retry_after_s=0)
+    client, now = fake_clock_client(sim)
+    if kind == "ip_banned":  # its end is on the simulator's clock: the client's exchange time must be that one
+        client._client.timestamp_offset = sim.binance_client().futures_time()["serverTime"] - int(now[0] * 1000)
+    with pytest.raises(RateLimited) as caught:
+        client.mark_price("BTCUSDT")
+    assert caught.value.retry_after_s is None and caught.value.banned == (kind == "ip_banned")
+    sim.set_faults(outages={})
+    sent = count_requests(client)
+
+    now[0] += quiet_s - 1
+    with pytest.raises(RateLimited, match="not sent"):
+        client.account()
+    now[0] += 2
+    assert client.mark_price("BTCUSDT").mark_price == D("88000") and len(sent) == 1
 
 
 def test_an_account_in_hedge_mode_fails_the_self_test_naming_it(client, sim):

@@ -144,6 +144,15 @@ def test_rate_limit_reads_retry_after():
     assert error.retry_after_s == 7.0
 
 
+def test_a_ban_names_its_end_and_a_limit_without_header_says_none():
+    banned = translate(api_error(418, -1003, "Way too much request weight used; IP banned until 1767295800000. "
+                                             "Please use WebSocket Streams for live updates to avoid bans."), "op", False)
+    limited = translate(api_error(429, -1003, "Too many requests"), "op", False)
+
+    assert (banned.banned, banned.banned_until_ms, banned.retry_after_s) == (True, 1767295800000, None)
+    assert (limited.banned, limited.banned_until_ms, limited.retry_after_s) == (False, None, None)
+
+
 def test_messages_drop_signed_urls_and_secrets():
     exc = requests.exceptions.ReadTimeout(f"timeout for {SIGNED_URL} key={SECRET}")
 
