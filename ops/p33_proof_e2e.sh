@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     --side) side=${2^^}; shift 2 ;;
     --qty) qty=$2; shift 2 ;;
     --close) close=1; shift ;;
-    --timeout) timeout=$2; shift 2 ;;
+    --timeout) ops_whole_seconds --timeout "${2:-}"; timeout=$2; shift 2 ;;
     --mainnet) mainnet=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -66,14 +66,14 @@ show_permit() {
   return 1
 }
 
-# XADDs one plan and proves its chain; $1 plan id, $2 side, $3 reduceOnly.
+# XADDs one plan and proves its chain; $1 plan id, $2 side, $3 reduceOnly, $4 quantity.
 prove_plan() {
-  local plan_id=$1 plan_side=$2 reduce_only=$3 since entry ok=0
+  local plan_id=$1 plan_side=$2 reduce_only=$3 plan_qty=$4 since entry ok=0
   verdicts=()
-  echo "Plan $plan_id: $symbol $plan_side $qty MARKET reduceOnly=$reduce_only"
+  echo "Plan $plan_id: $symbol $plan_side $plan_qty MARKET reduceOnly=$reduce_only"
   since=$(ops_last_id quantum:stream:apply.result)
   entry=$(rcli XADD quantum:stream:apply.plan "*" plan_id "$plan_id" decision EXECUTE symbol "$symbol" \
-    side "$plan_side" type MARKET qty "$qty" reduceOnly "$reduce_only" source test_manual)
+    side "$plan_side" type MARKET qty "$plan_qty" reduceOnly "$reduce_only" source test_manual)
   echo "  XADD quantum:stream:apply.plan -> $entry"
   if ! ops_wait_result "$plan_id" "$since" "$timeout"; then
     echo "  result: none within ${timeout}s (is the fleet running? quantum status)"
@@ -97,12 +97,15 @@ prove_plan() {
 
 run_id="p33proof-$(date +%s%N | cut -c1-13)"
 status=0
-prove_plan "$run_id-open" "$side" false || status=1
+prove_plan "$run_id-open" "$side" false "$qty" || status=1
+# The close takes what the open filled (found in review: the asked quantity, while ALLOW_UPSIZE may have sent more,
+# left the rest open under "PROOF OK").
+filled=${OPS_ENTRY[filled_qty]:-$qty}
 if [ "$close" = 1 ]; then
   if [ "$status" = 0 ]; then
     close_side=SELL
     [ "$side" = SELL ] && close_side=BUY
-    prove_plan "$run_id-close" "$close_side" true || status=1
+    prove_plan "$run_id-close" "$close_side" true "$filled" || status=1
   else
     echo "Close skipped: the open did not execute"
   fi

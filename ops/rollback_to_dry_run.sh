@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
     --symbol) symbol=${2^^}; shift 2 ;;
     --side) side=${2^^}; shift 2 ;;
     --qty) qty=$2; shift 2 ;;
-    --timeout) timeout=$2; shift 2 ;;
+    --timeout) ops_whole_seconds --timeout "${2:-}"; timeout=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac

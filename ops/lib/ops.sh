@@ -161,6 +161,12 @@ ops_next_entry() {
   done
 }
 
+# Dies unless $2 (the value of option $1) is a whole number of seconds: found in review, "2.5" broke the
+# arithmetic of ops_wait_result and bash then skipped the if block around it.
+ops_whole_seconds() {
+  [[ $2 =~ ^[0-9]+$ ]] || ops_die "$1 takes whole seconds, not '$2'"
+}
+
 # Waits for the result of plan $1 on apply.result after id $2 for up to $3 seconds; fills OPS_ENTRY.
 ops_wait_result() {
   local plan_id=$1 last=$2 deadline=$((SECONDS + $3))

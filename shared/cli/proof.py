@@ -254,7 +254,21 @@ def order_problem(order: OrderResult | None, result: dict[str, str]) -> tuple[st
         return "order_id_mismatch", f"result says {result.get('order_id')}, exchange says {order.order_id}"
     if order.status in DEAD_ORDER_STATUSES:
         return "order_not_live", f"exchange status {order.status}"
+    # What README calls a good proof (found in review: a PARTIALLY_FILLED or NEW order passed, exit 0): filled, by the
+    # quantity the fleet recorded.
+    if order.status != "FILLED":
+        return "order_not_filled", f"exchange status {order.status}"
+    if _decimal_or_none(result.get("filled_qty")) != order.executed_qty:
+        return "filled_qty_mismatch", (f"result says {result.get('filled_qty')}, exchange executedQty "
+                                       f"{format_decimal(order.executed_qty)}")
     return None
+
+
+def _decimal_or_none(text: str | None) -> Decimal | None:
+    try:
+        return Decimal(text) if text else None
+    except ArithmeticError:
+        return None
 
 
 def _unverified(plan: TestPlan, proof: Proof, say: Callable[[str], None], reason: str, detail: str) -> None:

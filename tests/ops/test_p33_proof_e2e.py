@@ -55,3 +55,18 @@ def test_over_ssh_the_output_is_the_local_output(order_path, script_env, sshd) -
     assert local.returncode == 0, local.stdout + local.stderr
     assert remote.returncode == 0, remote.stdout + remote.stderr
     assert same_shape(remote.stdout) == same_shape(local.stdout)
+
+
+def test_the_close_takes_what_the_open_filled(order_path, script_env) -> None:
+    """Found in review: the close asked for --qty, not what the open filled (with ALLOW_UPSIZE the open may fill more),
+    and the rest stayed open under "PROOF OK". Here the open's 0.0025 fills 0.002 (BTCUSDT's step)."""
+    done = run_script(SCRIPT, "--close", "--qty", "0.0025", env=script_env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "-close: BTCUSDT SELL 0.002 MARKET reduceOnly=true" in done.stdout
+
+
+def test_a_timeout_that_is_not_whole_seconds_is_refused_up_front(script_env) -> None:
+    done = run_script(SCRIPT, "--timeout", "2.5", env=script_env)
+
+    assert done.returncode == 1 and "--timeout takes whole seconds, not '2.5'" in done.stderr

@@ -60,3 +60,19 @@ def test_a_close_that_was_refused_is_named_as_maybe_open(order_path, access, sim
 
     assert json.loads((tmp_path / "p.json").read_text())["possibly_open"] == ["BTCUSDT"]
     assert any("MAY BE OPEN  BTCUSDT" in line for line in lines), lines
+
+
+def test_only_an_order_filled_by_the_recorded_quantity_confirms_a_result() -> None:
+    """Found in review: README calls a proof good when every order is FILLED with the quantity asked, but a
+    PARTIALLY_FILLED or NEW order passed (exit 0)."""
+    from shared.exchange.models import parse_order
+
+    def order(status: str, executed: str):
+        return parse_order({"symbol": "BTCUSDT", "orderId": 7, "clientOrderId": "qt-1", "side": "BUY", "status": status,
+                            "origQty": "0.002", "executedQty": executed, "avgPrice": "88000"})
+
+    result = {"order_id": "7", "client_order_id": "qt-1", "filled_qty": "0.002"}
+    assert proof.order_problem(order("FILLED", "0.0020"), result) is None
+    assert proof.order_problem(order("PARTIALLY_FILLED", "0.001"), result)[0] == "order_not_filled"
+    assert proof.order_problem(order("NEW", "0"), result)[0] == "order_not_filled"
+    assert proof.order_problem(order("FILLED", "0.003"), result)[0] == "filled_qty_mismatch"
