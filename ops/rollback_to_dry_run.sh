@@ -4,14 +4,15 @@
 #   2. with the systemd units installed: APPLY_MODE=dry_run persisted in /etc/quantum/common.env
 #      (mode 0600) and the executor and apply layer restarted, so a restart cannot undo step 1
 #   3. verify: one test plan must end executed=false reason=dry_run, and no result written since
-#      the rollback began may say executed=true
+#      the rollback began may say executed=true. The test plan is an open: if dry run does not hold it
+#      executes, and is closed again at once; on a mainnet fleet it is sent only with --mainnet
 # --undo lifts the runtime switch only, and says what to edit for the env file.
 set -euo pipefail
 
 usage() {
   cat <<'USAGE'
 usage: rollback_to_dry_run.sh [--undo] [--env-dir DIR] [--persist] [--no-restart]
-                              [--symbol SYM] [--side BUY|SELL] [--qty QTY] [--timeout S]
+                              [--symbol SYM] [--side BUY|SELL] [--qty QTY] [--timeout S] [--mainnet]
                               [--host HOST [-p PORT] [-i KEY] [-o SSH_OPTION]... [--remote-python PY] [--env NAME[=VALUE]]...]
   --undo          lift the runtime switch (quantum dry-run off); the env file is left alone
   --env-dir DIR   the fleet's env files (default /etc/quantum)
@@ -20,6 +21,8 @@ usage: rollback_to_dry_run.sh [--undo] [--env-dir DIR] [--persist] [--no-restart
   --symbol/--side/--qty  the verification plan: an open on a symbol without a position
                   (default TRXUSDT BUY 100); it must pass both permits to reach the dry-run check
   --timeout S     seconds to wait for the verification result (default 30, covers a restart)
+  --mainnet       on a mainnet fleet, send the verification plan too (a real open if dry run does not hold,
+                  closed again at once); without it only the results are checked there
   --host HOST     run on HOST over ssh (ops/remote_run.py)
 USAGE
 }
@@ -29,7 +32,7 @@ declare -F ops_lib_loaded >/dev/null || . "$(dirname "$0")/lib/ops.sh"
 ops_maybe_remote "$0" "$@"
 
 RESTARTED_UNITS=(quantum-intent-executor quantum-apply-layer)
-undo=0 env_dir=/etc/quantum persist=0 restart=1 symbol=TRXUSDT side=BUY qty=100 timeout=30
+undo=0 env_dir=/etc/quantum persist=0 restart=1 symbol=TRXUSDT side=BUY qty=100 timeout=30 mainnet=0
 while [ $# -gt 0 ]; do
   case $1 in
     --undo) undo=1; shift ;;
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
     --side) side=${2^^}; shift 2 ;;
     --qty) qty=$2; shift 2 ;;
     --timeout) ops_whole_seconds --timeout "${2:-}"; timeout=$2; shift 2 ;;
+    --mainnet) mainnet=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -142,8 +146,25 @@ verify_test_plan() {
     esac
   else
     echo "  THE TEST PLAN EXECUTED: dry run is NOT in force"
+    close_test_position "${OPS_ENTRY[filled_qty]:-$qty}"
   fi
   return 1
+}
+
+# The test open executed (found in review: it was left open): a reduce-only close of what it filled, sent the same
+# way, which dry run not holding lets through too.
+close_test_position() {
+  local filled=$1 close_side=SELL plan_id since
+  [ "$side" = SELL ] && close_side=BUY
+  plan_id="rollback-check-close-$(date +%s%N | cut -c1-13)"
+  since=$(ops_last_id quantum:stream:apply.result)
+  rcli XADD quantum:stream:apply.plan "*" plan_id "$plan_id" decision EXECUTE symbol "$symbol" side "$close_side" \
+    type MARKET qty "$filled" reduceOnly true source rollback_check >/dev/null
+  if ops_wait_result "$plan_id" "$since" "$timeout" && [ "${OPS_ENTRY[executed]:-}" = true ]; then
+    echo "  the test position is closed again: $(ops_result_line)"
+  else
+    echo "  THE TEST POSITION MAY STILL BE OPEN ($symbol $side $filled): close it, e.g. quantum flatten $symbol"
+  fi
 }
 
 # Step 3b: every result written after $1 (the rollback's start) must say executed=false.
@@ -181,13 +202,18 @@ if [ "$undo" = 1 ]; then
 fi
 
 status=0
+fleet_mode=$(rcli GET quantum:mode)  # before the restart: what the executor sent orders to
 rollback_start=$(ops_last_id quantum:stream:apply.result)
 echo "Step 1/3: runtime switch (quantum:apply:dry_run)"
 quantum_cli dry-run on | sed 's/^/  /'
 echo "Step 2/3: persist APPLY_MODE=dry_run"
 persist_dry_run || status=1
 echo "Step 3/3: verify"
-verify_test_plan || status=1
+if [ "$fleet_mode" = MAINNET ] && [ "$mainnet" != 1 ]; then
+  echo "  no test plan on a mainnet fleet (it would be a real open if dry run did not hold): pass --mainnet to send one"
+else
+  verify_test_plan || status=1
+fi
 verify_no_execution_since "$rollback_start" || status=1
 if [ "$status" = 0 ]; then
   echo "ROLLBACK OK: dry run in force, nothing executed since the rollback began"

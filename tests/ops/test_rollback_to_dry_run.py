@@ -120,3 +120,30 @@ def test_a_persist_that_could_not_write_says_so_and_fails_the_rollback(order_pat
     assert "common.env: cannot read it" in done.stdout
     assert "APPLY_MODE=dry_run (was:" not in done.stdout
     assert "ROLLBACK NOT VERIFIED" in done.stdout
+
+
+def test_a_test_plan_that_executes_is_closed_again_and_fails_the_rollback(order_path, script_env, sim,
+                                                                         tmp_path) -> None:
+    """Found in review: when dry run did not hold (an executor that does not honour the switch, a switch that did not
+    reach it), the verification open executed and the script left that real position open. Here the switch never
+    reaches Redis: the fleet's python, as the script finds it, only says it set it."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\nif [ "$3" = dry-run ]; then echo "dry run FORCED (not really)"; exit 0; fi\n'
+                    f'exec {script_env["QUANTUM_PYTHON"]} "$@"\n')
+    fake.chmod(0o755)
+
+    done = run_script(SCRIPT, env={**script_env, "QUANTUM_PYTHON": str(fake)})
+
+    assert done.returncode == 1 and "THE TEST PLAN EXECUTED: dry run is NOT in force" in done.stdout
+    assert "the test position is closed again" in done.stdout, done.stdout
+    held = sim.binance_client().futures_position_information(symbol="TRXUSDT")
+    assert all(float(position["positionAmt"]) == 0 for position in held)
+
+
+def test_on_a_mainnet_fleet_no_test_plan_is_sent_without_mainnet(order_path, script_env, sim) -> None:
+    order_path.client.set("quantum:mode", "MAINNET")
+
+    done = run_script(SCRIPT, env=script_env)
+
+    assert "no test plan on a mainnet fleet" in done.stdout and "test plan rollback-check" not in done.stdout
+    assert not any(o["clientOrderId"].startswith("qt-rollback-check") for o in sim.orders())
