@@ -162,6 +162,21 @@ if [ "${#edited[@]}" -gt 0 ] && [ "$discard_edits" = 0 ]; then
   exit 1
 fi
 
+# The EXIT trap while the units this install stopped are down: on a failure, start them again and say so.
+start_again_after_failure() {
+  local status=$?
+  [ "$status" = 0 ] && return 0
+  echo "install: FAILED (exit $status) with ${running% } stopped: starting them again, on what is installed now" >&2
+  "$systemctl" daemon-reload || true
+  # shellcheck disable=SC2086  # one word per unit
+  if "$systemctl" start $running; then
+    echo "install: started ${running% } again; fix the failure above and install again" >&2
+  else
+    echo "install: COULD NOT START ${running% }: THE FLEET IS DOWN (systemctl status quantum-*)" >&2
+  fi
+  exit "$status"
+}
+
 running=""
 if [ -n "$systemctl" ]; then
   running=$("$systemctl" list-units --type=service --state=active --plain --no-legend 'quantum-*' \
@@ -176,6 +191,9 @@ if [ -n "${running// /}" ]; then
   # shellcheck disable=SC2086  # one word per unit
   "$systemctl" stop $running
   say "stopped ${running% }"
+  # Found in review: a failure from here on (pip without network, a full disk) left the fleet stopped, open positions
+  # without their exits, and nothing said so. On any failure the units stopped above are started again.
+  trap start_again_after_failure EXIT
 fi
 
 if [ "$root" = / ] && ! id quantum >/dev/null 2>&1; then
@@ -242,6 +260,7 @@ chmod 0600 "$secret"
 if [ -n "$systemctl" ]; then
   "$systemctl" daemon-reload
   if [ -n "${running// /}" ]; then
+    trap - EXIT
     # shellcheck disable=SC2086  # one word per unit
     "$systemctl" start $running
     say "started ${running% } again"

@@ -300,3 +300,21 @@ def test_the_readme_names_every_documented_setting() -> None:
     missing = sorted(name for name in documented_anywhere if f"`{name}`" not in readme)
 
     assert missing == [], f"add to README's configuration tables: {missing}"
+
+
+def test_an_install_that_fails_after_stopping_the_fleet_starts_it_again(tmp_path: Path) -> None:
+    """Found in review: with --restart, a failure after the units were stopped (pip without network here: a python
+    whose venv step fails) exited 1 and left the fleet down, open positions without their exits."""
+    tool, calls = fake_systemctl(tmp_path, ["quantum-governor.service", "quantum-intent-executor.service"])
+    python = tmp_path / "python3"
+    python.write_text(f'#!/bin/sh\nif [ "$1" = -m ]; then echo "no network" >&2; exit 1; fi\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    install = [str(ROOT / "deploy" / "install.sh"), "--root", str(tmp_path / "root"), "--python", str(python),
+               "--restart"]
+
+    done = subprocess.run(install, capture_output=True, text=True, timeout=120, env={**os.environ, "SYSTEMCTL": str(tool)})
+
+    assert done.returncode == 1 and "starting them again" in done.stderr
+    assert [line.split(" ")[0] for line in calls.read_text().splitlines()] == [
+        "list-units", "stop", "daemon-reload", "start"]
+    assert calls.read_text().splitlines()[-1] == "start quantum-governor.service quantum-intent-executor.service"
