@@ -124,6 +124,9 @@ if [ "$uninstall" = 1 ]; then
   done
   rm -rf "$(dest "$prefix/venv")"
   rm -f "$(dest "$prefix/README.md")" "$manifest"
+  if [ "$(readlink "$(dest /usr/local/bin/quantum)" 2>/dev/null)" = "$prefix/venv/bin/quantum" ]; then
+    rm -f "$(dest /usr/local/bin/quantum)"
+  fi
   say "removed ${#present[@]} systemd units"
   if [ -d "$(dest "$prefix")" ]; then
     if rmdir "$(dest "$prefix")" 2>/dev/null; then
@@ -210,6 +213,10 @@ if [ "$make_venv" = 1 ]; then
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade "$src"
   say "installed the fleet into $venv"
+  # The runbook's `quantum kill on` on the host (found in review: the CLI was only in the venv, "command not found").
+  install -d -m 0755 "$(dest /usr/local/bin)"
+  ln -sfn "$prefix/venv/bin/quantum" "$(dest /usr/local/bin/quantum)"
+  say "linked $(dest /usr/local/bin/quantum) to $prefix/venv/bin/quantum"
 fi
 install -m 0644 "$src/README.md" "$(dest "$prefix/README.md")"
 

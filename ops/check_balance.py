@@ -30,13 +30,19 @@ def main(argv: list[str]) -> int:
         import remote_run
 
         return remote_run.rerun(__file__, argv)
+    # Imported after the --host check: the operator's machine need not have the fleet installed.
+    try:
+        from shared.cli.common import CommandError
+        from shared.exchange.errors import ExchangeError, ExchangeSettingsError
+        from shared.logging import redact_text
+    except ImportError:  # a local run by a python without the fleet: its venv's, if there is one
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import remote_run
+
+        return remote_run.in_fleet_python(__file__, argv, PROG)
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    # Imported after the --host check: the operator's machine need not have the fleet installed.
-    from shared.cli.common import CommandError
-    from shared.exchange.errors import ExchangeError, ExchangeSettingsError
-    from shared.logging import redact_text
 
     try:
         report = read_report()

@@ -38,10 +38,25 @@ SHELL_LIBRARY = Path(__file__).resolve().parent / "lib" / "ops.sh"
 SSH_DEFAULTS = ("BatchMode=yes", "LogLevel=ERROR")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SSH_FAILED = 255
+REEXEC_MARK = "QUANTUM_OPS_IN_FLEET_PYTHON"  # set before re-running a script under the fleet's python: once only
 
 
 class RemoteError(ValueError):
     """A bad remote option; the script exits 2 with this line."""
+
+
+def in_fleet_python(script: str, argv: list[str], prog: str) -> int:
+    """A local run by a python without the fleet's package (the `#!/usr/bin/env python3` line on a host, where the
+    fleet lives in its venv; found in review, the documented commands failed with ModuleNotFoundError): the same
+    script again under QUANTUM_PYTHON, else the venv's python. Returns only when there is none (exit 2)."""
+    if not os.environ.get(REEXEC_MARK):
+        for candidate in (os.environ.get("QUANTUM_PYTHON"), DEFAULT_REMOTE_PYTHON):
+            if candidate and os.access(candidate, os.X_OK):
+                os.environ[REEXEC_MARK] = "1"
+                os.execv(candidate, [candidate, script, *argv])
+    print(f"{prog}: the fleet's package is not importable by {sys.executable}: run this with the fleet's venv python "
+          f"({DEFAULT_REMOTE_PYTHON}) or set QUANTUM_PYTHON to it", file=sys.stderr)
+    return 2
 
 
 def wants_remote(argv: list[str]) -> bool:

@@ -23,7 +23,13 @@ def main(argv: list[str]) -> int:
         import remote_run
 
         return remote_run.rerun(__file__, argv)
-    from shared.cli import proof
+    try:
+        from shared.cli import proof
+    except ImportError:  # a local run by a python without the fleet: its venv's, if there is one
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import remote_run
+
+        return remote_run.in_fleet_python(__file__, argv, PROG)
 
     return proof.main(argv, prog=PROG)
 

@@ -89,6 +89,9 @@ def test_install_into_a_temporary_root_is_runnable_private_and_idempotent(tmp_pa
         assert mode(env_file) == 0o600, env_file
     assert mode(tmp_path / "etc/quantum/credentials") == 0o700
     assert mode(tmp_path / "etc/quantum/credentials/binance_api_secret") == 0o600
+    # The runbook's `quantum ...` on the host (found in review: "command not found", the CLI only in the venv).
+    assert os.readlink(tmp_path / "usr/local/bin/quantum") == "/opt/quantum/venv/bin/quantum"
+    assert (tmp_path / "opt/quantum/venv/bin/quantum").is_file()
     python = tmp_path / "opt/quantum/venv/bin/python"
     for spec in fleet.installed():
         unit = (tmp_path / "etc/systemd/system" / spec.unit).read_text()

@@ -32,3 +32,18 @@ def test_an_unreadable_fleet_env_stops_the_script_instead_of_using_the_default_r
 
     assert done.returncode == 1 and "cannot read the fleet's settings" in done.stderr, done.stdout + done.stderr
     assert "reached" not in done.stdout
+
+
+@pytest.mark.parametrize("script", ["verify_execution_e2e.py", "check_balance.py"])
+def test_a_python_without_the_fleet_runs_the_script_under_the_fleets_python(script) -> None:
+    """Found in review: on a host the scripts' `#!/usr/bin/env python3` has no fleet package (it lives in the venv),
+    and the documented commands failed with ModuleNotFoundError. `python -S` stands for such a python here."""
+    import sys
+
+    bare = subprocess.run([sys.executable, "-S", str(OPS / script), "--help"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "QUANTUM_PYTHON": sys.executable})
+    nowhere = subprocess.run([sys.executable, "-S", str(OPS / script), "--help"], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "QUANTUM_PYTHON": "/nonexistent/python"})
+
+    assert bare.returncode == 0 and "usage:" in bare.stdout, bare.stderr
+    assert nowhere.returncode == 2 and "the fleet's package is not importable" in nowhere.stderr
