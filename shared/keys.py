@@ -124,6 +124,7 @@ GOVERNOR_LOCK = "quantum:governor:lock"  # serialises open decisions across gove
 REDIS_INCARNATION = "quantum:redis:incarnation"
 GOVERNOR_DISARMED = "quantum:governor:auto_disarmed"  # why and when the governor disarmed itself
 P33_INSTANCE = "quantum:p33:instance"  # the one running position-state-brain (shared.runtime.liveness.SoleInstance)
+HARVEST_INSTANCE = "quantum:harvest:instance"  # the one running harvest-proposal (the same)
 
 
 def executor_sending(symbol: str) -> str:

@@ -9,6 +9,7 @@ from microservices.harvest_proposal.harvester import Harvester
 from microservices.harvest_proposal.settings import HarvestSettings
 from shared import keys
 from shared.runtime import daemon
+from shared.runtime.liveness import HEARTBEAT_TTL_S, SoleInstance
 from shared.settings import load_settings
 
 NAME = "harvest-proposal"
@@ -23,4 +24,24 @@ def main() -> int:
         ladder=settings.harvest_tp_ladder, kill_score_critical=str(settings.harvest_kill_score_critical),
         repropose_sec=settings.harvest_repropose_sec, default_risk_pct=str(settings.harvest_default_risk_pct),
     )
-    return daemon.run_timer(ctx, settings.harvest_poll_sec, harvester.tick)
+    # One instance per Redis (found in review: two, seeing a new position in the same cycle, each began its record
+    # with its own start time, which every proposal id carries: two partial closes for one take-profit rung). Renewed
+    # each tick, so the key outlives the longest poll.
+    sole = SoleInstance(ctx.redis, keys.HARVEST_INSTANCE, settings.consumer_name(NAME),
+                        ttl_s=HEARTBEAT_TTL_S + 2 * int(settings.harvest_poll_sec + 1))
+    _refuse_a_second(sole.claim())
+
+    def tick() -> None:
+        _refuse_a_second(sole.renew())  # the key lost (a Redis restart) and taken by another meanwhile
+        harvester.tick()
+
+    try:
+        return daemon.run_timer(ctx, settings.harvest_poll_sec, tick)
+    finally:
+        sole.let_go()
+
+
+def _refuse_a_second(other: str | None) -> None:
+    if other is not None:
+        daemon.fail(f"another harvest-proposal ({other}) runs against this Redis: two would each start a position's "
+                    "record and propose its exits twice, so only one may run (stop one)")

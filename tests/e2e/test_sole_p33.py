@@ -78,3 +78,17 @@ def test_a_second_p33_under_the_same_name_changes_nothing_before_it_exits(make_f
 
     assert second.returncode == 1 and "is in use by pid" in second.stderr
     assert first.client.get(keys.P33_INSTANCE) == holder
+
+
+def test_a_second_harvest_proposal_refuses_to_start_naming_the_first(make_fleet) -> None:
+    """Found in review: two harvest instances seeing a new position in the same cycle each began its record with its
+    own start time, which every proposal id carries: two partial closes for one take-profit rung."""
+    first = make_fleet().start("harvest-proposal")
+    holder = first.client.get(keys.HARVEST_INSTANCE)
+
+    second = subprocess.run([sys.executable, "-m", "microservices.harvest_proposal"],
+                            env={**first.env, "QUANTUM_INSTANCE": "1"}, capture_output=True, text=True, timeout=90)
+
+    assert holder is not None and holder.startswith("harvest-proposal@") and holder.endswith("#0")
+    assert second.returncode != 0
+    assert f"another harvest-proposal ({holder}) runs against this Redis" in second.stderr
