@@ -83,7 +83,7 @@ def _window(params: dict[str, str]) -> tuple[int, int]:
 
 def check_timing(params: dict[str, str], now_ms: int) -> None:
     timestamp, recv_window = _window(params)
-    if timestamp > now_ms + FUTURE_TOLERANCE_MS:
+    if timestamp >= now_ms + FUTURE_TOLERANCE_MS:  # Binance: processed only if timestamp < serverTime + 1000
         raise errors.timestamp_ahead()
     if now_ms - timestamp > recv_window:
         raise errors.timestamp_outside_window()

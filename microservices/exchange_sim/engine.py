@@ -103,7 +103,16 @@ class Engine:
             raise errors.mandatory_missing("leverage")
         if not raw.isdigit() or not 1 <= int(raw) <= spec.max_leverage:
             raise errors.invalid_leverage(raw)
+        set_before, before = self.account.leverage.get(spec.symbol), self.account.leverage_of(spec.symbol)
         self.account.leverage[spec.symbol] = int(raw)
+        # As Binance: a lower leverage whose larger initial margin the account cannot hold is refused (found in review:
+        # the simulator took any, and an account reached a negative available balance no exchange shows).
+        if int(raw) < before and self.snapshot().available < ZERO:
+            if set_before is None:
+                del self.account.leverage[spec.symbol]
+            else:
+                self.account.leverage[spec.symbol] = set_before
+            raise errors.leverage_below_margin()
         return spec, int(raw)
 
     def change_margin_type(self, params: dict[str, str]) -> None:

@@ -178,6 +178,10 @@ def invalid_leverage(value: str) -> ApiError:
     return ApiError(-4028, f"Leverage {value} is not valid")
 
 
+def leverage_below_margin() -> ApiError:
+    return ApiError(-2028, "Leverage is smaller than permitted: insufficient margin balance.")
+
+
 def no_need_margin_type() -> ApiError:
     return ApiError(-4046, "No need to change margin type.")
 

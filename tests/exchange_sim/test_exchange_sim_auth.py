@@ -59,7 +59,7 @@ def test_injected_clock_drives_recv_window(now_ms, message):
 def test_recv_window_edges_accept():
     signed = f"{BINANCE_PAYLOAD}&signature={BINANCE_SIGNATURE}"
     assert _auth(signed, now_ms=1591702613943 + 5000)
-    assert _auth(signed, now_ms=1591702613943 - 1000)
+    assert _auth(signed, now_ms=1591702613943 - 999)  # timestamp < serverTime + 1000
 
 
 @pytest.mark.parametrize(
@@ -92,3 +92,18 @@ def test_request_params_parse_like_parse_qsl(raw):
     expected = dict(parse_qsl(raw, keep_blank_values=True))
     assert request_params("", raw) == request_params(raw, "") == expected
     assert request_params(raw, "a=body&z=body") == {"a": "body", "z": "body", **expected}
+
+
+@pytest.mark.parametrize(("ahead_ms", "accepted"), [(999, True), (1000, False)])
+def test_a_timestamp_is_accepted_only_below_server_time_plus_a_second(ahead_ms, accepted) -> None:
+    """Binance processes a request only if timestamp < serverTime + 1000 (found in review: exactly 1000 ms ahead
+    passed here)."""
+    from microservices.exchange_sim.auth import check_timing
+    from microservices.exchange_sim.errors import ApiError
+
+    params = {"timestamp": str(1_800_000_000_000 + ahead_ms)}
+    if accepted:
+        check_timing(params, 1_800_000_000_000)
+    else:
+        with pytest.raises(ApiError, match="1000ms ahead"):
+            check_timing(params, 1_800_000_000_000)

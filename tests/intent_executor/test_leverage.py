@@ -113,3 +113,23 @@ def test_closes_dry_runs_halted_plans_and_plans_without_one_never_touch_it(r, ac
 def test_a_plan_whose_leverage_the_exchange_could_not_take_is_bad_input(value) -> None:
     with pytest.raises(EntryError, match="leverage"):
         Plan.from_fields({**PLAN, "plan_id": "x", "side": "BUY", "qty": "1", "leverage": value})
+
+
+def test_a_leverage_the_margin_cannot_hold_is_refused_and_the_open_not_sent(r, access, sim, asked) -> None:
+    """Binance refuses a lower leverage whose initial margin the account cannot hold (-2028); found in review, the
+    simulator took any, so this path of the executor never met the exchange's refusal."""
+    wallet = D(sim.binance_client().futures_account()["availableBalance"])
+    qty = (wallet * 10 / 88000).quantize(D("0.001"))  # half the margin at 20x; ten times the wallet at 1x
+    grant(r, "big", safe_qty=str(qty))
+    plan(r, "big", "BUY", str(qty), leverage="20")
+    run_executor(r, access)
+    assert the_result(r, "big")["order_status"] == "FILLED"
+
+    grant(r, "lower")
+    plan(r, "lower", "BUY", "0.002", leverage="1")
+    run_executor(r, access)
+
+    result = the_result(r, "lower")
+    assert (result["executed"], result["reason"]) == ("false", "leverage_not_set")
+    assert json.loads(result["detail"])["code"] == "-2028" and orders_for(sim, "lower") == []
+    assert D(sim.binance_client().futures_account()["availableBalance"]) > 0
