@@ -28,7 +28,7 @@ from shared.exchange.filter_cache import FilterCache
 from shared.exchange.filters import SymbolRules, round_qty_down
 from shared.freshness import wall_ms
 from shared.logging import get_logger
-from shared.modes import FLEET_MODE_DRY_RUN, P26Mode
+from shared.modes import FLEET_MODE_DRY_RUN, ApplyMode, P26Mode
 from shared.once import xadd_once
 from shared.proposals import plan_id_for
 from shared.runtime.consumer import Entry, Rejected
@@ -101,6 +101,26 @@ def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:
     it would have this log say dry run while the executor sends."""
     mode, forced = lua.texts(client, [keys.MODE, keys.FORCE_DRY_RUN])  # a key of another type: unreadable, as there
     return mode == FLEET_MODE_DRY_RUN or forced_dry_run(forced), mode  # the switch read as the executor reads it
+
+
+def honour_own_dry_run(client: redis.Redis, apply_mode: ApplyMode, log) -> bool:
+    """The executor decides what is sent. An APPLY_MODE=dry_run given to this daemon while the executor sends orders
+    (the seed's rollback: `echo APPLY_MODE=dry_run >> apply-layer.env; systemctl restart quantum-apply-layer`) is
+    honoured fleet-wide, the stricter mode winning: the dry-run switch is set (`quantum dry-run on`), said in an
+    error line (found in review: before, a warning only, and the fleet went on trading). Nothing is forced while the
+    executor's mode is unknown (it has not started: its own start says its mode). True when it set the switch."""
+    executor_dry, executor_mode = fleet_dry_run(client)
+    if executor_mode is None or executor_dry == (apply_mode is ApplyMode.DRY_RUN):
+        return False
+    if apply_mode is not ApplyMode.DRY_RUN:  # the executor's dry run stands; this daemon's mode changes nothing
+        log.warning("apply_mode_disagrees_with_executor", apply_mode=apply_mode.value, executor_mode=executor_mode,
+                    hint="set APPLY_MODE in common.env only")
+        return False
+    client.set(keys.FORCE_DRY_RUN, "1")
+    log.error("apply_mode_dry_run_forced_fleet_wide", executor_mode=executor_mode,
+              detail="APPLY_MODE=dry_run here while the executor sends orders: the fleet-wide dry-run switch is on",
+              hint="to trade again: APPLY_MODE in common.env only, then quantum dry-run off")
+    return True
 
 
 class ApplyLayer:

@@ -3,10 +3,10 @@ calibrated in time, microservices.apply_layer.bypass) → reduce-only plans."""
 
 from __future__ import annotations
 
-from microservices.apply_layer.apply import ApplyLayer, expose_p26_mode, fleet_dry_run
+from microservices.apply_layer.apply import ApplyLayer, expose_p26_mode, honour_own_dry_run
 from microservices.apply_layer.bypass import CalibrationBypass
 from microservices.apply_layer.settings import ApplySettings
-from shared.modes import ApplyMode, P26Mode
+from shared.modes import P26Mode
 from shared import keys
 from shared.runtime import daemon
 from shared.runtime.consumer import StreamConsumer
@@ -27,11 +27,7 @@ def main() -> int:
                  input=stream, kill_switch=settings.apply_kill_switch,
                  proposal_max_age_sec=settings.apply_proposal_max_age_sec,
                  calibration_wait_sec=settings.apply_calibration_wait_sec)
-    executor_dry, executor_mode = fleet_dry_run(ctx.redis)
-    if executor_mode is not None and executor_dry != (settings.apply_mode is ApplyMode.DRY_RUN):
-        # The executor decides what is sent; an APPLY_MODE set for this daemon alone changes nothing of that.
-        ctx.log.warning("apply_mode_disagrees_with_executor", apply_mode=settings.apply_mode.value,
-                        executor_mode=executor_mode, hint="set APPLY_MODE in common.env only")
+    honour_own_dry_run(ctx.redis, settings.apply_mode, ctx.log)
     if settings.apply_kill_switch:
         # The seed's switch of the layer that published every plan; here it holds back exits only, while the intent
         # bridge's opens still flow. Said at start so that no one takes it for a halt.

@@ -88,3 +88,29 @@ def test_the_daemon_without_an_explicit_mode_or_target_exits_2_with_one_line(r, 
     lines = done.stderr.strip().splitlines()
     assert done.returncode == EXIT_CONFIG, done.stderr
     assert len(lines) == 1 and line in lines[0], lines
+
+
+@pytest.mark.parametrize(("own", "executor_mode", "forced"), [
+    (ApplyMode.DRY_RUN, "TESTNET", True),  # the seed's rollback: APPLY_MODE=dry_run in apply-layer.env alone
+    (ApplyMode.DRY_RUN, "DRY_RUN", False),
+    (ApplyMode.DRY_RUN, None, False),  # the executor has not said its mode yet: nothing forced
+    (ApplyMode.TESTNET, "TESTNET", False),
+    (ApplyMode.TESTNET, "DRY_RUN", False),  # the executor's dry run stands
+])
+def test_a_dry_run_given_to_the_apply_layer_alone_holds_fleet_wide(r, own, executor_mode, forced) -> None:
+    """Found in review: the seed's rollback recipe set APPLY_MODE=dry_run for the apply layer and restarted it; the
+    apply layer logged a warning and the fleet went on trading. The stricter mode now wins through the switch."""
+    from structlog.testing import capture_logs
+
+    from microservices.apply_layer.apply import honour_own_dry_run
+    from shared import keys
+    from shared.logging import get_logger
+
+    if executor_mode is not None:
+        r.set(keys.MODE, executor_mode)
+
+    with capture_logs() as logs:
+        assert honour_own_dry_run(r, own, get_logger(component="apply_layer")) is forced
+
+    assert (r.get(keys.FORCE_DRY_RUN) == "1") is forced
+    assert any(line["event"] == "apply_mode_dry_run_forced_fleet_wide" for line in logs) is forced
