@@ -85,7 +85,8 @@ def xrange(client: redis.Redis, stream: str, start: str, end: str, count: int) -
     """XRANGE with each entry's fields as Fields (`duplicated` names a field given twice with different values,
     which redis-py's xrange hides by keeping the last)."""
     reply = call(client, "XRANGE", stream, start, end, "COUNT", count)
-    return [(entry_id, fields) for entry_id, flat in reply or () if (fields := _fields(flat)) is not None]
+    listed: list = reply if isinstance(reply, list) else []
+    return [(entry_id, fields) for entry_id, flat in listed if (fields := _fields(flat)) is not None]
 
 
 def claimed(reply: list) -> tuple[str, list[tuple[str, dict[str, str] | None]], int, list[str]]:
