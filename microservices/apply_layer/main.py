@@ -8,7 +8,7 @@ from microservices.apply_layer.bypass import CalibrationBypass
 from microservices.apply_layer.settings import ApplySettings
 from shared.modes import P26Mode
 from shared import keys
-from shared.runtime import daemon
+from shared.runtime import daemon, maintenance
 from shared.runtime.consumer import StreamConsumer
 from shared.runtime.exchange import open_exchange_or_exit
 from shared.schema import CalibratedProposal, HarvestProposal
@@ -46,6 +46,13 @@ def main() -> int:
         finally:  # the trading rules are refreshed whatever the bypass met, and the bypass runs whatever they do
             access.filters.maybe_refresh()
 
+    left = P26Mode.SHADOW.input_stream if stream != P26Mode.SHADOW.input_stream else P26Mode.ENFORCE.input_stream
+    released = maintenance.release_left_group(ctx.redis, left, keys.Group.APPLY_LAYER, settings.consumer_name(NAME))
+    if released in ("pending", "in_use"):  # kept: it holds back the trimming of that stream until it goes
+        ctx.log.warning("left_group_kept", stream=left, group=keys.Group.APPLY_LAYER, why=released,
+                        hint=f"XGROUP DESTROY {left} {keys.Group.APPLY_LAYER} once nothing there needs it")
+    elif released == "released":
+        ctx.log.info("left_group_released", stream=left, group=keys.Group.APPLY_LAYER)
     config = daemon.consumer_config(settings, NAME, stream, keys.Group.APPLY_LAYER)
     consumer = StreamConsumer(ctx.redis, config, parse, layer.handle, on_tick=on_tick)
     return daemon.run(ctx, consumer)
