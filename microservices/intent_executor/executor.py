@@ -90,7 +90,7 @@ class Executor:
         if ahead.result_marker is not None:
             self._release(plan, ahead)
             ended_for = results.marker_digest(ahead.result_marker)
-            if entry.deliveries <= 1 or (ended_for is not None and ended_for != plan.digest):
+            if entry.deliveries <= 1 or (ended_for is not None and ended_for not in plan.digests):
                 # Its plan_id already ended, on this entry's first delivery or for a plan of other content: another
                 # entry under a plan_id used before (an operator's retype, a producer's resend). Not executed; said in
                 # a dead letter, not only a log line. Found in review: a retype whose first delivery failed (another
@@ -158,7 +158,7 @@ class Executor:
         if holder is not None:  # it may be taking its permits or sending: its result ends the plan
             raise GiveUpLater(f"plan {plan.plan_id} is held by {holder}")
         order_marker = Marker.parse(marker) if marker is not None else None
-        if order_marker is not None and self.resolver.marked_digests(order_marker) - {plan.digest}:
+        if order_marker is not None and self.resolver.marked_digests(order_marker) - plan.digests:
             # The marker is another plan's under this plan_id (a retype with other content): that plan's entry ends it,
             # with its own order's outcome; this one's dead letter is its only record.
             scripts.RELEASE(self.r, scripts.release_keys(plan), [self.consumer_name, plan.plan_id])
@@ -181,7 +181,7 @@ class Executor:
         # plan whose order may be out (found in review: it was ended decision_not_execute while its order filled).
         if ahead.earlier_marker:
             marker = Marker.parse(ahead.earlier_marker)
-            marked_for = self.resolver.marked_digests(marker) - {plan.digest}
+            marked_for = self.resolver.marked_digests(marker) - plan.digests
             if marked_for:
                 # Another plan under this plan_id took its permits (and may have sent): its entry resolves that order
                 # with its own side and symbol. This entry is a retype or a resend with other content: not executed.

@@ -77,6 +77,20 @@ class Plan(EntryModel):
         return hashlib.sha256(self.model_dump_json(by_alias=True, exclude_defaults=True).encode()).hexdigest()[
             :DIGEST_CHARS]
 
+    @cached_property
+    def legacy_digest(self) -> str:
+        """The digest as versions before 2026-12-08 took it (the whole model's JSON, defaults included), for the plan
+        as parsed. An order marker or a result marker an executor of such a version wrote for this plan carries it:
+        found in review, a plan whose order was out when the executor was upgraded read as another plan's
+        (duplicate_plan) and no entry would ever end it. Remove once no marker of those versions can remain (the
+        markers' TTL, 7 days, after every executor runs this version)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:DIGEST_CHARS]
+
+    @property
+    def digests(self) -> frozenset[str]:
+        """What a marker of this plan may carry: its digest, or the one earlier versions took (legacy_digest)."""
+        return frozenset((self.digest, self.legacy_digest))
+
     @property
     def is_close(self) -> bool:
         return bool(self.reduce_only)

@@ -213,3 +213,26 @@ def test_giving_up_a_retyped_entry_leaves_the_first_plans_order_to_its_own_entry
     consumer(r, access).run(burst=True)  # the first entry, delivered again, finds its order
     result = the_result(r, "retyped-2")
     assert (result["side"], result["executed"], result["filled_qty"]) == ("BUY", "true", "0.002")
+
+
+def test_a_plan_whose_order_was_out_when_the_executor_was_upgraded_is_resolved_not_dead_lettered(r, access,
+                                                                                                  sim) -> None:
+    """Found in review: the digest changed with the release of 2026-12-08; an order marker written by the earlier
+    executor (its permits bound to the digest as that version took it) read as another plan's under the plan_id, so
+    the entry was dead-lettered duplicate_plan with its order filled and no result, ever. The earlier digest of the
+    same plan is still its own."""
+    grant(r, "upgraded-1")
+    plan(r, "upgraded-1", "BUY", "0.002")
+    flaky = ExchangeAccess(access.settings, _LostReplyLookupsDown(access.client), access.filters)
+    consumer(r, flaky).run(burst=True)
+    assert results_of(r, "upgraded-1") == [] and [o["status"] for o in orders_for(sim, "upgraded-1")] == ["FILLED"]
+    parsed = Plan.from_fields(r.xrange(keys.Stream.APPLY_PLAN)[-1][1])
+    marker = r.get(keys.plan_order_marker("upgraded-1"))
+    assert parsed.digest in marker and parsed.legacy_digest != parsed.digest
+    r.set(keys.plan_order_marker("upgraded-1"), marker.replace(parsed.digest, parsed.legacy_digest), keepttl=True)
+
+    consumer(r, access).run(burst=True)  # the new executor meets the earlier one's marker
+
+    result = the_result(r, "upgraded-1")
+    assert (result["side"], result["executed"], result["filled_qty"]) == ("BUY", "true", "0.002")
+    assert r.xlen(keys.Stream.DEAD_LETTER) == 0
