@@ -47,9 +47,21 @@ class Skipped:
 
 
 def plan_id_for(intent: TradeIntent) -> str:
+    """Its intent_id's hash, else its content's: fields at their default left out, so that a release adding a field
+    with a default keeps every plan id (a redelivered intent must find its plan)."""
     if intent.intent_id:
         return "ib-" + hashlib.sha256(intent.intent_id.encode()).hexdigest()[:20]
     return "ib-" + _sha256(_canonical(intent, {"source"}))[:20]
+
+
+def legacy_plan_id_for(intent: TradeIntent) -> str | None:
+    """The plan id versions before 2026-12-08 gave an intent without an intent_id (its defaults in the hash), when it
+    differs: an intent planned by such a version and read again by this one is found under it. Remove once their
+    markers (7 days) are gone."""
+    if intent.intent_id:
+        return None
+    legacy = "ib-" + _sha256(to_json(intent.model_dump(mode="python", exclude={"source"})))[:20]
+    return legacy if legacy != plan_id_for(intent) else None
 
 
 def intent_digest(intent: TradeIntent) -> str:
@@ -59,7 +71,7 @@ def intent_digest(intent: TradeIntent) -> str:
 
 
 def _canonical(intent: TradeIntent, without: set[str]) -> str:
-    return to_json(intent.model_dump(mode="python", exclude=without))
+    return to_json(intent.model_dump(mode="python", exclude=without, exclude_defaults=True))
 
 
 def _sha256(text: str) -> str:
@@ -109,10 +121,11 @@ class IntentBridge:
     def handle(self, intent: TradeIntent, entry: Entry) -> None:
         self.log.info("INTENT_RECEIVED", stream_id=entry.entry_id, symbol=intent.symbol, side=intent.side.value,
                       confidence=str(intent.confidence), size_usd=str(intent.position_size_usd))
-        plan_id, digest = plan_id_for(intent), intent_digest(intent)
+        plan_id, digest, legacy_id = plan_id_for(intent), intent_digest(intent), legacy_plan_id_for(intent)
         # Planned before its age: a redelivery after a crash between the XADD and the ack must not read as an intent
         # that expired unplanned (found in review: its dead letter said "never planned" of a plan that may execute).
-        if self._planned_before(intent, plan_id, digest, self.r.get(keys.bridge_intent(plan_id))):
+        marker, legacy = self.r.mget([keys.bridge_intent(plan_id), keys.bridge_intent(legacy_id or plan_id)])
+        if self._planned_before(intent, plan_id, digest, marker if marker is not None else legacy if legacy_id else None):
             return
         self._check_fresh(intent, entry)
         plan = to_plan(intent, self.filters.find(intent.symbol), self.settings)

@@ -206,3 +206,31 @@ def test_an_intents_age_is_measured_by_redis_s_clock(r, access, monkeypatch) -> 
     run_bridge(r, access)
 
     assert len(plans(r)) == 1 and r.xlen(keys.Stream.DEAD_LETTER) == 0
+
+
+def test_an_intent_planned_by_the_earlier_version_is_not_planned_again(r, access) -> None:
+    """Found in review: plan ids now leave fields at their default out of the hash; an intent the earlier version
+    planned (its marker under the id with defaults hashed) and read again after the upgrade was a second open."""
+    from microservices.intent_bridge.bridge import legacy_plan_id_for
+
+    payload = {**SEED_INTENT}
+    legacy_id = legacy_plan_id_for(intent())
+    assert legacy_id is not None and legacy_id != plan_id_for(intent())
+    r.set(keys.bridge_intent(legacy_id), "1")  # what the earlier version's xadd_once wrote
+    r.xadd(keys.Stream.TRADE_INTENT, {"payload": json.dumps(payload)})
+
+    run_bridge(r, access)
+
+    assert plans(r) == [] and r.xlen(keys.Stream.DEAD_LETTER) == 0
+
+
+def test_a_release_adding_an_intent_field_with_a_default_keeps_plan_ids_and_digests() -> None:
+    """A redelivered intent must find its plan after an upgrade: with the defaults hashed, a new field changed every
+    plan id (a second open) and every digest (a duplicate_intent dead letter)."""
+    from microservices.intent_bridge.bridge import intent_digest
+
+    class NextRelease(TradeIntent):
+        max_slippage_bps: D | None = None
+
+    now, next_ = intent(), NextRelease.from_fields({"payload": json.dumps(SEED_INTENT)})
+    assert (plan_id_for(next_), intent_digest(next_)) == (plan_id_for(now), intent_digest(now))
