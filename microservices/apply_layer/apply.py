@@ -95,6 +95,9 @@ def expose_p26_mode(mode: P26Mode) -> None:
     metrics.set_mode(P26_MODE_ACTED_ON, P26Mode, mode)
 
 
+EXECUTOR = "intent-executor"  # its heartbeat's daemon name
+
+
 def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:
     """(whether the executor, which decides what is sent, runs dry; its quantum:mode): dry is its mode, or the
     fleet-wide switch. Not this daemon's own APPLY_MODE: set in apply-layer.env alone (as the seed's rollback did),
@@ -103,14 +106,32 @@ def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:
     return mode == FLEET_MODE_DRY_RUN or forced_dry_run(forced), mode  # the switch read as the executor reads it
 
 
+def live_executor_modes(client: redis.Redis) -> list[str]:
+    """The modes running executors say in their heartbeats (deleted at a clean stop, expiring after a crash): unlike
+    quantum:mode, which stays after the executor stops, this is only what runs now."""
+    modes = []
+    for key in client.scan_iter(match=keys.heartbeat_pattern(), count=1000):
+        try:
+            beat = client.hgetall(key)
+        except redis.ResponseError:  # a key of another type there: no heartbeat
+            continue
+        if beat.get("daemon") == EXECUTOR and beat.get("mode"):
+            modes.append(beat["mode"])
+    return modes
+
+
 def honour_own_dry_run(client: redis.Redis, apply_mode: ApplyMode, log) -> bool:
-    """The executor decides what is sent. An APPLY_MODE=dry_run given to this daemon while the executor sends orders
-    (the seed's rollback: `echo APPLY_MODE=dry_run >> apply-layer.env; systemctl restart quantum-apply-layer`) is
-    honoured fleet-wide, the stricter mode winning: the dry-run switch is set (`quantum dry-run on`), said in an
-    error line (found in review: before, a warning only, and the fleet went on trading). Nothing is forced while the
-    executor's mode is unknown (it has not started: its own start says its mode). True when it set the switch."""
-    executor_dry, executor_mode = fleet_dry_run(client)
-    if executor_mode is None or executor_dry == (apply_mode is ApplyMode.DRY_RUN):
+    """The executor decides what is sent. An APPLY_MODE=dry_run given to this daemon while an executor runs sending
+    orders (the seed's rollback: `echo APPLY_MODE=dry_run >> apply-layer.env; systemctl restart quantum-apply-layer`)
+    is honoured fleet-wide, the stricter mode winning: the dry-run switch is set (`quantum dry-run on`), said in an
+    error line (found in review: before, a warning only, and the fleet went on trading). Judged on the live
+    executors' heartbeats: with none running (the fleet restarting) nothing is forced, since each executor's own
+    start applies its APPLY_MODE. True when it set the switch."""
+    modes = live_executor_modes(client)
+    [forced] = lua.texts(client, [keys.FORCE_DRY_RUN])
+    sending = [mode for mode in modes if mode != FLEET_MODE_DRY_RUN]
+    executor_mode = ",".join(sorted(set(modes)))
+    if not modes or forced_dry_run(forced) or bool(sending) == (apply_mode is not ApplyMode.DRY_RUN):
         return False
     if apply_mode is not ApplyMode.DRY_RUN:  # the executor's dry run stands; this daemon's mode changes nothing
         log.warning("apply_mode_disagrees_with_executor", apply_mode=apply_mode.value, executor_mode=executor_mode,

@@ -27,7 +27,9 @@ def main() -> int:
     incarnation = RedisIncarnation()  # which Redis, since when: older plans are looked up before sending
     ctx = daemon.start(NAME, settings, on_connect=incarnation.on_connect)
     access = open_exchange_or_exit(ctx, exchange_settings)
-    ctx.redis.set(keys.MODE, fleet_mode(settings.apply_mode, access.settings.target))
+    mode = fleet_mode(settings.apply_mode, access.settings.target)
+    ctx.redis.set(keys.MODE, mode)
+    ctx.facts["mode"] = mode  # in each heartbeat: what a running executor sends to (the apply layer reads it)
     ctx.log.info("executor_ready", apply_mode=settings.apply_mode.value, permit_wait_ms=settings.executor_permit_wait_ms,
                  allow_upsize=settings.allow_upsize)
     executor = Executor(ctx.redis, access, settings, settings.consumer_name(NAME), incarnation=incarnation)

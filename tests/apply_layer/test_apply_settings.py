@@ -93,21 +93,24 @@ def test_the_daemon_without_an_explicit_mode_or_target_exits_2_with_one_line(r, 
 @pytest.mark.parametrize(("own", "executor_mode", "forced"), [
     (ApplyMode.DRY_RUN, "TESTNET", True),  # the seed's rollback: APPLY_MODE=dry_run in apply-layer.env alone
     (ApplyMode.DRY_RUN, "DRY_RUN", False),
-    (ApplyMode.DRY_RUN, None, False),  # the executor has not said its mode yet: nothing forced
+    (ApplyMode.DRY_RUN, None, False),  # no executor running (the fleet restarting): its own start applies its mode
     (ApplyMode.TESTNET, "TESTNET", False),
     (ApplyMode.TESTNET, "DRY_RUN", False),  # the executor's dry run stands
 ])
 def test_a_dry_run_given_to_the_apply_layer_alone_holds_fleet_wide(r, own, executor_mode, forced) -> None:
     """Found in review: the seed's rollback recipe set APPLY_MODE=dry_run for the apply layer and restarted it; the
-    apply layer logged a warning and the fleet went on trading. The stricter mode now wins through the switch."""
+    apply layer logged a warning and the fleet went on trading. The stricter mode now wins through the switch, judged
+    on running executors' heartbeats: quantum:mode outlives its executor (a stale TESTNET there, the fleet restarting
+    into dry run, must not force the switch, which would then hold after a later switch back)."""
     from structlog.testing import capture_logs
 
     from microservices.apply_layer.apply import honour_own_dry_run
     from shared import keys
     from shared.logging import get_logger
 
+    r.set(keys.MODE, "TESTNET")  # what an executor that ran before wrote: it stays
     if executor_mode is not None:
-        r.set(keys.MODE, executor_mode)
+        r.hset(keys.heartbeat("intent-executor@h#0"), mapping={"daemon": "intent-executor", "mode": executor_mode})
 
     with capture_logs() as logs:
         assert honour_own_dry_run(r, own, get_logger(component="apply_layer")) is forced

@@ -92,3 +92,13 @@ def test_a_second_harvest_proposal_refuses_to_start_naming_the_first(make_fleet)
     assert holder is not None and holder.startswith("harvest-proposal@") and holder.endswith("#0")
     assert second.returncode != 0
     assert f"another harvest-proposal ({holder}) runs against this Redis" in second.stderr
+
+
+def test_an_executors_heartbeat_says_what_it_sends_to(make_fleet) -> None:
+    """What the apply layer judges an APPLY_MODE=dry_run of its own against (microservices.apply_layer.apply
+    .honour_own_dry_run): only a running executor's mode, not quantum:mode, which outlives it."""
+    fleet = make_fleet().start("intent-executor")
+    [beat] = [fleet.client.hgetall(key) for key in fleet.client.scan_iter(keys.heartbeat_pattern())
+              if fleet.client.hget(key, "daemon") == "intent-executor"]
+
+    assert beat["mode"] == fleet.client.get(keys.MODE) and beat["mode"] in ("SIMULATOR", "DRY_RUN")
