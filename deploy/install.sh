@@ -169,7 +169,7 @@ fi
 start_again_after_failure() {
   local status=$?
   [ "$status" = 0 ] && return 0
-  echo "install: FAILED (exit $status) with ${running% } stopped: starting them again, on what is installed now" >&2
+  echo "install: FAILED (exit $status) after stopping ${running% }: starting them again, on what is installed now" >&2
   "$systemctl" daemon-reload || true
   # shellcheck disable=SC2086  # one word per unit
   if "$systemctl" start $running; then
@@ -191,12 +191,12 @@ if [ -n "${running// /}" ]; then
       "quantum-exchange-sim), or pass --restart; a running daemon would load new modules beside its old ones" >&2
     exit 1
   fi
+  # Found in review: a failure from here on (a unit's stop timing out, pip without network, a full disk) left the fleet
+  # stopped, open positions without their exits, and nothing said so. On any failure the units are started again.
+  trap start_again_after_failure EXIT
   # shellcheck disable=SC2086  # one word per unit
   "$systemctl" stop $running
   say "stopped ${running% }"
-  # Found in review: a failure from here on (pip without network, a full disk) left the fleet stopped, open positions
-  # without their exits, and nothing said so. On any failure the units stopped above are started again.
-  trap start_again_after_failure EXIT
 fi
 
 if [ "$root" = / ] && ! id quantum >/dev/null 2>&1; then

@@ -43,7 +43,7 @@ ops_redis_init
 echo "Redis: $OPS_REDIS_SHOWN"
 fleet_mode=$(rcli GET quantum:mode)
 echo "Fleet mode: ${fleet_mode:-unknown}"
-if [ "$fleet_mode" = MAINNET ] && [ "$mainnet" != 1 ]; then
+if ops_on_mainnet && [ "$mainnet" != 1 ]; then
   ops_die "the fleet trades on mainnet: this proof would open a real position with real money; pass --mainnet (and --close) to mean it"
 fi
 verdicts=()

@@ -129,6 +129,8 @@ verify_test_plan() {
   echo "  test plan $plan_id: $symbol $side $qty -> $entry"
   if ! ops_wait_result "$plan_id" "$since" "$timeout"; then
     echo "  result: none within ${timeout}s (is the fleet running? quantum status)"
+    echo "  the test plan may still execute when the fleet reads it: look for its result ($plan_id) and, if it"
+    echo "  executed, close it (quantum flatten $symbol)"
     return 1
   fi
   echo "  result: $(ops_result_line)"
@@ -202,14 +204,15 @@ if [ "$undo" = 1 ]; then
 fi
 
 status=0
-fleet_mode=$(rcli GET quantum:mode)  # before the restart: what the executor sent orders to
+on_mainnet=0
+if ops_on_mainnet; then on_mainnet=1; fi  # before the restart, which makes quantum:mode DRY_RUN
 rollback_start=$(ops_last_id quantum:stream:apply.result)
 echo "Step 1/3: runtime switch (quantum:apply:dry_run)"
 quantum_cli dry-run on | sed 's/^/  /'
 echo "Step 2/3: persist APPLY_MODE=dry_run"
 persist_dry_run || status=1
 echo "Step 3/3: verify"
-if [ "$fleet_mode" = MAINNET ] && [ "$mainnet" != 1 ]; then
+if [ "$on_mainnet" = 1 ] && [ "$mainnet" != 1 ]; then
   echo "  no test plan on a mainnet fleet (it would be a real open if dry run did not hold): pass --mainnet to send one"
 else
   verify_test_plan || status=1

@@ -23,18 +23,34 @@ ops_maybe_remote() {
   done
 }
 
-# REDIS_URL, else the fleet's common.env (an ssh session has no systemd environment), else the default.
+# Setting $1 as the fleet has it: the environment's, else the fleet's common.env (an ssh session has no systemd
+# environment), else empty. A common.env that is there but cannot be read stops the script (found in review: the
+# default Redis was used instead, and a check ran against a Redis the fleet does not use).
+ops_fleet_setting() {
+  local name=$1 value=${!1:-}
+  if [ -z "$value" ] && [ -e "$OPS_FLEET_ENV" ] && [ ! -r "$OPS_FLEET_ENV" ]; then
+    ops_die "cannot read the fleet's settings in $OPS_FLEET_ENV: run this as a user who can (sudo), or set $name"
+  fi
+  if [ -z "$value" ] && [ -r "$OPS_FLEET_ENV" ]; then
+    value=$(sed -n "s/^[[:space:]]*$name=//p" "$OPS_FLEET_ENV" | tail -n 1)
+    value=${value%\"}; value=${value#\"}; value=${value%\'}; value=${value#\'}
+  fi
+  printf '%s' "$value"
+}
+
+# REDIS_URL as the fleet has it, else the default.
 ops_redis_url() {
-  local from_file=""
-  if [ -z "${REDIS_URL:-}" ] && [ -e "$OPS_FLEET_ENV" ] && [ ! -r "$OPS_FLEET_ENV" ]; then
-    # Found in review: the default Redis was used instead, and a check ran against a Redis the fleet does not use.
-    ops_die "cannot read the fleet's settings in $OPS_FLEET_ENV: run this as a user who can (sudo), or set REDIS_URL"
-  fi
-  if [ -z "${REDIS_URL:-}" ] && [ -r "$OPS_FLEET_ENV" ]; then
-    from_file=$(sed -n 's/^[[:space:]]*REDIS_URL=//p' "$OPS_FLEET_ENV" | tail -n 1)
-    from_file=${from_file%\"}; from_file=${from_file#\"}; from_file=${from_file%\'}; from_file=${from_file#\'}
-  fi
-  printf '%s' "${REDIS_URL:-${from_file:-$OPS_DEFAULT_REDIS_URL}}"
+  local url
+  url=$(ops_fleet_setting REDIS_URL) || exit 1
+  printf '%s' "${url:-$OPS_DEFAULT_REDIS_URL}"
+}
+
+# Whether the fleet trades on mainnet: what its executor reports (quantum:mode), or EXCHANGE_TARGET as the fleet has it
+# (found in review: quantum:mode alone says DRY_RUN after a rollback, or nothing on a fresh Redis).
+ops_on_mainnet() {
+  local target
+  target=$(ops_fleet_setting EXCHANGE_TARGET) || exit 1
+  [ "$(rcli GET quantum:mode)" = MAINNET ] || [ "${target,,}" = mainnet ]
 }
 
 ops_url_decode() { printf '%b' "${1//%/\\x}"; }
@@ -161,15 +177,15 @@ ops_next_entry() {
   done
 }
 
-# Dies unless $2 (the value of option $1) is a whole number of seconds: found in review, "2.5" broke the
-# arithmetic of ops_wait_result and bash then skipped the if block around it.
+# Dies unless $2 (the value of option $1) is a whole number of seconds: found in review, "2.5" (and "08", octal to
+# bash) broke the arithmetic of ops_wait_result and bash then skipped the if block around it.
 ops_whole_seconds() {
-  [[ $2 =~ ^[0-9]+$ ]] || ops_die "$1 takes whole seconds, not '$2'"
+  [[ $2 =~ ^(0|[1-9][0-9]*)$ ]] || ops_die "$1 takes whole seconds, not '$2'"
 }
 
 # Waits for the result of plan $1 on apply.result after id $2 for up to $3 seconds; fills OPS_ENTRY.
 ops_wait_result() {
-  local plan_id=$1 last=$2 deadline=$((SECONDS + $3))
+  local plan_id=$1 last=$2 deadline=$((SECONDS + 10#$3))
   while [ "$SECONDS" -lt "$deadline" ]; do
     ops_next_entry quantum:stream:apply.result "$last" || continue
     last=$OPS_ENTRY_ID

@@ -321,3 +321,16 @@ def test_an_install_that_fails_after_stopping_the_fleet_starts_it_again(tmp_path
     assert [line.split(" ")[0] for line in calls.read_text().splitlines()] == [
         "list-units", "stop", "daemon-reload", "start"]
     assert calls.read_text().splitlines()[-1] == "start quantum-governor.service quantum-intent-executor.service"
+
+
+def test_a_stop_that_fails_part_way_starts_the_units_again(tmp_path: Path) -> None:
+    """Found in review: one unit's stop job timing out failed the whole `systemctl stop` after the others had stopped,
+    and the script exited before its restart guard existed: the fleet stayed down without a word."""
+    tool, calls = fake_systemctl(tmp_path, ["quantum-governor.service", "quantum-intent-executor.service"])
+    tool.write_text(tool.read_text() + 'if [ "$1" = stop ]; then exit 1; fi\n')
+    install = [str(ROOT / "deploy" / "install.sh"), "--root", str(tmp_path / "root"), "--no-venv", "--restart"]
+
+    done = subprocess.run(install, capture_output=True, text=True, timeout=120, env={**os.environ, "SYSTEMCTL": str(tool)})
+
+    assert done.returncode == 1 and "starting them again" in done.stderr
+    assert calls.read_text().splitlines()[-1] == "start quantum-governor.service quantum-intent-executor.service"

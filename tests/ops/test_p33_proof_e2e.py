@@ -66,7 +66,10 @@ def test_the_close_takes_what_the_open_filled(order_path, script_env) -> None:
     assert "-close: BTCUSDT SELL 0.002 MARKET reduceOnly=true" in done.stdout
 
 
-def test_a_timeout_that_is_not_whole_seconds_is_refused_up_front(script_env) -> None:
-    done = run_script(SCRIPT, "--timeout", "2.5", env=script_env)
+@pytest.mark.parametrize("timeout", ["2.5", "08", "-1"])
+def test_a_timeout_that_is_not_whole_seconds_is_refused_up_front(script_env, timeout) -> None:
+    """Found in review: "08" (octal to bash's arithmetic) passed the first check, and the proof then said OK
+    without waiting for anything."""
+    done = run_script(SCRIPT, "--timeout", timeout, env=script_env)
 
-    assert done.returncode == 1 and "--timeout takes whole seconds, not '2.5'" in done.stderr
+    assert done.returncode == 1 and f"--timeout takes whole seconds, not '{timeout}'" in done.stderr

@@ -147,3 +147,15 @@ def test_on_a_mainnet_fleet_no_test_plan_is_sent_without_mainnet(order_path, scr
 
     assert "no test plan on a mainnet fleet" in done.stdout and "test plan rollback-check" not in done.stdout
     assert not any(o["clientOrderId"].startswith("qt-rollback-check") for o in sim.orders())
+
+
+def test_a_fleet_whose_target_is_mainnet_gets_no_test_plan_whatever_quantum_mode_says(order_path, script_env,
+                                                                                       sim) -> None:
+    """Found in review: after a first rollback quantum:mode says DRY_RUN (and on a fresh Redis nothing), so a second
+    run sent the test open on a mainnet fleet. EXCHANGE_TARGET, as the fleet has it, counts too."""
+    order_path.client.set("quantum:mode", "DRY_RUN")
+
+    done = run_script(SCRIPT, env={**script_env, "EXCHANGE_TARGET": "mainnet"})
+
+    assert "no test plan on a mainnet fleet" in done.stdout
+    assert not any(o["clientOrderId"].startswith("qt-rollback-check") for o in sim.orders())
