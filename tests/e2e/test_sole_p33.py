@@ -1,4 +1,4 @@
-"""Only one position-state-brain runs against a Redis: it keeps the opens it permitted in memory, and a second
+"""Only one position-state-brain (and one harvest-proposal) runs against a Redis: P3.3 keeps the opens it permitted in memory, and a second
 instance would permit an open on a symbol the first just permitted one on (found in a review of P3.3)."""
 
 from __future__ import annotations
@@ -6,20 +6,28 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from shared import keys
 from shared.runtime.liveness import SoleInstance
 
 
-def test_a_second_position_state_brain_refuses_to_start_naming_the_first(make_fleet) -> None:
-    first = make_fleet().start("position-state-brain")
-    holder = first.client.get(keys.P33_INSTANCE)
+@pytest.mark.parametrize(("daemon", "key"), [
+    ("position-state-brain", keys.P33_INSTANCE),
+    # Found in review: two harvest instances seeing a new position in the same cycle each began its record with its
+    # own start time, which every proposal id carries: two partial closes for one take-profit rung.
+    ("harvest-proposal", keys.HARVEST_INSTANCE),
+])
+def test_a_second_sole_daemon_refuses_to_start_naming_the_first(make_fleet, daemon, key) -> None:
+    first = make_fleet().start(daemon)
+    holder = first.client.get(key)
 
-    second = subprocess.run([sys.executable, "-m", "microservices.position_state_brain"],
+    second = subprocess.run([sys.executable, "-m", f"microservices.{daemon.replace('-', '_')}"],
                             env={**first.env, "QUANTUM_INSTANCE": "1"}, capture_output=True, text=True, timeout=90)
 
-    assert holder is not None and holder.startswith("position-state-brain@") and holder.endswith("#0")
+    assert holder is not None and holder.startswith(f"{daemon}@") and holder.endswith("#0")
     assert second.returncode != 0
-    assert f"another position-state-brain ({holder}) runs against this Redis" in second.stderr
+    assert f"another {daemon} ({holder}) runs against this Redis" in second.stderr
 
 
 def test_the_same_instance_takes_its_key_back_and_a_stop_lets_it_go(r) -> None:
@@ -78,20 +86,6 @@ def test_a_second_p33_under_the_same_name_changes_nothing_before_it_exits(make_f
 
     assert second.returncode == 1 and "is in use by pid" in second.stderr
     assert first.client.get(keys.P33_INSTANCE) == holder
-
-
-def test_a_second_harvest_proposal_refuses_to_start_naming_the_first(make_fleet) -> None:
-    """Found in review: two harvest instances seeing a new position in the same cycle each began its record with its
-    own start time, which every proposal id carries: two partial closes for one take-profit rung."""
-    first = make_fleet().start("harvest-proposal")
-    holder = first.client.get(keys.HARVEST_INSTANCE)
-
-    second = subprocess.run([sys.executable, "-m", "microservices.harvest_proposal"],
-                            env={**first.env, "QUANTUM_INSTANCE": "1"}, capture_output=True, text=True, timeout=90)
-
-    assert holder is not None and holder.startswith("harvest-proposal@") and holder.endswith("#0")
-    assert second.returncode != 0
-    assert f"another harvest-proposal ({holder}) runs against this Redis" in second.stderr
 
 
 def test_an_executors_heartbeat_says_what_it_sends_to(make_fleet) -> None:
