@@ -1,5 +1,6 @@
-"""Only one position-state-brain (and one harvest-proposal) runs against a Redis: P3.3 keeps the opens it permitted in memory, and a second
-instance would permit an open on a symbol the first just permitted one on (found in a review of P3.3)."""
+"""Only one position-state-brain (and one harvest-proposal) runs against a Redis: P3.3 keeps the opens it permitted
+in memory, and a second instance would permit an open on a symbol the first just permitted one on (found in a review
+of P3.3)."""
 
 from __future__ import annotations
 
