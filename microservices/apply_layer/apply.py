@@ -16,6 +16,7 @@ by harvest every HARVEST_REPROPOSE_SEC with a new id and time, so refusing an ol
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from shared.modes import FLEET_MODE_DRY_RUN, ApplyMode, P26Mode
 from shared.once import xadd_once
 from shared.proposals import plan_id_for
 from shared.runtime.consumer import Entry, Rejected
+from shared.runtime.liveness import HEARTBEAT_TTL_S
 from shared.schema import Action, Decision, HarvestProposal, Plan, Side
 from shared.trading_state import forced_dry_run
 
@@ -96,6 +98,8 @@ def expose_p26_mode(mode: P26Mode) -> None:
 
 
 EXECUTOR = "intent-executor"  # its heartbeat's daemon name
+NAME = "apply-layer"
+FRESH_BEAT_S = 10  # a heartbeat renewed within this is a running process's (daemons beat about once a second)
 
 
 def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:
@@ -106,18 +110,35 @@ def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:
     return mode == FLEET_MODE_DRY_RUN or forced_dry_run(forced), mode  # the switch read as the executor reads it
 
 
-def live_executor_modes(client: redis.Redis) -> list[str]:
-    """The modes running executors say in their heartbeats (deleted at a clean stop, expiring after a crash): unlike
-    quantum:mode, which stays after the executor stops, this is only what runs now."""
-    modes = []
+def live_heartbeats(client: redis.Redis, daemon: str) -> dict[str, dict[str, str]]:
+    """The heartbeats (key -> fields) of `daemon`'s processes that beat within the last FRESH_BEAT_S: deleted at a
+    clean stop, a crashed process's stays until it expires (HEARTBEAT_TTL_S), which its remaining TTL tells."""
+    fresh_ms = (HEARTBEAT_TTL_S - FRESH_BEAT_S) * 1000
+    beats = {}
     for key in client.scan_iter(match=keys.heartbeat_pattern(), count=1000):
         try:
-            beat = client.hgetall(key)
+            pipe = client.pipeline(transaction=False)
+            pipe.hgetall(key)
+            pipe.pttl(key)
+            beat, ttl_ms = pipe.execute()
         except redis.ResponseError:  # a key of another type there: no heartbeat
             continue
-        if beat.get("daemon") == EXECUTOR and beat.get("mode"):
-            modes.append(beat["mode"])
-    return modes
+        if beat.get("daemon") == daemon and int(ttl_ms) > fresh_ms:
+            beats[key] = beat
+    return beats
+
+
+def live_executor_modes(client: redis.Redis) -> list[str]:
+    """The modes running executors say in their heartbeats: unlike quantum:mode, which stays after the executor
+    stops, only what runs now. A heartbeat without one (an executor of an earlier version) reads as sending."""
+    return [beat.get("mode") or "UNKNOWN" for beat in live_heartbeats(client, EXECUTOR).values()]
+
+
+def other_readers(client: redis.Redis, stream: str, me: str) -> list[str]:
+    """Other running apply layers that read `stream` (their heartbeat's p26_mode; one without, of an earlier version,
+    may read either): its group must stay."""
+    return sorted(key for key, beat in live_heartbeats(client, NAME).items() if key != keys.heartbeat(me)
+                  and beat.get("p26_mode") not in [mode.value for mode in P26Mode if mode.input_stream != stream])
 
 
 def honour_own_dry_run(client: redis.Redis, apply_mode: ApplyMode, log) -> bool:
@@ -127,11 +148,13 @@ def honour_own_dry_run(client: redis.Redis, apply_mode: ApplyMode, log) -> bool:
     error line (found in review: before, a warning only, and the fleet went on trading). Judged on the live
     executors' heartbeats: with none running (the fleet restarting) nothing is forced, since each executor's own
     start applies its APPLY_MODE. True when it set the switch."""
-    modes = live_executor_modes(client)
     [forced] = lua.texts(client, [keys.FORCE_DRY_RUN])
+    if forced_dry_run(forced):
+        return False
+    modes = live_executor_modes(client)
     sending = [mode for mode in modes if mode != FLEET_MODE_DRY_RUN]
     executor_mode = ",".join(sorted(set(modes)))
-    if not modes or forced_dry_run(forced) or bool(sending) == (apply_mode is not ApplyMode.DRY_RUN):
+    if not modes or bool(sending) == (apply_mode is not ApplyMode.DRY_RUN):
         return False
     if apply_mode is not ApplyMode.DRY_RUN:  # the executor's dry run stands; this daemon's mode changes nothing
         log.warning("apply_mode_disagrees_with_executor", apply_mode=apply_mode.value, executor_mode=executor_mode,
@@ -142,6 +165,30 @@ def honour_own_dry_run(client: redis.Redis, apply_mode: ApplyMode, log) -> bool:
               detail="APPLY_MODE=dry_run here while the executor sends orders: the fleet-wide dry-run switch is on",
               hint="to trade again: APPLY_MODE in common.env only, then quantum dry-run off")
     return True
+
+
+class OwnDryRun:
+    """honour_own_dry_run at start, then again every RECHECK_S while this daemon's mode is dry_run and the switch is
+    not yet on: an executor starting after it, sending (found in review: one still starting, or crash-looping, was
+    missed by the one look at start)."""
+
+    RECHECK_S = 5.0
+
+    def __init__(self, client: redis.Redis, apply_mode: ApplyMode, log, monotonic: Callable[[], float] = time.monotonic):
+        self.client, self.apply_mode, self.log, self.monotonic = client, apply_mode, log, monotonic
+        self.done = apply_mode is not ApplyMode.DRY_RUN
+        self.last = float("-inf")
+
+    def check(self) -> None:
+        self.last = self.monotonic()
+        if honour_own_dry_run(self.client, self.apply_mode, self.log) or self.apply_mode is not ApplyMode.DRY_RUN:
+            self.done = True
+        elif forced_dry_run(lua.texts(self.client, [keys.FORCE_DRY_RUN])[0]):
+            self.done = True  # on already (an operator's `quantum dry-run on`): nothing left to watch for
+
+    def maybe_check(self) -> None:
+        if not self.done and self.monotonic() - self.last >= self.RECHECK_S:
+            self.check()
 
 
 class ApplyLayer:

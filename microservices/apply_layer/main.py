@@ -3,7 +3,7 @@ calibrated in time, microservices.apply_layer.bypass) → reduce-only plans."""
 
 from __future__ import annotations
 
-from microservices.apply_layer.apply import ApplyLayer, expose_p26_mode, honour_own_dry_run
+from microservices.apply_layer.apply import ApplyLayer, OwnDryRun, expose_p26_mode, other_readers
 from microservices.apply_layer.bypass import CalibrationBypass
 from microservices.apply_layer.settings import ApplySettings
 from shared.modes import P26Mode
@@ -20,6 +20,7 @@ NAME = "apply-layer"
 def main() -> int:
     settings = load_settings(ApplySettings)
     ctx = daemon.start(NAME, settings)
+    ctx.facts["p26_mode"] = settings.p26_mode.value  # in each heartbeat: which stream it reads (see release_left)
     access = open_exchange_or_exit(ctx)
     stream = settings.p26_mode.input_stream
     parse = CalibratedProposal.from_fields if settings.p26_mode is P26Mode.ENFORCE else HarvestProposal.from_fields
@@ -27,7 +28,8 @@ def main() -> int:
                  input=stream, kill_switch=settings.apply_kill_switch,
                  proposal_max_age_sec=settings.apply_proposal_max_age_sec,
                  calibration_wait_sec=settings.apply_calibration_wait_sec)
-    honour_own_dry_run(ctx.redis, settings.apply_mode, ctx.log)
+    own_dry_run = OwnDryRun(ctx.redis, settings.apply_mode, ctx.log)
+    own_dry_run.check()
     if settings.apply_kill_switch:
         # The seed's switch of the layer that published every plan; here it holds back exits only, while the intent
         # bridge's opens still flow. Said at start so that no one takes it for a halt.
@@ -43,16 +45,25 @@ def main() -> int:
         try:
             if bypass is not None:
                 bypass.tick()
+            own_dry_run.maybe_check()  # an executor that starts (or beats) later, sending, is met within seconds
         finally:  # the trading rules are refreshed whatever the bypass met, and the bypass runs whatever they do
             access.filters.maybe_refresh()
 
-    left = P26Mode.SHADOW.input_stream if stream != P26Mode.SHADOW.input_stream else P26Mode.ENFORCE.input_stream
-    released = maintenance.release_left_group(ctx.redis, left, keys.Group.APPLY_LAYER, settings.consumer_name(NAME))
-    if released in ("pending", "in_use"):  # kept: it holds back the trimming of that stream until it goes
-        ctx.log.warning("left_group_kept", stream=left, group=keys.Group.APPLY_LAYER, why=released,
-                        hint=f"XGROUP DESTROY {left} {keys.Group.APPLY_LAYER} once nothing there needs it")
-    elif released == "released":
-        ctx.log.info("left_group_released", stream=left, group=keys.Group.APPLY_LAYER)
+    release_left(ctx, stream, settings.consumer_name(NAME))
     config = daemon.consumer_config(settings, NAME, stream, keys.Group.APPLY_LAYER)
     consumer = StreamConsumer(ctx.redis, config, parse, layer.handle, on_tick=on_tick)
     return daemon.run(ctx, consumer)
+
+
+def release_left(ctx: daemon.DaemonContext, stream: str, me: str) -> None:
+    """After a P26_MODE switch: let go of this daemon's group on the stream it no longer reads, unless another running
+    apply layer reads it (by their heartbeats) or entries are pending there."""
+    left = P26Mode.SHADOW.input_stream if stream != P26Mode.SHADOW.input_stream else P26Mode.ENFORCE.input_stream
+    readers = other_readers(ctx.redis, left, me)
+    released = "in_use" if readers else maintenance.release_left_group(ctx.redis, left, keys.Group.APPLY_LAYER)
+    if released in ("pending", "in_use"):  # kept: it holds back the trimming of that stream until it goes
+        ctx.log.warning("left_group_kept", stream=left, group=keys.Group.APPLY_LAYER, why=released,
+                        readers=",".join(readers), hint=f"XGROUP DESTROY {left} {keys.Group.APPLY_LAYER} once "
+                                                        "nothing there needs it")
+    elif released == "released":
+        ctx.log.info("left_group_released", stream=left, group=keys.Group.APPLY_LAYER)

@@ -15,8 +15,6 @@ from shared.runtime.ids import min_id
 
 # On Redis < 7 lag is counted by reading entries; past this many the gauge reports the cap ("at least").
 LAG_COUNT_CAP = 1_000
-# A consumer that read within this is a live reader (each XREADGROUP, even one that returns nothing, resets its idle).
-LIVE_READER_IDLE_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -52,19 +50,16 @@ def safe_trim_id(client: redis.Redis, stream: str, retention_min_id: str) -> str
     return min_id(*candidates)
 
 
-def release_left_group(client: redis.Redis, stream: str, group: str, me: str) -> str:
+def release_left_group(client: redis.Redis, stream: str, group: str) -> str:
     """A daemon that reads another stream now (the apply layer after a P26_MODE change) lets go of its group on this
     one: every group holds back trimming (safe_trim_id), and one nobody reads would hold it forever (found in review:
-    harvest.proposal grew past STREAM_RETENTION_HOURS). Destroyed only when it has nothing pending and no consumer of
-    it but `me` (this process's consumer name, which read it until its restart) read within LIVE_READER_IDLE_MS:
-    another instance still in the old mode keeps it. What happened, as a word: released, absent, pending, in_use."""
+    harvest.proposal grew past STREAM_RETENTION_HOURS). The caller knows no other live process reads it (XINFO's
+    consumer idle time cannot tell: before Redis 7.2 it counts from the last entry delivered, not the last read).
+    Destroyed only with nothing pending. What happened, as a word: released, absent, pending."""
     if not client.exists(stream) or not any(info["name"] == group for info in client.xinfo_groups(stream)):
         return "absent"
     if int(client.xpending(stream, group)["pending"]):
         return "pending"
-    if any(int(consumer["idle"]) < LIVE_READER_IDLE_MS and consumer["name"] != me
-           for consumer in client.xinfo_consumers(stream, group)):
-        return "in_use"
     client.xgroup_destroy(stream, group)
     return "released"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from microservices.apply_layer.settings import ApplySettings
+from shared import keys
 from shared.modes import ApplyMode
 from shared.settings import EXIT_CONFIG, load_settings
 
@@ -105,15 +106,71 @@ def test_a_dry_run_given_to_the_apply_layer_alone_holds_fleet_wide(r, own, execu
     from structlog.testing import capture_logs
 
     from microservices.apply_layer.apply import honour_own_dry_run
-    from shared import keys
     from shared.logging import get_logger
 
     r.set(keys.MODE, "TESTNET")  # what an executor that ran before wrote: it stays
     if executor_mode is not None:
-        r.hset(keys.heartbeat("intent-executor@h#0"), mapping={"daemon": "intent-executor", "mode": executor_mode})
+        beat(r, "intent-executor@h#0", mode=executor_mode)
 
     with capture_logs() as logs:
         assert honour_own_dry_run(r, own, get_logger(component="apply_layer")) is forced
 
     assert (r.get(keys.FORCE_DRY_RUN) == "1") is forced
     assert any(line["event"] == "apply_mode_dry_run_forced_fleet_wide" for line in logs) is forced
+
+
+def beat(r, consumer: str, ttl_s: int = 30, **fields: str) -> None:
+    """A heartbeat as shared.runtime.liveness writes it; ttl_s below 20: its process stopped beating a while ago."""
+    r.hset(keys.heartbeat(consumer), mapping={"daemon": consumer.split("@")[0], "pid": "1", **fields})
+    r.expire(keys.heartbeat(consumer), ttl_s)
+
+
+@pytest.mark.parametrize(("fields", "ttl_s", "forced"), [
+    ({}, 30, True),  # an executor of an earlier version says no mode: read as sending
+    ({"mode": "TESTNET"}, 5, False),  # a crashed executor's heartbeat, not renewed for 25 s: not running
+])
+def test_an_executor_without_a_mode_sends_and_a_stale_heartbeat_is_no_executor(r, fields, ttl_s, forced) -> None:
+    from microservices.apply_layer.apply import honour_own_dry_run
+    from shared.logging import get_logger
+
+    beat(r, "intent-executor@h#0", ttl_s=ttl_s, **fields)
+
+    assert honour_own_dry_run(r, ApplyMode.DRY_RUN, get_logger(component="apply_layer")) is forced
+    assert (r.get(keys.FORCE_DRY_RUN) == "1") is forced
+
+
+def test_an_executor_that_starts_sending_after_the_apply_layer_is_met_by_its_next_look(r) -> None:
+    """Found in review: the one look at start missed an executor still starting (or crash-looping); the apply layer
+    looks again every few seconds while its own dry run is not yet in force."""
+    from microservices.apply_layer.apply import OwnDryRun
+    from shared.logging import get_logger
+
+    now = [0.0]
+    own = OwnDryRun(r, ApplyMode.DRY_RUN, get_logger(component="apply_layer"), monotonic=lambda: now[0])
+    own.check()
+    assert r.get(keys.FORCE_DRY_RUN) is None and not own.done
+
+    beat(r, "intent-executor@h#0", mode="TESTNET")
+    now[0] += 1
+    own.maybe_check()
+    assert r.get(keys.FORCE_DRY_RUN) is None  # not yet: looked again every RECHECK_S
+    now[0] += OwnDryRun.RECHECK_S
+    own.maybe_check()
+    assert r.get(keys.FORCE_DRY_RUN) == "1" and own.done
+
+
+def test_a_group_another_running_apply_layer_reads_is_kept(r) -> None:
+    """Found in review: XINFO's consumer idle time (before Redis 7.2, since the last entry delivered) took a live
+    instance on a quiet stream for gone, and its group was destroyed under it. Running readers come from heartbeats."""
+    from microservices.apply_layer.apply import other_readers
+
+    proposal, calibrated = keys.Stream.HARVEST_PROPOSAL, keys.Stream.HARVEST_CALIBRATED
+    beat(r, "apply-layer@h#0", p26_mode="enforce")  # this process: reads calibrated now
+    assert other_readers(r, proposal, "apply-layer@h#0") == []
+    beat(r, "apply-layer@other#0", p26_mode="shadow")  # another host, still in shadow: reads harvest.proposal
+    beat(r, "apply-layer@old#0")  # an earlier version says no mode: it may read either
+    beat(r, "apply-layer@gone#0", ttl_s=5, p26_mode="shadow")  # stopped beating: not running
+
+    assert other_readers(r, proposal, "apply-layer@h#0") == [keys.heartbeat("apply-layer@old#0"),
+                                                               keys.heartbeat("apply-layer@other#0")]
+    assert other_readers(r, calibrated, "apply-layer@h#0") == [keys.heartbeat("apply-layer@old#0")]
