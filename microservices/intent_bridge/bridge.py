@@ -10,7 +10,7 @@ longer than BRIDGE_INTENT_MAX_AGE_SEC is dead-lettered (intent_expired), never p
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
@@ -27,6 +27,7 @@ from shared.logging import get_logger
 from shared.once import xadd_once
 from shared.runtime.consumer import Entry, Rejected
 from shared.schema import Action, Decision, Plan, TradeIntent, to_json
+from shared.schema.entry import JSON_FIELDS
 
 INTENTS = Counter("quantum_bridge_intents_total", "Trade intents by outcome", ["outcome"])
 SOURCE = "intent_bridge"
@@ -54,14 +55,22 @@ def plan_id_for(intent: TradeIntent) -> str:
     return "ib-" + _sha256(_canonical(intent, {"source"}))[:20]
 
 
-def legacy_plan_id_for(intent: TradeIntent) -> str | None:
-    """The plan id versions before 2026-12-08 gave an intent without an intent_id (its defaults in the hash), when it
-    differs: an intent planned by such a version and read again by this one is found under it. Remove once their
-    markers (7 days) are gone."""
+def legacy_plan_ids(intent: TradeIntent, fields: Mapping[str, str]) -> list[str]:
+    """The plan ids versions before 2026-12-08 may have given an intent without an intent_id, other than today's: an
+    intent planned by such a version and read again by this one is found under them. Those versions hashed the
+    defaults too, read an epoch-ms `timestamp` given as a JSON number as a number, and took an event bus's envelope
+    `timestamp` when the payload had none (found in review: recomputed from today's model alone, those two were
+    missed, and such an intent became a second plan). Remove once their markers (7 days) are gone."""
     if intent.intent_id:
-        return None
-    legacy = "ib-" + _sha256(to_json(intent.model_dump(mode="python", exclude={"source"})))[:20]
-    return legacy if legacy != plan_id_for(intent) else None
+        return []
+    dumped = intent.model_dump(mode="python", exclude={"source"})
+    stamps: list[object] = [dumped["timestamp"]]
+    if isinstance(dumped["timestamp"], str) and dumped["timestamp"].isdigit():
+        stamps.append(int(dumped["timestamp"]))
+    if dumped["timestamp"] is None and "timestamp" in fields and any(name in fields for name in JSON_FIELDS):
+        stamps.append(fields["timestamp"])
+    ids = ["ib-" + _sha256(to_json({**dumped, "timestamp": stamp}))[:20] for stamp in stamps]
+    return [each for each in dict.fromkeys(ids) if each != plan_id_for(intent)]
 
 
 def intent_digest(intent: TradeIntent) -> str:
@@ -121,11 +130,14 @@ class IntentBridge:
     def handle(self, intent: TradeIntent, entry: Entry) -> None:
         self.log.info("INTENT_RECEIVED", stream_id=entry.entry_id, symbol=intent.symbol, side=intent.side.value,
                       confidence=str(intent.confidence), size_usd=str(intent.position_size_usd))
-        plan_id, digest, legacy_id = plan_id_for(intent), intent_digest(intent), legacy_plan_id_for(intent)
+        plan_id, digest = plan_id_for(intent), intent_digest(intent)
         # Planned before its age: a redelivery after a crash between the XADD and the ack must not read as an intent
         # that expired unplanned (found in review: its dead letter said "never planned" of a plan that may execute).
-        marker, legacy = self.r.mget([keys.bridge_intent(plan_id), keys.bridge_intent(legacy_id or plan_id)])
-        if self._planned_before(intent, plan_id, digest, marker if marker is not None else legacy if legacy_id else None):
+        marker, *legacy = self.r.mget([keys.bridge_intent(each) for each in (plan_id, *legacy_plan_ids(intent,
+                                                                                                         entry.fields))])
+        if marker is None and any(each is not None for each in legacy):
+            marker = LEGACY_MARKER  # planned by an earlier version under the id it gave the intent
+        if self._planned_before(intent, plan_id, digest, marker):
             return
         self._check_fresh(intent, entry)
         plan = to_plan(intent, self.filters.find(intent.symbol), self.settings)

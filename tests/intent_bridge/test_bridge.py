@@ -208,16 +208,34 @@ def test_an_intents_age_is_measured_by_redis_s_clock(r, access, monkeypatch) -> 
     assert len(plans(r)) == 1 and r.xlen(keys.Stream.DEAD_LETTER) == 0
 
 
-def test_an_intent_planned_by_the_earlier_version_is_not_planned_again(r, access) -> None:
-    """Found in review: plan ids now leave fields at their default out of the hash; an intent the earlier version
-    planned (its marker under the id with defaults hashed) and read again after the upgrade was a second open."""
-    from microservices.intent_bridge.bridge import legacy_plan_id_for
+def earlier_plan_id(payload: dict, envelope_timestamp: str | None = None) -> str:
+    """The id versions before 2026-12-08 gave an intent without intent_id: its model's dump (defaults in, source out),
+    a JSON-number timestamp kept a number, an envelope's timestamp taken when the payload had none."""
+    import hashlib
 
-    payload = {**SEED_INTENT}
-    legacy_id = legacy_plan_id_for(intent())
-    assert legacy_id is not None and legacy_id != plan_id_for(intent())
-    r.set(keys.bridge_intent(legacy_id), "1")  # what the earlier version's xadd_once wrote
-    r.xadd(keys.Stream.TRADE_INTENT, {"payload": json.dumps(payload)})
+    from shared.schema import to_json
+
+    dumped = TradeIntent.from_fields({"payload": json.dumps(payload)}).model_dump(mode="python", exclude={"source"})
+    stamp = payload.get("timestamp", envelope_timestamp)
+    dumped["timestamp"] = stamp
+    return "ib-" + hashlib.sha256(to_json(dumped).encode()).hexdigest()[:20]
+
+
+UNTIMED = {key: value for key, value in SEED_INTENT.items() if key != "timestamp"}
+
+
+@pytest.mark.parametrize(("payload", "envelope"), [
+    (SEED_INTENT, None), ({**SEED_INTENT, "timestamp": 1767295800000}, None), (UNTIMED, "2026-01-01T18:47:39Z"),
+], ids=["iso timestamp", "epoch ms as a JSON number", "envelope timestamp"])
+def test_an_intent_planned_by_the_earlier_version_is_not_planned_again(r, access, payload, envelope) -> None:
+    """Found in review: plan ids now leave fields at their default out of the hash (and read the producer's time as
+    text, and never the envelope's); an intent the earlier version planned, read again after the upgrade, was a
+    second open. Each earlier rule's id is looked up."""
+    earlier = earlier_plan_id(payload, envelope)
+    fields = {"payload": json.dumps(payload), **({"timestamp": envelope} if envelope else {})}
+    assert earlier != plan_id_for(TradeIntent.from_fields(fields))
+    r.set(keys.bridge_intent(earlier), "1")  # what the earlier version's xadd_once wrote
+    r.xadd(keys.Stream.TRADE_INTENT, fields)
 
     run_bridge(r, access)
 
