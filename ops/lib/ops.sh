@@ -28,13 +28,22 @@ ops_maybe_remote() {
 # default Redis was used instead, and a check ran against a Redis the fleet does not use).
 ops_fleet_setting() {
   local name=$1 value=${!1:-}
-  if [ -z "$value" ] && [ -e "$OPS_FLEET_ENV" ] && [ ! -r "$OPS_FLEET_ENV" ]; then
-    ops_die "cannot read the fleet's settings in $OPS_FLEET_ENV: run this as a user who can (sudo), or set $name"
+  if [ -z "$value" ]; then
+    value=$(ops_env_file_setting "$OPS_FLEET_ENV" "$name") || exit 1
   fi
-  if [ -z "$value" ] && [ -r "$OPS_FLEET_ENV" ]; then
-    value=$(sed -n "s/^[[:space:]]*$name=//p" "$OPS_FLEET_ENV" | tail -n 1)
-    value=${value%\"}; value=${value#\"}; value=${value%\'}; value=${value#\'}
-  fi
+  printf '%s' "$value"
+}
+
+# Setting $2 in env file $1 (its last line for it), read as systemd reads it: spaces around the name, the "=" and the
+# value, a CR at the end, quotes around the value (found in review: "EXCHANGE_TARGET = mainnet" and CRLF lines read
+# as no setting). Empty when the file or the line is absent; a file that is there but cannot be read stops the script.
+ops_env_file_setting() {
+  local file=$1 name=$2 value
+  [ -e "$file" ] || return 0
+  [ -r "$file" ] || ops_die "cannot read the fleet's settings in $file: run this as a user who can (sudo), or set $name"
+  value=$(tr -d '\r' < "$file" | sed -n "s/^[[:space:]]*${name}[[:space:]]*=[[:space:]]*//p" | tail -n 1)
+  value=${value%"${value##*[![:space:]]}"}
+  value=${value%\"}; value=${value#\"}; value=${value%\'}; value=${value#\'}
   printf '%s' "$value"
 }
 
@@ -45,12 +54,17 @@ ops_redis_url() {
   printf '%s' "${url:-$OPS_DEFAULT_REDIS_URL}"
 }
 
-# Whether the fleet trades on mainnet: what its executor reports (quantum:mode), or EXCHANGE_TARGET as the fleet has it
-# (found in review: quantum:mode alone says DRY_RUN after a rollback, or nothing on a fresh Redis).
+# Whether the fleet may trade on mainnet, failing closed: what its executor reports (quantum:mode), EXCHANGE_TARGET
+# here, in common.env or in the executor's own env file (found in review: quantum:mode alone says DRY_RUN after a
+# rollback, or nothing on a fresh Redis; the environment alone could hide the file's mainnet).
 ops_on_mainnet() {
-  local target
-  target=$(ops_fleet_setting EXCHANGE_TARGET) || exit 1
-  [ "$(rcli GET quantum:mode)" = MAINNET ] || [ "${target,,}" = mainnet ]
+  local said value file
+  said="$(rcli GET quantum:mode) ${EXCHANGE_TARGET:-}"
+  for file in "$OPS_FLEET_ENV" "$(dirname "$OPS_FLEET_ENV")/intent-executor.env"; do
+    value=$(ops_env_file_setting "$file" EXCHANGE_TARGET) || exit 1
+    said+=" $value"
+  done
+  [[ ${said,,} == *mainnet* ]]
 }
 
 ops_url_decode() { printf '%b' "${1//%/\\x}"; }

@@ -47,3 +47,18 @@ def test_a_python_without_the_fleet_runs_the_script_under_the_fleets_python(scri
 
     assert bare.returncode == 0 and "usage:" in bare.stdout, bare.stderr
     assert nowhere.returncode == 2 and "the fleet's package is not importable" in nowhere.stderr
+
+
+@pytest.mark.parametrize("line", ["EXCHANGE_TARGET=mainnet ", "EXCHANGE_TARGET = mainnet", "EXCHANGE_TARGET=mainnet\r",
+                                  'EXCHANGE_TARGET="mainnet"'])
+def test_an_env_file_setting_is_read_as_systemd_reads_it(tmp_path, line) -> None:
+    """Found in review: spaces around "=", a trailing space or a CRLF line read as no setting, and the mainnet guard
+    of the proofs and the rollback failed open."""
+    env_file = tmp_path / "common.env"
+    env_file.write_text(f"# fleet\n{line}\nREDIS_URL=redis://:p=a b@h:1/0\n")
+    script = f'. {OPS / "lib" / "ops.sh"}; printf "[%s][%s]" "$(ops_env_file_setting {env_file} EXCHANGE_TARGET)" ' \
+             f'"$(ops_env_file_setting {env_file} REDIS_URL)"'
+
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+
+    assert done.stdout == "[mainnet][redis://:p=a b@h:1/0]", done.stderr

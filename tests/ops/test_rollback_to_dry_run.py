@@ -159,3 +159,16 @@ def test_a_fleet_whose_target_is_mainnet_gets_no_test_plan_whatever_quantum_mode
 
     assert "no test plan on a mainnet fleet" in done.stdout
     assert not any(o["clientOrderId"].startswith("qt-rollback-check") for o in sim.orders())
+
+
+def test_the_executors_own_env_file_saying_mainnet_is_enough_for_the_guard(order_path, script_env, sim,
+                                                                            tmp_path) -> None:
+    """Found in review: the guard read the environment before the files, and never the executor's own env file."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "common.env").write_text("EXCHANGE_TARGET=testnet\n")
+    (tmp_path / "etc" / "intent-executor.env").write_text("EXCHANGE_TARGET = mainnet\r\n")
+
+    done = run_script(SCRIPT, env={**script_env, "QUANTUM_ENV_FILE": str(tmp_path / "etc" / "common.env")})
+
+    assert "no test plan on a mainnet fleet" in done.stdout
+    assert not any(o["clientOrderId"].startswith("qt-rollback-check") for o in sim.orders())
