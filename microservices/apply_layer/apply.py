@@ -99,7 +99,9 @@ def expose_p26_mode(mode: P26Mode) -> None:
 
 EXECUTOR = "intent-executor"  # its heartbeat's daemon name
 NAME = "apply-layer"
-FRESH_BEAT_S = 10  # a heartbeat renewed within this is a running process's (daemons beat about once a second)
+# A heartbeat renewed within this is a running process's: daemons beat about once a second between batches, and an
+# executor on a slow exchange (a lookup, a send, their timeouts) may not for several seconds.
+FRESH_BEAT_S = 25
 
 
 def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:
@@ -115,7 +117,7 @@ def live_heartbeats(client: redis.Redis, daemon: str) -> dict[str, dict[str, str
     clean stop, a crashed process's stays until it expires (HEARTBEAT_TTL_S), which its remaining TTL tells."""
     fresh_ms = (HEARTBEAT_TTL_S - FRESH_BEAT_S) * 1000
     beats = {}
-    for key in client.scan_iter(match=keys.heartbeat_pattern(), count=1000):
+    for key in client.scan_iter(match=keys.heartbeat_pattern(), count=1000, _type="hash"):
         try:
             pipe = client.pipeline(transaction=False)
             pipe.hgetall(key)
@@ -168,16 +170,19 @@ def honour_own_dry_run(client: redis.Redis, apply_mode: ApplyMode, log) -> bool:
 
 
 class OwnDryRun:
-    """honour_own_dry_run at start, then again every RECHECK_S while this daemon's mode is dry_run and the switch is
-    not yet on: an executor starting after it, sending (found in review: one still starting, or crash-looping, was
-    missed by the one look at start)."""
+    """honour_own_dry_run at start, then again while this daemon's mode is dry_run and the switch is not on: every
+    RECHECK_S for the first SOON_S (an executor still starting, or crash-looping, was missed by the one look at start:
+    found in review), then every LATER_S (each look scans the keyspace for heartbeats)."""
 
     RECHECK_S = 5.0
+    SOON_S = 180.0
+    LATER_S = 60.0
 
     def __init__(self, client: redis.Redis, apply_mode: ApplyMode, log, monotonic: Callable[[], float] = time.monotonic):
         self.client, self.apply_mode, self.log, self.monotonic = client, apply_mode, log, monotonic
         self.done = apply_mode is not ApplyMode.DRY_RUN
         self.last = float("-inf")
+        self.started = monotonic()
 
     def check(self) -> None:
         self.last = self.monotonic()
@@ -187,7 +192,9 @@ class OwnDryRun:
             self.done = True  # on already (an operator's `quantum dry-run on`): nothing left to watch for
 
     def maybe_check(self) -> None:
-        if not self.done and self.monotonic() - self.last >= self.RECHECK_S:
+        now = self.monotonic()
+        every = self.RECHECK_S if now - self.started < self.SOON_S else self.LATER_S
+        if not self.done and now - self.last >= every:
             self.check()
 
 

@@ -3,11 +3,14 @@ calibrated in time, microservices.apply_layer.bypass) → reduce-only plans."""
 
 from __future__ import annotations
 
+import time
+
 from microservices.apply_layer.apply import ApplyLayer, OwnDryRun, expose_p26_mode, other_readers
 from microservices.apply_layer.bypass import CalibrationBypass
 from microservices.apply_layer.settings import ApplySettings
 from shared.modes import P26Mode
 from shared import keys
+from shared.freshness import redis_ms
 from shared.runtime import daemon, maintenance
 from shared.runtime.consumer import StreamConsumer
 from shared.runtime.exchange import open_exchange_or_exit
@@ -41,29 +44,54 @@ def main() -> int:
         # An exit the heat gate has not calibrated in time is planned as proposed: a stopped gate holds back none.
         bypass = CalibrationBypass(ctx.redis, layer, settings.calibration_wait_ms, settings.proposal_max_age_ms)
 
-    def on_tick() -> None:
-        try:
-            if bypass is not None:
-                bypass.tick()
-            own_dry_run.maybe_check()  # an executor that starts (or beats) later, sending, is met within seconds
-        finally:  # the trading rules are refreshed whatever the bypass met, and the bypass runs whatever they do
-            access.filters.maybe_refresh()
+    left = LeftGroup(ctx, stream, settings.consumer_name(NAME))
+    left.maybe_release()
+    # Each step runs whatever the others met (the trading rules are refreshed whatever the bypass met, the bypass runs
+    # whatever they do); the first failure is raised after them all.
+    steps = [own_dry_run.maybe_check, *([bypass.tick] if bypass is not None else []), left.maybe_release,
+             access.filters.maybe_refresh]
 
-    release_left(ctx, stream, settings.consumer_name(NAME))
+    def on_tick() -> None:
+        failure: Exception | None = None
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # raised below, after the other steps ran
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
     config = daemon.consumer_config(settings, NAME, stream, keys.Group.APPLY_LAYER)
     consumer = StreamConsumer(ctx.redis, config, parse, layer.handle, on_tick=on_tick)
     return daemon.run(ctx, consumer)
 
 
-def release_left(ctx: daemon.DaemonContext, stream: str, me: str) -> None:
-    """After a P26_MODE switch: let go of this daemon's group on the stream it no longer reads, unless another running
-    apply layer reads it (by their heartbeats) or entries are pending there."""
-    left = P26Mode.SHADOW.input_stream if stream != P26Mode.SHADOW.input_stream else P26Mode.ENFORCE.input_stream
-    readers = other_readers(ctx.redis, left, me)
-    released = "in_use" if readers else maintenance.release_left_group(ctx.redis, left, keys.Group.APPLY_LAYER)
-    if released in ("pending", "in_use"):  # kept: it holds back the trimming of that stream until it goes
-        ctx.log.warning("left_group_kept", stream=left, group=keys.Group.APPLY_LAYER, why=released,
-                        readers=",".join(readers), hint=f"XGROUP DESTROY {left} {keys.Group.APPLY_LAYER} once "
-                                                        "nothing there needs it")
-    elif released == "released":
-        ctx.log.info("left_group_released", stream=left, group=keys.Group.APPLY_LAYER)
+class LeftGroup:
+    """After a P26_MODE switch: this daemon's group on the stream it no longer reads, let go of once it has left
+    entries unread for minutes and no running apply layer says it reads that stream (maintenance.release_left_group);
+    looked at once a minute until it is gone. Kept while entries are pending there (said once, with how to remove
+    it)."""
+
+    EVERY_S = 60.0
+
+    def __init__(self, ctx: daemon.DaemonContext, stream: str, me: str):
+        self.ctx, self.me = ctx, me
+        self.stream = P26Mode.SHADOW.input_stream if stream != P26Mode.SHADOW.input_stream else \
+            P26Mode.ENFORCE.input_stream
+        self.last, self.done, self.said = float("-inf"), False, ""
+
+    def maybe_release(self) -> None:
+        if self.done or time.monotonic() - self.last < self.EVERY_S:
+            return
+        self.last = time.monotonic()
+        readers = other_readers(self.ctx.redis, self.stream, self.me)
+        outcome = "in_use" if readers else maintenance.release_left_group(
+            self.ctx.redis, self.stream, keys.Group.APPLY_LAYER, redis_ms(self.ctx.redis))
+        self.done = outcome in ("released", "absent")
+        if outcome == "released":
+            self.ctx.log.info("left_group_released", stream=self.stream, group=keys.Group.APPLY_LAYER)
+        elif outcome == "pending" and self.said != outcome:  # it holds back that stream's trimming until it goes
+            self.ctx.log.warning("left_group_kept", stream=self.stream, group=keys.Group.APPLY_LAYER, why=outcome,
+                                 hint=f"XGROUP DESTROY {self.stream} {keys.Group.APPLY_LAYER} once nothing there "
+                                      "needs it")
+        self.said = outcome

@@ -10,6 +10,7 @@ longer than BRIDGE_INTENT_MAX_AGE_SEC is dead-lettered (intent_expired), never p
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
@@ -37,6 +38,7 @@ INTENT_EXPIRED, INTENT_TIME_INVALID, DUPLICATE_INTENT = "intent_expired", "inten
 INTENT_OUTCOMES = ("planned", "duplicate", "symbol_not_allowed", "below_confidence_floor", INTENT_EXPIRED,
                    INTENT_TIME_INVALID, DUPLICATE_INTENT)
 LEGACY_MARKER = "1"  # written by versions before the marker held the intent's digest
+DIGITS = re.compile(r"[0-9]+")
 for _outcome in INTENT_OUTCOMES:
     INTENTS.labels(outcome=_outcome)
 
@@ -65,7 +67,7 @@ def legacy_plan_ids(intent: TradeIntent, fields: Mapping[str, str]) -> list[str]
         return []
     dumped = intent.model_dump(mode="python", exclude={"source"})
     stamps: list[object] = [dumped["timestamp"]]
-    if isinstance(dumped["timestamp"], str) and dumped["timestamp"].isdigit():
+    if isinstance(dumped["timestamp"], str) and DIGITS.fullmatch(dumped["timestamp"]):  # not isdigit: "²" is one
         stamps.append(int(dumped["timestamp"]))
     if dumped["timestamp"] is None and "timestamp" in fields and any(name in fields for name in JSON_FIELDS):
         stamps.append(fields["timestamp"])

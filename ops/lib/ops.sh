@@ -41,7 +41,8 @@ ops_env_file_setting() {
   local file=$1 name=$2 value
   [ -e "$file" ] || return 0
   [ -r "$file" ] || ops_die "cannot read the fleet's settings in $file: run this as a user who can (sudo), or set $name"
-  value=$(tr -d '\r' < "$file" | sed -n "s/^[[:space:]]*${name}[[:space:]]*=[[:space:]]*//p" | tail -n 1)
+  value=$(tr -d '\r' < "$file" | sed -n "s/^[[:space:]]*${name}[[:space:]]*=[[:space:]]*//p" | tail -n 1) ||
+    ops_die "cannot read $name from $file"
   value=${value%"${value##*[![:space:]]}"}
   value=${value%\"}; value=${value#\"}; value=${value%\'}; value=${value#\'}
   printf '%s' "$value"
@@ -59,7 +60,14 @@ ops_redis_url() {
 # rollback, or nothing on a fresh Redis; the environment alone could hide the file's mainnet).
 ops_on_mainnet() {
   local said value file
-  said="$(rcli GET quantum:mode) ${EXCHANGE_TARGET:-}"
+  # A failed read says nothing: the guard fails closed (an `if` around this function turns errexit off, and redis-cli
+  # prints an error reply, WRONGTYPE for one, and exits 0).
+  said=$(rcli GET quantum:mode) || ops_die "cannot read quantum:mode to tell whether the fleet trades on mainnet"
+  case $said in
+    ""|SIMULATOR|TESTNET|MAINNET|DRY_RUN) ;;
+    *) ops_die "cannot read quantum:mode ('${said:0:60}') to tell whether the fleet trades on mainnet" ;;
+  esac
+  said+=" ${EXCHANGE_TARGET:-}"
   for file in "$OPS_FLEET_ENV" "$(dirname "$OPS_FLEET_ENV")/intent-executor.env"; do
     value=$(ops_env_file_setting "$file" EXCHANGE_TARGET) || exit 1
     said+=" $value"

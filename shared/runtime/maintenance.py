@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import redis
 
-from shared.runtime.ids import min_id
+from shared.runtime.ids import min_id, parse_id
 
 # On Redis < 7 lag is counted by reading entries; past this many the gauge reports the cap ("at least").
 LAG_COUNT_CAP = 1_000
+UNREAD_FOR_MS = 10 * 60_000  # entries a group has left unread this long: no process reads it (release_left_group)
 
 
 @dataclass(frozen=True)
@@ -50,16 +51,25 @@ def safe_trim_id(client: redis.Redis, stream: str, retention_min_id: str) -> str
     return min_id(*candidates)
 
 
-def release_left_group(client: redis.Redis, stream: str, group: str) -> str:
+def release_left_group(client: redis.Redis, stream: str, group: str, now_ms: int,
+                       unread_for_ms: int = UNREAD_FOR_MS) -> str:
     """A daemon that reads another stream now (the apply layer after a P26_MODE change) lets go of its group on this
     one: every group holds back trimming (safe_trim_id), and one nobody reads would hold it forever (found in review:
-    harvest.proposal grew past STREAM_RETENTION_HOURS). The caller knows no other live process reads it (XINFO's
-    consumer idle time cannot tell: before Redis 7.2 it counts from the last entry delivered, not the last read).
-    Destroyed only with nothing pending. What happened, as a word: released, absent, pending."""
-    if not client.exists(stream) or not any(info["name"] == group for info in client.xinfo_groups(stream)):
+    harvest.proposal grew past STREAM_RETENTION_HOURS). Destroyed only when nothing there is pending and its oldest
+    unread entry (the first after its last-delivered id) was added more than `unread_for_ms` ago (Redis's clock,
+    `now_ms`): a running consumer of the group, blocked on it, reads an entry within seconds, and one restarting within
+    minutes. Found in review: XINFO's consumer idle time cannot tell (before Redis 7.2 it counts from the last entry
+    delivered, not the last read), nor can heartbeats (a process starting has none yet). A group that is not behind
+    holds nothing back. What happened, as a word: released, absent, pending, read (not behind, or not for long)."""
+    info = next((each for each in client.xinfo_groups(stream) if each["name"] == group), None) \
+        if client.exists(stream) else None
+    if info is None:
         return "absent"
-    if int(client.xpending(stream, group)["pending"]):
+    if int(info["pending"]):
         return "pending"
+    unread = client.xrange(stream, min=f"({info['last-delivered-id']}", max="+", count=1)
+    if not unread or now_ms - parse_id(unread[0][0])[0] <= unread_for_ms:
+        return "read"
     client.xgroup_destroy(stream, group)
     return "released"
 

@@ -252,3 +252,13 @@ def test_a_release_adding_an_intent_field_with_a_default_keeps_plan_ids_and_dige
 
     now, next_ = intent(), NextRelease.from_fields({"payload": json.dumps(SEED_INTENT)})
     assert (plan_id_for(next_), intent_digest(next_)) == (plan_id_for(now), intent_digest(now))
+
+
+def test_a_timestamp_of_unicode_digits_is_planned_not_a_crash(r, access) -> None:
+    """Found in review: "²" is a digit to str.isdigit but not to int(): the legacy id lookup raised on every delivery,
+    and a valid intent ended as max_deliveries_exceeded."""
+    r.xadd(keys.Stream.TRADE_INTENT, {"payload": json.dumps({**SEED_INTENT, "timestamp": "²"})})
+
+    run_bridge(r, access)
+
+    assert len(plans(r)) == 1 and r.xlen(keys.Stream.DEAD_LETTER) == 0

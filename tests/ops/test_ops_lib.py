@@ -62,3 +62,15 @@ def test_an_env_file_setting_is_read_as_systemd_reads_it(tmp_path, line) -> None
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
 
     assert done.stdout == "[mainnet][redis://:p=a b@h:1/0]", done.stderr
+
+
+def test_the_mainnet_guard_fails_closed_when_the_mode_cannot_be_read(script_env, r) -> None:
+    """Found in review: under `if ops_on_mainnet` errexit is off, and a failed read of quantum:mode read as "not
+    mainnet"; the proof went on to send."""
+    r.hset("quantum:mode", "by", "hand")  # WRONGTYPE for GET
+
+    done = subprocess.run(["bash", str(OPS / "p33_proof_e2e.sh"), "--timeout", "1"], env=script_env,
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode != 0 and "cannot read quantum:mode" in done.stderr, done.stdout + done.stderr
+    assert r.xlen("quantum:stream:apply.plan") == 0

@@ -76,18 +76,26 @@ def test_a_counted_lag_past_the_cap_says_it_is_at_least_that(r: redis.Redis) -> 
     assert state.lag_at_least == (state.lag == maintenance.LAG_COUNT_CAP)  # Redis 7 tells it exactly
 
 
-def test_a_group_left_behind_is_released_and_trimming_goes_on(r: redis.Redis) -> None:
+def test_a_group_left_behind_is_released_once_it_leaves_entries_unread_for_minutes(r: redis.Redis) -> None:
     """Found in review: after a P26_MODE change the apply layer's group on the stream it no longer reads stayed, and
-    held back every trim of that stream for good. It is released when nothing there is pending (whether another
-    process still reads it, the caller tells from heartbeats: microservices.apply_layer.apply.other_readers)."""
-    add(r, 5)
+    held back every trim of that stream for good. A later review: who reads a group cannot be told from XINFO's idle
+    time (before Redis 7.2, since the last entry delivered) nor from heartbeats (a process starting has none): a
+    group that leaves entries unread for ten minutes has no reader, since a blocked reader wakes on each entry."""
+    now_ms = 1_800_000_000_000
+    for minutes_ago in (30, 20, 12):
+        r.xadd(STREAM, {"n": "1"}, id=f"{now_ms - minutes_ago * 60_000}-0")
     r.xgroup_create(STREAM, "apply-layer", id="0")
     r.xgroup_create(STREAM, "gate", id="$")
-    r.xreadgroup("apply-layer", "apply-layer@h#0", {STREAM: ">"}, count=2)  # read, not acked
-    assert maintenance.release_left_group(r, STREAM, "apply-layer") == "pending"
-    r.xack(STREAM, "apply-layer", *[p["message_id"] for p in r.xpending_range(STREAM, "apply-layer", "-", "+", 10)])
+    r.xreadgroup("apply-layer", "apply-layer@h#0", {STREAM: ">"}, count=1)  # read, not acked
+    assert maintenance.release_left_group(r, STREAM, "apply-layer", now_ms) == "pending"
+    r.xack(STREAM, "apply-layer", f"{now_ms - 30 * 60_000}-0")
+    r.xreadgroup("apply-layer", "apply-layer@h#0", {STREAM: ">"}, count=2)
+    r.xack(STREAM, "apply-layer", f"{now_ms - 20 * 60_000}-0", f"{now_ms - 12 * 60_000}-0")
+    assert maintenance.release_left_group(r, STREAM, "apply-layer", now_ms) == "read"  # caught up: holds nothing
+    r.xadd(STREAM, {"n": "2"}, id=f"{now_ms - 9 * 60_000}-0")
+    assert maintenance.release_left_group(r, STREAM, "apply-layer", now_ms) == "read"  # unread for 9 minutes only
 
-    assert maintenance.release_left_group(r, STREAM, "apply-layer") == "released"
+    assert maintenance.release_left_group(r, STREAM, "apply-layer", now_ms + 2 * 60_000) == "released"
     assert [g["name"] for g in r.xinfo_groups(STREAM)] == ["gate"]
-    assert maintenance.trim(r, STREAM, retention_ms=0, now_ms=10**13) == 4  # all but the last: where the gate stands
-    assert maintenance.release_left_group(r, STREAM, "apply-layer") == "absent"
+    assert maintenance.trim(r, STREAM, retention_ms=0, now_ms=10**13) == 2  # all before where the gate stands
+    assert maintenance.release_left_group(r, STREAM, "apply-layer", now_ms) == "absent"
