@@ -43,7 +43,9 @@ ops_redis_init
 echo "Redis: $OPS_REDIS_SHOWN"
 fleet_mode=$(rcli GET quantum:mode)
 echo "Fleet mode: ${fleet_mode:-unknown}"
-if ops_on_mainnet && [ "$mainnet" != 1 ]; then
+on_mainnet=0
+ops_on_mainnet || on_mainnet=$?  # 1: not mainnet; 2: cannot tell, taken as mainnet
+if [ "$on_mainnet" != 1 ] && [ "$mainnet" != 1 ]; then
   ops_die "the fleet trades on mainnet: this proof would open a real position with real money; pass --mainnet (and --close) to mean it"
 fi
 verdicts=()

@@ -204,15 +204,15 @@ if [ "$undo" = 1 ]; then
 fi
 
 status=0
-on_mainnet=0
-if ops_on_mainnet; then on_mainnet=1; fi  # before the restart, which makes quantum:mode DRY_RUN
+on_mainnet=0  # before the restart, which makes quantum:mode DRY_RUN
+ops_on_mainnet || on_mainnet=$?  # 1: not mainnet; 2: cannot tell, taken as mainnet
 rollback_start=$(ops_last_id quantum:stream:apply.result)
 echo "Step 1/3: runtime switch (quantum:apply:dry_run)"
 quantum_cli dry-run on | sed 's/^/  /'
 echo "Step 2/3: persist APPLY_MODE=dry_run"
 persist_dry_run || status=1
 echo "Step 3/3: verify"
-if [ "$on_mainnet" = 1 ] && [ "$mainnet" != 1 ]; then
+if [ "$on_mainnet" != 1 ] && [ "$mainnet" != 1 ]; then
   echo "  no test plan on a mainnet fleet (it would be a real open if dry run did not hold): pass --mainnet to send one"
 else
   verify_test_plan || status=1

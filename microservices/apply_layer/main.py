@@ -4,6 +4,7 @@ calibrated in time, microservices.apply_layer.bypass) → reduce-only plans."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from microservices.apply_layer.apply import ApplyLayer, OwnDryRun, expose_p26_mode, other_readers
 from microservices.apply_layer.bypass import CalibrationBypass
@@ -11,6 +12,7 @@ from microservices.apply_layer.settings import ApplySettings
 from shared.modes import P26Mode
 from shared import keys
 from shared.freshness import redis_ms
+from shared.redis_conn import unavailable
 from shared.runtime import daemon, maintenance
 from shared.runtime.consumer import StreamConsumer
 from shared.runtime.exchange import open_exchange_or_exit
@@ -51,26 +53,31 @@ def main() -> int:
     steps = [own_dry_run.maybe_check, *([bypass.tick] if bypass is not None else []), left.maybe_release,
              access.filters.maybe_refresh]
 
-    def on_tick() -> None:
-        failure: Exception | None = None
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:  # raised below, after the other steps ran
-                failure = failure or exc
-        if failure is not None:
-            raise failure
-
     config = daemon.consumer_config(settings, NAME, stream, keys.Group.APPLY_LAYER)
-    consumer = StreamConsumer(ctx.redis, config, parse, layer.handle, on_tick=on_tick)
+    consumer = StreamConsumer(ctx.redis, config, parse, layer.handle, on_tick=lambda: run_steps(steps))
     return daemon.run(ctx, consumer)
+
+
+def run_steps(steps: list[Callable[[], object]]) -> None:
+    """Each step whatever the others met, the first failure raised after them all; but Redis unavailable at once: the
+    loop waits for it, and each further step would wait its own timeouts first (found in review: a stalled Redis made
+    the steps together outlast systemd's watchdog)."""
+    failure: Exception | None = None
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 class LeftGroup:
     """After a P26_MODE switch: this daemon's group on the stream it no longer reads, let go of once it has left
     entries unread for minutes and no running apply layer says it reads that stream (maintenance.release_left_group);
-    looked at once a minute until it is gone. Kept while entries are pending there (said once, with how to remove
-    it)."""
+    looked at once a minute. Kept while entries are pending there (said once, with how to remove it)."""
 
     EVERY_S = 60.0
 
@@ -84,10 +91,11 @@ class LeftGroup:
         if self.done or time.monotonic() - self.last < self.EVERY_S:
             return
         self.last = time.monotonic()
-        readers = other_readers(self.ctx.redis, self.stream, self.me)
-        outcome = "in_use" if readers else maintenance.release_left_group(
-            self.ctx.redis, self.stream, keys.Group.APPLY_LAYER, redis_ms(self.ctx.redis))
-        self.done = outcome in ("released", "absent")
+        outcome = maintenance.release_left_group(
+            self.ctx.redis, self.stream, keys.Group.APPLY_LAYER, redis_ms(self.ctx.redis),
+            others_read=lambda: bool(other_readers(self.ctx.redis, self.stream, self.me)))
+        # Not done while absent: another instance, in the other mode for a while, may create the group later.
+        self.done = outcome == "released"
         if outcome == "released":
             self.ctx.log.info("left_group_released", stream=self.stream, group=keys.Group.APPLY_LAYER)
         elif outcome == "pending" and self.said != outcome:  # it holds back that stream's trimming until it goes

@@ -7,6 +7,7 @@ every group's oldest pending id), so nothing a group has not yet read or acked i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -52,15 +53,16 @@ def safe_trim_id(client: redis.Redis, stream: str, retention_min_id: str) -> str
 
 
 def release_left_group(client: redis.Redis, stream: str, group: str, now_ms: int,
-                       unread_for_ms: int = UNREAD_FOR_MS) -> str:
+                       others_read: Callable[[], bool] = lambda: False, unread_for_ms: int = UNREAD_FOR_MS) -> str:
     """A daemon that reads another stream now (the apply layer after a P26_MODE change) lets go of its group on this
     one: every group holds back trimming (safe_trim_id), and one nobody reads would hold it forever (found in review:
     harvest.proposal grew past STREAM_RETENTION_HOURS). Destroyed only when nothing there is pending and its oldest
     unread entry (the first after its last-delivered id) was added more than `unread_for_ms` ago (Redis's clock,
     `now_ms`): a running consumer of the group, blocked on it, reads an entry within seconds, and one restarting within
     minutes. Found in review: XINFO's consumer idle time cannot tell (before Redis 7.2 it counts from the last entry
-    delivered, not the last read), nor can heartbeats (a process starting has none yet). A group that is not behind
-    holds nothing back. What happened, as a word: released, absent, pending, read (not behind, or not for long)."""
+    delivered, not the last read), nor can heartbeats alone (a process starting has none yet); `others_read`, asked
+    last, says whether a running process says it reads the stream. A group that is not behind holds nothing back.
+    What happened, as a word: released, absent, pending, read (not behind, or not for long), in_use."""
     info = next((each for each in client.xinfo_groups(stream) if each["name"] == group), None) \
         if client.exists(stream) else None
     if info is None:
@@ -70,6 +72,8 @@ def release_left_group(client: redis.Redis, stream: str, group: str, now_ms: int
     unread = client.xrange(stream, min=f"({info['last-delivered-id']}", max="+", count=1)
     if not unread or now_ms - parse_id(unread[0][0])[0] <= unread_for_ms:
         return "read"
+    if others_read():
+        return "in_use"
     client.xgroup_destroy(stream, group)
     return "released"
 

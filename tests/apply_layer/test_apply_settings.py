@@ -174,3 +174,28 @@ def test_a_group_another_running_apply_layer_reads_is_kept(r) -> None:
     assert other_readers(r, proposal, "apply-layer@h#0") == [keys.heartbeat("apply-layer@old#0"),
                                                                keys.heartbeat("apply-layer@other#0")]
     assert other_readers(r, calibrated, "apply-layer@h#0") == [keys.heartbeat("apply-layer@old#0")]
+
+
+def test_the_tick_runs_every_step_but_stops_at_once_when_redis_is_unavailable() -> None:
+    """Each step runs whatever the others met (the trading rules refresh whatever the bypass met); a Redis that does
+    not answer stops the tick at once (found in review: each further step waited its own timeouts, and together they
+    outlasted systemd's watchdog)."""
+    import redis as redis_py
+
+    from microservices.apply_layer.main import run_steps
+
+    ran: list[str] = []
+
+    def fails(name: str, error: Exception):
+        def step() -> None:
+            ran.append(name)
+            raise error
+        return step
+
+    with pytest.raises(ValueError, match="first"):
+        run_steps([fails("a", ValueError("first")), fails("b", KeyError("second")), lambda: ran.append("c")])
+    assert ran == ["a", "b", "c"]
+    ran.clear()
+    with pytest.raises(redis_py.ConnectionError):
+        run_steps([fails("a", redis_py.ConnectionError("down")), lambda: ran.append("b")])
+    assert ran == ["a"]

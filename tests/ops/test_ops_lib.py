@@ -65,12 +65,24 @@ def test_an_env_file_setting_is_read_as_systemd_reads_it(tmp_path, line) -> None
 
 
 def test_the_mainnet_guard_fails_closed_when_the_mode_cannot_be_read(script_env, r) -> None:
-    """Found in review: under `if ops_on_mainnet` errexit is off, and a failed read of quantum:mode read as "not
-    mainnet"; the proof went on to send."""
+    """Found in review: under `if ops_on_mainnet` errexit is off, and a failed read of quantum:mode (redis-cli prints
+    WRONGTYPE and exits 0) read as "not mainnet"; the proof went on to send. Now it is taken as mainnet."""
     r.hset("quantum:mode", "by", "hand")  # WRONGTYPE for GET
 
     done = subprocess.run(["bash", str(OPS / "p33_proof_e2e.sh"), "--timeout", "1"], env=script_env,
                           capture_output=True, text=True, timeout=60)
 
     assert done.returncode != 0 and "cannot read quantum:mode" in done.stderr, done.stdout + done.stderr
-    assert r.xlen("quantum:stream:apply.plan") == 0
+    assert "the fleet trades on mainnet" in done.stderr and r.xlen("quantum:stream:apply.plan") == 0
+
+
+def test_a_rollback_goes_on_to_its_switch_whatever_the_guard_could_not_read(script_env, r) -> None:
+    """Found in review: the guard's read failing stopped the rollback before `quantum dry-run on`, the one thing it is
+    for. It goes on, and sends no test plan (the fleet is taken as a mainnet one)."""
+    r.hset("quantum:mode", "by", "hand")
+
+    done = subprocess.run(["bash", str(OPS / "rollback_to_dry_run.sh"), "--timeout", "1"], env=script_env,
+                          capture_output=True, text=True, timeout=60)
+
+    assert r.get("quantum:apply:dry_run") == "1", done.stdout + done.stderr
+    assert "no test plan on a mainnet fleet" in done.stdout and r.xlen("quantum:stream:apply.plan") == 0

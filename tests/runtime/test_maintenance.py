@@ -99,3 +99,13 @@ def test_a_group_left_behind_is_released_once_it_leaves_entries_unread_for_minut
     assert [g["name"] for g in r.xinfo_groups(STREAM)] == ["gate"]
     assert maintenance.trim(r, STREAM, retention_ms=0, now_ms=10**13) == 2  # all before where the gate stands
     assert maintenance.release_left_group(r, STREAM, "apply-layer", now_ms) == "absent"
+
+
+def test_a_group_a_running_process_says_it_reads_is_kept(r: redis.Redis) -> None:
+    now_ms = 1_800_000_000_000
+    r.xadd(STREAM, {"n": "1"}, id=f"{now_ms - 30 * 60_000}-0")
+    r.xgroup_create(STREAM, "apply-layer", id="$")
+    r.xadd(STREAM, {"n": "2"}, id=f"{now_ms - 20 * 60_000}-0")
+
+    assert maintenance.release_left_group(r, STREAM, "apply-layer", now_ms, others_read=lambda: True) == "in_use"
+    assert maintenance.release_left_group(r, STREAM, "apply-layer", now_ms, others_read=lambda: False) == "released"
