@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import redis
 
-from shared.runtime.ids import min_id, parse_id
+from shared.lua import LuaScript
+from shared.runtime.ids import min_id
 
 # On Redis < 7 lag is counted by reading entries; past this many the gauge reports the cap ("at least").
 LAG_COUNT_CAP = 1_000
@@ -62,20 +63,36 @@ def release_left_group(client: redis.Redis, stream: str, group: str, now_ms: int
     minutes. Found in review: XINFO's consumer idle time cannot tell (before Redis 7.2 it counts from the last entry
     delivered, not the last read), nor can heartbeats alone (a process starting has none yet); `others_read`, asked
     last, says whether a running process says it reads the stream. A group that is not behind holds nothing back.
-    What happened, as a word: released, absent, pending, read (not behind, or not for long), in_use."""
-    info = next((each for each in client.xinfo_groups(stream) if each["name"] == group), None) \
-        if client.exists(stream) else None
-    if info is None:
-        return "absent"
-    if int(info["pending"]):
-        return "pending"
-    unread = client.xrange(stream, min=f"({info['last-delivered-id']}", max="+", count=1)
-    if not unread or now_ms - parse_id(unread[0][0])[0] <= unread_for_ms:
-        return "read"
+    What happened, as a word: released, absent, pending, read (not behind, or not for long), in_use. The look and the
+    destroy are one script call (a reader's XREADGROUP cannot land between them)."""
+    state = _LEFT_GROUP(client, [stream], [group, now_ms, unread_for_ms, 0])
+    if state != "behind":
+        return str(state)
     if others_read():
         return "in_use"
-    client.xgroup_destroy(stream, group)
-    return "released"
+    return str(_LEFT_GROUP(client, [stream], [group, now_ms, unread_for_ms, 1]))
+
+
+# KEYS: the stream; ARGV: group, now-ms, unread-for-ms, 1 to destroy a group behind. Reply: absent, pending, read,
+# behind (ARGV[4] 0), released.
+_LEFT_GROUP = LuaScript("""
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'absent' end
+local info
+for _, listed in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local fields = {}
+  for i = 1, #listed, 2 do fields[listed[i]] = listed[i + 1] end
+  if fields['name'] == ARGV[1] then info = fields end
+end
+if not info then return 'absent' end
+if tonumber(info['pending']) > 0 then return 'pending' end
+local unread = redis.call('XRANGE', KEYS[1], '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
+if #unread == 0 then return 'read' end
+local added = tonumber(string.match(unread[1][1], '^(%d+)'))
+if tonumber(ARGV[2]) - added <= tonumber(ARGV[3]) then return 'read' end
+if ARGV[4] ~= '1' then return 'behind' end
+redis.call('XGROUP', 'DESTROY', KEYS[1], ARGV[1])
+return 'released'
+""")
 
 
 def trim(client: redis.Redis, stream: str, retention_ms: int, now_ms: int) -> int:
