@@ -33,7 +33,7 @@ from shared.modes import FLEET_MODE_DRY_RUN, ApplyMode, P26Mode
 from shared.once import xadd_once
 from shared.proposals import plan_id_for
 from shared.runtime.consumer import Entry, Rejected
-from shared.runtime.liveness import HEARTBEAT_TTL_S
+from shared.runtime import liveness
 from shared.schema import Action, Decision, HarvestProposal, Plan, Side
 from shared.trading_state import forced_dry_run
 
@@ -98,10 +98,8 @@ def expose_p26_mode(mode: P26Mode) -> None:
 
 
 EXECUTOR = "intent-executor"  # its heartbeat's daemon name
+P26MODES = {mode.value for mode in P26Mode}
 NAME = "apply-layer"
-# A heartbeat renewed within this is a running process's: daemons beat about once a second between batches, and an
-# executor on a slow exchange (a lookup, a send, their timeouts) may not for several seconds.
-FRESH_BEAT_S = 25
 
 
 def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:
@@ -112,35 +110,20 @@ def fleet_dry_run(client: redis.Redis) -> tuple[bool, str | None]:
     return mode == FLEET_MODE_DRY_RUN or forced_dry_run(forced), mode  # the switch read as the executor reads it
 
 
-def live_heartbeats(client: redis.Redis, daemon: str) -> dict[str, dict[str, str]]:
-    """The heartbeats (key -> fields) of `daemon`'s processes that beat within the last FRESH_BEAT_S: deleted at a
-    clean stop, a crashed process's stays until it expires (HEARTBEAT_TTL_S), which its remaining TTL tells."""
-    fresh_ms = (HEARTBEAT_TTL_S - FRESH_BEAT_S) * 1000
-    beats = {}
-    for key in client.scan_iter(match=keys.heartbeat_pattern(), count=1000, _type="hash"):
-        try:
-            pipe = client.pipeline(transaction=False)
-            pipe.hgetall(key)
-            pipe.pttl(key)
-            beat, ttl_ms = pipe.execute()
-        except redis.ResponseError:  # a key of another type there: no heartbeat
-            continue
-        if beat.get("daemon") == daemon and int(ttl_ms) > fresh_ms:
-            beats[key] = beat
-    return beats
-
-
 def live_executor_modes(client: redis.Redis) -> list[str]:
     """The modes running executors say in their heartbeats: unlike quantum:mode, which stays after the executor
     stops, only what runs now. A heartbeat without one (an executor of an earlier version) reads as sending."""
-    return [beat.get("mode") or "UNKNOWN" for beat in live_heartbeats(client, EXECUTOR).values()]
+    return [beat.get("mode") or "UNKNOWN" for beat in liveness.running(client, EXECUTOR).values()]
 
 
 def other_readers(client: redis.Redis, stream: str, me: str) -> list[str]:
     """Other running apply layers that read `stream` (their heartbeat's p26_mode; one without, of an earlier version,
-    may read either): its group must stay."""
-    return sorted(key for key, beat in live_heartbeats(client, NAME).items() if key != keys.heartbeat(me)
-                  and beat.get("p26_mode") not in [mode.value for mode in P26Mode if mode.input_stream != stream])
+    or one unreadable, may read either): its group must stay."""
+    def reads(mode: str | None) -> bool:
+        return mode not in P26MODES or P26Mode(mode).input_stream == stream
+
+    return sorted(key for key, beat in liveness.running(client, NAME).items()
+                  if key != keys.heartbeat(me) and reads(beat.get("p26_mode")))
 
 
 def honour_own_dry_run(client: redis.Redis, apply_mode: ApplyMode, log) -> bool:
@@ -149,10 +132,10 @@ def honour_own_dry_run(client: redis.Redis, apply_mode: ApplyMode, log) -> bool:
     is honoured fleet-wide, the stricter mode winning: the dry-run switch is set (`quantum dry-run on`), said in an
     error line (found in review: before, a warning only, and the fleet went on trading). Judged on the live
     executors' heartbeats: with none running (the fleet restarting) nothing is forced, since each executor's own
-    start applies its APPLY_MODE. True when it set the switch."""
+    start applies its APPLY_MODE. True when the switch is on (set now, or before)."""
     [forced] = lua.texts(client, [keys.FORCE_DRY_RUN])
     if forced_dry_run(forced):
-        return False
+        return True
     modes = live_executor_modes(client)
     sending = [mode for mode in modes if mode != FLEET_MODE_DRY_RUN]
     executor_mode = ",".join(sorted(set(modes)))
@@ -186,10 +169,8 @@ class OwnDryRun:
 
     def check(self) -> None:
         self.last = self.monotonic()
-        if honour_own_dry_run(self.client, self.apply_mode, self.log) or self.apply_mode is not ApplyMode.DRY_RUN:
-            self.done = True
-        elif forced_dry_run(lua.texts(self.client, [keys.FORCE_DRY_RUN])[0]):
-            self.done = True  # on already (an operator's `quantum dry-run on`): nothing left to watch for
+        # done once the switch is on (set here, or an operator's `quantum dry-run on`): nothing left to watch for
+        self.done = honour_own_dry_run(self.client, self.apply_mode, self.log) or self.done
 
     def maybe_check(self) -> None:
         now = self.monotonic()

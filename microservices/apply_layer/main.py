@@ -46,7 +46,7 @@ def main() -> int:
         # An exit the heat gate has not calibrated in time is planned as proposed: a stopped gate holds back none.
         bypass = CalibrationBypass(ctx.redis, layer, settings.calibration_wait_ms, settings.proposal_max_age_ms)
 
-    left = LeftGroup(ctx, stream, settings.consumer_name(NAME))
+    left = LeftGroup(ctx, settings.p26_mode, settings.consumer_name(NAME))
     left.maybe_release()
     # Each step runs whatever the others met (the trading rules are refreshed whatever the bypass met, the bypass runs
     # whatever they do); the first failure is raised after them all.
@@ -81,10 +81,9 @@ class LeftGroup:
 
     EVERY_S = 60.0
 
-    def __init__(self, ctx: daemon.DaemonContext, stream: str, me: str):
+    def __init__(self, ctx: daemon.DaemonContext, reading: P26Mode, me: str):
         self.ctx, self.me = ctx, me
-        self.stream = P26Mode.SHADOW.input_stream if stream != P26Mode.SHADOW.input_stream else \
-            P26Mode.ENFORCE.input_stream
+        [self.stream] = [mode.input_stream for mode in P26Mode if mode is not reading]
         self.last, self.done, self.said = float("-inf"), False, ""
 
     def maybe_release(self) -> None:

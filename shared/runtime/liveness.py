@@ -57,6 +57,22 @@ class ConsumerNameInUse(SystemExit):
     SystemExit, so that no handler's `except Exception` takes it for one plan's failure and carries on."""
 
 
+def running(client: redis.Redis, daemon: str, within_s: float = 25.0) -> dict[str, dict[str, str]]:
+    """The heartbeats (key -> fields) of `daemon`'s processes that beat within the last `within_s`: a heartbeat is
+    deleted at a clean stop, and a crashed process's stays until it expires (HEARTBEAT_TTL_S), which its remaining TTL
+    tells. A daemon beats about once a second between batches; an executor on a slow exchange (a lookup, a send, their
+    timeouts) may not for several seconds, hence 25 by default. One SCAN, then one round trip for all of them."""
+    found = list(client.scan_iter(match=keys.heartbeat_pattern(), count=1000, _type="hash"))
+    pipe = client.pipeline(transaction=False)
+    for key in found:
+        pipe.hgetall(key)
+        pipe.pttl(key)
+    replies = pipe.execute(raise_on_error=False) if found else []
+    fresh_ms = (HEARTBEAT_TTL_S - within_s) * 1000
+    return {key: beat for key, beat, ttl_ms in zip(found, replies[0::2], replies[1::2])
+            if isinstance(beat, dict) and beat.get("daemon") == daemon and isinstance(ttl_ms, int) and ttl_ms > fresh_ms}
+
+
 class Liveness:
     def __init__(self, client: redis.Redis, daemon: str, consumer: str, facts: dict[str, str] | None = None,
                  owner: "ConsumerOwner | None" = None):
