@@ -57,12 +57,13 @@ def plan_id_for(intent: TradeIntent) -> str:
     return "ib-" + _sha256(_canonical(intent, {"source"}))[:20]
 
 
-def legacy_plan_ids(intent: TradeIntent, fields: Mapping[str, str]) -> list[str]:
+def legacy_plan_ids(intent: TradeIntent, fields: Mapping[str, str], plan_id: str) -> list[str]:
     """The plan ids versions before 2026-12-08 may have given an intent without an intent_id, other than today's: an
     intent planned by such a version and read again by this one is found under them. Those versions hashed the
     defaults too, read an epoch-ms `timestamp` given as a JSON number as a number, and took an event bus's envelope
     `timestamp` when the payload had none (found in review: recomputed from today's model alone, those two were
-    missed, and such an intent became a second plan). Remove once their markers (7 days) are gone."""
+    missed, and such an intent became a second plan). `plan_id`: today's (plan_id_for). Remove once their markers (7
+    days) are gone."""
     if intent.intent_id:
         return []
     dumped = intent.model_dump(mode="python", exclude={"source"})
@@ -72,7 +73,7 @@ def legacy_plan_ids(intent: TradeIntent, fields: Mapping[str, str]) -> list[str]
     if dumped["timestamp"] is None and "timestamp" in fields and any(name in fields for name in JSON_FIELDS):
         stamps.append(fields["timestamp"])
     ids = ["ib-" + _sha256(to_json({**dumped, "timestamp": stamp}))[:20] for stamp in stamps]
-    return [each for each in dict.fromkeys(ids) if each != plan_id_for(intent)]
+    return [each for each in dict.fromkeys(ids) if each != plan_id]
 
 
 def intent_digest(intent: TradeIntent) -> str:
@@ -135,8 +136,8 @@ class IntentBridge:
         plan_id, digest = plan_id_for(intent), intent_digest(intent)
         # Planned before its age: a redelivery after a crash between the XADD and the ack must not read as an intent
         # that expired unplanned (found in review: its dead letter said "never planned" of a plan that may execute).
-        marker, *legacy = self.r.mget([keys.bridge_intent(each) for each in (plan_id, *legacy_plan_ids(intent,
-                                                                                                         entry.fields))])
+        candidates = [plan_id, *legacy_plan_ids(intent, entry.fields, plan_id)]
+        marker, *legacy = self.r.mget([keys.bridge_intent(each) for each in candidates])
         if marker is None and any(each is not None for each in legacy):
             marker = LEGACY_MARKER  # planned by an earlier version under the id it gave the intent
         if self._planned_before(intent, plan_id, digest, marker):

@@ -29,7 +29,7 @@ from shared.exchange.errors import ExchangeError, ExchangeSettingsError
 from shared.exchange.models import OrderResult
 from shared.exchange.target import Target, load_exchange_settings
 from shared.logging import redact_text
-from shared.schema.fields import format_decimal
+from shared.schema.fields import format_decimal, parse_decimal
 
 DEFAULT_OUT = "/tmp/execution_proof.json"
 DEFAULT_COUNT = 3
@@ -266,8 +266,8 @@ def order_problem(order: OrderResult | None, result: dict[str, str]) -> tuple[st
 
 def _decimal_or_none(text: str | None) -> Decimal | None:
     try:
-        return Decimal(text) if text else None
-    except ArithmeticError:
+        return parse_decimal(text)
+    except ValueError:  # absent or not a number: no quantity recorded
         return None
 
 

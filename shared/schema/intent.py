@@ -11,9 +11,6 @@ from shared.schema.entry import EntryModel
 from shared.schema.fields import (IntentLeverage, PositiveDec, ShortText, Side, SideField, Symbol, UnitDec,
                                   format_decimal, parse_decimal)
 
-ProducerTime = Annotated[ShortText | None, BeforeValidator(lambda value: _as_text(value))]
-
-
 def _as_text(value: object) -> object:
     """A JSON number reads as the same text a flat field gives: found in review, a fraction was refused in JSON form
     while the flat form was accepted, and 1767295800000 in JSON and "1767295800000" flat gave two plan ids for one
@@ -23,6 +20,9 @@ def _as_text(value: object) -> object:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return value
+
+
+ProducerTime = Annotated[ShortText | None, BeforeValidator(_as_text)]
 
 
 class TradeIntent(EntryModel):
