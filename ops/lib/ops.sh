@@ -23,17 +23,6 @@ ops_maybe_remote() {
   done
 }
 
-# Setting $1 as the fleet has it: the environment's, else the fleet's common.env (an ssh session has no systemd
-# environment), else empty. A common.env that is there but cannot be read stops the script (found in review: the
-# default Redis was used instead, and a check ran against a Redis the fleet does not use).
-ops_fleet_setting() {
-  local name=$1 value=${!1:-}
-  if [ -z "$value" ]; then
-    value=$(ops_env_file_setting "$OPS_FLEET_ENV" "$name") || exit 1
-  fi
-  printf '%s' "$value"
-}
-
 # Setting $2 in env file $1 (its last line for it), read as systemd reads it: spaces around the name, the "=" and the
 # value, a CR at the end, quotes around the value (found in review: "EXCHANGE_TARGET = mainnet" and CRLF lines read
 # as no setting). Empty when the file or the line is absent; a file that is there but cannot be read stops the script.
@@ -48,10 +37,14 @@ ops_env_file_setting() {
   printf '%s' "$value"
 }
 
-# REDIS_URL as the fleet has it, else the default.
+# REDIS_URL, else the fleet's common.env (an ssh session has no systemd environment), else the default. A common.env
+# that is there but cannot be read stops the script (found in review: the default Redis was used instead, and a check
+# ran against a Redis the fleet does not use).
 ops_redis_url() {
-  local url
-  url=$(ops_fleet_setting REDIS_URL) || exit 1
+  local url=${REDIS_URL:-}
+  if [ -z "$url" ]; then
+    url=$(ops_env_file_setting "$OPS_FLEET_ENV" REDIS_URL) || exit 1
+  fi
   printf '%s' "${url:-$OPS_DEFAULT_REDIS_URL}"
 }
 

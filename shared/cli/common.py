@@ -66,10 +66,12 @@ def load_fleet_env(path: str | None = None) -> None:
 
 
 def parse_env_file(text: str) -> dict[str, str]:
-    """systemd EnvironmentFile lines: NAME=VALUE, optional quotes, '#' comments."""
+    """systemd EnvironmentFile lines: NAME=VALUE, spaces around the name, the "=" and the value allowed (as
+    ops/lib/ops.sh reads them), optional quotes, '#' comments."""
     values = {}
     for line in text.splitlines():
         name, sep, value = line.strip().partition("=")
+        name = name.strip()
         if not sep or not name or name.startswith("#") or not name.replace("_", "").isalnum():
             continue
         value = value.strip()

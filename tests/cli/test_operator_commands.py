@@ -54,3 +54,13 @@ def test_a_fleet_env_file_that_cannot_be_read_is_an_error_not_the_default_redis(
     done = quantum("kill", "on", env={**without_redis_url(), "QUANTUM_ENV_FILE": str(unreadable)})
 
     assert done.returncode != 0 and f"cannot read the fleet's settings in {unreadable}" in done.stderr
+
+
+def test_the_fleet_env_file_is_read_as_systemd_and_the_ops_scripts_read_it() -> None:
+    """Spaces around the name and the "=" (and a CRLF line) were read by ops/lib/ops.sh but skipped here, so the two
+    disagreed on the fleet's settings."""
+    from shared.cli.common import parse_env_file
+
+    text = "# fleet\nEXCHANGE_TARGET = mainnet\r\n  REDIS_URL=\"redis://h:1/2\"\nnot a setting\n"
+
+    assert parse_env_file(text) == {"EXCHANGE_TARGET": "mainnet", "REDIS_URL": "redis://h:1/2"}
