@@ -28,20 +28,16 @@ def main() -> int:
     # with its own start time, which every proposal id carries: two partial closes for one take-profit rung). Renewed
     # each tick, so the key outlives the longest poll.
     sole = SoleInstance(ctx.redis, keys.HARVEST_INSTANCE, settings.consumer_name(NAME),
-                        ttl_s=HEARTBEAT_TTL_S + 2 * int(settings.harvest_poll_sec + 1))
-    _refuse_a_second(sole.claim())
+                        ttl_s=HEARTBEAT_TTL_S + 2 * int(settings.harvest_poll_sec + 1),
+                        why="two would each start a position's record and propose its exits twice, so only one may "
+                            "run (stop one)")
+    sole.hold()
 
     def tick() -> None:
-        _refuse_a_second(sole.renew())  # the key lost (a Redis restart) and taken by another meanwhile
+        sole.keep()
         harvester.tick()
 
     try:
         return daemon.run_timer(ctx, settings.harvest_poll_sec, tick)
     finally:
         sole.let_go()
-
-
-def _refuse_a_second(other: str | None) -> None:
-    if other is not None:
-        daemon.fail(f"another harvest-proposal ({other}) runs against this Redis: two would each start a position's "
-                    "record and propose its exits twice, so only one may run (stop one)")

@@ -26,13 +26,15 @@ def main() -> int:
     if not keeper.refresh():
         ctx.log.warning("initial_snapshot_failed", detail="plans are denied stale_snapshot until a refresh succeeds")
     log_startup(ctx.log, settings)
-    sole = SoleInstance(ctx.redis, keys.P33_INSTANCE, settings.consumer_name(NAME))
-    _refuse_a_second(sole.claim())  # before the permitted opens are read back: they are this instance's now
+    sole = SoleInstance(ctx.redis, keys.P33_INSTANCE, settings.consumer_name(NAME),
+                        why="P3.3 keeps the opens it permitted in memory, so only one may run (stop one, or give it "
+                            "its own Redis)")
+    sole.hold()  # before the permitted opens are read back: they are this instance's now
     brain = PositionStateBrain(ctx.redis, keeper, access.filters, settings.policy(), settings.p33_permit_ttl)
     ctx.log.info("p33_permitted_opens_recovered", count=brain.recover())
 
     def on_tick() -> None:
-        _refuse_a_second(sole.renew())  # the key lost (a Redis restart) and taken by another meanwhile
+        sole.keep()
         keeper.maybe_refresh()
         access.filters.maybe_refresh()
         brain.maybe_catch_up()
@@ -47,12 +49,6 @@ def main() -> int:
         return daemon.run(ctx, consumer)
     finally:
         sole.let_go()
-
-
-def _refuse_a_second(other: str | None) -> None:
-    if other is not None:
-        daemon.fail(f"another position-state-brain ({other}) runs against this Redis: P3.3 keeps the opens it "
-                    "permitted in memory, so only one may run (stop one, or give it its own Redis)")
 
 
 def log_startup(log, settings: PositionStateSettings) -> None:

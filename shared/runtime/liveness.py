@@ -57,6 +57,11 @@ class ConsumerNameInUse(SystemExit):
     SystemExit, so that no handler's `except Exception` takes it for one plan's failure and carries on."""
 
 
+class AnotherInstance(SystemExit):
+    """Another instance of a daemon that runs once per Redis holds its key (SoleInstance): this one exits (status 1,
+    the message on stderr), a SystemExit for the same reason."""
+
+
 def running(client: redis.Redis, daemon: str, within_s: float = 25.0) -> dict[str, dict[str, str]]:
     """The heartbeats (key -> fields) of `daemon`'s processes that beat within the last `within_s`: a heartbeat is
     deleted at a clean stop, and a crashed process's stays until it expires (HEARTBEAT_TTL_S), which its remaining TTL
@@ -146,9 +151,23 @@ class SoleInstance:
     crash, so the same instance restarting (same consumer name) takes it back at once."""
 
     def __init__(self, client: redis.Redis, key: str, consumer: str, ttl_s: int = HEARTBEAT_TTL_S,
-                 monotonic=time.monotonic):
+                 monotonic=time.monotonic, why: str = "only one may run"):
         self.client, self.key, self.consumer, self.ttl_s, self.monotonic = client, key, consumer, ttl_s, monotonic
+        self.why = why  # said when another instance holds the key
         self._renewed = float("-inf")
+
+    def hold(self) -> None:
+        """claim(), or exit (AnotherInstance) naming the instance that holds the key."""
+        self._refuse(self.claim())
+
+    def keep(self) -> None:
+        """renew(), or exit the same way: the key was lost (a Redis restart) and taken by another meanwhile."""
+        self._refuse(self.renew())
+
+    def _refuse(self, other: str | None) -> None:
+        if other is not None:
+            daemon = self.consumer.split("@", 1)[0]
+            raise AnotherInstance(f"another {daemon} ({other}) runs against this Redis: {self.why}")
 
     def claim(self) -> str | None:
         """None when this instance holds the key now; else the instance that does."""
